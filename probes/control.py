@@ -1,0 +1,65 @@
+"""The control: what the same URL looks like from an uncensored vantage point.
+
+The collector's ``POST /api/v1/control`` answers with a :class:`ControlObservations` (JSON), computed by
+running the same probes from its own network and summarising them with :func:`summarise`. The emulated
+network does the same from its clean vantage. Shapes follow OONI's web_connectivity test helper.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ControlDNS",
+    "ControlHTTP",
+    "ControlObservations",
+    "ControlRequest",
+    "ControlTCP",
+    "ControlTLS",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ControlRequest(_Model):
+    """Body of ``POST /api/v1/control``."""
+
+    input: str  # the URL
+    # Addresses the probe resolved: the control also tries these, to tell DNS from TCP/IP blocking.
+    addrs: list[str] = Field(default_factory=list, max_length=16)
+
+
+class ControlDNS(_Model):
+    failure: str | None = None
+    addrs: list[str] = Field(default_factory=list)
+    # ASN of each address where known (same order is not implied: a mapping).
+    asns: dict[str, int] = Field(default_factory=dict)
+
+
+class ControlTCP(_Model):
+    status: bool
+    failure: str | None = None
+
+
+class ControlTLS(_Model):
+    server_name: str
+    status: bool
+    failure: str | None = None
+
+
+class ControlHTTP(_Model):
+    failure: str | None = None
+    status_code: int | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    title: str | None = None
+    body_length: int | None = None
+    body_sha256: str | None = None
+
+
+class ControlObservations(_Model):
+    dns: ControlDNS
+    tcp_connect: dict[str, ControlTCP] = Field(default_factory=dict)  # "ip:port" -> result
+    tls_handshake: dict[str, ControlTLS] = Field(default_factory=dict)  # "ip:port" -> result
+    http_request: ControlHTTP

@@ -1,0 +1,135 @@
+"""The measurement: OONI-compatible top-level keys around gatewatch's ``web`` test keys.
+
+There is deliberately **no field for the probe's IP address**: with ``extra="forbid"`` a measurement
+that tries to carry one (``probe_ip``, say) fails validation instead of being stored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+
+from .control import ControlObservations
+from .observations import DNSQuery, HTTPTransaction, TCPConnect, TLSHandshake
+from .verdicts import Verdict
+
+__all__ = [
+    "Measurement",
+    "UTCDateTime",
+    "WebTestKeys",
+    "format_utc",
+    "new_measurement_uid",
+    "ooni_time",
+    "utc_now",
+]
+
+TEST_NAME = "web"
+TEST_VERSION = "0.1.0"
+SOFTWARE_NAME = "gatewatch-agent"
+_ASN_RE = re.compile(r"^AS\d{1,10}$")
+_CC_RE = re.compile(r"^[A-Z]{2}$")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def format_utc(value: datetime) -> str:
+    """ISO 8601 with a ``Z``, second precision: ``2026-11-23T13:40:00Z``."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def ooni_time(value: datetime) -> str:
+    """OONI's own format for times: ``2026-11-23 13:40:00`` (UTC, no zone marker)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _require_utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("time must carry a zone (UTC)")
+    return value.astimezone(UTC)
+
+
+UTCDateTime = Annotated[
+    datetime, AfterValidator(_require_utc), PlainSerializer(format_utc, return_type=str, when_used="json")
+]
+
+
+def new_measurement_uid() -> str:
+    """A UUIDv7 (RFC 9562): time-ordered, so stores index it well, and random in its low 74 bits."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76  # version
+    value |= ((rand >> 62) & 0xFFF) << 64  # rand_a, 12 bits
+    value |= 0b10 << 62  # variant
+    value |= rand & ((1 << 62) - 1)  # rand_b, 62 bits
+    return str(uuid.UUID(int=value))
+
+
+def _check_asn(value: str) -> str:
+    if not _ASN_RE.match(value):
+        raise ValueError("ASN must look like AS1234 (AS0 when withheld)")
+    return value
+
+
+def _check_cc(value: str) -> str:
+    if not _CC_RE.match(value):
+        raise ValueError("country code must be two upper-case letters (ZZ when withheld)")
+    return value
+
+
+ASN = Annotated[str, AfterValidator(_check_asn)]
+CountryCode = Annotated[str, AfterValidator(_check_cc)]
+
+
+class WebTestKeys(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    queries: list[DNSQuery] = Field(default_factory=list, max_length=64)
+    tcp_connect: list[TCPConnect] = Field(default_factory=list, max_length=64)
+    tls_handshakes: list[TLSHandshake] = Field(default_factory=list, max_length=64)
+    requests: list[HTTPTransaction] = Field(default_factory=list, max_length=32)
+    # The control the agent compared against, as received (the collector keeps it with the measurement).
+    control: ControlObservations | None = None
+    control_failure: str | None = None
+    # The agent's own verdict. The collector never trusts it: it re-derives its own from the
+    # observations and the control with the same analysis code.
+    verdict: Verdict | None = None
+
+
+class Measurement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    measurement_uid: str = Field(default_factory=new_measurement_uid, pattern=r"^[0-9a-f-]{36}$")
+    measurement_start_time: UTCDateTime
+    test_start_time: UTCDateTime
+    test_runtime: float = Field(ge=0)
+    probe_asn: ASN = "AS0"
+    probe_cc: CountryCode = "ZZ"
+    probe_network_name: str = Field(default="", max_length=256)
+    resolver_asn: ASN = "AS0"
+    input: str = Field(max_length=2048)
+    test_name: str = TEST_NAME
+    test_version: str = TEST_VERSION
+    software_name: str = SOFTWARE_NAME
+    software_version: str = "0.1.0"
+    annotations: dict[str, str] = Field(default_factory=dict, max_length=32)
+    test_keys: WebTestKeys
+
+    def to_json_bytes(self) -> bytes:
+        """The canonical bytes that get signed and uploaded (compact, key order as declared)."""
+        return self.model_dump_json(exclude_none=False).encode()
+
+    def to_ooni_dict(self) -> dict[str, Any]:
+        """As OONI writes measurements: times as ``YYYY-MM-DD HH:MM:SS`` (UTC)."""
+        data = self.model_dump(mode="json")
+        data["measurement_start_time"] = ooni_time(self.measurement_start_time)
+        data["test_start_time"] = ooni_time(self.test_start_time)
+        return data
