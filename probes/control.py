@@ -56,6 +56,8 @@ class ControlHTTP(_Model):
     title: str | None = None
     body_length: int | None = None
     body_sha256: str | None = None
+    # True when the control stopped reading at its body cap: its length then says nothing about the page.
+    body_is_truncated: bool = False
 
 
 class ControlObservations(_Model):

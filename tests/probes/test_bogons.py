@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from gatewatch.probes.bogons import is_bogon
 
 

@@ -6,6 +6,7 @@ import base64
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from gatewatch.probes import envelope
 from gatewatch.probes.envelope import Envelope, EnvelopeError
 

@@ -8,6 +8,7 @@ import socket
 import ssl
 
 import pytest
+
 from gatewatch.probes import failures
 
 

@@ -6,8 +6,9 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from gatewatch.probes.measurement import Measurement, WebTestKeys, new_measurement_uid, utc_now
 from pydantic import ValidationError
+
+from gatewatch.probes.measurement import Measurement, WebTestKeys, new_measurement_uid, utc_now
 
 OONI_TOP_LEVEL = {
     "measurement_start_time", "test_start_time", "test_runtime", "probe_asn", "probe_cc",

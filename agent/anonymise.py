@@ -1,0 +1,232 @@
+"""Scrub the volunteer from a measurement before it is stored or signed (pure: no I/O).
+
+Two kinds of addresses are removed wherever they occur, in every string of the measurement's JSON
+(headers, bodies, titles, DNS answers, failure strings, URLs, dict keys...):
+
+* the agent's own public addresses (learned from the collector's geolocate answer, kept in memory only)
+  and their reverse-DNS names become ``[scrubbed]``;
+* addresses of the volunteer's LAN (a private resolver, the gateway, the machine's own private address)
+  become the category ``private``: that the resolver is "a private address" is useful to researchers,
+  *which* private address is not.
+
+The walk is generic over the JSON structure, so a field added to the models later is covered without
+touching this module. Addresses are found by scanning for anything shaped like an IPv4/IPv6 address and
+parsing it, so every textual form matches (``2001:db8::1``, ``2001:0db8:0:0:0:0:0:1``, upper case,
+``%3A``-escaped, v4-mapped), while a longer address that merely contains ours (``1.2.3.45``) does not.
+Censors' answers such as ``10.10.34.35`` are evidence and are left alone: only the addresses given are
+replaced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gatewatch.probes.measurement import Measurement
+
+__all__ = [
+    "PRIVATE",
+    "SCRUBBED",
+    "AnonymisationError",
+    "Identity",
+    "anonymise",
+    "is_lan_address",
+    "scrub_text",
+]
+
+SCRUBBED = "[scrubbed]"
+PRIVATE = "private"
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Not inside a longer run of numbers ("1.2.3.45", "9.1.2.3.4"), but inside names ("ip.1.2.3.4.example").
+_V4 = re.compile(r"(?<!\d)(?<!\d\.)(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?!\d|\.\d)")
+# Host names built from the address ("host-1-2-3-4.isp.example") carry it with dashes.
+_V4_DASHED = re.compile(r"(?<!\d)(?<!\d-)(\d{1,3})-(\d{1,3})-(\d{1,3})-(\d{1,3})(?!\d|-\d)")
+_HEX = "[0-9A-Fa-f]"
+_SEP = "(?::|%3[Aa])"
+_V6 = re.compile(rf"(?<![0-9A-Fa-f:%])(?:{_HEX}{{0,4}}{_SEP}){{2,7}}{_HEX}{{0,4}}(?![0-9A-Fa-f])")
+_ALWAYS_SCAN = 1024  # characters
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_SHARED_ADDRESS_SPACE = ipaddress.IPv4Network("100.64.0.0/10")  # carrier-grade NAT: inside the ISP
+
+# Hashes that cover content this module may rewrite. A hash of bytes that contained the volunteer's
+# address would let anyone recover it by trying every address (2^32 for IPv4), so when the covered
+# sibling changes the hash is recomputed over the scrubbed text (bodies) or dropped (DNS wire bytes).
+_COVERED_BY = {"body_sha256": "body", "wire_sha256": "answers"}
+
+
+class AnonymisationError(ValueError):
+    """Scrubbing produced an invalid measurement (a bug: the measurement must not be kept)."""
+
+
+def is_lan_address(address: str) -> bool:
+    """True for addresses of a local network (private, link-local, CGNAT, ULA), not loopback.
+
+    Loopback is not identifying (every machine has 127.0.0.1), and labs live there.
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return False
+    if ip.is_loopback or ip.is_unspecified or ip.is_multicast:
+        return False
+    if isinstance(ip, ipaddress.IPv4Address) and ip in _SHARED_ADDRESS_SPACE:
+        return True
+    return ip.is_private or ip.is_link_local
+
+
+def _parse(text: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What must not appear in a measurement. Lives in memory only; never serialised."""
+
+    own_addresses: frozenset[IPAddress] = frozenset()
+    own_names: frozenset[str] = frozenset()
+    lan_addresses: frozenset[IPAddress] = frozenset()
+    _patterns: tuple[re.Pattern[str], ...] = field(default=(), compare=False, repr=False)
+    _literals: tuple[str, ...] = field(default=(), compare=False, repr=False)
+
+    @classmethod
+    def of(
+        cls,
+        own_addresses: Iterable[str] = (),
+        own_names: Iterable[str] = (),
+        lan_addresses: Iterable[str] = (),
+    ) -> Identity:
+        own = frozenset(ip for ip in map(_parse, own_addresses) if ip is not None)
+        lan = frozenset(ip for ip in map(_parse, lan_addresses) if ip is not None) - own
+        names = {n.strip().rstrip(".").lower() for n in own_names if n.strip().rstrip(".")}
+        # Reverse-pointer names (4.3.2.1.in-addr.arpa, nibbles.ip6.arpa) are names of ours too.
+        names |= {ip.reverse_pointer.lower() for ip in own}
+        # Longest first, so that a name containing another is replaced whole.
+        patterns = tuple(
+            re.compile(rf"(?<![A-Za-z0-9-]){re.escape(name)}\.?(?![A-Za-z0-9-])", re.IGNORECASE)
+            for name in sorted(names, key=len, reverse=True)
+        )
+        literals = tuple(sorted(names | {form for ip in own | lan for form in _usual_forms(ip)}))
+        return cls(own, frozenset(names), lan, patterns, literals)
+
+    def with_lan(self, addresses: Iterable[str]) -> Identity:
+        return Identity.of(
+            [str(a) for a in self.own_addresses],
+            [n for n in self.own_names if not n.endswith(".arpa")],
+            [*map(str, self.lan_addresses), *addresses],
+        )
+
+    def replacement(self, ip: IPAddress) -> str | None:
+        candidates = [ip]
+        if isinstance(ip, ipaddress.IPv6Address):
+            if ip.ipv4_mapped is not None:
+                candidates.append(ip.ipv4_mapped)
+            if ip in _NAT64:
+                candidates.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        if any(c in self.own_addresses for c in candidates):
+            return SCRUBBED
+        if any(c in self.lan_addresses for c in candidates):
+            return PRIVATE
+        return None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.own_addresses or self.lan_addresses or self._patterns)
+
+
+def _usual_forms(ip: IPAddress) -> set[str]:
+    """Lower-case spellings a long text would use for ``ip`` (see :func:`scrub_text`)."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        return {str(ip), str(ip).replace(".", "-")}
+    full = ":".join(f"{int(group, 16):x}" for group in ip.exploded.split(":"))
+    forms = {ip.compressed, ip.exploded, full}
+    return forms | {form.replace(":", "%3a") for form in forms}
+
+
+def _v4_from_groups(match: re.Match[str]) -> IPAddress | None:
+    octets = [int(g) for g in match.groups()]
+    if any(o > 255 for o in octets):
+        return None
+    return ipaddress.IPv4Address(bytes(octets))
+
+
+def scrub_text(text: str, identity: Identity) -> str:
+    """``text`` with every occurrence of the identity's names and addresses replaced."""
+    if identity.empty:
+        return text
+    # Scanning every byte of long texts (bodies) for address shapes costs milliseconds each; a long
+    # text is scanned only when it holds one of the usual spellings of an address or name of ours.
+    # Short texts (headers, DNS answers, failures, URLs) are always scanned for every spelling.
+    if len(text) > _ALWAYS_SCAN and not any(form in text.lower() for form in identity._literals):
+        return text
+    for pattern in identity._patterns:
+        text = pattern.sub(SCRUBBED, text)
+
+    def v4(match: re.Match[str]) -> str:
+        ip = _v4_from_groups(match)
+        return (identity.replacement(ip) if ip else None) or match.group(0)
+
+    def v6(match: re.Match[str]) -> str:
+        token = match.group(0)
+        ip = _parse(re.sub("%3[Aa]", ":", token))
+        return (identity.replacement(ip) if ip else None) or token
+
+    if any(c.isdigit() for c in text):
+        text = _V4.sub(v4, text)
+        text = _V4_DASHED.sub(v4, text)
+    if ":" in text or "%3" in text:
+        text = _V6.sub(v6, text)
+    return text
+
+
+def _scrub(value: Any, identity: Identity) -> Any:
+    if isinstance(value, str):
+        return scrub_text(value, identity)
+    if isinstance(value, list):
+        return [_scrub(item, identity) for item in value]
+    if isinstance(value, dict):
+        out = {scrub_text(k, identity): _scrub(v, identity) for k, v in value.items()}
+        for hash_key, covered in _COVERED_BY.items():
+            if isinstance(out.get(hash_key), str) and out.get(covered) != value.get(covered):
+                body = out[covered]
+                out[hash_key] = hashlib.sha256(body.encode()).hexdigest() if isinstance(body, str) else None
+        return out
+    return value
+
+
+def _lan_resolvers(data: dict[str, Any]) -> list[str]:
+    """Resolver addresses in the DNS queries that belong to the volunteer's LAN (e.g. the home router)."""
+    found = []
+    for query in data.get("test_keys", {}).get("queries", []):
+        host = _host_of(str(query.get("resolver_address", "")))
+        if is_lan_address(host):
+            found.append(host)
+    return found
+
+
+def _host_of(address: str) -> str:
+    """The address part of "ip", "ip:port", "[v6]:port" or a bare v6 address."""
+    if address.startswith("["):
+        return address[1:].split("]", 1)[0]
+    if address.count(":") == 1:
+        return address.split(":", 1)[0]
+    return address
+
+
+def anonymise(measurement: Measurement, identity: Identity) -> Measurement:
+    """A copy of ``measurement`` with the volunteer scrubbed out; still a valid :class:`Measurement`."""
+    data = measurement.model_dump(mode="json")
+    identity = identity.with_lan(_lan_resolvers(data))
+    scrubbed = _scrub(data, identity)
+    try:
+        return Measurement.model_validate(scrubbed)
+    except ValueError as exc:
+        raise AnonymisationError(f"scrubbing left an invalid measurement: {exc}") from exc

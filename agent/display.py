@@ -1,0 +1,149 @@
+"""How the CLI shows a pass: a rich progress bar on a terminal, one JSON log line per event otherwise
+(systemd's journal, cron mail), and the summary table at the end."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from .runner import RunEvent, RunSummary, UrlResult
+
+__all__ = [
+    "JsonLogFormatter",
+    "ProgressDisplay",
+    "blocking_label",
+    "log_event",
+    "results_table",
+    "summary_table",
+]
+
+log = logging.getLogger("gatewatch.agent")
+
+STOP_EXPLANATIONS = {
+    "time_budget": "stopped: the time budget was reached",
+    "byte_budget": "stopped: the byte budget was reached",
+    "queue_full": "stopped: too many measurements wait for upload (see `status`)",
+    "network_changed": "stopped: the network changed; the next pass will re-locate",
+    "own_address_unknown": "not measured: the collector could not be reached to learn which address to scrub",
+    "interrupted": "interrupted",
+}
+
+
+class JsonLogFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {"level": record.levelname.lower(), "logger": record.name}
+        fields = getattr(record, "fields", None)
+        data.update(fields if isinstance(fields, dict) else {"message": record.getMessage()})
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
+
+
+def blocking_label(blocking: object) -> str:
+    if blocking is None:
+        return "no verdict"
+    if blocking is False:
+        return "accessible"
+    return f"blocked ({blocking})"
+
+
+def log_event(event: RunEvent) -> None:
+    fields: dict[str, Any] = {
+        "event": event.kind,
+        "done": event.done,
+        "total": event.total,
+        "blocked": event.blocked,
+    }
+    if event.result is not None:
+        fields.update(
+            url=event.result.url,
+            verdict=blocking_label(event.result.blocking),
+            layer=event.result.layer,
+            fingerprint=event.result.fingerprint,
+        )
+    if event.message:
+        fields["message"] = event.message
+    log.info(event.kind, extra={"fields": fields})
+
+
+class ProgressDisplay:
+    """Context manager giving an ``on_event`` callback that drives a progress bar."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("blocked: [red]{task.fields[blocked]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.task = self.progress.add_task("measuring", total=None, blocked=0)
+
+    def __enter__(self) -> Callable[[RunEvent], None]:
+        self.progress.start()
+        return self.on_event
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def on_event(self, event: RunEvent) -> None:
+        if event.kind == "started":
+            self.progress.update(self.task, total=event.total)
+        elif event.kind == "measured":
+            self.progress.update(self.task, completed=event.done, blocked=event.blocked)
+        elif event.kind == "uploading":
+            self.progress.update(self.task, description="uploading")
+        elif event.kind == "uploaded":
+            self.progress.update(self.task, description="done")
+
+
+def summary_table(summary: RunSummary, limit: int = 200) -> Table:
+    table = Table(title=f"{summary.measured} of {summary.total} measured, {summary.blocked} blocked")
+    for column in ("URL", "verdict", "layer", "fingerprint"):
+        table.add_column(column, overflow="fold")
+    # Blocked first: they are what the volunteer ran the agent for.
+    ordered: list[UrlResult] = sorted(summary.results, key=lambda r: (not r.blocked, r.blocking is not None))
+    for result in ordered[:limit]:
+        table.add_row(
+            result.url, blocking_label(result.blocking), result.layer or "", result.fingerprint or ""
+        )
+    if len(ordered) > limit:
+        table.caption = f"{len(ordered) - limit} more not shown (see `gatewatch-agent results`)"
+    return table
+
+
+def results_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="Your recent measurements")
+    for column in ("time", "URL", "verdict", "layer", "fingerprint", "upload"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            row["time"],
+            row["input"],
+            blocking_label(row["blocking"]),
+            row["layer"] or "",
+            row["fingerprint"] or "",
+            row["state"] + (f": {row['reason']}" if row.get("reason") else ""),
+        )
+    return table
+
+
+def is_terminal() -> bool:
+    return sys.stdout.isatty()

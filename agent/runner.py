@@ -1,0 +1,503 @@
+"""One pass over a test list: geolocate, measure, ask the control, judge, anonymise, sign, queue, upload.
+
+The pass is polite and bounded: at most ``concurrency`` measurements at once and ``per_host`` per
+destination host; a time budget and an optional byte budget are checked while it runs, and a pass that
+hits one stops cleanly (measurements already taken are queued, none is half-written) and says which.
+
+Order of the steps for each URL matters for privacy and durability: the measurement is anonymised
+*before* it is signed, and signed and written to the queue *before* any upload is attempted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import platform
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
+
+import aiohttp
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gatewatch.probes.config import DNSConfig, TCPConfig, TLSConfig, WebConfig
+from gatewatch.probes.control import ControlObservations, ControlRequest
+from gatewatch.probes.envelope import sign
+from gatewatch.probes.measurement import Measurement, WebTestKeys, format_utc, utc_now
+from gatewatch.probes.trace import Trace
+from gatewatch.probes.verdicts import Verdict
+
+from .anonymise import Identity, anonymise, is_lan_address
+from .collector_api import ApiFailure, Geolocation, geolocate, make_session, request_control
+from .netinfo import NetworkView, observe_network
+from .queue import MeasurementQueue, QueueFull
+from .testlists import TestListEntry
+from .upload import RetryPolicy, Uploader, UploadReport
+
+__all__ = [
+    "LAST_RUN_KEY",
+    "RunEvent",
+    "RunOptions",
+    "RunSummary",
+    "UrlResult",
+    "build_measurement",
+    "bytes_received",
+    "run_pass",
+]
+
+log = logging.getLogger(__name__)
+
+LAST_RUN_KEY = "last_run"
+WITHHELD_ASN = "AS0"
+WITHHELD_CC = "ZZ"
+
+StopReason = Literal[
+    "time_budget", "byte_budget", "queue_full", "network_changed", "own_address_unknown", "interrupted"
+]
+
+
+class MeasureFn(Protocol):
+    def __call__(
+        self, url: str, config: WebConfig, *, trace: Trace | None = None
+    ) -> Awaitable[WebTestKeys]: ...
+
+
+AnalyseFn = Callable[[str, WebTestKeys, ControlObservations, Any], Verdict]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    collector_urls: tuple[str, ...] = ()
+    control_url: str | None = None
+    probe_asn: str | None = None  # override ("AS0" withholds)
+    probe_cc: str | None = None  # override ("ZZ" withholds)
+    resolver: str | None = None
+    ca_file: str | None = None
+    source_address: str | None = None  # lab: bind probes and the agent's own HTTP client here
+    routable: tuple[str, ...] = ()  # lab: CIDRs not to treat as bogons
+    concurrency: int = 8
+    per_host: int = 2
+    max_runtime: float | None = 3600.0
+    max_bytes: int | None = None
+    upload: bool = True
+    upload_batch: int = 50
+    upload_retry: RetryPolicy = field(default_factory=RetryPolicy)
+    run_type: Literal["manual", "timed"] = "manual"
+
+    def web_config(self) -> WebConfig:
+        return WebConfig(
+            dns=DNSConfig(resolver=self.resolver, source_address=self.source_address, routable=self.routable),
+            tcp=TCPConfig(source_address=self.source_address),
+            tls=TLSConfig(ca_file=self.ca_file),
+        )
+
+
+@dataclass(frozen=True)
+class UrlResult:
+    url: str
+    category: str
+    measurement_uid: str
+    blocking: str | bool | None  # as in Verdict.blocking; None = no verdict
+    layer: str | None
+    fingerprint: str | None
+    control_failure: str | None
+
+    @property
+    def blocked(self) -> bool:
+        return self.blocking not in (False, None)
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    kind: Literal["started", "measured", "stopped", "uploading", "uploaded"]
+    total: int
+    done: int
+    blocked: int
+    result: UrlResult | None = None
+    message: str | None = None
+
+
+@dataclass
+class RunSummary:
+    started_at: str
+    total: int
+    finished_at: str | None = None
+    measured: int = 0
+    blocked: int = 0
+    no_verdict: int = 0
+    bytes_received: int = 0
+    errors: int = 0  # URLs not measured because of a bug (logged)
+    stop_reason: StopReason | None = None
+    stop_detail: str | None = None
+    probe_asn: str = WITHHELD_ASN
+    probe_cc: str = WITHHELD_CC
+    results: list[UrlResult] = field(default_factory=list)
+    upload: UploadReport | None = None
+
+    @property
+    def completed(self) -> bool:
+        return self.stop_reason is None
+
+    def as_record(self) -> dict[str, Any]:
+        """What ``status`` shows later (no URLs, no addresses)."""
+        record = {k: v for k, v in asdict(self).items() if k not in ("results", "upload")}
+        if self.upload is not None:
+            record["upload"] = self.upload.as_dict()
+        return record
+
+
+def software_version() -> str:
+    try:
+        return metadata.version("gatewatch")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def platform_family() -> str:
+    """The OS family only ("linux"), never a release, host name or machine id."""
+    system = platform.system().lower()
+    return {"darwin": "macos"}.get(system, system if system in ("linux", "windows", "freebsd") else "other")
+
+
+def bytes_received(keys: WebTestKeys) -> int:
+    """An estimate of the bytes a measurement downloaded (bodies and headers as recorded, certificate
+    chains, DNS replies): what the byte budget counts."""
+    total = 0
+    for query in keys.queries:
+        total += 512 * max(1, len(query.replies))
+    for handshake in keys.tls_handshakes:
+        total += 1024 + sum(len(c.der_b64 or "") * 3 // 4 for c in handshake.peer_certificates)
+    for request in keys.requests:
+        if request.response is not None:
+            total += request.response.body_length + 16
+            total += sum(len(k) + len(v) + 4 for k, v in request.response.headers)
+    return total
+
+
+def _resolved_addresses(keys: WebTestKeys, identity: Identity) -> list[str]:
+    """Addresses the probe's DNS gave, for the control (minus the agent's own, should a resolver have
+    echoed it: the collector must never receive it)."""
+    found: list[str] = []
+    for query in keys.queries:
+        for answer in query.answers:
+            try:
+                ip = ipaddress.ip_address(answer.address or "")
+            except ValueError:
+                continue
+            if str(ip) not in found and identity.replacement(ip) is None:
+                found.append(str(ip))
+    return found[:16]
+
+
+def _interference_layer(verdict: Verdict | None) -> str | None:
+    if verdict is None:
+        return None
+    for layer in verdict.layers:
+        if layer.outcome == "interference":
+            return layer.layer
+    return None
+
+
+def _fingerprint_label(verdict: Verdict | None) -> str | None:
+    if verdict is None or verdict.fingerprint is None:
+        return None
+    return verdict.fingerprint.blockpage_id or verdict.fingerprint.technique
+
+
+def build_measurement(
+    entry: TestListEntry,
+    keys: WebTestKeys,
+    *,
+    started: Any,
+    pass_started: Any,
+    runtime: float,
+    geolocation: Geolocation,
+    run_type: str = "manual",
+) -> Measurement:
+    """The top-level record around the test keys. Nothing about the machine goes in beyond the OS
+    family: no host name, user, path, MAC or stable device id."""
+    return Measurement(
+        measurement_start_time=started,
+        test_start_time=pass_started,
+        test_runtime=max(0.0, round(runtime, 6)),
+        probe_asn=geolocation.probe_asn,
+        probe_cc=geolocation.probe_cc,
+        probe_network_name=geolocation.probe_network_name[:256],
+        input=entry.url,
+        software_version=software_version(),
+        annotations={
+            "platform": platform_family(),
+            "engine_name": "gatewatch",
+            "run_type": run_type,
+            "category_code": entry.category_code,
+        },
+        test_keys=keys,
+    )
+
+
+def _apply_overrides(found: Geolocation, options: RunOptions) -> Geolocation:
+    asn = options.probe_asn or found.probe_asn
+    cc = options.probe_cc or found.probe_cc
+    # A network name from geolocation describes the real network: drop it when the ASN is overridden.
+    name = found.probe_network_name if asn == found.probe_asn and asn != WITHHELD_ASN else ""
+    return Geolocation(asn, cc, name, found.probe_ip)
+
+
+def _default_measure() -> MeasureFn:
+    from gatewatch.probes.web import measure
+
+    return measure
+
+
+def _default_analyse() -> tuple[AnalyseFn, Any]:
+    from gatewatch.probes.analysis import analyse, load_default_fingerprints
+
+    return analyse, load_default_fingerprints()
+
+
+class _Pass:
+    """The state of one pass, shared by its workers (one event loop: no locks needed)."""
+
+    def __init__(
+        self,
+        entries: list[TestListEntry],
+        options: RunOptions,
+        queue: MeasurementQueue,
+        key: Ed25519PrivateKey,
+        session: aiohttp.ClientSession,
+        measure: MeasureFn,
+        analyse: AnalyseFn | None,
+        fingerprints: Any,
+        on_event: Callable[[RunEvent], None],
+    ) -> None:
+        self.entries = entries
+        self.options = options
+        self.queue = queue
+        self.key = key
+        self.session = session
+        self.measure = measure
+        self.analyse = analyse
+        self.fingerprints = fingerprints
+        self.on_event = on_event
+        self.config = options.web_config()
+        self.summary = RunSummary(started_at=format_utc(utc_now()), total=len(entries))
+        self.pass_started = utc_now()
+        self.next_index = 0
+        self.host_slots: dict[str, asyncio.Semaphore] = {}
+        self.geolocation = Geolocation(WITHHELD_ASN, WITHHELD_CC, "", None)
+        self.identity = Identity()
+        self.network: NetworkView | None = None
+        self.collector_ip: str | None = None
+
+    def stop(self, reason: StopReason, detail: str | None = None) -> None:
+        if self.summary.stop_reason is None:
+            self.summary.stop_reason = reason
+            self.summary.stop_detail = detail
+            log.info("pass stopping: %s%s", reason, f" ({detail})" if detail else "")
+
+    def emit(self, kind: Any, result: UrlResult | None = None, message: str | None = None) -> None:
+        s = self.summary
+        self.on_event(RunEvent(kind, s.total, s.measured, s.blocked, result, message))
+
+    async def worker(self) -> None:
+        while self.summary.stop_reason is None and self.next_index < len(self.entries):
+            entry = self.entries[self.next_index]
+            self.next_index += 1
+            if self.network is not None and self._network_changed():
+                self.stop("network_changed", "the network changed during the pass")
+                return
+            slot = self.host_slots.setdefault(entry.host, asyncio.Semaphore(self.options.per_host))
+            async with slot:
+                try:
+                    await self.measure_one(entry)
+                except Exception:  # a bug (network failures are data and never reach here): go on
+                    log.exception("measuring %s failed", entry.url)
+                    self.summary.errors += 1
+
+    def _network_changed(self) -> bool:
+        now = observe_network(self.collector_ip, self.options.source_address)
+        return self.network is not None and now.signature != self.network.signature
+
+    async def measure_one(self, entry: TestListEntry) -> None:
+        started = utc_now()
+        clock = time.monotonic()
+        trace = Trace()
+        keys = await self.measure(entry.url, self.config, trace=trace)
+        control, control_failure = await self._control(entry.url, keys)
+        verdict: Verdict | None = None
+        if control is not None:
+            try:
+                if self.analyse is None:  # loaded on first use: a pass without a control needs none
+                    self.analyse, self.fingerprints = _default_analyse()
+                verdict = self.analyse(entry.url, keys, control, self.fingerprints)
+            except Exception:  # a bug in the analysis must not end the pass: no verdict for this URL
+                log.exception("analysis failed for %s", entry.url)
+        keys = keys.model_copy(
+            update={"control": control, "control_failure": control_failure, "verdict": verdict}
+        )
+        measurement = build_measurement(
+            entry,
+            keys,
+            started=started,
+            pass_started=self.pass_started,
+            runtime=time.monotonic() - clock,
+            geolocation=self.geolocation,
+            run_type=self.options.run_type,
+        )
+        measurement = anonymise(measurement, self.identity)
+        payload = measurement.to_json_bytes()
+        try:
+            envelope = sign(payload, self.key)
+            self.queue.enqueue(
+                measurement.measurement_uid, payload, envelope, local_only=not self.options.upload
+            )
+        except QueueFull as exc:
+            self.stop("queue_full", str(exc))
+            return
+        self._count(entry, measurement, keys)
+
+    def _count(self, entry: TestListEntry, measurement: Measurement, keys: WebTestKeys) -> None:
+        verdict = measurement.test_keys.verdict
+        result = UrlResult(
+            url=entry.url,
+            category=entry.category_code,
+            measurement_uid=measurement.measurement_uid,
+            blocking=verdict.blocking if verdict else None,
+            layer=_interference_layer(verdict),
+            fingerprint=_fingerprint_label(verdict),
+            control_failure=measurement.test_keys.control_failure,
+        )
+        s = self.summary
+        s.results.append(result)
+        s.measured += 1
+        s.blocked += result.blocked
+        s.no_verdict += verdict is None
+        s.bytes_received += bytes_received(keys)
+        self.emit("measured", result)
+        if self.options.max_bytes is not None and s.bytes_received >= self.options.max_bytes:
+            self.stop("byte_budget", f"{s.bytes_received} bytes received (budget {self.options.max_bytes})")
+
+    async def _control(self, url: str, keys: WebTestKeys) -> tuple[ControlObservations | None, str | None]:
+        base = self.options.control_url or (
+            self.options.collector_urls[0] if self.options.collector_urls else None
+        )
+        if base is None:
+            return None, "no_control_configured"
+        request = ControlRequest(input=url, addrs=_resolved_addresses(keys, self.identity))
+        answer = await request_control(self.session, base, request)
+        if isinstance(answer, ApiFailure):
+            return None, answer.failure
+        return answer, None
+
+    async def locate(self) -> bool:
+        """Learn ASN/country and the addresses to scrub. False when the agent's public address cannot
+        be learned and results would be uploaded: measuring then could publish it unscrubbed."""
+        bases = list(self.options.collector_urls)
+        if self.options.control_url and self.options.control_url not in bases:
+            bases.append(self.options.control_url)
+        found = await geolocate(self.session, bases) if bases else ApiFailure("no collector configured")
+        if isinstance(found, ApiFailure):
+            if self.options.upload:
+                self.stop("own_address_unknown", f"geolocate failed: {found}")
+                return False
+            found = Geolocation(WITHHELD_ASN, WITHHELD_CC, "", None)
+        self.geolocation = _apply_overrides(found, self.options)
+        self.summary.probe_asn = self.geolocation.probe_asn
+        self.summary.probe_cc = self.geolocation.probe_cc
+        self.collector_ip = await _first_address(bases)
+        self.network = observe_network(self.collector_ip, self.options.source_address)
+        own = [found.probe_ip] if found.probe_ip else []
+        lan = list(self.network.gateways)
+        local = self.network.local_address
+        if local and is_lan_address(local):
+            lan.append(local)
+        elif local and ipaddress.ip_address(local).is_global:
+            own.append(local)  # no NAT: the machine's own address is its public one
+        self.identity = Identity.of(own_addresses=own, lan_addresses=lan)
+        return True
+
+
+async def _first_address(bases: list[str]) -> str | None:
+    """The collector's address, to find the local route toward it (resolved once per pass)."""
+    for base in bases:
+        host = urlsplit(base).hostname
+        if not host:
+            continue
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=0)
+        except OSError:
+            continue
+        if infos:
+            return str(infos[0][4][0])
+    return None
+
+
+async def run_pass(
+    entries: list[TestListEntry],
+    options: RunOptions,
+    queue: MeasurementQueue,
+    key: Ed25519PrivateKey,
+    *,
+    session: aiohttp.ClientSession | None = None,
+    measure: MeasureFn | None = None,
+    analyse: AnalyseFn | None = None,
+    fingerprints: Any = None,
+    on_event: Callable[[RunEvent], None] | None = None,
+) -> RunSummary:
+    """Measure ``entries`` once, queue every result, then upload what is pending (unless disabled)."""
+    own_session = session is None
+    session = session or make_session(source_address=options.source_address, ca_file=options.ca_file)
+    state = _Pass(
+        entries,
+        options,
+        queue,
+        key,
+        session,
+        measure or _default_measure(),
+        analyse,
+        fingerprints,
+        on_event or (lambda event: None),
+    )
+    try:
+        state.emit("started")
+        if await state.locate():
+            await _measure_all(state)
+        summary = state.summary
+        summary.finished_at = format_utc(utc_now())
+        state.emit("stopped", message=summary.stop_reason)
+        if options.upload and options.collector_urls:
+            state.emit("uploading")
+            uploader = Uploader(
+                queue,
+                list(options.collector_urls),
+                session,
+                batch_size=options.upload_batch,
+                policy=options.upload_retry,
+            )
+            summary.upload = await uploader.upload_pending()
+            state.emit("uploaded", message=summary.upload.last_error)
+        queue.set_meta(LAST_RUN_KEY, summary.as_record())
+        return summary
+    finally:
+        if own_session:
+            await session.close()
+
+
+async def _measure_all(state: _Pass) -> None:
+    workers = [asyncio.create_task(state.worker()) for _ in range(max(1, state.options.concurrency))]
+    try:
+        _, unfinished = await asyncio.wait(workers, timeout=state.options.max_runtime)
+        if unfinished:
+            state.stop("time_budget", f"{state.options.max_runtime:g} s elapsed")
+    except asyncio.CancelledError:
+        state.stop("interrupted")
+        raise
+    finally:
+        # In-flight measurements are abandoned: none has been queued, so none is half-written.
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)

@@ -1,0 +1,179 @@
+"""Test lists in the Citizen Lab CSV format.
+
+The columns are ``url,category_code,category_description,date_added,source,notes``.
+
+Reading is forgiving by design: a list is edited by hand by many people, so a bad row is reported and
+skipped, never fatal, and the run goes on with the good ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = [
+    "RowProblem",
+    "TestList",
+    "TestListEntry",
+    "entries_from_urls",
+    "parse_test_list",
+    "read_test_list",
+]
+
+COLUMNS = ("url", "category_code", "category_description", "date_added", "source", "notes")
+MAX_URL_LENGTH = 2048  # Measurement.input's bound
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class TestListEntry:
+    __test__ = False  # not a pytest test class, despite the name
+
+    url: str
+    category_code: str = "MISC"
+    category_description: str = ""
+    date_added: str = ""
+    source: str = ""
+    notes: str = ""
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    line: int  # 1-based line of the file (the header is line 1)
+    reason: str
+    text: str = ""
+
+
+@dataclass
+class TestList:
+    __test__ = False
+
+    entries: list[TestListEntry] = field(default_factory=list)
+    problems: list[RowProblem] = field(default_factory=list)
+    duplicates: int = 0
+    filtered_out: int = 0
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def _canonical_url(url: str) -> str | None:
+    """The URL as compared for duplicates (scheme and host case-folded, default port dropped), or None
+    when it cannot be measured."""
+    if len(url) > MAX_URL_LENGTH or any(c.isspace() for c in url):
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    netloc = parts.hostname.lower()
+    if ":" in netloc:
+        netloc = f"[{netloc}]"
+    if port is not None and port != _DEFAULT_PORTS[parts.scheme.lower()]:
+        netloc = f"{netloc}:{port}"
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", parts.query, ""))
+
+
+def _wanted(code: str, include: frozenset[str], exclude: frozenset[str]) -> bool:
+    if code in exclude:
+        return False
+    return not include or code in include
+
+
+def parse_test_list(
+    text: str, *, include: Iterable[str] = (), exclude: Iterable[str] = (), seen: set[str] | None = None
+) -> TestList:
+    """Parse CSV text. ``include``/``exclude`` are category codes (exclude wins); ``seen`` carries the
+    canonical URLs of lists read before, so that several lists merge without duplicates."""
+    include_set = frozenset(c.upper() for c in include)
+    exclude_set = frozenset(c.upper() for c in exclude)
+    seen = set() if seen is None else seen
+    result = TestList()
+    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
+    try:
+        header = [name.strip().lower() for name in next(reader)]
+    except StopIteration:
+        result.problems.append(RowProblem(1, "empty file"))
+        return result
+    except csv.Error as exc:
+        result.problems.append(RowProblem(1, f"unreadable header: {exc}"))
+        return result
+    if "url" not in header:
+        result.problems.append(RowProblem(1, "no url column in the header", ",".join(header)[:200]))
+        return result
+    index = {name: header.index(name) for name in COLUMNS if name in header}
+    while True:
+        line = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            result.problems.append(RowProblem(line, f"malformed CSV: {exc}"))
+            continue
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) < len(header):
+            row = row + [""] * (len(header) - len(row))
+        values = {name: row[i].strip() for name, i in index.items()}
+        canonical = _canonical_url(values["url"])
+        if canonical is None:
+            result.problems.append(RowProblem(line, "not a measurable http(s) URL", values["url"][:200]))
+            continue
+        code = (values.get("category_code") or "MISC").upper()
+        if not _wanted(code, include_set, exclude_set):
+            result.filtered_out += 1
+            continue
+        if canonical in seen:
+            result.duplicates += 1
+            continue
+        seen.add(canonical)
+        result.entries.append(
+            TestListEntry(
+                url=values["url"],
+                category_code=code,
+                category_description=values.get("category_description", ""),
+                date_added=values.get("date_added", ""),
+                source=values.get("source", ""),
+                notes=values.get("notes", ""),
+            )
+        )
+    return result
+
+
+def read_test_list(
+    path: Path, *, include: Iterable[str] = (), exclude: Iterable[str] = (), seen: set[str] | None = None
+) -> TestList:
+    """Read a list file; an unreadable file is one problem, not an exception."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        return TestList(problems=[RowProblem(0, f"cannot read {path}: {exc.strerror or exc}")])
+    return parse_test_list(text, include=include, exclude=exclude, seen=seen)
+
+
+def entries_from_urls(urls: Iterable[str], *, seen: set[str] | None = None) -> TestList:
+    """URLs given one by one (``--input``): same checks, category MISC."""
+    seen = set() if seen is None else seen
+    result = TestList()
+    for position, url in enumerate(urls, start=1):
+        canonical = _canonical_url(url.strip())
+        if canonical is None:
+            result.problems.append(RowProblem(position, "not a measurable http(s) URL", url[:200]))
+        elif canonical in seen:
+            result.duplicates += 1
+        else:
+            seen.add(canonical)
+            result.entries.append(TestListEntry(url=url.strip(), source="command line"))
+    return result

@@ -1,0 +1,247 @@
+"""Deliver queued measurements to a collector: batched, retried with backoff, never lost, never doubled.
+
+Per item the collector answers ``accepted`` or ``duplicate`` (both mean "the collector has it": the row
+becomes ``sent``) or ``rejected`` with a reason (the row is quarantined with that reason and not
+retried: sending it again would be refused again). A whole request may fail: 5xx, 429 (with
+Retry-After) and network errors are worth retrying, first at the next collector URL, then after an
+exponential backoff with full jitter, a bounded number of times per pass; rows stay ``pending`` for the
+next pass. Other 4xx answers to a whole batch are narrowed down by halving it, so that one bad row is
+quarantined without holding back the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from gatewatch.probes.measurement import format_utc, utc_now
+
+from .collector_api import api_url, describe_failure
+from .queue import MeasurementQueue, QueuedMeasurement
+
+__all__ = ["LAST_UPLOAD_ERROR_KEY", "LAST_UPLOAD_KEY", "RetryPolicy", "UploadReport", "Uploader"]
+
+log = logging.getLogger(__name__)
+
+LAST_UPLOAD_KEY = "last_upload"
+LAST_UPLOAD_ERROR_KEY = "last_upload_error"  # kept after later successes, so `status` can say when
+_RETRYABLE_4XX = frozenset({408, 425, 429})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 4  # rounds over all collector URLs, per batch, per pass
+    base_delay: float = 1.0
+    max_delay: float = 60.0
+
+    def delay(self, attempt: int, rng: random.Random, retry_after: float | None = None) -> float:
+        """Full jitter (uniform in [0, base·2^attempt], capped) so that agents do not retry in step;
+        never sooner than the collector's Retry-After (also capped)."""
+        delay = rng.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.max_delay))
+        return delay
+
+
+@dataclass
+class UploadReport:
+    accepted: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    still_pending: int = 0
+    requests: int = 0
+    last_error: str | None = None
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def delivered(self) -> int:
+        return self.accepted + self.duplicates
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "at": format_utc(utc_now()),
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "quarantined": self.quarantined,
+            "still_pending": self.still_pending,
+            "error": self.last_error,
+        }
+
+
+@dataclass(frozen=True)
+class _Answered:
+    results: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class _Retry:
+    error: str
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """The collector refused the whole request (a 4xx other than 408/425/429)."""
+
+    error: str
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None  # an HTTP-date: fall back to our own backoff
+
+
+class Uploader:
+    def __init__(
+        self,
+        queue: MeasurementQueue,
+        collector_urls: list[str],
+        session: aiohttp.ClientSession,
+        *,
+        batch_size: int = 50,
+        batch_bytes: int = 4 * 1024 * 1024,
+        policy: RetryPolicy | None = None,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if not collector_urls:
+            raise ValueError("no collector URL to upload to")
+        self.queue = queue
+        self.collector_urls = list(collector_urls)
+        self.session = session
+        self.batch_size = batch_size
+        self.batch_bytes = batch_bytes
+        self.policy = policy or RetryPolicy()
+        self.rng = rng or random.SystemRandom()
+        self.sleep = sleep
+
+    def _next_batch(self, after: int) -> list[QueuedMeasurement]:
+        rows = self.queue.pending(self.batch_size, after=after)
+        batch: list[QueuedMeasurement] = []
+        size = 0
+        for row in rows:
+            if batch and size + len(row.payload) > self.batch_bytes:
+                break
+            batch.append(row)
+            size += len(row.payload)
+        return batch
+
+    async def upload_pending(self) -> UploadReport:
+        """One pass over what is pending now. Stops early when no collector can be reached (the rest
+        waits for the next pass). Records the outcome for ``status``."""
+        report = UploadReport()
+        after = 0
+        while batch := self._next_batch(after):
+            after = batch[-1].row_id
+            if not await self._deliver(batch, report):
+                break
+        report.still_pending = self.queue.counts()["pending"]
+        self.queue.set_meta(LAST_UPLOAD_KEY, report.as_dict())
+        if report.last_error:
+            self.queue.set_meta(
+                LAST_UPLOAD_ERROR_KEY, {"at": format_utc(utc_now()), "error": report.last_error}
+            )
+        return report
+
+    async def _deliver(self, batch: list[QueuedMeasurement], report: UploadReport) -> bool:
+        """Deliver one batch; False when every collector failed every attempt."""
+        outcome: _Answered | _Retry | _Refused = _Retry("not tried")
+        for attempt in range(self.policy.max_attempts):
+            retry_after: float | None = None
+            for base in self.collector_urls:
+                outcome = await self._post(base, batch)
+                report.requests += 1
+                if isinstance(outcome, _Answered):
+                    self._apply(batch, outcome.results, report)
+                    return True
+                if isinstance(outcome, _Refused):
+                    return await self._narrow(batch, outcome, report)
+                retry_after = outcome.retry_after if outcome.retry_after is not None else retry_after
+                log.info("upload to %s failed: %s", urlsplit(base).hostname, outcome.error)
+            if attempt + 1 < self.policy.max_attempts:
+                await self.sleep(self.policy.delay(attempt, self.rng, retry_after))
+        assert isinstance(outcome, _Retry)
+        self.queue.record_failure([row.measurement_uid for row in batch], outcome.error)
+        report.last_error = outcome.error
+        return False
+
+    async def _narrow(self, batch: list[QueuedMeasurement], refused: _Refused, report: UploadReport) -> bool:
+        if len(batch) == 1:
+            self._quarantine(batch[0], refused.error, report)
+            return True
+        middle = len(batch) // 2
+        for half in (batch[:middle], batch[middle:]):
+            if not await self._deliver(half, report):
+                return False
+        return True
+
+    async def _post(self, base: str, batch: list[QueuedMeasurement]) -> _Answered | _Retry | _Refused:
+        host = urlsplit(base).hostname or base
+        body = {"measurements": [row.envelope.model_dump() for row in batch]}
+        try:
+            async with self.session.post(api_url(base, "measurements"), json=body) as response:
+                if response.status == 200:
+                    data = await response.json(content_type=None)
+                    results = data.get("results") if isinstance(data, dict) else None
+                    if not isinstance(results, list):
+                        return _Retry(f"{host}: bad_answer")
+                    return _Answered(results)
+                reason = await self._error_reason(response)
+                error = f"{host}: http_{response.status} {reason}".rstrip()
+                if response.status >= 500 or response.status in _RETRYABLE_4XX:
+                    return _Retry(error, _retry_after(response.headers.get("Retry-After")))
+                return _Refused(f"http_{response.status} {reason}".rstrip())
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            return _Retry(f"{host}: {describe_failure(exc)}")
+        except ValueError:
+            return _Retry(f"{host}: bad_answer")
+
+    @staticmethod
+    async def _error_reason(response: aiohttp.ClientResponse) -> str:
+        try:
+            data = await response.json(content_type=None)
+        except (ValueError, aiohttp.ClientError):
+            return ""
+        return str(data.get("error", ""))[:100] if isinstance(data, dict) else ""
+
+    def _apply(self, batch: list[QueuedMeasurement], results: list[Any], report: UploadReport) -> None:
+        by_uid = {row.measurement_uid: row for row in batch}
+        delivered: list[str] = []
+        answered: set[str] = set()
+        for item in results:
+            if not isinstance(item, dict):
+                continue
+            row = by_uid.get(str(item.get("measurement_uid")))
+            index = item.get("index")
+            if row is None and isinstance(index, int) and 0 <= index < len(batch):
+                row = batch[index]
+            if row is None or row.measurement_uid in answered:
+                continue
+            status = item.get("status")
+            if status in ("accepted", "duplicate"):
+                delivered.append(row.measurement_uid)
+                report.accepted += status == "accepted"
+                report.duplicates += status == "duplicate"
+            elif status == "rejected":
+                self._quarantine(row, str(item.get("reason") or "rejected"), report)
+            else:
+                continue
+            answered.add(row.measurement_uid)
+        self.queue.mark_sent(delivered)
+        unanswered = [uid for uid in by_uid if uid not in answered]
+        if unanswered:
+            self.queue.record_failure(unanswered, "the collector did not answer for this measurement")
+
+    def _quarantine(self, row: QueuedMeasurement, reason: str, report: UploadReport) -> None:
+        self.queue.quarantine(row.measurement_uid, reason)
+        report.quarantined += 1
+        report.quarantine_reasons[reason] = report.quarantine_reasons.get(reason, 0) + 1

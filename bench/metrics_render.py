@@ -1,0 +1,148 @@
+"""/metrics render time with the interference metrics at their cardinality budget.
+
+Fills an aggregate so that every capped label set is full (MAX_COUNTRIES countries plus "other", every
+test and blocking label, MAX_NETWORKS_PER_COUNTRY networks plus "other" per country, MAX_INTERFERENCE_ROWS
+gateway rows), then prints the series count and how long rendering takes: the first scrape after a change
+(snapshot and families rebuilt), a scrape with nothing new (families reused), and the cost of adding rows
+and of the incremental verdict refresh that the next scrape pays.
+
+    python bench/metrics_render.py [--repeat 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from gatewatch.collector.aggregate import InterferenceAggregate
+from gatewatch.collector.metrics import IngestMetrics
+from gatewatch.collector.metrics_interference import (
+    BLOCKING_LABELS,
+    MAX_COUNTRIES,
+    MAX_DOMAINS_PER_COUNTRY,
+    MAX_INTERFERENCE_ROWS,
+    MAX_NETWORKS_PER_COUNTRY,
+    SERIES_BUDGET,
+    TEST_LABELS,
+    register_interference_metrics,
+    series_count,
+)
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+NETWORKS_PER_COUNTRY = MAX_NETWORKS_PER_COUNTRY + 5  # the extra ones fold into "other"
+
+
+def country_codes(count: int) -> list[str]:
+    return [chr(65 + i // 26) + chr(65 + i % 26) for i in range(count)]
+
+
+def rows() -> Iterator[SimpleNamespace]:
+    countries = country_codes(MAX_COUNTRIES + 5)  # the last five become "other"
+    domains_per_country = MAX_INTERFERENCE_ROWS // MAX_COUNTRIES + 1  # enough gateway rows to hit the cap
+    assert domains_per_country <= MAX_DOMAINS_PER_COUNTRY
+    uid = 0
+    for c, cc in enumerate(countries):
+        for n in range(NETWORKS_PER_COUNTRY):
+            asn = f"AS{64_000 + c * 100 + n}"
+            for d in range(domains_per_country):
+                for minutes in range(3):
+                    uid += 1
+                    yield row(uid, cc, asn, f"d{d}.example", True, minutes)
+            # every (test, blocking) label combination in every country
+            for test in TEST_LABELS:
+                for blocking in BLOCKING_LABELS:
+                    uid += 1
+                    yield row(
+                        uid, cc, asn, "other.example", blocking not in ("false", "null"), 5, test, blocking
+                    )
+
+
+def row(uid: int, cc: str, asn: str, domain: str, blocked: bool, minutes: int, test: str = "web",
+        blocking: str | None = None) -> SimpleNamespace:  # fmt: skip
+    return SimpleNamespace(
+        measurement_uid=f"{uid:08d}",
+        measurement_start_time=NOW - timedelta(minutes=minutes),
+        received_at=NOW,
+        probe_cc=cc,
+        probe_asn=asn,
+        test_name=test,
+        domain=domain,
+        blocking=blocking or ("dns" if blocked else "false"),
+        anomaly=blocked,
+        technique="dns.injection" if blocked else None,
+        fingerprint_key=f"fp-{cc}" if blocked else None,
+    )
+
+
+def timed(fn: Callable[[], object], repeat: int) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def describe(label: str, millis: list[float]) -> None:
+    p95 = sorted(millis)[max(0, round(len(millis) * 0.95) - 1)]
+    print(f"{label:<58} median {statistics.median(millis):8.2f} ms   p95 {p95:8.2f} ms   (n={len(millis)})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=20)
+    args = parser.parse_args()
+
+    aggregate = InterferenceAggregate(clock=lambda: NOW, refresh_interval=0.0, refresh_key_budget=10**9)
+    registry = CollectorRegistry()
+    IngestMetrics.register(registry)
+    collector = register_interference_metrics(registry, aggregate)
+    start = time.perf_counter()
+    added = aggregate.add_rows(rows())
+    add_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    aggregate.refresh()
+    refresh_seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+    body = generate_latest(registry)
+    interference_series = series_count(collector.collect())
+    per_row = add_seconds / added * 1e6
+    print(f"rows added                 {added:>10,}  in {add_seconds:.2f} s ({per_row:.1f} us/row)")
+    print(f"full verdict refresh       {len(aggregate.interference(scopes=['gateway', 'isp'])):>10,} rows in "
+          f"{refresh_seconds * 1000:.0f} ms")  # fmt: skip
+    print(f"interference series        {interference_series:>10,}  (budget {SERIES_BUDGET:,})")
+    lines = body.count(b"\n")
+    print(f"/metrics body              {len(body):>10,}  bytes, {lines:,} lines (with ingest metrics)")
+    print(f"peak RSS                   {peak / 2**20:>10.1f}  MiB (the whole process)")
+
+    # Nothing changed since the last scrape: the families are reused.
+    describe(
+        "render, nothing new since the last scrape", timed(lambda: generate_latest(registry), args.repeat)
+    )
+
+    # A few rows arrived: a new snapshot, a refresh of the changed pairs, families rebuilt.
+    counter = iter(range(10**9))
+
+    def after_ingest() -> None:
+        n = next(counter)
+        aggregate.add_rows([row(10**8 + n, "AA", "AS64000", f"d{n % 5}.example", True, 0)])
+        generate_latest(registry)
+
+    describe("render after ingest (snapshot + families rebuilt)", timed(after_ingest, args.repeat))
+
+    batch = [
+        row(2 * 10**8 + i, "AB", f"AS{64_100 + i % 15}", f"d{i % 5}.example", True, 0) for i in range(1_000)
+    ]
+    describe("add_rows, batch of 1,000 rows", timed(lambda: aggregate.add_rows(batch), 5))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""The application factory: state under typed keys, resources in cleanup contexts, routes in small groups.
+
+Other parts of the collector plug in the same way: an ``add_*_routes(app)`` function for their endpoints
+and, when they hold a resource, a cleanup-context generator. Nothing lives at module level, so a test can
+build as many independent applications as it likes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from gatewatch.probes.analysis import load_default_fingerprints
+
+from .appkeys import (
+    FINGERPRINTS_KEY,
+    GEO_KEY,
+    INFLIGHT_KEY,
+    INGEST_HOOKS_KEY,
+    METRICS_KEY,
+    RATE_LIMIT_KEY,
+    REGISTRY_KEY,
+    SETTINGS_KEY,
+    STORE_KEY,
+    InFlight,
+)
+from .geoip import GeoDB
+from .ingest import add_ingest_routes
+from .metrics import IngestMetrics, metrics_response
+from .ratelimit import TokenBuckets
+from .settings import Settings
+from .store.base import StoreError, open_store
+
+__all__ = ["add_health_routes", "add_metrics_routes", "create_app"]
+
+log = logging.getLogger(__name__)
+_READY_TIMEOUT = 5.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def track_in_flight(request: web.Request, handler: Handler) -> web.StreamResponse:
+    in_flight = request.app[INFLIGHT_KEY]
+    in_flight.enter()
+    try:
+        response = await handler(request)
+        if in_flight.draining:
+            response.force_close()  # tell keep-alive clients to go elsewhere
+        return response
+    finally:
+        in_flight.leave()
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error as ``{"error", "detail"}``; an unexpected exception is logged (without the client) and
+    answered 500, a store outage 503 so that agents retry."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        error = exc.reason.lower().replace(" ", "_")
+        return web.json_response({"error": error, "detail": exc.text or exc.reason}, status=exc.status)
+    except StoreError as exc:
+        log.error("store unavailable", extra={"path": request.path, "error": str(exc)})
+        return web.json_response(
+            {"error": "store_unavailable", "detail": "try again later"},
+            status=503,
+            headers={"Retry-After": "5"},
+        )
+    except Exception:
+        log.exception("unhandled error", extra={"method": request.method, "path": request.path})
+        return web.json_response({"error": "internal_error", "detail": "see the collector's log"}, status=500)
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    store = await open_store(app[SETTINGS_KEY].db)
+    app[STORE_KEY] = store
+    try:
+        yield
+    finally:
+        await store.close()
+
+
+async def _geo_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS_KEY]
+    if app[GEO_KEY] is not None or not (settings.asn_db or settings.country_db):
+        yield  # given by the caller, or no databases configured: no mismatch flags
+        return
+    db = await asyncio.to_thread(GeoDB.load, settings.asn_db, settings.country_db)
+    for line in db.describe():
+        log.info("geolocation database", extra={"source": line})
+    app[GEO_KEY] = db
+    try:
+        yield
+    finally:
+        db.close()
+
+
+async def _fingerprints_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[FINGERPRINTS_KEY] = await asyncio.to_thread(load_default_fingerprints)
+    yield
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    store_seconds = request.app[METRICS_KEY].store_seconds.labels(operation="ping")
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(_READY_TIMEOUT):
+            await request.app[STORE_KEY].ping()
+    except (StoreError, TimeoutError):
+        return web.json_response({"status": "unavailable", "detail": "store unreachable"}, status=503)
+    finally:
+        store_seconds.observe(time.perf_counter() - started)
+    return web.json_response({"status": "ready"})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    return await metrics_response(request.app[REGISTRY_KEY])
+
+
+def add_health_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+
+
+def add_metrics_routes(app: web.Application) -> None:
+    app.router.add_get("/metrics", _metrics)
+
+
+def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> web.Application:
+    """A collector application; its store, geolocation databases and fingerprints open on startup."""
+    # The ingest handler reads its own body with its own limit; this one covers every other endpoint.
+    app = web.Application(middlewares=[track_in_flight, json_errors], client_max_size=settings.max_body_bytes)
+    registry = registry if registry is not None else CollectorRegistry()
+    app[SETTINGS_KEY] = settings
+    app[REGISTRY_KEY] = registry
+    app[METRICS_KEY] = IngestMetrics.register(registry)
+    app[GEO_KEY] = None
+    app[INFLIGHT_KEY] = InFlight()
+    app[INGEST_HOOKS_KEY] = []
+    app[RATE_LIMIT_KEY] = TokenBuckets(settings.key_rate, settings.key_burst, settings.rate_limit_keys)
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_geo_ctx)
+    app.cleanup_ctx.append(_fingerprints_ctx)
+    add_health_routes(app)
+    add_metrics_routes(app)
+    add_ingest_routes(app)
+    return app

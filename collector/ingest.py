@@ -1,0 +1,330 @@
+"""``POST /api/v1/measurements``: verify, validate, re-judge and durably store a batch of measurements.
+
+Each item is answered on its own (accepted, duplicate, or rejected with a machine-readable reason); only a
+request that cannot be read as a batch at all is refused as a whole, with a 4xx and a reason. The
+verdict stored is the collector's own, re-derived from the observations with the same pure analysis the
+agent runs: a modified agent cannot make the collector report interference it did not observe. An item
+is acknowledged only once the store has committed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import inspect
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from gatewatch.probes.analysis import analyse
+from gatewatch.probes.analysis.fingerprints import FingerprintDB
+from gatewatch.probes.envelope import Envelope, EnvelopeError, verify
+from gatewatch.probes.measurement import Measurement
+from gatewatch.probes.verdicts import Verdict
+
+from .appkeys import (
+    FINGERPRINTS_KEY,
+    GEO_KEY,
+    INGEST_HOOKS_KEY,
+    METRICS_KEY,
+    RATE_LIMIT_KEY,
+    SETTINGS_KEY,
+    STORE_KEY,
+)
+from .geoip import GeoInfo
+from .metrics import IngestMetrics, item_reason_label
+from .ratelimit import retry_after_seconds
+from .settings import Settings
+from .store.base import StoredMeasurement, StoreError
+
+__all__ = ["INGEST_PATH", "RequestRefused", "add_ingest_routes", "blocking_label", "domain_of"]
+
+INGEST_PATH = "/api/v1/measurements"
+log = logging.getLogger(__name__)
+_READ_CHUNK = 64 * 1024
+
+
+class RequestRefused(Exception):
+    """The request as a whole cannot be processed (the client's fault unless ``status`` is 5xx)."""
+
+    def __init__(
+        self, status: int, error: str, detail: str, metric: str, headers: dict[str, str] | None = None
+    ):
+        super().__init__(f"{error}: {detail}")
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.metric = metric  # the gatewatch_ingest_requests_total result label
+        self.headers = headers or {}
+
+    def response(self) -> web.Response:
+        return web.json_response(
+            {"error": self.error, "detail": self.detail}, status=self.status, headers=self.headers
+        )
+
+
+@dataclass
+class _Item:
+    """One entry of the batch on its way through the checks."""
+
+    index: int
+    measurement_uid: str | None = None
+    status: str = "rejected"
+    reason: str | None = None
+    payload: bytes = b""
+    signature: bytes = b""
+    public_key: bytes = b""
+    row: StoredMeasurement | None = None
+
+    def reject(self, reason: str) -> None:
+        self.status, self.reason = "rejected", reason
+
+    def as_result(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "measurement_uid": self.measurement_uid,
+            "status": self.status,
+            "reason": self.reason,
+        }
+
+
+def blocking_label(verdict: Verdict) -> str:
+    """The verdict's ``blocking`` as the store keeps it: ``false`` / ``null`` / the layer name."""
+    if verdict.blocking is False:
+        return "false"
+    if verdict.blocking is None:
+        return "null"
+    return verdict.blocking
+
+
+def domain_of(url: str) -> str:
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:  # e.g. an unbalanced "[" in the host part
+        return ""
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise RequestRefused(413, "body_too_large", f"at most {limit} bytes", "too_large")
+    chunks: list[bytes] = []
+    size = 0
+    # Read in chunks so that a chunked upload without Content-Length is cut off at the limit, too.
+    async for chunk in request.content.iter_chunked(_READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise RequestRefused(413, "body_too_large", f"at most {limit} bytes", "too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _batch(body: bytes, max_batch: int) -> list[Any]:
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):  # also bad UTF-8, absurd nesting, ints beyond the digit limit
+        raise RequestRefused(400, "invalid_json", "the body is not JSON", "bad_request") from None
+    if not isinstance(document, dict) or set(document) != {"measurements"}:
+        raise RequestRefused(400, "invalid_request", 'expected {"measurements": [...]}', "bad_request")
+    items = document["measurements"]
+    if not isinstance(items, list):
+        raise RequestRefused(400, "invalid_request", '"measurements" must be a list', "bad_request")
+    if len(items) > max_batch:
+        raise RequestRefused(400, "batch_too_large", f"at most {max_batch} measurements", "bad_request")
+    return items
+
+
+def _verify_all(raw: Sequence[Any]) -> list[_Item]:
+    """Envelope shape and signature of every item (CPU-bound: runs on a worker thread)."""
+    items: list[_Item] = []
+    for index, value in enumerate(raw):
+        item = _Item(index)
+        items.append(item)
+        try:
+            envelope = Envelope.model_validate(value)
+            item.payload, item.public_key = verify(envelope)
+        except ValidationError:
+            item.reject("invalid_envelope")
+            continue
+        except EnvelopeError as exc:
+            item.reject(exc.reason)
+            continue
+        # verify() accepted the base64; decoding it again cannot fail.
+        item.signature = base64.b64decode(envelope.signature, validate=True)
+        item.status = "verified"
+    return items
+
+
+def _judge_all(
+    items: Sequence[_Item],
+    settings: Settings,
+    fingerprints: FingerprintDB,
+    geo: GeoInfo | None,
+    now: datetime,
+) -> None:
+    """Parse, check times and re-derive the verdict of every verified item (worker thread)."""
+    newest = now + timedelta(seconds=settings.max_future_seconds)
+    oldest = now - timedelta(seconds=settings.max_age_seconds)
+    for item in items:
+        if item.status != "verified":
+            continue
+        try:
+            m = Measurement.model_validate_json(item.payload)
+        except ValidationError as exc:
+            not_json = any(error["type"] == "json_invalid" for error in exc.errors())
+            item.reject("invalid_json" if not_json else "invalid_measurement")
+            continue
+        item.measurement_uid = m.measurement_uid
+        if m.measurement_start_time > newest:
+            item.reject("too_far_in_future")
+            continue
+        if m.measurement_start_time < oldest:
+            item.reject("too_old")
+            continue
+        try:
+            verdict = analyse(m.input, m.test_keys, m.test_keys.control, fingerprints)
+        except Exception:  # a bug in the analysis must cost one item, not the batch
+            log.exception("analysis failed", extra={"measurement_uid": m.measurement_uid})
+            item.reject("analysis_error")
+            continue
+        fingerprint = verdict.fingerprint
+        item.row = StoredMeasurement(
+            measurement_uid=m.measurement_uid,
+            received_at=now,
+            measurement_start_time=m.measurement_start_time,
+            probe_cc=m.probe_cc,
+            probe_asn=m.probe_asn,
+            test_name=m.test_name,
+            input=m.input,
+            domain=domain_of(m.input),
+            blocking=blocking_label(verdict),
+            anomaly=verdict.anomaly,
+            technique=fingerprint.technique if fingerprint else None,
+            fingerprint_key=fingerprint.key if fingerprint else None,
+            verdict_json=verdict.model_dump_json(),
+            payload=item.payload,
+            flags=_mismatch_flags(m, geo),
+        )
+
+
+def _mismatch_flags(m: Measurement, geo: GeoInfo | None) -> tuple[str, ...]:
+    """Claims that disagree with where the upload came from are kept, but marked (as OONI does). A
+    withheld value (AS0, ZZ) is not a disagreement."""
+    if geo is None:
+        return ()
+    flags: list[str] = []
+    if geo.asn is not None and m.probe_asn != "AS0" and m.probe_asn != f"AS{geo.asn}":
+        flags.append("asn_mismatch")
+    if geo.cc is not None and m.probe_cc != "ZZ" and m.probe_cc != geo.cc.upper():
+        flags.append("cc_mismatch")
+    return tuple(flags)
+
+
+def _rate_limit(request: web.Request, items: Sequence[_Item]) -> None:
+    """Charge each key that signed something in this batch. Only verified keys are charged, so nobody can
+    exhaust another agent's allowance by sending its public key with garbage signatures."""
+    buckets = request.app[RATE_LIMIT_KEY]
+    keys = {item.public_key for item in items if item.status == "verified"}
+    wait = max((buckets.take(key) for key in keys), default=0.0)
+    if wait > 0:
+        seconds = retry_after_seconds(wait)
+        raise RequestRefused(
+            429, "rate_limited", f"retry in {seconds} s", "rate_limited", {"Retry-After": str(seconds)}
+        )
+
+
+def _connection_geo(request: web.Request) -> GeoInfo | None:
+    """The submitting connection's network. The address is looked up and dropped here: it is not
+    returned, kept, or logged."""
+    geo = request.app[GEO_KEY]
+    if geo is None or not request.remote:
+        return None
+    return geo.lookup(request.remote)
+
+
+async def _store(
+    request: web.Request, items: Sequence[_Item], metrics: IngestMetrics
+) -> list[StoredMeasurement]:
+    pending = [item for item in items if item.row is not None]
+    if not pending:
+        return []
+    started = time.perf_counter()
+    try:
+        inserted = await request.app[STORE_KEY].insert_many(
+            [item.row for item in pending if item.row is not None],
+            [(item.signature, item.public_key) for item in pending],
+        )
+    except StoreError as exc:
+        log.error("store insert failed", extra={"error": str(exc)})
+        raise RequestRefused(
+            503, "store_unavailable", "try again later", "store_unavailable", {"Retry-After": "5"}
+        ) from None
+    finally:
+        metrics.store_seconds.labels(operation="insert").observe(time.perf_counter() - started)
+    new_rows = []
+    for item, new in zip(pending, inserted, strict=True):
+        item.status = "accepted" if new else "duplicate"
+        if new and item.row is not None:
+            new_rows.append(item.row)
+    return new_rows
+
+
+async def _run_hooks(request: web.Request, rows: Sequence[StoredMeasurement]) -> None:
+    for hook in request.app[INGEST_HOOKS_KEY]:
+        try:
+            result = hook(rows)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # the rows are committed: a failing consumer must not turn that into an error
+            log.exception("ingest hook failed", extra={"hook": getattr(hook, "__qualname__", repr(hook))})
+
+
+def _count(metrics: IngestMetrics, items: Sequence[_Item]) -> None:
+    for item in items:
+        reason = item_reason_label(item.reason or "") if item.status == "rejected" else ""
+        metrics.items.labels(result=item.status, reason=reason).inc()
+    if any(item.status == "accepted" for item in items):
+        metrics.last_accepted.set_to_current_time()
+
+
+async def _ingest(request: web.Request, metrics: IngestMetrics) -> web.Response:
+    settings = request.app[SETTINGS_KEY]
+    if request.content_type != "application/json":
+        raise RequestRefused(415, "unsupported_media_type", "send application/json", "unsupported_media_type")
+    body = await _read_body(request, settings.max_body_bytes)
+    raw = await asyncio.to_thread(_batch, body, settings.max_batch)  # megabytes of JSON: off the loop
+    items = await asyncio.to_thread(_verify_all, raw)
+    _rate_limit(request, items)
+    geo = _connection_geo(request)
+    now = datetime.now(UTC)
+    await asyncio.to_thread(_judge_all, items, settings, request.app[FINGERPRINTS_KEY], geo, now)
+    new_rows = await _store(request, items, metrics)
+    _count(metrics, items)
+    if new_rows:
+        await _run_hooks(request, new_rows)
+    return web.json_response({"results": [item.as_result() for item in items]})
+
+
+async def handle_measurements(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS_KEY]
+    started = time.perf_counter()
+    try:
+        response = await _ingest(request, metrics)
+        metrics.requests.labels(result="ok").inc()
+        return response
+    except RequestRefused as refused:
+        metrics.requests.labels(result=refused.metric).inc()
+        return refused.response()
+    finally:
+        metrics.request_seconds.observe(time.perf_counter() - started)
+
+
+def add_ingest_routes(app: web.Application) -> None:
+    app.router.add_post(INGEST_PATH, handle_measurements)

@@ -1,0 +1,125 @@
+"""Ingest-health metrics, all defined here against a registry passed in (tests use a fresh one).
+
+The names are an interface: dashboards and alerts key on them. Every label comes from a small fixed set
+(never an address, a key or a URL); values are pre-created at zero so that ``rate()`` and absence alerts
+work before the first event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+__all__ = [
+    "ITEM_REASONS",
+    "ITEM_RESULTS",
+    "REQUEST_RESULTS",
+    "STORE_OPERATIONS",
+    "IngestMetrics",
+    "item_reason_label",
+    "metrics_response",
+]
+
+REQUEST_RESULTS = (
+    "ok",
+    "bad_request",
+    "too_large",
+    "unsupported_media_type",
+    "rate_limited",
+    "store_unavailable",
+)
+ITEM_RESULTS = ("accepted", "duplicate", "rejected")
+# Why an item was rejected. The first group is probes/envelope.py's EnvelopeError reasons.
+ITEM_REASONS = (
+    "unsupported_format",
+    "bad_payload_encoding",
+    "bad_signature_encoding",
+    "bad_public_key_encoding",
+    "payload_too_large",
+    "bad_public_key",
+    "bad_signature",
+    "invalid_envelope",
+    "invalid_json",
+    "invalid_measurement",
+    "too_far_in_future",
+    "too_old",
+    "analysis_error",
+    "other",
+)
+STORE_OPERATIONS = ("insert", "page", "ping")
+_FAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def item_reason_label(reason: str) -> str:
+    """A rejection reason as a label value: an unforeseen reason is counted as ``other`` so that the label
+    set stays bounded (the response to the client still carries the precise reason)."""
+    return reason if reason in ITEM_REASONS else "other"
+
+
+@dataclass(frozen=True)
+class IngestMetrics:
+    requests: Counter
+    items: Counter
+    request_seconds: Histogram
+    store_seconds: Histogram
+    last_accepted: Gauge
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> IngestMetrics:
+        metrics = cls(
+            requests=Counter(
+                "gatewatch_ingest_requests",
+                "Measurement upload requests, by outcome of the whole request.",
+                ["result"],
+                registry=registry,
+            ),
+            items=Counter(
+                "gatewatch_ingest_items",
+                "Measurements in upload requests, by outcome and rejection reason.",
+                ["result", "reason"],
+                registry=registry,
+            ),
+            request_seconds=Histogram(
+                "gatewatch_ingest_request_seconds",
+                "Time to answer a measurement upload request.",
+                buckets=_FAST_BUCKETS,
+                registry=registry,
+            ),
+            store_seconds=Histogram(
+                "gatewatch_store_seconds",
+                "Time spent in store operations (an insert includes its durable commit).",
+                ["operation"],
+                buckets=_FAST_BUCKETS,
+                registry=registry,
+            ),
+            last_accepted=Gauge(
+                "gatewatch_ingest_last_accepted_timestamp_seconds",
+                "Unix time at which a measurement was last accepted (alert when it stops moving).",
+                registry=registry,
+            ),
+        )
+        for result in REQUEST_RESULTS:
+            metrics.requests.labels(result=result)
+        metrics.items.labels(result="accepted", reason="")
+        metrics.items.labels(result="duplicate", reason="")
+        for reason in ITEM_REASONS:
+            metrics.items.labels(result="rejected", reason=reason)
+        for operation in STORE_OPERATIONS:
+            metrics.store_seconds.labels(operation=operation)
+        return metrics
+
+
+async def metrics_response(registry: CollectorRegistry) -> web.Response:
+    """The registry in Prometheus' text format. Rendering walks every series, so it runs off the loop."""
+    body = await asyncio.to_thread(generate_latest, registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

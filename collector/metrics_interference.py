@@ -1,0 +1,318 @@
+"""Interference metrics: a prometheus_client custom collector over the aggregate, computed at scrape time.
+
+Cardinality budget
+------------------
+Every label value comes from a bounded set, and the caps below are enforced here, in code:
+
+==========================================================  ===========================================
+metric                                                      series at most
+==========================================================  ===========================================
+gatewatch_measurements_total{cc,test,blocking}              (MAX_COUNTRIES + 1) x len(TEST_LABELS)
+                                                            x len(BLOCKING_LABELS)
+gatewatch_anomalies_total{cc,test,blocking}                 same as above
+gatewatch_network_anomaly_ratio{cc,asn}                     (MAX_COUNTRIES + 1)
+                                                            x (MAX_NETWORKS_PER_COUNTRY + 1)
+gatewatch_network_measurements{cc,asn}                      same as above
+gatewatch_interference_scope{cc,domain,technique,scope}     MAX_INTERFERENCE_ROWS
+gatewatch_interference_networks_affected{cc,domain,technique}  MAX_INTERFERENCE_ROWS
+gatewatch_interference_networks_measured{cc,domain,technique}  MAX_INTERFERENCE_ROWS
+gatewatch_countries_gateway_interference                    1
+gatewatch_interference_rows_unexported                      1
+==========================================================  ===========================================
+
+``SERIES_BUDGET`` is the sum (under 8,000). The rules behind it:
+
+- ``cc``: the first ``MAX_COUNTRIES`` countries seen keep their own label for the collector's lifetime (so
+  counters stay monotonic); any later country is ``other``.
+- ``test``: one of ``TEST_LABELS`` (a fixed list), else ``other``. ``blocking``: one of ``BLOCKING_LABELS``.
+- ``asn``: per country, the ``MAX_NETWORKS_PER_COUNTRY`` networks with the most judged measurements in the
+  window; the rest are summed into ``asn="other"``. Anything not shaped like ``AS1234`` is ``other`` too.
+- ``domain``: only for rows whose current scope is ``gateway`` or ``isp``, at most
+  ``MAX_DOMAINS_PER_COUNTRY`` per country and ``MAX_INTERFERENCE_ROWS`` in all (gateway rows first, then
+  by networks affected); a domain that is not a plain host name (an IP literal, say) is never a label.
+  Rows left out are counted in ``gatewatch_interference_rows_unexported``. Countries labelled ``other``
+  get no interference rows (their rows could not be told apart).
+- ``technique``: one of ``TECHNIQUE_LABELS`` (``unknown`` when the verdict has none, ``other`` otherwise).
+
+Never an IP address, an agent key, a full URL or free text.
+
+Scrape cost: ``collect()`` reads the aggregate's snapshot (refreshed at most every few seconds, within a
+key budget) and rebuilds the metric families only when the snapshot changed.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from gatewatch.probes.attribution import InterferenceRow
+
+from .aggregate import AggregateSnapshot, InterferenceAggregate
+
+__all__ = [
+    "BLOCKING_LABELS",
+    "MAX_COUNTRIES",
+    "MAX_DOMAINS_PER_COUNTRY",
+    "MAX_INTERFERENCE_ROWS",
+    "MAX_NETWORKS_PER_COUNTRY",
+    "METRIC_NAMES",
+    "SERIES_BUDGET",
+    "TECHNIQUE_LABELS",
+    "TEST_LABELS",
+    "InterferenceCollector",
+    "register_interference_metrics",
+    "series_count",
+]
+
+OTHER = "other"
+MAX_COUNTRIES = 100
+MAX_NETWORKS_PER_COUNTRY = 10
+MAX_DOMAINS_PER_COUNTRY = 20
+MAX_INTERFERENCE_ROWS = 500
+TEST_LABELS = ("web", "web_connectivity", OTHER)
+BLOCKING_LABELS = ("false", "dns", "tcp_ip", "http-failure", "http-diff", "null", OTHER)
+TECHNIQUE_LABELS = (
+    "dns.injection",
+    "dns.nxdomain",
+    "dns.bogon",
+    "dns.inconsistent",
+    "tcp.timeout",
+    "tcp.refused",
+    "tcp.reset",
+    "tls.reset",
+    "tls.timeout",
+    "tls.invalid_certificate",
+    "http.blockpage",
+    "http.diff",
+    "http.failure",
+    "unknown",
+    OTHER,
+)
+
+MEASUREMENTS = "gatewatch_measurements"  # exposed with the _total suffix
+ANOMALIES = "gatewatch_anomalies"
+NETWORK_RATIO = "gatewatch_network_anomaly_ratio"
+NETWORK_MEASUREMENTS = "gatewatch_network_measurements"
+SCOPE = "gatewatch_interference_scope"
+AFFECTED = "gatewatch_interference_networks_affected"
+MEASURED = "gatewatch_interference_networks_measured"
+COUNTRIES_GATEWAY = "gatewatch_countries_gateway_interference"
+UNEXPORTED = "gatewatch_interference_rows_unexported"
+# Names as they appear in /metrics (and so in PromQL).
+METRIC_NAMES = (
+    MEASUREMENTS + "_total",
+    ANOMALIES + "_total",
+    NETWORK_RATIO,
+    NETWORK_MEASUREMENTS,
+    SCOPE,
+    AFFECTED,
+    MEASURED,
+    COUNTRIES_GATEWAY,
+    UNEXPORTED,
+)
+
+_PER_COUNTRY_TESTS = (MAX_COUNTRIES + 1) * len(TEST_LABELS) * len(BLOCKING_LABELS)
+_PER_NETWORK = (MAX_COUNTRIES + 1) * (MAX_NETWORKS_PER_COUNTRY + 1)
+SERIES_BUDGET = 2 * _PER_COUNTRY_TESTS + 2 * _PER_NETWORK + 3 * MAX_INTERFERENCE_ROWS + 2
+
+_CountryLabel = Callable[[str], str]
+_CC = re.compile(r"^[A-Z]{2}$")
+_ASN = re.compile(r"^AS\d{1,10}$")
+_HOST_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?$")
+_TESTS = frozenset(TEST_LABELS)
+_BLOCKINGS = frozenset(BLOCKING_LABELS)
+_TECHNIQUES = frozenset(TECHNIQUE_LABELS)
+
+
+def _technique(value: str | None) -> str:
+    if value is None:
+        return "unknown"
+    return value if value in _TECHNIQUES else OTHER
+
+
+def _asn(value: str) -> str:
+    return value if _ASN.match(value) else OTHER
+
+
+def _is_hostname(value: str) -> bool:
+    """A plain lower-case host name. Its last label must hold a letter, so no IPv4 literal passes (and an
+    IPv6 literal has colons)."""
+    labels = value.split(".")
+    return (
+        0 < len(value) <= 253
+        and all(_HOST_LABEL.match(label) for label in labels)
+        and any(c.isalpha() for c in labels[-1])
+    )
+
+
+class InterferenceCollector(Collector):
+    """Reads ``aggregate.snapshot()`` at scrape time; label sets are bounded as the module says."""
+
+    def __init__(self, aggregate: InterferenceAggregate) -> None:
+        self._aggregate = aggregate
+        self._countries: dict[str, str] = {}  # cc -> its label, stable for the collector's lifetime
+        self._built_for: int | None = None
+        self._families: list[Metric] = []
+        # /metrics renders in a worker thread; two scrapes at once must not interleave the label bookkeeping.
+        self._lock = threading.Lock()
+
+    def describe(self) -> Iterable[Metric]:
+        # Names only, so registering does not compute anything.
+        return _families()
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            snapshot = self._aggregate.snapshot()
+            if snapshot.generation != self._built_for:
+                self._families = self._build(snapshot)
+                self._built_for = snapshot.generation
+            return self._families
+
+    def _country(self, cc: str) -> str:
+        label = self._countries.get(cc)
+        if label is None:
+            ok = _CC.match(cc) and len(self._countries) < MAX_COUNTRIES
+            label = self._countries[cc] = cc if ok else OTHER
+        return label
+
+    def _build(self, snapshot: AggregateSnapshot) -> list[Metric]:
+        (
+            measurements,
+            anomalies,
+            ratio,
+            network_measurements,
+            scope,
+            affected,
+            measured,
+            gateway,
+            unexported,
+        ) = _families()
+        # Countries are labelled in order of first appearance; among those that first appear in the same
+        # snapshot, the busiest go first (so a cap, if reached, leaves the smallest ones as "other").
+        seen: dict[str, int] = defaultdict(int)
+        for (cc, _test, _blocking), (count, _a) in snapshot.totals.items():
+            seen[cc] += count
+        for cc in sorted(seen, key=lambda c: (-seen[c], c)):
+            self._country(cc)
+
+        totals: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+        for (cc, test, blocking), (count, anomalous) in snapshot.totals.items():
+            key = (
+                self._country(cc),
+                test if test in _TESTS else OTHER,
+                blocking if blocking in _BLOCKINGS else OTHER,
+            )
+            totals[key][0] += count
+            totals[key][1] += anomalous
+        for labels, (count, anomalous) in sorted(totals.items()):
+            measurements.add_metric(labels, count)
+            anomalies.add_metric(labels, anomalous)
+
+        for (cc, asn), (judged, anomalous) in _capped_networks(snapshot, self._country):
+            ratio.add_metric((cc, asn), anomalous / judged)
+            network_measurements.add_metric((cc, asn), judged)
+
+        exported, left_out = _capped_rows(snapshot.rows, self._country)
+        for row in exported:
+            cc, technique = self._country(row.cc), _technique(row.technique)
+            scope.add_metric((cc, row.domain, technique, row.scope), 1)
+            affected.add_metric((cc, row.domain, technique), row.networks_affected)
+            measured.add_metric((cc, row.domain, technique), row.networks_measured)
+        gateway.add_metric((), len({r.cc for r in snapshot.rows if r.scope == "gateway"}))
+        unexported.add_metric((), left_out)
+        return [
+            measurements,
+            anomalies,
+            ratio,
+            network_measurements,
+            scope,
+            affected,
+            measured,
+            gateway,
+            unexported,
+        ]
+
+
+_CC_TEST_BLOCKING = ("cc", "test", "blocking")
+_ROW = ("cc", "domain", "technique")
+# (family type, name, help, labels), in the order _build fills them.
+_FAMILY_TABLE: tuple[tuple[type[Metric], str, str, tuple[str, ...]], ...] = (
+    (CounterMetricFamily, MEASUREMENTS, "Measurements, by country, test and verdict", _CC_TEST_BLOCKING),
+    (CounterMetricFamily, ANOMALIES, "Anomalies, by country, test and verdict", _CC_TEST_BLOCKING),
+    (GaugeMetricFamily, NETWORK_RATIO, "Anomalous share of a network's judged measurements in the window",
+     ("cc", "asn")),
+    (GaugeMetricFamily, NETWORK_MEASUREMENTS, "Judged measurements in the window per network", ("cc", "asn")),
+    (GaugeMetricFamily, SCOPE, "1 per (country, domain) whose interference is now gateway- or ISP-level",
+     ("cc", "domain", "technique", "scope")),
+    (GaugeMetricFamily, AFFECTED, "Networks showing the interference (gateway: the same fingerprint)", _ROW),
+    (GaugeMetricFamily, MEASURED, "Networks that measured the domain in the window", _ROW),
+    (GaugeMetricFamily, COUNTRIES_GATEWAY, "Countries with at least one gateway-level interference now", ()),
+    (GaugeMetricFamily, UNEXPORTED, "Gateway or ISP rows left out of the metrics by the budget", ()),
+)  # fmt: skip
+
+
+def _families() -> list[Metric]:
+    return [kind(name, help_text, labels=list(labels)) for kind, name, help_text, labels in _FAMILY_TABLE]
+
+
+def _capped_networks(
+    snapshot: AggregateSnapshot, country: _CountryLabel
+) -> list[tuple[tuple[str, str], tuple[int, int]]]:
+    """Per country label, the busiest networks by name and the rest summed as ``other``."""
+    per_country: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
+    for (cc, asn), (judged, anomalous) in snapshot.networks.items():
+        per_country[country(cc)].append((_asn(asn), judged, anomalous))
+    out: list[tuple[tuple[str, str], tuple[int, int]]] = []
+    for cc in sorted(per_country):
+        merged: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for asn, judged, anomalous in per_country[cc]:
+            merged[asn][0] += judged
+            merged[asn][1] += anomalous
+        rest = merged.pop(OTHER, [0, 0])
+        ranked = sorted(merged.items(), key=lambda item: (-item[1][0], item[0]))
+        for asn, (judged, anomalous) in ranked[:MAX_NETWORKS_PER_COUNTRY]:
+            out.append(((cc, asn), (judged, anomalous)))
+        for _asn_name, (judged, anomalous) in ranked[MAX_NETWORKS_PER_COUNTRY:]:
+            rest[0] += judged
+            rest[1] += anomalous
+        if rest[0]:
+            out.append(((cc, OTHER), (rest[0], rest[1])))
+    return out
+
+
+def _capped_rows(
+    rows: Sequence[InterferenceRow], country: _CountryLabel
+) -> tuple[list[InterferenceRow], int]:
+    """The rows that get series: gateway first, then by networks affected; capped per country and in all."""
+    eligible = [r for r in rows if r.scope in ("gateway", "isp")]
+    ranked = sorted(eligible, key=lambda r: (r.scope != "gateway", -r.networks_affected, r.cc, r.domain))
+    per_country: dict[str, int] = defaultdict(int)
+    kept: list[InterferenceRow] = []
+    for row in ranked:
+        cc = country(row.cc)
+        if cc == OTHER or not _is_hostname(row.domain) or len(kept) >= MAX_INTERFERENCE_ROWS:
+            continue
+        if per_country[cc] >= MAX_DOMAINS_PER_COUNTRY:
+            continue
+        per_country[cc] += 1
+        kept.append(row)
+    return kept, len(eligible) - len(kept)
+
+
+def register_interference_metrics(
+    registry: CollectorRegistry, aggregate: InterferenceAggregate
+) -> InterferenceCollector:
+    """Create the collector for ``aggregate`` and register it on ``registry`` (no global registry)."""
+    collector = InterferenceCollector(aggregate)
+    registry.register(collector)
+    return collector
+
+
+def series_count(families: Iterable[Metric]) -> int:
+    """How many samples (series) the families carry: what the budget bounds."""
+    return sum(len(f.samples) for f in families)

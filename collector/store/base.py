@@ -1,0 +1,197 @@
+"""The one storage interface both backends implement, and the pieces they share.
+
+Nothing here (or in any table) identifies a volunteer: there is no column for an address. The envelope's
+signature and public key are kept beside each measurement so that an operator can re-verify it; exports
+never read them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "BLOCKING_VALUES",
+    "CursorError",
+    "as_utc",
+    "MeasurementFilter",
+    "Store",
+    "StoreError",
+    "StoredMeasurement",
+    "decode_cursor",
+    "encode_cursor",
+    "filter_sql",
+    "from_micros",
+    "iterate_pages",
+    "open_store",
+    "to_micros",
+]
+
+# The server's verdict, flattened to text so that it filters and groups like any other column.
+BLOCKING_VALUES = ("false", "dns", "tcp_ip", "http-failure", "http-diff", "null")
+
+
+@dataclass(frozen=True)
+class StoredMeasurement:
+    measurement_uid: str
+    received_at: datetime  # UTC
+    measurement_start_time: datetime  # UTC
+    probe_cc: str  # "XL"
+    probe_asn: str  # "AS64501"
+    test_name: str
+    input: str
+    domain: str  # hostname of input
+    blocking: str  # one of BLOCKING_VALUES: the server's verdict, never the agent's
+    anomaly: bool
+    technique: str | None
+    fingerprint_key: str | None
+    verdict_json: str  # the server's Verdict as JSON
+    payload: bytes  # the exact measurement JSON bytes that were signed
+    flags: tuple[str, ...] = ()  # e.g. ("asn_mismatch",)
+
+
+@dataclass(frozen=True)
+class MeasurementFilter:
+    probe_cc: str | None = None
+    probe_asn: str | None = None
+    test_name: str | None = None
+    input: str | None = None
+    domain: str | None = None
+    since: datetime | None = None  # inclusive, on measurement_start_time
+    until: datetime | None = None  # exclusive
+    anomaly: bool | None = None
+    blocking: str | None = None
+
+
+class StoreError(RuntimeError):
+    """The store could not do what was asked (unreachable, I/O error): the server's fault."""
+
+
+class CursorError(ValueError):
+    """A pagination cursor that this store did not hand out (the client's fault)."""
+
+
+@runtime_checkable
+class Store(Protocol):
+    async def insert_many(
+        self, rows: Sequence[StoredMeasurement], envelopes: Sequence[tuple[bytes, bytes]]
+    ) -> list[bool]:
+        """Insert rows with their (signature, public_key); True = inserted, False = duplicate uid.
+
+        Everything is committed durably when this returns: only then may the submitter be told."""
+        ...
+
+    async def page(
+        self, f: MeasurementFilter, cursor: str | None, limit: int
+    ) -> tuple[list[StoredMeasurement], str | None]:
+        """Rows ordered by (measurement_start_time, measurement_uid) after ``cursor``; the next cursor or
+        None at the end."""
+        ...
+
+    def iterate(self, f: MeasurementFilter, batch: int = 1000) -> AsyncIterator[StoredMeasurement]:
+        """Every matching row in page order, holding at most one batch in memory."""
+        ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def encode_cursor(row: StoredMeasurement) -> str:
+    """Opaque to clients; it is the position of the last row they saw."""
+    position = [as_utc(row.measurement_start_time).isoformat(), row.measurement_uid]
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        when, uid = json.loads(raw)
+        start = datetime.fromisoformat(when)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise CursorError("malformed cursor") from exc
+    if not isinstance(uid, str) or start.tzinfo is None:
+        raise CursorError("malformed cursor")
+    return start.astimezone(UTC), uid
+
+
+async def iterate_pages(store: Store, f: MeasurementFilter, batch: int) -> AsyncIterator[StoredMeasurement]:
+    """Keyset pagination: memory stays at one batch however many rows match, and no transaction or server
+    cursor is held open while a slow client reads an export."""
+    cursor: str | None = None
+    while True:
+        rows, cursor = await store.page(f, cursor, batch)
+        for row in rows:
+            yield row
+        if cursor is None:
+            return
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """A time in UTC; a naive time is taken to be UTC already (never the server's local zone)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def to_micros(value: datetime) -> int:
+    return (as_utc(value) - EPOCH) // timedelta(microseconds=1)
+
+
+def from_micros(value: int) -> datetime:
+    return EPOCH + timedelta(microseconds=value)
+
+
+async def open_store(url: str) -> Store:
+    """Open ``sqlite:///path`` or ``postgresql://...`` and bring its schema up to date."""
+    # Imported here so that a SQLite deployment never needs asyncpg at import time, and to avoid a cycle.
+    if url.startswith("sqlite:///"):
+        from .sqlite import SQLiteStore
+
+        return await SQLiteStore.open(url.removeprefix("sqlite:///"))
+    if url.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStore
+
+        return await PostgresStore.open(url)
+    raise ValueError("database URL must start with sqlite:/// or postgresql://")
+
+
+def filter_sql(
+    f: MeasurementFilter,
+    placeholder: Callable[[int], str],
+    time_param: Callable[[datetime], object],
+    after: tuple[datetime, str] | None = None,
+) -> tuple[str, list[object]]:
+    """The WHERE clause (possibly empty) and its parameters, for both SQL dialects.
+
+    ``placeholder(n)`` spells the n-th parameter (``?`` or ``$n``); ``time_param`` converts a time into the
+    column's representation."""
+    clauses: list[str] = []
+    params: list[object] = []
+
+    def add(sql: str, value: object) -> None:
+        params.append(value)
+        clauses.append(sql.format(placeholder(len(params))))
+
+    for column in ("probe_cc", "probe_asn", "test_name", "input", "domain", "blocking"):
+        value = getattr(f, column)
+        if value is not None:
+            add(f"{column} = {{}}", value)
+    if f.anomaly is not None:
+        add("anomaly = {}", f.anomaly)
+    if f.since is not None:
+        add("measurement_start_time >= {}", time_param(f.since))
+    if f.until is not None:
+        add("measurement_start_time < {}", time_param(f.until))
+    if after is not None:
+        params.extend([time_param(after[0]), after[1]])
+        first, second = placeholder(len(params) - 1), placeholder(len(params))
+        clauses.append(f"(measurement_start_time, measurement_uid) > ({first}, {second})")
+    where = " WHERE " + " AND ".join(clauses) if clauses else ""
+    return where, params

@@ -1,0 +1,201 @@
+"""The shared store: PostgreSQL through an asyncpg pool, for several collectors behind a load balancer.
+
+Duplicates are settled by the primary key (``ON CONFLICT DO NOTHING``), so two collectors receiving the
+same measurement at once still store it once and tell exactly one submitter "accepted".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import asyncpg
+
+from .base import (
+    MeasurementFilter,
+    StoredMeasurement,
+    StoreError,
+    as_utc,
+    decode_cursor,
+    encode_cursor,
+    filter_sql,
+    iterate_pages,
+)
+from .migrations import POSTGRES
+
+__all__ = ["PostgresStore"]
+
+_COLUMNS = (
+    "measurement_uid, received_at, measurement_start_time, probe_cc, probe_asn, test_name, input, domain, "
+    "blocking, anomaly, technique, fingerprint_key, verdict_json, payload, flags"
+)
+# The whole batch in one statement; RETURNING names the rows that were new. unnest() of a 2-D array would
+# flatten it, so each row's flags travel as one JSON text and are decoded in SQL.
+_INSERT = f"""
+INSERT INTO measurements ({_COLUMNS})
+SELECT m.uid, m.received_at, m.start_time, m.cc, m.asn, m.test_name, m.input, m.domain, m.blocking,
+       m.anomaly, m.technique, m.fp_key, m.verdict, m.payload,
+       ARRAY(SELECT json_array_elements_text(m.flags::json))
+FROM unnest(
+    $1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[],
+    $8::text[], $9::text[], $10::boolean[], $11::text[], $12::text[], $13::text[], $14::bytea[], $15::text[]
+) AS m(uid, received_at, start_time, cc, asn, test_name, input, domain, blocking, anomaly, technique,
+       fp_key, verdict, payload, flags)
+ON CONFLICT (measurement_uid) DO NOTHING
+RETURNING measurement_uid
+"""
+_INSERT_ENVELOPES = """
+INSERT INTO envelopes (measurement_uid, signature, public_key)
+SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[])
+"""
+# Any constant shared by every gatewatch collector: serialises concurrent migrations across processes.
+_MIGRATION_LOCK = 0x6761746577617463  # "gatewatc"
+
+
+def _from_record(record: Any) -> StoredMeasurement:
+    return StoredMeasurement(
+        measurement_uid=record["measurement_uid"],
+        received_at=record["received_at"],
+        measurement_start_time=record["measurement_start_time"],
+        probe_cc=record["probe_cc"],
+        probe_asn=record["probe_asn"],
+        test_name=record["test_name"],
+        input=record["input"],
+        domain=record["domain"],
+        blocking=record["blocking"],
+        anomaly=record["anomaly"],
+        technique=record["technique"],
+        fingerprint_key=record["fingerprint_key"],
+        verdict_json=record["verdict_json"],
+        payload=bytes(record["payload"]),
+        flags=tuple(record["flags"]),
+    )
+
+
+async def _migrate(conn: Any) -> int:
+    await conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ)"
+    )
+    for version, statements in POSTGRES:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
+            if current < version:
+                for statement in statements:
+                    await conn.execute(statement)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, now())", version
+                )
+    return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
+
+
+class PostgresStore:
+    """See :class:`~.base.Store`."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self.schema_version = 0
+
+    @classmethod
+    async def open(cls, url: str, *, min_size: int = 1, max_size: int = 10) -> PostgresStore:
+        try:
+            pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, command_timeout=60)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreError(f"postgresql: cannot connect: {exc}") from exc
+        store = cls(pool)
+        try:
+            # CREATE TABLE IF NOT EXISTS races between collectors too, so take the lock around it as well.
+            async with pool.acquire() as conn:
+                await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+                try:
+                    store.schema_version = await _migrate(conn)
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            await pool.close()
+            raise StoreError(f"postgresql: migration failed: {exc}") from exc
+        except BaseException:
+            await pool.close()
+            raise
+        return store
+
+    async def insert_many(
+        self, rows: Sequence[StoredMeasurement], envelopes: Sequence[tuple[bytes, bytes]]
+    ) -> list[bool]:
+        if len(rows) != len(envelopes):
+            raise ValueError("one envelope per row")
+        if not rows:
+            return []
+        # A uid repeated inside one batch would make ON CONFLICT see the same row twice: send each once.
+        first_index: dict[str, int] = {}
+        for index, row in enumerate(rows):
+            first_index.setdefault(row.measurement_uid, index)
+        unique = [rows[i] for i in first_index.values()]
+        columns = [
+            [r.measurement_uid for r in unique],
+            [r.received_at for r in unique],
+            [r.measurement_start_time for r in unique],
+            [r.probe_cc for r in unique],
+            [r.probe_asn for r in unique],
+            [r.test_name for r in unique],
+            [r.input for r in unique],
+            [r.domain for r in unique],
+            [r.blocking for r in unique],
+            [r.anomaly for r in unique],
+            [r.technique for r in unique],
+            [r.fingerprint_key for r in unique],
+            [r.verdict_json for r in unique],
+            [r.payload for r in unique],
+            [json.dumps(list(r.flags)) for r in unique],
+        ]
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                new = {record[0] for record in await conn.fetch(_INSERT, *columns)}
+                kept = [i for i in first_index.values() if rows[i].measurement_uid in new]
+                if kept:
+                    await conn.execute(
+                        _INSERT_ENVELOPES,
+                        [rows[i].measurement_uid for i in kept],
+                        [envelopes[i][0] for i in kept],
+                        [envelopes[i][1] for i in kept],
+                    )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreError(f"postgresql: {exc}") from exc
+        # A repeat of a uid earlier in the same batch is a duplicate, like a repeat from an earlier batch.
+        return [
+            row.measurement_uid in new and first_index[row.measurement_uid] == i for i, row in enumerate(rows)
+        ]
+
+    async def page(
+        self, f: MeasurementFilter, cursor: str | None, limit: int
+    ) -> tuple[list[StoredMeasurement], str | None]:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        after = decode_cursor(cursor) if cursor is not None else None
+        where, params = filter_sql(f, lambda n: f"${n}", as_utc, after)
+        sql = (
+            f"SELECT {_COLUMNS} FROM measurements{where} "
+            f"ORDER BY measurement_start_time, measurement_uid LIMIT ${len(params) + 1}"
+        )
+        try:
+            async with self._pool.acquire() as conn:
+                fetched = await conn.fetch(sql, *params, limit + 1)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreError(f"postgresql: {exc}") from exc
+        rows = [_from_record(record) for record in fetched[:limit]]
+        next_cursor = encode_cursor(rows[-1]) if len(fetched) > limit else None
+        return rows, next_cursor
+
+    def iterate(self, f: MeasurementFilter, batch: int = 1000) -> AsyncIterator[StoredMeasurement]:
+        return iterate_pages(self, f, batch)
+
+    async def ping(self) -> None:
+        try:
+            async with self._pool.acquire(timeout=5) as conn:
+                await conn.fetchval("SELECT 1")
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreError(f"postgresql: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._pool.close()

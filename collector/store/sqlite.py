@@ -1,0 +1,245 @@
+"""The embedded store: one SQLite file in WAL mode.
+
+sqlite3 blocks, so every call runs on a worker thread that owns its connection (one writer, one reader:
+WAL lets the reader see committed rows while a write is under way). ``synchronous=FULL`` makes each
+commit durable before :meth:`SQLiteStore.insert_many` returns, which is what lets the collector
+acknowledge a measurement: a kill -9 (or power loss) afterwards cannot lose it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from .base import (
+    MeasurementFilter,
+    StoredMeasurement,
+    StoreError,
+    decode_cursor,
+    encode_cursor,
+    filter_sql,
+    from_micros,
+    iterate_pages,
+    to_micros,
+)
+from .migrations import SQLITE
+
+__all__ = ["SQLiteStore"]
+
+_T = TypeVar("_T")
+
+_COLUMNS = (
+    "measurement_uid, received_at, measurement_start_time, probe_cc, probe_asn, test_name, input, domain, "
+    "blocking, anomaly, technique, fingerprint_key, verdict_json, payload, flags"
+)
+_INSERT = (
+    f"INSERT INTO measurements ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (measurement_uid) DO NOTHING"
+)
+_BUSY_TIMEOUT = 30.0  # seconds a connection waits for another's write lock
+_INSERT_ENVELOPE = "INSERT INTO envelopes (measurement_uid, signature, public_key) VALUES (?, ?, ?)"
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    # Switching a new file to WAL does not wait on the busy handler: when several connections (or
+    # collectors) open a fresh database at once, the losers get "database is locked" and must retry.
+    deadline = time.monotonic() + _BUSY_TIMEOUT
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    # isolation_level=None: no implicit transactions; every write below opens its own BEGIN IMMEDIATE.
+    conn = sqlite3.connect(path, isolation_level=None, timeout=_BUSY_TIMEOUT)
+    _enable_wal(conn)
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def _row_values(row: StoredMeasurement) -> tuple[Any, ...]:
+    return (
+        row.measurement_uid,
+        to_micros(row.received_at),
+        to_micros(row.measurement_start_time),
+        row.probe_cc,
+        row.probe_asn,
+        row.test_name,
+        row.input,
+        row.domain,
+        row.blocking,
+        int(row.anomaly),
+        row.technique,
+        row.fingerprint_key,
+        row.verdict_json,
+        row.payload,
+        json.dumps(list(row.flags)),
+    )
+
+
+def _from_row(values: tuple[Any, ...]) -> StoredMeasurement:
+    return StoredMeasurement(
+        measurement_uid=values[0],
+        received_at=from_micros(values[1]),
+        measurement_start_time=from_micros(values[2]),
+        probe_cc=values[3],
+        probe_asn=values[4],
+        test_name=values[5],
+        input=values[6],
+        domain=values[7],
+        blocking=values[8],
+        anomaly=bool(values[9]),
+        technique=values[10],
+        fingerprint_key=values[11],
+        verdict_json=values[12],
+        payload=bytes(values[13]),
+        flags=tuple(json.loads(values[14])),
+    )
+
+
+class _Worker:
+    """One thread and the connection it alone uses (sqlite3 connections are not shared across threads)."""
+
+    def __init__(self, path: str, name: str) -> None:
+        self._path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._local = threading.local()
+
+    def connection(self) -> sqlite3.Connection:  # called on the worker thread only
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = _connect(self._path)
+        return conn
+
+    async def run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, lambda: fn(self.connection()))
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite: {exc}") from exc
+        except RuntimeError as exc:  # the executor was shut down: the store is closed
+            raise StoreError(str(exc)) from exc
+
+    def _close_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._close_connection)
+        except RuntimeError:
+            return  # already shut down
+        await asyncio.to_thread(self._executor.shutdown, True)
+
+
+def _migrate(conn: sqlite3.Connection) -> int:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER)"
+    )
+    for version, statements in SQLITE:
+        # Re-read the version inside the write lock: two collectors starting together must not both apply.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            (current,) = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+            if current < version:
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, strftime('%s', 'now'))",
+                    (version,),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    (current,) = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+    return int(current)
+
+
+class SQLiteStore:
+    """See :class:`~.base.Store`."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._writer = _Worker(path, "gatewatch-sqlite-writer")
+        self._reader = _Worker(path, "gatewatch-sqlite-reader")
+        self.schema_version = 0
+
+    @classmethod
+    async def open(cls, path: str) -> SQLiteStore:
+        store = cls(path)
+        try:
+            store.schema_version = await store._writer.run(_migrate)
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    async def insert_many(
+        self, rows: Sequence[StoredMeasurement], envelopes: Sequence[tuple[bytes, bytes]]
+    ) -> list[bool]:
+        if len(rows) != len(envelopes):
+            raise ValueError("one envelope per row")
+        values = [_row_values(row) for row in rows]
+
+        def insert(conn: sqlite3.Connection) -> list[bool]:
+            inserted: list[bool] = []
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for row_values, (signature, public_key) in zip(values, envelopes, strict=True):
+                    new = conn.execute(_INSERT, row_values).rowcount == 1
+                    if new:
+                        conn.execute(_INSERT_ENVELOPE, (row_values[0], signature, public_key))
+                    inserted.append(new)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return inserted
+
+        if not values:
+            return []
+        return await self._writer.run(insert)
+
+    async def page(
+        self, f: MeasurementFilter, cursor: str | None, limit: int
+    ) -> tuple[list[StoredMeasurement], str | None]:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        after = decode_cursor(cursor) if cursor is not None else None
+        where, params = filter_sql(f, lambda _n: "?", to_micros, after)
+        sql = (
+            f"SELECT {_COLUMNS} FROM measurements{where} "
+            "ORDER BY measurement_start_time, measurement_uid LIMIT ?"
+        )
+        # One row more than asked tells whether another page exists, without a second query.
+        fetched = await self._reader.run(lambda conn: conn.execute(sql, (*params, limit + 1)).fetchall())
+        rows = [_from_row(values) for values in fetched[:limit]]
+        next_cursor = encode_cursor(rows[-1]) if len(fetched) > limit else None
+        return rows, next_cursor
+
+    def iterate(self, f: MeasurementFilter, batch: int = 1000) -> AsyncIterator[StoredMeasurement]:
+        return iterate_pages(self, f, batch)
+
+    async def ping(self) -> None:
+        await self._reader.run(lambda conn: conn.execute("SELECT count(*) FROM schema_migrations").fetchone())
+
+    async def close(self) -> None:
+        await self._writer.close()
+        await self._reader.close()

@@ -1,0 +1,121 @@
+"""The byte stream a probe speaks HTTP over: a plain TCP socket, or TLS driven through memory BIOs.
+
+Probes own their sockets instead of using asyncio streams so that they see exactly which bytes went out
+and when (a censor's reset right after the ClientHello is a different finding from one after the request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+from typing import Literal
+
+__all__ = ["Connection", "PlainConnection", "TLSConnection", "format_address"]
+
+_READ_SIZE = 65536
+_MAX_ROUNDS = 4096  # socket reads per recv(): only a peer trickling TLS records byte by byte gets near it
+
+
+def format_address(ip: str, port: int) -> str:
+    """``ip:port``, with brackets around an IPv6 address (``[2001:db8::1]:443``)."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+class Connection:
+    """A connected byte stream. ``recv`` returns ``b""`` at end of stream; errors are raised as-is
+    (``OSError``/``ssl.SSLError``) for the caller to classify with :func:`failures.classify`."""
+
+    transport: Literal["tcp", "tls"] = "tcp"
+
+    def __init__(self, sock: socket.socket, address: str) -> None:
+        self.sock = sock
+        self.address = address  # "ip:port" of the peer
+
+    async def send(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    async def recv(self) -> bytes:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class PlainConnection(Connection):
+    transport: Literal["tcp", "tls"] = "tcp"
+
+    async def send(self, data: bytes) -> None:
+        await asyncio.get_running_loop().sock_sendall(self.sock, data)
+
+    async def recv(self) -> bytes:
+        return await asyncio.get_running_loop().sock_recv(self.sock, _READ_SIZE)
+
+
+class TLSConnection(Connection):
+    """TLS over a socket the probe owns, after :func:`tls.handshake` has completed the handshake."""
+
+    transport: Literal["tcp", "tls"] = "tls"
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        address: str,
+        tls: ssl.SSLObject,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        *,
+        validated: bool,
+    ) -> None:
+        super().__init__(sock, address)
+        self.tls = tls
+        self.incoming = incoming
+        self.outgoing = outgoing
+        # True only when the peer's chain validated for the server name: web.py sends HTTP over
+        # nothing else, so that a censor's certificate never receives a volunteer's request.
+        self.validated = validated
+
+    async def flush(self) -> None:
+        """Send whatever TLS records the SSL object has queued."""
+        data = self.outgoing.read()
+        if data:
+            await asyncio.get_running_loop().sock_sendall(self.sock, data)
+
+    async def feed(self) -> bool:
+        """Read once from the socket into the TLS engine; False at end of stream."""
+        data = await asyncio.get_running_loop().sock_recv(self.sock, _READ_SIZE)
+        if data:
+            self.incoming.write(data)
+            return True
+        self.incoming.write_eof()
+        return False
+
+    async def send(self, data: bytes) -> None:
+        self.tls.write(data)
+        await self.flush()
+
+    async def recv(self) -> bytes:
+        # Each round feeds at least one byte (or the EOF, which ends it); callers bound the time.
+        for _ in range(_MAX_ROUNDS):
+            try:
+                return self.tls.read(_READ_SIZE)
+            except ssl.SSLWantReadError:
+                pass
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                # close_notify, or a bare TCP close: many servers end a response that way, so it is
+                # end-of-stream here and the HTTP layer decides whether the message was complete.
+                return b""
+            await self.flush()  # post-handshake messages (e.g. key updates) may need an answer
+            await self.feed()
+        raise ssl.SSLError("no application data within the read round limit")
+
+    def close(self) -> None:
+        # A best-effort close_notify; the socket is closed whatever happens.
+        with contextlib.suppress(ssl.SSLError, OSError, ValueError):
+            self.tls.unwrap()
+        with contextlib.suppress(OSError, ValueError):
+            pending = self.outgoing.read()
+            if pending:
+                self.sock.send(pending)
+        self.sock.close()

@@ -1,0 +1,302 @@
+"""DNS probe: ask one resolver over UDP (TCP when truncated) and record every reply that comes back.
+
+An on-path injector answers before the real resolver does; a stub resolver believes the first reply
+and drops the rest. This probe keeps listening ``config.linger`` seconds after the first reply, so a
+forged answer and the genuine one are both in ``DNSQuery.replies`` (injection shows as two or more).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import socket
+from pathlib import Path
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdatatype
+
+from . import failures
+from .bogons import is_bogon
+from .config import DNSConfig
+from .connection import format_address
+from .observations import DNSAnswer, DNSQuery, DNSReply
+from .trace import Trace
+
+__all__ = ["measure", "parse_resolver", "resolve", "system_resolver"]
+
+RESOLV_CONF = Path("/etc/resolv.conf")
+# Bounds on what one query may record, so that a hostile resolver cannot make a measurement huge.
+_MAX_REPLIES = 16
+_MAX_DATAGRAMS = 64
+_MAX_ANSWERS = 64
+
+_RCODE_FAILURES = {
+    dns.rcode.NXDOMAIN: failures.DNS_NXDOMAIN_ERROR,
+    dns.rcode.SERVFAIL: failures.DNS_SERVFAIL_ERROR,
+    dns.rcode.REFUSED: failures.DNS_REFUSED_ERROR,
+}
+
+
+def parse_resolver(text: str) -> tuple[str, int]:
+    """``"ip"``, ``"ip:port"`` or ``"[v6]:port"`` (a bare IPv6 address means port 53) -> (ip, port)."""
+    text = text.strip()
+    if text.startswith("["):
+        ip, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"malformed resolver address: {text!r}")
+        port_text = rest.removeprefix(":")
+    elif text.count(":") == 1:
+        ip, port_text = text.split(":")
+    else:
+        ip, port_text = text, ""
+    ipaddress.ip_address(ip.split("%", 1)[0])  # ValueError on anything that is not an address
+    port = int(port_text) if port_text else 53
+    if not 0 < port < 65536:
+        raise ValueError(f"resolver port out of range: {text!r}")
+    return ip, port
+
+
+def system_resolver(path: Path = RESOLV_CONF) -> str:
+    """The first ``nameserver`` of resolv.conf; 127.0.0.1, as glibc does, when there is none."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == "nameserver":
+            return fields[1]
+    return "127.0.0.1"
+
+
+def _family(ip: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
+
+
+def _open_socket(kind: socket.SocketKind, server_ip: str, config: DNSConfig) -> socket.socket:
+    family = _family(server_ip)
+    sock = socket.socket(family, kind)
+    try:
+        sock.setblocking(False)
+        if config.source_address is not None and _family(config.source_address) == family:
+            sock.bind((config.source_address, 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _answers(msg: dns.message.Message, config: DNSConfig) -> list[DNSAnswer]:
+    answers: list[DNSAnswer] = []
+    for rrset in msg.answer:
+        for rdata in rrset:
+            if len(answers) >= _MAX_ANSWERS:
+                return answers
+            if rrset.rdtype == dns.rdatatype.A:
+                ip = rdata.address
+                answers.append(
+                    DNSAnswer(answer_type="A", ipv4=ip, ttl=rrset.ttl, bogon=is_bogon(ip, config.routable))
+                )
+            elif rrset.rdtype == dns.rdatatype.AAAA:
+                ip = rdata.address
+                answers.append(
+                    DNSAnswer(answer_type="AAAA", ipv6=ip, ttl=rrset.ttl, bogon=is_bogon(ip, config.routable))
+                )
+            elif rrset.rdtype == dns.rdatatype.CNAME:
+                target = rdata.target.to_text(omit_final_dot=True)
+                answers.append(DNSAnswer(answer_type="CNAME", hostname=target, ttl=rrset.ttl))
+    return answers
+
+
+def _reply(msg: dns.message.Message, wire: bytes, t: float, config: DNSConfig) -> DNSReply:
+    return DNSReply(
+        t=t,
+        rcode=dns.rcode.to_text(msg.rcode()),
+        answers=_answers(msg, config),
+        wire_sha256=hashlib.sha256(wire).hexdigest(),
+    )
+
+
+def _failure(reply: DNSReply, query_type: str) -> str | None:
+    rcode = dns.rcode.from_text(reply.rcode)
+    if rcode == dns.rcode.NOERROR:
+        if any(a.answer_type == query_type for a in reply.answers):
+            return None
+        return failures.DNS_NO_ANSWER
+    return _RCODE_FAILURES.get(rcode, failures.UNKNOWN_FAILURE)
+
+
+def _parse_reply(query: dns.message.Message, wire: bytes) -> dns.message.Message | None:
+    """The reply if ``wire`` answers ``query`` (same id and question), else None."""
+    try:
+        msg = dns.message.from_wire(wire)
+    except (dns.exception.DNSException, ValueError):
+        return None
+    return msg if query.is_response(msg) else None
+
+
+async def _udp_exchange(
+    query: dns.message.Message, server: tuple[str, int], config: DNSConfig, trace: Trace
+) -> tuple[list[tuple[DNSReply, dns.message.Message]], str | None]:
+    """Send ``query`` once; collect matching replies until the timeout (none yet) or linger ends."""
+    loop = asyncio.get_running_loop()
+    received: list[tuple[DNSReply, dns.message.Message]] = []
+    try:
+        sock = _open_socket(socket.SOCK_DGRAM, server[0], config)
+    except OSError as exc:
+        return received, failures.classify(exc)
+    with sock:
+        try:
+            # connect() makes the kernel drop datagrams from other sources and report ICMP errors.
+            await loop.sock_connect(sock, server)
+            await loop.sock_sendall(sock, query.to_wire())
+        except OSError as exc:
+            return received, failures.classify(exc)
+        deadline = loop.time() + config.timeout
+        for _ in range(_MAX_DATAGRAMS):
+            remaining = deadline - loop.time()
+            if remaining <= 0 or len(received) >= _MAX_REPLIES:
+                break
+            try:
+                async with asyncio.timeout(remaining):
+                    wire = await loop.sock_recv(sock, 65535)
+            except TimeoutError:
+                break
+            except OSError as exc:
+                if not received:
+                    return received, failures.classify(exc)
+                break
+            msg = _parse_reply(query, wire)
+            if msg is None:
+                continue
+            received.append((_reply(msg, wire, trace.now(), config), msg))
+            if len(received) == 1:
+                deadline = loop.time() + config.linger
+    if not received:
+        return received, failures.GENERIC_TIMEOUT_ERROR
+    return received, None
+
+
+async def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    loop = asyncio.get_running_loop()
+    data = b""
+    while len(data) < size:  # each read returns at least one byte, so this ends within `size` reads
+        chunk = await loop.sock_recv(sock, size - len(data))
+        if not chunk:
+            raise EOFError("resolver closed the TCP connection mid-reply")
+        data += chunk
+    return data
+
+
+async def _tcp_exchange(
+    query: dns.message.Message, server: tuple[str, int], config: DNSConfig, trace: Trace
+) -> tuple[DNSReply | None, str | None]:
+    """One query over TCP (RFC 7766 length-prefixed); a reply that does not match is invalid."""
+    loop = asyncio.get_running_loop()
+    wire = query.to_wire()
+    try:
+        sock = _open_socket(socket.SOCK_STREAM, server[0], config)
+    except OSError as exc:
+        return None, failures.classify(exc)
+    with sock:
+        try:
+            async with asyncio.timeout(config.timeout):
+                await loop.sock_connect(sock, server)
+                await loop.sock_sendall(sock, len(wire).to_bytes(2, "big") + wire)
+                size = int.from_bytes(await _recv_exactly(sock, 2), "big")
+                reply_wire = await _recv_exactly(sock, size)
+        except (OSError, EOFError, TimeoutError) as exc:
+            return None, failures.classify(exc)
+    msg = _parse_reply(query, reply_wire)
+    if msg is None:
+        return None, failures.UNKNOWN_FAILURE
+    return _reply(msg, reply_wire, trace.now(), config), None
+
+
+async def _query(
+    hostname: str, query_type: str, server: tuple[str, int], config: DNSConfig, trace: Trace
+) -> DNSQuery:
+    query = dns.message.make_query(hostname, query_type)
+    t0 = trace.now()
+    received, failure = await _udp_exchange(query, server, config, trace)
+    replies = [reply for reply, _ in received]
+    engine = "udp"
+    truncated = bool(received) and bool(received[0][1].flags & dns.flags.TC)
+    if truncated:
+        # The stub would retry over TCP and believe that answer. Every reply stays in `replies`,
+        # the TCP one last, so the truncated UDP reply is not mistaken for a second, differing answer
+        # without `truncated_retry_over_tcp` to explain it.
+        engine = "tcp"
+        tcp_reply, failure = await _tcp_exchange(query, server, config, trace)
+        if tcp_reply is not None:
+            replies.append(tcp_reply)
+        stub_reply = tcp_reply
+    else:
+        stub_reply = replies[0] if replies else None
+    if stub_reply is not None:
+        failure = _failure(stub_reply, query_type)
+    return DNSQuery(
+        engine=engine,
+        resolver_address=format_address(*server),
+        hostname=hostname,
+        query_type=query_type,
+        t0=t0,
+        t=trace.now(),
+        failure=failure,
+        rcode=stub_reply.rcode if stub_reply is not None else None,
+        answers=list(stub_reply.answers) if stub_reply is not None else [],
+        replies=replies,
+        truncated_retry_over_tcp=truncated,
+    )
+
+
+def _check_hostname(hostname: str) -> None:
+    try:
+        dns.name.from_text(hostname)
+    except dns.exception.DNSException as exc:
+        raise ValueError(f"not a valid DNS name: {hostname!r} ({exc})") from exc
+
+
+async def measure(hostname: str, config: DNSConfig, trace: Trace) -> list[DNSQuery]:
+    """One ``DNSQuery`` per ``config.query_types``, asked concurrently of the configured resolver.
+
+    Raises ``ValueError`` for a hostname that is not a DNS name or a resolver that is not an address
+    (caller bugs); every network outcome is recorded instead.
+    """
+    _check_hostname(hostname)
+    server = parse_resolver(config.resolver if config.resolver is not None else system_resolver())
+    return list(
+        await asyncio.gather(*(_query(hostname, qt, server, config, trace) for qt in config.query_types))
+    )
+
+
+def _literal(hostname: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(hostname.strip("[]")))
+    except ValueError:
+        return None
+
+
+async def resolve(hostname: str, config: DNSConfig, trace: Trace) -> tuple[list[DNSQuery], list[str]]:
+    """The queries, and the addresses a stub resolver would use: from the reply it believes (the first,
+    or the TCP one after truncation), A before AAAA, de-duplicated. Bogons are included: judging and
+    skipping them is the caller's business. An IP literal needs no DNS: ``([], [ip])``."""
+    literal = _literal(hostname)
+    if literal is not None:
+        return [], [literal]
+    queries = await measure(hostname, config, trace)
+    addresses: list[str] = []
+    for query_type in ("A", "AAAA"):
+        for query in queries:
+            if query.query_type != query_type:
+                continue
+            for answer in query.answers:
+                address = answer.address
+                if answer.answer_type == query_type and address is not None and address not in addresses:
+                    addresses.append(address)
+    return queries, addresses

@@ -1,0 +1,94 @@
+"""The lab demo: the unmodified probes run through the emulated censored network, judged against controls.
+
+Each scenario URL is measured once from the clean vantage (the control) and once from every censored
+network; the pure analysis turns each pair into a verdict, printed next to what the scenario expects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from rich.console import Console
+from rich.table import Table
+
+from ..analysis import analyse, load_default_fingerprints, summarise
+from ..control import ControlObservations
+from ..measurement import WebTestKeys
+from ..verdicts import Verdict
+from ..web import measure
+from .lab import Lab
+
+__all__ = ["DemoRow", "measure_lab", "render_table"]
+
+CENSORED_NETWORKS = ("isp-a", "isp-b")
+
+
+@dataclass(frozen=True)
+class DemoRow:
+    network: str
+    url: str
+    keys: WebTestKeys
+    control: ControlObservations
+    verdict: Verdict
+    expected: object
+
+    @property
+    def domain(self) -> str:
+        return urlsplit(self.url).hostname or self.url
+
+    @property
+    def as_expected(self) -> bool:
+        return self.verdict.blocking == self.expected
+
+
+async def measure_lab(
+    lab: Lab, networks: Sequence[str] = CENSORED_NETWORKS, concurrency: int = 16
+) -> list[DemoRow]:
+    """Measure every scenario URL from each network in ``networks``, each against its control."""
+    fingerprints = load_default_fingerprints()
+    slots = asyncio.Semaphore(concurrency)
+    urls = lab.urls()
+
+    async def control_for(url: str) -> ControlObservations:
+        async with slots:
+            return summarise(await measure(url, lab.control_config()))
+
+    async def row(network: str, url: str, control: ControlObservations) -> DemoRow:
+        async with slots:
+            keys = await measure(url, lab.web_config(network))
+        verdict = analyse(url, keys, control, fingerprints)
+        return DemoRow(network, url, keys, control, verdict, lab.expected(url, network))
+
+    controls = dict(zip(urls, await asyncio.gather(*(control_for(u) for u in urls)), strict=True))
+    return list(await asyncio.gather(*(row(n, u, controls[u]) for n in networks for u in urls)))
+
+
+def _show(value: object) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def render_table(rows: Sequence[DemoRow], console: Console) -> None:
+    table = Table(title="gatewatch lab: verdicts against the scenario", title_justify="left")
+    for name in ("network", "domain", "blocking", "expected", "", "technique", "rule", "fingerprint"):
+        table.add_column(name, no_wrap=name in ("network", "domain"))
+    for r in sorted(rows, key=lambda r: (r.network, r.domain)):
+        fp = r.verdict.fingerprint
+        deciding = next((lv for lv in r.verdict.layers if lv.outcome == "interference"), None)
+        rule = deciding.rule_id if deciding else (r.verdict.layers[-1].rule_id if r.verdict.layers else "")
+        table.add_row(
+            r.network,
+            r.domain,
+            _show(r.verdict.blocking),
+            _show(r.expected),
+            "[green]✓[/]" if r.as_expected else "[red]✗[/]",
+            fp.technique if fp else "",
+            rule,
+            fp.key if fp else "",
+        )
+    console.print(table)
+    wrong = sum(not r.as_expected for r in rows)
+    verdict = "[green]all as expected[/]" if not wrong else f"[red]{wrong} differ from the scenario[/]"
+    console.print(f"{len(rows)} measurements, {verdict}")

@@ -1,0 +1,267 @@
+"""Scenario files: which lab domains exist, what the censor does to each, where, and what a probe should find.
+
+A scenario is TOML with an optional ``name``/``description`` and one ``[[domain]]`` table per domain:
+
+    [[domain]]
+    name = "isp-blockpage.lab"
+    scheme = "http"                   # http | https
+    behaviours = ["http_blockpage"]   # see BEHAVIOURS
+    networks = ["isp-a"]              # "all" (every censored network: gateway-level) or a list (ISP-level)
+    blocking = "http-diff"            # expected web_connectivity `blocking` in the affected networks
+    expected_scope = "isp"            # gateway | isp | none (derived when omitted)
+    exists = true                     # false: NXDOMAIN for everyone, the probe and the control alike
+
+``blocking`` may also be a table per network (``{ isp-a = "http-diff" }``); networks a behaviour does not
+apply to, and the clean vantage, always expect ``false``. Loading validates everything and raises
+``ScenarioError`` naming the file, the domain and the problem.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .networks import CENSORED_NETWORKS, CLEAN, NETWORKS
+
+__all__ = [
+    "BEHAVIOURS",
+    "BLOCKING_VALUES",
+    "CENSORING_BEHAVIOURS",
+    "DomainSpec",
+    "Scenario",
+    "ScenarioError",
+    "load_scenario",
+    "parse_scenario",
+]
+
+CENSORING_BEHAVIOURS: tuple[str, ...] = (
+    "dns_injection",
+    "resolver_nxdomain",
+    "resolver_bogus_ip",
+    "tls_reset",
+    "http_blockpage",
+    "blackhole",
+)
+# echo_client is not censorship: it exists so privacy tests can see what an agent would leak.
+BEHAVIOURS: tuple[str, ...] = (*CENSORING_BEHAVIOURS, "echo_client")
+BLOCKING_VALUES: tuple[object, ...] = (False, "dns", "tcp_ip", "http-failure", "http-diff")
+SCOPES: tuple[str, ...] = ("gateway", "isp", "none")
+SCHEMES: tuple[str, ...] = ("http", "https")
+# A behaviour that only makes sense on one scheme: a cleartext blockpage cannot be injected into TLS,
+# and an SNI-triggered reset needs a ClientHello.
+_SCHEME_OF_BEHAVIOUR = {"tls_reset": "https", "http_blockpage": "http"}
+
+_DOMAIN_KEYS = {"name", "scheme", "behaviours", "networks", "blocking", "expected_scope", "exists", "notes"}
+_TOP_KEYS = {"name", "description", "domain"}
+_PACKAGED_NAME = re.compile(r"^[a-z0-9_-]+$")  # "default", not a path
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+
+
+class ScenarioError(ValueError):
+    """A scenario file is malformed; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    name: str
+    scheme: str
+    behaviours: tuple[str, ...]
+    networks: tuple[str, ...]  # the networks the behaviours apply to ("all" already expanded)
+    blocking: dict[str, object]  # expected `blocking` for every lab network, clean included
+    expected_scope: str
+    exists: bool = True
+    notes: str = ""
+
+    def applies(self, behaviour: str, network: str | None) -> bool:
+        """True when ``behaviour`` is switched on for clients of ``network``."""
+        return network is not None and behaviour in self.behaviours and network in self.networks
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    domains: tuple[DomainSpec, ...]
+    origin: str = "<string>"
+
+    def domain(self, name: str) -> DomainSpec:
+        wanted = name.lower().rstrip(".")
+        for spec in self.domains:
+            if spec.name == wanted:
+                return spec
+        raise KeyError(f"{name!r} is not a domain of scenario {self.name!r}")
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and any(d.name == name.lower().rstrip(".") for d in self.domains)
+
+
+def load_scenario(source: Scenario | str | Path = "default") -> Scenario:
+    """A scenario by packaged name (``"default"``), by path, or passed through if already loaded."""
+    if isinstance(source, Scenario):
+        return source
+    if isinstance(source, str) and _PACKAGED_NAME.match(source):
+        packaged = resources.files(__package__).joinpath("scenarios", f"{source}.toml")
+        if packaged.is_file():
+            return parse_scenario(packaged.read_text(encoding="utf-8"), origin=f"packaged:{source}")
+    path = Path(source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError(f"scenario {str(source)!r}: cannot read it ({exc.strerror or exc})") from exc
+    return parse_scenario(text, origin=str(path))
+
+
+def parse_scenario(text: str, origin: str = "<string>") -> Scenario:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"scenario {origin}: not valid TOML: {exc}") from exc
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise ScenarioError(f"scenario {origin}: unknown top-level key(s) {sorted(unknown)}")
+    tables = raw.get("domain")
+    if not isinstance(tables, list) or not tables:
+        raise ScenarioError(f"scenario {origin}: needs at least one [[domain]] table")
+    domains: list[DomainSpec] = []
+    seen: set[str] = set()
+    for index, table in enumerate(tables):
+        where = f"scenario {origin}: domain[{index}]"
+        if not isinstance(table, dict):
+            raise ScenarioError(f"{where}: must be a table")
+        spec = _parse_domain(table, where)
+        if spec.name in seen:
+            raise ScenarioError(f"{where} {spec.name!r}: defined twice")
+        seen.add(spec.name)
+        domains.append(spec)
+    _check_whoami_names(domains, origin)
+    return Scenario(
+        name=_string(raw.get("name", Path(origin).stem), f"scenario {origin}: name"),
+        description=_string(raw.get("description", ""), f"scenario {origin}: description"),
+        domains=tuple(domains),
+        origin=origin,
+    )
+
+
+def _parse_domain(table: dict[str, Any], where: str) -> DomainSpec:
+    unknown = set(table) - _DOMAIN_KEYS
+    if unknown:
+        raise ScenarioError(f"{where}: unknown key(s) {sorted(unknown)} (known: {sorted(_DOMAIN_KEYS)})")
+    if "name" not in table:
+        raise ScenarioError(f"{where}: missing 'name'")
+    name = _string(table["name"], f"{where}: name").lower()
+    if not _HOSTNAME.match(name):
+        raise ScenarioError(f"{where}: {name!r} is not a hostname")
+    where = f"{where} {name!r}"
+    if "scheme" not in table:
+        raise ScenarioError(f"{where}: missing 'scheme' (one of {list(SCHEMES)})")
+    scheme = table["scheme"]
+    if scheme not in SCHEMES:
+        raise ScenarioError(f"{where}: scheme {scheme!r} is not one of {list(SCHEMES)}")
+    behaviours = _behaviours(table.get("behaviours", []), where)
+    for behaviour, needed in _SCHEME_OF_BEHAVIOUR.items():
+        if behaviour in behaviours and scheme != needed:
+            raise ScenarioError(f"{where}: behaviour {behaviour!r} needs scheme {needed!r}, not {scheme!r}")
+    networks = _networks(table.get("networks", "all"), where)
+    if not behaviours:
+        networks = ()  # validated above, but nothing applies anywhere
+    censoring = [b for b in behaviours if b in CENSORING_BEHAVIOURS]
+    if censoring and CLEAN in networks:
+        raise ScenarioError(f"{where}: {CLEAN!r} is the control vantage; it cannot be censored ({censoring})")
+    exists = table.get("exists", True)
+    if not isinstance(exists, bool):
+        raise ScenarioError(f"{where}: 'exists' must be true or false")
+    if not exists and behaviours:
+        raise ScenarioError(
+            f"{where}: a domain that does not exist cannot have behaviours {list(behaviours)}"
+        )
+    affected = networks if censoring else ()
+    blocking = _blocking(table.get("blocking", False), affected, where)
+    scope = table.get("expected_scope", _derived_scope(table.get("networks", "all"), bool(censoring)))
+    if scope not in SCOPES:
+        raise ScenarioError(f"{where}: expected_scope {scope!r} is not one of {list(SCOPES)}")
+    return DomainSpec(
+        name=name,
+        scheme=scheme,
+        behaviours=behaviours,
+        networks=networks,
+        blocking=blocking,
+        expected_scope=scope,
+        exists=exists,
+        notes=_string(table.get("notes", ""), f"{where}: notes"),
+    )
+
+
+def _behaviours(value: object, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(b, str) for b in value):
+        raise ScenarioError(f"{where}: 'behaviours' must be a list of strings")
+    for behaviour in value:
+        if behaviour not in BEHAVIOURS:
+            raise ScenarioError(f"{where}: unknown behaviour {behaviour!r} (known: {list(BEHAVIOURS)})")
+    if len(set(value)) != len(value):
+        raise ScenarioError(f"{where}: a behaviour is listed twice")
+    return tuple(value)
+
+
+def _networks(value: object, where: str) -> tuple[str, ...]:
+    if value == "all":
+        return CENSORED_NETWORKS
+    if not isinstance(value, list) or not value or not all(isinstance(n, str) for n in value):
+        raise ScenarioError(f"{where}: 'networks' must be \"all\" or a non-empty list of network names")
+    for network in value:
+        if network not in NETWORKS:
+            raise ScenarioError(f"{where}: unknown network {network!r} (known: {list(NETWORKS)})")
+    if len(set(value)) != len(value):
+        raise ScenarioError(f"{where}: a network is listed twice")
+    return tuple(value)
+
+
+def _blocking(value: object, affected: tuple[str, ...], where: str) -> dict[str, object]:
+    expected: dict[str, object] = dict.fromkeys(NETWORKS, False)
+    if isinstance(value, dict):
+        for network, per_network in value.items():
+            if network not in NETWORKS:
+                raise ScenarioError(f"{where}: blocking names unknown network {network!r}")
+            _check_blocking_value(per_network, where)
+            if per_network is not False and network not in affected:
+                raise ScenarioError(
+                    f"{where}: blocking for {network!r} is {per_network!r}, but no censoring behaviour "
+                    "applies to that network: it must be false"
+                )
+            expected[network] = per_network
+        return expected
+    _check_blocking_value(value, where)
+    if value is not False and not affected:
+        raise ScenarioError(f"{where}: blocking is {value!r} but no censoring behaviour applies anywhere")
+    for network in affected:
+        expected[network] = value
+    return expected
+
+
+def _check_blocking_value(value: object, where: str) -> None:
+    # `is` rather than `in`: TOML `true` would compare equal to nothing here, but 0/1 must not sneak in.
+    if not any(value is v or (isinstance(v, str) and value == v) for v in BLOCKING_VALUES):
+        raise ScenarioError(f"{where}: blocking {value!r} is not one of {list(BLOCKING_VALUES)}")
+
+
+def _derived_scope(networks: object, censoring: bool) -> str:
+    if not censoring:
+        return "none"
+    return "gateway" if networks == "all" else "isp"
+
+
+def _check_whoami_names(domains: list[DomainSpec], origin: str) -> None:
+    # The resolver answers whoami.<echo domain> itself; a scenario domain of that name would be shadowed.
+    names = {d.name for d in domains}
+    for spec in domains:
+        if "echo_client" in spec.behaviours and f"whoami.{spec.name}" in names:
+            raise ScenarioError(f"scenario {origin}: whoami.{spec.name} is reserved for echo_client")
+
+
+def _string(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise ScenarioError(f"{where}: must be a string")
+    return value

@@ -1,0 +1,97 @@
+"""A small server implementing the collector's documented upload/geolocate/control answers, for the
+agent's tests (the lead's end-to-end tests use the real collector). Loopback only."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from gatewatch.probes.control import ControlDNS, ControlHTTP, ControlObservations
+from gatewatch.probes.envelope import Envelope, EnvelopeError, verify
+
+
+@dataclass
+class ContractCollector:
+    stored: dict[str, bytes] = field(default_factory=dict)  # measurement_uid -> exact bytes
+    receipts: Counter[str] = field(default_factory=Counter)  # uid -> times answered accepted/duplicate
+    requests: int = 0
+    fail_next: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # (status, headers) queue
+    lose_answer_after_store: int = 0  # store, then answer 500 (the answer "lost")
+    hang_on_request: int | None = None  # store request #n, then never answer
+    stored_and_hanging: asyncio.Event = field(default_factory=asyncio.Event)
+    refuse_batches_with: str | None = None  # a uid: whole-request 400 for any batch containing it
+    reject_uids: set[str] = field(default_factory=set)
+    probe_ip: str | None = "127.0.0.1"  # None: echo the connection's address
+    control_status: int = 200
+    seen_control_requests: list[dict[str, Any]] = field(default_factory=list)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/api/v1/measurements", self.measurements)
+        app.router.add_get("/api/v1/geolocate", self.geolocate)
+        app.router.add_post("/api/v1/control", self.control)
+        return app
+
+    async def measurements(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        body = await request.json()
+        items = body["measurements"]
+        if self.fail_next:
+            status, headers = self.fail_next.pop(0)
+            return web.json_response({"error": "busy", "detail": ""}, status=status, headers=headers)
+        if self.refuse_batches_with is not None and any(
+            self.refuse_batches_with.encode() in base64.b64decode(item["payload"]) for item in items
+        ):
+            return web.json_response({"error": "malformed_measurement", "detail": ""}, status=400)
+        results = []
+        for index, item in enumerate(items):
+            try:
+                payload, _ = verify(Envelope(**item))
+            except EnvelopeError as exc:
+                results.append(
+                    {"index": index, "measurement_uid": None, "status": "rejected", "reason": exc.reason}
+                )
+                continue
+            uid = json.loads(payload)["measurement_uid"]
+            if uid in self.reject_uids:
+                results.append(
+                    {"index": index, "measurement_uid": uid, "status": "rejected", "reason": "too_old"}
+                )
+                continue
+            status = "duplicate" if uid in self.stored else "accepted"
+            self.stored.setdefault(uid, payload)
+            self.receipts[uid] += 1
+            results.append({"index": index, "measurement_uid": uid, "status": status, "reason": None})
+        if self.hang_on_request == self.requests:
+            self.stored_and_hanging.set()
+            await asyncio.sleep(60)  # the agent is killed while waiting for this answer
+        if self.lose_answer_after_store:
+            self.lose_answer_after_store -= 1
+            return web.json_response({"error": "internal", "detail": ""}, status=500)
+        return web.json_response({"results": results})
+
+    async def geolocate(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "probe_asn": "AS64501",
+                "probe_cc": "XL",
+                "probe_network_name": "Lab ISP A",
+                "probe_ip": self.probe_ip or request.remote,
+            }
+        )
+
+    async def control(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.seen_control_requests.append(body)
+        if self.control_status != 200:
+            return web.json_response({"error": "unavailable"}, status=self.control_status)
+        observations = ControlObservations(
+            dns=ControlDNS(addrs=["198.51.100.10"]), http_request=ControlHTTP(status_code=200, title="Echo")
+        )
+        return web.json_response(observations.model_dump(mode="json"))

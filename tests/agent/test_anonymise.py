@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import socket
+import uuid
+
+import pytest
+
+from gatewatch.agent.anonymise import PRIVATE, SCRUBBED, Identity, anonymise, is_lan_address, scrub_text
+from gatewatch.agent.collector_api import Geolocation
+from gatewatch.agent.runner import build_measurement
+from gatewatch.agent.testlists import TestListEntry
+from gatewatch.probes.measurement import Measurement
+
+from .conftest import CENSOR_ANSWER, LAN_RESOLVER, OWN_V4, OWN_V6, T0, echoing_keys, make_measurement
+
+IDENTITY = Identity.of(own_addresses=[OWN_V4, OWN_V6])
+
+
+def _text(m: Measurement) -> str:
+    return m.to_json_bytes().decode()
+
+
+def test_own_addresses_are_scrubbed_everywhere_and_the_result_still_validates() -> None:
+    raw = make_measurement(echoing_keys(), url=f"http://echo.example/?from={OWN_V4}")
+    assert OWN_V4 in _text(raw)
+
+    clean = anonymise(raw, IDENTITY)
+    text = _text(clean)
+    assert OWN_V4 not in text
+    assert "203-0-113-7" not in text
+    for form in (OWN_V6, OWN_V6.upper(), "2001:0db8:0001:0000:0000:0000:0000:0007"):
+        assert form.lower() not in text.lower()
+    Measurement.model_validate_json(clean.to_json_bytes())  # still a valid measurement
+
+    keys = clean.test_keys
+    response = keys.requests[0].response
+    assert response is not None
+    assert ("X-Client-IP", SCRUBBED) in response.headers
+    assert ("X-Client-IPv6", f"[{SCRUBBED}]:5555") in response.headers
+    assert response.title == f"Your IP is {SCRUBBED}"
+    assert keys.queries[0].answers[0].ipv4 == SCRUBBED
+    assert keys.queries[1].answers[0].ipv6 == SCRUBBED
+    assert keys.tcp_connect[0].failure == f"unknown_failure: bind {SCRUBBED}"
+    assert clean.input == f"http://echo.example/?from={SCRUBBED}"
+    assert keys.control is not None and f"{SCRUBBED}:443" in keys.control.tcp_connect
+    assert keys.verdict is not None and keys.verdict.fingerprint is not None
+    assert SCRUBBED in keys.verdict.fingerprint.injected_ips
+
+
+def test_evidence_that_is_not_the_volunteer_is_kept() -> None:
+    clean = anonymise(make_measurement(echoing_keys()), IDENTITY)
+    keys = clean.test_keys
+    assert keys.queries[0].answers[1].ipv4 == CENSOR_ANSWER  # the censor's bogon answer is evidence
+    assert keys.tcp_connect[0].ip == "198.51.100.10"
+    assert keys.verdict is not None and CENSOR_ANSWER in keys.verdict.fingerprint.injected_ips  # type: ignore[union-attr]
+
+
+def test_hashes_over_scrubbed_content_cannot_be_brute_forced_back_to_the_address() -> None:
+    raw = make_measurement(echoing_keys())
+    clean = anonymise(raw, IDENTITY)
+    response = clean.test_keys.requests[0].response
+    assert response is not None and response.body is not None
+    assert response.body_sha256 == hashlib.sha256(response.body.encode()).hexdigest()
+    assert response.body_sha256 != raw.test_keys.requests[0].response.body_sha256  # type: ignore[union-attr]
+    assert clean.test_keys.queries[0].replies[0].wire_sha256 is None
+
+
+def test_a_private_resolver_becomes_the_category_private() -> None:
+    clean = anonymise(make_measurement(echoing_keys()), IDENTITY)
+    assert clean.test_keys.queries[0].resolver_address == f"{PRIVATE}:53"
+    assert LAN_RESOLVER not in _text(clean)
+
+
+def test_private_v6_resolver_and_given_gateway() -> None:
+    keys = echoing_keys(resolver="[fe80::1ff:fe23:4567:890a]:53")
+    identity = Identity.of(own_addresses=[OWN_V4], lan_addresses=["192.168.1.254"])
+    m = make_measurement(keys, url="http://echo.example/?gw=192.168.1.254")
+    clean = anonymise(m, identity)
+    assert clean.test_keys.queries[0].resolver_address == f"[{PRIVATE}]:53"
+    assert clean.input == f"http://echo.example/?gw={PRIVATE}"
+
+
+def test_a_public_or_loopback_resolver_is_kept() -> None:
+    for resolver in ("9.9.9.9:53", "127.53.0.1:53"):
+        clean = anonymise(make_measurement(echoing_keys(resolver=resolver)), IDENTITY)
+        assert clean.test_keys.queries[0].resolver_address == resolver
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("203.0.113.70 and 1.203.0.113.7", "203.0.113.70 and 1.203.0.113.7"),  # longer numbers are not ours
+        ("ip.203.0.113.7.nip.example", f"ip.{SCRUBBED}.nip.example"),
+        ("static-203-0-113-7.isp.example", f"static-{SCRUBBED}.isp.example"),
+        ("::ffff:203.0.113.7", f"::ffff:{SCRUBBED}"),
+        ("::ffff:cb00:7107", SCRUBBED),  # v4-mapped, hex form
+        ("64:ff9b::cb00:7107", SCRUBBED),  # NAT64
+        ("2001%3Adb8%3A1%3A%3A7", SCRUBBED),  # percent-encoded in a URL
+        ("7.113.0.203.in-addr.arpa.", SCRUBBED),
+        ("13:40:00 aa:bb:cc:dd:ee:ff 2001:db8:1::70", "13:40:00 aa:bb:cc:dd:ee:ff 2001:db8:1::70"),
+    ],
+)
+def test_scrub_text_forms(text: str, expected: str) -> None:
+    assert scrub_text(text, IDENTITY) == expected
+
+
+def test_reverse_names_are_scrubbed_case_insensitively() -> None:
+    identity = Identity.of(own_addresses=[OWN_V4], own_names=["Host-7.Dyn.ISP.example."])
+    assert scrub_text("served to host-7.dyn.isp.example today", identity) == f"served to {SCRUBBED} today"
+    assert scrub_text("xhost-7.dyn.isp.example", identity) == "xhost-7.dyn.isp.example"
+
+
+def test_an_empty_identity_changes_nothing() -> None:
+    m = make_measurement(echoing_keys(resolver="9.9.9.9:53"))
+    assert anonymise(m, Identity()).to_json_bytes() == m.to_json_bytes()
+
+
+def test_lan_address_classification() -> None:
+    assert all(
+        map(is_lan_address, ["192.168.1.1", "10.0.0.1", "172.16.0.1", "100.64.0.1", "fe80::1", "fd00::1"])
+    )
+    assert not any(map(is_lan_address, ["127.0.0.1", "::1", "9.9.9.9", "2606:4700::1111", "not an ip"]))
+
+
+def test_no_host_name_user_home_or_device_id_in_a_built_measurement() -> None:
+    entry = TestListEntry(url="http://echo.example/", category_code="NEWS")
+    m = build_measurement(
+        entry,
+        echoing_keys(resolver="9.9.9.9:53"),
+        started=T0,
+        pass_started=T0,
+        runtime=0.5,
+        geolocation=Geolocation("AS64501", "XL", "Example ISP", OWN_V4),
+    )
+    clean = anonymise(m, IDENTITY)
+    text = _text(clean)
+    assert OWN_V4 not in text
+    mac = f"{uuid.getnode():012x}"
+    forbidden = [socket.gethostname(), socket.getfqdn(), getpass.getuser(), os.path.expanduser("~"), mac,
+                 ":".join(mac[i : i + 2] for i in range(0, 12, 2))]  # fmt: skip
+    for value in forbidden:
+        if len(value) >= 4:  # a very short user name (e.g. "pi") could occur by chance in a URL
+            assert value.lower() not in text.lower(), value
+    assert set(json.loads(text)["annotations"]) == {"platform", "engine_name", "run_type", "category_code"}

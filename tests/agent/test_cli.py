@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from gatewatch.agent.cli import app
+from gatewatch.agent.consent import load_consent
+from gatewatch.agent.paths import DataPaths
+from gatewatch.agent.queue import MeasurementQueue
+from gatewatch.probes.envelope import sign
+
+from .conftest import echoing_keys, make_measurement
+
+runner = CliRunner()
+
+
+def _init(data: Path) -> str:
+    result = runner.invoke(
+        app, ["init", "--yes", "--data-dir", str(data), "--collector", "http://127.0.0.1:9/"]
+    )
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_init_shows_the_risks_records_consent_and_creates_the_key(tmp_path: Path) -> None:
+    output = _init(tmp_path / "d")
+    assert "someone on this network" in output and "IP address" in output
+    paths = DataPaths.at(tmp_path / "d")
+    assert load_consent(paths.consent) is not None and paths.key.exists()
+    assert 'collector_urls = ["http://127.0.0.1:9/"]' in paths.settings.read_text()
+    assert "fingerprint" in output.lower()
+
+
+def test_init_without_agreement_records_nothing(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["init", "--data-dir", str(tmp_path / "d")], input="n\n")
+    assert result.exit_code == 1
+    assert load_consent(DataPaths.at(tmp_path / "d").consent) is None
+
+
+def test_run_refuses_without_consent(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["run", "--data-dir", str(tmp_path / "d"), "--input", "http://127.0.0.1:9/"])
+    assert result.exit_code == 2
+    assert "no consent" in result.output
+    assert not (tmp_path / "d" / "queue.sqlite3").exists()
+
+
+def test_daemon_refuses_without_consent(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["daemon", "--data-dir", str(tmp_path / "d"), "--passes", "1"])
+    assert result.exit_code == 2
+
+
+def test_status_before_and_after_init(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    before = runner.invoke(app, ["status", "--data-dir", str(data), "--json"])
+    assert before.exit_code == 0
+    assert json.loads(before.output)["consent"] is None
+
+    _init(data)
+    paths = DataPaths.at(data)
+    with MeasurementQueue(paths.queue) as queue:
+        from gatewatch.agent.keys import load_key
+
+        key = load_key(paths.key)
+        uids = []
+        for _ in range(3):
+            m = make_measurement(echoing_keys())
+            payload = m.to_json_bytes()
+            queue.enqueue(m.measurement_uid, payload, sign(payload, key))
+            uids.append(m.measurement_uid)
+        queue.quarantine(uids[0], "bad_signature")
+        queue.record_failure(uids[1:], "collector.example: http_503")
+        queue.set_meta(
+            "last_upload_error", {"at": "2026-11-23T13:40:00Z", "error": "collector.example: http_503"}
+        )
+
+    info = json.loads(runner.invoke(app, ["status", "--data-dir", str(data), "--json"]).output)
+    assert info["consent"]["current"] is True and len(info["key_fingerprint"]) == 16
+    assert info["queue"]["pending"] == 2 and info["quarantined"][0]["reason"] == "bad_signature"
+    assert info["pending_reasons"] == {"collector.example: http_503": 2}
+
+    table = runner.invoke(app, ["status", "--data-dir", str(data)])
+    assert table.exit_code == 0
+    for text in ("2 waiting", "bad_signature", "http_503", info["key_fingerprint"]):
+        assert text in table.output
+
+
+def test_results_as_json_and_table(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    _init(data)
+    paths = DataPaths.at(data)
+    from gatewatch.agent.keys import load_key
+
+    with MeasurementQueue(paths.queue) as queue:
+        m = make_measurement(echoing_keys(), url="http://echo.example/")
+        payload = m.to_json_bytes()
+        queue.enqueue(m.measurement_uid, payload, sign(payload, load_key(paths.key)))
+    rows = json.loads(runner.invoke(app, ["results", "--data-dir", str(data), "--json"]).output)
+    assert rows == [
+        {
+            "measurement_uid": m.measurement_uid,
+            "time": "2026-11-23T13:40:00Z",
+            "input": "http://echo.example/",
+            "probe_asn": "AS64501",
+            "probe_cc": "XL",
+            "blocking": "dns",
+            "layer": "dns",
+            "fingerprint": "dns.injection",
+            "control_failure": None,
+            "state": "pending",
+            "reason": None,
+        }
+    ]
+    table = runner.invoke(app, ["results", "--data-dir", str(data)])
+    assert table.exit_code == 0 and "blocked (dns)" in table.output
+
+
+def test_a_bad_settings_file_is_explained(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    _init(data)
+    DataPaths.at(data).settings.write_text('skip_categorys = ["LGBT"]\n')
+    result = runner.invoke(app, ["run", "--data-dir", str(data), "--input", "http://127.0.0.1:9/"])
+    assert result.exit_code == 2 and "skip_categorys" in result.output

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import itertools
+import random
+
+from gatewatch.agent.daemon import run_schedule
+from gatewatch.agent.netinfo import NetworkView, default_gateways, local_address_toward
+
+
+async def test_passes_repeat_on_schedule_and_a_network_change_brings_the_next_one_forward() -> None:
+    ran: list[float] = []
+    views = itertools.chain(
+        [NetworkView("192.168.1.5", ("192.168.1.1",))] * 3, itertools.repeat(NetworkView("10.0.0.5", ()))
+    )
+
+    async def one_pass() -> str | None:
+        ran.append(len(ran))
+        return None
+
+    passes = await run_schedule(
+        one_pass, interval=3600, jitter=10, observe=lambda: next(views), max_passes=2,
+        rng=random.Random(1), min_gap=0.0, poll=0.01,
+    )  # fmt: skip
+    # The interval is an hour: only the network change let the second pass happen within the test.
+    assert passes == 2 and ran == [0, 1]
+
+
+async def test_a_pass_that_saw_the_network_change_is_followed_soon() -> None:
+    count = 0
+
+    async def one_pass() -> str | None:
+        nonlocal count
+        count += 1
+        return "network_changed"
+
+    same = NetworkView("192.168.1.5", ())
+    assert (
+        await run_schedule(
+            one_pass, interval=3600, jitter=0, observe=lambda: same, max_passes=3, min_gap=0.01
+        )
+        == 3
+    )
+
+
+def test_network_view_on_loopback(tmp_path) -> None:
+    assert local_address_toward("127.0.0.1") == "127.0.0.1"
+    assert local_address_toward("not an address") is None
+    table = tmp_path / "route"
+    table.write_text(
+        "Iface\tDestination\tGateway\tFlags\n"
+        "eth0\t00000000\t0101A8C0\t0003\n"  # default via 192.168.1.1
+        "eth0\t0001A8C0\t00000000\t0001\n"
+    )
+    assert default_gateways(table) == ["192.168.1.1"]
+    assert default_gateways(tmp_path / "absent") == []

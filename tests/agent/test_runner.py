@@ -1,0 +1,187 @@
+"""The pass's orchestration against a contract collector on 127.0.0.1.
+
+The probe itself is replaced by a recorded measurement (``echoing_keys``): the real probe through the
+emulated network is the end-to-end test's job; here what matters is what the runner does around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections import Counter
+
+import pytest
+
+from gatewatch.agent.anonymise import SCRUBBED
+from gatewatch.agent.collector_api import Geolocation, geolocate, make_session
+from gatewatch.agent.queue import MeasurementQueue
+from gatewatch.agent.runner import LAST_RUN_KEY, RunEvent, RunOptions, bytes_received, run_pass
+from gatewatch.agent.settings import QueueSettings
+from gatewatch.agent.testlists import TestListEntry
+from gatewatch.agent.upload import RetryPolicy
+from gatewatch.probes.config import WebConfig
+from gatewatch.probes.measurement import Measurement, WebTestKeys
+from gatewatch.probes.trace import Trace
+
+from .collector_contract import ContractCollector
+from .conftest import OWN_V4, echoing_keys
+
+
+@pytest.fixture
+async def collector(aiohttp_server):
+    contract = ContractCollector(probe_ip=OWN_V4, control_status=503)
+    server = await aiohttp_server(contract.app(), host="127.0.0.1")
+    contract.url = str(server.make_url("/"))  # type: ignore[attr-defined]
+    return contract
+
+
+@pytest.fixture
+def queue(tmp_path):
+    with MeasurementQueue(tmp_path / "queue.sqlite3") as q:
+        yield q
+
+
+def entries(n: int, hosts: int | None = None) -> list[TestListEntry]:
+    return [
+        TestListEntry(url=f"http://site{i % (hosts or n)}.example/{i}", category_code="NEWS")
+        for i in range(n)
+    ]
+
+
+async def recorded(url: str, config: WebConfig, *, trace: Trace | None = None) -> WebTestKeys:
+    return echoing_keys().model_copy(update={"control": None, "verdict": None})
+
+
+def _options(collector, **kw) -> RunOptions:
+    return RunOptions(collector_urls=(collector.url,), **kw)
+
+
+async def test_a_pass_measures_scrubs_signs_queues_and_uploads(collector, queue, signing_key) -> None:
+    events: list[RunEvent] = []
+    summary = await run_pass(
+        entries(5), _options(collector), queue, signing_key, measure=recorded, on_event=events.append
+    )
+    assert summary.completed and summary.measured == 5 and summary.no_verdict == 5
+    assert summary.probe_asn == "AS64501" and summary.probe_cc == "XL"
+    assert [e.kind for e in events][0] == "started" and [e.kind for e in events][-2:] == [
+        "uploading",
+        "uploaded",
+    ]
+    assert sum(e.kind == "measured" for e in events) == 5
+
+    assert summary.upload is not None and summary.upload.accepted == 5
+    assert len(collector.stored) == 5 and queue.counts()["sent"] == 5
+    for payload in collector.stored.values():
+        assert OWN_V4.encode() not in payload and SCRUBBED.encode() in payload
+        m = Measurement.model_validate_json(payload)
+        assert m.test_keys.verdict is None and m.test_keys.control_failure == "http_503"
+        assert m.probe_network_name == "Lab ISP A" and m.annotations["run_type"] == "manual"
+    # The control was asked for every URL, and never given the agent's own address.
+    assert len(collector.seen_control_requests) == 5
+    assert all(OWN_V4 not in body["addrs"] for body in collector.seen_control_requests)
+    assert queue.get_meta(LAST_RUN_KEY)["measured"] == 5  # type: ignore[index]
+
+
+async def test_withheld_network_and_country(collector, queue, signing_key) -> None:
+    options = _options(collector, probe_asn="AS0", probe_cc="ZZ", upload=False)
+    summary = await run_pass(entries(1), options, queue, signing_key, measure=recorded)
+    m = json.loads(queue.recent(1)[0].payload)
+    assert (m["probe_asn"], m["probe_cc"], m["probe_network_name"]) == ("AS0", "ZZ", "")
+    assert summary.upload is None and queue.counts()["local"] == 1 and not collector.stored
+
+
+async def test_a_verdict_is_given_only_with_a_control(collector, queue, signing_key) -> None:
+    analysis = pytest.importorskip("gatewatch.probes.analysis")
+    if not hasattr(analysis, "analyse"):
+        pytest.skip("the analysis package is not there yet")
+    collector.control_status = 200
+    summary = await run_pass(entries(2), _options(collector), queue, signing_key, measure=recorded)
+    assert summary.no_verdict == 0
+    for payload in collector.stored.values():
+        keys = Measurement.model_validate_json(payload).test_keys
+        assert keys.control is not None and keys.verdict is not None and keys.control_failure is None
+
+
+async def test_the_time_budget_stops_the_pass_cleanly(collector, queue, signing_key) -> None:
+    async def slow(url: str, config: WebConfig, *, trace: Trace | None = None) -> WebTestKeys:
+        await asyncio.sleep(0.1)
+        return WebTestKeys()
+
+    options = _options(collector, concurrency=2, max_runtime=0.35)
+    summary = await run_pass(entries(40), options, queue, signing_key, measure=slow)
+    assert summary.stop_reason == "time_budget"
+    assert 2 <= summary.measured < 40
+    assert queue.counts()["sent"] == summary.measured  # everything measured was queued and uploaded
+    assert queue.integrity_ok()
+
+
+async def test_the_byte_budget_stops_the_pass(collector, queue, signing_key) -> None:
+    per_url = bytes_received(echoing_keys())
+    options = _options(collector, concurrency=1, max_bytes=per_url * 3)
+    summary = await run_pass(entries(20), options, queue, signing_key, measure=recorded)
+    assert summary.stop_reason == "byte_budget" and summary.measured == 3
+    assert summary.bytes_received >= per_url * 3
+
+
+async def test_concurrency_is_bounded_overall_and_per_host(collector, queue, signing_key) -> None:
+    running: Counter[str] = Counter()
+    peak_host: Counter[str] = Counter()
+    peak = 0
+
+    async def watched(url: str, config: WebConfig, *, trace: Trace | None = None) -> WebTestKeys:
+        nonlocal peak
+        host = url.split("/")[2]
+        running[host] += 1
+        peak_host[host] = max(peak_host[host], running[host])
+        peak = max(peak, sum(running.values()))
+        await asyncio.sleep(0.01)
+        running[host] -= 1
+        return WebTestKeys()
+
+    options = _options(collector, concurrency=6, per_host=2, upload=False)
+    summary = await run_pass(entries(30, hosts=3), options, queue, signing_key, measure=watched)
+    assert summary.measured == 30
+    assert max(peak_host.values()) == 2 and peak <= 6
+
+
+async def test_without_the_own_address_nothing_is_measured_for_upload(queue, signing_key) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    options = RunOptions(collector_urls=(closed,))
+    summary = await run_pass(entries(3), options, queue, signing_key, measure=recorded)
+    assert summary.stop_reason == "own_address_unknown" and summary.measured == 0
+    assert "connection_refused" in (summary.stop_detail or "")
+    # An exploratory local run may go ahead (its results never leave the machine).
+    local = await run_pass(entries(3), RunOptions(collector_urls=(closed,), upload=False), queue, signing_key,
+                           measure=recorded)  # fmt: skip
+    assert local.measured == 3 and queue.counts()["local"] == 3
+    row = json.loads(queue.recent(1)[0].payload)
+    assert row["test_keys"]["control_failure"] == "connection_refused" and row["test_keys"]["verdict"] is None
+
+
+async def test_a_full_queue_stops_measuring(collector, tmp_path, signing_key) -> None:
+    with MeasurementQueue(tmp_path / "q.sqlite3", QueueSettings(max_unsent=2)) as queue:
+        collector.fail_next = [(503, {})] * 20  # the collector is down: nothing leaves the queue
+        options = _options(collector, concurrency=1, upload_retry=RetryPolicy(max_attempts=1))
+        summary = await run_pass(entries(5), options, queue, signing_key, measure=recorded)
+        assert summary.stop_reason == "queue_full" and summary.measured == 2
+        assert queue.counts()["pending"] == 2
+
+
+async def test_a_bug_in_one_measurement_does_not_end_the_pass(collector, queue, signing_key) -> None:
+    async def flaky(url: str, config: WebConfig, *, trace: Trace | None = None) -> WebTestKeys:
+        if url.endswith("/1"):
+            raise RuntimeError("bug")
+        return WebTestKeys()
+
+    summary = await run_pass(entries(3), _options(collector, upload=False), queue, signing_key, measure=flaky)
+    assert summary.measured == 2 and summary.errors == 1 and summary.completed
+
+
+async def test_source_address_binds_the_agents_own_client(collector) -> None:
+    collector.probe_ip = None  # echo the connection's address, as the real collector does
+    async with make_session(source_address="127.0.0.2") as session:
+        found = await geolocate(session, [collector.url])
+    assert isinstance(found, Geolocation) and found.probe_ip == "127.0.0.2"

@@ -1,0 +1,203 @@
+"""Upload against a server speaking the collector's documented contract on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import socket
+import sys
+import textwrap
+
+import aiohttp
+import pytest
+
+from gatewatch.agent.collector_api import make_session
+from gatewatch.agent.upload import LAST_UPLOAD_ERROR_KEY, LAST_UPLOAD_KEY, RetryPolicy, Uploader
+
+from .collector_contract import ContractCollector
+
+FAST = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01)
+
+
+@pytest.fixture
+async def collector(aiohttp_server):
+    contract = ContractCollector()
+    server = await aiohttp_server(contract.app(), host="127.0.0.1")
+    contract.url = str(server.make_url("/"))  # type: ignore[attr-defined]
+    return contract
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+class _Sleeps:
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        await asyncio.sleep(0)
+
+
+def _uploader(queue, urls, session, **kw) -> Uploader:
+    kw.setdefault("policy", FAST)
+    return Uploader(queue, urls, session, rng=random.Random(1), **kw)
+
+
+async def test_everything_arrives_once_and_duplicates_count_as_delivered(collector, fill_queue) -> None:
+    queue, uids = fill_queue(7)
+    async with make_session() as session:
+        report = await _uploader(queue, [collector.url], session, batch_size=3).upload_pending()
+    assert (report.accepted, report.duplicates, report.still_pending) == (7, 0, 0)
+    assert report.requests == 3  # batches of 3, 3, 1
+    assert set(collector.stored) == set(uids)
+    assert queue.counts()["sent"] == 7
+    assert queue.get_meta(LAST_UPLOAD_KEY)["accepted"] == 7  # type: ignore[index]
+    for uid in uids:
+        assert collector.stored[uid] == queue.get(uid).payload  # type: ignore[union-attr]
+
+
+async def test_a_lost_answer_is_resent_and_answered_as_duplicate(collector, fill_queue) -> None:
+    queue, uids = fill_queue(4)
+    collector.lose_answer_after_store = 1
+    async with make_session() as session:
+        report = await _uploader(queue, [collector.url], session).upload_pending()
+    assert (report.accepted, report.duplicates) == (0, 4)
+    assert len(collector.stored) == 4 and queue.counts()["pending"] == 0
+
+
+async def test_rejected_items_are_quarantined_with_the_reason_and_not_retried(collector, fill_queue) -> None:
+    queue, uids = fill_queue(3)
+    collector.reject_uids = {uids[1]}
+    async with make_session() as session:
+        report = await _uploader(queue, [collector.url], session).upload_pending()
+        assert report.quarantined == 1 and report.accepted == 2
+        row = queue.get(uids[1])
+        assert row is not None and row.state == "quarantined" and row.reason == "too_old"
+        before = collector.requests
+        again = await _uploader(queue, [collector.url], session).upload_pending()
+    assert collector.requests == before and again.requests == 0
+
+
+async def test_a_whole_batch_refusal_is_narrowed_to_the_bad_item(collector, fill_queue) -> None:
+    queue, uids = fill_queue(6)
+    collector.refuse_batches_with = uids[4]
+    async with make_session() as session:
+        report = await _uploader(queue, [collector.url], session).upload_pending()
+    assert report.quarantined == 1 and report.delivered == 5
+    assert queue.get(uids[4]).reason == "http_400 malformed_measurement"  # type: ignore[union-attr]
+    assert set(collector.stored) == set(uids) - {uids[4]}
+
+
+async def test_server_errors_are_retried_with_backoff(collector, fill_queue) -> None:
+    queue, uids = fill_queue(2)
+    collector.fail_next = [(503, {}), (500, {})]
+    sleeps = _Sleeps()
+    async with make_session() as session:
+        report = await _uploader(queue, [collector.url], session, sleep=sleeps).upload_pending()
+    assert report.accepted == 2 and report.requests == 3
+    assert len(sleeps.delays) == 2 and all(0 <= d <= FAST.max_delay for d in sleeps.delays)
+
+
+async def test_429_retry_after_is_honoured(collector, fill_queue) -> None:
+    queue, _ = fill_queue(1)
+    collector.fail_next = [(429, {"Retry-After": "7"})]
+    sleeps = _Sleeps()
+    policy = RetryPolicy(max_attempts=2, base_delay=0.001, max_delay=30)
+    async with make_session() as session:
+        report = await _uploader(
+            queue, [collector.url], session, sleep=sleeps, policy=policy
+        ).upload_pending()
+    assert report.accepted == 1 and sleeps.delays == [7.0]
+
+
+async def test_unreachable_collectors_keep_rows_pending_after_bounded_attempts(collector, fill_queue) -> None:
+    queue, uids = fill_queue(5)
+    collector.fail_next = [(502, {})] * 10
+    urls = [_closed_port_url(), collector.url]
+    sleeps = _Sleeps()
+    async with make_session() as session:
+        report = await _uploader(queue, urls, session, batch_size=2, sleep=sleeps).upload_pending()
+    # One batch tried max_attempts times at each URL, then the pass gives up (the rest waits).
+    assert report.requests == FAST.max_attempts * 2 and len(sleeps.delays) == FAST.max_attempts - 1
+    assert report.still_pending == 5 and not collector.stored
+    assert "http_502" in (report.last_error or "")
+    assert queue.get_meta(LAST_UPLOAD_ERROR_KEY)["error"] == report.last_error  # type: ignore[index]
+    assert queue.pending_reasons() == {report.last_error: 2, "not tried yet": 3}
+
+
+async def test_alternative_collector_urls_are_tried_in_order(collector, fill_queue) -> None:
+    queue, uids = fill_queue(3)
+    async with make_session() as session:
+        report = await _uploader(queue, [_closed_port_url(), collector.url], session).upload_pending()
+    assert report.accepted == 3 and report.requests == 2
+    assert set(collector.stored) == set(uids)
+
+
+async def test_garbage_answers_are_retried_not_trusted(aiohttp_server, fill_queue) -> None:
+    from aiohttp import web
+
+    async def nonsense(request: web.Request) -> web.Response:
+        return web.Response(text="<html>not json</html>")
+
+    app = web.Application()
+    app.router.add_post("/api/v1/measurements", nonsense)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    queue, _ = fill_queue(1)
+    async with make_session() as session:
+        report = await _uploader(queue, [str(server.make_url("/"))], session).upload_pending()
+    assert report.delivered == 0 and report.still_pending == 1 and "bad_answer" in (report.last_error or "")
+
+
+_UPLOADER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pathlib import Path
+    from gatewatch.agent.collector_api import make_session
+    from gatewatch.agent.queue import MeasurementQueue
+    from gatewatch.agent.upload import Uploader
+
+    async def main():
+        queue = MeasurementQueue(Path(sys.argv[1]))
+        async with make_session() as session:
+            await Uploader(queue, [sys.argv[2]], session, batch_size=4).upload_pending()
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_kill_9_mid_upload_then_restart_delivers_everything_exactly_once(collector, fill_queue) -> None:
+    queue, uids = fill_queue(10)
+    collector.hang_on_request = 2  # the second batch is stored, but the answer never comes
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _UPLOADER, str(queue.path), collector.url
+    )
+    try:
+        await asyncio.wait_for(collector.stored_and_hanging.wait(), timeout=20)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        await proc.wait()
+    assert len(collector.stored) == 8  # two batches reached the collector before the kill
+
+    collector.hang_on_request = None
+    counts = queue.counts()
+    assert counts["sent"] == 4 and counts["pending"] == 6  # the unanswered batch is still pending
+    async with make_session() as session:
+        report = await _uploader(queue, [collector.url], session).upload_pending()
+    assert (report.accepted, report.duplicates) == (2, 4)
+    assert set(collector.stored) == set(uids) and len(collector.stored) == 10
+    assert queue.counts() == {"pending": 0, "sent": 10, "quarantined": 0, "local": 0}
+
+
+async def test_no_collector_is_a_configuration_error(fill_queue) -> None:
+    queue, _ = fill_queue(0)
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(ValueError):
+            Uploader(queue, [], session)

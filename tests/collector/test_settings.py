@@ -1,0 +1,78 @@
+"""Settings: flags > environment > file > defaults, and bad values named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gatewatch.collector.settings import Settings, SettingsError, load_settings, parse_listen
+
+
+def test_defaults() -> None:
+    s = load_settings(env={})
+    assert s == Settings()
+    assert (s.listen_host, s.listen_port) == ("127.0.0.1", 8080)
+    assert s.db.startswith("sqlite:///")
+
+
+def test_precedence_flags_env_file(tmp_path: Path) -> None:
+    config = tmp_path / "collector.toml"
+    config.write_text('db = "sqlite:///from-file.db"\nmax_batch = 7\nkey_rate = 3\nlisten = "127.0.0.2:1"\n')
+    env = {"GATEWATCH_MAX_BATCH": "8", "GATEWATCH_LISTEN": "127.0.0.3:2"}
+    s = load_settings({"listen": "127.0.0.4:3", "db": None}, env=env, config_file=config)
+    assert s.listen == "127.0.0.4:3"  # flag beats environment and file
+    assert s.max_batch == 8  # environment beats file
+    assert s.db == "sqlite:///from-file.db"  # file beats default; an unset flag (None) does not count
+    assert s.key_rate == 3.0 and isinstance(s.key_rate, float)
+    assert s.max_future_seconds == Settings().max_future_seconds  # default
+
+
+def test_config_file_from_environment_and_collector_table(tmp_path: Path) -> None:
+    config = tmp_path / "shared.toml"
+    config.write_text('[collector]\nasn_db = ["a.csv", "b.mmdb"]\n\n[agent]\nname = "x"\n')
+    s = load_settings(env={"GATEWATCH_CONFIG": str(config)})
+    assert s.asn_db == (Path("a.csv"), Path("b.mmdb"))
+
+
+def test_lists_from_the_environment_and_flags() -> None:
+    s = load_settings({"country_db": [Path("c.csv")]}, env={"GATEWATCH_ASN_DB": "one.csv:two.csv"})
+    assert s.asn_db == (Path("one.csv"), Path("two.csv"))
+    assert s.country_db == (Path("c.csv"),)
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "message"),
+    [
+        ({"listen": "nohost"}, {}, "listen"),
+        ({"listen": "127.0.0.1:99999"}, {}, "listen"),
+        ({"db": "mysql://x"}, {}, "db"),
+        ({}, {"GATEWATCH_MAX_BATCH": "many"}, "max_batch"),
+        ({}, {"GATEWATCH_MAX_BATCH": "0"}, "max_batch"),
+        ({}, {"GATEWATCH_KEY_RATE": "-1"}, "key_rate"),
+        ({"max_batch": 1.5}, {}, "max_batch"),
+        ({"max_batch": True}, {}, "max_batch"),
+        ({"log_level": "LOUD"}, {}, "log_level"),
+        ({"no_such_setting": 1}, {}, "no_such_setting"),
+    ],
+)
+def test_bad_values_name_the_setting(flags: dict, env: dict, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings(flags, env=env)
+
+
+def test_bad_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("max_batch = [\n")
+    with pytest.raises(SettingsError, match="bad.toml"):
+        load_settings(env={}, config_file=config)
+    config.write_text("unknown_key = 1\n")
+    with pytest.raises(SettingsError, match="unknown_key"):
+        load_settings(env={}, config_file=config)
+    with pytest.raises(SettingsError, match="missing.toml"):
+        load_settings(env={}, config_file=tmp_path / "missing.toml")
+
+
+def test_parse_listen() -> None:
+    assert parse_listen("[::1]:8443") == ("::1", 8443)
+    assert parse_listen("0.0.0.0:0") == ("0.0.0.0", 0)
