@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from .demo import measure_lab, render_table
 from .lab import Lab
 from .scenario import ScenarioError
 
@@ -87,6 +89,36 @@ def serve(
     except ScenarioError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+
+
+async def _demo(scenario: str, console: Console) -> bool:
+    async with Lab(scenario) as lab:
+        if lab.blackhole_mode == "accept-queue":
+            console.print(
+                "[yellow]note:[/] this kernel refused an unprivileged socket filter, so blackholed addresses "
+                "drop every client, the control included: their verdicts cannot match the scenario here."
+            )
+        with console.status("measuring the lab from each censored network and from the clean vantage"):
+            rows = await measure_lab(lab)
+    render_table(rows, console)
+    return all(r.as_expected for r in rows)
+
+
+@app.command()
+def demo(scenario: ScenarioOption = "default") -> None:
+    """Measure every scenario URL from each censored network against a clean control; print the verdicts.
+
+    Exits 1 when a verdict differs from what the scenario expects.
+    """
+    # Piped output (CI logs, files) gets room for the whole table instead of rich's 80-column default.
+    console = Console() if sys.stdout.isatty() else Console(width=150)
+    try:
+        ok = asyncio.run(_demo(scenario, console))
+    except ScenarioError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if not ok:
+        raise typer.Exit(1)
 
 
 def main() -> None:

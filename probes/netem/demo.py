@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from rich.box import SIMPLE_HEAD
 from rich.console import Console
 from rich.table import Table
 
@@ -71,7 +72,7 @@ def _show(value: object) -> str:
 
 
 def render_table(rows: Sequence[DemoRow], console: Console) -> None:
-    table = Table(title="gatewatch lab: verdicts against the scenario", title_justify="left")
+    table = Table(title="gatewatch lab: verdicts against the scenario", title_justify="left", box=SIMPLE_HEAD)
     for name in ("network", "domain", "blocking", "expected", "", "technique", "rule", "fingerprint"):
         table.add_column(name, no_wrap=name in ("network", "domain"))
     for r in sorted(rows, key=lambda r: (r.network, r.domain)):
