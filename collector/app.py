@@ -29,14 +29,20 @@ from .appkeys import (
     STORE_KEY,
     InFlight,
 )
+from .control import ControlService, ControlSettings, add_control_routes
 from .geoip import GeoDB
+from .geolocate import add_geolocate_routes
 from .ingest import add_ingest_routes
+from .interference_api import add_interference
 from .metrics import IngestMetrics, metrics_response
+from .openapi import add_openapi_routes
 from .ratelimit import TokenBuckets
+from .research import add_research_routes
 from .settings import Settings
 from .store.base import StoreError, open_store
+from .testlists import add_test_list_routes
 
-__all__ = ["add_health_routes", "add_metrics_routes", "create_app"]
+__all__ = ["add_health_routes", "add_metrics_routes", "control_settings", "create_app"]
 
 log = logging.getLogger(__name__)
 _READY_TIMEOUT = 5.0
@@ -139,8 +145,32 @@ def add_metrics_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", _metrics)
 
 
+def control_settings(settings: Settings) -> ControlSettings:
+    return ControlSettings(
+        resolver=settings.control_resolver or None,
+        ca_file=settings.ca_file or None,
+        allow_nets=settings.control_allow_net,
+        cache_seconds=settings.control_cache_seconds,
+        concurrency=settings.control_concurrency,
+        rate=settings.control_rate,
+        burst=settings.control_burst,
+    )
+
+
+def _control_service(app: web.Application) -> ControlService:
+    def asn_of(ip: str) -> int | None:
+        # Read at call time: the databases open on startup, after the service exists. Only the addresses
+        # of the servers the control reached are looked up here, never a client's.
+        geo = app[GEO_KEY]
+        info = geo.lookup(ip) if geo is not None else None
+        return info.asn if info is not None else None
+
+    return ControlService(control_settings(app[SETTINGS_KEY]), asn_of)
+
+
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> web.Application:
-    """A collector application; its store, geolocation databases and fingerprints open on startup."""
+    """A collector application; its store, geolocation databases, fingerprints and test lists open on
+    startup, and the interference aggregate is rebuilt from the store."""
     # The ingest handler reads its own body with its own limit; this one covers every other endpoint.
     app = web.Application(middlewares=[track_in_flight, json_errors], client_max_size=settings.max_body_bytes)
     registry = registry if registry is not None else CollectorRegistry()
@@ -157,4 +187,10 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     add_health_routes(app)
     add_metrics_routes(app)
     add_ingest_routes(app)
+    add_geolocate_routes(app)
+    add_control_routes(app, _control_service(app))
+    add_test_list_routes(app)
+    add_interference(app)  # after the store's context: its rebuild reads the store
+    add_research_routes(app)
+    add_openapi_routes(app)
     return app

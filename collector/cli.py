@@ -1,4 +1,4 @@
-"""``gatewatch-collector``: ``serve`` the HTTP API, ``migrate`` a database.
+"""``gatewatch-collector``: ``serve`` the HTTP API, ``migrate`` a database, ``export`` daily files.
 
 Flags override ``GATEWATCH_*`` environment variables, which override the ``--config`` TOML file.
 """
@@ -16,9 +16,11 @@ from aiohttp import web
 
 from .app import create_app
 from .appkeys import INFLIGHT_KEY
+from .export_cmd import PARTITION_FORMATS, export_partitioned
 from .logging import ACCESS_LOGGER_NAME, AccessLogger, configure_logging
+from .research import BadQuery, parse_filter
 from .settings import Settings, SettingsError, load_settings
-from .store.base import StoreError, open_store
+from .store.base import MeasurementFilter, StoreError, open_store
 
 __all__ = ["cli", "main"]
 
@@ -80,14 +82,66 @@ def serve(
         list[Path] | None, typer.Option("--country-db", help="IP→country database (CSV or MMDB); repeatable.")
     ] = None,
     log_level: Annotated[str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")] = None,
+    control_resolver: Annotated[
+        str | None, typer.Option("--control-resolver", help="IP[:PORT] the control's own probes ask.")
+    ] = None,
+    ca_file: Annotated[
+        str | None, typer.Option("--ca-file", help="PEM roots the control trusts (default: the system's).")
+    ] = None,
+    control_allow_net: Annotated[
+        list[str] | None,
+        typer.Option("--control-allow-net", help="CIDR the control may reach though not public (labs)."),
+    ] = None,
+    control_cache_seconds: Annotated[
+        float | None, typer.Option("--control-cache-seconds", help="How long a control answer is reused.")
+    ] = None,
+    control_concurrency: Annotated[
+        int | None, typer.Option("--control-concurrency", help="Control measurements running at once.")
+    ] = None,
+    control_rate: Annotated[
+        float | None, typer.Option("--control-rate", help="New control measurements per second (global).")
+    ] = None,
+    control_burst: Annotated[
+        int | None, typer.Option("--control-burst", help="Burst of new control measurements.")
+    ] = None,
+    test_list: Annotated[
+        list[str] | None,
+        typer.Option("--test-list", help="CC=FILE (Citizen Lab CSV); global=FILE for every country."),
+    ] = None,
+    attribution_window_seconds: Annotated[
+        float | None, typer.Option("--attribution-window-seconds", help="Attribution's sliding window.")
+    ] = None,
+    attribution_min_networks: Annotated[
+        int | None, typer.Option("--attribution-min-networks", help="Networks sharing a fingerprint (>= 2).")
+    ] = None,
+    attribution_gateway_share: Annotated[
+        float | None, typer.Option("--attribution-gateway-share", help="Share of networks measured, (0, 1].")
+    ] = None,
 ) -> None:
     """Serve the collector's HTTP API until SIGINT or SIGTERM."""
-    flags = {"listen": listen, "db": db, "asn_db": asn_db, "country_db": country_db, "log_level": log_level}
+    flags = {
+        "listen": listen,
+        "db": db,
+        "asn_db": asn_db,
+        "country_db": country_db,
+        "log_level": log_level,
+        "control_resolver": control_resolver,
+        "ca_file": ca_file,
+        "control_allow_net": control_allow_net,
+        "control_cache_seconds": control_cache_seconds,
+        "control_concurrency": control_concurrency,
+        "control_rate": control_rate,
+        "control_burst": control_burst,
+        "test_list": test_list,
+        "attribution_window_seconds": attribution_window_seconds,
+        "attribution_min_networks": attribution_min_networks,
+        "attribution_gateway_share": attribution_gateway_share,
+    }
     settings = _settings(flags, config)
     configure_logging(settings.log_level)
     try:
         asyncio.run(_serve(settings))
-    except (StoreError, OSError) as exc:
+    except (StoreError, OSError, SettingsError) as exc:  # SettingsError: e.g. an unreadable test list
         log.error("cannot serve", extra={"error": str(exc)})
         raise typer.Exit(1) from None
 
@@ -111,6 +165,74 @@ def migrate(db: DbOption = None, config: ConfigOption = None) -> None:
         log.error("migration failed", extra={"error": str(exc)})
         raise typer.Exit(1) from None
     typer.echo(f"schema version {version}")
+
+
+def _export_filter(filters: dict[str, str | None]) -> MeasurementFilter:
+    """The same filters, spelt and checked the same way, as GET /api/v1/measurements/export."""
+    try:
+        return parse_filter({name: value for name, value in filters.items() if value is not None})
+    except BadQuery as exc:
+        raise typer.BadParameter(exc.detail) from None
+
+
+@cli.command()
+def export(
+    out: Annotated[Path, typer.Option("--out", help="Folder for YYYY-MM-DD/<cc>/measurements.*.gz.")],
+    db: DbOption = None,
+    config: ConfigOption = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="jsonl (OONI measurement JSON) or csv (summary).")
+    ] = "jsonl",
+    cc: Annotated[str | None, typer.Option("--cc", help="Country code, e.g. KH.")] = None,
+    asn: Annotated[str | None, typer.Option("--asn", help="Network, e.g. AS64501.")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="ISO 8601 start time, inclusive (UTC).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="ISO 8601 start time, exclusive (UTC).")
+    ] = None,
+    test_name: Annotated[str | None, typer.Option("--test-name", help="e.g. web_connectivity.")] = None,
+    domain: Annotated[str | None, typer.Option("--domain", help="Host name of the input URL.")] = None,
+    input_url: Annotated[str | None, typer.Option("--input", help="Exact input URL.")] = None,
+    anomaly: Annotated[str | None, typer.Option("--anomaly", help="true or false.")] = None,
+    blocking: Annotated[
+        str | None, typer.Option("--blocking", help="false, dns, tcp_ip, http-failure, ...")
+    ] = None,
+) -> None:
+    """Write the selected measurements as daily, per-country gzip files (replacing those days' files)."""
+    if fmt not in PARTITION_FORMATS:
+        raise typer.BadParameter(f"--format: one of {', '.join(PARTITION_FORMATS)}")
+    selection = _export_filter(
+        {
+            "probe_cc": cc,
+            "probe_asn": asn,
+            "since": since,
+            "until": until,
+            "test_name": test_name,
+            "domain": domain,
+            "input": input_url,
+            "anomaly": anomaly,
+            "blocking": blocking,
+        }
+    )
+    settings = _settings({"db": db}, config)
+    configure_logging(settings.log_level)
+
+    async def run() -> list[Path]:
+        store = await open_store(settings.db)
+        try:
+            return await export_partitioned(store.iterate(selection), out, fmt)
+        finally:
+            await store.close()
+
+    try:
+        written = asyncio.run(run())
+    except (StoreError, OSError) as exc:
+        log.error("export failed", extra={"error": str(exc)})
+        raise typer.Exit(1) from None
+    for path in written:
+        typer.echo(str(path))
+    log.info("exported", extra={"files": len(written), "format": fmt})
 
 
 def main() -> None:

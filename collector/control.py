@@ -6,8 +6,9 @@ It must never become an open proxy into the operator's network. The web probe al
 to any bogon (private, loopback, link-local, multicast, reserved) — whether it came from the URL, the DNS
 answers, the addresses the agent sent, or a redirect — so the control inherits that rule; an operator
 widens it only by naming ranges (``--control-allow-net``, for test labs), which become the probe's
-``routable`` ranges. Timeouts and the body cap are the probe's; a small concurrency limit, a per-URL cache
-and in-flight de-duplication keep the endpoint from being used to flood anyone.
+``routable`` ranges. Timeouts and the body cap are the probe's; a small concurrency limit, a per-URL cache,
+in-flight de-duplication and one global token bucket (charged only for measurements that are actually
+started; never per client, so no address is kept) keep the endpoint from being used to flood anyone.
 """
 
 from __future__ import annotations
@@ -28,9 +29,30 @@ from gatewatch.probes.config import DNSConfig, HTTPConfig, TCPConfig, TLSConfig,
 from gatewatch.probes.control import ControlObservations, ControlRequest
 from gatewatch.probes.web import measure
 
-__all__ = ["CONTROL_SERVICE_KEY", "ControlService", "ControlSettings", "add_control_routes"]
+from .ratelimit import TokenBuckets, retry_after_seconds
 
+__all__ = [
+    "CONTROL_PATH",
+    "CONTROL_SERVICE_KEY",
+    "ControlRateLimited",
+    "ControlService",
+    "ControlSettings",
+    "add_control_routes",
+]
+
+CONTROL_PATH = "/api/v1/control"
 MAX_BODY = 16 * 1024
+MAX_INPUT_LENGTH = 2048  # Measurement.input's bound: a longer URL could never be submitted anyway
+_READ_CHUNK = 4096
+_GLOBAL_BUCKET = b"control"
+
+
+class ControlRateLimited(Exception):
+    """The global control budget is spent; ``retry_after`` seconds until the next measurement may start."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"retry in {retry_after:.1f} s")
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -42,6 +64,15 @@ class ControlSettings:
     cache_entries: int = 2048
     concurrency: int = 16
     timeout: float = 15.0  # for one whole control measurement
+    # Global budget of new control measurements (cache hits are free): sustained per second, and burst.
+    rate: float = 5.0
+    burst: int = 50
+
+    def __post_init__(self) -> None:
+        if self.cache_entries < 1 or self.concurrency < 1 or self.burst < 1:
+            raise ValueError("cache_entries, concurrency and burst must be at least 1")
+        if self.cache_seconds < 0 or not self.timeout > 0 or not self.rate > 0:
+            raise ValueError("cache_seconds must not be negative; timeout and rate must be positive")
 
     def web_config(self) -> WebConfig:
         return WebConfig(
@@ -63,6 +94,7 @@ class ControlService:
         default_factory=dict
     )
     _slots: asyncio.Semaphore | None = None
+    _budget: TokenBuckets | None = None
 
     def usable_addrs(self, addrs: list[str]) -> tuple[str, ...]:
         """The agent's addresses the control may try: public ones, or inside an allowed range."""
@@ -77,10 +109,18 @@ class ControlService:
         # Identical requests arriving together share one measurement instead of each starting one.
         task = self._inflight.get(key)
         if task is None:
+            self._charge()
             task = asyncio.ensure_future(self._measure(*key))
             self._inflight[key] = task
             task.add_done_callback(lambda done: self._finished(key, done))
         return await asyncio.shield(task)
+
+    def _charge(self) -> None:
+        if self._budget is None:
+            self._budget = TokenBuckets(self.settings.rate, self.settings.burst, max_keys=1)
+        wait = self._budget.take(_GLOBAL_BUCKET)
+        if wait > 0:
+            raise ControlRateLimited(wait)
 
     def _finished(self, key: tuple[str, tuple[str, ...]], task: asyncio.Task[ControlObservations]) -> None:
         self._inflight.pop(key, None)
@@ -98,7 +138,7 @@ class ControlService:
         return summarise(keys, self.asn_of)
 
 
-CONTROL_SERVICE_KEY = web.AppKey("control_service", ControlService)
+CONTROL_SERVICE_KEY = web.AppKey("gatewatch_control_service", ControlService)
 
 
 def _describe(exc: ValidationError) -> str:
@@ -107,36 +147,71 @@ def _describe(exc: ValidationError) -> str:
     return f"{where}: {first['msg']}"[:300]
 
 
-def _bad_request(error: str, detail: str) -> web.Response:
-    return web.json_response({"error": error, "detail": detail}, status=400)
+def _error(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": error, "detail": detail}, status=status, headers=headers)
+
+
+def _too_large() -> web.Response:
+    return _error(413, "body_too_large", f"at most {MAX_BODY} bytes")
+
+
+async def _read_body(request: web.Request) -> bytes | None:
+    """The body, or None when it is longer than MAX_BODY (chunked uploads are cut off there, too)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(_READ_CHUNK):
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _input_problem(url: str) -> str | None:
+    """Why ``url`` cannot be controlled, or None. The web probe checks the host in detail (and raises
+    ValueError, answered 400 too); this catches what it would not even parse."""
+    if len(url) > MAX_INPUT_LENGTH:
+        return f"input: at most {MAX_INPUT_LENGTH} characters"
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        return f"input: {exc}"[:300]
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return "input must be an http or https URL with a host"
+    return None
 
 
 async def handle_control(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > MAX_BODY:
-        return web.json_response({"error": "too_large", "detail": f"at most {MAX_BODY} bytes"}, status=413)
+        return _too_large()
     try:
-        body = await request.content.read(MAX_BODY + 1)
+        body = await _read_body(request)
     except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-        return _bad_request("unreadable_body", str(exc)[:200])
-    if len(body) > MAX_BODY:
-        return web.json_response({"error": "too_large", "detail": f"at most {MAX_BODY} bytes"}, status=413)
+        return _error(400, "unreadable_body", str(exc)[:200])
+    if body is None:
+        return _too_large()
     try:
         control_request = ControlRequest.model_validate_json(body)
     except ValidationError as exc:
-        return _bad_request("invalid_request", _describe(exc))
-    parts = urlsplit(control_request.input)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return _bad_request("invalid_input", "input must be an http or https URL with a host")
+        not_json = any(error["type"] == "json_invalid" for error in exc.errors())
+        return _error(400, "invalid_json" if not_json else "invalid_request", _describe(exc))
+    problem = _input_problem(control_request.input)
+    if problem is not None:
+        return _error(400, "invalid_input", problem)
     service = request.app[CONTROL_SERVICE_KEY]
     try:
         observations = await service.observe(control_request)
+    except ControlRateLimited as exc:
+        seconds = retry_after_seconds(exc.retry_after)
+        return _error(429, "rate_limited", f"retry in {seconds} s", {"Retry-After": str(seconds)})
+    except ValueError as exc:  # the probe refused the URL (an invalid host name)
+        return _error(400, "invalid_input", str(exc)[:300])
     except TimeoutError:
-        return web.json_response(
-            {"error": "control_timeout", "detail": "the control took too long"}, status=504
-        )
+        return _error(504, "control_timeout", "the control took too long")
     return web.json_response(text=observations.model_dump_json())
 
 
 def add_control_routes(app: web.Application, service: ControlService) -> None:
     app[CONTROL_SERVICE_KEY] = service
-    app.router.add_post("/api/v1/control", handle_control)
+    app.router.add_post(CONTROL_PATH, handle_control)

@@ -2,13 +2,17 @@
 
 Precedence: flags > environment > file > defaults. Every field of :class:`Settings` can come from each
 source under the same name (``max_batch`` is ``--max-batch``, ``GATEWATCH_MAX_BATCH`` and ``max_batch =``
-in the file), so adding a setting is adding a field.
+in the file), so adding a setting is adding a field. A list in the environment is separated like PATH
+when it holds paths (``GATEWATCH_ASN_DB=a.csv:b.csv``) and by commas otherwise
+(``GATEWATCH_CONTROL_ALLOW_NET=127.0.0.0/8,::1/128``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -16,7 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings", "parse_listen"]
+__all__ = [
+    "ENV_PREFIX",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+    "parse_listen",
+    "parse_resolver",
+    "parse_test_lists",
+]
 
 ENV_PREFIX = "GATEWATCH_"
 
@@ -33,6 +45,47 @@ def parse_listen(value: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port)
+
+
+def parse_resolver(value: str) -> tuple[str, int]:
+    """``IP``, ``IP:PORT`` or ``[V6]:PORT`` (the control's resolver is an address, never a name)."""
+    host, port = value, 53
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise SettingsError(f"control_resolver: expected IP[:PORT], got {value!r}")
+        port_text = rest[1:]
+    elif value.count(":") == 1:
+        host, _, port_text = value.partition(":")
+    else:
+        port_text = ""  # a bare IPv4 or IPv6 address
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+            raise SettingsError(f"control_resolver: bad port in {value!r}")
+        port = int(port_text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise SettingsError(f"control_resolver: expected IP[:PORT], got {value!r}") from None
+    return host, port
+
+
+_TEST_LIST_CC = re.compile(r"^(?:[A-Za-z]{2}|global)$")
+
+
+def parse_test_lists(entries: tuple[str, ...]) -> dict[str, Path]:
+    """``("KH=kh.csv", "global=g.csv")`` into ``{"KH": Path("kh.csv"), "global": ...}``; one file per key."""
+    files: dict[str, Path] = {}
+    for entry in entries:
+        cc, sep, path = entry.partition("=")
+        cc = cc.strip()
+        if not sep or not path or not _TEST_LIST_CC.match(cc):
+            raise SettingsError(f"test_list: expected CC=FILE or global=FILE, got {entry!r}")
+        key = "global" if cc.lower() == "global" else cc.upper()
+        if key in files:
+            raise SettingsError(f"test_list: {key} is given twice")
+        files[key] = Path(path)
+    return files
 
 
 @dataclass(frozen=True)
@@ -54,19 +107,66 @@ class Settings:
     # How long a stopping collector lets in-flight requests finish.
     shutdown_timeout: float = 30.0
     log_level: str = "INFO"
+    # The control (POST /api/v1/control): its own probes' resolver ("" = the system's, else IP[:PORT]) and
+    # CA file ("" = the system's roots), ranges it may reach although not public (test labs only), how long
+    # an answer is reused, how many run at once, and one global budget of new measurements per second.
+    control_resolver: str = ""
+    ca_file: str = ""
+    control_allow_net: tuple[str, ...] = ()
+    control_cache_seconds: float = 60.0
+    control_concurrency: int = 16
+    control_rate: float = 5.0
+    control_burst: int = 50
+    # Test lists served by GET /api/v1/test-list: "CC=FILE" (Citizen Lab CSV); CC "global" is appended to
+    # every country's list and served alone for countries without one.
+    test_list: tuple[str, ...] = ()
+    # Attribution (GET /api/v1/interference and the interference metrics): the sliding window, how many
+    # networks must share a fingerprint, and in what share of the networks measured, for "gateway".
+    attribution_window_seconds: float = 24 * 3600.0
+    attribution_min_networks: int = 2
+    attribution_gateway_share: float = 0.6
 
     def __post_init__(self) -> None:
         parse_listen(self.listen)
         if not self.db.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise SettingsError("db: expected sqlite:///PATH or postgresql://...")
-        for name in ("max_body_bytes", "max_batch", "key_burst", "rate_limit_keys"):
+        for name in (
+            "max_body_bytes",
+            "max_batch",
+            "key_burst",
+            "rate_limit_keys",
+            "control_concurrency",
+            "control_burst",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name}: must be at least 1")
-        for name in ("key_rate", "max_future_seconds", "max_age_seconds", "shutdown_timeout"):
+        for name in (
+            "key_rate",
+            "max_future_seconds",
+            "max_age_seconds",
+            "shutdown_timeout",
+            "control_rate",
+            "attribution_window_seconds",
+        ):
             if not getattr(self, name) > 0:
                 raise SettingsError(f"{name}: must be positive")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise SettingsError("log_level: one of DEBUG, INFO, WARNING, ERROR")
+        if not self.control_cache_seconds >= 0:
+            raise SettingsError("control_cache_seconds: must not be negative")
+        if self.control_resolver:
+            parse_resolver(self.control_resolver)
+        for cidr in self.control_allow_net:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise SettingsError(f"control_allow_net: not a CIDR: {cidr!r}") from None
+        parse_test_lists(self.test_list)
+        if self.attribution_min_networks < 2:
+            # One network alone can never show that interference is shared (the poisoned-network guard).
+            raise SettingsError("attribution_min_networks: must be at least 2")
+        if not 0 < self.attribution_gateway_share <= 1:
+            raise SettingsError("attribution_gateway_share: must be in (0, 1]")
 
     @property
     def listen_host(self) -> str:
@@ -88,8 +188,10 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
         if typing.get_origin(kind) is tuple:
             (item,) = {a for a in typing.get_args(kind) if a is not Ellipsis}
             if isinstance(value, str):
-                # Environment lists are separated like PATH.
-                value = [part for part in value.split(os.pathsep) if part]
+                # Environment lists: paths are separated like PATH; other lists (CIDRs, whose IPv6 form
+                # holds colons, and CC=FILE entries) by commas.
+                separator = os.pathsep if item is Path else ","
+                value = [part.strip() for part in value.split(separator) if part.strip()]
             if not isinstance(value, list | tuple):
                 raise TypeError("expected a list")
             return tuple(item(v) for v in value)

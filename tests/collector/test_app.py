@@ -61,7 +61,7 @@ async def test_errors_are_json(client) -> None:
     response = await client.get("/no/such/path")
     assert response.status == 404
     assert (await response.json())["error"] == "not_found"
-    response = await client.get("/api/v1/measurements")
+    response = await client.delete("/api/v1/measurements")  # GET lists them (research.py); DELETE is no verb
     assert response.status == 405
     assert (await response.json())["error"] == "method_not_allowed"
 

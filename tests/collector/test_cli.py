@@ -256,6 +256,14 @@ async def test_the_client_address_is_nowhere(store_url, tmp_path, collectors, si
                 await response.read()
         async with session.post(collector.base + URL_PATH, data=b"{", headers={"Content-Type": "x/y"}) as r:
             assert r.status == 415
+        # The geolocate answer is the one place the address may appear: echoed to its owner, nowhere else.
+        async with session.get(collector.base + "/api/v1/geolocate") as response:
+            assert (await response.json())["probe_ip"] == CLIENT_ADDRESS
+        # A control naming the client's address: refused (loopback, no allow-net) and not logged either.
+        control = {"input": f"http://{CLIENT_ADDRESS}:9/", "addrs": [CLIENT_ADDRESS]}
+        async with session.post(collector.base + "/api/v1/control", json=control) as response:
+            assert response.status == 200
+            assert (await response.json())["tcp_connect"] == {}
         async with session.get(collector.base + "/metrics") as response:
             metrics_text = await response.text()
     # Malformed HTTP: aiohttp itself logs "Error handling request from <peer>".
@@ -267,6 +275,7 @@ async def test_the_client_address_is_nowhere(store_url, tmp_path, collectors, si
     entries = collector.log_entries()
     # The test would notice an address: requests were logged, and aiohttp's own error line was masked.
     assert any(e.get("path") == "/api/v1/measurements" and e.get("status") == 200 for e in entries)
+    assert any(e.get("path") == "/api/v1/geolocate" and e.get("status") == 200 for e in entries)
     assert any("Error handling request from [address]" in e.get("msg", "") for e in entries), log
     assert CLIENT_ADDRESS not in log and "127.77" not in log
     assert CLIENT_ADDRESS not in metrics_text
@@ -309,3 +318,49 @@ def test_bad_settings_are_a_usage_error(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert b"listen" in done.stderr
+
+
+async def test_serve_flags_reach_the_endpoints(tmp_path, collectors) -> None:
+    world = tmp_path / "global.csv"
+    world.write_text("url,category_code\nhttps://a.example/,NEWS\n")
+    collector = start(
+        collectors,
+        tmp_path,
+        f"sqlite:///{tmp_path / 'f.db'}",
+        *("--test-list", f"global={world}", "--control-rate", "0.01", "--control-burst", "1"),
+        *("--control-resolver", "127.81.0.2:9", "--attribution-window-seconds", "600"),
+    )
+    async with aiohttp.ClientSession() as session:
+        async with session.get(collector.base + "/api/v1/test-list", params={"cc": "XL"}) as response:
+            assert response.status == 200
+            assert await response.text() == "url,category_code\nhttps://a.example/,NEWS\n"
+        # Loopback URLs are refused without --control-allow-net: no packet is sent, the budget still counts.
+        statuses = []
+        for path in ("a", "b"):
+            async with session.post(
+                collector.base + "/api/v1/control", json={"input": f"http://127.0.0.1:9/{path}"}
+            ) as response:
+                statuses.append(response.status)
+        assert statuses == [200, 429]
+        async with session.get(collector.base + "/api/v1/interference") as response:
+            assert response.status == 200 and await response.json() == {"results": []}
+    assert collector.stop() == 0
+
+
+def test_serve_refuses_an_unreadable_test_list(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            *collector_command(),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            f"sqlite:///{tmp_path / 'x.db'}",
+            "--test-list",
+            f"KH={tmp_path / 'missing.csv'}",
+        ],
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert b"missing.csv" in done.stdout + done.stderr

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from gatewatch.collector.settings import Settings, SettingsError, load_settings, parse_listen
+from gatewatch.collector.settings import (
+    Settings,
+    SettingsError,
+    load_settings,
+    parse_listen,
+    parse_resolver,
+    parse_test_lists,
+)
 
 
 def test_defaults() -> None:
@@ -54,6 +61,19 @@ def test_lists_from_the_environment_and_flags() -> None:
         ({"max_batch": True}, {}, "max_batch"),
         ({"log_level": "LOUD"}, {}, "log_level"),
         ({"no_such_setting": 1}, {}, "no_such_setting"),
+        ({"control_resolver": "dns.example"}, {}, "control_resolver"),
+        ({"control_resolver": "127.0.0.1:0"}, {}, "control_resolver"),
+        ({"control_resolver": "[::1]x"}, {}, "control_resolver"),
+        ({"control_allow_net": ["127.0.0.0/33"]}, {}, "control_allow_net"),
+        ({}, {"GATEWATCH_CONTROL_ALLOW_NET": "lab"}, "control_allow_net"),
+        ({"control_rate": 0}, {}, "control_rate"),
+        ({"control_burst": 0}, {}, "control_burst"),
+        ({"control_concurrency": 0}, {}, "control_concurrency"),
+        ({"control_cache_seconds": -1}, {}, "control_cache_seconds"),
+        ({"attribution_window_seconds": 0}, {}, "attribution_window_seconds"),
+        ({"attribution_min_networks": 1}, {}, "attribution_min_networks"),
+        ({"attribution_gateway_share": 1.5}, {}, "attribution_gateway_share"),
+        ({"attribution_gateway_share": 0}, {}, "attribution_gateway_share"),
     ],
 )
 def test_bad_values_name_the_setting(flags: dict, env: dict, message: str) -> None:
@@ -76,3 +96,32 @@ def test_bad_config_file(tmp_path: Path) -> None:
 def test_parse_listen() -> None:
     assert parse_listen("[::1]:8443") == ("::1", 8443)
     assert parse_listen("0.0.0.0:0") == ("0.0.0.0", 0)
+
+
+def test_control_test_list_and_attribution_settings(tmp_path: Path) -> None:
+    config = tmp_path / "collector.toml"
+    config.write_text(
+        '[collector]\ncontrol_allow_net = ["127.0.0.0/8"]\ntest_list = ["KH=kh.csv"]\n'
+        "attribution_window_seconds = 3600\n"
+    )
+    env = {
+        "GATEWATCH_CONTROL_ALLOW_NET": "127.80.0.0/16, ::1/128",  # commas: IPv6 CIDRs hold colons
+        "GATEWATCH_CONTROL_RESOLVER": "127.53.0.1:5353",
+        "GATEWATCH_ATTRIBUTION_GATEWAY_SHARE": "0.75",
+    }
+    s = load_settings(
+        {"test_list": ["global=g.csv", "kh=kh.csv"], "ca_file": "lab.pem"}, env=env, config_file=config
+    )
+    assert s.control_allow_net == ("127.80.0.0/16", "::1/128")
+    assert s.control_resolver == "127.53.0.1:5353" and s.ca_file == "lab.pem"
+    assert s.test_list == ("global=g.csv", "kh=kh.csv")
+    assert parse_test_lists(s.test_list) == {"global": Path("g.csv"), "KH": Path("kh.csv")}
+    assert (s.attribution_window_seconds, s.attribution_gateway_share) == (3600.0, 0.75)
+    assert Settings().control_allow_net == ()  # nothing beyond public addresses unless the operator says so
+
+
+def test_parse_resolver() -> None:
+    assert parse_resolver("127.53.0.1") == ("127.53.0.1", 53)
+    assert parse_resolver("127.53.0.1:5353") == ("127.53.0.1", 5353)
+    assert parse_resolver("[2001:db8::1]:53") == ("2001:db8::1", 53)
+    assert parse_resolver("2001:db8::1") == ("2001:db8::1", 53)

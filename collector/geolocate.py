@@ -1,0 +1,42 @@
+"""``GET /api/v1/geolocate``: the caller's network (ASN, country, name) from the operator's databases.
+
+The answer also echoes the address the collector saw (``probe_ip``): the agent needs it to scrub its own
+public address from everything it records before signing. That echo is the only use of the address
+beyond the lookup: it is not logged (the access log is replaced), cached, counted or stored.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .appkeys import GEO_KEY
+from .geoip import GeoInfo
+
+__all__ = ["GEOLOCATE_PATH", "add_geolocate_routes", "geolocation_answer"]
+
+GEOLOCATE_PATH = "/api/v1/geolocate"
+UNKNOWN_ASN = "AS0"
+UNKNOWN_CC = "ZZ"
+
+
+def geolocation_answer(info: GeoInfo | None) -> dict[str, str]:
+    """OONI's withheld values (AS0, ZZ, empty name) for whatever the databases do not know."""
+    info = info or GeoInfo()
+    return {
+        "probe_asn": f"AS{info.asn}" if info.asn is not None else UNKNOWN_ASN,
+        "probe_cc": info.cc.upper() if info.cc else UNKNOWN_CC,
+        "probe_network_name": info.network_name or "",
+    }
+
+
+async def handle_geolocate(request: web.Request) -> web.Response:
+    address = request.remote or ""
+    geo = request.app[GEO_KEY]
+    info = geo.lookup(address) if geo is not None and address else None
+    answer = geolocation_answer(info) | {"probe_ip": address}
+    # A proxy or browser must not keep a copy of someone's address.
+    return web.json_response(answer, headers={"Cache-Control": "no-store"})
+
+
+def add_geolocate_routes(app: web.Application) -> None:
+    app.router.add_get(GEOLOCATE_PATH, handle_geolocate)

@@ -1,0 +1,154 @@
+"""``gatewatch-collector export`` as a real process over a store filled through the real ingest endpoint:
+daily, per-country gzip files, the same filters as the HTTP export, and usage errors for bad filters."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import gzip
+import io
+import json
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gatewatch.collector.app import create_app
+from gatewatch.collector.cli import cli
+from gatewatch.collector.settings import Settings
+from gatewatch.probes.measurement import Measurement, utc_now
+
+
+def collector_command() -> list[str]:
+    script = Path(sys.executable).parent / "gatewatch-collector"
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-c", "from gatewatch.collector.cli import main; main()"]
+
+
+async def run_export(db: str, out: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    command = [*collector_command(), "export", "--db", db, "--out", str(out), *args]
+    return await asyncio.to_thread(subprocess.run, command, capture_output=True, timeout=60)
+
+
+def files_under(out: Path) -> list[str]:
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+
+
+def jsonl_uids(path: Path) -> set[str]:
+    return {json.loads(line)["measurement_uid"] for line in gzip.decompress(path.read_bytes()).splitlines()}
+
+
+@pytest.fixture
+async def filled(aiohttp_client, store_url: str, make_measurement, sign) -> dict[str, Measurement]:
+    """Three measurements on two days in two countries, uploaded and stored."""
+    now = utc_now()
+    made = {
+        "xl-a-today": make_measurement(probe_cc="XL", probe_asn="AS64501", measurement_start_time=now),
+        "xl-b-yesterday": make_measurement(
+            probe_cc="XL", probe_asn="AS64502", measurement_start_time=now - timedelta(days=1)
+        ),
+        "kh-today": make_measurement(probe_cc="KH", probe_asn="AS17976", measurement_start_time=now),
+    }
+    client = await aiohttp_client(create_app(Settings(db=store_url)))
+    response = await client.post(
+        "/api/v1/measurements", json={"measurements": [sign(m) for m in made.values()]}
+    )
+    assert [r["status"] for r in (await response.json())["results"]] == ["accepted"] * 3
+    await client.close()
+    return made
+
+
+def day_dir(m: Measurement) -> str:
+    return m.measurement_start_time.strftime("%Y-%m-%d")
+
+
+async def test_export_writes_daily_country_files(
+    store_url: str, filled: dict[str, Measurement], tmp_path
+) -> None:
+    out = tmp_path / "everything"
+    done = await run_export(store_url, out)
+    assert done.returncode == 0, done.stderr
+    expected = {
+        f"{day_dir(m)}/{m.probe_cc}/measurements.jsonl.gz": m.measurement_uid for m in filled.values()
+    }
+    by_file: dict[str, set[str]] = {}
+    for name, uid in expected.items():
+        by_file.setdefault(name, set()).add(uid)
+    assert files_under(out) == sorted(by_file)
+    for name, uids in by_file.items():
+        assert jsonl_uids(out / name) == uids
+    assert sorted(done.stdout.decode().split()) == sorted(str(out / name) for name in by_file)
+
+
+async def test_export_filters_and_csv(store_url: str, filled: dict[str, Measurement], tmp_path) -> None:
+    yesterday = filled["xl-b-yesterday"]
+    out = tmp_path / "xl-csv"
+    done = await run_export(store_url, out, "--format", "csv", "--cc", "xl")
+    assert done.returncode == 0, done.stderr
+    xl = [filled["xl-a-today"], yesterday]
+    assert files_under(out) == sorted({f"{day_dir(m)}/XL/measurements.csv.gz" for m in xl})
+    uids = set()
+    for path in out.rglob("*.csv.gz"):
+        rows = list(csv.DictReader(io.StringIO(gzip.decompress(path.read_bytes()).decode())))
+        uids |= {row["measurement_uid"] for row in rows}
+        assert {row["probe_cc"] for row in rows} == {"XL"}
+    assert uids == {m.measurement_uid for m in xl}
+
+    out = tmp_path / "one-network"
+    done = await run_export(store_url, out, "--asn", "64502")
+    assert done.returncode == 0, done.stderr
+    assert files_under(out) == [f"{day_dir(yesterday)}/XL/measurements.jsonl.gz"]
+
+    out = tmp_path / "today"
+    since = filled["xl-a-today"].measurement_start_time.isoformat()
+    done = await run_export(store_url, out, "--since", since)
+    assert done.returncode == 0, done.stderr
+    exported: set[str] = set()
+    for path in out.rglob("*.jsonl.gz"):
+        exported |= jsonl_uids(path)
+    assert exported == {filled["xl-a-today"].measurement_uid, filled["kh-today"].measurement_uid}
+
+    out = tmp_path / "nothing"
+    done = await run_export(store_url, out, "--cc", "DE")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"" and (not out.exists() or files_under(out) == [])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--format", "parquet"], "--format"),
+        (["--since", "yesterday"], "since"),
+        (["--asn", "Comcast"], "probe_asn"),
+        (["--blocking", "maybe"], "blocking"),
+        (["--anomaly", "perhaps"], "anomaly"),
+    ],
+)
+def test_bad_filters_are_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
+    db = f"sqlite:///{tmp_path / 'unused.db'}"
+    result = CliRunner().invoke(cli, ["export", "--db", db, "--out", str(tmp_path / "o"), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not (tmp_path / "unused.db").exists()  # refused before the store was opened
+
+
+def test_out_is_required(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["export", "--db", f"sqlite:///{tmp_path / 'x.db'}"])
+    assert result.exit_code == 2
+
+
+def test_an_unopenable_store_is_exit_1(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    db = f"sqlite:///{blocker / 'sub' / 'x.db'}"  # a path under a regular file cannot be created
+    done = subprocess.run(
+        [*collector_command(), "export", "--db", db, "--out", str(tmp_path / "o")],
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert not (tmp_path / "o").exists()
