@@ -35,7 +35,7 @@ from .queue import MeasurementQueue
 from .runner import LAST_RUN_KEY, RunEvent, RunOptions, RunSummary, run_pass
 from .settings import AgentSettings, SettingsError, load_settings
 from .testlists import TestList, entries_from_urls, parse_test_list, read_test_list
-from .upload import LAST_UPLOAD_ERROR_KEY, LAST_UPLOAD_KEY
+from .upload import LAST_UPLOAD_ERROR_KEY, LAST_UPLOAD_KEY, Uploader, UploadReport
 
 __all__ = ["app", "main"]
 
@@ -50,6 +50,7 @@ log = logging.getLogger("gatewatch.agent")
 
 EXIT_USAGE = 2  # the volunteer must do something first (consent, key, list)
 EXIT_NOT_MEASURED = 3
+EXIT_STILL_PENDING = 4  # `upload` could not deliver everything (the queue keeps it)
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Where the key, consent and queue live.")]
 
@@ -302,6 +303,46 @@ def daemon(
         asyncio.run(main_loop())
     except SigningKeyError as exc:
         raise _fail(str(exc)) from None
+
+
+async def _flush(
+    paths: DataPaths, settings: AgentSettings, source_address: str | None, ca_file: str | None
+) -> UploadReport:
+    with MeasurementQueue(paths.queue, settings.queue) as queue:
+        async with make_session(source_address=source_address, ca_file=ca_file) as session:
+            uploader = Uploader(queue, settings.collector_urls, session, batch_size=settings.upload_batch)
+            return await uploader.upload_pending()
+
+
+@app.command()
+def upload(
+    data_dir: DataDir = None,
+    collector: Annotated[
+        list[str], typer.Option("--collector", help="Collector URL (repeatable; tried in order).")
+    ] = [],  # noqa: B006
+    ca_file: Annotated[str | None, typer.Option("--ca-file", help="Extra CA (PEM), for test labs.")] = None,
+    source_address: Annotated[str | None, typer.Option("--source-address", help="Lab: bind here.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Deliver what waits in the queue, without measuring (e.g. once a blocked collector is reachable)."""
+    _setup_logging(verbose)
+    paths = DataPaths.at(data_dir)
+    _require_consent(paths)
+    try:
+        settings = _load(paths).with_overrides(collector_urls=collector)
+    except SettingsError as exc:
+        raise _fail(str(exc)) from None
+    if not settings.collector_urls:
+        raise _fail("no collector: give --collector or set collector_urls in agent.toml")
+    if not paths.queue.exists():
+        console.print("nothing queued")
+        return
+    report = asyncio.run(_flush(paths, settings, source_address, ca_file))
+    line = f"delivered {report.delivered} ({report.duplicates} already there), "
+    line += f"quarantined {report.quarantined}, still pending {report.still_pending}"
+    console.print(line + (f"; last error: {report.last_error}" if report.last_error else ""))
+    if report.still_pending:
+        raise typer.Exit(EXIT_STILL_PENDING)
 
 
 @app.command()

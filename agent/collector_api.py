@@ -78,7 +78,10 @@ def make_session(
 ) -> aiohttp.ClientSession:
     """A client session for collector calls. ``source_address`` binds it (labs put the agent inside an
     emulated network); ``ca_file`` trusts a lab's CA. No cookies: nothing links one call to the next."""
-    context = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+    # A lab's CA is trusted in addition to the system's roots, so the same flag works with a public collector.
+    context = ssl.create_default_context()
+    if ca_file:
+        context.load_verify_locations(cafile=ca_file)
     connector = aiohttp.TCPConnector(
         limit=limit,
         ssl=context,

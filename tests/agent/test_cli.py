@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from aiohttp import web
 from typer.testing import CliRunner
 
 from gatewatch.agent.cli import app
@@ -11,9 +16,11 @@ from gatewatch.agent.paths import DataPaths
 from gatewatch.agent.queue import MeasurementQueue
 from gatewatch.probes.envelope import sign
 
+from .collector_contract import ContractCollector
 from .conftest import echoing_keys, make_measurement
 
 runner = CliRunner()
+FillQueue = Callable[..., tuple[MeasurementQueue, list[str]]]
 
 
 def _init(data: Path) -> str:
@@ -122,3 +129,65 @@ def test_a_bad_settings_file_is_explained(tmp_path: Path) -> None:
     DataPaths.at(data).settings.write_text('skip_categorys = ["LGBT"]\n')
     result = runner.invoke(app, ["run", "--data-dir", str(data), "--input", "http://127.0.0.1:9/"])
     assert result.exit_code == 2 and "skip_categorys" in result.output
+
+
+@contextlib.contextmanager
+def _contract_collector(contract: ContractCollector) -> Iterator[str]:
+    """The collector's documented answers, served from a thread (the CLI runs its own event loop)."""
+    loop = asyncio.new_event_loop()
+    ready: list[str] = []
+
+    async def start() -> web.AppRunner:
+        app_runner = web.AppRunner(contract.app())
+        await app_runner.setup()
+        site = web.TCPSite(app_runner, "127.0.0.1", 0)
+        await site.start()
+        ready.append(f"http://127.0.0.1:{app_runner.addresses[0][1]}")
+        return app_runner
+
+    app_runner = loop.run_until_complete(start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield ready[0]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        loop.run_until_complete(app_runner.cleanup())
+        loop.close()
+
+
+def test_upload_delivers_the_queue_without_measuring(tmp_path: Path, fill_queue: FillQueue) -> None:
+    data = tmp_path / "d"
+    _init(data)
+    paths = DataPaths.at(data)
+    queue, uids = fill_queue(5)
+    queue.close()
+    (tmp_path / "queue.sqlite3").replace(paths.queue)
+    contract = ContractCollector()
+    with _contract_collector(contract) as url:
+        first = runner.invoke(app, ["upload", "--data-dir", str(data), "--collector", url])
+        again = runner.invoke(app, ["upload", "--data-dir", str(data), "--collector", url])
+    assert first.exit_code == 0, first.output
+    assert "delivered 5" in first.output and "still pending 0" in first.output
+    assert set(contract.stored) == set(uids)
+    assert again.exit_code == 0 and "delivered 0" in again.output  # nothing left: nothing sent twice
+    assert all(n == 1 for n in contract.receipts.values())
+
+
+def test_upload_keeps_the_queue_when_the_collector_is_unreachable(
+    tmp_path: Path, fill_queue: FillQueue
+) -> None:
+    data = tmp_path / "d"
+    _init(data)
+    paths = DataPaths.at(data)
+    queue, _ = fill_queue(3)
+    queue.close()
+    (tmp_path / "queue.sqlite3").replace(paths.queue)
+    contract = ContractCollector(fail_next=[(503, {})] * 50)
+    with _contract_collector(contract) as url:
+        result = runner.invoke(app, ["upload", "--data-dir", str(data), "--collector", url])
+    assert result.exit_code == 4, result.output
+    assert "still pending 3" in result.output
+    with MeasurementQueue(paths.queue) as after:
+        assert after.counts()["pending"] == 3
