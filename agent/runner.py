@@ -11,6 +11,7 @@ Order of the steps for each URL matters for privacy and durability: the measurem
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import platform
@@ -150,6 +151,7 @@ class RunSummary:
         return record
 
 
+@functools.cache
 def software_version() -> str:
     try:
         return metadata.version("gatewatch")
@@ -450,7 +452,11 @@ async def run_pass(
 ) -> RunSummary:
     """Measure ``entries`` once, queue every result, then upload what is pending (unless disabled)."""
     own_session = session is None
-    session = session or make_session(source_address=options.source_address, ca_file=options.ca_file)
+    # Each measurement asks the collector for its control while it runs: allow as many collector calls in
+    # flight as measurements, or the connection pool (not the network) sets the pace.
+    session = session or make_session(
+        source_address=options.source_address, ca_file=options.ca_file, limit=max(8, options.concurrency)
+    )
     state = _Pass(
         entries,
         options,

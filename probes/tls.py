@@ -9,6 +9,10 @@ certificate is exactly what researchers want recorded. Handshaking once without 
 validating the recorded chain keeps one ClientHello on the wire (a second, validating handshake would
 show a censor two attempts and double the time) and always records the chain. The verifier follows the
 Web PKI profile, as browsers do.
+
+Why cryptography is imported inside the functions that parse or validate certificates: its X.509 layer
+costs several MiB of resident memory, and a process that imports the probes but never completes a TLS
+handshake (a cleartext-only list, a CLI that only lists results) should not pay for it.
 """
 
 from __future__ import annotations
@@ -24,16 +28,17 @@ import warnings
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.x509.verification import DNSName, IPAddress, PolicyBuilder, Store, VerificationError
+from typing import TYPE_CHECKING
 
 from . import failures
 from .config import TLSConfig
 from .connection import TLSConnection
 from .observations import Certificate, TLSHandshake
 from .trace import Trace
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.x509.verification import DNSName, IPAddress
 
 __all__ = ["handshake", "validate_chain"]
 
@@ -61,6 +66,8 @@ def _context(alpn: tuple[str, ...]) -> ssl.SSLContext:
 
 
 def _split_pem(data: bytes) -> list[x509.Certificate]:
+    from cryptography import x509
+
     # One unparseable entry in a system bundle must not make every root unusable.
     roots = []
     marker = b"-----END CERTIFICATE-----"
@@ -97,6 +104,8 @@ def _roots(ca_file: str | None) -> tuple[x509.Certificate, ...]:
 
 
 def _subject(server_name: str) -> DNSName | IPAddress:
+    from cryptography.x509.verification import DNSName, IPAddress
+
     try:
         return IPAddress(ipaddress.ip_address(server_name))
     except ValueError:
@@ -104,6 +113,8 @@ def _subject(server_name: str) -> DNSName | IPAddress:
 
 
 def _verifies(chain: list[x509.Certificate], roots: tuple[x509.Certificate, ...], name: str) -> bool:
+    from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+
     try:
         verifier = PolicyBuilder().store(Store(list(roots))).time(datetime.now(UTC))
         verifier.build_server_verifier(_subject(name)).verify(chain[0], chain[1:])
@@ -113,6 +124,8 @@ def _verifies(chain: list[x509.Certificate], roots: tuple[x509.Certificate, ...]
 
 
 def _leaf_names(leaf: x509.Certificate) -> list[str]:
+    from cryptography import x509
+
     try:
         san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (x509.ExtensionNotFound, ValueError):
@@ -129,6 +142,8 @@ def validate_chain(chain: list[x509.Certificate], server_name: str, ca_file: str
     would be valid for another of the leaf's names is a wrong hostname; a chain with no trusted issuer
     is an unknown authority; anything else (expiry, usage, a bad signature) an invalid certificate.
     """
+    from cryptography.hazmat.primitives import hashes
+
     if not chain:
         return failures.SSL_INVALID_CERTIFICATE
     roots = _roots(ca_file)
@@ -149,6 +164,8 @@ def _iso(value: datetime) -> str:
 
 
 def _describe(der: bytes) -> tuple[Certificate, x509.Certificate | None]:
+    from cryptography import x509
+
     sha256 = hashlib.sha256(der).hexdigest()
     der_b64 = base64.b64encode(der).decode()
     try:

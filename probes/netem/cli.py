@@ -14,9 +14,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from .demo import measure_lab, render_table
+from .demo import measure_lab, render_system, render_table, system_mismatches
 from .lab import Lab
 from .scenario import ScenarioError
+from .system import run_system
 
 __all__ = ["app", "main"]
 
@@ -41,6 +42,12 @@ def describe(lab: Lab, console: Console) -> None:
     console.print(f"[bold]scenario[/]  {lab.scenario.name} ({lab.scenario.origin})")
     console.print(f"[bold]resolver[/]  {lab.resolver}")
     console.print(f"[bold]CA file[/]   {lab.ca_file}")
+    console.print(f"[bold]latency[/]   {lab.scenario.latency_ms:g} ms per round trip")
+    if lab.wildcard_addresses:
+        console.print(
+            f"[bold]wildcard[/]  unlisted names are clean sites at {', '.join(lab.wildcard_addresses)} "
+            f"(give real URLs the lab's port: http {lab.http_port}, https {lab.https_port})"
+        )
     console.print("[bold]networks[/]")
     for network in lab.networks.values():
         console.print(
@@ -53,10 +60,15 @@ def describe(lab: Lab, console: Console) -> None:
 
 
 async def _serve(
-    scenario: str, duration: float | None, asn_csv: Path | None, country_csv: Path | None
+    scenario: str,
+    duration: float | None,
+    asn_csv: Path | None,
+    country_csv: Path | None,
+    latency_ms: float | None = None,
+    wildcard: bool | None = None,
 ) -> None:
     console = Console()
-    async with Lab(scenario) as lab:
+    async with Lab(scenario, latency_ms=latency_ms, wildcard=wildcard) as lab:
         if asn_csv is not None:
             lab.write_asn_csv(asn_csv)
         if country_csv is not None:
@@ -81,23 +93,39 @@ def serve(
     country_csv: Annotated[
         Path | None, typer.Option(help="Also write an ip-location-db country CSV of the lab's ranges here.")
     ] = None,
+    latency_ms: Annotated[
+        float | None,
+        typer.Option(help="Every lab server waits this long before answering (default: the scenario's)."),
+    ] = None,
+    wildcard: Annotated[
+        bool | None,
+        typer.Option(
+            "--wildcard/--no-wildcard",
+            help="Serve unlisted names as clean sites, for real test lists (default: the scenario's).",
+        ),
+    ] = None,
 ) -> None:
     """Start the lab, print how to reach it, and serve until Ctrl-C or --duration."""
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve(scenario, duration, asn_csv, country_csv))
+            asyncio.run(_serve(scenario, duration, asn_csv, country_csv, latency_ms, wildcard))
     except ScenarioError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
 
 
-async def _demo(scenario: str, console: Console) -> bool:
+async def _demo(scenario: str, console: Console, system: bool) -> bool:
     async with Lab(scenario) as lab:
         if lab.blackhole_mode == "accept-queue":
             console.print(
                 "[yellow]note:[/] this kernel refused an unprivileged socket filter, so blackholed addresses "
                 "drop every client, the control included: their verdicts cannot match the scenario here."
             )
+        if system:
+            with console.status("a collector and one agent per censored network are measuring the lab"):
+                run = await run_system(lab)
+            render_system(run, lab, console)
+            return not system_mismatches(run, lab)
         with console.status("measuring the lab from each censored network and from the clean vantage"):
             rows = await measure_lab(lab)
     render_table(rows, console)
@@ -105,15 +133,21 @@ async def _demo(scenario: str, console: Console) -> bool:
 
 
 @app.command()
-def demo(scenario: ScenarioOption = "default") -> None:
-    """Measure every scenario URL from each censored network against a clean control; print the verdicts.
+def demo(
+    scenario: ScenarioOption = "default",
+    probes_only: Annotated[
+        bool, typer.Option("--probes-only", help="Only the probes and the analysis: no collector, no agents.")
+    ] = False,
+) -> None:
+    """The whole system on loopback: a collector, one agent per censored network, verdicts and attribution.
 
-    Exits 1 when a verdict differs from what the scenario expects.
+    With --probes-only, the probes measure the lab directly against a clean control. Exits 1 when a
+    verdict (or a gateway/ISP attribution) differs from what the scenario expects.
     """
     # Piped output (CI logs, files) gets room for the whole table instead of rich's 80-column default.
     console = Console() if sys.stdout.isatty() else Console(width=150)
     try:
-        ok = asyncio.run(_demo(scenario, console))
+        ok = asyncio.run(_demo(scenario, console, system=not probes_only))
     except ScenarioError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -21,8 +21,9 @@ from ..measurement import WebTestKeys
 from ..verdicts import Verdict
 from ..web import measure
 from .lab import Lab
+from .system import SystemRun
 
-__all__ = ["DemoRow", "measure_lab", "render_table"]
+__all__ = ["DemoRow", "measure_lab", "render_system", "render_table", "system_mismatches"]
 
 CENSORED_NETWORKS = ("isp-a", "isp-b")
 
@@ -93,3 +94,67 @@ def render_table(rows: Sequence[DemoRow], console: Console) -> None:
     wrong = sum(not r.as_expected for r in rows)
     verdict = "[green]all as expected[/]" if not wrong else f"[red]{wrong} differ from the scenario[/]"
     console.print(f"{len(rows)} measurements, {verdict}")
+
+
+def _asn_network(lab: Lab) -> dict[str, str]:
+    return {f"AS{n.asn}": n.name for n in lab.networks.values()}
+
+
+def system_mismatches(run: SystemRun, lab: Lab) -> list[str]:
+    """Where the collector's verdicts or attribution differ from what the scenario expects."""
+    networks = _asn_network(lab)
+    problems = [
+        f"{networks.get(m['probe_asn'], m['probe_asn'])} {m['domain']}: "
+        f"blocking {m['blocking']!r}, expected {lab.expected(m['input'], networks[m['probe_asn']])!r}"
+        for m in run.measurements
+        if m["probe_asn"] not in networks
+        or m["blocking"] != lab.expected(m["input"], networks[m["probe_asn"]])
+    ]
+    scopes = {row["domain"]: row["scope"] for row in run.interference}
+    for spec in lab.scenario.domains:
+        want = spec.expected_scope
+        got = scopes.get(spec.name, "none")
+        if got != want:
+            problems.append(f"{spec.name}: scope {got!r}, expected {want!r}")
+    return problems
+
+
+def render_system(run: SystemRun, lab: Lab, console: Console) -> None:
+    networks = _asn_network(lab)
+    table = Table(
+        title="the collector's verdicts (re-derived from the agents' uploads)",
+        title_justify="left",
+        box=SIMPLE_HEAD,
+    )
+    for name in ("network", "domain", "blocking", "expected", "", "technique", "fingerprint"):
+        table.add_column(name, no_wrap=True)
+    for m in sorted(run.measurements, key=lambda m: (m["probe_asn"], m["domain"])):
+        network = networks.get(m["probe_asn"], m["probe_asn"])
+        expected = lab.expected(m["input"], network) if network in lab.networks else None
+        table.add_row(
+            f"{network} ({m['probe_asn']})", m["domain"], _show(m["blocking"]), _show(expected),
+            "[green]✓[/]" if m["blocking"] == expected else "[red]✗[/]",
+            m["technique"] or "", m["fingerprint_key"] or "",
+        )  # fmt: skip
+    console.print(table)
+    scope_table = Table(
+        title="gateway or ISP? attribution per domain (GET /api/v1/interference)", title_justify="left",
+        box=SIMPLE_HEAD,
+    )  # fmt: skip
+    for name in ("domain", "scope", "technique", "networks affected/measured", "rule", "fingerprint"):
+        scope_table.add_column(name, no_wrap=True)
+    for row in sorted(run.interference, key=lambda r: (r["scope"], r["domain"])):
+        colour = "red" if row["scope"] == "gateway" else "yellow"
+        scope_table.add_row(
+            row["domain"], f"[{colour}]{row['scope']}[/]", row["technique"] or "",
+            f"{row['networks_affected']}/{row['networks_measured']}", row["rule_id"],
+            row["fingerprint_key"] or "",
+        )  # fmt: skip
+    console.print(scope_table)
+    problems = system_mismatches(run, lab)
+    summary = "[green]all as the scenario expects[/]" if not problems else f"[red]{len(problems)} differ[/]"
+    console.print(
+        f"{len(run.measurements)} measurements stored, {len(run.interference)} domains attributed: {summary}"
+    )
+    for problem in problems:
+        console.print(f"  [red]✗[/] {problem}")

@@ -1,14 +1,15 @@
 """The lab's DNS: a resolver on UDP and TCP, plus the censor's on-path injector and resolver tampering.
 
 ``decide()`` is the pure part (who asks, what name, what the scenario says -> the answers to send);
-``LabResolver`` is the thin I/O shell around it.
+``LabResolver`` is the thin I/O shell around it; it also holds each reply back by the scenario's latency,
+so a DNS round trip through the lab costs what it would across a real network.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import dns.exception
@@ -22,6 +23,7 @@ import dns.rrset
 from .networks import BOGUS_ADDRESS, INJECTED_ADDRESS, network_of
 from .scenario import Scenario
 from .serving import AcceptLoop
+from .wildcard import is_wildcard_name, wildcard_address
 
 __all__ = ["INJECTION_DELAY", "DNSDecision", "LabResolver", "decide"]
 
@@ -46,8 +48,12 @@ def decide(
     qname: str,
     qtype: dns.rdatatype.RdataType,
     client_address: str,
+    wildcard_addresses: Sequence[str] = (),
 ) -> DNSDecision:
-    """What the lab's DNS path answers ``client_address`` for (``qname``, ``qtype``)."""
+    """What the lab's DNS path answers ``client_address`` for (``qname``, ``qtype``).
+
+    With ``wildcard_addresses``, a hostname the scenario does not list is a clean site at one of them.
+    """
     name = qname.lower().rstrip(".")
     network = network_of(client_address)
     is_a = qtype == dns.rdatatype.A
@@ -55,6 +61,8 @@ def decide(
         base = name[len(WHOAMI) :]
         if base in scenario and scenario.domain(base).applies("echo_client", network):
             return DNSDecision(dns.rcode.NOERROR, (client_address,) if is_a else ())
+    if name not in scenario and wildcard_addresses and is_wildcard_name(name):
+        return DNSDecision(dns.rcode.NOERROR, (wildcard_address(name, wildcard_addresses),) if is_a else ())
     if name not in scenario or not scenario.domain(name).exists:
         return DNSDecision(dns.rcode.NXDOMAIN)
     spec = scenario.domain(name)
@@ -112,11 +120,16 @@ class LabResolver:
         server_addresses: Mapping[str, str],
         udp_sock: socket.socket,
         tcp_sock: socket.socket,
+        *,
+        wildcard_addresses: Sequence[str] = (),
     ) -> None:
         self._scenario = scenario
         self._addresses = dict(server_addresses)
+        self._wildcard = tuple(wildcard_addresses)
+        self._latency = scenario.latency
         self._udp_sock = udp_sock
-        self._tcp = AcceptLoop(tcp_sock, self._serve_tcp)
+        # Over TCP the accept delay stands for the handshake's round trip, the reply delay for the query's.
+        self._tcp = AcceptLoop(tcp_sock, self._serve_tcp, latency=self._latency)
         self._protocol: _UDPProtocol | None = None
         self._delayed: set[asyncio.TimerHandle] = set()
 
@@ -142,22 +155,30 @@ class LabResolver:
         if parsed is None or self._protocol is None or self._protocol.transport is None:
             return  # garbage is dropped, as a resolver under load would
         query, qname, qtype = parsed
-        decision = decide(self._scenario, self._addresses, qname, qtype, addr[0])
-        transport = self._protocol.transport
+        decision = decide(self._scenario, self._addresses, qname, qtype, addr[0], self._wildcard)
         real = _reply(query, decision.rcode, decision.addresses)
         if decision.injected is None:
-            transport.sendto(real, addr)
+            self._send_after(self._latency, real, addr)
             return
-        transport.sendto(_reply(query, dns.rcode.NOERROR, decision.injected), addr)
-        loop = asyncio.get_running_loop()
+        # The forged reply keeps its head start over the real one whatever the latency.
+        self._send_after(self._latency, _reply(query, dns.rcode.NOERROR, decision.injected), addr)
+        self._send_after(self._latency + INJECTION_DELAY, real, addr)
+
+    def _send_after(self, delay: float, wire: bytes, addr: tuple[str, int]) -> None:
+        if self._protocol is None or self._protocol.transport is None:
+            return
+        transport = self._protocol.transport
+        if delay <= 0:
+            transport.sendto(wire, addr)
+            return
         handle: asyncio.TimerHandle | None = None
 
-        def send_real() -> None:
+        def send() -> None:
             self._delayed.discard(handle)  # type: ignore[arg-type]
             if not transport.is_closing():
-                transport.sendto(real, addr)
+                transport.sendto(wire, addr)
 
-        handle = loop.call_later(INJECTION_DELAY, send_real)
+        handle = asyncio.get_running_loop().call_later(delay, send)
         self._delayed.add(handle)
 
     async def _serve_tcp(self, conn: socket.socket, client_address: str) -> None:
@@ -176,8 +197,10 @@ class LabResolver:
             if parsed is None:
                 return
             query, qname, qtype = parsed
-            decision = decide(self._scenario, self._addresses, qname, qtype, client_address)
+            decision = decide(self._scenario, self._addresses, qname, qtype, client_address, self._wildcard)
             reply = _reply(query, decision.rcode, decision.addresses)
+            if self._latency > 0:
+                await asyncio.sleep(self._latency)
             await loop.sock_sendall(conn, len(reply).to_bytes(2, "big") + reply)
 
 

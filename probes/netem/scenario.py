@@ -1,6 +1,10 @@
 """Scenario files: which lab domains exist, what the censor does to each, where, and what a probe should find.
 
-A scenario is TOML with an optional ``name``/``description`` and one ``[[domain]]`` table per domain:
+A scenario is TOML with an optional ``name``/``description``, optional lab-wide settings, and one
+``[[domain]]`` table per domain:
+
+    latency_ms = 20                   # every lab server waits this long before answering (default 0)
+    wildcard = true                   # names not listed resolve to clean lab sites (default false)
 
     [[domain]]
     name = "isp-blockpage.lab"
@@ -14,13 +18,19 @@ A scenario is TOML with an optional ``name``/``description`` and one ``[[domain]
 ``blocking`` may also be a table per network (``{ isp-a = "http-diff" }``); networks a behaviour does not
 apply to, and the clean vantage, always expect ``false``. Loading validates everything and raises
 ``ScenarioError`` naming the file, the domain and the problem.
+
+``latency_ms`` emulates distance: the resolver delays each reply, and each web server delays the first byte
+after accepting, the TLS handshake and the HTTP response by that much, so a measurement through the lab
+takes a known number of round trips (DNS 1, TCP 1, TLS 1, HTTP 1). ``wildcard`` lets a real test list run
+through the lab: a name that is not a scenario domain resolves to one of a few clean sites, which serve it
+a clean page over http and https (its certificate issued on demand by the lab CA).
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,6 +39,7 @@ from .networks import CENSORED_NETWORKS, CLEAN, NETWORKS
 
 __all__ = [
     "BEHAVIOURS",
+    "MAX_LATENCY_MS",
     "BLOCKING_VALUES",
     "CENSORING_BEHAVIOURS",
     "DomainSpec",
@@ -56,7 +67,9 @@ SCHEMES: tuple[str, ...] = ("http", "https")
 _SCHEME_OF_BEHAVIOUR = {"tls_reset": "https", "http_blockpage": "http"}
 
 _DOMAIN_KEYS = {"name", "scheme", "behaviours", "networks", "blocking", "expected_scope", "exists", "notes"}
-_TOP_KEYS = {"name", "description", "domain"}
+_TOP_KEYS = {"name", "description", "domain", "latency_ms", "wildcard"}
+# Beyond this a typo (seconds written as milliseconds) would stall every test that uses the scenario.
+MAX_LATENCY_MS = 2000.0
 _PACKAGED_NAME = re.compile(r"^[a-z0-9_-]+$")  # "default", not a path
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
@@ -87,6 +100,8 @@ class Scenario:
     description: str
     domains: tuple[DomainSpec, ...]
     origin: str = "<string>"
+    latency_ms: float = 0.0
+    wildcard: bool = False
 
     def domain(self, name: str) -> DomainSpec:
         wanted = name.lower().rstrip(".")
@@ -97,6 +112,20 @@ class Scenario:
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and any(d.name == name.lower().rstrip(".") for d in self.domains)
+
+    @property
+    def latency(self) -> float:
+        """``latency_ms`` in seconds, as asyncio wants it."""
+        return self.latency_ms / 1000
+
+    def with_settings(self, *, latency_ms: float | None = None, wildcard: bool | None = None) -> Scenario:
+        """This scenario with lab-wide settings overridden (None keeps the scenario's own)."""
+        where = f"scenario {self.origin}"
+        return replace(
+            self,
+            latency_ms=self.latency_ms if latency_ms is None else _latency(latency_ms, where),
+            wildcard=self.wildcard if wildcard is None else _flag(wildcard, f"{where}: wildcard"),
+        )
 
 
 def load_scenario(source: Scenario | str | Path = "default") -> Scenario:
@@ -143,7 +172,24 @@ def parse_scenario(text: str, origin: str = "<string>") -> Scenario:
         description=_string(raw.get("description", ""), f"scenario {origin}: description"),
         domains=tuple(domains),
         origin=origin,
+        latency_ms=_latency(raw.get("latency_ms", 0.0), f"scenario {origin}"),
+        wildcard=_flag(raw.get("wildcard", False), f"scenario {origin}: wildcard"),
     )
+
+
+def _latency(value: object, where: str) -> float:
+    # bool is an int: `latency_ms = true` must not quietly mean 1 ms.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ScenarioError(f"{where}: latency_ms must be a number of milliseconds")
+    if not 0 <= value <= MAX_LATENCY_MS:
+        raise ScenarioError(f"{where}: latency_ms {value!r} is outside 0..{MAX_LATENCY_MS:g}")
+    return float(value)
+
+
+def _flag(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ScenarioError(f"{where}: must be true or false")
+    return value
 
 
 def _parse_domain(table: dict[str, Any], where: str) -> DomainSpec:

@@ -22,13 +22,18 @@ class AcceptLoop:
     """Accepts on ``listener`` and runs ``handler(conn, client_address)`` per connection.
 
     The handler owns ``conn`` and must close it (or hand it to a transport it closes); ``close()``
-    cancels handlers still running and waits for them.
+    cancels handlers still running and waits for them. With ``latency`` (seconds) each handler starts
+    that long after the accept: the kernel completes TCP handshakes at once, so this is where a
+    connection's round trip is paid (the client sees it before its first byte from the server).
     """
 
-    def __init__(self, listener: socket.socket, handler: Handler, backlog: int = 128) -> None:
+    def __init__(
+        self, listener: socket.socket, handler: Handler, backlog: int = 128, *, latency: float = 0.0
+    ) -> None:
         self._listener = listener
         self._handler = handler
         self._backlog = backlog
+        self._latency = latency
         self._accept_task: asyncio.Task[None] | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -67,6 +72,8 @@ class AcceptLoop:
 
     async def _run(self, conn: socket.socket, client_address: str) -> None:
         try:
+            if self._latency > 0:
+                await asyncio.sleep(self._latency)
             await self._handler(conn, client_address)
         except (OSError, TimeoutError, EOFError):
             pass  # a client going away is normal traffic, not a lab error

@@ -1,16 +1,21 @@
 """The lab's web servers, with the censor's HTTP and TLS middleboxes in front of them.
 
 ``respond()`` is the pure part (request + who asks -> response); ``LabSites`` is the I/O shell: one
-listener per server address and scheme, all sharing one HTTP port and one HTTPS port.
+listener per server address and scheme, all sharing one HTTP port and one HTTPS port. With the scenario's
+``wildcard`` on, a few more addresses serve every unlisted name a clean page, over TLS with a certificate
+the lab CA issues when the name first arrives in an SNI; the scenario's latency delays the TLS handshake
+and the HTTP response (and, in ``AcceptLoop``, the first byte after the accept).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import ssl
 import struct
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import h11
@@ -23,6 +28,7 @@ from .networks import NETWORKS, network_of
 from .pages import BLOCKPAGE_STATUS, blockpage, clean_page, echo_page
 from .scenario import Scenario
 from .serving import AcceptLoop, open_accepted_streams
+from .wildcard import is_wildcard_name
 
 __all__ = ["LabResponse", "LabSites", "respond"]
 
@@ -32,6 +38,8 @@ MAX_TLS_RECORD = 5 + 16384 + 2048
 PEEK_INTERVAL = 0.005
 SERVER_HEADER = "gatewatch-lab"
 FILTER_SERVER_HEADER = "LabFilter"  # the middlebox identifies itself differently from the site
+# Certificates issued for wildcard names, kept for reuse: a test list's names, with room to spare.
+MAX_ISSUED_CONTEXTS = 4096
 
 
 @dataclass(frozen=True)
@@ -48,17 +56,25 @@ def respond(
     client_address: str,
     *,
     cleartext: bool,
+    wildcard: bool = False,
 ) -> LabResponse:
-    """The response a client from ``client_address`` gets for ``method`` on ``host``."""
+    """The response a client from ``client_address`` gets for ``method`` on ``host``.
+
+    With ``wildcard``, a hostname the scenario does not list is a clean site (no censor touches it).
+    """
     network = network_of(client_address)
     spec = scenario.domain(host) if host in scenario else None
-    if spec is None or not spec.exists:
+    # An IP-literal URL reaches a wildcard site too (no DNS, no SNI): a real server there would answer.
+    served = spec.exists if spec is not None else wildcard and (is_wildcard_name(host) or _is_ip(host))
+    if not served:
         return _html(404, "<html><head><title>Not Found</title></head><body>No such site</body></html>\n")
     # A transparent proxy sees cleartext requests only; it answers before the site is ever reached.
-    if cleartext and spec.applies("http_blockpage", network):
+    if spec is not None and cleartext and spec.applies("http_blockpage", network):
         return _html(BLOCKPAGE_STATUS, blockpage(spec.name), server=FILTER_SERVER_HEADER)
     if method not in ("GET", "HEAD"):
         return _html(405, "<html><head><title>Method Not Allowed</title></head></html>\n")
+    if spec is None:
+        return _html(200, clean_page(host.lower().rstrip(".")))
     if spec.applies("echo_client", network):
         response = _html(200, echo_page(spec.name, client_address))
         response.headers.append(("X-Client-Address", client_address))
@@ -74,6 +90,14 @@ def _html(status: int, text: str, server: str = SERVER_HEADER) -> LabResponse:
     )
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 def _host_without_port(value: str) -> str:
     host = value.strip().lower()
     if host.startswith("["):
@@ -84,11 +108,25 @@ def _host_without_port(value: str) -> str:
 class LabSites:
     """HTTP and HTTPS on every server address; blackholes and resets applied per client network."""
 
-    def __init__(self, scenario: Scenario, server_addresses: Mapping[str, str], pki: LabPKI) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        server_addresses: Mapping[str, str],
+        pki: LabPKI,
+        *,
+        wildcard_addresses: Sequence[str] = (),
+    ) -> None:
         self._scenario = scenario
+        self._pki = pki
+        self._latency = scenario.latency
         self._domain_at = {address: domain for domain, address in server_addresses.items()}
         self._contexts = {domain: pki.server_context(domain) for domain in server_addresses}
-        for context in self._contexts.values():
+        # What a client gets without SNI (or with an unknown one): the address's own certificate; a
+        # wildcard address's names its address (an IP SAN), since no single name lives there.
+        self._address_contexts = {address: self._contexts[d] for address, d in self._domain_at.items()}
+        self._address_contexts |= {address: pki.issue_context(address) for address in wildcard_addresses}
+        self._issued: OrderedDict[str, ssl.SSLContext] = OrderedDict()
+        for context in self._address_contexts.values():
             context.sni_callback = self._select_certificate
         self._loops: list[AcceptLoop] = []
         self._full_queues: list[FullAcceptQueue] = []
@@ -97,7 +135,7 @@ class LabSites:
         self.blackhole_mode: str | None = None
         self.http_port = 0
         self.https_port = 0
-        self._addresses = list(server_addresses.values())
+        self._addresses = [*server_addresses.values(), *wildcard_addresses]
         self._server_addresses = dict(server_addresses)
 
     async def start(self) -> None:
@@ -125,7 +163,7 @@ class LabSites:
             self._full_queues = []
             raise
         for sock, handler in served:
-            loop = AcceptLoop(sock, handler)
+            loop = AcceptLoop(sock, handler, latency=self._latency)
             loop.start()
             self._loops.append(loop)
 
@@ -156,11 +194,30 @@ class LabSites:
         return fallbacks
 
     def _select_certificate(self, ssl_object: ssl.SSLObject, server_name: str | None, _: object) -> None:
-        if server_name is not None:
-            context = self._contexts.get(server_name.lower().rstrip("."))
-            if context is not None:
-                ssl_object.context = context
-        # Unknown or absent SNI: the address's own certificate stays, as a real virtual host would do.
+        if server_name is None:
+            return  # the address's own certificate stays, as a real virtual host would do
+        name = server_name.lower().rstrip(".")
+        context = self._contexts.get(name)
+        if context is None and self._scenario.wildcard and name not in self._scenario:
+            context = self._wildcard_context(name)
+        if context is not None:
+            ssl_object.context = context
+        # Unknown SNI: the address's own certificate stays.
+
+    def _wildcard_context(self, name: str) -> ssl.SSLContext | None:
+        """The certificate for an unlisted name, issued by the lab CA the first time it is asked for."""
+        if not is_wildcard_name(name):
+            return None
+        context = self._issued.get(name)
+        if context is None:
+            # Issued inside the handshake (a few milliseconds of CPU): SNI callbacks cannot await.
+            context = self._pki.issue_context(name)
+            self._issued[name] = context
+            if len(self._issued) > MAX_ISSUED_CONTEXTS:
+                self._issued.popitem(last=False)
+        else:
+            self._issued.move_to_end(name)
+        return context
 
     async def _serve_cleartext(self, conn: socket.socket, client_address: str) -> None:
         reader, writer = await open_accepted_streams(conn)
@@ -179,11 +236,13 @@ class LabSites:
         ):
             _reset(conn)
             return
-        local_domain = self._domain_at.get(conn.getsockname()[0])
-        if local_domain is None:
+        context = self._address_contexts.get(conn.getsockname()[0])
+        if context is None:
             return
+        if self._latency > 0:
+            await asyncio.sleep(self._latency)  # the handshake's round trip, before the ServerHello
         # The ClientHello was only peeked at: it is still queued for the real handshake.
-        reader, writer = await open_accepted_streams(conn, self._contexts[local_domain])
+        reader, writer = await open_accepted_streams(conn, context)
         await self._exchange(reader, writer, client_address, cleartext=False)
 
     async def _exchange(
@@ -202,8 +261,15 @@ class LabSites:
             else:
                 method, host = request
                 response = respond(
-                    self._scenario, host or local_domain, method, client_address, cleartext=cleartext
+                    self._scenario,
+                    host or local_domain,
+                    method,
+                    client_address,
+                    cleartext=cleartext,
+                    wildcard=self._scenario.wildcard,
                 )
+                if self._latency > 0:
+                    await asyncio.sleep(self._latency)  # the request's round trip
                 writer.write(_serialise(response, head=method == "HEAD"))
             await writer.drain()
             writer.close()

@@ -1,0 +1,383 @@
+"""The real agent over the real test lists (kh + global) through the emulated network: peak RSS and wall time.
+
+    python bench/agent_lab.py [--latency-ms 20] [--concurrency 32] [--lists ../shared/data/test-lists]
+                              [--limit N] [--no-upload]
+
+Three processes, everything on 127.0.0.0/8 (nothing leaves the machine):
+  lab        ``Lab(latency_ms=..., wildcard=True)`` (a child process): every unlisted name is a clean site,
+             and every server answers one ``latency_ms`` late, so each step of a measurement costs one
+             emulated round trip (DNS 1, TCP 1, TLS 1, HTTP 1).
+  collector  ``gatewatch-collector serve`` on 127.0.0.1, SQLite in a temporary directory, geolocating with
+             the lab's ASN/country CSVs, its control measuring through the lab from the clean vantage.
+  agent      ``gatewatch-agent run`` from ISP A (source 127.65.0.10), exactly as the CLI runs it: test list
+             file, geolocate, measure, control per URL, analyse, scrub, sign, queue, upload.
+
+Real URLs carry no port, but the lab's ports are unprivileged ones chosen at start: each URL is rewritten
+to the lab's port for its scheme (``Lab.rewrite_url``) into a CSV in the temporary directory (the lists are
+never copied into the repository). IP-literal URLs (DoH endpoints such as ``https://1.1.1.1/``) become a
+wildcard site's address, so no packet can go to the real one.
+
+The round-trip bound: the agent measures a URL, then waits for its control, which measures the same URL
+from the collector; so a URL costs the probe's round trips plus the control's (DNS 1 unless the host is an
+IP literal, TCP 1, TLS 1 for https, HTTP 1, each ``latency_ms``). ``round_trip_bound_s`` is the sum of those
+over every URL divided by the agent's concurrency: no pass at that concurrency can finish sooner.
+``bound_with_dns_linger_s`` adds the DNS linger both probes wait after a first reply (to catch an injector's
+second answer; 0.25 s each by default): a fixed wait per URL that is not a round trip but that no
+implementation of the probe can skip either. Ratios are given against both.
+
+The agent's peak RSS comes from wait4() on its process alone (the lab and collector are not counted).
+Whether scapy was imported is read inside the agent process at exit. Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import ipaddress
+import json
+import multiprocessing as mp
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+REPO = Path(__file__).resolve().parent.parent
+LISTS = ("kh.csv", "global.csv")
+ISP_SOURCE = "127.65.0.10"  # ISP A's vantage in the lab (gatewatch.probes.netem.networks)
+DNS_LINGER = 0.25  # DNSConfig's default, used by the agent's probe and by the collector's control
+STARTUP_TIMEOUT = 60.0
+# The agent's own process, as the console script starts it, plus one line at exit saying whether scapy
+# was ever imported in it (atexit runs after typer's SystemExit).
+AGENT_SHIM = (
+    "import atexit, sys\n"
+    "atexit.register(lambda: sys.stderr.write("
+    '\'{"bench": "exit", "scapy_imported": %s}\\n\' % str(\'scapy\' in sys.modules).lower()))\n'
+    "from gatewatch.agent.cli import main\n"
+    "sys.argv[0] = 'gatewatch-agent'\n"
+    "main()\n"
+)
+
+
+COLLECTOR_SHIM = (
+    "import sys\nfrom gatewatch.collector.cli import main\nsys.argv[0] = 'gatewatch-collector'\nmain()\n"
+)
+
+
+def read_urls(lists: Path) -> dict[str, str]:
+    """URL -> category code, in file order, each URL once (as written; the agent canonicalises them)."""
+    urls: dict[str, str] = {}
+    for name in LISTS:
+        with (lists / name).open(encoding="utf-8", newline="") as rows:
+            for row in csv.DictReader(rows):
+                url = (row.get("url") or "").strip()
+                if url and url not in urls:
+                    urls[url] = (row.get("category_code") or "MISC").strip()
+    return urls
+
+
+def serve_lab(conn: Any, stop: Any, latency_ms: float, urls: list[str], directory: str) -> None:
+    """The lab's process: start it, rewrite the URLs, write the geolocation CSVs, serve until told."""
+    import asyncio
+
+    from gatewatch.probes.netem import Lab
+
+    async def run() -> None:
+        async with Lab(latency_ms=latency_ms, wildcard=True) as lab:
+            lab.write_asn_csv(Path(directory) / "asn.csv")
+            lab.write_country_csv(Path(directory) / "country.csv")
+            rewritten = []
+            for url in urls:
+                try:
+                    rewritten.append((url, lab.rewrite_url(url)))
+                except ValueError:
+                    rewritten.append((url, None))
+            conn.send({"resolver": lab.resolver, "ca_file": lab.ca_file, "urls": rewritten})
+            await asyncio.to_thread(stop.wait, 3600)  # bounded: never outlives a stuck parent long
+
+    asyncio.run(run())
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    conn.send({"cpu_s": usage.ru_utime + usage.ru_stime})
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:  # bounded in time; each attempt waits at most 1 s
+        if proc.poll() is not None:
+            raise RuntimeError(f"the collector exited with {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the collector was not ready within {STARTUP_TIMEOUT:g} s")
+
+
+def round_trips(url: str) -> tuple[int, bool]:
+    """(round trips of one probe measurement of ``url``, whether it starts with a DNS lookup)."""
+    parts = urlsplit(url)
+    try:
+        ipaddress.ip_address(parts.hostname or "")
+        dns = False
+    except ValueError:
+        dns = True
+    return int(dns) + 1 + int(parts.scheme == "https") + 1, dns
+
+
+def rss_mib(pid: int) -> float | None:
+    """The resident set of ``pid`` now (Linux /proc), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+class AgentLog:
+    """Reads the agent's JSON log lines (stderr) as they come, timing the pass from outside the agent and
+    noting its resident set when it starts measuring and after each quarter of the list."""
+
+    def __init__(self, stream: Any, pid: int) -> None:
+        self.pid = pid
+        self.times: dict[str, float] = {}
+        self.rss: dict[str, float | None] = {}
+        self.verdicts: dict[str, int] = {}
+        self.exit: dict[str, Any] = {}
+        self.other: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for raw in stream:  # ends when the agent closes stderr (at exit)
+            line = raw.decode("utf-8", "replace").strip()
+            try:
+                record = json.loads(line)
+            except ValueError:
+                self.other.append(line)
+                continue
+            if record.get("bench") == "exit":
+                self.exit = record
+                continue
+            event = record.get("event")
+            if event in ("started", "stopped", "uploading", "uploaded"):
+                self.times.setdefault(event, time.perf_counter())
+                self.rss.setdefault(event, rss_mib(self.pid))
+            if event == "measured":
+                verdict = str(record.get("verdict"))
+                self.verdicts[verdict] = self.verdicts.get(verdict, 0) + 1
+                done, total = record.get("done", 0), max(1, record.get("total", 1))
+                self.rss.setdefault(f"measured {100 * done // total // 25 * 25}%", rss_mib(self.pid))
+            elif record.get("level") in ("warning", "error"):
+                self.other.append(line)
+
+    def join(self) -> None:
+        self._thread.join(timeout=10)
+
+
+def run_agent(
+    args: argparse.Namespace, tmp: Path, lab: dict[str, Any], collector: str | None
+) -> dict[str, Any]:
+    data_dir = tmp / "agent"
+    agent = [sys.executable, "-c", AGENT_SHIM]
+    subprocess.run([*agent, "init", "--yes", "--data-dir", str(data_dir)], check=True, capture_output=True)
+    command = [
+        *agent, "run",
+        "--data-dir", str(data_dir),
+        "--input-file", str(tmp / "lab-list.csv"),
+        "--resolver", lab["resolver"],
+        "--ca-file", lab["ca_file"],
+        "--source-address", ISP_SOURCE,
+        "--routable", "127.0.0.0/8",
+        "--concurrency", str(args.concurrency),
+        "--max-runtime", "3000",
+    ]  # fmt: skip
+    command += ["--collector", collector] if collector else ["--no-upload"]
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = AgentLog(proc.stderr, proc.pid)
+    # wait4 reaps this one child and returns its own rusage: the lab and the collector are not in it.
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    log.join()
+    return {"returncode": proc.returncode, "wall": wall, "started": started, "usage": usage, "log": log}
+
+
+def main(args: argparse.Namespace) -> int:
+    if not all((args.lists / name).is_file() for name in LISTS):
+        print(f"skipped: the shared test lists are absent ({args.lists}); nothing measured")
+        return 0
+    categories = read_urls(args.lists)
+    urls = list(categories)[: args.limit]
+    with tempfile.TemporaryDirectory(prefix="gatewatch-agent-lab-") as tmp_name:
+        tmp = Path(tmp_name)
+        context = mp.get_context("spawn")
+        parent, child = context.Pipe()
+        stop = context.Event()
+        lab_proc = context.Process(
+            target=serve_lab, args=(child, stop, args.latency_ms, urls, tmp_name), daemon=True
+        )
+        lab_proc.start()
+        collector_proc: subprocess.Popen[bytes] | None = None
+        others: dict[str, float | None] = {"lab_cpu_s": None, "collector_cpu_s": None}
+        try:
+            if not parent.poll(STARTUP_TIMEOUT):
+                raise RuntimeError("the lab did not start")
+            lab = parent.recv()
+            pairs = [(url, lab_url) for url, lab_url in lab["urls"] if lab_url is not None]
+            with (tmp / "lab-list.csv").open("w", encoding="utf-8", newline="") as out:
+                writer = csv.writer(out)
+                writer.writerow(
+                    ["url", "category_code", "category_description", "date_added", "source", "notes"]
+                )
+                writer.writerows([lab_url, categories[url], "", "", "bench", ""] for url, lab_url in pairs)
+            collector = None
+            if not args.no_upload:
+                port = free_port()
+                collector = f"http://127.0.0.1:{port}/"
+                collector_proc = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-c",
+                        COLLECTOR_SHIM,
+                        "serve",
+                        "--listen",
+                        f"127.0.0.1:{port}",
+                        "--db",
+                        f"sqlite:///{tmp / 'collector.sqlite3'}",
+                        "--asn-db",
+                        str(tmp / "asn.csv"),
+                        "--country-db",
+                        str(tmp / "country.csv"),
+                        "--control-resolver",
+                        lab["resolver"],
+                        "--ca-file",
+                        lab["ca_file"],
+                        "--control-allow-net",
+                        "127.0.0.0/8",
+                        # A lab operator's settings: one agent sends every control request and every
+                        # batch, so the public defaults (a few per second) would measure the limiter.
+                        "--control-concurrency",
+                        str(args.concurrency),
+                        "--control-rate",
+                        "10000",
+                        "--control-burst",
+                        "10000",
+                        "--log-level",
+                        "WARNING",
+                    ],  # fmt: skip
+                    env={**os.environ, "GATEWATCH_KEY_RATE": "1000", "GATEWATCH_KEY_BURST": "1000"},
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                wait_ready(f"{collector}readyz", collector_proc)
+            result = run_agent(args, tmp, lab, collector)
+        finally:
+            if collector_proc is not None:
+                others["collector_cpu_s"] = stop_collector(collector_proc)
+            stop.set()
+            if parent.poll(15):
+                others["lab_cpu_s"] = parent.recv()["cpu_s"]
+            lab_proc.join(timeout=10)
+            if lab_proc.is_alive():
+                lab_proc.kill()
+                lab_proc.join(timeout=5)
+    print_figures(args, urls, pairs, result, collector is not None, others)
+    return 0
+
+
+def stop_collector(proc: subprocess.Popen[bytes]) -> float | None:
+    """SIGTERM (the collector drains and exits), SIGKILL if it does not within 15 s; its CPU seconds."""
+    proc.terminate()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:  # bounded: 15 s of 0.1 s polls
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return usage.ru_utime + usage.ru_stime
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait(timeout=5)
+    return None
+
+
+def print_figures(
+    args: argparse.Namespace,
+    urls: list[str],
+    pairs: list[tuple[str, str]],
+    result: dict[str, Any],
+    control: bool,
+    others: dict[str, float | None],
+) -> None:
+    latency = args.latency_ms / 1000
+    trips = dns_lookups = 0
+    for _, lab_url in pairs:
+        n, dns = round_trips(lab_url)
+        trips += n
+        dns_lookups += dns
+    probes = 2 if control else 1  # with a control, the collector measures every URL too
+    bound = probes * trips * latency / args.concurrency
+    bound_linger = bound + probes * dns_lookups * DNS_LINGER / args.concurrency
+    log: AgentLog = result["log"]
+    times = log.times
+    measuring = times["stopped"] - times["started"] if {"started", "stopped"} <= times.keys() else None
+    wall = result["wall"]
+    figures = {
+        "urls_in_lists": len(urls),
+        "urls_given_to_agent": len(pairs),
+        "measured": sum(log.verdicts.values()),
+        "verdicts": log.verdicts,
+        "latency_ms": args.latency_ms,
+        "concurrency": args.concurrency,
+        "control_and_upload": control,
+        "agent_exit_code": result["returncode"],
+        "wall_s": round(wall, 2),
+        "startup_s": round(times["started"] - result["started"], 2) if "started" in times else None,
+        "measuring_s": round(measuring, 2) if measuring is not None else None,
+        "upload_s": round(times["uploaded"] - times["uploading"], 2)
+        if {"uploading", "uploaded"} <= times.keys()
+        else None,
+        "round_trip_bound_s": round(bound, 2),
+        "bound_with_dns_linger_s": round(bound_linger, 2),
+        "measuring_over_bound": round(measuring / bound, 2) if measuring and bound else None,
+        "measuring_over_bound_with_linger": round(measuring / bound_linger, 2) if measuring else None,
+        "wall_over_bound_with_linger": round(wall / bound_linger, 2) if bound_linger else None,
+        "agent_peak_rss_mib": round(result["usage"].ru_maxrss / 1024, 1),
+        "agent_rss_mib_by_stage": {k: round(v, 1) for k, v in log.rss.items() if v is not None},
+        "agent_cpu_s": round(result["usage"].ru_utime + result["usage"].ru_stime, 1),
+        "scapy_imported": log.exit.get("scapy_imported"),
+        # The machine's other work during the pass: on few cores, CPU is what stretches the wall time.
+        **{name: round(value, 1) for name, value in others.items() if value is not None},
+        "cpu_cores": os.cpu_count(),
+    }
+    print(json.dumps(figures, indent=2))
+    for line in log.other[:10]:
+        print(f"agent said: {line[:300]}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lists", type=Path, default=REPO.parent / "shared" / "data" / "test-lists")
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--limit", type=int, default=None, help="Only the first N URLs (a quick try).")
+    parser.add_argument("--no-upload", action="store_true", help="No collector: no control, no upload.")
+    sys.exit(main(parser.parse_args()))
