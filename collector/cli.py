@@ -92,6 +92,12 @@ def serve(
         list[str] | None,
         typer.Option("--control-allow-net", help="CIDR the control may reach though not public (labs)."),
     ] = None,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trusted-proxy", help="CIDR of a load balancer whose X-Forwarded-For is believed; repeatable."
+        ),
+    ] = None,
     control_cache_seconds: Annotated[
         float | None, typer.Option("--control-cache-seconds", help="How long a control answer is reused.")
     ] = None,
@@ -128,6 +134,7 @@ def serve(
         "control_resolver": control_resolver,
         "ca_file": ca_file,
         "control_allow_net": control_allow_net,
+        "trusted_proxies": trusted_proxy,
         "control_cache_seconds": control_cache_seconds,
         "control_concurrency": control_concurrency,
         "control_rate": control_rate,
@@ -191,7 +198,7 @@ def export(
     until: Annotated[
         str | None, typer.Option("--until", help="ISO 8601 start time, exclusive (UTC).")
     ] = None,
-    test_name: Annotated[str | None, typer.Option("--test-name", help="e.g. web_connectivity.")] = None,
+    test_name: Annotated[str | None, typer.Option("--test-name", help="e.g. web.")] = None,
     domain: Annotated[str | None, typer.Option("--domain", help="Host name of the input URL.")] = None,
     input_url: Annotated[str | None, typer.Option("--input", help="Exact input URL.")] = None,
     anomaly: Annotated[str | None, typer.Option("--anomaly", help="true or false.")] = None,

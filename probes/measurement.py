@@ -85,6 +85,19 @@ def _check_cc(value: str) -> str:
     return value
 
 
+_CONTROL_OR_SURROGATE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def _check_plain_text(value: str) -> str:
+    # Top-level fields become indexed text columns and file names in exports: a NUL, a control character or
+    # a lone surrogate there is never meaningful and some stores cannot hold it. (Bodies and headers inside
+    # test_keys may carry anything: they are kept only inside the signed bytes.)
+    if _CONTROL_OR_SURROGATE.search(value):
+        raise ValueError("must not contain control characters or unpaired surrogates")
+    return value
+
+
+PlainText = Annotated[str, AfterValidator(_check_plain_text)]
 ASN = Annotated[str, AfterValidator(_check_asn)]
 CountryCode = Annotated[str, AfterValidator(_check_cc)]
 
@@ -113,14 +126,14 @@ class Measurement(BaseModel):
     test_runtime: float = Field(ge=0)
     probe_asn: ASN = "AS0"
     probe_cc: CountryCode = "ZZ"
-    probe_network_name: str = Field(default="", max_length=256)
+    probe_network_name: PlainText = Field(default="", max_length=256)
     resolver_asn: ASN = "AS0"
-    input: str = Field(max_length=2048)
-    test_name: str = TEST_NAME
-    test_version: str = TEST_VERSION
-    software_name: str = SOFTWARE_NAME
-    software_version: str = "0.1.0"
-    annotations: dict[str, str] = Field(default_factory=dict, max_length=32)
+    input: PlainText = Field(max_length=2048)
+    test_name: PlainText = TEST_NAME
+    test_version: PlainText = TEST_VERSION
+    software_name: PlainText = SOFTWARE_NAME
+    software_version: PlainText = "0.1.0"
+    annotations: dict[PlainText, PlainText] = Field(default_factory=dict, max_length=32)
     test_keys: WebTestKeys
 
     def to_json_bytes(self) -> bytes:

@@ -96,7 +96,7 @@ async def test_silence_is_a_timeout(resolver: FakeResolver) -> None:
     queries = await dns.measure("silent.test", config(resolver, timeout=0.3), Trace())
     for query in queries:
         assert (query.failure, query.rcode, query.replies) == (failures.GENERIC_TIMEOUT_ERROR, None, [])
-        assert 0.3 <= query.t - query.t0 < 1.0
+        assert 0.3 <= query.t - query.t0 < 3.0  # stopped by the timeout, not hung (loose: CI is loaded)
 
 
 async def test_injected_reply_and_real_reply_are_both_recorded(resolver: FakeResolver) -> None:
@@ -109,7 +109,7 @@ async def test_injected_reply_and_real_reply_are_both_recorded(resolver: FakeRes
     assert [[a.ipv4 for a in r.answers] for r in query.replies] == [[FORGED_ADDRESS], [PUBLIC_V4]]
     first, second = query.replies
     assert first.wire_sha256 != second.wire_sha256
-    assert 0.02 <= second.t - first.t < 0.3
+    assert 0.02 <= second.t - first.t < 1.0
     _, addresses = await dns.resolve("censored.test", config(resolver, query_types=("A",)), Trace())
     assert addresses == [FORGED_ADDRESS]
 
@@ -136,7 +136,7 @@ async def test_unreachable_resolver_port_is_classified(closed_udp_port: int) -> 
     query = (await dns.measure("site.test", cfg, Trace()))[0]
     # The kernel's ICMP port-unreachable comes back on the connected UDP socket as ECONNREFUSED.
     assert query.failure == failures.CONNECTION_REFUSED
-    assert query.t - query.t0 < 0.5
+    assert query.t - query.t0 < 2.0  # long before the timeout
 
 
 async def test_queries_leave_from_the_source_address(resolver: FakeResolver) -> None:

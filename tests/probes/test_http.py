@@ -114,7 +114,7 @@ async def test_eof_mid_body_keeps_what_arrived(fetch: Fetch) -> None:
 async def test_silent_server_is_a_timeout(fetch: Fetch) -> None:
     tx = await fetch("/silent", timeout=0.3)
     assert (tx.failure, tx.response) == (failures.GENERIC_TIMEOUT_ERROR, None)
-    assert 0.3 <= tx.t - tx.t0 < 1.0
+    assert 0.3 <= tx.t - tx.t0 < 3.0
 
 
 async def test_over_tls(https_server: LoopbackHTTPServer, pki: PKI) -> None:

@@ -85,3 +85,20 @@ def test_measurement_uid_is_uuid7_and_time_ordered() -> None:
     assert stamps == sorted(stamps)
     now_ms = int(utc_now().timestamp() * 1000)
     assert abs(stamps[-1] - now_ms) < 5_000
+
+
+@pytest.mark.parametrize("bad", ["http://a.lab/\x00", "http://a.lab/\n", "http://a.lab/\ud800", "x\x7f"])
+@pytest.mark.parametrize("field", ["input", "probe_network_name", "test_name", "software_version"])
+def test_top_level_text_refuses_control_characters(field: str, bad: str) -> None:
+    with pytest.raises(ValidationError, match="control characters|unicode"):
+        make(**{field: bad})
+
+
+def test_bodies_inside_test_keys_may_carry_anything() -> None:
+    from gatewatch.probes.observations import HTTPRequest, HTTPResponse, HTTPTransaction
+
+    odd = HTTPResponse(code=200, body="a\x00b\nc", headers=[("X", "\x01")])
+    keys = WebTestKeys(
+        requests=[HTTPTransaction(t0=0, t=1, request=HTTPRequest(url="http://a.lab/"), response=odd)]
+    )
+    assert Measurement.model_validate_json(make(test_keys=keys).to_json_bytes()).test_keys == keys

@@ -40,7 +40,7 @@ async def test_dropped_syn_is_a_timeout(blackhole_port: int) -> None:
     record, sock = await tcp.connect(LOOPBACK, blackhole_port, TCPConfig(timeout=0.3), Trace())
     assert sock is None
     assert (record.success, record.failure) == (False, failures.GENERIC_TIMEOUT_ERROR)
-    assert 0.3 <= record.t - record.t0 < 1.0
+    assert 0.3 <= record.t - record.t0 < 3.0
 
 
 async def test_binds_the_source_address(http_server: LoopbackHTTPServer) -> None:

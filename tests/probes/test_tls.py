@@ -163,7 +163,7 @@ async def test_silence_after_client_hello_is_a_timeout(shake: Shake, servers: Se
     record, conn = await shake(await raw_server(servers, wait, []), timeout=0.3)
     assert conn is None
     assert (record.failure, record.failure_stage) == (failures.GENERIC_TIMEOUT_ERROR, "after_client_hello")
-    assert 0.3 <= record.t - record.t0 < 1.0
+    assert 0.3 <= record.t - record.t0 < 3.0
 
 
 async def test_alert_is_a_failed_handshake(shake: Shake, servers: ServerSet) -> None:
