@@ -95,7 +95,13 @@ class Identity:
     own_names: frozenset[str] = frozenset()
     lan_addresses: frozenset[IPAddress] = frozenset()
     _patterns: tuple[re.Pattern[str], ...] = field(default=(), compare=False, repr=False)
-    _literals: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    # Cheap evidence that a long text may hold one of our addresses in some spelling: for each address,
+    # the parts every spelling must contain (octets without padding, hex groups without leading zeros).
+    _tells: tuple[tuple[str, ...], ...] = field(default=(), compare=False, repr=False)
+    # IPv6 privacy addresses rotate inside the /64 the network gave us: the whole /64 is ours.
+    _own_v6_prefixes: frozenset[ipaddress.IPv6Network] = field(default=frozenset(), compare=False, repr=False)
+    # Reverse-DNS-style host names spell our IPv4 address backwards ("7.113.0.203.dyn.isp.example").
+    _own_reversed: frozenset[IPAddress] = field(default=frozenset(), compare=False, repr=False)
 
     @classmethod
     def of(
@@ -104,8 +110,8 @@ class Identity:
         own_names: Iterable[str] = (),
         lan_addresses: Iterable[str] = (),
     ) -> Identity:
-        own = frozenset(ip for ip in map(_parse, own_addresses) if ip is not None)
-        lan = frozenset(ip for ip in map(_parse, lan_addresses) if ip is not None) - own
+        own = _with_embedded(ip for ip in map(_parse, own_addresses) if ip is not None)
+        lan = _with_embedded(ip for ip in map(_parse, lan_addresses) if ip is not None) - own
         names = {n.strip().rstrip(".").lower() for n in own_names if n.strip().rstrip(".")}
         # Reverse-pointer names (4.3.2.1.in-addr.arpa, nibbles.ip6.arpa) are names of ours too.
         names |= {ip.reverse_pointer.lower() for ip in own}
@@ -114,8 +120,18 @@ class Identity:
             re.compile(rf"(?<![A-Za-z0-9-]){re.escape(name)}\.?(?![A-Za-z0-9-])", re.IGNORECASE)
             for name in sorted(names, key=len, reverse=True)
         )
-        literals = tuple(sorted(names | {form for ip in own | lan for form in _usual_forms(ip)}))
-        return cls(own, frozenset(names), lan, patterns, literals)
+        tells = tuple(sorted({(name,) for name in names} | {_tell(ip) for ip in own | lan}))
+        prefixes = frozenset(
+            ipaddress.IPv6Network((int(ip) >> 64 << 64, 64))
+            for ip in own
+            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None
+        )
+        reversed_own = frozenset(
+            ipaddress.IPv4Address(bytes(reversed(ip.packed)))
+            for ip in own
+            if isinstance(ip, ipaddress.IPv4Address)
+        )
+        return cls(own, frozenset(names), lan, patterns, tells, prefixes, reversed_own)
 
     def with_lan(self, addresses: Iterable[str]) -> Identity:
         return Identity.of(
@@ -131,7 +147,9 @@ class Identity:
                 candidates.append(ip.ipv4_mapped)
             if ip in _NAT64:
                 candidates.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-        if any(c in self.own_addresses for c in candidates):
+        if any(c in self.own_addresses or c in self._own_reversed for c in candidates):
+            return SCRUBBED
+        if isinstance(ip, ipaddress.IPv6Address) and any(ip in net for net in self._own_v6_prefixes):
             return SCRUBBED
         if any(c in self.lan_addresses for c in candidates):
             return PRIVATE
@@ -142,13 +160,24 @@ class Identity:
         return not (self.own_addresses or self.lan_addresses or self._patterns)
 
 
-def _usual_forms(ip: IPAddress) -> set[str]:
-    """Lower-case spellings a long text would use for ``ip`` (see :func:`scrub_text`)."""
+def _with_embedded(addresses: Iterable[IPAddress]) -> frozenset[IPAddress]:
+    """The addresses, plus the IPv4 address inside any v4-mapped one (both spellings are ours)."""
+    found: set[IPAddress] = set()
+    for ip in addresses:
+        found.add(ip)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            found.add(ip.ipv4_mapped)
+    return frozenset(found)
+
+
+def _tell(ip: IPAddress) -> tuple[str, ...]:
+    """Substrings every spelling of ``ip`` contains, in lower case: each IPv4 octet's digits (zero padding
+    only adds zeros in front), or for IPv6 the /64's non-zero hex groups without leading zeros (so any
+    address in our /64, however written, still shows them)."""
     if isinstance(ip, ipaddress.IPv4Address):
-        return {str(ip), str(ip).replace(".", "-")}
-    full = ":".join(f"{int(group, 16):x}" for group in ip.exploded.split(":"))
-    forms = {ip.compressed, ip.exploded, full}
-    return forms | {form.replace(":", "%3a") for form in forms}
+        return tuple(str(octet) for octet in ip.packed)
+    groups = [f"{int(g, 16):x}" for g in ip.exploded.split(":")[:4]]
+    return tuple(g for g in groups if g != "0") or ("::",)
 
 
 def _v4_from_groups(match: re.Match[str]) -> IPAddress | None:
@@ -163,10 +192,13 @@ def scrub_text(text: str, identity: Identity) -> str:
     if identity.empty:
         return text
     # Scanning every byte of long texts (bodies) for address shapes costs milliseconds each; a long
-    # text is scanned only when it holds one of the usual spellings of an address or name of ours.
-    # Short texts (headers, DNS answers, failures, URLs) are always scanned for every spelling.
-    if len(text) > _ALWAYS_SCAN and not any(form in text.lower() for form in identity._literals):
-        return text
+    # text is scanned only when it holds every part that any spelling of one of our addresses or names
+    # must contain (a few substring tests). Short texts (headers, DNS answers, failures, URLs) are
+    # always scanned.
+    if len(text) > _ALWAYS_SCAN:
+        lowered = text.lower()
+        if not any(all(part in lowered for part in tell) for tell in identity._tells):
+            return text
     for pattern in identity._patterns:
         text = pattern.sub(SCRUBBED, text)
 
@@ -194,6 +226,10 @@ def _scrub(value: Any, identity: Identity) -> Any:
         return [_scrub(item, identity) for item in value]
     if isinstance(value, dict):
         out = {scrub_text(k, identity): _scrub(v, identity) for k, v in value.items()}
+        if out.get("wire_sha256") is not None and not identity.empty:
+            # The reply's bytes may hold our address in records that are not parsed (TXT, say), and a hash
+            # of them could be reversed by trying every IPv4 address: never keep it.
+            out["wire_sha256"] = None
         for hash_key, covered in _COVERED_BY.items():
             if isinstance(out.get(hash_key), str) and out.get(covered) != value.get(covered):
                 body = out[covered]

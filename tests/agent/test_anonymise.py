@@ -101,7 +101,9 @@ def test_a_public_or_loopback_resolver_is_kept() -> None:
         ("64:ff9b::cb00:7107", SCRUBBED),  # NAT64
         ("2001%3Adb8%3A1%3A%3A7", SCRUBBED),  # percent-encoded in a URL
         ("7.113.0.203.in-addr.arpa.", SCRUBBED),
-        ("13:40:00 aa:bb:cc:dd:ee:ff 2001:db8:1::70", "13:40:00 aa:bb:cc:dd:ee:ff 2001:db8:1::70"),
+        # Another network's /64 is left alone; an address in our own /64 is ours (privacy addresses rotate).
+        ("13:40:00 aa:bb:cc:dd:ee:ff 2001:db8:2::7", "13:40:00 aa:bb:cc:dd:ee:ff 2001:db8:2::7"),
+        ("tmp 2001:db8:1:0:a1b2:c3d4:e5f6:1", "tmp [scrubbed]"),
     ],
 )
 def test_scrub_text_forms(text: str, expected: str) -> None:
@@ -146,3 +148,38 @@ def test_no_host_name_user_home_or_device_id_in_a_built_measurement() -> None:
         if len(value) >= 4:  # a very short user name (e.g. "pi") could occur by chance in a URL
             assert value.lower() not in text.lower(), value
     assert set(json.loads(text)["annotations"]) == {"platform", "engine_name", "run_type", "category_code"}
+
+
+LONG_FILLER = "lorem ipsum " * 200  # over the length at which texts are pre-filtered
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "203.000.113.007",  # zero-padded
+        "2001:0db8:0001:0000:0000:0000:0000:0007",  # fully padded IPv6
+        "2001:db8:1:0:0:0:0:7",
+        "2001:DB8:1::7",
+        "7.113.0.203.dyn.isp.example",  # reverse-DNS style host name
+        "host-7-113-0-203.isp.example",
+        "::ffff:203.0.113.7",
+    ],
+)
+def test_long_texts_are_scrubbed_in_every_spelling(spelling: str) -> None:
+    text = f"{LONG_FILLER} your address: {spelling} {LONG_FILLER}"
+    scrubbed = scrub_text(text, IDENTITY)
+    assert "[scrubbed]" in scrubbed
+    assert spelling.lower() not in scrubbed.lower()
+
+
+def test_a_mapped_own_address_also_scrubs_its_ipv4_form() -> None:
+    identity = Identity.of(["::ffff:198.51.100.9"])
+    assert scrub_text("seen from 198.51.100.9", identity) == "seen from [scrubbed]"
+
+
+def test_dns_wire_hashes_are_never_kept() -> None:
+    keys = echoing_keys()
+    m = make_measurement(keys)
+    assert any(r.wire_sha256 for q in m.test_keys.queries for r in q.replies)
+    scrubbed = anonymise(m, IDENTITY)
+    assert all(r.wire_sha256 is None for q in scrubbed.test_keys.queries for r in q.replies)
