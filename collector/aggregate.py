@@ -16,6 +16,8 @@ What is kept, and why it is enough:
   once that one leaves the window, first_seen becomes the oldest sighting still kept);
 - per (country, network): judged and anomalous counts over the window, in time buckets, for the anomaly
   ratio gauges;
+- in both, only measurements that speak for their network (``Observation.speaks_for_network``: not AS0,
+  not flagged asn_mismatch / cc_mismatch);
 - per (country, test, blocking): measurement and anomaly counts since the aggregate was (re)built, for the
   counters (Prometheus handles the reset when the collector restarts).
 
@@ -175,8 +177,11 @@ class InterferenceAggregate:
             total = self._totals[(obs.probe_cc, test, obs.blocking)] = [0, 0]
         total[0] += 1
         total[1] += obs.anomaly
-        if not obs.judged or not oldest < obs.seen_at <= newest:
-            return  # counted, but nothing to say about the network's current state
+        if not obs.judged or not obs.speaks_for_network or not oldest < obs.seen_at <= newest:
+            # Counted, but nothing to say about a network's current state: no verdict, a withheld or
+            # contradicted network (attribution would ignore it; the per-network gauges must too), or
+            # outside the window.
+            return
         self._add_to_network_window(obs)
         pair = (obs.probe_cc, obs.domain)
         networks = self._histories.get(pair)

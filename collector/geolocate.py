@@ -1,8 +1,9 @@
 """``GET /api/v1/geolocate``: the caller's network (ASN, country, name) from the operator's databases.
 
-The answer also echoes the address the collector saw (``probe_ip``): the agent needs it to scrub its own
-public address from everything it records before signing. That echo is the only use of the address
-beyond the lookup: it is not logged (the access log is replaced), cached, counted or stored.
+The answer also echoes the address the collector saw (``probe_ip``; behind the operator's trusted proxies,
+the client's as they report it): the agent needs it to scrub its own public address from everything it
+records before signing. That echo is the only use of the address beyond the lookup: it is not logged (the
+access log is replaced), cached, counted or stored.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from .appkeys import GEO_KEY
+from .client_address import client_address
 from .geoip import GeoInfo
 
 __all__ = ["GEOLOCATE_PATH", "add_geolocate_routes", "geolocation_answer"]
@@ -30,7 +32,7 @@ def geolocation_answer(info: GeoInfo | None) -> dict[str, str]:
 
 
 async def handle_geolocate(request: web.Request) -> web.Response:
-    address = request.remote or ""
+    address = client_address(request) or ""
     geo = request.app[GEO_KEY]
     info = geo.lookup(address) if geo is not None and address else None
     answer = geolocation_answer(info) | {"probe_ip": address}

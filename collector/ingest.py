@@ -1,10 +1,17 @@
 """``POST /api/v1/measurements``: verify, validate, re-judge and durably store a batch of measurements.
 
 Each item is answered on its own (accepted, duplicate, or rejected with a machine-readable reason); only a
-request that cannot be read as a batch at all is refused as a whole, with a 4xx and a reason. The
-verdict stored is the collector's own, re-derived from the observations with the same pure analysis the
-agent runs: a modified agent cannot make the collector report interference it did not observe. An item
-is acknowledged only once the store has committed it.
+request that cannot be read as a batch at all is refused as a whole, with a 4xx and a reason. An item is
+acknowledged only once the store has committed it.
+
+What is re-derived, and what is not: the stored verdict is the collector's own, from the same pure
+analysis the agent runs, never the agent's ``test_keys.verdict``. Before that analysis, every DNS answer's
+``bogon`` is recomputed (with the operator's ``control_allow_net`` as the only non-public ranges that
+count as real) and its ``asn`` is looked up in the collector's geolocation databases (left empty without
+them), so an agent cannot hide a censor's private-range answer or make one look like the site's network.
+The raw observations themselves (addresses, failures, timings, bodies' hashes) and the control the agent
+compared against (``test_keys.control``) are the agent's statements and are judged as given. The stored
+payload stays the exact bytes that were signed.
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ from pydantic import ValidationError
 
 from gatewatch.probes.analysis import analyse
 from gatewatch.probes.analysis.fingerprints import FingerprintDB
+from gatewatch.probes.bogons import is_bogon
 from gatewatch.probes.envelope import Envelope, EnvelopeError, verify
-from gatewatch.probes.measurement import Measurement
+from gatewatch.probes.measurement import Measurement, WebTestKeys
+from gatewatch.probes.observations import DNSAnswer, DNSQuery
 from gatewatch.probes.verdicts import Verdict
 
 from .appkeys import (
@@ -38,14 +47,24 @@ from .appkeys import (
     RATE_LIMIT_KEY,
     SETTINGS_KEY,
     STORE_KEY,
+    GeoLookup,
 )
+from .client_address import client_address
 from .geoip import GeoInfo
 from .metrics import IngestMetrics, item_reason_label
 from .ratelimit import retry_after_seconds
 from .settings import Settings
-from .store.base import StoredMeasurement, StoreError
+from .store.base import StoredMeasurement, StoreError, UnstorableError
 
-__all__ = ["INGEST_PATH", "RequestRefused", "add_ingest_routes", "blocking_label", "domain_of"]
+__all__ = [
+    "ANALYSIS_ERROR_FLAG",
+    "INGEST_PATH",
+    "RequestRefused",
+    "add_ingest_routes",
+    "blocking_label",
+    "domain_of",
+    "rederive_dns_answers",
+]
 
 INGEST_PATH = "/api/v1/measurements"
 log = logging.getLogger(__name__)
@@ -162,16 +181,55 @@ def _verify_all(raw: Sequence[Any]) -> list[_Item]:
     return items
 
 
+def _rederive_answer(answer: DNSAnswer, routable: tuple[str, ...], geo: GeoLookup | None) -> DNSAnswer:
+    address = answer.address
+    if address is None:  # a CNAME: no address, so neither a bogon nor in a network
+        return answer.model_copy(update={"bogon": False, "asn": None})
+    info = geo.lookup(address) if geo is not None else None
+    return answer.model_copy(
+        update={"bogon": is_bogon(address, routable), "asn": info.asn if info is not None else None}
+    )
+
+
+def rederive_dns_answers(keys: WebTestKeys, routable: tuple[str, ...], geo: GeoLookup | None) -> WebTestKeys:
+    """``keys`` with each DNS answer's ``bogon`` and ``asn`` recomputed by the collector (copies: the
+    parsed measurement and the signed bytes are untouched). ``routable`` names the non-public ranges
+    that are real in this deployment (``control_allow_net``)."""
+
+    def query(q: DNSQuery) -> DNSQuery:
+        return q.model_copy(
+            update={
+                "answers": [_rederive_answer(a, routable, geo) for a in q.answers],
+                "replies": [
+                    r.model_copy(update={"answers": [_rederive_answer(a, routable, geo) for a in r.answers]})
+                    for r in q.replies
+                ],
+            }
+        )
+
+    return keys.model_copy(update={"queries": [query(q) for q in keys.queries]})
+
+
+# Stored when the analysis itself fails: no verdict, and a flag saying why (the collector's bug to fix and
+# re-judge; the agent did nothing wrong, and a rejection would be quarantined on its side for good).
+_NO_VERDICT = Verdict(blocking=None, accessible=None)
+ANALYSIS_ERROR_FLAG = "analysis_error"
+
+
 def _judge_all(
     items: Sequence[_Item],
     settings: Settings,
     fingerprints: FingerprintDB,
     geo: GeoInfo | None,
     now: datetime,
-) -> None:
-    """Parse, check times and re-derive the verdict of every verified item (worker thread)."""
+    geodb: GeoLookup | None = None,
+) -> int:
+    """Parse, check times and re-derive the verdict of every verified item (worker thread). ``geo`` is the
+    submitting connection's network, ``geodb`` the databases for DNS answers. Returns how many items the
+    analysis failed on."""
     newest = now + timedelta(seconds=settings.max_future_seconds)
     oldest = now - timedelta(seconds=settings.max_age_seconds)
+    failures = 0
     for item in items:
         if item.status != "verified":
             continue
@@ -188,12 +246,19 @@ def _judge_all(
         if m.measurement_start_time < oldest:
             item.reject("too_old")
             continue
+        flags = _mismatch_flags(m, geo)
         try:
-            verdict = analyse(m.input, m.test_keys, m.test_keys.control, fingerprints)
-        except Exception:  # a bug in the analysis must cost one item, not the batch
-            log.exception("analysis failed", extra={"measurement_uid": m.measurement_uid})
-            item.reject("analysis_error")
-            continue
+            keys = rederive_dns_answers(m.test_keys, settings.control_allow_net, geodb)
+            verdict = analyse(m.input, keys, keys.control, fingerprints)
+        except Exception as exc:  # a bug in the analysis must cost one verdict, not the item or the batch
+            # The traceback is what fixing the bug needs; the log formatter masks any address it quotes.
+            log.exception(
+                "analysis failed",
+                extra={"measurement_uid": m.measurement_uid, "error_type": type(exc).__name__},
+            )
+            verdict = _NO_VERDICT
+            flags = (*flags, ANALYSIS_ERROR_FLAG)
+            failures += 1
         fingerprint = verdict.fingerprint
         item.row = StoredMeasurement(
             measurement_uid=m.measurement_uid,
@@ -210,8 +275,9 @@ def _judge_all(
             fingerprint_key=fingerprint.key if fingerprint else None,
             verdict_json=verdict.model_dump_json(),
             payload=item.payload,
-            flags=_mismatch_flags(m, geo),
+            flags=flags,
         )
+    return failures
 
 
 def _mismatch_flags(m: Measurement, geo: GeoInfo | None) -> tuple[str, ...]:
@@ -241,23 +307,19 @@ def _rate_limit(request: web.Request, items: Sequence[_Item]) -> None:
 
 
 def _connection_geo(request: web.Request) -> GeoInfo | None:
-    """The submitting connection's network. The address is looked up and dropped here: it is not
-    returned, kept, or logged."""
+    """The submitting client's network. The address is looked up and dropped here: it is not returned,
+    kept, or logged."""
     geo = request.app[GEO_KEY]
-    if geo is None or not request.remote:
+    address = client_address(request)
+    if geo is None or not address:
         return None
-    return geo.lookup(request.remote)
+    return geo.lookup(address)
 
 
-async def _store(
-    request: web.Request, items: Sequence[_Item], metrics: IngestMetrics
-) -> list[StoredMeasurement]:
-    pending = [item for item in items if item.row is not None]
-    if not pending:
-        return []
+async def _insert(request: web.Request, pending: Sequence[_Item], metrics: IngestMetrics) -> list[bool]:
     started = time.perf_counter()
     try:
-        inserted = await request.app[STORE_KEY].insert_many(
+        return await request.app[STORE_KEY].insert_many(
             [item.row for item in pending if item.row is not None],
             [(item.signature, item.public_key) for item in pending],
         )
@@ -268,8 +330,34 @@ async def _store(
         ) from None
     finally:
         metrics.store_seconds.labels(operation="insert").observe(time.perf_counter() - started)
+
+
+async def _store(
+    request: web.Request, items: Sequence[_Item], metrics: IngestMetrics
+) -> list[StoredMeasurement]:
+    pending = [item for item in items if item.row is not None]
+    if not pending:
+        return []
+    try:
+        outcomes: list[tuple[_Item, bool]] = list(
+            zip(pending, await _insert(request, pending, metrics), strict=True)
+        )
+    except UnstorableError:
+        # Some row holds what the store cannot take, and the batch was rolled back. Each item alone shows
+        # which: only that one is rejected, so one bad item cannot block an agent's queue (a 503 would be
+        # retried forever). Rare, so the cost of one commit per item is acceptable here.
+        outcomes = []
+        for item in pending:
+            try:
+                (new,) = await _insert(request, [item], metrics)
+            except UnstorableError:
+                # No detail logged: the store's message quotes the row, which may hold addresses.
+                log.warning("unstorable measurement", extra={"measurement_uid": item.measurement_uid})
+                item.reject("unstorable")
+                continue
+            outcomes.append((item, new))
     new_rows = []
-    for item, new in zip(pending, inserted, strict=True):
+    for item, new in outcomes:
         item.status = "accepted" if new else "duplicate"
         if new and item.row is not None:
             new_rows.append(item.row)
@@ -304,7 +392,11 @@ async def _ingest(request: web.Request, metrics: IngestMetrics) -> web.Response:
     _rate_limit(request, items)
     geo = _connection_geo(request)
     now = datetime.now(UTC)
-    await asyncio.to_thread(_judge_all, items, settings, request.app[FINGERPRINTS_KEY], geo, now)
+    failures = await asyncio.to_thread(
+        _judge_all, items, settings, request.app[FINGERPRINTS_KEY], geo, now, request.app[GEO_KEY]
+    )
+    if failures:
+        metrics.analysis_errors.inc(failures)
     new_rows = await _store(request, items, metrics)
     _count(metrics, items)
     if new_rows:

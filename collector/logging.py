@@ -26,22 +26,35 @@ ACCESS_LOGGER_NAME = "gatewatch.collector.access"
 REDACTED = "[address]"
 
 # Candidates only; each is confirmed with ipaddress before it is masked, so times such as 12:30:45 and
-# version numbers such as 1.2.3 survive.
-_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])")
+# version numbers such as 1.2.3 survive. An IPv4 address may end a sentence ("from 203.0.113.5."), but
+# not run on into a longer dotted name or number. An IPv6 candidate may carry a trailing ":port" (an
+# unbracketed address with all eight groups, as some libraries print a peer), which _mask splits off.
+_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\w)")
 _IPV6 = re.compile(
-    r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:(?:\.\d{1,3}){3})?(?:%\w+)?(?![\w:])"
+    r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:(?:\.\d{1,3}){3})?(?:%\w+)?(?::\d{1,5})?"
+    r"(?![\w:])"
 )
 # The attributes every LogRecord has; anything else was passed with ``extra=`` and becomes a field.
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
-def _mask(match: re.Match[str]) -> str:
-    text = match.group(0)
+def _is_address(text: str) -> bool:
     try:
         ipaddress.ip_address(text.split("%", 1)[0])
     except ValueError:
-        return text
-    return REDACTED
+        return False
+    return True
+
+
+def _mask(match: re.Match[str]) -> str:
+    text = match.group(0)
+    if _is_address(text):
+        return REDACTED
+    # "2001:db8:1:2:3:4:5:6:8080": not an address as a whole, but an address and a port.
+    host, sep, port = text.rpartition(":")
+    if sep and port.isdigit() and host.count(":") >= 2 and _is_address(host):
+        return f"{REDACTED}:{port}"
+    return text
 
 
 def redact_addresses(text: str) -> str:

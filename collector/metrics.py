@@ -53,7 +53,7 @@ ITEM_REASONS = (
     "invalid_measurement",
     "too_far_in_future",
     "too_old",
-    "analysis_error",
+    "unstorable",
     "other",
 )
 STORE_OPERATIONS = ("insert", "page", "ping")
@@ -73,6 +73,7 @@ class IngestMetrics:
     request_seconds: Histogram
     store_seconds: Histogram
     last_accepted: Gauge
+    analysis_errors: Counter
 
     @classmethod
     def register(cls, registry: CollectorRegistry) -> IngestMetrics:
@@ -105,6 +106,12 @@ class IngestMetrics:
             last_accepted=Gauge(
                 "gatewatch_ingest_last_accepted_timestamp_seconds",
                 "Unix time at which a measurement was last accepted (alert when it stops moving).",
+                registry=registry,
+            ),
+            analysis_errors=Counter(
+                "gatewatch_ingest_analysis_errors",
+                "Measurements stored without a verdict because the analysis failed (a collector bug: the "
+                "items are flagged analysis_error and accepted).",
                 registry=registry,
             ),
         )

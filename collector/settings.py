@@ -107,6 +107,9 @@ class Settings:
     # How long a stopping collector lets in-flight requests finish.
     shutdown_timeout: float = 30.0
     log_level: str = "INFO"
+    # Load balancers / reverse proxies (CIDRs) whose X-Forwarded-For or Forwarded header names the client.
+    # Empty: the connection's own address is the client; those headers are ignored (anyone can send one).
+    trusted_proxies: tuple[str, ...] = ()
     # The control (POST /api/v1/control): its own probes' resolver ("" = the system's, else IP[:PORT]) and
     # CA file ("" = the system's roots), ranges it may reach although not public (test labs only), how long
     # an answer is reused, how many run at once, and one global budget of new measurements per second.
@@ -156,11 +159,12 @@ class Settings:
             raise SettingsError("control_cache_seconds: must not be negative")
         if self.control_resolver:
             parse_resolver(self.control_resolver)
-        for cidr in self.control_allow_net:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise SettingsError(f"control_allow_net: not a CIDR: {cidr!r}") from None
+        for name in ("control_allow_net", "trusted_proxies"):
+            for cidr in getattr(self, name):
+                try:
+                    ipaddress.ip_network(cidr, strict=False)
+                except ValueError:
+                    raise SettingsError(f"{name}: not a CIDR: {cidr!r}") from None
         parse_test_lists(self.test_list)
         if self.attribution_min_networks < 2:
             # One network alone can never show that interference is shared (the poisoned-network guard).

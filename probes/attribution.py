@@ -27,6 +27,11 @@ gateway). The episode's start is the earliest start of the current anomalous run
 sharing the fingerprint, looking only at the measurements their states rest on (the last
 ``recent_measurements``): for a run longer than that, the start reads later than it was.
 
+Only measurements that can speak for a network count: one whose ASN was withheld (``AS0``, which pools
+unrelated networks into one) or whose claimed ASN or country the collector found contradicted by where the
+upload came from (flags ``asn_mismatch``, ``cc_mismatch``) is left out of every network's state. Such
+measurements are still stored and exported; they just cannot make or veto a scope verdict.
+
 A single network can never produce ``gateway``: with the default settings it takes two networks showing
 the same fingerprint, so one poisoned network (or one bad agent) makes at most an ``isp`` row.
 
@@ -43,7 +48,9 @@ from itertools import pairwise
 from typing import Any, Literal
 
 __all__ = [
+    "MISMATCH_FLAGS",
     "RULES",
+    "WITHHELD_ASN",
     "AttributionSettings",
     "InterferenceRow",
     "NetworkState",
@@ -60,6 +67,10 @@ NetworkCondition = Literal["affected", "clean", "flapping"]
 
 # blocking as the store keeps it: the server's verdict flattened to text.
 NO_VERDICT = "null"
+# OONI's withheld ASN: not a network, but every network whose volunteers chose not to say.
+WITHHELD_ASN = "AS0"
+# The collector's flags for claims that disagree with the upload's own origin.
+MISMATCH_FLAGS = frozenset({"asn_mismatch", "cc_mismatch"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +87,18 @@ class Observation:
     technique: str | None
     fingerprint_key: str | None
     measurement_uid: str
+    flags: tuple[str, ...] = ()  # the store's flags, e.g. ("asn_mismatch",)
 
     @property
     def judged(self) -> bool:
         """Whether the server reached a verdict (a failed control leaves ``blocking`` null)."""
         return self.blocking != NO_VERDICT
+
+    @property
+    def speaks_for_network(self) -> bool:
+        """Whether ``probe_asn`` names one network the collector has no reason to doubt: not withheld,
+        and neither the ASN nor the country contradicted by where the upload came from."""
+        return self.probe_asn != WITHHELD_ASN and MISMATCH_FLAGS.isdisjoint(self.flags)
 
     @classmethod
     def from_row(cls, row: Any) -> Observation:
@@ -114,6 +132,7 @@ class Observation:
             technique=row.technique,
             fingerprint_key=row.fingerprint_key,
             measurement_uid=row.measurement_uid,
+            flags=tuple(getattr(row, "flags", None) or ()),
         )
 
 
@@ -313,7 +332,13 @@ def attribute_domain(
     oldest, newest = now - settings.window, now + settings.max_clock_skew
     by_network: dict[str, list[Observation]] = defaultdict(list)
     for obs in observations:
-        if obs.probe_cc == cc and obs.domain == domain and obs.judged and oldest < obs.seen_at <= newest:
+        if (
+            obs.probe_cc == cc
+            and obs.domain == domain
+            and obs.judged
+            and obs.speaks_for_network
+            and oldest < obs.seen_at <= newest
+        ):
             by_network[obs.probe_asn].append(obs)
     for series in by_network.values():
         series.sort(key=lambda o: (o.seen_at, o.measurement_uid))

@@ -7,6 +7,7 @@ from .base import (
     Store,
     StoredMeasurement,
     StoreError,
+    UnstorableError,
     open_store,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "Store",
     "StoreError",
     "StoredMeasurement",
+    "UnstorableError",
     "open_store",
 ]

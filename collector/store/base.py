@@ -23,6 +23,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoredMeasurement",
+    "UnstorableError",
     "decode_cursor",
     "encode_cursor",
     "filter_sql",
@@ -72,6 +73,11 @@ class StoreError(RuntimeError):
     """The store could not do what was asked (unreachable, I/O error): the server's fault."""
 
 
+class UnstorableError(ValueError):
+    """The backend refuses the data itself (PostgreSQL: a NUL in a text column): the submitter's fault, not
+    the store's. Nothing of that call was stored; the same rows sent one at a time show which is to blame."""
+
+
 class CursorError(ValueError):
     """A pagination cursor that this store did not hand out (the client's fault)."""
 
@@ -83,7 +89,9 @@ class Store(Protocol):
     ) -> list[bool]:
         """Insert rows with their (signature, public_key); True = inserted, False = duplicate uid.
 
-        Everything is committed durably when this returns: only then may the submitter be told."""
+        Everything is committed durably when this returns: only then may the submitter be told. Raises
+        :class:`UnstorableError` (nothing stored) when a row holds what this backend cannot store, and
+        :class:`StoreError` when the store itself fails."""
         ...
 
     async def page(

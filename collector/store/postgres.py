@@ -16,6 +16,7 @@ from .base import (
     MeasurementFilter,
     StoredMeasurement,
     StoreError,
+    UnstorableError,
     as_utc,
     decode_cursor,
     encode_cursor,
@@ -160,6 +161,10 @@ class PostgresStore:
                         [envelopes[i][0] for i in kept],
                         [envelopes[i][1] for i in kept],
                     )
+        except asyncpg.DataError as exc:
+            # Class 22 (e.g. "invalid byte sequence for encoding UTF8: 0x00" for a NUL in text) and asyncpg's
+            # own encoding errors: the data is at fault, and the transaction rolled back.
+            raise UnstorableError(f"postgresql: {exc}") from exc
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"postgresql: {exc}") from exc
         # A repeat of a uid earlier in the same batch is a duplicate, like a repeat from an earlier batch.

@@ -21,6 +21,7 @@ from .base import (
     MeasurementFilter,
     StoredMeasurement,
     StoreError,
+    UnstorableError,
     decode_cursor,
     encode_cursor,
     filter_sql,
@@ -215,7 +216,14 @@ class SQLiteStore:
 
         if not values:
             return []
-        return await self._writer.run(insert)
+        try:
+            return await self._writer.run(insert)
+        except UnicodeEncodeError as exc:  # a lone surrogate cannot become UTF-8 (a NUL can, and is kept)
+            raise UnstorableError(f"sqlite: {exc.reason}") from None
+        except StoreError as exc:
+            if isinstance(exc.__cause__, sqlite3.DataError):  # e.g. a string or blob too big
+                raise UnstorableError(str(exc)) from exc
+            raise
 
     async def page(
         self, f: MeasurementFilter, cursor: str | None, limit: int

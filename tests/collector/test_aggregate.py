@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
@@ -30,6 +30,7 @@ class Row:
     anomaly: bool
     technique: str | None
     fingerprint_key: str | None
+    flags: tuple[str, ...] = ()
 
 
 class Clock:
@@ -116,6 +117,24 @@ def test_counts_and_network_window() -> None:
     assert agg.snapshot().networks == {("XL", "AS2"): (1, 0)}
     # counters are events since the aggregate was built: the window does not take them back
     assert agg.snapshot().totals[("XL", "web", "dns")] == (1, 1)
+
+
+def test_withheld_and_contradicted_networks_are_counted_but_not_attributed() -> None:
+    clock = Clock(T0)
+    agg = make(clock)
+    # One honest network, plus rows that would each make a second network showing the same fingerprint.
+    agg.add_rows([row("AS1", "F", 20), row("AS1", "F", 10)])
+    agg.add_rows([row("AS0", "F", 15), row("AS0", "F", 5)])
+    agg.add_rows([replace(row("AS2", "F", 12), flags=("asn_mismatch",))])
+    agg.add_rows([replace(row("AS3", "F", 11), flags=("cc_mismatch", "analysis_error"))])
+    [r] = agg.interference("XL")
+    assert (r.rule_id, r.networks_measured) == ("scope.insufficient.networks", 1)
+    snap = agg.snapshot()
+    assert snap.networks == {("XL", "AS1"): (2, 2)}  # the per-network gauges leave them out too
+    assert snap.totals == {("XL", "web", "dns"): (6, 6)}  # but every measurement is still counted
+    # An honest second network makes the gateway verdict the withheld rows could not.
+    agg.add_rows([row("AS4", "F", 1)])
+    assert scopes(agg) == {("XL", "a.example"): "gateway"}
 
 
 def test_out_of_order_rows_and_bounded_history() -> None:

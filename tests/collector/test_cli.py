@@ -329,8 +329,13 @@ async def test_serve_flags_reach_the_endpoints(tmp_path, collectors) -> None:
         f"sqlite:///{tmp_path / 'f.db'}",
         *("--test-list", f"global={world}", "--control-rate", "0.01", "--control-burst", "1"),
         *("--control-resolver", "127.81.0.2:9", "--attribution-window-seconds", "600"),
+        *("--trusted-proxy", "127.0.0.1/32", "--trusted-proxy", "::1/128"),
     )
     async with aiohttp.ClientSession() as session:
+        # This client connects from 127.0.0.1, declared a load balancer: the client it names is believed ...
+        forwarded = {"X-Forwarded-For": "127.88.0.7, 127.0.0.1"}
+        async with session.get(collector.base + "/api/v1/geolocate", headers=forwarded) as response:
+            assert (await response.json())["probe_ip"] == "127.88.0.7"
         async with session.get(collector.base + "/api/v1/test-list", params={"cc": "XL"}) as response:
             assert response.status == 200
             assert await response.text() == "url,category_code\nhttps://a.example/,NEWS\n"
@@ -345,6 +350,7 @@ async def test_serve_flags_reach_the_endpoints(tmp_path, collectors) -> None:
         async with session.get(collector.base + "/api/v1/interference") as response:
             assert response.status == 200 and await response.json() == {"results": []}
     assert collector.stop() == 0
+    assert "127.88" not in collector.log_text()  # ... and, like any client's address, never logged
 
 
 def test_serve_refuses_an_unreadable_test_list(tmp_path: Path) -> None:

@@ -14,12 +14,15 @@ from prometheus_client import CollectorRegistry
 
 from gatewatch.collector.app import create_app
 from gatewatch.collector.appkeys import INGEST_HOOKS_KEY, STORE_KEY
+from gatewatch.collector.ingest import rederive_dns_answers
+from gatewatch.collector.logging import JSONLineFormatter
 from gatewatch.collector.settings import Settings
 from gatewatch.collector.store import MeasurementFilter, StoredMeasurement
 from gatewatch.probes import envelope
+from gatewatch.probes.analysis import analyse
 from gatewatch.probes.control import ControlDNS, ControlHTTP, ControlObservations, ControlTCP
 from gatewatch.probes.measurement import WebTestKeys, utc_now
-from gatewatch.probes.observations import DNSQuery
+from gatewatch.probes.observations import DNSAnswer, DNSQuery, DNSReply
 from gatewatch.probes.verdicts import Verdict
 
 URL = "/api/v1/measurements"
@@ -291,3 +294,177 @@ async def test_store_outage_is_503_not_500(client, sign, registry) -> None:
     assert (await response.json())["error"] == "store_unavailable"
     assert "Retry-After" in response.headers
     assert requests_metric(registry, "store_unavailable") == 1
+
+
+# --- data the store cannot hold ----------------------------------------------------------------------
+
+
+def signed_bytes(payload: bytes, key: Ed25519PrivateKey) -> dict[str, Any]:
+    return envelope.sign(payload, key).model_dump()
+
+
+async def test_a_nul_in_a_top_level_field_is_refused_per_item(client, sign, make_measurement, agent_key,
+                                                              registry) -> None:  # fmt: skip
+    # Crafted bytes, as a modified agent could sign them: the model refuses the NUL before any store sees it.
+    m = make_measurement()
+    payload = m.to_json_bytes().replace(b'"input":"http://x.lab/"', b'"input":"http://x.lab/\\u0000"')
+    assert b"\\u0000" in payload
+    good = make_measurement()
+    results = await post(client, signed_bytes(payload, agent_key), sign(good))
+    assert [(r["status"], r["reason"]) for r in results] == [
+        ("rejected", "invalid_measurement"),
+        ("accepted", None),
+    ]
+    assert [r.measurement_uid for r in await stored(client)] == [good.measurement_uid]
+    assert requests_metric(registry, "store_unavailable") == 0
+
+
+async def test_a_nul_inside_the_observations_is_stored(client, sign, make_measurement) -> None:
+    # Inside test_keys anything may appear (a censor's reply, a body): it lives in the signed bytes only,
+    # which every store keeps as bytes, so it is no reason to refuse the measurement.
+    query = DNSQuery(resolver_address="127.53.0.1:53", hostname="x.lab\x00evil", query_type="A", t0=0.0,
+                     t=0.01, failure="dns_nxdomain_error", rcode="NXDOMAIN")  # fmt: skip
+    m = make_measurement(test_keys=WebTestKeys(queries=[query]))
+    assert [r["status"] for r in await post(client, sign(m))] == ["accepted"]
+    (row,) = await stored(client)
+    assert row.payload == m.to_json_bytes()
+
+
+async def narrow_the_store(client, store_url: str, limit: int) -> None:
+    """Make the real store refuse values longer than ``limit`` characters, as a backend refuses data it
+    cannot hold (PostgreSQL: a column type that is too narrow; SQLite: its length limit)."""
+    if store_url.startswith("sqlite"):
+        import sqlite3
+
+        store = client.app[STORE_KEY]
+        await store._writer.run(lambda conn: conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limit))
+        return
+    import asyncpg
+
+    conn = await asyncpg.connect(store_url)
+    try:
+        await conn.execute(f"ALTER TABLE measurements ALTER COLUMN input TYPE varchar({limit})")
+    finally:
+        await conn.close()
+
+
+async def test_a_row_the_store_refuses_costs_that_item_alone(client, store_url, sign, make_measurement,
+                                                             registry) -> None:  # fmt: skip
+    await narrow_the_store(client, store_url, 1500)
+    first, second = make_measurement(), make_measurement()
+    too_long = make_measurement(input="http://x.lab/" + "a" * 1600)
+    seen: list[str] = []
+    client.app[INGEST_HOOKS_KEY].append(lambda rows: seen.extend(r.measurement_uid for r in rows))
+    response = await client.post(URL, json={"measurements": [sign(first), sign(too_long), sign(second)]})
+    # Never a 503 for bad data: the agent would retry the batch forever.
+    assert response.status == 200
+    results = (await response.json())["results"]
+    assert [(r["status"], r["reason"]) for r in results] == [
+        ("accepted", None),
+        ("rejected", "unstorable"),
+        ("accepted", None),
+    ]
+    assert results[1]["measurement_uid"] == too_long.measurement_uid
+    assert {r.measurement_uid for r in await stored(client)} == {
+        first.measurement_uid,
+        second.measurement_uid,
+    }
+    assert seen == [first.measurement_uid, second.measurement_uid]
+    assert items_metric(registry, "rejected", "unstorable") == 1
+    # Replaying the batch: the stored ones are duplicates, the bad one is refused again.
+    results = await post(client, sign(first), sign(too_long), sign(second))
+    assert [r["status"] for r in results] == ["duplicate", "rejected", "duplicate"]
+
+
+# --- analysis errors -----------------------------------------------------------------------------------
+
+
+async def test_an_analysis_failure_is_stored_without_a_verdict(client, sign, make_measurement, registry,
+                                                               caplog) -> None:  # fmt: skip
+    # An input the analysis cannot parse (an unbalanced "[" in the host), though the model accepts it.
+    odd_input = "http://[127.77.0.99/"
+    with pytest.raises(ValueError):  # precondition: if the analysis learns to judge it, pick another input
+        analyse(odd_input, WebTestKeys(), None)
+    m = make_measurement(input=odd_input)
+    with caplog.at_level("ERROR", logger="gatewatch.collector.ingest"):
+        results = await post(client, sign(m))
+    # The collector's bug, not the agent's: accepted (a rejection would be quarantined by the agent forever).
+    assert [(r["status"], r["reason"]) for r in results] == [("accepted", None)]
+    (row,) = await stored(client)
+    assert (row.blocking, row.anomaly, row.technique, row.fingerprint_key) == ("null", False, None, None)
+    assert row.flags == ("analysis_error",)
+    assert Verdict.model_validate_json(row.verdict_json).blocking is None
+    assert row.payload == m.to_json_bytes()
+    assert registry.get_sample_value("gatewatch_ingest_analysis_errors_total") == 1
+    [record] = [r for r in caplog.records if r.getMessage() == "analysis failed"]
+    assert record.measurement_uid == m.measurement_uid and record.error_type == "ValueError"
+    line = JSONLineFormatter().format(record)  # as the collector writes it
+    assert "ValueError" in json.loads(line)["exc"] and "127.77.0.99" not in line
+
+
+# --- what the collector re-derives before judging --------------------------------------------------------
+
+
+def hosting_geo(tmp_path: Path) -> Path:
+    asn = tmp_path / "hosting-asn.csv"
+    asn.write_text("127.80.0.0,127.80.255.255,64600,Lab Hosting\n127.90.0.0,127.90.255.255,64999,Elsewhere\n")
+    return asn
+
+
+def answered_keys(ip: str, *, bogon: bool, asn: int | None) -> WebTestKeys:
+    """The resolver answered ``ip`` (the agent's own ``bogon``/``asn`` on it); the control resolved the name
+    to 127.80.0.5 in AS64600."""
+    control = ControlObservations(
+        dns=ControlDNS(addrs=["127.80.0.5"], asns={"127.80.0.5": 64600}),
+        tcp_connect={"127.80.0.5:80": ControlTCP(status=True)},
+        http_request=ControlHTTP(status_code=200, body_length=100, title="x"),
+    )
+    answer = DNSAnswer(answer_type="A", ipv4=ip, bogon=bogon, asn=asn)
+    cname = DNSAnswer(answer_type="CNAME", hostname="x.lab", bogon=True, asn=64600)
+    query = DNSQuery(resolver_address="127.53.0.1:53", hostname="x.lab", query_type="A", t0=0.0, t=0.01,
+                     rcode="NOERROR", answers=[cname, answer],
+                     replies=[DNSReply(t=0.01, rcode="NOERROR", answers=[cname, answer])])  # fmt: skip
+    return WebTestKeys(queries=[query], control=control)
+
+
+async def test_agent_supplied_bogon_and_asn_are_recomputed(make_client, sign, make_measurement,
+                                                           tmp_path) -> None:  # fmt: skip
+    client = await make_client(asn_db=(hosting_geo(tmp_path),), control_allow_net=("127.0.0.0/8",))
+    cases = {
+        # a censor's private-range answer, passed off as public and in the site's network
+        "hidden_bogon": (answered_keys("10.10.34.35", bogon=False, asn=64600), ("dns", "dns.bogon")),
+        # the site's own network (real in this deployment: control_allow_net), passed off as a bogon
+        "invented_bogon": (answered_keys("127.80.0.9", bogon=True, asn=None), ("null", None)),
+        # another network's address, passed off as the site's ASN
+        "forged_asn": (answered_keys("127.90.0.1", bogon=False, asn=64600), ("dns", "dns.inconsistent")),
+    }
+    measurements = {name: make_measurement(test_keys=keys) for name, (keys, _) in cases.items()}
+    assert {r["status"] for r in await post(client, *map(sign, measurements.values()))} == {"accepted"}
+    rows = {r.measurement_uid: r for r in await stored(client)}
+    for name, (_, expected) in cases.items():
+        row = rows[measurements[name].measurement_uid]
+        assert (row.blocking, row.technique) == expected, name
+        assert row.payload == measurements[name].to_json_bytes()  # the signed bytes, claims and all
+    invented = Verdict.model_validate_json(rows[measurements["invented_bogon"].measurement_uid].verdict_json)
+    assert invented.layers[0].rule_id == "dns.consistent_asn"
+
+
+async def test_without_a_geolocation_database_claimed_asns_are_dropped(
+    make_client, sign, make_measurement
+) -> None:
+    client = await make_client(control_allow_net=("127.0.0.0/8",))
+    m = make_measurement(test_keys=answered_keys("127.90.0.1", bogon=False, asn=64600))
+    await post(client, sign(m))
+    (row,) = await stored(client)
+    assert (row.blocking, row.technique) == ("dns", "dns.inconsistent")
+
+
+def test_rederiving_leaves_the_parsed_keys_alone() -> None:
+    keys = answered_keys("10.10.34.35", bogon=False, asn=64600)
+    before = keys.model_dump_json()
+    derived = rederive_dns_answers(keys, ("127.0.0.0/8",), None)
+    assert keys.model_dump_json() == before
+    query = derived.queries[0]
+    cname, answer = query.answers
+    assert (cname.bogon, cname.asn, answer.bogon, answer.asn) == (False, None, True, None)
+    assert query.replies[0].answers == query.answers

@@ -97,15 +97,16 @@ def test_exposition_names_are_the_declared_ones() -> None:
 
 
 def test_networks_beyond_the_cap_are_summed_as_other() -> None:
-    # AS0..AS14: AS0 has the most measurements, AS14 the fewest; odd networks see interference
+    # AS100..AS114: AS100 has the most measurements, AS114 the fewest; odd networks see interference
+    # (not AS0..: AS0 is the withheld ASN, which no network gauge counts)
     rows = [
-        row("XL", f"AS{n}", f"d{k}.example", n % 2 == 1, minutes_ago=k)
+        row("XL", f"AS{100 + n}", f"d{k}.example", n % 2 == 1, minutes_ago=k)
         for n in range(15)
         for k in range(20 - n)
     ]
     registry, _ = setup(rows)
     networks = {s[1]["asn"]: s[2] for s in samples(registry) if s[0] == "gatewatch_network_measurements"}
-    assert set(networks) == {f"AS{n}" for n in range(MAX_NETWORKS_PER_COUNTRY)} | {"other"}
+    assert set(networks) == {f"AS{100 + n}" for n in range(MAX_NETWORKS_PER_COUNTRY)} | {"other"}
     assert networks["other"] == sum(20 - n for n in range(MAX_NETWORKS_PER_COUNTRY, 15))
     ratio = registry.get_sample_value("gatewatch_network_anomaly_ratio", {"cc": "XL", "asn": "other"})
     odd = sum(20 - n for n in range(MAX_NETWORKS_PER_COUNTRY, 15) if n % 2)
@@ -160,10 +161,10 @@ async def test_rendering_in_a_thread_while_rows_arrive() -> None:
     registry, aggregate = setup([])
     render = asyncio.create_task(asyncio.to_thread(lambda: [generate_latest(registry) for _ in range(30)]))
     for batch in range(200):
-        aggregate.add_rows(row("XL", f"AS{batch % 13}", f"d{batch}.example", True, k) for k in range(20))
+        aggregate.add_rows(row("XL", f"AS{batch % 13 + 1}", f"d{batch}.example", True, k) for k in range(20))
         await asyncio.sleep(0)
     await render
-    assert registry.get_sample_value("gatewatch_network_measurements", {"cc": "XL", "asn": "AS0"}) == 16 * 20
+    assert registry.get_sample_value("gatewatch_network_measurements", {"cc": "XL", "asn": "AS1"}) == 16 * 20
 
 
 def synthetic_rows() -> Iterator[SimpleNamespace]:

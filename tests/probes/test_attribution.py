@@ -252,3 +252,56 @@ def test_from_row_accepts_store_rows() -> None:
 def test_settings_refuse_unsafe_values(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         AttributionSettings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_withheld_asn_is_not_a_network() -> None:
+    # AS0 pools every volunteer who withheld their network: unrelated ISPs' blocking must not add up to one
+    # more "network" (nor their clean results veto a real verdict elsewhere).
+    withheld = history("AS0", "FFF")
+    row = attribute_domain(CC, DOMAIN, history("AS1", "FFF") + withheld, NOW)
+    assert (row.rule_id, row.networks_measured) == ("scope.insufficient.networks", 1)
+    row = attribute_domain(
+        CC, DOMAIN, history("AS1", "FF") + history("AS2", "FF") + history("AS0", ".."), NOW
+    )
+    assert (row.scope, row.networks_measured) == ("gateway", 2)
+    assert "AS0" not in {n.asn for n in row.networks}
+
+
+@pytest.mark.parametrize("flag", ["asn_mismatch", "cc_mismatch"])
+def test_measurements_whose_claims_were_contradicted_are_not_counted(flag: str) -> None:
+    # A single agent claiming to be in a second network (the upload came from elsewhere) must not turn its
+    # own network's interference into a gateway verdict ...
+    claimed = [replace(o, flags=(flag,)) for o in history("AS2", "FFF")]
+    row = attribute_domain(CC, DOMAIN, history("AS1", "FFF") + claimed + history("AS3", "..."), NOW)
+    assert (row.scope, row.rule_id, row.networks_measured) == ("isp", "scope.isp.single_network", 2)
+    # ... nor veto one with claimed clean results.
+    vetoes = [replace(o, flags=("other_note", flag)) for o in history("AS3", "......", hours_ago=1)]
+    row = attribute_domain(CC, DOMAIN, history("AS1", "FF") + history("AS2", "FF") + vetoes, NOW)
+    assert (row.scope, row.networks_measured) == ("gateway", 2)
+    # A flag that says nothing about the claimed network changes nothing.
+    noted = [replace(o, flags=("analysis_error",)) for o in history("AS2", "FFF")]
+    row = attribute_domain(CC, DOMAIN, history("AS1", "FFF") + noted, NOW)
+    assert (row.scope, row.networks_measured) == ("gateway", 2)
+
+
+def test_from_row_keeps_the_stores_flags() -> None:
+    row = SimpleNamespace(
+        measurement_uid="u1",
+        received_at=NOW,
+        measurement_start_time=NOW,
+        probe_cc="XL",
+        probe_asn="AS1",
+        test_name="web",
+        domain="d.example",
+        blocking="dns",
+        anomaly=True,
+        technique="dns.injection",
+        fingerprint_key="k",
+        flags=("asn_mismatch",),
+    )
+    obs = Observation.from_row(row)
+    assert (obs.flags, obs.speaks_for_network) == (("asn_mismatch",), False)
+    assert Observation.from_row(SimpleNamespace(**{**vars(row), "flags": ()})).speaks_for_network
+    assert not Observation.from_row(
+        SimpleNamespace(**{**vars(row), "flags": (), "probe_asn": "AS0"})
+    ).speaks_for_network

@@ -13,6 +13,7 @@ from gatewatch.collector.store import (
     MeasurementFilter,
     StoredMeasurement,
     StoreError,
+    UnstorableError,
     open_store,
 )
 from gatewatch.probes.measurement import new_measurement_uid
@@ -84,6 +85,33 @@ async def test_duplicates_are_reported_not_stored_twice(store) -> None:
     rows = await all_pages(store, MeasurementFilter(), 10)
     assert [r.measurement_uid for r in rows] == [a.measurement_uid, b.measurement_uid]
     assert rows[0].blocking == "false"  # the first copy is kept
+
+
+async def test_a_nul_in_text_is_unstorable_on_postgres_and_kept_by_sqlite(store, store_url) -> None:
+    good, bad = row(1), row(2, input="http://site2.lab/\x00nul", domain="site2.lab")
+    if store_url.startswith("sqlite"):
+        # SQLite binds text with its length: the NUL is stored and read back, nothing is lost.
+        assert await store.insert_many([good, bad], [envelope_of(good), envelope_of(bad)]) == [True, True]
+        assert await all_pages(store, MeasurementFilter(), 10) == [good, bad]
+        return
+    # PostgreSQL's text cannot hold a NUL: the data's fault (not a StoreError, which means "try again"),
+    # and the whole call is rolled back, so the caller can retry the rows one by one.
+    with pytest.raises(UnstorableError) as refused:
+        await store.insert_many([good, bad], [envelope_of(good), envelope_of(bad)])
+    assert not isinstance(refused.value, StoreError)
+    assert await all_pages(store, MeasurementFilter(), 10) == []
+    assert await store.insert_many([good], [envelope_of(good)]) == [True]
+    with pytest.raises(UnstorableError):
+        await store.insert_many([bad], [envelope_of(bad)])
+    assert await all_pages(store, MeasurementFilter(), 10) == [good]
+
+
+async def test_text_without_a_utf8_form_is_unstorable(store) -> None:
+    # A lone surrogate cannot be encoded for either backend (the model refuses it first at ingest).
+    good, bad = row(1), row(2, input="http://site2.lab/\ud800")
+    with pytest.raises(UnstorableError):
+        await store.insert_many([good, bad], [envelope_of(good), envelope_of(bad)])
+    assert await all_pages(store, MeasurementFilter(), 10) == []
 
 
 async def test_empty_insert(store) -> None:
