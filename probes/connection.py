@@ -12,10 +12,29 @@ import socket
 import ssl
 from typing import Literal
 
-__all__ = ["Connection", "PlainConnection", "TLSConnection", "format_address"]
+__all__ = ["Connection", "PlainConnection", "TLSConnection", "format_address", "open_socket"]
 
 _READ_SIZE = 65536
 _MAX_ROUNDS = 4096  # socket reads per recv(): only a peer trickling TLS records byte by byte gets near it
+
+
+def _family(ip: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
+
+
+def open_socket(kind: socket.SocketKind, destination_ip: str, source_address: str | None) -> socket.socket:
+    """A non-blocking socket for reaching ``destination_ip``, bound to ``source_address`` when it is of the
+    same family (a lab's IPv4 vantage says nothing about which IPv6 address to use)."""
+    family = _family(destination_ip)
+    sock = socket.socket(family, kind)
+    try:
+        sock.setblocking(False)
+        if source_address is not None and _family(source_address) == family:
+            sock.bind((source_address, 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def format_address(ip: str, port: int) -> str:

@@ -23,7 +23,7 @@ import dns.rdatatype
 from . import failures
 from .bogons import is_bogon
 from .config import DNSConfig
-from .connection import format_address
+from .connection import format_address, open_socket
 from .observations import DNSAnswer, DNSQuery, DNSReply
 from .trace import Trace
 
@@ -72,23 +72,6 @@ def system_resolver(path: Path = RESOLV_CONF) -> str:
         if len(fields) >= 2 and fields[0] == "nameserver":
             return fields[1]
     return "127.0.0.1"
-
-
-def _family(ip: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in ip else socket.AF_INET
-
-
-def _open_socket(kind: socket.SocketKind, server_ip: str, config: DNSConfig) -> socket.socket:
-    family = _family(server_ip)
-    sock = socket.socket(family, kind)
-    try:
-        sock.setblocking(False)
-        if config.source_address is not None and _family(config.source_address) == family:
-            sock.bind((config.source_address, 0))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 def _answers(msg: dns.message.Message, config: DNSConfig) -> list[DNSAnswer]:
@@ -147,7 +130,7 @@ async def _udp_exchange(
     loop = asyncio.get_running_loop()
     received: list[tuple[DNSReply, dns.message.Message]] = []
     try:
-        sock = _open_socket(socket.SOCK_DGRAM, server[0], config)
+        sock = open_socket(socket.SOCK_DGRAM, server[0], config.source_address)
     except OSError as exc:
         return received, failures.classify(exc)
     with sock:
@@ -200,7 +183,7 @@ async def _tcp_exchange(
     loop = asyncio.get_running_loop()
     wire = query.to_wire()
     try:
-        sock = _open_socket(socket.SOCK_STREAM, server[0], config)
+        sock = open_socket(socket.SOCK_STREAM, server[0], config.source_address)
     except OSError as exc:
         return None, failures.classify(exc)
     with sock:

@@ -7,30 +7,12 @@ import ipaddress
 import socket
 
 from .config import TCPConfig
+from .connection import open_socket
 from .failures import classify
 from .observations import TCPConnect
 from .trace import Trace
 
 __all__ = ["connect"]
-
-
-def _family(ip: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
-
-
-def _open_socket(ip: str, config: TCPConfig) -> socket.socket:
-    family = _family(ip)
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setblocking(False)
-        # Bind only when the source address is of the same family: a lab's IPv4 vantage says nothing
-        # about which IPv6 address to use.
-        if config.source_address is not None and _family(config.source_address) == family:
-            sock.bind((config.source_address, 0))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 async def connect(
@@ -41,10 +23,11 @@ async def connect(
     Network failures are recorded in ``TCPConnect.failure``; an ``ip`` that is not an IP address is a
     caller bug and raises ``ValueError``.
     """
+    ipaddress.ip_address(ip)  # ValueError: a host name or garbage here is the caller's bug
     t0 = trace.now()
     sock: socket.socket | None = None
     try:
-        sock = _open_socket(ip, config)
+        sock = open_socket(socket.SOCK_STREAM, ip, config.source_address)
         async with asyncio.timeout(config.timeout):
             await asyncio.get_running_loop().sock_connect(sock, (ip, port))
     except (OSError, TimeoutError) as exc:
