@@ -44,8 +44,10 @@ app = typer.Typer(
     no_args_is_help=True,
     help="gatewatch volunteer agent: measures which websites are blocked on your network.",
 )
-console = Console()
-err = Console(stderr=True)
+# No emoji codes: the agent never writes one, and a URL or an error that happened to contain ":name:"
+# would be changed (and the first such check loads rich's table of emoji names: memory, issue 4).
+console = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 log = logging.getLogger("gatewatch.agent")
 
 EXIT_USAGE = 2  # the volunteer must do something first (consent, key, list)

@@ -6,16 +6,16 @@ of an exception, because a blocked collector is an expected condition on the net
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 from pydantic import ValidationError
 
 from gatewatch.probes.control import ControlObservations, ControlRequest
 from gatewatch.probes.failures import classify
+
+from .http_client import HttpClient, HttpClientError
 
 __all__ = [
     "ApiFailure",
@@ -27,9 +27,6 @@ __all__ = [
     "make_session",
     "request_control",
 ]
-
-USER_AGENT = "gatewatch-agent"
-DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
 
 
 @dataclass(frozen=True)
@@ -61,55 +58,36 @@ def _host(base: str) -> str:
 
 
 def describe_failure(exc: BaseException) -> str:
-    """A failure string for an aiohttp exception (the underlying OS error where there is one)."""
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return classify(exc.os_error)
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return f"http_{exc.status}"
-    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
-        return "eof_error"
-    if isinstance(exc, aiohttp.InvalidURL):
-        return "invalid_url"
+    """A failure string for an exception of the agent's HTTP client (or of the OS beneath it)."""
+    if isinstance(exc, HttpClientError):
+        return exc.failure
     return classify(exc)
 
 
 def make_session(
     *, source_address: str | None = None, ca_file: str | None = None, limit: int = 8
-) -> aiohttp.ClientSession:
-    """A client session for collector calls. ``source_address`` binds it (labs put the agent inside an
-    emulated network); ``ca_file`` trusts a lab's CA. No cookies: nothing links one call to the next."""
-    # A lab's CA is trusted in addition to the system's roots, so the same flag works with a public collector.
-    context = ssl.create_default_context()
-    if ca_file:
-        context.load_verify_locations(cafile=ca_file)
-    connector = aiohttp.TCPConnector(
-        limit=limit,
-        ssl=context,
-        local_addr=(source_address, 0) if source_address else None,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=DEFAULT_TIMEOUT,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        headers={"User-Agent": USER_AGENT},
-    )
+) -> HttpClient:
+    """A client for collector calls, at most ``limit`` at once. ``source_address`` binds it (labs put the
+    agent inside an emulated network); ``ca_file`` trusts a lab's CA in addition to the system's roots, so
+    the same flag works with a public collector. It keeps no cookies: nothing links one call to the next."""
+    return HttpClient(source_address=source_address, ca_file=ca_file, max_concurrent=limit)
 
 
 async def _json(
-    session: aiohttp.ClientSession, method: str, url: str, body: Any = None
+    session: HttpClient, method: str, url: str, body: Any = None
 ) -> tuple[Any, None] | tuple[None, str]:
     try:
-        async with session.request(method, url, json=body) as response:
-            if response.status != 200:
-                return None, f"http_{response.status}"
-            return await response.json(content_type=None), None
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        return None, describe_failure(exc)
+        response = await session.request(method, url, json_body=body)
+        if response.status != 200:
+            return None, f"http_{response.status}"
+        return response.json(), None
+    except HttpClientError as exc:
+        return None, exc.failure
     except ValueError:
         return None, "bad_answer"
 
 
-async def geolocate(session: aiohttp.ClientSession, bases: list[str]) -> Geolocation | ApiFailure:
+async def geolocate(session: HttpClient, bases: list[str]) -> Geolocation | ApiFailure:
     """Ask each collector in turn where we are; the first answer wins."""
     failure = ApiFailure("no collector configured")
     for base in bases:
@@ -129,7 +107,7 @@ async def geolocate(session: aiohttp.ClientSession, bases: list[str]) -> Geoloca
 
 
 async def request_control(
-    session: aiohttp.ClientSession, base: str, request: ControlRequest
+    session: HttpClient, base: str, request: ControlRequest
 ) -> ControlObservations | ApiFailure:
     data, error = await _json(session, "POST", api_url(base, "control"), request.model_dump(mode="json"))
     if error is not None:
@@ -140,15 +118,16 @@ async def request_control(
         return ApiFailure("bad_answer", _host(base))
 
 
-async def fetch_test_list(session: aiohttp.ClientSession, bases: list[str], cc: str) -> str | ApiFailure:
+async def fetch_test_list(session: HttpClient, bases: list[str], cc: str) -> str | ApiFailure:
     """The operator's test list for country ``cc`` as CSV text, from the first collector that answers."""
     failure = ApiFailure("no collector configured")
     for base in bases:
         try:
-            async with session.get(api_url(base, "test-list"), params={"cc": cc}) as response:
-                if response.status == 200:
-                    return await response.text()
-                failure = ApiFailure(f"http_{response.status}", _host(base))
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            failure = ApiFailure(describe_failure(exc), _host(base))
+            response = await session.get(api_url(base, "test-list"), params={"cc": cc})
+        except HttpClientError as exc:
+            failure = ApiFailure(exc.failure, _host(base))
+            continue
+        if response.status == 200:
+            return response.text()
+        failure = ApiFailure(f"http_{response.status}", _host(base))
     return failure

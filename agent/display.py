@@ -7,20 +7,16 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
+from rich.text import Text
 
 from .runner import RunEvent, RunSummary, UrlResult
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 __all__ = [
     "JsonLogFormatter",
@@ -84,7 +80,18 @@ class ProgressDisplay:
     """Context manager giving an ``on_event`` callback that drives a progress bar."""
 
     def __init__(self, console: Console) -> None:
-        self.progress = Progress(
+        # Imported here, on a terminal only: a pass under systemd or cron never draws a bar, and the
+        # import costs memory on a volunteer's machine (issue 4).
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress: Progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
@@ -118,11 +125,12 @@ def summary_table(summary: RunSummary, limit: int = 200) -> Table:
     table = Table(title=f"{summary.measured} of {summary.total} measured, {summary.blocked} blocked")
     for column in ("URL", "verdict", "layer", "fingerprint"):
         table.add_column(column, overflow="fold")
-    # Blocked first: they are what the volunteer ran the agent for.
+    # Blocked first: they are what the volunteer ran the agent for. URLs are Text, not markup: a test list's
+    # "[...]" in a URL is not a style.
     ordered: list[UrlResult] = sorted(summary.results, key=lambda r: (not r.blocked, r.blocking is not None))
     for result in ordered[:limit]:
         table.add_row(
-            result.url, blocking_label(result.blocking), result.layer or "", result.fingerprint or ""
+            Text(result.url), blocking_label(result.blocking), result.layer or "", result.fingerprint or ""
         )
     if len(ordered) > limit:
         table.caption = f"{len(ordered) - limit} more not shown (see `gatewatch-agent results`)"
@@ -136,7 +144,7 @@ def results_table(rows: list[dict[str, Any]]) -> Table:
     for row in rows:
         table.add_row(
             row["time"],
-            row["input"],
+            Text(row["input"]),
             blocking_label(row["blocking"]),
             row["layer"] or "",
             row["fingerprint"] or "",

@@ -11,8 +11,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from platformdirs import user_data_dir
-
 __all__ = ["DataPaths", "default_data_dir"]
 
 APP_NAME = "gatewatch"
@@ -23,6 +21,9 @@ def default_data_dir() -> Path:
     state = os.environ.get("STATE_DIRECTORY")
     if state:
         return Path(state.split(":")[0])
+    # Imported here: with --data-dir or under systemd it is never needed (memory, issue 4).
+    from platformdirs import user_data_dir
+
     return Path(user_data_dir(APP_NAME, appauthor=False))
 
 

@@ -94,6 +94,9 @@ _COLUMNS = (
 )
 
 
+_PAGE_CACHE_KIB = 256
+
+
 def _now() -> str:
     return format_utc(utc_now())
 
@@ -109,6 +112,9 @@ class MeasurementQueue:
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = FULL")
         self._db.execute("PRAGMA foreign_keys = ON")
+        # The queue is written once per measurement and read in batches: SQLite's default 2 MiB page
+        # cache buys it nothing but weighs on the agent's memory goal (issue 4).
+        self._db.execute(f"PRAGMA cache_size = -{_PAGE_CACHE_KIB}")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:

@@ -17,12 +17,11 @@ import logging
 import platform
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import metadata
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
-import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gatewatch.probes.config import DNSConfig, TCPConfig, TLSConfig, WebConfig
@@ -34,6 +33,7 @@ from gatewatch.probes.verdicts import Verdict
 
 from .anonymise import Identity, anonymise, is_lan_address
 from .collector_api import ApiFailure, Geolocation, geolocate, make_session, request_control
+from .http_client import HttpClient
 from .netinfo import NetworkView, observe_network
 from .queue import MeasurementQueue, QueueFull
 from .testlists import TestListEntry
@@ -97,7 +97,7 @@ class RunOptions:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slotted: a pass keeps one per URL until its summary is shown
 class UrlResult:
     url: str
     category: str
@@ -145,7 +145,9 @@ class RunSummary:
 
     def as_record(self) -> dict[str, Any]:
         """What ``status`` shows later (no URLs, no addresses)."""
-        record = {k: v for k, v in asdict(self).items() if k not in ("results", "upload")}
+        # Field by field, not asdict(): that would deep-copy every result first, only to drop them (a
+        # megabyte at the end of a long pass, the agent's memory peak).
+        record = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("results", "upload")}
         if self.upload is not None:
             record["upload"] = self.upload.as_dict()
         return record
@@ -261,6 +263,14 @@ def _default_analyse() -> tuple[AnalyseFn, Any]:
     return analyse, load_default_fingerprints()
 
 
+class _HostSlot:
+    """The ``per_host`` limit of one host, and how many workers hold or wait for it."""
+
+    def __init__(self, per_host: int) -> None:
+        self.semaphore = asyncio.Semaphore(per_host)
+        self.users = 0
+
+
 class _Pass:
     """The state of one pass, shared by its workers (one event loop: no locks needed)."""
 
@@ -270,7 +280,7 @@ class _Pass:
         options: RunOptions,
         queue: MeasurementQueue,
         key: Ed25519PrivateKey,
-        session: aiohttp.ClientSession,
+        session: HttpClient,
         measure: MeasureFn,
         analyse: AnalyseFn | None,
         fingerprints: Any,
@@ -289,7 +299,9 @@ class _Pass:
         self.summary = RunSummary(started_at=format_utc(utc_now()), total=len(entries))
         self.pass_started = utc_now()
         self.next_index = 0
-        self.host_slots: dict[str, asyncio.Semaphore] = {}
+        # Per host: its semaphore and how many workers hold or wait for it. Dropped when that count is 0,
+        # so that a pass over thousands of hosts does not keep a semaphore for each (the memory goal).
+        self.host_slots: dict[str, _HostSlot] = {}
         self.geolocation = Geolocation(WITHHELD_ASN, WITHHELD_CC, "", None)
         self.identity = Identity()
         self.network: NetworkView | None = None
@@ -312,13 +324,21 @@ class _Pass:
             if self.network is not None and self._network_changed():
                 self.stop("network_changed", "the network changed during the pass")
                 return
-            slot = self.host_slots.setdefault(entry.host, asyncio.Semaphore(self.options.per_host))
-            async with slot:
-                try:
-                    await self.measure_one(entry)
-                except Exception:  # a bug (network failures are data and never reach here): go on
-                    log.exception("measuring %s failed", entry.url)
-                    self.summary.errors += 1
+            slot = self.host_slots.get(entry.host)
+            if slot is None:
+                slot = self.host_slots[entry.host] = _HostSlot(self.options.per_host)
+            slot.users += 1
+            try:
+                async with slot.semaphore:
+                    try:
+                        await self.measure_one(entry)
+                    except Exception:  # a bug (network failures are data and never reach here): go on
+                        log.exception("measuring %s failed", entry.url)
+                        self.summary.errors += 1
+            finally:
+                slot.users -= 1
+                if not slot.users:
+                    del self.host_slots[entry.host]
 
     def _network_changed(self) -> bool:
         now = observe_network(self.collector_ip, self.options.source_address)
@@ -429,6 +449,10 @@ async def _first_address(bases: list[str]) -> str | None:
         host = urlsplit(base).hostname
         if not host:
             continue
+        try:  # an address already (labs): no resolver thread to start, which costs memory (issue 4)
+            return str(ipaddress.ip_address(host))
+        except ValueError:
+            pass
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=0)
         except OSError:
@@ -444,7 +468,7 @@ async def run_pass(
     queue: MeasurementQueue,
     key: Ed25519PrivateKey,
     *,
-    session: aiohttp.ClientSession | None = None,
+    session: HttpClient | None = None,
     measure: MeasureFn | None = None,
     analyse: AnalyseFn | None = None,
     fingerprints: Any = None,
@@ -453,7 +477,7 @@ async def run_pass(
     """Measure ``entries`` once, queue every result, then upload what is pending (unless disabled)."""
     own_session = session is None
     # Each measurement asks the collector for its control while it runs: allow as many collector calls in
-    # flight as measurements, or the connection pool (not the network) sets the pace.
+    # flight as measurements, or the client's limit (not the network) sets the pace.
     session = session or make_session(
         source_address=options.source_address, ca_file=options.ca_file, limit=max(8, options.concurrency)
     )

@@ -29,7 +29,8 @@ MAX_URL_LENGTH = 2048  # Measurement.input's bound
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-@dataclass(frozen=True)
+# Slotted: a pass holds one per URL of the list, thousands of them (the agent's memory goal).
+@dataclass(frozen=True, slots=True)
 class TestListEntry:
     __test__ = False  # not a pytest test class, despite the name
 

@@ -12,18 +12,18 @@ quarantined without holding back the others.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from gatewatch.probes.measurement import format_utc, utc_now
 
-from .collector_api import api_url, describe_failure
+from .collector_api import api_url
+from .http_client import HttpClient, HttpClientError, Response
 from .queue import MeasurementQueue, QueuedMeasurement
 
 __all__ = ["LAST_UPLOAD_ERROR_KEY", "LAST_UPLOAD_KEY", "RetryPolicy", "UploadReport", "Uploader"]
@@ -100,12 +100,28 @@ def _retry_after(value: str | None) -> float | None:
         return None  # an HTTP-date: fall back to our own backoff
 
 
+class _BatchBody:
+    """``{"measurements": [envelope, ...]}`` as JSON pieces, each made when the HTTP client reads it:
+    a batch can be megabytes, and whole copies of it (a string, its bytes, the pieces) were the agent's
+    memory peak. Iterable again for each attempt."""
+
+    def __init__(self, batch: list[QueuedMeasurement]) -> None:
+        self.batch = batch
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield b'{"measurements": ['
+        for index, row in enumerate(self.batch):
+            envelope = json.dumps(row.envelope.model_dump()).encode()
+            yield b", " + envelope if index else envelope
+        yield b"]}"
+
+
 class Uploader:
     def __init__(
         self,
         queue: MeasurementQueue,
         collector_urls: list[str],
-        session: aiohttp.ClientSession,
+        session: HttpClient,
         *,
         batch_size: int = 50,
         batch_bytes: int = 4 * 1024 * 1024,
@@ -186,30 +202,31 @@ class Uploader:
 
     async def _post(self, base: str, batch: list[QueuedMeasurement]) -> _Answered | _Retry | _Refused:
         host = urlsplit(base).hostname or base
-        body = {"measurements": [row.envelope.model_dump() for row in batch]}
         try:
-            async with self.session.post(api_url(base, "measurements"), json=body) as response:
-                if response.status == 200:
-                    data = await response.json(content_type=None)
-                    results = data.get("results") if isinstance(data, dict) else None
-                    if not isinstance(results, list):
-                        return _Retry(f"{host}: bad_answer")
-                    return _Answered(results)
-                reason = await self._error_reason(response)
-                error = f"{host}: http_{response.status} {reason}".rstrip()
-                if response.status >= 500 or response.status in _RETRYABLE_4XX:
-                    return _Retry(error, _retry_after(response.headers.get("Retry-After")))
-                return _Refused(f"http_{response.status} {reason}".rstrip())
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            return _Retry(f"{host}: {describe_failure(exc)}")
-        except ValueError:
-            return _Retry(f"{host}: bad_answer")
+            url, body = api_url(base, "measurements"), _BatchBody(batch)
+            response = await self.session.request("POST", url, body=body, content_type="application/json")
+        except HttpClientError as exc:
+            return _Retry(f"{host}: {exc.failure}")
+        if response.status == 200:
+            try:
+                data = response.json()
+            except ValueError:
+                return _Retry(f"{host}: bad_answer")
+            results = data.get("results") if isinstance(data, dict) else None
+            if not isinstance(results, list):
+                return _Retry(f"{host}: bad_answer")
+            return _Answered(results)
+        reason = self._error_reason(response)
+        error = f"{host}: http_{response.status} {reason}".rstrip()
+        if response.status >= 500 or response.status in _RETRYABLE_4XX:
+            return _Retry(error, _retry_after(response.header("Retry-After")))
+        return _Refused(f"http_{response.status} {reason}".rstrip())
 
     @staticmethod
-    async def _error_reason(response: aiohttp.ClientResponse) -> str:
+    def _error_reason(response: Response) -> str:
         try:
-            data = await response.json(content_type=None)
-        except (ValueError, aiohttp.ClientError):
+            data = response.json()
+        except ValueError:
             return ""
         return str(data.get("error", ""))[:100] if isinstance(data, dict) else ""
 

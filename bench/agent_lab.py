@@ -26,7 +26,8 @@ second answer; 0.25 s each by default): a fixed wait per URL that is not a round
 implementation of the probe can skip either. Ratios are given against both.
 
 The agent's peak RSS comes from wait4() on its process alone (the lab and collector are not counted).
-Whether scapy was imported is read inside the agent process at exit. Prints figures; asserts nothing.
+Whether scapy or aiohttp was imported is read inside the agent process at exit. Prints figures; asserts
+nothing.
 """
 
 from __future__ import annotations
@@ -55,11 +56,11 @@ ISP_SOURCE = "127.65.0.10"  # ISP A's vantage in the lab (gatewatch.probes.netem
 DNS_LINGER = 0.25  # DNSConfig's default, used by the agent's probe and by the collector's control
 STARTUP_TIMEOUT = 60.0
 # The agent's own process, as the console script starts it, plus one line at exit saying whether scapy
-# was ever imported in it (atexit runs after typer's SystemExit).
+# or aiohttp was ever imported in it (atexit runs after typer's SystemExit).
 AGENT_SHIM = (
-    "import atexit, sys\n"
-    "atexit.register(lambda: sys.stderr.write("
-    '\'{"bench": "exit", "scapy_imported": %s}\\n\' % str(\'scapy\' in sys.modules).lower()))\n'
+    "import atexit, json, sys\n"
+    "atexit.register(lambda: sys.stderr.write(json.dumps({'bench': 'exit', "
+    "'scapy_imported': 'scapy' in sys.modules, 'aiohttp_imported': 'aiohttp' in sys.modules}) + '\\n'))\n"
     "from gatewatch.agent.cli import main\n"
     "sys.argv[0] = 'gatewatch-agent'\n"
     "main()\n"
@@ -364,6 +365,7 @@ def print_figures(
         "agent_rss_mib_by_stage": {k: round(v, 1) for k, v in log.rss.items() if v is not None},
         "agent_cpu_s": round(result["usage"].ru_utime + result["usage"].ru_stime, 1),
         "scapy_imported": log.exit.get("scapy_imported"),
+        "aiohttp_imported": log.exit.get("aiohttp_imported"),
         # The machine's other work during the pass: on few cores, CPU is what stretches the wall time.
         **{name: round(value, 1) for name, value in others.items() if value is not None},
         "cpu_cores": os.cpu_count(),

@@ -3,6 +3,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -191,3 +194,28 @@ def test_upload_keeps_the_queue_when_the_collector_is_unreachable(
     assert "still pending 3" in result.output
     with MeasurementQueue(paths.queue) as after:
         assert after.counts()["pending"] == 3
+
+
+_RUN_AND_REPORT_IMPORTS = """
+import atexit, json, sys
+atexit.register(lambda: print(json.dumps({m: m in sys.modules for m in ("aiohttp", "rich.progress")})))
+from gatewatch.agent.cli import main
+sys.argv[0] = "gatewatch-agent"
+main()
+"""
+
+
+def test_a_run_without_a_terminal_imports_neither_aiohttp_nor_the_progress_bar(tmp_path: Path) -> None:
+    # Both cost memory on a volunteer's machine (issue 4): the agent has its own HTTP client, and the
+    # progress bar is drawn on a terminal only.
+    data = tmp_path / "d"
+    _init(data)
+    with socket.socket() as sock:  # a closed port on loopback: the measurement fails fast, as data
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    command = [sys.executable, "-c", _RUN_AND_REPORT_IMPORTS, "run", "--data-dir", str(data)]
+    command += ["--input", url, "--no-upload", "--max-runtime", "20"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert "1 of 1 measured" in result.stdout
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"aiohttp": False, "rich.progress": False}

@@ -27,6 +27,31 @@ def test_a_missing_or_foreign_key_is_a_clear_error(tmp_path: Path) -> None:
         load_key(tmp_path / "junk.pem")
 
 
+def test_the_key_file_reads_the_same_by_hand_as_by_openssl(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+        load_pem_private_key,
+    )
+
+    from gatewatch.agent.keys import _ed25519_from_pkcs8_pem
+
+    key = load_or_create_key(tmp_path / "k.pem")
+    pem = (tmp_path / "k.pem").read_bytes()
+    by_hand = _ed25519_from_pkcs8_pem(pem)
+    assert by_hand is not None
+    raw = (Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    assert by_hand.private_bytes(*raw) == key.private_bytes(*raw)
+    assert by_hand.private_bytes(*raw) == load_pem_private_key(pem, None).private_bytes(*raw)  # type: ignore[union-attr]
+    other = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "ec.pem").write_bytes(other.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    assert _ed25519_from_pkcs8_pem((tmp_path / "ec.pem").read_bytes()) is None
+    with pytest.raises(SigningKeyError, match="not an Ed25519 key"):
+        load_key(tmp_path / "ec.pem")
+
+
 def test_consent_round_trip_and_garbage(tmp_path: Path) -> None:
     assert load_consent(tmp_path / "consent.json") is None
     record = record_consent(tmp_path / "consent.json")
@@ -44,6 +69,9 @@ def test_data_dir_is_private_and_follows_systemd(tmp_path: Path, monkeypatch: py
     assert stat.S_IMODE(paths.root.stat().st_mode) == 0o700
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
     assert default_data_dir() == tmp_path / "state"
+    monkeypatch.delenv("STATE_DIRECTORY")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert default_data_dir() == tmp_path / "xdg" / "gatewatch"
 
 
 def test_settings_file_and_overrides(tmp_path: Path) -> None:

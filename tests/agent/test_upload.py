@@ -10,7 +10,6 @@ import socket
 import sys
 import textwrap
 
-import aiohttp
 import pytest
 
 from gatewatch.agent.collector_api import make_session
@@ -198,6 +197,6 @@ async def test_kill_9_mid_upload_then_restart_delivers_everything_exactly_once(c
 
 async def test_no_collector_is_a_configuration_error(fill_queue) -> None:
     queue, _ = fill_queue(0)
-    async with aiohttp.ClientSession() as session:
+    async with make_session() as session:
         with pytest.raises(ValueError):
             Uploader(queue, [], session)
