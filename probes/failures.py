@@ -101,13 +101,14 @@ _ERRNO_FAILURES: Final[dict[int, str]] = {
 
 # OpenSSL verify codes (X509_V_ERR_*) that mean "nobody we trust signed this".
 _UNKNOWN_AUTHORITY_CODES: Final = frozenset({2, 18, 19, 20, 21})
-_HOSTNAME_MISMATCH_CODE: Final = 62
+# X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH: the certificate is for another name.
+_NAME_MISMATCH_CODES: Final = frozenset({62, 64})
 
 
 def _classify_ssl(exc: ssl.SSLError) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         code = getattr(exc, "verify_code", None)
-        if code == _HOSTNAME_MISMATCH_CODE:
+        if code in _NAME_MISMATCH_CODES:
             return SSL_INVALID_HOSTNAME
         if code in _UNKNOWN_AUTHORITY_CODES:
             return SSL_UNKNOWN_AUTHORITY

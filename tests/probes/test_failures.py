@@ -41,8 +41,8 @@ def _verify_error(code: int) -> ssl.SSLCertVerificationError:
 
 @pytest.mark.parametrize(
     ("code", "expected"),
-    [(62, "ssl_invalid_hostname"), (19, "ssl_unknown_authority"), (20, "ssl_unknown_authority"),
-     (10, "ssl_invalid_certificate")],
+    [(62, "ssl_invalid_hostname"), (64, "ssl_invalid_hostname"), (19, "ssl_unknown_authority"),
+     (20, "ssl_unknown_authority"), (10, "ssl_invalid_certificate")],
 )  # fmt: skip
 def test_certificate_errors(code: int, expected: str) -> None:
     assert failures.classify(_verify_error(code)) == expected
