@@ -13,10 +13,8 @@ Regenerate the committed copy after changing an endpoint or a model:
 from __future__ import annotations
 
 import json
-import sys
 import typing
 from importlib.metadata import version
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -26,6 +24,7 @@ from gatewatch.probes.attribution import NetworkCondition, Scope
 from gatewatch.probes.control import ControlObservations, ControlRequest
 from gatewatch.probes.envelope import ENVELOPE_FORMAT, Envelope
 from gatewatch.probes.measurement import Measurement
+from gatewatch.probes.schema import write_or_print
 from gatewatch.probes.verdicts import Verdict
 
 from .exports import EXPORT_FORMATS, MEDIA_TYPES
@@ -443,13 +442,7 @@ def add_openapi_routes(app: web.Application) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    text = render()
-    if args:
-        Path(args[0]).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
-    return 0
+    return write_or_print(render(), argv)
 
 
 if __name__ == "__main__":

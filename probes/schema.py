@@ -13,7 +13,7 @@ from typing import Any
 
 from .measurement import Measurement
 
-__all__ = ["measurement_json_schema", "render"]
+__all__ = ["measurement_json_schema", "render", "write_or_print"]
 
 SCHEMA_ID = "https://gatewatch.invalid/schemas/measurement.schema.json"
 
@@ -27,14 +27,18 @@ def render() -> str:
     return json.dumps(measurement_json_schema(), indent=2, sort_keys=True) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def write_or_print(text: str, argv: list[str] | None = None) -> int:
+    """The command line of a generated document: write it to the path given, or to standard output."""
     args = sys.argv[1:] if argv is None else argv
-    text = render()
     if args:
         Path(args[0]).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return write_or_print(render(), argv)
 
 
 if __name__ == "__main__":
