@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -121,10 +122,29 @@ def _load(paths: DataPaths) -> AgentSettings:
         raise _fail(str(exc)) from None
 
 
+class _NoTestList(Exception):
+    """The collector's test list could not be fetched (the reason is the message)."""
+
+
+def _keep_copy(path: Path, text: str) -> None:
+    """Save the fetched list for later passes (atomically: a crash leaves the old copy or the new one)."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    except OSError as exc:  # a full disk must not stop this pass: it only loses the fallback
+        log.warning("cannot keep a copy of the test list: %s", exc.strerror or exc)
+
+
 async def _test_list(
-    settings: AgentSettings, options: RunOptions, inputs: list[str], files: list[Path]
+    settings: AgentSettings,
+    options: RunOptions,
+    inputs: list[str],
+    files: list[Path],
+    copy: Path | None = None,
 ) -> TestList:
-    """--input/--input-file if given, else the collector's list for our country."""
+    """--input/--input-file if given, else the collector's list for our country (saved to ``copy``
+    when given). Raises :class:`_NoTestList` when that list cannot be fetched."""
     include, exclude = settings.include_categories, settings.skip_categories
     seen: set[str] = set()
     merged = entries_from_urls(inputs, seen=seen)
@@ -146,8 +166,26 @@ async def _test_list(
             cc = "ZZ" if isinstance(found, ApiFailure) else found.probe_cc
         text = await fetch_test_list(session, bases, cc)
     if isinstance(text, ApiFailure):
-        raise _fail(f"cannot fetch the test list from the collector: {text}", EXIT_NOT_MEASURED)
+        raise _NoTestList(f"cannot fetch the test list from the collector: {text}")
+    if copy is not None:
+        _keep_copy(copy, text)
     return parse_test_list(text, include=include, exclude=exclude)
+
+
+async def _scheduled_test_list(
+    paths: DataPaths, settings: AgentSettings, options: RunOptions, files: list[Path]
+) -> TestList:
+    """The daemon's list: fetched, else the last one fetched, else none (the pass then only uploads
+    what waits): one unreachable collector must not end the daemon or its schedule."""
+    try:
+        return await _test_list(settings, options, [], files, copy=paths.test_list_copy)
+    except _NoTestList as exc:
+        fallback = read_test_list(
+            paths.test_list_copy, include=settings.include_categories, exclude=settings.skip_categories
+        )
+        using = "the last list fetched" if fallback.entries else "no list: measuring nothing this pass"
+        log.warning("%s; using %s", exc, using, extra={"fields": {"event": "test_list_unavailable"}})
+        return fallback if fallback.entries else TestList()
 
 
 def _report_problems(test_list: TestList) -> None:
@@ -173,10 +211,22 @@ def _options(settings: AgentSettings, **flags: Any) -> RunOptions:
 
 
 async def _one_pass(
-    paths: DataPaths, settings: AgentSettings, options: RunOptions, inputs: list[str], files: list[Path]
+    paths: DataPaths,
+    settings: AgentSettings,
+    options: RunOptions,
+    inputs: list[str],
+    files: list[Path],
+    *,
+    scheduled: bool = False,
 ) -> RunSummary:
     key = load_key(paths.key)
-    test_list = await _test_list(settings, options, inputs, files)
+    if scheduled:
+        test_list = await _scheduled_test_list(paths, settings, options, files)
+    else:
+        try:
+            test_list = await _test_list(settings, options, inputs, files, copy=paths.test_list_copy)
+        except _NoTestList as exc:
+            raise _fail(str(exc), EXIT_NOT_MEASURED) from None
     _report_problems(test_list)
     with MeasurementQueue(paths.queue, settings.queue) as queue:
         if is_terminal():
@@ -277,7 +327,13 @@ def daemon(
     options = _options(settings, run_type="timed")
 
     async def one_pass() -> str | None:
-        summary = await _one_pass(paths, settings, options, [], input_file)
+        try:
+            summary = await _one_pass(paths, settings, options, [], input_file, scheduled=True)
+        except (SigningKeyError, typer.Exit):
+            raise  # the volunteer must act (key, settings): no later pass would do better
+        except Exception:  # a bug in one pass must not end the schedule: log it, try again next time
+            log.exception("pass failed", extra={"fields": {"event": "pass_failed"}})
+            return None
         log.info("pass", extra={"fields": {"event": "pass_done", **summary.as_record()}})
         return summary.stop_reason
 

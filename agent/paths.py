@@ -51,6 +51,11 @@ class DataPaths:
     def settings(self) -> Path:
         return self.root / "agent.toml"
 
+    @property
+    def test_list_copy(self) -> Path:
+        """The last test list fetched from the collector: the daemon's fallback when it cannot fetch."""
+        return self.root / "last-test-list.csv"
+
     def create(self) -> None:
         """Create the directory readable by its owner only (it holds the private key)."""
         self.root.mkdir(parents=True, exist_ok=True)

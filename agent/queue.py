@@ -196,6 +196,16 @@ class MeasurementQueue:
                 (reason[:500], _now(), uid),
             )
 
+    def keep_local(self, uids: Iterable[str], reason: str) -> int:
+        """Take pending rows out of uploads for good (``local``, with the reason): measurements that
+        must not leave the machine after all."""
+        with self._transaction() as db:
+            return db.executemany(
+                "UPDATE measurements SET state = 'local', reason = ?, updated_at = ?"
+                " WHERE measurement_uid = ? AND state = 'pending'",
+                [(reason[:500], _now(), uid) for uid in uids],
+            ).rowcount
+
     def record_failure(self, uids: Iterable[str], error: str) -> None:
         """An upload attempt for these failed in a way worth retrying (network, 5xx): keep them pending."""
         with self._transaction() as db:

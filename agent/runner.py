@@ -31,10 +31,10 @@ from gatewatch.probes.measurement import Measurement, WebTestKeys, format_utc, u
 from gatewatch.probes.trace import Trace
 from gatewatch.probes.verdicts import Verdict
 
-from .anonymise import Identity, anonymise, is_lan_address
+from .anonymise import SCRUBBED, Identity, anonymise, is_lan_address
 from .collector_api import ApiFailure, Geolocation, geolocate, make_session, request_control
 from .http_client import HttpClient
-from .netinfo import NetworkView, observe_network
+from .netinfo import ROUTE_PROBES, NetworkView, machine_addresses, observe_network
 from .queue import MeasurementQueue, QueueFull
 from .testlists import TestListEntry
 from .upload import RetryPolicy, Uploader, UploadReport
@@ -47,6 +47,8 @@ __all__ = [
     "UrlResult",
     "build_measurement",
     "bytes_received",
+    "classify_own_addresses",
+    "usable_probe_ip",
     "run_pass",
 ]
 
@@ -88,6 +90,13 @@ class RunOptions:
     upload_batch: int = 50
     upload_retry: RetryPolicy = field(default_factory=RetryPolicy)
     run_type: Literal["manual", "timed"] = "manual"
+    # Public addresses whose route (never a packet) tells the machine's own source addresses.
+    route_probes: tuple[str, ...] = ROUTE_PROBES
+
+    @property
+    def lab(self) -> bool:
+        """A lab run: the agent is bound to, or routes to, addresses that are not public."""
+        return bool(self.source_address or self.routable)
 
     def web_config(self) -> WebConfig:
         return WebConfig(
@@ -241,6 +250,32 @@ def build_measurement(
         },
         test_keys=keys,
     )
+
+
+def usable_probe_ip(probe_ip: str | None, *, lab: bool = False) -> str | None:
+    """The collector's view of our address if it can be one of ours on the internet (a global
+    address; in a lab, any unicast address), else None. A private or loopback ``probe_ip`` means the
+    collector saw a proxy or a NAT of its own, not us: scrubbing it would leave our address in place."""
+    try:
+        ip = ipaddress.ip_address(probe_ip or "")
+    except ValueError:
+        return None
+    if ip.is_global or (lab and not (ip.is_unspecified or ip.is_multicast)):
+        return str(ip)
+    return None
+
+
+def classify_own_addresses(addresses: list[str]) -> tuple[list[str], list[str]]:
+    """(public, LAN) among the machine's own addresses; loopback and the like are neither (every
+    machine has them)."""
+    public: list[str] = []
+    lan: list[str] = []
+    for address in addresses:
+        if is_lan_address(address):
+            lan.append(address)
+        elif usable_probe_ip(address) is not None:
+            public.append(address)
+    return public, lan
 
 
 def _apply_overrides(found: Geolocation, options: RunOptions) -> Geolocation:
@@ -415,32 +450,66 @@ class _Pass:
             return None, answer.failure
         return answer, None
 
-    async def locate(self) -> bool:
-        """Learn ASN/country and the addresses to scrub. False when the agent's public address cannot
-        be learned and results would be uploaded: measuring then could publish it unscrubbed."""
+    def _bases(self) -> list[str]:
         bases = list(self.options.collector_urls)
         if self.options.control_url and self.options.control_url not in bases:
             bases.append(self.options.control_url)
-        found = await geolocate(self.session, bases) if bases else ApiFailure("no collector configured")
+        return bases
+
+    async def _geolocate(self) -> Geolocation | ApiFailure:
+        bases = self._bases()
+        return await geolocate(self.session, bases) if bases else ApiFailure("no collector configured")
+
+    async def locate(self) -> bool:
+        """Learn ASN/country and the addresses to scrub. False when the agent's public address cannot
+        be learned and results would be uploaded: measuring then could publish it unscrubbed."""
+        found = await self._geolocate()
         if isinstance(found, ApiFailure):
             if self.options.upload:
                 self.stop("own_address_unknown", f"geolocate failed: {found}")
                 return False
             found = Geolocation(WITHHELD_ASN, WITHHELD_CC, "", None)
+        probe_ip = usable_probe_ip(found.probe_ip, lab=self.options.lab)
+        if probe_ip is None and self.options.upload:
+            # Not the address our traffic leaves with (missing, garbled, or a proxy's private one): what
+            # we would scrub is not what an echoing site would see.
+            self.stop("own_address_unknown", "the collector gave no usable public address for this machine")
+            return False
         self.geolocation = _apply_overrides(found, self.options)
         self.summary.probe_asn = self.geolocation.probe_asn
         self.summary.probe_cc = self.geolocation.probe_cc
-        self.collector_ip = await _first_address(bases)
+        self.collector_ip = await _first_address(self._bases())
         self.network = observe_network(self.collector_ip, self.options.source_address)
-        own = [found.probe_ip] if found.probe_ip else []
-        lan = list(self.network.gateways)
-        local = self.network.local_address
-        if local and is_lan_address(local):
-            lan.append(local)
-        elif local and ipaddress.ip_address(local).is_global:
-            own.append(local)  # no NAT: the machine's own address is its public one
-        self.identity = Identity.of(own_addresses=own, lan_addresses=lan)
+        # The machine's own addresses of both families: on a dual-stack network the probes may leave by
+        # IPv6 while the collector was reached by IPv4 (or the other way round). A bound lab agent leaves
+        # from its source address only.
+        learned = [] if self.options.source_address else machine_addresses(self.options.route_probes)
+        if self.network.local_address:
+            learned.append(self.network.local_address)
+        own, lan = classify_own_addresses(learned)
+        if probe_ip:
+            own.append(probe_ip)
+        # IPv6 addresses are scrubbed by their /64 (Identity.of): privacy addresses rotate inside it.
+        self.identity = Identity.of(own_addresses=own, lan_addresses=[*self.network.gateways, *lan])
         return True
+
+    async def confirm_address(self) -> None:
+        """Before uploading: ask again where we are. If the collector now sees an address this pass did
+        not scrub (the network changed mid-pass), this pass's measurements may carry it: they stay on
+        the machine (state ``local``) instead of being uploaded under the old identity."""
+        found = await self._geolocate()
+        if isinstance(found, ApiFailure):
+            if not self._network_changed():
+                return  # the collector is flaky, the network is the same: nothing suggests a new address
+            reason = f"the network changed during the pass and the address could not be confirmed ({found})"
+        else:
+            probe_ip = usable_probe_ip(found.probe_ip, lab=self.options.lab)
+            if probe_ip is not None and self.identity.replacement(ipaddress.ip_address(probe_ip)) == SCRUBBED:
+                return  # still one of ours (the same address, or the same IPv6 /64)
+            reason = "the public address changed during the pass"
+        kept = self.queue.keep_local([r.measurement_uid for r in self.summary.results], reason)
+        log.warning("%s: %d measurements kept local, not uploaded", reason, kept)
+        self.stop("network_changed", f"{reason}; this pass's measurements are kept local")
 
 
 async def _first_address(bases: list[str]) -> str | None:
@@ -496,6 +565,8 @@ async def run_pass(
         state.emit("started")
         if await state.locate():
             await _measure_all(state)
+            if options.upload and state.summary.results:
+                await state.confirm_address()
         summary = state.summary
         summary.finished_at = format_utc(utc_now())
         state.emit("stopped", message=summary.stop_reason)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,9 @@ __all__ = [
 COLUMNS = ("url", "category_code", "category_description", "date_added", "source", "notes")
 MAX_URL_LENGTH = 2048  # Measurement.input's bound
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# Padding a hand-edited cell may carry. Only these: stripping Unicode whitespace (NEL, U+2028...) would
+# quietly turn a URL with a control character at its end into another URL instead of reporting it.
+_PADDING = " \t\r\n"
 
 
 # Slotted: a pass holds one per URL of the list, thousands of them (the agent's memory goal).
@@ -66,10 +70,32 @@ class TestList:
         return len(self.entries)
 
 
+def _unsafe_character(url: str) -> str | None:
+    """Why ``url`` cannot be sent as it is: a space or a control character (C0, DEL, C1, or an invisible
+    format character such as a bidi override) would be sent raw in the request line and the Host
+    header, or hide what is measured from whoever reads the list; None when it has neither."""
+    for c in url:
+        if c.isspace():
+            return "a space in the URL"
+        if unicodedata.category(c) in ("Cc", "Cf"):
+            return f"a control character (U+{ord(c):04X}) in the URL"
+    return None
+
+
+def _url_problem(url: str) -> str | None:
+    if len(url) > MAX_URL_LENGTH:
+        return f"URL longer than {MAX_URL_LENGTH} characters"
+    if (unsafe := _unsafe_character(url)) is not None:
+        return unsafe
+    if _canonical_url(url) is None:
+        return "not a measurable http(s) URL"
+    return None
+
+
 def _canonical_url(url: str) -> str | None:
     """The URL as compared for duplicates (scheme and host case-folded, default port dropped), or None
     when it cannot be measured."""
-    if len(url) > MAX_URL_LENGTH or any(c.isspace() for c in url):
+    if len(url) > MAX_URL_LENGTH or _unsafe_character(url) is not None:
         return None
     try:
         parts = urlsplit(url)
@@ -84,6 +110,13 @@ def _canonical_url(url: str) -> str | None:
     if port is not None and port != _DEFAULT_PORTS[parts.scheme.lower()]:
         netloc = f"{netloc}:{port}"
     return urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", parts.query, ""))
+
+
+def _shown(url: str) -> str:
+    """The rejected URL as it may be printed: its control characters escaped (raw ones would act on the
+    volunteer's terminal or log)."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}"
+                   for c in url[:200])  # fmt: skip
 
 
 def _wanted(code: str, include: frozenset[str], exclude: frozenset[str]) -> bool:
@@ -127,10 +160,10 @@ def parse_test_list(
             continue
         if len(row) < len(header):
             row = row + [""] * (len(header) - len(row))
-        values = {name: row[i].strip() for name, i in index.items()}
+        values = {name: row[i].strip(_PADDING) for name, i in index.items()}
         canonical = _canonical_url(values["url"])
         if canonical is None:
-            result.problems.append(RowProblem(line, "not a measurable http(s) URL", values["url"][:200]))
+            result.problems.append(RowProblem(line, _url_problem(values["url"]) or "", _shown(values["url"])))
             continue
         code = (values.get("category_code") or "MISC").upper()
         if not _wanted(code, include_set, exclude_set):
@@ -169,12 +202,13 @@ def entries_from_urls(urls: Iterable[str], *, seen: set[str] | None = None) -> T
     seen = set() if seen is None else seen
     result = TestList()
     for position, url in enumerate(urls, start=1):
-        canonical = _canonical_url(url.strip())
+        url = url.strip(_PADDING)
+        canonical = _canonical_url(url)
         if canonical is None:
-            result.problems.append(RowProblem(position, "not a measurable http(s) URL", url[:200]))
+            result.problems.append(RowProblem(position, _url_problem(url) or "", _shown(url)))
         elif canonical in seen:
             result.duplicates += 1
         else:
             seen.add(canonical)
-            result.entries.append(TestListEntry(url=url.strip(), source="command line"))
+            result.entries.append(TestListEntry(url=url, source="command line"))
     return result

@@ -2,11 +2,19 @@
 
 Per item the collector answers ``accepted`` or ``duplicate`` (both mean "the collector has it": the row
 becomes ``sent``) or ``rejected`` with a reason (the row is quarantined with that reason and not
-retried: sending it again would be refused again). A whole request may fail: 5xx, 429 (with
-Retry-After) and network errors are worth retrying, first at the next collector URL, then after an
-exponential backoff with full jitter, a bounded number of times per pass; rows stay ``pending`` for the
-next pass. Other 4xx answers to a whole batch are narrowed down by halving it, so that one bad row is
-quarantined without holding back the others.
+retried: sending it again would be refused again).
+
+Only the collector's own words quarantine anything: a per-item ``rejected`` in a JSON answer of the
+documented shape, or a whole-request 400/413 whose body is the collector's JSON ``{"error": reason}``
+with a reason that is about the batch's content (narrowed down by halving the batch, so that one bad
+row is quarantined without holding back the others). Between the agent and the collector sit censors,
+captive portals and proxies that answer with 403 blockpages, 302 redirects to a login page or their own
+413 body limits: those say nothing about the measurement, so they, like 5xx, 429 (with Retry-After) and
+network errors, are retried, first at the next collector URL, then after an exponential backoff with
+full jitter, a bounded number of times per pass; rows stay ``pending`` for the next pass. A batch that
+still fails is left for the next pass and the following batches get their turn, so one stuck batch does
+not hold back the whole queue; a few failed batches in a row end the upload pass (the collector is
+unreachable: trying every batch would only add waiting).
 """
 
 from __future__ import annotations
@@ -32,7 +40,10 @@ log = logging.getLogger(__name__)
 
 LAST_UPLOAD_KEY = "last_upload"
 LAST_UPLOAD_ERROR_KEY = "last_upload_error"  # kept after later successes, so `status` can say when
-_RETRYABLE_4XX = frozenset({408, 425, 429})
+# Whole-request refusals (collector/ingest.py) that are about the batch's content: narrowed by halving,
+# and a single item refused so is quarantined. Others (unsupported_media_type, rate_limited...) are not.
+_CONTENT_REFUSALS = frozenset({"invalid_json", "invalid_request", "batch_too_large", "body_too_large"})
+_REFUSAL_STATUSES = frozenset({400, 413})
 
 
 @dataclass(frozen=True)
@@ -88,9 +99,27 @@ class _Retry:
 
 @dataclass(frozen=True)
 class _Refused:
-    """The collector refused the whole request (a 4xx other than 408/425/429)."""
+    """The collector itself refused the whole request for its content (see ``_CONTENT_REFUSALS``)."""
 
     error: str
+
+
+def _collector_error(response: Response) -> str | None:
+    """The reason of an error answer in the collector's own shape (a JSON object with a string
+    ``error``, served as JSON), else None: a censor's or a portal's page is not the collector speaking."""
+    content_type = (response.header("Content-Type") or "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        return None
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("error"), str):
+        return None
+    reason = data["error"]
+    # A short token as the collector writes them, never free text from whoever answered.
+    token = 0 < len(reason) <= 64 and reason.isascii() and reason.replace("_", "").isalnum()
+    return reason if token else None
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -128,6 +157,7 @@ class Uploader:
         policy: RetryPolicy | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        max_failed_batches: int = 3,
     ) -> None:
         if not collector_urls:
             raise ValueError("no collector URL to upload to")
@@ -139,6 +169,7 @@ class Uploader:
         self.policy = policy or RetryPolicy()
         self.rng = rng or random.SystemRandom()
         self.sleep = sleep
+        self.max_failed_batches = max(1, max_failed_batches)
 
     def _next_batch(self, after: int) -> list[QueuedMeasurement]:
         rows = self.queue.pending(self.batch_size, after=after)
@@ -152,13 +183,19 @@ class Uploader:
         return batch
 
     async def upload_pending(self) -> UploadReport:
-        """One pass over what is pending now. Stops early when no collector can be reached (the rest
-        waits for the next pass). Records the outcome for ``status``."""
+        """One pass over what is pending now. A batch that fails every attempt stays pending and the next
+        batch is tried; ``max_failed_batches`` failures in a row end the pass (the rest waits for the
+        next one). Records the outcome for ``status``."""
         report = UploadReport()
         after = 0
+        failed_in_a_row = 0
         while batch := self._next_batch(after):
             after = batch[-1].row_id
-            if not await self._deliver(batch, report):
+            if await self._deliver(batch, report):
+                failed_in_a_row = 0
+                continue
+            failed_in_a_row += 1
+            if failed_in_a_row >= self.max_failed_batches:
                 break
         report.still_pending = self.queue.counts()["pending"]
         self.queue.set_meta(LAST_UPLOAD_KEY, report.as_dict())
@@ -216,19 +253,13 @@ class Uploader:
             if not isinstance(results, list):
                 return _Retry(f"{host}: bad_answer")
             return _Answered(results)
-        reason = self._error_reason(response)
-        error = f"{host}: http_{response.status} {reason}".rstrip()
-        if response.status >= 500 or response.status in _RETRYABLE_4XX:
-            return _Retry(error, _retry_after(response.header("Retry-After")))
-        return _Refused(f"http_{response.status} {reason}".rstrip())
-
-    @staticmethod
-    def _error_reason(response: Response) -> str:
-        try:
-            data = response.json()
-        except ValueError:
-            return ""
-        return str(data.get("error", ""))[:100] if isinstance(data, dict) else ""
+        reason = _collector_error(response)
+        if response.status in _REFUSAL_STATUSES and reason in _CONTENT_REFUSALS:
+            return _Refused(f"http_{response.status} {reason}")
+        # Anything else (5xx, 429, a blockpage's 403, a portal's 302, a proxy's 413...) may pass: retry.
+        # Only the collector's own reason is echoed; a middlebox's text is not ours to record.
+        error = f"{host}: http_{response.status} {reason or ''}".rstrip()
+        return _Retry(error, _retry_after(response.header("Retry-After")))
 
     def _apply(self, batch: list[QueuedMeasurement], results: list[Any], report: UploadReport) -> None:
         by_uid = {row.measurement_uid: row for row in batch}

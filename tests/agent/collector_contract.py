@@ -26,9 +26,18 @@ class ContractCollector:
     hang_on_request: int | None = None  # store request #n, then never answer
     stored_and_hanging: asyncio.Event = field(default_factory=asyncio.Event)
     refuse_batches_with: str | None = None  # a uid: whole-request 400 for any batch containing it
+    # A uid: any batch containing it gets a middlebox's answer (see ``raw_next``) instead, every time.
+    block_batches_with: str | None = None
+    block_answer: tuple[int, str, str, dict[str, str]] = (403, "<html>Blocked</html>", "text/html", {})
+    # Answers not from the collector's code (status, body, content type, headers), one per request: a
+    # censor's blockpage, a captive portal's redirect, a proxy's body limit.
+    raw_next: list[tuple[int, str, str, dict[str, str]]] = field(default_factory=list)
     reject_uids: set[str] = field(default_factory=set)
     probe_ip: str | None = "127.0.0.1"  # None: echo the connection's address
+    omit_probe_ip: bool = False  # answer geolocate without a probe_ip
+    next_probe_ips: list[str] = field(default_factory=list)  # answered (one per call) before probe_ip
     control_status: int = 200
+    test_list: str | None = None  # CSV served at /api/v1/test-list; None: 404
     seen_control_requests: list[dict[str, Any]] = field(default_factory=list)
 
     def app(self) -> web.Application:
@@ -36,19 +45,22 @@ class ContractCollector:
         app.router.add_post("/api/v1/measurements", self.measurements)
         app.router.add_get("/api/v1/geolocate", self.geolocate)
         app.router.add_post("/api/v1/control", self.control)
+        app.router.add_get("/api/v1/test-list", self.serve_test_list)
         return app
 
     async def measurements(self, request: web.Request) -> web.Response:
         self.requests += 1
         body = await request.json()
         items = body["measurements"]
+        if self.raw_next:
+            return self._raw(*self.raw_next.pop(0))
         if self.fail_next:
             status, headers = self.fail_next.pop(0)
             return web.json_response({"error": "busy", "detail": ""}, status=status, headers=headers)
-        if self.refuse_batches_with is not None and any(
-            self.refuse_batches_with.encode() in base64.b64decode(item["payload"]) for item in items
-        ):
-            return web.json_response({"error": "malformed_measurement", "detail": ""}, status=400)
+        if self._contains(items, self.block_batches_with):
+            return self._raw(*self.block_answer)
+        if self._contains(items, self.refuse_batches_with):
+            return web.json_response({"error": "invalid_request", "detail": ""}, status=400)
         results = []
         for index, item in enumerate(items):
             try:
@@ -76,15 +88,25 @@ class ContractCollector:
             return web.json_response({"error": "internal", "detail": ""}, status=500)
         return web.json_response({"results": results})
 
+    @staticmethod
+    def _contains(items: list[dict[str, Any]], uid: str | None) -> bool:
+        return uid is not None and any(uid.encode() in base64.b64decode(item["payload"]) for item in items)
+
+    @staticmethod
+    def _raw(status: int, body: str, content_type: str, headers: dict[str, str]) -> web.Response:
+        return web.Response(status=status, text=body, content_type=content_type, headers=headers)
+
     async def geolocate(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {
-                "probe_asn": "AS64501",
-                "probe_cc": "XL",
-                "probe_network_name": "Lab ISP A",
-                "probe_ip": self.probe_ip or request.remote,
-            }
-        )
+        answer = {"probe_asn": "AS64501", "probe_cc": "XL", "probe_network_name": "Lab ISP A"}
+        if not self.omit_probe_ip:
+            answer["probe_ip"] = self.next_probe_ips.pop(0) if self.next_probe_ips else None
+            answer["probe_ip"] = answer["probe_ip"] or self.probe_ip or request.remote
+        return web.json_response(answer)
+
+    async def serve_test_list(self, request: web.Request) -> web.Response:
+        if self.test_list is None:
+            return web.json_response({"error": "not_found", "detail": ""}, status=404)
+        return web.Response(text=self.test_list, content_type="text/csv")
 
     async def control(self, request: web.Request) -> web.Response:
         body = await request.json()

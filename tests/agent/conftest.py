@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gatewatch.agent import netinfo
 from gatewatch.agent.queue import MeasurementQueue
 from gatewatch.agent.settings import QueueSettings
 from gatewatch.probes.control import ControlDNS, ControlHTTP, ControlObservations, ControlTCP
@@ -170,3 +172,19 @@ def fill_queue(tmp_path, signing_key) -> Callable[..., tuple[MeasurementQueue, l
     yield fill
     for queue in opened:
         queue.close()
+
+
+@pytest.fixture(autouse=True)
+def _route_lookups_stay_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent learns its own addresses with a UDP connect toward public resolvers. That sends no packet,
+    but tests aim at nothing outside loopback at all: such lookups answer "no route" here."""
+    real = netinfo.local_address_toward
+
+    def loopback_only(ip: str) -> str | None:
+        try:
+            inside = ipaddress.ip_address(ip).is_loopback
+        except ValueError:
+            inside = True  # let the real function reject it
+        return real(ip) if inside else None
+
+    monkeypatch.setattr(netinfo, "local_address_toward", loopback_only)

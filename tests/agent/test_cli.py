@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from typer.testing import CliRunner
@@ -214,8 +215,55 @@ def test_a_run_without_a_terminal_imports_neither_aiohttp_nor_the_progress_bar(t
         sock.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
     command = [sys.executable, "-c", _RUN_AND_REPORT_IMPORTS, "run", "--data-dir", str(data)]
-    command += ["--input", url, "--no-upload", "--max-runtime", "20"]
+    # --source-address: the probes (and the agent's route lookups) stay on loopback.
+    command += ["--input", url, "--no-upload", "--max-runtime", "20", "--source-address", "127.0.0.1"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr
     assert "1 of 1 measured" in result.stdout
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"aiohttp": False, "rich.progress": False}
+
+
+def _daemon_once(data: Path, url: str) -> Any:
+    return runner.invoke(app, ["daemon", "--data-dir", str(data), "--collector", url, "--passes", "1"])
+
+
+def test_the_daemon_goes_on_without_a_test_list_and_still_uploads(
+    tmp_path: Path, fill_queue: FillQueue
+) -> None:
+    data = tmp_path / "d"
+    _init(data)
+    paths = DataPaths.at(data)
+    queue, uids = fill_queue(3)
+    queue.close()
+    (tmp_path / "queue.sqlite3").replace(paths.queue)
+    contract = ContractCollector()  # serves no test list (404), as a collector under attack might
+    with _contract_collector(contract) as url:
+        result = _daemon_once(data, url)
+    assert result.exit_code == 0, result.output
+    assert set(contract.stored) == set(uids)  # what waited was delivered all the same
+    with MeasurementQueue(paths.queue) as after:
+        last_run = after.get_meta("last_run")
+    assert last_run is not None and last_run["total"] == 0
+
+
+def test_the_daemon_falls_back_to_the_last_list_fetched(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    _init(data)
+    paths = DataPaths.at(data)
+    fetched = (
+        "url,category_code,category_description,date_added,source,notes\n"
+        "http://127.0.0.1:9/a,NEWS,,,,\nhttp://127.0.0.1:9/b,NEWS,,,,\n"
+    )
+    # The collector echoes a loopback probe_ip: each pass stops before measuring (no public address),
+    # which keeps this test off the network while showing which list the pass took.
+    with _contract_collector(ContractCollector(test_list=fetched)) as url:
+        first = _daemon_once(data, url)
+    assert first.exit_code == 0, first.output
+    assert paths.test_list_copy.read_text() == fetched
+    with _contract_collector(ContractCollector()) as url:  # the list cannot be fetched any more
+        result = _daemon_once(data, url)
+    assert result.exit_code == 0, result.output
+    with MeasurementQueue(paths.queue) as after:
+        last_run = after.get_meta("last_run")
+    assert last_run is not None and last_run["total"] == 2
+    assert last_run["stop_reason"] == "own_address_unknown"

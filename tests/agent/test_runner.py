@@ -53,8 +53,13 @@ async def recorded(url: str, config: WebConfig, *, trace: Trace | None = None) -
     return echoing_keys().model_copy(update={"control": None, "verdict": None})
 
 
+# The documentation range stands for the public internet here, so these runs are lab runs (``routable``
+# set); route lookups go to loopback only.
+LAB = {"routable": ("203.0.113.0/24",), "route_probes": ("127.0.0.1",)}
+
+
 def _options(collector, **kw) -> RunOptions:
-    return RunOptions(collector_urls=(collector.url,), **kw)
+    return RunOptions(collector_urls=(collector.url,), **{**LAB, **kw})
 
 
 async def test_a_pass_measures_scrubs_signs_queues_and_uploads(collector, queue, signing_key) -> None:
@@ -149,13 +154,13 @@ async def test_without_the_own_address_nothing_is_measured_for_upload(queue, sig
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{sock.getsockname()[1]}/"
-    options = RunOptions(collector_urls=(closed,))
+    options = RunOptions(collector_urls=(closed,), route_probes=("127.0.0.1",))
     summary = await run_pass(entries(3), options, queue, signing_key, measure=recorded)
     assert summary.stop_reason == "own_address_unknown" and summary.measured == 0
     assert "connection_refused" in (summary.stop_detail or "")
     # An exploratory local run may go ahead (its results never leave the machine).
-    local = await run_pass(entries(3), RunOptions(collector_urls=(closed,), upload=False), queue, signing_key,
-                           measure=recorded)  # fmt: skip
+    local_options = RunOptions(collector_urls=(closed,), upload=False, route_probes=("127.0.0.1",))
+    local = await run_pass(entries(3), local_options, queue, signing_key, measure=recorded)
     assert local.measured == 3 and queue.counts()["local"] == 3
     row = json.loads(queue.recent(1)[0].payload)
     assert row["test_keys"]["control_failure"] == "connection_refused" and row["test_keys"]["verdict"] is None
@@ -185,3 +190,54 @@ async def test_source_address_binds_the_agents_own_client(collector) -> None:
     async with make_session(source_address="127.0.0.2") as session:
         found = await geolocate(session, [collector.url])
     assert isinstance(found, Geolocation) and found.probe_ip == "127.0.0.2"
+
+
+GLOBAL_V6 = "2a00:5555:1:2::7"  # synthetic, never contacted: a global address for the collector to echo
+LOOPBACK_ROUTES = {"route_probes": ("127.0.0.1",)}
+
+
+@pytest.mark.parametrize("probe_ip", [None, "not-an-ip", "192.168.1.20", "127.0.0.1", "::", "10.0.0.1"])
+async def test_no_public_probe_ip_means_no_pass_for_upload(collector, queue, signing_key, probe_ip) -> None:
+    collector.probe_ip, collector.omit_probe_ip = probe_ip, probe_ip is None
+    options = RunOptions(collector_urls=(collector.url,), **LOOPBACK_ROUTES)
+    summary = await run_pass(entries(2), options, queue, signing_key, measure=recorded)
+    assert summary.stop_reason == "own_address_unknown" and summary.measured == 0
+    assert not collector.stored and not collector.seen_control_requests
+
+
+async def test_a_lab_may_have_a_non_global_probe_ip(collector, queue, signing_key) -> None:
+    collector.probe_ip = "127.0.0.1"
+    options = RunOptions(collector_urls=(collector.url,), routable=("127.0.0.0/8",), **LOOPBACK_ROUTES)
+    summary = await run_pass(entries(2), options, queue, signing_key, measure=recorded)
+    assert summary.completed and len(collector.stored) == 2
+
+
+async def test_an_echoed_ipv6_address_is_scrubbed_by_its_64(collector, queue, signing_key) -> None:
+    collector.probe_ip = GLOBAL_V6  # a global address: no lab mode needed
+    rotated = "2a00:5555:1:2:9c1:2b3:4d5:6e7f"  # a later privacy address of the same /64
+
+    async def echo_v6(url: str, config: WebConfig, *, trace: Trace | None = None) -> WebTestKeys:
+        return echoing_keys(v6=rotated).model_copy(update={"control": None, "verdict": None})
+
+    options = RunOptions(collector_urls=(collector.url,), **LOOPBACK_ROUTES)
+    summary = await run_pass(entries(1), options, queue, signing_key, measure=echo_v6)
+    assert summary.completed and len(collector.stored) == 1
+    payload = next(iter(collector.stored.values())).decode().lower()
+    assert "2a00:5555:1:2" not in payload and SCRUBBED in payload
+
+
+async def test_an_address_change_mid_pass_keeps_the_pass_local(collector, queue, signing_key) -> None:
+    collector.next_probe_ips = [OWN_V4, "203.0.113.99"]  # the laptop moved while measuring
+    summary = await run_pass(entries(3), _options(collector), queue, signing_key, measure=recorded)
+    assert summary.measured == 3 and summary.stop_reason == "network_changed"
+    assert "kept local" in (summary.stop_detail or "")
+    assert not collector.stored and queue.counts()["local"] == 3 and queue.counts()["pending"] == 0
+    row = queue.get(summary.results[0].measurement_uid)
+    assert row is not None and row.reason == "the public address changed during the pass"
+
+
+async def test_a_new_privacy_address_in_the_same_64_is_not_a_change(collector, queue, signing_key) -> None:
+    collector.next_probe_ips = [GLOBAL_V6, "2a00:5555:1:2::8"]
+    options = RunOptions(collector_urls=(collector.url,), **LOOPBACK_ROUTES)
+    summary = await run_pass(entries(2), options, queue, signing_key, measure=recorded)
+    assert summary.completed and len(collector.stored) == 2

@@ -68,3 +68,29 @@ def test_command_line_urls() -> None:
     result = entries_from_urls(["http://a.example/", "http://A.example", "mailto:x@y", "https://b.example/x"])
     assert [e.url for e in result.entries] == ["http://a.example/", "https://b.example/x"]
     assert result.duplicates == 1 and len(result.problems) == 1
+
+
+def test_urls_with_control_characters_or_spaces_are_reported_and_skipped() -> None:
+    bad = [
+        "http://a.example/x y",  # a space inside
+        "http://a.example/\x00",  # NUL
+        "http://a.example/\tx",  # tab
+        "http://a.example/\x1b[2Jx",  # a terminal escape
+        "http://a.example/\x7f",  # DEL
+        "http://a.example/\x85",  # C1 (NEL)
+        "http://a.example/\u202egnp.exe",  # a bidi override hiding what is measured
+        "http://a.example/\u200b",  # zero-width space
+        "http://a.exa\u00a0mple/",  # no-break space in the host
+        "http://a.example/\u2028",  # line separator
+    ]
+    text = HEADER + "".join(f'"{url}",NEWS,,,,\n' for url in bad) + "http://ok.example/%20x,NEWS,,,,\n"
+    result = parse_test_list(text)
+    assert [e.url for e in result.entries] == ["http://ok.example/%20x"]
+    assert len(result.problems) == len(bad)
+    assert all("space" in p.reason or "control character" in p.reason for p in result.problems)
+    # What is shown of a rejected URL cannot act on the terminal.
+    assert all(p.text.isprintable() for p in result.problems)
+    assert "\\x1b" in result.problems[3].text
+
+    given = entries_from_urls(bad + ["https://ok.example/"])
+    assert [e.url for e in given.entries] == ["https://ok.example/"] and len(given.problems) == len(bad)

@@ -90,7 +90,7 @@ async def test_a_whole_batch_refusal_is_narrowed_to_the_bad_item(collector, fill
     async with make_session() as session:
         report = await _uploader(queue, [collector.url], session).upload_pending()
     assert report.quarantined == 1 and report.delivered == 5
-    assert queue.get(uids[4]).reason == "http_400 malformed_measurement"  # type: ignore[union-attr]
+    assert queue.get(uids[4]).reason == "http_400 invalid_request"  # type: ignore[union-attr]
     assert set(collector.stored) == set(uids) - {uids[4]}
 
 
@@ -122,13 +122,83 @@ async def test_unreachable_collectors_keep_rows_pending_after_bounded_attempts(c
     urls = [_closed_port_url(), collector.url]
     sleeps = _Sleeps()
     async with make_session() as session:
-        report = await _uploader(queue, urls, session, batch_size=2, sleep=sleeps).upload_pending()
+        report = await _uploader(
+            queue, urls, session, batch_size=2, sleep=sleeps, max_failed_batches=1
+        ).upload_pending()
     # One batch tried max_attempts times at each URL, then the pass gives up (the rest waits).
     assert report.requests == FAST.max_attempts * 2 and len(sleeps.delays) == FAST.max_attempts - 1
     assert report.still_pending == 5 and not collector.stored
     assert "http_502" in (report.last_error or "")
     assert queue.get_meta(LAST_UPLOAD_ERROR_KEY)["error"] == report.last_error  # type: ignore[index]
     assert queue.pending_reasons() == {report.last_error: 2, "not tried yet": 3}
+
+
+_BLOCKPAGE = (403, "<html><title>Access denied by order of the regulator</title></html>", "text/html", {})
+_PORTAL = (302, "", "text/html", {"Location": "http://127.0.0.1:1/login"})
+_PROXY_LIMIT = (413, "<html>Request Entity Too Large</html>", "text/html", {})
+_JSON_LOOKALIKE = (400, '{"error": "invalid_request", "detail": ""}', "text/html", {})
+_FOREIGN_JSON = (403, '{"message": "forbidden"}', "application/json", {})
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [_BLOCKPAGE, _PORTAL, _PROXY_LIMIT, _JSON_LOOKALIKE, _FOREIGN_JSON],
+    ids=["blockpage_403", "portal_302", "proxy_413", "json_body_served_as_html", "other_json_403"],
+)
+async def test_answers_not_from_the_collector_are_retried_never_quarantined(
+    collector, fill_queue, answer
+) -> None:
+    queue, uids = fill_queue(3)
+    collector.raw_next = [answer] * FAST.max_attempts
+    async with make_session() as session:
+        first = await _uploader(queue, [collector.url], session).upload_pending()
+        assert (first.quarantined, first.delivered, first.still_pending) == (0, 0, 3)
+        assert f"http_{answer[0]}" in (first.last_error or "")
+        assert "regulator" not in (first.last_error or "")  # a middlebox's words are not recorded
+        # The next pass (the censor gone, the portal logged into) delivers everything.
+        second = await _uploader(queue, [collector.url], session).upload_pending()
+    assert (second.quarantined, second.delivered, second.still_pending) == (0, 3, 0)
+    assert set(collector.stored) == set(uids)
+
+
+async def test_the_collectors_own_size_refusal_of_one_item_quarantines_it(collector, fill_queue) -> None:
+    queue, uids = fill_queue(3)
+    too_large = (413, '{"error": "body_too_large", "detail": "at most 1 bytes"}', "application/json", {})
+    collector.block_batches_with, collector.block_answer = uids[0], too_large
+    async with make_session() as session:
+        report = await _uploader(queue, [collector.url], session).upload_pending()
+    assert report.quarantined == 1 and report.delivered == 2
+    assert queue.get(uids[0]).reason == "http_413 body_too_large"  # type: ignore[union-attr]
+
+
+async def test_a_whole_request_refusal_for_no_content_reason_quarantines_nothing(
+    collector, fill_queue
+) -> None:
+    queue, uids = fill_queue(1)
+    collector.raw_next = [(415, '{"error": "unsupported_media_type", "detail": ""}', "application/json", {})]
+    async with make_session() as session:
+        report = await _uploader(queue, [collector.url], session).upload_pending()
+    assert report.quarantined == 0 and report.delivered == 1 and report.requests == 2
+
+
+async def test_a_batch_that_keeps_failing_does_not_hold_back_the_next_ones(collector, fill_queue) -> None:
+    queue, uids = fill_queue(6)
+    collector.block_batches_with = uids[1]  # the first batch of 2 meets a blockpage every time
+    async with make_session() as session:
+        report = await _uploader(queue, [collector.url], session, batch_size=2).upload_pending()
+    assert report.quarantined == 0 and report.delivered == 4 and report.still_pending == 2
+    assert set(collector.stored) == set(uids[2:])
+    assert queue.get(uids[0]).state == queue.get(uids[1]).state == "pending"  # type: ignore[union-attr]
+
+
+async def test_several_failed_batches_in_a_row_end_the_upload_pass(collector, fill_queue) -> None:
+    queue, uids = fill_queue(8)
+    collector.raw_next = [_BLOCKPAGE] * 100
+    async with make_session() as session:
+        report = await _uploader(
+            queue, [collector.url], session, batch_size=2, max_failed_batches=2
+        ).upload_pending()
+    assert report.requests == 2 * FAST.max_attempts and report.still_pending == 8
 
 
 async def test_alternative_collector_urls_are_tried_in_order(collector, fill_queue) -> None:
