@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import ipaddress
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 import dns.exception
@@ -27,7 +28,7 @@ from .connection import format_address, open_socket
 from .observations import DNSAnswer, DNSQuery, DNSReply
 from .trace import Trace
 
-__all__ = ["measure", "parse_resolver", "resolve", "system_resolver"]
+__all__ = ["Resolution", "measure", "parse_resolver", "resolve", "resolve_early", "system_resolver"]
 
 RESOLV_CONF = Path("/etc/resolv.conf")
 # Bounds on what one query may record, so that a hostile resolver cannot make a measurement huge.
@@ -124,9 +125,16 @@ def _parse_reply(query: dns.message.Message, wire: bytes) -> dns.message.Message
 
 
 async def _udp_exchange(
-    query: dns.message.Message, server: tuple[str, int], config: DNSConfig, trace: Trace
+    query: dns.message.Message,
+    server: tuple[str, int],
+    config: DNSConfig,
+    trace: Trace,
+    first: asyncio.Future[list[DNSAnswer] | None] | None = None,
 ) -> tuple[list[tuple[DNSReply, dns.message.Message]], str | None]:
-    """Send ``query`` once; collect matching replies until the timeout (none yet) or linger ends."""
+    """Send ``query`` once; collect matching replies until the timeout (none yet) or linger ends.
+
+    ``first``, when given, gets the first reply's answers as soon as it arrives (None when it is truncated:
+    the stub then waits for TCP), so that a caller can go on while the linger runs."""
     loop = asyncio.get_running_loop()
     received: list[tuple[DNSReply, dns.message.Message]] = []
     try:
@@ -160,6 +168,8 @@ async def _udp_exchange(
             received.append((_reply(msg, wire, trace.now(), config), msg))
             if len(received) == 1:
                 deadline = loop.time() + config.linger
+                if first is not None and not first.done():
+                    first.set_result(None if msg.flags & dns.flags.TC else received[0][0].answers)
     if not received:
         return received, failures.GENERIC_TIMEOUT_ERROR
     return received, None
@@ -202,11 +212,16 @@ async def _tcp_exchange(
 
 
 async def _query(
-    hostname: str, query_type: str, server: tuple[str, int], config: DNSConfig, trace: Trace
+    hostname: str,
+    query_type: str,
+    server: tuple[str, int],
+    config: DNSConfig,
+    trace: Trace,
+    first: asyncio.Future[list[DNSAnswer] | None] | None = None,
 ) -> DNSQuery:
     query = dns.message.make_query(hostname, query_type)
     t0 = trace.now()
-    received, failure = await _udp_exchange(query, server, config, trace)
+    received, failure = await _udp_exchange(query, server, config, trace, first)
     replies = [reply for reply, _ in received]
     engine = "udp"
     truncated = bool(received) and bool(received[0][1].flags & dns.flags.TC)
@@ -265,21 +280,67 @@ def _literal(hostname: str) -> str | None:
         return None
 
 
+@dataclass
+class Resolution:
+    """A stub resolver's addresses as soon as it would have them, and the full record of every query once
+    each has lingered for late replies (an injector's forged reply comes first, the real one after).
+
+    Waiting for the linger before connecting would add it to every measurement; OONI likewise collects late
+    replies while the measurement goes on. ``queries()`` must be awaited (or ``cancel()`` called)."""
+
+    addresses: list[str]
+    _tasks: tuple[asyncio.Task[DNSQuery], ...] = ()
+
+    async def queries(self) -> list[DNSQuery]:
+        return list(await asyncio.gather(*self._tasks))
+
+    def cancel(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+
+def _stub_addresses(answers_by_type: dict[str, list[DNSAnswer]]) -> list[str]:
+    """A before AAAA, de-duplicated, only addresses of the type asked."""
+    addresses: list[str] = []
+    for query_type in ("A", "AAAA"):
+        for answer in answers_by_type.get(query_type, []):
+            address = answer.address
+            if answer.answer_type == query_type and address is not None and address not in addresses:
+                addresses.append(address)
+    return addresses
+
+
+async def resolve_early(hostname: str, config: DNSConfig, trace: Trace) -> Resolution:
+    """Ask every query type concurrently; return once each has its stub answer (first reply, the TCP one
+    after truncation, or its failure) while late replies are still being collected."""
+    literal = _literal(hostname)
+    if literal is not None:
+        return Resolution([literal])
+    _check_hostname(hostname)
+    server = parse_resolver(config.resolver if config.resolver is not None else system_resolver())
+    loop = asyncio.get_running_loop()
+    firsts = {qt: loop.create_future() for qt in config.query_types}
+    tasks = {
+        qt: asyncio.ensure_future(_query(hostname, qt, server, config, trace, firsts[qt])) for qt in firsts
+    }
+    resolution = Resolution([], tuple(tasks.values()))
+    answers: dict[str, list[DNSAnswer]] = {}
+    try:
+        for qt, task in tasks.items():
+            first = firsts[qt]
+            await asyncio.wait({first, task}, return_when=asyncio.FIRST_COMPLETED)
+            early = first.result() if first.done() else None
+            answers[qt] = early if early is not None else (await task).answers
+    except BaseException:
+        resolution.cancel()
+        raise
+    resolution.addresses = _stub_addresses(answers)
+    return resolution
+
+
 async def resolve(hostname: str, config: DNSConfig, trace: Trace) -> tuple[list[DNSQuery], list[str]]:
     """The queries, and the addresses a stub resolver would use: from the reply it believes (the first,
     or the TCP one after truncation), A before AAAA, de-duplicated. Bogons are included: judging and
     skipping them is the caller's business. An IP literal needs no DNS: ``([], [ip])``."""
-    literal = _literal(hostname)
-    if literal is not None:
-        return [], [literal]
-    queries = await measure(hostname, config, trace)
-    addresses: list[str] = []
-    for query_type in ("A", "AAAA"):
-        for query in queries:
-            if query.query_type != query_type:
-                continue
-            for answer in query.answers:
-                address = answer.address
-                if answer.answer_type == query_type and address is not None and address not in addresses:
-                    addresses.append(address)
-    return queries, addresses
+    resolution = await resolve_early(hostname, config, trace)
+    return await resolution.queries(), resolution.addresses

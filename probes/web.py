@@ -104,9 +104,29 @@ def _blocking_failure(
 async def _hop(
     target: _Target, extra_addrs: Sequence[str], keys: WebTestKeys, config: WebConfig, trace: Trace
 ) -> None:
-    """One URL: its own DNS/TCP/TLS/HTTP, appended to ``keys``."""
-    queries, addresses = await dns.resolve(target.host, config.dns, trace)
-    keys.queries.extend(queries)
+    """One URL: its own DNS/TCP/TLS/HTTP, appended to ``keys``.
+
+    Connecting starts as soon as the resolver's first reply is in; the DNS queries keep listening for late
+    replies meanwhile and are recorded when the hop ends (in order, before any later hop's)."""
+    resolution = await dns.resolve_early(target.host, config.dns, trace)
+    at = len(keys.queries)
+    try:
+        await _connect_and_fetch(target, resolution, extra_addrs, keys, config, trace)
+    except BaseException:
+        resolution.cancel()
+        raise
+    keys.queries[at:at] = await resolution.queries()
+
+
+async def _connect_and_fetch(
+    target: _Target,
+    resolution: dns.Resolution,
+    extra_addrs: Sequence[str],
+    keys: WebTestKeys,
+    config: WebConfig,
+    trace: Trace,
+) -> None:
+    addresses = resolution.addresses
     candidates = _candidates([*addresses, *extra_addrs], config.dns.routable, config.tcp.max_addresses)
     opened: list[socket.socket] = []
     conns: list[Connection] = []
@@ -140,6 +160,7 @@ async def _hop(
             )
         else:
             now = trace.now()
+            queries = await resolution.queries() if not addresses else []
             failure = _blocking_failure(queries, addresses, [r for r, _ in connected], handshakes)
             keys.requests.append(
                 HTTPTransaction(

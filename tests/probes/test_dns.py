@@ -191,3 +191,16 @@ def test_system_resolver_reads_first_nameserver(tmp_path: Path) -> None:
     conf.write_text("search lan\n")
     assert dns.system_resolver(conf) == "127.0.0.1"
     assert dns.system_resolver(tmp_path / "absent") == "127.0.0.1"
+
+
+async def test_resolve_early_answers_before_the_linger_ends(resolver: FakeResolver) -> None:
+    """The stub's addresses come with the first reply; the late (real) reply still lands in the record."""
+    resolver.behaviours["censored.test"] = "inject"
+    cfg = config(resolver, query_types=("A",), linger=0.5)
+    trace = Trace()
+    resolution = await dns.resolve_early("censored.test", cfg, trace)
+    answered_at = trace.now()
+    assert resolution.addresses == [FORGED_ADDRESS]
+    (query,) = await resolution.queries()
+    assert len(query.replies) == 2 and query.t - query.replies[0].t >= 0.45
+    assert answered_at < query.replies[0].t + 0.4  # did not wait for the linger to end
