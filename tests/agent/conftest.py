@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -188,3 +189,16 @@ def _route_lookups_stay_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
         return real(ip) if inside else None
 
     monkeypatch.setattr(netinfo, "local_address_toward", loopback_only)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The CLI configures the root logger (as a program should); tests put it back as they found it, so
+    a handler on a closed test stream or a lowered level never leaks into later tests."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    agent_level = logging.getLogger("gatewatch.agent").level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.getLogger("gatewatch.agent").setLevel(agent_level)
