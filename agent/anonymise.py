@@ -50,6 +50,7 @@ _V4_DASHED = re.compile(r"(?<!\d)(?<!\d-)(\d{1,3})-(\d{1,3})-(\d{1,3})-(\d{1,3})
 _HEX = "[0-9A-Fa-f]"
 _SEP = "(?::|%3[Aa])"
 _V6 = re.compile(rf"(?<![0-9A-Fa-f:%])(?:{_HEX}{{0,4}}{_SEP}){{2,7}}{_HEX}{{0,4}}(?![0-9A-Fa-f])")
+_DIGIT = re.compile(r"\d")
 _ALWAYS_SCAN = 1024  # characters
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _SHARED_ADDRESS_SPACE = ipaddress.IPv4Network("100.64.0.0/10")  # carrier-grade NAT: inside the ISP
@@ -94,7 +95,9 @@ class Identity:
     own_addresses: frozenset[IPAddress] = frozenset()
     own_names: frozenset[str] = frozenset()
     lan_addresses: frozenset[IPAddress] = frozenset()
-    _patterns: tuple[re.Pattern[str], ...] = field(default=(), compare=False, repr=False)
+    # Every name of ours, as one pattern (longest alternative first, so a name containing another is
+    # replaced whole); None when there is no name.
+    _names: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
     # Cheap evidence that a long text may hold one of our addresses in some spelling: for each address,
     # the parts every spelling must contain (octets without padding, hex groups without leading zeros).
     _tells: tuple[tuple[str, ...], ...] = field(default=(), compare=False, repr=False)
@@ -116,9 +119,11 @@ class Identity:
         # Reverse-pointer names (4.3.2.1.in-addr.arpa, nibbles.ip6.arpa) are names of ours too.
         names |= {ip.reverse_pointer.lower() for ip in own}
         # Longest first, so that a name containing another is replaced whole.
-        patterns = tuple(
-            re.compile(rf"(?<![A-Za-z0-9-]){re.escape(name)}\.?(?![A-Za-z0-9-])", re.IGNORECASE)
-            for name in sorted(names, key=len, reverse=True)
+        alternatives = "|".join(re.escape(name) for name in sorted(names, key=lambda n: (-len(n), n)))
+        pattern = (
+            re.compile(rf"(?<![A-Za-z0-9-])(?:{alternatives})\.?(?![A-Za-z0-9-])", re.IGNORECASE)
+            if names
+            else None
         )
         tells = tuple(sorted({(name,) for name in names} | {_tell(ip) for ip in own | lan}))
         prefixes = frozenset(
@@ -131,9 +136,12 @@ class Identity:
             for ip in own
             if isinstance(ip, ipaddress.IPv4Address)
         )
-        return cls(own, frozenset(names), lan, patterns, tells, prefixes, reversed_own)
+        return cls(own, frozenset(names), lan, pattern, tells, prefixes, reversed_own)
 
     def with_lan(self, addresses: Iterable[str]) -> Identity:
+        added = {ip for ip in map(_parse, addresses) if ip is not None}
+        if added <= self.lan_addresses | self.own_addresses:
+            return self  # the usual case: the same home resolver in every measurement of a pass
         return Identity.of(
             [str(a) for a in self.own_addresses],
             [n for n in self.own_names if not n.endswith(".arpa")],
@@ -157,7 +165,7 @@ class Identity:
 
     @property
     def empty(self) -> bool:
-        return not (self.own_addresses or self.lan_addresses or self._patterns)
+        return not (self.own_addresses or self.lan_addresses or self._names is not None)
 
 
 def _with_embedded(addresses: Iterable[IPAddress]) -> frozenset[IPAddress]:
@@ -189,53 +197,72 @@ def _v4_from_groups(match: re.Match[str]) -> IPAddress | None:
 
 def scrub_text(text: str, identity: Identity) -> str:
     """``text`` with every occurrence of the identity's names and addresses replaced."""
-    if identity.empty:
+    return _Scrubber(identity).text(text) if not identity.empty else text
+
+
+class _Scrubber:
+    """Scrubs the strings of one measurement. The same short strings (keys, header names, failure strings)
+    come back many times in one measurement, so each is scanned once."""
+
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity
+        self.seen: dict[str, str] = {}
+
+    def text(self, text: str) -> str:
+        identity = self.identity
+        if len(text) > _ALWAYS_SCAN:
+            # Scanning every byte of long texts (bodies) for address shapes costs milliseconds each; a
+            # long text is scanned only when it holds every part that any spelling of one of our
+            # addresses or names must contain (a few substring tests).
+            lowered = text.lower()
+            if not any(all(part in lowered for part in tell) for tell in identity._tells):
+                return text
+        else:
+            # Short texts (headers, DNS answers, failures, URLs) are always scanned, once each.
+            done = self.seen.get(text)
+            if done is not None:
+                return done
+        original = text
+        if identity._names is not None:
+            text = identity._names.sub(SCRUBBED, text)
+        if _DIGIT.search(text):
+            text = _V4.sub(self._v4, text)
+            text = _V4_DASHED.sub(self._v4, text)
+        if ":" in text or "%3" in text:
+            text = _V6.sub(self._v6, text)
+        if len(original) <= _ALWAYS_SCAN:
+            self.seen[original] = text
         return text
-    # Scanning every byte of long texts (bodies) for address shapes costs milliseconds each; a long
-    # text is scanned only when it holds every part that any spelling of one of our addresses or names
-    # must contain (a few substring tests). Short texts (headers, DNS answers, failures, URLs) are
-    # always scanned.
-    if len(text) > _ALWAYS_SCAN:
-        lowered = text.lower()
-        if not any(all(part in lowered for part in tell) for tell in identity._tells):
-            return text
-    for pattern in identity._patterns:
-        text = pattern.sub(SCRUBBED, text)
 
-    def v4(match: re.Match[str]) -> str:
+    def _v4(self, match: re.Match[str]) -> str:
         ip = _v4_from_groups(match)
-        return (identity.replacement(ip) if ip else None) or match.group(0)
+        return (self.identity.replacement(ip) if ip else None) or match.group(0)
 
-    def v6(match: re.Match[str]) -> str:
+    def _v6(self, match: re.Match[str]) -> str:
         token = match.group(0)
         ip = _parse(re.sub("%3[Aa]", ":", token))
-        return (identity.replacement(ip) if ip else None) or token
+        return (self.identity.replacement(ip) if ip else None) or token
 
-    if any(c.isdigit() for c in text):
-        text = _V4.sub(v4, text)
-        text = _V4_DASHED.sub(v4, text)
-    if ":" in text or "%3" in text:
-        text = _V6.sub(v6, text)
-    return text
-
-
-def _scrub(value: Any, identity: Identity) -> Any:
-    if isinstance(value, str):
-        return scrub_text(value, identity)
-    if isinstance(value, list):
-        return [_scrub(item, identity) for item in value]
-    if isinstance(value, dict):
-        out = {scrub_text(k, identity): _scrub(v, identity) for k, v in value.items()}
-        if out.get("wire_sha256") is not None and not identity.empty:
-            # The reply's bytes may hold our address in records that are not parsed (TXT, say), and a hash
-            # of them could be reversed by trying every IPv4 address: never keep it.
-            out["wire_sha256"] = None
-        for hash_key, covered in _COVERED_BY.items():
-            if isinstance(out.get(hash_key), str) and out.get(covered) != value.get(covered):
-                body = out[covered]
-                out[hash_key] = hashlib.sha256(body.encode()).hexdigest() if isinstance(body, str) else None
-        return out
-    return value
+    def value(self, value: Any) -> Any:
+        """A copy of a JSON value with every string (dict keys included) scrubbed."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, list):
+            return [self.value(item) for item in value]
+        if isinstance(value, dict):
+            out = {self.text(k): self.value(v) for k, v in value.items()}
+            # The reply's bytes may hold our address in records that are not parsed (TXT, say), and a
+            # hash of them could be reversed by trying every IPv4 address: never keep it.
+            if out.get("wire_sha256") is not None:
+                out["wire_sha256"] = None
+            for hash_key, covered in _COVERED_BY.items():
+                if isinstance(out.get(hash_key), str) and out.get(covered) != value.get(covered):
+                    body = out[covered]
+                    out[hash_key] = (
+                        hashlib.sha256(body.encode()).hexdigest() if isinstance(body, str) else None
+                    )
+            return out
+        return value
 
 
 def _lan_resolvers(data: dict[str, Any]) -> list[str]:
@@ -261,7 +288,7 @@ def anonymise(measurement: Measurement, identity: Identity) -> Measurement:
     """A copy of ``measurement`` with the volunteer scrubbed out; still a valid :class:`Measurement`."""
     data = measurement.model_dump(mode="json")
     identity = identity.with_lan(_lan_resolvers(data))
-    scrubbed = _scrub(data, identity)
+    scrubbed = _Scrubber(identity).value(data) if not identity.empty else data
     try:
         return Measurement.model_validate(scrubbed)
     except ValueError as exc:

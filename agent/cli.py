@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.panel import Panel
-from rich.table import Table
 
 from .collector_api import ApiFailure, fetch_test_list, geolocate, make_session
 from .consent import CONSENT_VERSION, RISK_TEXT, load_consent, record_consent
@@ -38,6 +36,9 @@ from .settings import AgentSettings, SettingsError, load_settings
 from .testlists import TestList, entries_from_urls, parse_test_list, read_test_list
 from .upload import LAST_UPLOAD_ERROR_KEY, LAST_UPLOAD_KEY, Uploader, UploadReport
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 __all__ = ["app", "main"]
 
 app = typer.Typer(
@@ -45,10 +46,6 @@ app = typer.Typer(
     no_args_is_help=True,
     help="gatewatch volunteer agent: measures which websites are blocked on your network.",
 )
-# No emoji codes: the agent never writes one, and a URL or an error that happened to contain ":name:"
-# would be changed (and the first such check loads rich's table of emoji names: memory, issue 4).
-console = Console(emoji=False)
-err = Console(stderr=True, emoji=False)
 log = logging.getLogger("gatewatch.agent")
 
 EXIT_USAGE = 2  # the volunteer must do something first (consent, key, list)
@@ -58,8 +55,19 @@ EXIT_STILL_PENDING = 4  # `upload` could not deliver everything (the queue keeps
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Where the key, consent and queue live.")]
 
 
+@functools.cache
+def _console(stderr: bool = False) -> Console:
+    """rich's console, made when first needed: a pass under systemd or cron never draws one until its
+    summary, and importing rich costs a volunteer's machine about 2 MiB (issue 4)."""
+    from rich.console import Console
+
+    # No emoji codes: the agent never writes one, and a URL or an error that happened to contain ":name:"
+    # would be changed (and the first such check loads rich's table of emoji names).
+    return Console(stderr=stderr, emoji=False)
+
+
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
+    typer.secho(f"error: {message}", fg="red", err=True)
     return typer.Exit(code)
 
 
@@ -92,7 +100,10 @@ def init(
     data_dir: DataDir = None,
 ) -> None:
     """Explain the risks, record your consent, create the data directory and signing key."""
+    from rich.panel import Panel
+
     paths = DataPaths.at(data_dir)
+    console = _console()
     console.print(Panel(RISK_TEXT, title="Before you start", expand=False))
     if not yes and not typer.confirm(
         "Do you understand these risks and want to run measurements?", default=False
@@ -190,9 +201,11 @@ async def _scheduled_test_list(
 
 def _report_problems(test_list: TestList) -> None:
     if test_list.problems:
-        err.print(f"[yellow]{len(test_list.problems)} test-list rows skipped[/yellow] (first ones below)")
+        typer.secho(
+            f"{len(test_list.problems)} test-list rows skipped (first ones below)", fg="yellow", err=True
+        )
         for problem in test_list.problems[:5]:
-            err.print(f"  line {problem.line}: {problem.reason} {problem.text}")
+            typer.echo(f"  line {problem.line}: {problem.reason} {problem.text}", err=True)
 
 
 def _options(settings: AgentSettings, **flags: Any) -> RunOptions:
@@ -230,7 +243,7 @@ async def _one_pass(
     _report_problems(test_list)
     with MeasurementQueue(paths.queue, settings.queue) as queue:
         if is_terminal():
-            with ProgressDisplay(console) as on_event:
+            with ProgressDisplay(_console()) as on_event:
                 return await run_pass(test_list.entries, options, queue, key, on_event=on_event)
         return await run_pass(test_list.entries, options, queue, key, on_event=_log_measured)
 
@@ -240,6 +253,7 @@ def _log_measured(event: RunEvent) -> None:
 
 
 def _print_summary(summary: RunSummary) -> None:
+    console = _console()
     console.print(summary_table(summary))
     if summary.stop_reason:
         console.print(f"[yellow]{STOP_EXPLANATIONS.get(summary.stop_reason, summary.stop_reason)}[/yellow]")
@@ -393,12 +407,12 @@ def upload(
     if not settings.collector_urls:
         raise _fail("no collector: give --collector or set collector_urls in agent.toml")
     if not paths.queue.exists():
-        console.print("nothing queued")
+        typer.echo("nothing queued")
         return
     report = asyncio.run(_flush(paths, settings, source_address, ca_file))
     line = f"delivered {report.delivered} ({report.duplicates} already there), "
     line += f"quarantined {report.quarantined}, still pending {report.still_pending}"
-    console.print(line + (f"; last error: {report.last_error}" if report.last_error else ""))
+    typer.echo(line + (f"; last error: {report.last_error}" if report.last_error else ""))
     if report.still_pending:
         raise typer.Exit(EXIT_STILL_PENDING)
 
@@ -436,12 +450,14 @@ def status(
             info["last_upload"] = queue.get_meta(LAST_UPLOAD_KEY)
             info["last_upload_error"] = queue.get_meta(LAST_UPLOAD_ERROR_KEY)
     if as_json:
-        console.print_json(json.dumps(info))
+        _console().print_json(json.dumps(info))
         return
     _print_status(info)
 
 
 def _print_status(info: dict[str, Any]) -> None:
+    from rich.table import Table
+
     table = Table(show_header=False, title="gatewatch agent")
     consent = info["consent"]
     table.add_row("data directory", info["data_dir"])
@@ -483,7 +499,7 @@ def _print_status(info: dict[str, Any]) -> None:
         table.add_row("last upload error", f"{error['at']}: {error['error']}")
     for item in info.get("quarantined", []):
         table.add_row("quarantined", f"{item['measurement_uid']}: {item['reason']}")
-    console.print(table)
+    _console().print(table)
 
 
 @app.command()
@@ -502,7 +518,7 @@ def results(
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
     else:
-        console.print(results_table(rows))
+        _console().print(results_table(rows))
 
 
 def main() -> None:

@@ -9,14 +9,12 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
 from .runner import RunEvent, RunSummary, UrlResult
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # rich is imported where it draws: a pass off a terminal draws nothing until the end
+    from rich.console import Console
     from rich.progress import Progress
+    from rich.table import Table
 
 __all__ = [
     "JsonLogFormatter",
@@ -122,6 +120,9 @@ class ProgressDisplay:
 
 
 def summary_table(summary: RunSummary, limit: int = 200) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=f"{summary.measured} of {summary.total} measured, {summary.blocked} blocked")
     for column in ("URL", "verdict", "layer", "fingerprint"):
         table.add_column(column, overflow="fold")
@@ -132,12 +133,16 @@ def summary_table(summary: RunSummary, limit: int = 200) -> Table:
         table.add_row(
             Text(result.url), blocking_label(result.blocking), result.layer or "", result.fingerprint or ""
         )
-    if len(ordered) > limit:
-        table.caption = f"{len(ordered) - limit} more not shown (see `gatewatch-agent results`)"
+    hidden = summary.measured - min(limit, len(ordered))
+    if hidden > 0:
+        table.caption = f"{hidden} more not shown (see `gatewatch-agent results`)"
     return table
 
 
 def results_table(rows: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title="Your recent measurements")
     for column in ("time", "URL", "verdict", "layer", "fingerprint", "upload"):
         table.add_column(column, overflow="fold")

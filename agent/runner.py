@@ -16,7 +16,7 @@ import ipaddress
 import logging
 import platform
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, fields
 from importlib import metadata
 from typing import Any, Literal, Protocol
@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 LAST_RUN_KEY = "last_run"
 WITHHELD_ASN = "AS0"
 WITHHELD_CC = "ZZ"
+SUMMARY_ROWS = 200  # per kind of result: what the summary table at the end of a pass can show
 
 StopReason = Literal[
     "time_budget", "byte_budget", "queue_full", "network_changed", "own_address_unknown", "interrupted"
@@ -65,7 +66,12 @@ StopReason = Literal[
 
 class MeasureFn(Protocol):
     def __call__(
-        self, url: str, config: WebConfig, *, trace: Trace | None = None
+        self,
+        url: str,
+        config: WebConfig,
+        *,
+        trace: Trace | None = None,
+        on_resolved: Callable[[list[str]], None] | None = None,
     ) -> Awaitable[WebTestKeys]: ...
 
 
@@ -106,7 +112,7 @@ class RunOptions:
         )
 
 
-@dataclass(frozen=True, slots=True)  # slotted: a pass keeps one per URL until its summary is shown
+@dataclass(frozen=True, slots=True)  # slotted: a pass keeps up to 3 x SUMMARY_ROWS until its summary
 class UrlResult:
     url: str
     category: str
@@ -145,8 +151,23 @@ class RunSummary:
     stop_detail: str | None = None
     probe_asn: str = WITHHELD_ASN
     probe_cc: str = WITHHELD_CC
+    # The rows the summary table can show: at most SUMMARY_ROWS of each kind (blocked, no verdict,
+    # accessible), so a pass over thousands of URLs does not keep a row for each (the memory goal).
     results: list[UrlResult] = field(default_factory=list)
+    # Every measurement this pass queued, should they have to be kept local after all.
+    measurement_uids: list[str] = field(default_factory=list)
     upload: UploadReport | None = None
+    _shown: dict[str, int] = field(default_factory=dict, repr=False)  # rows kept, by kind
+
+    def add(self, result: UrlResult, *, verdict: bool) -> None:
+        self.measurement_uids.append(result.measurement_uid)
+        self.measured += 1
+        self.blocked += result.blocked
+        self.no_verdict += not verdict
+        kind = _kind(result)
+        if self._shown.get(kind, 0) < SUMMARY_ROWS:
+            self._shown[kind] = self._shown.get(kind, 0) + 1
+            self.results.append(result)
 
     @property
     def completed(self) -> bool:
@@ -156,10 +177,15 @@ class RunSummary:
         """What ``status`` shows later (no URLs, no addresses)."""
         # Field by field, not asdict(): that would deep-copy every result first, only to drop them (a
         # megabyte at the end of a long pass, the agent's memory peak).
-        record = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("results", "upload")}
+        skip = ("results", "measurement_uids", "upload", "_shown")
+        record = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         if self.upload is not None:
             record["upload"] = self.upload.as_dict()
         return record
+
+
+def _kind(result: UrlResult) -> str:
+    return "blocked" if result.blocked else "unknown" if result.blocking is None else "accessible"
 
 
 @functools.cache
@@ -191,18 +217,21 @@ def bytes_received(keys: WebTestKeys) -> int:
     return total
 
 
-def _resolved_addresses(keys: WebTestKeys, identity: Identity) -> list[str]:
+def _answered_addresses(keys: WebTestKeys) -> list[str]:
+    return [answer.address for query in keys.queries for answer in query.answers if answer.address]
+
+
+def _control_addresses(addresses: Iterable[str], identity: Identity) -> list[str]:
     """Addresses the probe's DNS gave, for the control (minus the agent's own, should a resolver have
     echoed it: the collector must never receive it)."""
     found: list[str] = []
-    for query in keys.queries:
-        for answer in query.answers:
-            try:
-                ip = ipaddress.ip_address(answer.address or "")
-            except ValueError:
-                continue
-            if str(ip) not in found and identity.replacement(ip) is None:
-                found.append(str(ip))
+    for address in addresses:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            continue
+        if str(ip) not in found and identity.replacement(ip) is None:
+            found.append(str(ip))
     return found[:16]
 
 
@@ -383,8 +412,22 @@ class _Pass:
         started = utc_now()
         clock = time.monotonic()
         trace = Trace()
-        keys = await self.measure(entry.url, self.config, trace=trace)
-        control, control_failure = await self._control(entry.url, keys)
+        # The control is asked for as soon as the probe has its addresses, and is measured by the
+        # collector while the probe connects: a URL then costs the slower of the two, not their sum.
+        asked: list[asyncio.Future[tuple[ControlObservations | None, str | None]]] = []
+
+        def ask_control(addresses: list[str]) -> None:
+            if not asked:
+                asked.append(asyncio.ensure_future(self._control(entry.url, addresses)))
+
+        try:
+            keys = await self.measure(entry.url, self.config, trace=trace, on_resolved=ask_control)
+            if not asked:  # no DNS step reported (a measure function without one): ask now
+                ask_control(_answered_addresses(keys))
+            control, control_failure = await asked[0]
+        finally:
+            for pending in asked:
+                pending.cancel()  # only if the measurement itself failed or was cancelled
         verdict: Verdict | None = None
         if control is not None:
             try:
@@ -429,22 +472,19 @@ class _Pass:
             control_failure=measurement.test_keys.control_failure,
         )
         s = self.summary
-        s.results.append(result)
-        s.measured += 1
-        s.blocked += result.blocked
-        s.no_verdict += verdict is None
+        s.add(result, verdict=verdict is not None)
         s.bytes_received += bytes_received(keys)
         self.emit("measured", result)
         if self.options.max_bytes is not None and s.bytes_received >= self.options.max_bytes:
             self.stop("byte_budget", f"{s.bytes_received} bytes received (budget {self.options.max_bytes})")
 
-    async def _control(self, url: str, keys: WebTestKeys) -> tuple[ControlObservations | None, str | None]:
+    async def _control(self, url: str, addresses: list[str]) -> tuple[ControlObservations | None, str | None]:
         base = self.options.control_url or (
             self.options.collector_urls[0] if self.options.collector_urls else None
         )
         if base is None:
             return None, "no_control_configured"
-        request = ControlRequest(input=url, addrs=_resolved_addresses(keys, self.identity))
+        request = ControlRequest(input=url, addrs=_control_addresses(addresses, self.identity))
         answer = await request_control(self.session, base, request)
         if isinstance(answer, ApiFailure):
             return None, answer.failure
@@ -507,7 +547,7 @@ class _Pass:
             if probe_ip is not None and self.identity.replacement(ipaddress.ip_address(probe_ip)) == SCRUBBED:
                 return  # still one of ours (the same address, or the same IPv6 /64)
             reason = "the public address changed during the pass"
-        kept = self.queue.keep_local([r.measurement_uid for r in self.summary.results], reason)
+        kept = self.queue.keep_local(self.summary.measurement_uids, reason)
         log.warning("%s: %d measurements kept local, not uploaded", reason, kept)
         self.stop("network_changed", f"{reason}; this pass's measurements are kept local")
 
@@ -565,7 +605,7 @@ async def run_pass(
         state.emit("started")
         if await state.locate():
             await _measure_all(state)
-            if options.upload and state.summary.results:
+            if options.upload and state.summary.measurement_uids:
                 await state.confirm_address()
         summary = state.summary
         summary.finished_at = format_utc(utc_now())

@@ -76,7 +76,9 @@ class ControlSettings:
 
     def web_config(self) -> WebConfig:
         return WebConfig(
-            dns=DNSConfig(resolver=self.resolver, timeout=3.0, routable=self.allow_nets),
+            # No listening for late replies: the control is the uncensored vantage, and injection is
+            # judged from the probe's own replies; the linger would only make every control 0.25 s slower.
+            dns=DNSConfig(resolver=self.resolver, timeout=3.0, linger=0.0, routable=self.allow_nets),
             tcp=TCPConfig(timeout=4.0),
             tls=TLSConfig(timeout=4.0, ca_file=self.ca_file),
             http=HTTPConfig(timeout=8.0),

@@ -11,7 +11,7 @@ import asyncio
 import ipaddress
 import re
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -102,13 +102,20 @@ def _blocking_failure(
 
 
 async def _hop(
-    target: _Target, extra_addrs: Sequence[str], keys: WebTestKeys, config: WebConfig, trace: Trace
+    target: _Target,
+    extra_addrs: Sequence[str],
+    keys: WebTestKeys,
+    config: WebConfig,
+    trace: Trace,
+    on_resolved: Callable[[list[str]], None] | None = None,
 ) -> None:
     """One URL: its own DNS/TCP/TLS/HTTP, appended to ``keys``.
 
     Connecting starts as soon as the resolver's first reply is in; the DNS queries keep listening for late
     replies meanwhile and are recorded when the hop ends (in order, before any later hop's)."""
     resolution = await dns.resolve_early(target.host, config.dns, trace)
+    if on_resolved is not None:
+        on_resolved(list(resolution.addresses))
     at = len(keys.queries)
     try:
         await _connect_and_fetch(target, resolution, extra_addrs, keys, config, trace)
@@ -196,12 +203,17 @@ async def measure(
     *,
     trace: Trace | None = None,
     extra_addrs: Sequence[str] = (),
+    on_resolved: Callable[[list[str]], None] | None = None,
 ) -> WebTestKeys:
     """Measure ``url``; network failures are recorded, never raised.
 
     ``extra_addrs`` are more addresses for the URL's own host (e.g. from a control); redirect hops to
-    other hosts use only their own DNS. When a hop gets no usable connection, its request entry carries
-    the failure of the step that stopped it (DNS, TCP or TLS), as OONI's web_connectivity does.
+    other hosts use only their own DNS. ``on_resolved`` is called once, with the addresses of the URL's
+    own host as soon as its resolver's first reply is in (before connecting): the agent asks for its
+    control then, so that the control is measured while this measurement goes on.
+
+    When a hop gets no usable connection, its request entry carries the failure of the step that stopped
+    it (DNS, TCP or TLS), as OONI's web_connectivity does.
     Raises ``ValueError`` for a URL that is not http(s) or has no valid host.
     """
     trace = trace if trace is not None else Trace()
@@ -210,7 +222,8 @@ async def measure(
     keys = WebTestKeys()
     for _ in range(config.http.max_redirects + 1):
         extra = extra_addrs if target.host == first_host else ()
-        await _hop(target, extra, keys, config, trace)
+        await _hop(target, extra, keys, config, trace, on_resolved)
+        on_resolved = None  # the first hop's addresses only: redirects go to other URLs
         location = _redirect(keys.requests[-1])
         if location is None:
             return keys

@@ -20,7 +20,7 @@ import csv
 import ipaddress
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit, urlunsplit
@@ -178,6 +178,15 @@ class Lab:
         netloc = f"[{host}]" if ":" in host else host
         port = self.https_port if scheme == "https" else self.http_port
         return urlunsplit((scheme, f"{netloc}:{port}", parts.path, parts.query, parts.fragment))
+
+    def issue_certificates(self, names: Iterable[str]) -> int:
+        """Issue now the certificates of wildcard sites that will be asked for (a benchmark's list), as a
+        real site has its certificate before anyone connects; how many were issued. Without this, each
+        is issued inside its first handshake, on the lab's CPU, while the measurement is being timed.
+        At most ``MAX_ISSUED_CONTEXTS`` are kept."""
+        if self._sites is None:
+            raise RuntimeError("the lab is not started")
+        return self._sites.issue_certificates(names)
 
     def server_address(self, domain: str) -> str | None:
         """The address ``domain`` really resolves to (None for a domain that does not exist).

@@ -15,7 +15,7 @@ import socket
 import ssl
 import struct
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import h11
@@ -203,6 +203,14 @@ class LabSites:
         if context is not None:
             ssl_object.context = context
         # Unknown SNI: the address's own certificate stays.
+
+    def issue_certificates(self, names: Iterable[str]) -> int:
+        issued = 0
+        for name in names:
+            name = name.lower().rstrip(".")
+            if self._scenario.wildcard and name not in self._scenario and name not in self._issued:
+                issued += self._wildcard_context(name) is not None
+        return issued
 
     def _wildcard_context(self, name: str) -> ssl.SSLContext | None:
         """The certificate for an unlisted name, issued by the lab CA the first time it is asked for."""

@@ -7,7 +7,7 @@ import io
 from rich.console import Console
 
 from gatewatch.agent.display import results_table, summary_table
-from gatewatch.agent.runner import RunSummary, UrlResult
+from gatewatch.agent.runner import SUMMARY_ROWS, RunSummary, UrlResult
 
 ODD_URLS = ["http://a.example/?q[bold]=1", "http://b.example/[/x]", "http://c.example/:smile:/"]
 
@@ -34,3 +34,23 @@ def test_the_results_table_shows_urls_verbatim() -> None:
     ]
     text = _render(results_table(rows))
     assert all(url in text for url in ODD_URLS)
+
+
+def test_a_long_pass_keeps_a_bounded_number_of_rows_and_says_how_many_are_not_shown() -> None:
+    summary = RunSummary(started_at="2026-11-23T13:40:00Z", total=1000)
+    for i in range(1000):  # 3 blocked at the end, 2 without a verdict, the rest accessible
+        blocking: str | bool | None = "dns" if i >= 997 else None if i < 2 else False
+        result = UrlResult(f"http://s{i}.example/", "NEWS", f"uid{i}", blocking, None, None, None)
+        summary.add(result, verdict=blocking is not None)
+    assert (summary.measured, summary.blocked, summary.no_verdict) == (1000, 3, 2)
+    assert len(summary.measurement_uids) == 1000  # every one, should the pass have to keep them local
+    assert len(summary.results) == 3 + 2 + SUMMARY_ROWS
+    text = _render(summary_table(summary, limit=10))
+    rows = [line for line in text.splitlines() if "http://" in line]
+    assert [r.split()[1] for r in rows[:3]] == [
+        "http://s997.example/",
+        "http://s998.example/",
+        "http://s999.example/",
+    ]
+    assert "990 more not shown" in text
+    assert "uid" not in str(summary.as_record())  # no URL or measurement id goes to `status`

@@ -49,7 +49,9 @@ def entries(n: int, hosts: int | None = None) -> list[TestListEntry]:
     ]
 
 
-async def recorded(url: str, config: WebConfig, *, trace: Trace | None = None) -> WebTestKeys:
+async def recorded(
+    url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None
+) -> WebTestKeys:
     return echoing_keys().model_copy(update={"control": None, "verdict": None})
 
 
@@ -88,6 +90,28 @@ async def test_a_pass_measures_scrubs_signs_queues_and_uploads(collector, queue,
     assert queue.get_meta(LAST_RUN_KEY)["measured"] == 5  # type: ignore[index]
 
 
+async def test_the_control_is_asked_while_the_probe_is_still_measuring(collector, queue, signing_key) -> None:
+    collector.control_status = 200
+    asked_before_done: list[bool] = []
+
+    async def resolving(
+        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None
+    ) -> WebTestKeys:
+        assert on_resolved is not None
+        on_resolved(["198.51.100.10", OWN_V4, "not an address"])  # DNS done; connecting comes next
+        for _ in range(200):  # bounded: 2 s at most for the collector to see the request
+            if collector.seen_control_requests:
+                break
+            await asyncio.sleep(0.01)
+        asked_before_done.append(bool(collector.seen_control_requests))
+        return await recorded(url, config)
+
+    summary = await run_pass(entries(1), _options(collector), queue, signing_key, measure=resolving)
+    assert asked_before_done == [True]
+    assert [body["addrs"] for body in collector.seen_control_requests] == [["198.51.100.10"]]
+    assert summary.no_verdict == 0 and summary.measured == 1
+
+
 async def test_withheld_network_and_country(collector, queue, signing_key) -> None:
     options = _options(collector, probe_asn="AS0", probe_cc="ZZ", upload=False)
     summary = await run_pass(entries(1), options, queue, signing_key, measure=recorded)
@@ -109,7 +133,9 @@ async def test_a_verdict_is_given_only_with_a_control(collector, queue, signing_
 
 
 async def test_the_time_budget_stops_the_pass_cleanly(collector, queue, signing_key) -> None:
-    async def slow(url: str, config: WebConfig, *, trace: Trace | None = None) -> WebTestKeys:
+    async def slow(
+        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None
+    ) -> WebTestKeys:
         await asyncio.sleep(0.1)
         return WebTestKeys()
 
@@ -134,7 +160,9 @@ async def test_concurrency_is_bounded_overall_and_per_host(collector, queue, sig
     peak_host: Counter[str] = Counter()
     peak = 0
 
-    async def watched(url: str, config: WebConfig, *, trace: Trace | None = None) -> WebTestKeys:
+    async def watched(
+        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None
+    ) -> WebTestKeys:
         nonlocal peak
         host = url.split("/")[2]
         running[host] += 1
@@ -176,7 +204,9 @@ async def test_a_full_queue_stops_measuring(collector, tmp_path, signing_key) ->
 
 
 async def test_a_bug_in_one_measurement_does_not_end_the_pass(collector, queue, signing_key) -> None:
-    async def flaky(url: str, config: WebConfig, *, trace: Trace | None = None) -> WebTestKeys:
+    async def flaky(
+        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None
+    ) -> WebTestKeys:
         if url.endswith("/1"):
             raise RuntimeError("bug")
         return WebTestKeys()
@@ -216,7 +246,9 @@ async def test_an_echoed_ipv6_address_is_scrubbed_by_its_64(collector, queue, si
     collector.probe_ip = GLOBAL_V6  # a global address: no lab mode needed
     rotated = "2a00:5555:1:2:9c1:2b3:4d5:6e7f"  # a later privacy address of the same /64
 
-    async def echo_v6(url: str, config: WebConfig, *, trace: Trace | None = None) -> WebTestKeys:
+    async def echo_v6(
+        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None
+    ) -> WebTestKeys:
         return echoing_keys(v6=rotated).model_copy(update={"control": None, "verdict": None})
 
     options = RunOptions(collector_urls=(collector.url,), **LOOPBACK_ROUTES)

@@ -126,6 +126,23 @@ async def test_cross_host_redirect_resolves_the_new_host(
     ]
 
 
+async def test_on_resolved_gets_the_first_hosts_addresses_once_before_connecting(
+    resolver: FakeResolver, http_server: LoopbackHTTPServer
+) -> None:
+    resolver.zone["site.test"] = [LOOPBACK]
+    resolver.zone["other.test"] = [LOOPBACK]
+    url = f"http://site.test:{http_server.port}/to/other.test:{http_server.port}/redirect/0"
+    calls: list[tuple[list[str], int]] = []
+
+    def on_resolved(addresses: list[str]) -> None:
+        calls.append((addresses, len(http_server.requests)))
+
+    await web.measure(url, lab_config(resolver), on_resolved=on_resolved)
+    # Once, for the URL's own host (not the redirect's), before any request reached the server.
+    assert calls == [([LOOPBACK], 0)]
+    assert len(http_server.requests) == 2
+
+
 async def test_redirect_loop_is_too_many_redirects(
     resolver: FakeResolver, http_server: LoopbackHTTPServer
 ) -> None:

@@ -250,6 +250,19 @@ async def test_certificates_are_issued_on_demand_for_the_sni_and_reused(wild_lab
     await asyncio.to_thread(peer_certificate, "127.0.0.1", address, port, address, ca)
 
 
+async def test_certificates_issued_ahead_are_the_ones_served(wild_lab: Lab) -> None:
+    name = "ahead.example.org"
+    # Scenario names keep their own certificates, IP literals and garbage get none, repeats count once.
+    assert wild_lab.issue_certificates([name, "AHEAD.example.org.", "secure.lab", "1.2.3.4", "-bad-"]) == 1
+    assert wild_lab.issue_certificates([name]) == 0
+    address = wild_lab.server_address(name) or ""
+    served = await asyncio.to_thread(peer_certificate, "127.65.0.10", address, wild_lab.https_port, name,
+                                     wild_lab.ca_file)  # fmt: skip
+    assert served == await asyncio.to_thread(
+        peer_certificate, "127.0.0.1", address, wild_lab.https_port, name, wild_lab.ca_file
+    )
+
+
 async def test_a_scenario_name_keeps_its_own_certificate_on_a_wildcard_lab(wild_lab: Lab) -> None:
     address = wild_lab.server_address("secure.lab") or ""
     page = await asyncio.to_thread(
