@@ -23,6 +23,7 @@ from .display import (
     ProgressDisplay,
     is_terminal,
     log_event,
+    plain_summary,
     results_table,
     summary_table,
 )
@@ -253,16 +254,18 @@ def _log_measured(event: RunEvent) -> None:
 
 
 def _print_summary(summary: RunSummary) -> None:
-    console = _console()
-    console.print(summary_table(summary))
+    if is_terminal():
+        _console().print(summary_table(summary))
+    else:
+        sys.stdout.write(plain_summary(summary))
     if summary.stop_reason:
-        console.print(f"[yellow]{STOP_EXPLANATIONS.get(summary.stop_reason, summary.stop_reason)}[/yellow]")
+        typer.secho(STOP_EXPLANATIONS.get(summary.stop_reason, summary.stop_reason), fg="yellow")
         if summary.stop_detail:
-            console.print(f"  ({summary.stop_detail})")
+            typer.echo(f"  ({summary.stop_detail})")
     if summary.upload is not None:
         u = summary.upload
         line = f"uploaded {u.delivered}, quarantined {u.quarantined}, waiting {u.still_pending}"
-        console.print(line + (f" (last error: {u.last_error})" if u.last_error else ""))
+        typer.echo(line + (f" (last error: {u.last_error})" if u.last_error else ""))
 
 
 @app.command()

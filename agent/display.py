@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .runner import RunEvent, RunSummary, UrlResult
+from .runner import RunEvent, RunSummary
 
 if TYPE_CHECKING:  # rich is imported where it draws: a pass off a terminal draws nothing until the end
     from rich.console import Console
@@ -21,7 +21,9 @@ __all__ = [
     "ProgressDisplay",
     "blocking_label",
     "log_event",
+    "plain_summary",
     "results_table",
+    "summary_rows",
     "summary_table",
 ]
 
@@ -119,24 +121,48 @@ class ProgressDisplay:
             self.progress.update(self.task, description="done")
 
 
+def summary_rows(summary: RunSummary, limit: int = 200) -> tuple[list[tuple[str, str, str, str]], int]:
+    """(URL, verdict, layer, fingerprint) rows, blocked first (they are what the volunteer ran the agent
+    for), then those without a verdict; and how many measured URLs are not shown."""
+    ordered = sorted(summary.results, key=lambda r: (not r.blocked, r.blocking is not None))[:limit]
+    rows = [(r.url, blocking_label(r.blocking), r.layer or "", r.fingerprint or "") for r in ordered]
+    return rows, max(0, summary.measured - len(rows))
+
+
+def _title(summary: RunSummary) -> str:
+    return f"{summary.measured} of {summary.total} measured, {summary.blocked} blocked"
+
+
+def _not_shown(hidden: int) -> str:
+    return f"{hidden} more not shown (see `gatewatch-agent results`)"
+
+
 def summary_table(summary: RunSummary, limit: int = 200) -> Table:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=f"{summary.measured} of {summary.total} measured, {summary.blocked} blocked")
+    table = Table(title=_title(summary))
     for column in ("URL", "verdict", "layer", "fingerprint"):
         table.add_column(column, overflow="fold")
-    # Blocked first: they are what the volunteer ran the agent for. URLs are Text, not markup: a test list's
-    # "[...]" in a URL is not a style.
-    ordered: list[UrlResult] = sorted(summary.results, key=lambda r: (not r.blocked, r.blocking is not None))
-    for result in ordered[:limit]:
-        table.add_row(
-            Text(result.url), blocking_label(result.blocking), result.layer or "", result.fingerprint or ""
-        )
-    hidden = summary.measured - min(limit, len(ordered))
-    if hidden > 0:
-        table.caption = f"{hidden} more not shown (see `gatewatch-agent results`)"
+    rows, hidden = summary_rows(summary, limit)
+    for url, *rest in rows:
+        table.add_row(Text(url), *rest)  # Text, not markup: a test list's "[...]" in a URL is not a style
+    if hidden:
+        table.caption = _not_shown(hidden)
     return table
+
+
+def plain_summary(summary: RunSummary, limit: int = 200) -> str:
+    """The summary table as plain columns, for a log or a pipe: no terminal, so no need to load rich."""
+    rows, hidden = summary_rows(summary, limit)
+    header = ("URL", "verdict", "layer", "fingerprint")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    lines = [_title(summary)]
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+              for row in [header, *rows]]  # fmt: skip
+    if hidden:
+        lines.append(_not_shown(hidden))
+    return "\n".join(lines) + "\n"
 
 
 def results_table(rows: list[dict[str, Any]]) -> Table:

@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from gatewatch.agent.display import results_table, summary_table
+from gatewatch.agent.display import plain_summary, results_table, summary_table
 from gatewatch.agent.runner import SUMMARY_ROWS, RunSummary, UrlResult
 
 ODD_URLS = ["http://a.example/?q[bold]=1", "http://b.example/[/x]", "http://c.example/:smile:/"]
@@ -54,3 +54,19 @@ def test_a_long_pass_keeps_a_bounded_number_of_rows_and_says_how_many_are_not_sh
     ]
     assert "990 more not shown" in text
     assert "uid" not in str(summary.as_record())  # no URL or measurement id goes to `status`
+
+
+def test_the_plain_summary_has_the_same_rows_in_aligned_columns() -> None:
+    summary = RunSummary(started_at="2026-11-23T13:40:00Z", total=4)
+    summary.add(UrlResult("http://ok.example/", "NEWS", "u1", False, None, None, None), verdict=True)
+    summary.add(
+        UrlResult("http://b.example/", "NEWS", "u2", "dns", "dns", "dns:nxdomain", None), verdict=True
+    )
+    summary.add(UrlResult("http://nv.example/", "NEWS", "u3", None, None, None, "http_503"), verdict=False)
+    lines = plain_summary(summary).splitlines()
+    assert lines[0] == "3 of 4 measured, 1 blocked"
+    assert lines[1].split() == ["URL", "verdict", "layer", "fingerprint"]
+    assert lines[2].split() == ["http://b.example/", "blocked", "(dns)", "dns", "dns:nxdomain"]
+    assert lines[3].startswith("http://nv.example/  no verdict") and lines[4].startswith("http://ok.example/")
+    assert len({line.index("verdict") for line in lines[1:2]} | {lines[2].index("blocked")}) == 1
+    assert plain_summary(summary, limit=1).splitlines()[-1].startswith("2 more not shown")
