@@ -95,9 +95,7 @@ class Identity:
     own_addresses: frozenset[IPAddress] = frozenset()
     own_names: frozenset[str] = frozenset()
     lan_addresses: frozenset[IPAddress] = frozenset()
-    # Every name of ours, as one pattern (longest alternative first, so a name containing another is
-    # replaced whole); None when there is no name.
-    _names: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    _patterns: tuple[re.Pattern[str], ...] = field(default=(), compare=False, repr=False)  # our names
     # Cheap evidence that a long text may hold one of our addresses in some spelling: for each address,
     # the parts every spelling must contain (octets without padding, hex groups without leading zeros).
     _tells: tuple[tuple[str, ...], ...] = field(default=(), compare=False, repr=False)
@@ -118,14 +116,16 @@ class Identity:
         names = {n.strip().rstrip(".").lower() for n in own_names if n.strip().rstrip(".")}
         # Reverse-pointer names (4.3.2.1.in-addr.arpa, nibbles.ip6.arpa) are names of ours too.
         names |= {ip.reverse_pointer.lower() for ip in own}
-        # Longest first, so that a name containing another is replaced whole.
-        alternatives = "|".join(re.escape(name) for name in sorted(names, key=lambda n: (-len(n), n)))
-        pattern = (
-            re.compile(rf"(?<![A-Za-z0-9-])(?:{alternatives})\.?(?![A-Za-z0-9-])", re.IGNORECASE)
-            if names
-            else None
+        # One pattern per name, applied longest first, so that a name containing another, or overlapping
+        # it, is replaced whole.
+        patterns = tuple(
+            re.compile(rf"(?<![A-Za-z0-9-]){re.escape(name)}\.?(?![A-Za-z0-9-])", re.IGNORECASE)
+            for name in sorted(names, key=lambda n: (-len(n), n))
         )
-        tells = tuple(sorted({(name,) for name in names} | {_tell(ip) for ip in own | lan}))
+        # An IPv4 address may also be spelled as two hex groups (NAT64 "64:ff9b::cb00:7107", v4-mapped
+        # "::ffff:cb00:7107"): those groups are a second tell.
+        hex_tells = {_hex_tell(ip) for ip in own | lan if isinstance(ip, ipaddress.IPv4Address)}
+        tells = tuple(sorted({(name,) for name in names} | {_tell(ip) for ip in own | lan} | hex_tells))
         prefixes = frozenset(
             ipaddress.IPv6Network((int(ip) >> 64 << 64, 64))
             for ip in own
@@ -136,7 +136,7 @@ class Identity:
             for ip in own
             if isinstance(ip, ipaddress.IPv4Address)
         )
-        return cls(own, frozenset(names), lan, pattern, tells, prefixes, reversed_own)
+        return cls(own, frozenset(names), lan, patterns, tells, prefixes, reversed_own)
 
     def with_lan(self, addresses: Iterable[str]) -> Identity:
         added = {ip for ip in map(_parse, addresses) if ip is not None}
@@ -165,7 +165,7 @@ class Identity:
 
     @property
     def empty(self) -> bool:
-        return not (self.own_addresses or self.lan_addresses or self._names is not None)
+        return not (self.own_addresses or self.lan_addresses or self._patterns)
 
 
 def _with_embedded(addresses: Iterable[IPAddress]) -> frozenset[IPAddress]:
@@ -186,6 +186,11 @@ def _tell(ip: IPAddress) -> tuple[str, ...]:
         return tuple(str(octet) for octet in ip.packed)
     groups = [f"{int(g, 16):x}" for g in ip.exploded.split(":")[:4]]
     return tuple(g for g in groups if g != "0") or ("::",)
+
+
+def _hex_tell(ip: ipaddress.IPv4Address) -> tuple[str, ...]:
+    """The hex groups of ``ip`` written inside an IPv6 address, without leading zeros, in lower case."""
+    return tuple(g for g in (f"{int(ip) >> 16:x}", f"{int(ip) & 0xFFFF:x}") if g != "0") or ("::",)
 
 
 def _v4_from_groups(match: re.Match[str]) -> IPAddress | None:
@@ -223,8 +228,8 @@ class _Scrubber:
             if done is not None:
                 return done
         original = text
-        if identity._names is not None:
-            text = identity._names.sub(SCRUBBED, text)
+        for pattern in identity._patterns:
+            text = pattern.sub(SCRUBBED, text)
         if _DIGIT.search(text):
             text = _V4.sub(self._v4, text)
             text = _V4_DASHED.sub(self._v4, text)

@@ -95,7 +95,9 @@ async def main(args: argparse.Namespace) -> None:
     for name in ("kh.csv", "global.csv"):
         entries += read_test_list(args.lists / name, seen=seen).entries
 
-    async def measure(url: str, config: WebConfig, *, trace: Trace | None = None) -> WebTestKeys:
+    async def measure(
+        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None
+    ) -> WebTestKeys:
         await asyncio.sleep(args.probe_delay)
         return recorded_keys(url)
 

@@ -183,3 +183,16 @@ def test_dns_wire_hashes_are_never_kept() -> None:
     assert any(r.wire_sha256 for q in m.test_keys.queries for r in q.replies)
     scrubbed = anonymise(m, IDENTITY)
     assert all(r.wire_sha256 is None for q in scrubbed.test_keys.queries for r in q.replies)
+
+
+@pytest.mark.parametrize("spelling", ["64:ff9b::cb00:7107", "::ffff:cb00:7107", "::FFFF:CB00:7107"])
+def test_hex_spellings_of_our_ipv4_address_are_scrubbed_in_long_texts_too(spelling: str) -> None:
+    identity = Identity.of(own_addresses=["203.0.113.7"])
+    body = "x" * 5000 + f" client={spelling} " + "y" * 5000  # long: only scanned when the tells are there
+    assert spelling.lower() not in scrub_text(body, identity).lower()
+    assert SCRUBBED in scrub_text(body, identity)
+
+
+def test_overlapping_names_are_each_removed_whole() -> None:
+    identity = Identity.of(own_names=["foo.bar", "bar.baz.qux"])
+    assert scrub_text("host foo.bar.baz.qux", identity) == f"host foo.{SCRUBBED}"
