@@ -51,6 +51,7 @@ _HEX = "[0-9A-Fa-f]"
 _SEP = "(?::|%3[Aa])"
 _V6 = re.compile(rf"(?<![0-9A-Fa-f:%])(?:{_HEX}{{0,4}}{_SEP}){{2,7}}{_HEX}{{0,4}}(?![0-9A-Fa-f])")
 _DIGIT = re.compile(r"\d")
+_NAME_PATTERN = r"(?<![A-Za-z0-9-])(?:%s)\.?(?![A-Za-z0-9-])"  # a whole host name, maybe with its root dot
 _ALWAYS_SCAN = 1024  # characters
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _SHARED_ADDRESS_SPACE = ipaddress.IPv4Network("100.64.0.0/10")  # carrier-grade NAT: inside the ISP
@@ -96,6 +97,7 @@ class Identity:
     own_names: frozenset[str] = frozenset()
     lan_addresses: frozenset[IPAddress] = frozenset()
     _patterns: tuple[re.Pattern[str], ...] = field(default=(), compare=False, repr=False)  # our names
+    _any_name: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
     # Cheap evidence that a long text may hold one of our addresses in some spelling: for each address,
     # the parts every spelling must contain (octets without padding, hex groups without leading zeros).
     _tells: tuple[tuple[str, ...], ...] = field(default=(), compare=False, repr=False)
@@ -118,9 +120,12 @@ class Identity:
         names |= {ip.reverse_pointer.lower() for ip in own}
         # One pattern per name, applied longest first, so that a name containing another, or overlapping
         # it, is replaced whole.
-        patterns = tuple(
-            re.compile(rf"(?<![A-Za-z0-9-]){re.escape(name)}\.?(?![A-Za-z0-9-])", re.IGNORECASE)
-            for name in sorted(names, key=lambda n: (-len(n), n))
+        ordered = sorted(names, key=lambda n: (-len(n), n))
+        patterns = tuple(re.compile(_NAME_PATTERN % re.escape(name), re.IGNORECASE) for name in ordered)
+        # One scan tells whether any name occurs at all (an alternation matches wherever one of its
+        # alternatives would): most strings hold none, and then the patterns are not run one by one.
+        any_name = (
+            re.compile(_NAME_PATTERN % "|".join(map(re.escape, ordered)), re.IGNORECASE) if names else None
         )
         # An IPv4 address may also be spelled as two hex groups (NAT64 "64:ff9b::cb00:7107", v4-mapped
         # "::ffff:cb00:7107"): those groups are a second tell.
@@ -136,7 +141,7 @@ class Identity:
             for ip in own
             if isinstance(ip, ipaddress.IPv4Address)
         )
-        return cls(own, frozenset(names), lan, patterns, tells, prefixes, reversed_own)
+        return cls(own, frozenset(names), lan, patterns, any_name, tells, prefixes, reversed_own)
 
     def with_lan(self, addresses: Iterable[str]) -> Identity:
         added = {ip for ip in map(_parse, addresses) if ip is not None}
@@ -228,8 +233,9 @@ class _Scrubber:
             if done is not None:
                 return done
         original = text
-        for pattern in identity._patterns:
-            text = pattern.sub(SCRUBBED, text)
+        if identity._any_name is not None and identity._any_name.search(text):
+            for pattern in identity._patterns:
+                text = pattern.sub(SCRUBBED, text)
         if _DIGIT.search(text):
             text = _V4.sub(self._v4, text)
             text = _V4_DASHED.sub(self._v4, text)
