@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gatewatch.probes.bogons import is_bogon
 from gatewatch.probes.config import DNSConfig, TCPConfig, TLSConfig, WebConfig
 from gatewatch.probes.control import ControlObservations, ControlRequest
 from gatewatch.probes.envelope import sign
@@ -534,8 +535,22 @@ class _Pass:
         if probe_ip:
             own.append(probe_ip)
         # IPv6 addresses are scrubbed by their /64 (Identity.of): privacy addresses rotate inside it.
-        self.identity = Identity.of(own_addresses=own, lan_addresses=[*self.network.gateways, *lan])
+        self.identity = Identity.of(
+            own_addresses=own,
+            own_names=await self._own_names(own),
+            lan_addresses=[*self.network.gateways, *lan],
+        )
         return True
+
+    async def _own_names(self, own: list[str]) -> list[str]:
+        """The reverse-DNS names of our public addresses: a site may echo "customer-4711.isp.example"
+        instead of the address, and a name that does not spell the address out is found no other way.
+        Asked of the resolver the pass measures with (which sees this machine's address anyway)."""
+        from gatewatch.probes.dns import reverse_names
+
+        public = [a for a in dict.fromkeys(own) if not is_bogon(a, self.options.routable)][:4]
+        found = await asyncio.gather(*(reverse_names(a, self.config.dns) for a in public))
+        return [name for names in found for name in names]
 
     async def confirm_address(self) -> None:
         """Before uploading: ask again where we are. If the collector now sees an address this pass did

@@ -110,8 +110,12 @@ async def main(args: argparse.Namespace) -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    # A lab run (127.0.0.0/8 counts as public, route lookups stay on loopback), and the resolver is a
+    # closed port on loopback: the only DNS this run asks (the reverse names of its own addresses) must
+    # not leave the machine.
     options = RunOptions(collector_urls=(f"http://127.0.0.1:{port}/",), concurrency=args.concurrency,
-                         per_host=2, max_runtime=None)  # fmt: skip
+                         per_host=2, max_runtime=None, resolver="127.0.0.1:9",
+                         routable=("127.0.0.0/8",), route_probes=("127.0.0.1",))  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp, MeasurementQueue(Path(tmp) / "q.sqlite3") as queue:
         started = time.perf_counter()
         summary = await run_pass(entries, options, queue, Ed25519PrivateKey.generate(), measure=measure,

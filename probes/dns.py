@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import ipaddress
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import dns.exception
@@ -28,7 +28,15 @@ from .connection import format_address, open_socket
 from .observations import DNSAnswer, DNSQuery, DNSReply
 from .trace import Trace
 
-__all__ = ["Resolution", "measure", "parse_resolver", "resolve", "resolve_early", "system_resolver"]
+__all__ = [
+    "Resolution",
+    "measure",
+    "parse_resolver",
+    "resolve",
+    "resolve_early",
+    "reverse_names",
+    "system_resolver",
+]
 
 RESOLV_CONF = Path("/etc/resolv.conf")
 # Bounds on what one query may record, so that a hostile resolver cannot make a measurement huge.
@@ -344,3 +352,31 @@ async def resolve(hostname: str, config: DNSConfig, trace: Trace) -> tuple[list[
     skipping them is the caller's business. An IP literal needs no DNS: ``([], [ip])``."""
     resolution = await resolve_early(hostname, config, trace)
     return await resolution.queries(), resolution.addresses
+
+
+MAX_REVERSE_NAMES = 8
+
+
+async def reverse_names(address: str, config: DNSConfig, wait: float = 2.0) -> list[str]:
+    """The host names the resolver gives for ``address`` (its PTR records), lower case, without the root
+    dot; [] when there are none or the lookup fails in any way. One query over UDP, the first matching
+    reply believed, at most ``wait`` seconds: the agent asks this once per pass, to know which names
+    of its own to scrub, and measures nothing with it."""
+    try:
+        pointer = ipaddress.ip_address(address).reverse_pointer
+        server = parse_resolver(config.resolver if config.resolver is not None else system_resolver())
+    except (ValueError, OSError):
+        return []
+    query = dns.message.make_query(pointer, dns.rdatatype.PTR)
+    quick = replace(config, timeout=min(config.timeout, wait), linger=0.0)
+    received, _ = await _udp_exchange(query, server, quick, Trace())
+    names: list[str] = []
+    for _, msg in received[:1]:
+        for rrset in msg.answer:
+            if rrset.rdtype != dns.rdatatype.PTR:
+                continue
+            for rdata in rrset:
+                name = rdata.target.to_text(omit_final_dot=True).lower()  # type: ignore[attr-defined]
+                if name and name not in names:
+                    names.append(name)
+    return names[:MAX_REVERSE_NAMES]

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gatewatch.agent import netinfo
 from gatewatch.agent.queue import MeasurementQueue
 from gatewatch.agent.settings import QueueSettings
+from gatewatch.probes import dns as probes_dns
 from gatewatch.probes.control import ControlDNS, ControlHTTP, ControlObservations, ControlTCP
 from gatewatch.probes.envelope import sign
 from gatewatch.probes.measurement import Measurement, WebTestKeys
@@ -189,6 +190,14 @@ def _route_lookups_stay_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
         return real(ip) if inside else None
 
     monkeypatch.setattr(netinfo, "local_address_toward", loopback_only)
+
+
+@pytest.fixture(autouse=True)
+def _system_resolver_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pass looks up the reverse-DNS names of the agent's public addresses with the resolver it measures
+    with; tests that give none would reach the machine's real resolver. Here that is a closed port on
+    loopback: the lookup fails at once and the pass goes on without names."""
+    monkeypatch.setattr(probes_dns, "system_resolver", lambda *args, **kwargs: "127.0.0.1:9")
 
 
 @pytest.fixture(autouse=True)

@@ -7,10 +7,13 @@ emulated network is the end-to-end test's job; here what matters is what the run
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import socket
 from collections import Counter
 
+import dns.message
+import dns.rrset
 import pytest
 
 from gatewatch.agent.anonymise import SCRUBBED
@@ -273,3 +276,58 @@ async def test_a_new_privacy_address_in_the_same_64_is_not_a_change(collector, q
     options = RunOptions(collector_urls=(collector.url,), **LOOPBACK_ROUTES)
     summary = await run_pass(entries(2), options, queue, signing_key, measure=recorded)
     assert summary.completed and len(collector.stored) == 2
+
+
+class _PointerResolver(asyncio.DatagramProtocol):
+    """Answers PTR questions on loopback from ``names`` (reverse-pointer name -> host name); counts them."""
+
+    def __init__(self, names: dict[str, str]) -> None:
+        self.names, self.asked = names, []
+
+    def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[no-untyped-def]
+        query = dns.message.from_wire(data)
+        question = query.question[0].name.to_text(omit_final_dot=True)
+        self.asked.append(question)
+        reply = dns.message.make_response(query)
+        if question in self.names:
+            reply.answer.append(
+                dns.rrset.from_text(question + ".", 60, "IN", "PTR", self.names[question] + ".")
+            )
+        self.transport.sendto(reply.to_wire(), addr)
+
+
+async def test_the_reverse_dns_name_of_our_address_is_scrubbed_too(collector, queue, signing_key) -> None:
+    name = "customer-4711.dyn.isp.example"  # does not spell the address out: only the lookup reveals it
+    pointer = ipaddress.ip_address(OWN_V4).reverse_pointer
+    transport, responder = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: _PointerResolver({pointer: name}), local_addr=("127.0.0.1", 0)
+    )
+    port = transport.get_extra_info("sockname")[1]
+
+    async def echo_name(
+        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None
+    ) -> WebTestKeys:
+        keys = recorded_keys()
+        response = keys.requests[0].response
+        assert response is not None
+        echoed = response.model_copy(update={"headers": [*response.headers, ("X-Client-Host", name.upper())]})
+        return keys.model_copy(
+            update={"requests": [keys.requests[0].model_copy(update={"response": echoed})]}
+        )
+
+    try:
+        options = _options(collector, resolver=f"127.0.0.1:{port}")
+        summary = await run_pass(entries(1), options, queue, signing_key, measure=echo_name)
+    finally:
+        transport.close()
+    assert responder.asked == [pointer]  # asked once, for our public address only
+    assert summary.completed and len(collector.stored) == 1
+    payload = next(iter(collector.stored.values())).decode()
+    assert name not in payload.lower() and '["X-Client-Host","[scrubbed]"]' in payload.replace(" ", "")
+
+
+def recorded_keys() -> WebTestKeys:
+    return echoing_keys().model_copy(update={"control": None, "verdict": None})

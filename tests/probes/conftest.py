@@ -45,6 +45,7 @@ class FakeResolver:
 
     zone: dict[str, list[str]] = field(default_factory=dict)
     cnames: dict[str, str] = field(default_factory=dict)
+    pointers: dict[str, list[str]] = field(default_factory=dict)  # reverse-pointer name -> PTR targets
     behaviours: dict[str, str] = field(default_factory=dict)
     # (name, type, source ip, transport) of every query received.
     seen: list[tuple[str, str, str, str]] = field(default_factory=list)
@@ -67,6 +68,10 @@ class FakeResolver:
             return response
         if behaviour == "truncate" and not over_tcp:
             response.flags |= dns.flags.TC
+            return response
+        if question.rdtype == dns.rdatatype.PTR and name in self.pointers:
+            targets = [t + "." for t in self.pointers[name]]
+            response.answer.append(dns.rrset.from_text(question.name, 300, "IN", "PTR", *targets))
             return response
         target = self.cnames.get(name)
         if target is not None:

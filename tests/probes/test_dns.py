@@ -204,3 +204,28 @@ async def test_resolve_early_answers_before_the_linger_ends(resolver: FakeResolv
     (query,) = await resolution.queries()
     assert len(query.replies) == 2 and query.t - query.replies[0].t >= 0.45
     assert answered_at < query.replies[0].t + 0.4  # did not wait for the linger to end
+
+
+async def test_reverse_names_are_the_ptr_targets(resolver: FakeResolver) -> None:
+    resolver.pointers["7.113.0.203.in-addr.arpa"] = ["Customer-42.Dyn.ISP.example", "alias.isp.example"]
+    resolver.pointers["7.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa"] = [
+        "v6.isp.example"
+    ]
+    config = DNSConfig(resolver=resolver.address, timeout=1.0)
+    found = await dns.reverse_names("203.0.113.7", config)  # an RRset's records come in no fixed order
+    assert sorted(found) == ["alias.isp.example", "customer-42.dyn.isp.example"]
+    assert await dns.reverse_names("2001:db8:1::7", config) == ["v6.isp.example"]
+    assert ("7.113.0.203.in-addr.arpa", "PTR", "127.0.0.1", "udp") in resolver.seen
+
+
+async def test_reverse_names_are_empty_when_there_are_none_or_the_lookup_fails(
+    resolver: FakeResolver,
+) -> None:
+    config = DNSConfig(resolver=resolver.address, timeout=5.0)
+    assert await dns.reverse_names("203.0.113.8", config) == []  # no PTR record
+    resolver.behaviours["9.113.0.203.in-addr.arpa"] = "nxdomain"
+    assert await dns.reverse_names("203.0.113.9", config) == []
+    resolver.behaviours["10.113.0.203.in-addr.arpa"] = "silent"
+    assert await dns.reverse_names("203.0.113.10", config, wait=0.2) == []  # gives up after `wait`
+    assert await dns.reverse_names("not an address", config) == []
+    assert await dns.reverse_names("203.0.113.7", DNSConfig(resolver="not a resolver")) == []
