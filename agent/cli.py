@@ -54,6 +54,10 @@ EXIT_NOT_MEASURED = 3
 EXIT_STILL_PENDING = 4  # `upload` could not deliver everything (the queue keeps it)
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Where the key, consent and queue live.")]
+Resolver = Annotated[str | None, typer.Option("--resolver", help="DNS resolver IP[:PORT].")]
+CaFile = Annotated[str | None, typer.Option("--ca-file", help="Extra CA (PEM), for test labs.")]
+SourceAddress = Annotated[str | None, typer.Option("--source-address", help="Lab: bind here.")]
+Routable = Annotated[list[str], typer.Option("--routable", help="Lab: CIDR not treated as bogon.")]
 
 
 @functools.cache
@@ -278,10 +282,10 @@ def run(
     ] = None,
     inputs: Annotated[list[str], typer.Option("--input", help="A URL to measure (repeatable).")] = [],  # noqa: B006
     input_file: Annotated[list[Path], typer.Option("--input-file", help="A Citizen Lab CSV test list.")] = [],  # noqa: B006
-    resolver: Annotated[str | None, typer.Option("--resolver", help="DNS resolver IP[:PORT].")] = None,
-    ca_file: Annotated[str | None, typer.Option("--ca-file", help="Extra CA (PEM), for test labs.")] = None,
-    source_address: Annotated[str | None, typer.Option("--source-address", help="Lab: bind here.")] = None,
-    routable: Annotated[list[str], typer.Option("--routable", help="Lab: CIDR not treated as bogon.")] = [],  # noqa: B006
+    resolver: Resolver = None,
+    ca_file: CaFile = None,
+    source_address: SourceAddress = None,
+    routable: Routable = [],  # noqa: B006
     skip_category: Annotated[list[str], typer.Option("--skip-category", help="Category code to skip.")] = [],  # noqa: B006
     data_dir: DataDir = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, max=256)] = None,
@@ -332,6 +336,10 @@ def daemon(
     passes: Annotated[
         int | None, typer.Option("--passes", help="Stop after this many passes.", min=1)
     ] = None,
+    resolver: Resolver = None,
+    ca_file: CaFile = None,
+    source_address: SourceAddress = None,
+    routable: Routable = [],  # noqa: B006
 ) -> None:
     """Run passes on a schedule (interval plus jitter, from agent.toml); for systemd."""
     _setup_logging(True)
@@ -341,7 +349,14 @@ def daemon(
         settings = _load(paths).with_overrides(collector_urls=collector)
     except SettingsError as exc:
         raise _fail(str(exc)) from None
-    options = _options(settings, run_type="timed")
+    options = _options(
+        settings,
+        run_type="timed",
+        resolver=resolver,
+        ca_file=ca_file,
+        source_address=source_address,
+        routable=tuple(routable),
+    )
 
     async def one_pass() -> str | None:
         try:
