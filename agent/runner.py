@@ -429,10 +429,9 @@ class _Pass:
         finally:
             for pending in asked:
                 pending.cancel()  # only if the measurement itself failed or was cancelled
-            if asked and not asked[0].done():
-                # Let the cancelled request wind down before the pass goes on (to upload, on the same
-                # session); its outcome is of no use now.
-                await asyncio.gather(*asked, return_exceptions=True)
+            # A cancelled request winds down before the pass goes on (to upload, on the same session),
+            # and an outcome nobody awaited is still collected (no "exception never retrieved").
+            await asyncio.gather(*asked, return_exceptions=True)
         verdict: Verdict | None = None
         if control is not None:
             try:
