@@ -25,6 +25,7 @@ import ipaddress
 import socket
 import ssl
 import warnings
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -38,7 +39,7 @@ from .trace import Trace
 
 if TYPE_CHECKING:
     from cryptography import x509
-    from cryptography.x509.verification import DNSName, IPAddress
+    from cryptography.x509.verification import DNSName, IPAddress, Store
 
 __all__ = ["handshake", "validate_chain"]
 
@@ -84,23 +85,46 @@ def _split_pem(data: bytes) -> list[x509.Certificate]:
     return roots
 
 
+@dataclass(frozen=True)
+class _Trust:
+    """The trust anchors, with what every validation needs of them built once (a Store of the system's
+    ~150 roots takes about a millisecond to build: per handshake, that was most of the validation)."""
+
+    roots: tuple[x509.Certificate, ...]
+    store: Store | None  # None without roots: nothing validates
+    subjects: frozenset[x509.Name]
+    fingerprints: frozenset[bytes]
+
+
 @lru_cache(maxsize=8)
-def _load_roots(path: str, mtime_ns: int, size: int) -> tuple[x509.Certificate, ...]:
+def _load_trust(path: str, mtime_ns: int, size: int) -> _Trust:
     # Keyed by mtime and size too, so that a lab regenerating its CA at the same path is noticed.
-    return tuple(_split_pem(Path(path).read_bytes()))
+    return _trust_of(tuple(_split_pem(Path(path).read_bytes())))
 
 
-def _roots(ca_file: str | None) -> tuple[x509.Certificate, ...]:
+def _trust_of(roots: tuple[x509.Certificate, ...]) -> _Trust:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.verification import Store
+
+    return _Trust(
+        roots=roots,
+        store=Store(list(roots)) if roots else None,
+        subjects=frozenset(root.subject for root in roots),
+        fingerprints=frozenset(root.fingerprint(hashes.SHA256()) for root in roots),
+    )
+
+
+def _trust(ca_file: str | None) -> _Trust:
     """The trust anchors: ``ca_file`` (a missing one is a config error and raises) or the system's."""
     paths = ssl.get_default_verify_paths()
     path = ca_file or paths.cafile or paths.openssl_cafile
     try:
         stat = Path(path).stat()
-        return _load_roots(path, stat.st_mtime_ns, stat.st_size)
+        return _load_trust(path, stat.st_mtime_ns, stat.st_size)
     except OSError:
         if ca_file is not None:
             raise
-        return ()  # no readable system bundle: nothing validates, which is reported, not hidden
+        return _trust_of(())  # no readable system bundle: nothing validates, which is reported, not hidden
 
 
 def _subject(server_name: str) -> DNSName | IPAddress:
@@ -112,11 +136,13 @@ def _subject(server_name: str) -> DNSName | IPAddress:
         return DNSName(server_name)
 
 
-def _verifies(chain: list[x509.Certificate], roots: tuple[x509.Certificate, ...], name: str) -> bool:
-    from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+def _verifies(chain: list[x509.Certificate], trust: _Trust, name: str) -> bool:
+    from cryptography.x509.verification import PolicyBuilder, VerificationError
 
+    if trust.store is None:
+        return False
     try:
-        verifier = PolicyBuilder().store(Store(list(roots))).time(datetime.now(UTC))
+        verifier = PolicyBuilder().store(trust.store).time(datetime.now(UTC))
         verifier.build_server_verifier(_subject(name)).verify(chain[0], chain[1:])
     except (VerificationError, ValueError):
         return False
@@ -146,15 +172,14 @@ def validate_chain(chain: list[x509.Certificate], server_name: str, ca_file: str
 
     if not chain:
         return failures.SSL_INVALID_CERTIFICATE
-    roots = _roots(ca_file)
-    if _verifies(chain, roots, server_name):
+    trust = _trust(ca_file)
+    if _verifies(chain, trust, server_name):
         return None
-    if any(_verifies(chain, roots, name) for name in _leaf_names(chain[0])):
+    if any(_verifies(chain, trust, name) for name in _leaf_names(chain[0])):
         return failures.SSL_INVALID_HOSTNAME
-    root_subjects = {root.subject for root in roots}
-    root_ders = {root.fingerprint(hashes.SHA256()) for root in roots}
     anchored = any(
-        cert.issuer in root_subjects or cert.fingerprint(hashes.SHA256()) in root_ders for cert in chain
+        cert.issuer in trust.subjects or cert.fingerprint(hashes.SHA256()) in trust.fingerprints
+        for cert in chain
     )
     return failures.SSL_INVALID_CERTIFICATE if anchored else failures.SSL_UNKNOWN_AUTHORITY
 
