@@ -12,7 +12,13 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from gatewatch.probes.control import ControlObservations, ControlRequest
+from gatewatch.probes.control import (
+    ControlBatchItem,
+    ControlBatchRequest,
+    ControlBatchResponse,
+    ControlObservations,
+    ControlRequest,
+)
 from gatewatch.probes.failures import classify
 
 from .http_client import HttpClient, HttpClientError
@@ -26,7 +32,12 @@ __all__ = [
     "geolocate",
     "make_session",
     "request_control",
+    "request_controls",
 ]
+
+# What POST /api/v1/control answers, by the error code a batch item carries instead: a control failure
+# reads the same whichever endpoint was used.
+_ITEM_STATUS = {"invalid_input": 400, "rate_limited": 429, "control_timeout": 504}
 
 
 @dataclass(frozen=True)
@@ -116,6 +127,31 @@ async def request_control(
         return ControlObservations.model_validate(data)
     except ValidationError:
         return ApiFailure("bad_answer", _host(base))
+
+
+async def request_controls(
+    session: HttpClient, base: str, requests: list[ControlRequest]
+) -> list[ControlObservations | ApiFailure] | ApiFailure:
+    """Several controls in one ``POST /api/v1/controls``, answered in the order asked; an ApiFailure for the
+    whole batch when it got no usable answer (``http_404`` from a collector without the endpoint)."""
+    body = ControlBatchRequest(requests=requests).model_dump(mode="json")
+    data, error = await _json(session, "POST", api_url(base, "controls"), body)
+    if error is not None:
+        return ApiFailure(error, _host(base))
+    try:
+        answer = ControlBatchResponse.model_validate(data)
+    except ValidationError:
+        return ApiFailure("bad_answer", _host(base))
+    if [item.input for item in answer.results] != [request.input for request in requests]:
+        return ApiFailure("bad_answer", _host(base))  # not the answers to what was asked, in order
+    return [_item_answer(item, base) for item in answer.results]
+
+
+def _item_answer(item: ControlBatchItem, base: str) -> ControlObservations | ApiFailure:
+    if item.control is not None:
+        return item.control
+    status = _ITEM_STATUS.get(item.error or "")
+    return ApiFailure(f"http_{status}" if status else "bad_answer", _host(base))
 
 
 async def fetch_test_list(session: HttpClient, bases: list[str], cc: str) -> str | ApiFailure:

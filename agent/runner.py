@@ -33,7 +33,8 @@ from gatewatch.probes.trace import Trace
 from gatewatch.probes.verdicts import Verdict
 
 from .anonymise import SCRUBBED, Identity, anonymise, is_lan_address
-from .collector_api import ApiFailure, Geolocation, geolocate, make_session, request_control
+from .collector_api import ApiFailure, Geolocation, geolocate, make_session
+from .control_batch import ControlBatcher
 from .http_client import HttpClient
 from .netinfo import ROUTE_PROBES, NetworkView, machine_addresses, observe_network
 from .queue import MeasurementQueue, QueueFull
@@ -371,6 +372,8 @@ class _Pass:
         self.identity = Identity()
         self.network: NetworkView | None = None
         self.collector_ip: str | None = None
+        # Controls of measurements running together go to the collector in batches (by control URL).
+        self.batchers: dict[str, ControlBatcher] = {}
 
     def stop(self, reason: StopReason, detail: str | None = None) -> None:
         if self.summary.stop_reason is None:
@@ -489,7 +492,10 @@ class _Pass:
         if base is None:
             return None, "no_control_configured"
         request = ControlRequest(input=url, addrs=_control_addresses(addresses, self.identity))
-        answer = await request_control(self.session, base, request)
+        batcher = self.batchers.get(base)
+        if batcher is None:
+            batcher = self.batchers[base] = ControlBatcher(self.session, base)
+        answer = await batcher.ask(request)
         if isinstance(answer, ApiFailure):
             return None, answer.failure
         return answer, None
@@ -660,3 +666,5 @@ async def _measure_all(state: _Pass) -> None:
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+        for batcher in state.batchers.values():
+            await batcher.close()

@@ -1,6 +1,8 @@
 """The control endpoint (test helper): the same probes, run from the collector's own uncensored vantage.
 
-``POST /api/v1/control`` takes a :class:`ControlRequest` and answers :class:`ControlObservations`.
+``POST /api/v1/control`` takes a :class:`ControlRequest` and answers :class:`ControlObservations`;
+``POST /api/v1/controls`` takes up to 32 of them at once and answers each in order (an item's error is its
+own, with the code the single endpoint would have used).
 
 It must never become an open proxy into the operator's network. The web probe already refuses to connect
 to any bogon (private, loopback, link-local, multicast, reserved) — whether it came from the URL, the DNS
@@ -18,6 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -26,12 +29,19 @@ from pydantic import ValidationError
 from gatewatch.probes.analysis import summarise
 from gatewatch.probes.bogons import is_bogon
 from gatewatch.probes.config import DNSConfig, HTTPConfig, TCPConfig, TLSConfig, WebConfig
-from gatewatch.probes.control import ControlObservations, ControlRequest
+from gatewatch.probes.control import (
+    ControlBatchItem,
+    ControlBatchRequest,
+    ControlBatchResponse,
+    ControlObservations,
+    ControlRequest,
+)
 from gatewatch.probes.web import measure
 
 from .ratelimit import TokenBuckets, retry_after_seconds
 
 __all__ = [
+    "CONTROL_BATCH_PATH",
     "CONTROL_PATH",
     "CONTROL_SERVICE_KEY",
     "ControlRateLimited",
@@ -41,10 +51,14 @@ __all__ = [
 ]
 
 CONTROL_PATH = "/api/v1/control"
+CONTROL_BATCH_PATH = "/api/v1/controls"
 MAX_BODY = 16 * 1024
+MAX_BATCH_BODY = 256 * 1024  # MAX_CONTROL_BATCH requests of a realistic size, with room to spare
+_ERROR_STATUS = {"invalid_input": 400, "rate_limited": 429, "control_timeout": 504}
 MAX_INPUT_LENGTH = 2048  # Measurement.input's bound: a longer URL could never be submitted anyway
 _READ_CHUNK = 4096
 _GLOBAL_BUCKET = b"control"
+_Body = TypeVar("_Body", ControlRequest, ControlBatchRequest)
 
 
 class ControlRateLimited(Exception):
@@ -153,17 +167,17 @@ def _error(status: int, error: str, detail: str, headers: dict[str, str] | None 
     return web.json_response({"error": error, "detail": detail}, status=status, headers=headers)
 
 
-def _too_large() -> web.Response:
-    return _error(413, "body_too_large", f"at most {MAX_BODY} bytes")
+def _too_large(limit: int = MAX_BODY) -> web.Response:
+    return _error(413, "body_too_large", f"at most {limit} bytes")
 
 
-async def _read_body(request: web.Request) -> bytes | None:
-    """The body, or None when it is longer than MAX_BODY (chunked uploads are cut off there, too)."""
+async def _read_body(request: web.Request, limit: int = MAX_BODY) -> bytes | None:
+    """The body, or None when it is longer than ``limit`` (chunked uploads are cut off there, too)."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(_READ_CHUNK):
         size += len(chunk)
-        if size > MAX_BODY:
+        if size > limit:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
@@ -184,36 +198,67 @@ def _input_problem(url: str) -> str | None:
     return None
 
 
-async def handle_control(request: web.Request) -> web.Response:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        return _too_large()
-    try:
-        body = await _read_body(request)
-    except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-        return _error(400, "unreadable_body", str(exc)[:200])
-    if body is None:
-        return _too_large()
-    try:
-        control_request = ControlRequest.model_validate_json(body)
-    except ValidationError as exc:
-        not_json = any(error["type"] == "json_invalid" for error in exc.errors())
-        return _error(400, "invalid_json" if not_json else "invalid_request", _describe(exc))
-    problem = _input_problem(control_request.input)
+async def _answer(service: ControlService, control_request: ControlRequest) -> ControlBatchItem:
+    """One control: its observations, or the error (and detail) that says why there are none."""
+    url = control_request.input
+    problem = _input_problem(url)
     if problem is not None:
-        return _error(400, "invalid_input", problem)
-    service = request.app[CONTROL_SERVICE_KEY]
+        return ControlBatchItem(input=url, error="invalid_input", detail=problem)
     try:
         observations = await service.observe(control_request)
     except ControlRateLimited as exc:
         seconds = retry_after_seconds(exc.retry_after)
-        return _error(429, "rate_limited", f"retry in {seconds} s", {"Retry-After": str(seconds)})
+        return ControlBatchItem(
+            input=url, error="rate_limited", detail=f"retry in {seconds} s", retry_after=seconds
+        )
     except ValueError as exc:  # the probe refused the URL (an invalid host name)
-        return _error(400, "invalid_input", str(exc)[:300])
+        return ControlBatchItem(input=url, error="invalid_input", detail=str(exc)[:300])
     except TimeoutError:
-        return _error(504, "control_timeout", "the control took too long")
-    return web.json_response(text=observations.model_dump_json())
+        return ControlBatchItem(input=url, error="control_timeout", detail="the control took too long")
+    return ControlBatchItem(input=url, control=observations)
+
+
+async def _read_model(request: web.Request, model: type[_Body], limit: int) -> _Body | web.Response:
+    """The body parsed as ``model``, or the 400/413 answer that says why it is not one."""
+    if request.content_length is not None and request.content_length > limit:
+        return _too_large(limit)
+    try:
+        body = await _read_body(request, limit)
+    except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+        return _error(400, "unreadable_body", str(exc)[:200])
+    if body is None:
+        return _too_large(limit)
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        not_json = any(error["type"] == "json_invalid" for error in exc.errors())
+        return _error(400, "invalid_json" if not_json else "invalid_request", _describe(exc))
+
+
+async def handle_control(request: web.Request) -> web.Response:
+    control_request = await _read_model(request, ControlRequest, MAX_BODY)
+    if isinstance(control_request, web.Response):
+        return control_request
+    item = await _answer(request.app[CONTROL_SERVICE_KEY], control_request)
+    if item.control is not None:
+        return web.json_response(text=item.control.model_dump_json())
+    error = item.error or "control_failed"
+    headers = {"Retry-After": str(item.retry_after)} if item.retry_after is not None else None
+    return _error(_ERROR_STATUS.get(error, 500), error, item.detail or "", headers)
+
+
+async def handle_controls(request: web.Request) -> web.Response:
+    """Several controls in one request, measured concurrently (within the service's own limits), each
+    answered in order; one URL's error is its item's, never the whole request's."""
+    batch = await _read_model(request, ControlBatchRequest, MAX_BATCH_BODY)
+    if isinstance(batch, web.Response):
+        return batch
+    service = request.app[CONTROL_SERVICE_KEY]
+    items = await asyncio.gather(*(_answer(service, one) for one in batch.requests))
+    return web.json_response(text=ControlBatchResponse(results=list(items)).model_dump_json())
 
 
 def add_control_routes(app: web.Application, service: ControlService) -> None:
     app[CONTROL_SERVICE_KEY] = service
     app.router.add_post(CONTROL_PATH, handle_control)
+    app.router.add_post(CONTROL_BATCH_PATH, handle_controls)

@@ -21,7 +21,13 @@ from aiohttp import web
 from pydantic.json_schema import models_json_schema
 
 from gatewatch.probes.attribution import NetworkCondition, Scope
-from gatewatch.probes.control import ControlObservations, ControlRequest
+from gatewatch.probes.control import (
+    MAX_CONTROL_BATCH,
+    ControlBatchRequest,
+    ControlBatchResponse,
+    ControlObservations,
+    ControlRequest,
+)
 from gatewatch.probes.envelope import ENVELOPE_FORMAT, Envelope
 from gatewatch.probes.measurement import Measurement
 from gatewatch.probes.schema import write_or_print
@@ -67,6 +73,8 @@ def _model_schemas() -> dict[str, Any]:
             (Envelope, "validation"),
             (ControlRequest, "validation"),
             (ControlObservations, "serialization"),
+            (ControlBatchRequest, "validation"),
+            (ControlBatchResponse, "serialization"),
             (Verdict, "serialization"),
             (Measurement, "serialization"),
         ],
@@ -317,6 +325,24 @@ def _paths() -> dict[str, Any]:
                     "413": _error("The body is too large."),
                     "429": _error("The collector's budget of control measurements is spent.", _RETRY_AFTER),
                     "504": _error("The control measurement took too long."),
+                },
+            }
+        },
+        "/api/v1/controls": {
+            "post": {
+                "operationId": "controls",
+                "summary": f"Up to {MAX_CONTROL_BATCH} controls in one request, answered in order",
+                "description": "Each request is handled as POST /api/v1/control would handle it alone; an "
+                "item that could not be measured carries that endpoint's error code (invalid_input, "
+                "rate_limited with retry_after, control_timeout) instead of observations.",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("ControlBatchRequest")}},
+                },
+                "responses": {
+                    "200": _json(_ref("ControlBatchResponse"), "One item per request, in the order asked."),
+                    "400": _error("The body is not a ControlBatchRequest (1 to 32 ControlRequests)."),
+                    "413": _error("The body is too large."),
                 },
             }
         },

@@ -3,6 +3,9 @@
 The collector's ``POST /api/v1/control`` answers with a :class:`ControlObservations` (JSON), computed by
 running the same probes from its own network and summarising them with :func:`summarise`. The emulated
 network does the same from its clean vantage. Shapes follow OONI's web_connectivity test helper.
+``POST /api/v1/controls`` takes up to ``MAX_CONTROL_BATCH`` requests at once (:class:`ControlBatchRequest`)
+and answers each in order (:class:`ControlBatchResponse`): an agent measuring many URLs at a time sends
+one request where it would send many.
 """
 
 from __future__ import annotations
@@ -10,6 +13,10 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "MAX_CONTROL_BATCH",
+    "ControlBatchItem",
+    "ControlBatchRequest",
+    "ControlBatchResponse",
     "ControlDNS",
     "ControlHTTP",
     "ControlObservations",
@@ -65,3 +72,29 @@ class ControlObservations(_Model):
     tcp_connect: dict[str, ControlTCP] = Field(default_factory=dict)  # "ip:port" -> result
     tls_handshake: dict[str, ControlTLS] = Field(default_factory=dict)  # "ip:port" -> result
     http_request: ControlHTTP
+
+
+MAX_CONTROL_BATCH = 32
+
+
+class ControlBatchRequest(_Model):
+    """Body of ``POST /api/v1/controls``: several controls asked at once."""
+
+    requests: list[ControlRequest] = Field(min_length=1, max_length=MAX_CONTROL_BATCH)
+
+
+class ControlBatchItem(_Model):
+    """The answer to one request of a batch: its observations, or the error ``POST /api/v1/control``
+    would have answered for it alone (``invalid_input``, ``rate_limited``, ``control_timeout``)."""
+
+    input: str
+    control: ControlObservations | None = None
+    error: str | None = None
+    detail: str | None = None
+    retry_after: int | None = None  # seconds, with ``rate_limited``
+
+
+class ControlBatchResponse(_Model):
+    """Answer of ``POST /api/v1/controls``: one item per request, in the order asked."""
+
+    results: list[ControlBatchItem]

@@ -39,12 +39,17 @@ class ContractCollector:
     control_status: int = 200
     test_list: str | None = None  # CSV served at /api/v1/test-list; None: 404
     seen_control_requests: list[dict[str, Any]] = field(default_factory=list)
+    batch_endpoint: bool = True  # False: a collector from before POST /api/v1/controls (404)
+    control_http_requests: int = 0  # HTTP requests to either control endpoint
+    control_errors: dict[str, str] = field(default_factory=dict)  # input -> a batch item's error code
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/api/v1/measurements", self.measurements)
         app.router.add_get("/api/v1/geolocate", self.geolocate)
         app.router.add_post("/api/v1/control", self.control)
+        if self.batch_endpoint:
+            app.router.add_post("/api/v1/controls", self.controls)
         app.router.add_get("/api/v1/test-list", self.serve_test_list)
         return app
 
@@ -108,12 +113,29 @@ class ContractCollector:
             return web.json_response({"error": "not_found", "detail": ""}, status=404)
         return web.Response(text=self.test_list, content_type="text/csv")
 
+    async def controls(self, request: web.Request) -> web.Response:
+        self.control_http_requests += 1
+        body = await request.json()
+        self.seen_control_requests.extend(body["requests"])
+        if self.control_status != 200:
+            return web.json_response({"error": "unavailable", "detail": ""}, status=self.control_status)
+        results = []
+        for item in body["requests"]:
+            error = self.control_errors.get(item["input"])
+            control = None if error else self._observations().model_dump(mode="json")
+            results.append({"input": item["input"], "control": control, "error": error, "detail": error,
+                            "retry_after": 5 if error == "rate_limited" else None})  # fmt: skip
+        return web.json_response({"results": results})
+
+    def _observations(self) -> ControlObservations:
+        return ControlObservations(
+            dns=ControlDNS(addrs=["198.51.100.10"]), http_request=ControlHTTP(status_code=200, title="Echo")
+        )
+
     async def control(self, request: web.Request) -> web.Response:
+        self.control_http_requests += 1
         body = await request.json()
         self.seen_control_requests.append(body)
         if self.control_status != 200:
             return web.json_response({"error": "unavailable"}, status=self.control_status)
-        observations = ControlObservations(
-            dns=ControlDNS(addrs=["198.51.100.10"]), http_request=ControlHTTP(status_code=200, title="Echo")
-        )
-        return web.json_response(observations.model_dump(mode="json"))
+        return web.json_response(self._observations().model_dump(mode="json"))

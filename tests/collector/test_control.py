@@ -287,3 +287,78 @@ async def test_identical_requests_share_one_measurement() -> None:
     request = ControlRequest(input="http://127.0.0.1:9/", addrs=["127.0.0.1"])
     answers = await asyncio.gather(*(service.observe(request) for _ in range(5)))
     assert all(a == answers[0] for a in answers)  # one token bought all five
+
+
+BATCH_PATH = "/api/v1/controls"
+
+
+@pytest.mark.lab
+async def test_a_batch_answers_each_request_in_order_as_the_single_endpoint_would(
+    aiohttp_client, lab: Lab, tmp_path: Path
+) -> None:
+    client = await aiohttp_client(create_app(settings_for(tmp_path, lab, control_allow_net=LAB_ALLOWED)))
+    urls = [
+        lab.url("clean.lab"),
+        "ftp://not-a-web.url/",
+        lab.url("nonexistent.lab"),
+        lab.url("blockpage.lab"),
+    ]
+    response = await client.post(BATCH_PATH, json={"requests": [{"input": url} for url in urls]})
+    assert response.status == 200
+    results = (await response.json())["results"]
+    assert [item["input"] for item in results] == urls
+    assert results[1]["control"] is None and results[1]["error"] == "invalid_input" and results[1]["detail"]
+    for index in (0, 2, 3):
+        item = results[index]
+        assert item["error"] is None
+        single_status, single = await control(client, {"input": urls[index]})  # now from the cache
+        assert single_status == 200 and ControlObservations.model_validate(
+            single
+        ) == ControlObservations.model_validate(item["control"])
+    assert results[2]["control"]["dns"]["failure"] == "dns_nxdomain_error"
+
+
+async def test_a_batch_item_over_the_budget_is_rate_limited_alone(
+    aiohttp_client, tmp_path: Path, listener: tuple[socket.socket, int]
+) -> None:
+    sock, port = listener
+    # Loopback URLs without allow-net: each control runs (and is refused) without sending a packet.
+    settings = settings_for(tmp_path, control_rate=0.01, control_burst=2, control_resolver="127.81.0.2:9")
+    client = await aiohttp_client(create_app(settings))
+    requests = [{"input": f"http://127.0.0.1:{port}/{name}"} for name in ("a", "b", "c")]
+    response = await client.post(BATCH_PATH, json={"requests": requests})
+    assert response.status == 200
+    results = (await response.json())["results"]
+    assert sum(item["control"] is not None for item in results) == 2
+    limited = [item for item in results if item["error"] == "rate_limited"]
+    assert len(limited) == 1 and limited[0]["retry_after"] >= 1 and limited[0]["control"] is None
+    assert not accepted(sock)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error"),
+    [
+        (b"not json", 400, "invalid_json"),
+        (json.dumps({"requests": []}).encode(), 400, "invalid_request"),
+        (json.dumps({"requests": [{"input": "http://a.lab/"}] * 33}).encode(), 400, "invalid_request"),
+        (
+            json.dumps({"requests": [{"input": "http://a.lab/", "ip": "1.2.3.4"}]}).encode(),
+            400,
+            "invalid_request",
+        ),
+        (
+            json.dumps({"requests": [{"input": "http://a.lab/" + "x" * 9000}] * 32}).encode(),
+            413,
+            "body_too_large",
+        ),
+    ],
+    ids=["not-json", "empty", "33-requests", "unknown-field", "too-large"],
+)
+async def test_a_malformed_batch_is_refused_whole_with_a_reason(
+    aiohttp_client, tmp_path: Path, body: bytes, status: int, error: str
+) -> None:
+    client = await aiohttp_client(create_app(settings_for(tmp_path, control_resolver="127.81.0.2:9")))
+    response = await client.post(BATCH_PATH, data=body, headers={"Content-Type": "application/json"})
+    assert response.status == status
+    answer = await response.json()
+    assert answer["error"] == error and answer["detail"]

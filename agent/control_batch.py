@@ -1,0 +1,109 @@
+"""Control requests of measurements running together, sent as one ``POST /api/v1/controls``.
+
+A pass measures many URLs at once and each asks for its control as soon as its DNS answered; those that
+ask within ``window`` seconds of each other (up to ``MAX_CONTROL_BATCH``) go in one request. The window is
+shorter than the rest of a measurement (TCP, TLS, HTTP), so the wait is hidden; the collector and the
+agent handle one request where they handled many. A collector without the batch endpoint (404/405) is
+asked one URL at a time from then on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from gatewatch.probes.control import MAX_CONTROL_BATCH, ControlObservations, ControlRequest
+
+from .collector_api import ApiFailure, request_control, request_controls
+from .http_client import HttpClient
+
+__all__ = ["ControlBatcher"]
+
+Answer = ControlObservations | ApiFailure
+_NO_BATCH_ENDPOINT = ("http_404", "http_405")
+
+
+class ControlBatcher:
+    def __init__(
+        self,
+        session: HttpClient,
+        base: str,
+        *,
+        window: float = 0.02,
+        size: int = MAX_CONTROL_BATCH,
+        batch: Callable[..., Awaitable[list[Answer] | ApiFailure]] = request_controls,
+        single: Callable[..., Awaitable[Answer]] = request_control,
+    ) -> None:
+        if not 1 <= size <= MAX_CONTROL_BATCH:
+            raise ValueError(f"size must be 1 to {MAX_CONTROL_BATCH}")
+        self.session, self.base, self.window, self.size = session, base, window, size
+        self._batch, self._single = batch, single
+        self.batches_supported = True
+        self.requests_sent = 0  # HTTP requests made, batch or single (for tests and figures)
+        self._waiting: list[tuple[ControlRequest, asyncio.Future[Answer]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def ask(self, request: ControlRequest) -> Answer:
+        """The control for ``request``, from the next batch sent."""
+        if not self.batches_supported:
+            self.requests_sent += 1
+            return await self._single(self.session, self.base, request)
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Answer] = loop.create_future()
+        self._waiting.append((request, answer))
+        if len(self._waiting) >= self.size:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.window, self._flush)
+        return await answer
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        waiting = [(request, answer) for request, answer in self._waiting if not answer.done()]
+        self._waiting = []
+        if waiting:
+            task = asyncio.ensure_future(self._send(waiting))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send(self, waiting: list[tuple[ControlRequest, asyncio.Future[Answer]]]) -> None:
+        try:
+            answers = await self._answers([request for request, _ in waiting])
+        except asyncio.CancelledError:  # close(): the measurements waiting are being abandoned too
+            for _, future in waiting:
+                future.cancel()
+            raise
+        except Exception as exc:  # a bug: the measurements waiting get it (and log it), none waits forever
+            for _, future in waiting:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for index, (_, future) in enumerate(waiting):
+            if not future.done():  # its measurement may have been cancelled meanwhile
+                future.set_result(answers if isinstance(answers, ApiFailure) else answers[index])
+
+    async def _answers(self, requests: list[ControlRequest]) -> list[Answer] | ApiFailure:
+        if self.batches_supported:
+            self.requests_sent += 1
+            answers = await self._batch(self.session, self.base, requests)
+            if not (isinstance(answers, ApiFailure) and answers.failure in _NO_BATCH_ENDPOINT):
+                return answers
+            self.batches_supported = False  # an older collector: one URL per request from now on
+        self.requests_sent += len(requests)
+        return list(await asyncio.gather(*(self._single(self.session, self.base, r) for r in requests)))
+
+    async def close(self) -> None:
+        """Stop: requests not yet sent are dropped (their measurements are being abandoned), sends in
+        flight are cancelled."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for _, answer in self._waiting:
+            answer.cancel()
+        self._waiting = []
+        for task in list(self._sending):
+            task.cancel()
+        await asyncio.gather(*self._sending, return_exceptions=True)
