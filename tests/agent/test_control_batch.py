@@ -93,3 +93,16 @@ async def test_closing_cancels_what_waits_and_an_abandoned_ask_is_left_out(aioht
 def test_a_batch_size_beyond_the_collectors_limit_is_refused() -> None:
     with pytest.raises(ValueError, match="size"):
         ControlBatcher(make_session(), "http://127.0.0.1:9/", size=33)
+
+
+async def test_by_default_controls_asked_in_the_same_turn_share_a_request_and_nothing_waits(
+    aiohttp_server,
+) -> None:
+    collector = await _collector(aiohttp_server)
+    async with make_session() as session:
+        batcher = ControlBatcher(session, collector.url)  # type: ignore[attr-defined]
+        together = await asyncio.gather(*(batcher.ask(r) for r in _requests(3)))  # asked in one turn
+        alone = await batcher.ask(_requests(4)[3])  # asked later, alone: sent at once, not held back
+        await batcher.close()
+    assert all(isinstance(a, ControlObservations) for a in [*together, alone])
+    assert collector.control_http_requests == 2
