@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from gatewatch.probes.control import (
+    CONTROL_ERROR_STATUS,
     ControlBatchItem,
     ControlBatchRequest,
     ControlBatchResponse,
@@ -34,10 +35,6 @@ __all__ = [
     "request_control",
     "request_controls",
 ]
-
-# What POST /api/v1/control answers, by the error code a batch item carries instead: a control failure
-# reads the same whichever endpoint was used.
-_ITEM_STATUS = {"invalid_input": 400, "rate_limited": 429, "control_timeout": 504}
 
 
 @dataclass(frozen=True)
@@ -150,7 +147,7 @@ async def request_controls(
 def _item_answer(item: ControlBatchItem, base: str) -> ControlObservations | ApiFailure:
     if item.control is not None:
         return item.control
-    status = _ITEM_STATUS.get(item.error or "")
+    status = CONTROL_ERROR_STATUS.get(item.error or "")
     return ApiFailure(f"http_{status}" if status else "bad_answer", _host(base))
 
 

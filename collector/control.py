@@ -30,6 +30,7 @@ from gatewatch.probes.analysis import summarise
 from gatewatch.probes.bogons import is_bogon
 from gatewatch.probes.config import DNSConfig, HTTPConfig, TCPConfig, TLSConfig, WebConfig
 from gatewatch.probes.control import (
+    CONTROL_ERROR_STATUS,
     ControlBatchItem,
     ControlBatchRequest,
     ControlBatchResponse,
@@ -54,7 +55,6 @@ CONTROL_PATH = "/api/v1/control"
 CONTROL_BATCH_PATH = "/api/v1/controls"
 MAX_BODY = 16 * 1024
 MAX_BATCH_BODY = 256 * 1024  # MAX_CONTROL_BATCH requests of a realistic size, with room to spare
-_ERROR_STATUS = {"invalid_input": 400, "rate_limited": 429, "control_timeout": 504}
 MAX_INPUT_LENGTH = 2048  # Measurement.input's bound: a longer URL could never be submitted anyway
 _READ_CHUNK = 4096
 _GLOBAL_BUCKET = b"control"
@@ -244,7 +244,7 @@ async def handle_control(request: web.Request) -> web.Response:
         return web.json_response(text=item.control.model_dump_json())
     error = item.error or "control_failed"
     headers = {"Retry-After": str(item.retry_after)} if item.retry_after is not None else None
-    return _error(_ERROR_STATUS.get(error, 500), error, item.detail or "", headers)
+    return _error(CONTROL_ERROR_STATUS.get(error, 500), error, item.detail or "", headers)
 
 
 async def handle_controls(request: web.Request) -> web.Response:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "CONTROL_ERROR_STATUS",
     "MAX_CONTROL_BATCH",
     "ControlBatchItem",
     "ControlBatchRequest",
@@ -75,6 +76,9 @@ class ControlObservations(_Model):
 
 
 MAX_CONTROL_BATCH = 32
+# The HTTP status POST /api/v1/control answers for each error a batch item can carry instead: a control
+# failure reads the same (``http_429``, ...) whichever endpoint gave it.
+CONTROL_ERROR_STATUS = {"invalid_input": 400, "rate_limited": 429, "control_timeout": 504}
 
 
 class ControlBatchRequest(_Model):
