@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gatewatch.probes.measurement import Measurement
+from gatewatch.core.measurement import Measurement
 
 __all__ = [
     "PRIVATE",

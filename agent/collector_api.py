@@ -1,6 +1,6 @@
 """The agent's HTTP client for the collector: geolocate, control, test list (uploads: upload.py).
 
-Every call turns network trouble into a failure string (from :mod:`gatewatch.probes.failures`) instead
+Every call turns network trouble into a failure string (from :mod:`gatewatch.core.failures`) instead
 of an exception, because a blocked collector is an expected condition on the networks that matter.
 """
 
@@ -12,15 +12,15 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from gatewatch.probes.control import (
+from gatewatch.core.control import ControlObservations
+from gatewatch.core.failures import classify
+from gatewatch.core.wire import (
     CONTROL_ERROR_STATUS,
     ControlBatchItem,
     ControlBatchRequest,
     ControlBatchResponse,
-    ControlObservations,
     ControlRequest,
 )
-from gatewatch.probes.failures import classify
 
 from .http_client import HttpClient, HttpClientError
 

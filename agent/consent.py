@@ -11,7 +11,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gatewatch.probes.measurement import format_utc, utc_now
+from gatewatch.core.measurement import format_utc, utc_now
 
 __all__ = ["CONSENT_VERSION", "RISK_TEXT", "ConsentRecord", "load_consent", "record_consent"]
 

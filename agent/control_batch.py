@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from gatewatch.probes.control import MAX_CONTROL_BATCH, ControlObservations, ControlRequest
+from gatewatch.core.control import ControlObservations
+from gatewatch.core.wire import MAX_CONTROL_BATCH, ControlRequest
 
 from .collector_api import ApiFailure, request_control, request_controls
 from .http_client import HttpClient

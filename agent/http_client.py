@@ -8,7 +8,7 @@ redirects (the collector's API never sends one), no compression, no proxies. Res
 up to a cap: every answer the agent expects is small.
 
 Every failure is raised as an :class:`HttpClientError` carrying a failure string (from
-:mod:`gatewatch.probes.failures` where one fits), so that a caller turns any of them into data with one
+:mod:`gatewatch.core.failures` where one fits), so that a caller turns any of them into data with one
 ``except`` clause. The subclasses say whose fault it was: ours (:class:`InvalidRequest`), the network's
 (:class:`ConnectFailed`, :class:`RequestTimedOut`) or the server's (:class:`BadResponse`).
 """
@@ -26,7 +26,7 @@ from urllib.parse import urlencode, urlsplit
 
 import h11
 
-from gatewatch.probes.failures import EOF_ERROR, GENERIC_TIMEOUT_ERROR, HTTP_INVALID_RESPONSE, classify
+from gatewatch.core.failures import EOF_ERROR, GENERIC_TIMEOUT_ERROR, HTTP_INVALID_RESPONSE, classify
 
 __all__ = [
     "BadResponse",

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
-from gatewatch.probes.envelope import key_fingerprint, public_key_bytes
+from gatewatch.core.envelope import key_fingerprint, public_key_bytes
 
 __all__ = ["SigningKeyError", "fingerprint", "load_key", "load_or_create_key"]
 

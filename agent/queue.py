@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from gatewatch.probes.envelope import Envelope
-from gatewatch.probes.measurement import format_utc, utc_now
+from gatewatch.core.envelope import Envelope
+from gatewatch.core.measurement import format_utc, utc_now
 
 from .settings import QueueSettings
 

@@ -24,13 +24,14 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gatewatch.probes.bogons import is_bogon
+from gatewatch.core.bogons import is_bogon
+from gatewatch.core.control import ControlObservations
+from gatewatch.core.envelope import sign
+from gatewatch.core.measurement import Measurement, WebTestKeys, format_utc, utc_now
+from gatewatch.core.verdicts import Verdict
+from gatewatch.core.wire import ControlRequest
 from gatewatch.probes.config import DNSConfig, TCPConfig, TLSConfig, WebConfig
-from gatewatch.probes.control import ControlObservations, ControlRequest
-from gatewatch.probes.envelope import sign
-from gatewatch.probes.measurement import Measurement, WebTestKeys, format_utc, utc_now
 from gatewatch.probes.trace import Trace
-from gatewatch.probes.verdicts import Verdict
 
 from .anonymise import SCRUBBED, Identity, anonymise, is_lan_address
 from .collector_api import ApiFailure, Geolocation, geolocate, make_session
@@ -324,7 +325,7 @@ def _default_measure() -> MeasureFn:
 
 
 def _default_analyse() -> tuple[AnalyseFn, Any]:
-    from gatewatch.probes.analysis import analyse, load_default_fingerprints
+    from gatewatch.analysis import analyse, load_default_fingerprints
 
     return analyse, load_default_fingerprints()
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gatewatch.probes.measurement import ASN, CountryCode
+from gatewatch.core.measurement import ASN, CountryCode
 
 __all__ = ["AgentSettings", "DaemonSettings", "QueueSettings", "SettingsError", "load_settings"]
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from gatewatch.probes.measurement import format_utc, utc_now
+from gatewatch.core.measurement import format_utc, utc_now
 
 from .collector_api import api_url
 from .http_client import HttpClient, HttpClientError, Response

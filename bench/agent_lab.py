@@ -58,7 +58,7 @@ from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parent.parent
 LISTS = ("kh.csv", "global.csv")
-ISP_SOURCE = "127.65.0.10"  # ISP A's vantage in the lab (gatewatch.probes.netem.networks)
+ISP_SOURCE = "127.65.0.10"  # ISP A's vantage in the lab (gatewatch.lab.networks)
 DNS_LINGER = 0.25  # DNSConfig's default, the agent's probe (the collector's control does not linger)
 STARTUP_TIMEOUT = 60.0
 # The agent's own process, as the console script starts it, plus one line at exit saying whether scapy
@@ -94,7 +94,7 @@ def serve_lab(conn: Any, stop: Any, latency_ms: float, urls: list[str], director
     """The lab's process: start it, rewrite the URLs, write the geolocation CSVs, serve until told."""
     import asyncio
 
-    from gatewatch.probes.netem import Lab
+    from gatewatch.lab import Lab
 
     async def run() -> None:
         async with Lab(latency_ms=latency_ms, wildcard=True) as lab:

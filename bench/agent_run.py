@@ -28,10 +28,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gatewatch.agent.queue import MeasurementQueue
 from gatewatch.agent.runner import RunOptions, run_pass
 from gatewatch.agent.testlists import read_test_list
-from gatewatch.probes.config import WebConfig
-from gatewatch.probes.control import ControlDNS, ControlHTTP, ControlObservations
-from gatewatch.probes.measurement import WebTestKeys
-from gatewatch.probes.observations import (
+from gatewatch.core.control import ControlDNS, ControlHTTP, ControlObservations
+from gatewatch.core.measurement import WebTestKeys
+from gatewatch.core.observations import (
     DNSAnswer,
     DNSQuery,
     HTTPRequest,
@@ -39,6 +38,7 @@ from gatewatch.probes.observations import (
     HTTPTransaction,
     TCPConnect,
 )
+from gatewatch.probes.config import WebConfig
 from gatewatch.probes.trace import Trace
 
 REPO = Path(__file__).resolve().parent.parent

@@ -19,11 +19,11 @@ from gatewatch.agent.anonymise import Identity, anonymise
 from gatewatch.agent.collector_api import Geolocation
 from gatewatch.agent.runner import build_measurement
 from gatewatch.agent.testlists import TestListEntry
-from gatewatch.probes.measurement import Measurement, utc_now
+from gatewatch.core.measurement import Measurement, utc_now
 
 
 async def _measurements() -> list[Measurement]:
-    from gatewatch.probes.netem import Lab
+    from gatewatch.lab import Lab
     from gatewatch.probes.web import measure
 
     async with Lab() as lab:

@@ -26,8 +26,8 @@ from pathlib import Path
 from gatewatch.collector.export_cmd import export_partitioned
 from gatewatch.collector.exports import export
 from gatewatch.collector.store.base import StoredMeasurement
-from gatewatch.probes.measurement import Measurement, WebTestKeys
-from gatewatch.probes.verdicts import Fingerprint, Verdict
+from gatewatch.core.measurement import Measurement, WebTestKeys
+from gatewatch.core.verdicts import Fingerprint, Verdict
 
 FORMATS = ("source", "jsonl", "csv", "parquet", "partitioned-jsonl", "partitioned-csv")
 START = datetime(2026, 11, 1, tzinfo=UTC)

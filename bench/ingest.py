@@ -28,10 +28,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from gatewatch.collector.app import create_app
 from gatewatch.collector.logging import AccessLogger
 from gatewatch.collector.settings import Settings
-from gatewatch.probes import envelope
-from gatewatch.probes.control import ControlDNS, ControlHTTP, ControlObservations, ControlTCP
-from gatewatch.probes.measurement import Measurement, WebTestKeys, utc_now
-from gatewatch.probes.observations import (
+from gatewatch.core import envelope
+from gatewatch.core.control import ControlDNS, ControlHTTP, ControlObservations, ControlTCP
+from gatewatch.core.measurement import Measurement, WebTestKeys, utc_now
+from gatewatch.core.observations import (
     DNSAnswer,
     DNSQuery,
     HTTPRequest,

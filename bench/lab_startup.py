@@ -7,7 +7,7 @@ import statistics
 import sys
 import time
 
-from gatewatch.probes.netem import Lab
+from gatewatch.lab import Lab
 
 
 async def measure(runs: int) -> tuple[list[float], list[float]]:

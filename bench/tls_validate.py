@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from gatewatch.probes.netem.certs import issue_lab_pki
+from gatewatch.lab.certs import issue_lab_pki
 from gatewatch.probes.tls import validate_chain
 
 

@@ -21,7 +21,7 @@ from gatewatch.probes.config import WebConfig
 
 
 def _serve_lab(conn: Any, stop: Any) -> None:
-    from gatewatch.probes.netem import Lab
+    from gatewatch.lab import Lab
 
     async def run() -> None:
         async with Lab() as lab:

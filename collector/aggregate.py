@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
-from gatewatch.probes.attribution import AttributionSettings, InterferenceRow, Observation, attribute_domain
+from gatewatch.analysis.attribution import AttributionSettings, InterferenceRow, Observation, attribute_domain
 
 __all__ = ["AggregateSnapshot", "InterferenceAggregate"]
 

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from gatewatch.probes.analysis import load_default_fingerprints
+from gatewatch.analysis import load_default_fingerprints
 
 from .appkeys import (
     FINGERPRINTS_KEY,
@@ -39,7 +39,7 @@ from .openapi import add_openapi_routes
 from .ratelimit import TokenBuckets
 from .research import add_research_routes
 from .settings import Settings
-from .store.base import StoreError, open_store
+from .store import StoreError, open_store
 from .testlists import add_test_list_routes
 
 __all__ = ["add_health_routes", "add_metrics_routes", "control_settings", "create_app"]

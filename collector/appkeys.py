@@ -12,7 +12,7 @@ from typing import Final, Protocol
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from gatewatch.probes.analysis.fingerprints import FingerprintDB
+from gatewatch.analysis.fingerprints import FingerprintDB
 
 from .geoip import GeoInfo
 from .metrics import IngestMetrics

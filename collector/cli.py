@@ -20,7 +20,7 @@ from .export_cmd import PARTITION_FORMATS, export_partitioned
 from .logging import ACCESS_LOGGER_NAME, AccessLogger, configure_logging
 from .research import BadQuery, parse_filter
 from .settings import Settings, SettingsError, load_settings
-from .store.base import MeasurementFilter, StoreError, open_store
+from .store import MeasurementFilter, StoreError, open_store
 
 __all__ = ["cli", "main"]
 

@@ -26,17 +26,17 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from pydantic import ValidationError
 
-from gatewatch.probes.analysis import summarise
-from gatewatch.probes.bogons import is_bogon
-from gatewatch.probes.config import DNSConfig, HTTPConfig, TCPConfig, TLSConfig, WebConfig
-from gatewatch.probes.control import (
+from gatewatch.analysis import summarise
+from gatewatch.core.bogons import is_bogon
+from gatewatch.core.control import ControlObservations
+from gatewatch.core.wire import (
     CONTROL_ERROR_STATUS,
     ControlBatchItem,
     ControlBatchRequest,
     ControlBatchResponse,
-    ControlObservations,
     ControlRequest,
 )
+from gatewatch.probes.config import DNSConfig, HTTPConfig, TCPConfig, TLSConfig, WebConfig
 from gatewatch.probes.web import measure
 
 from .ratelimit import TokenBuckets, retry_after_seconds

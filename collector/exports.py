@@ -25,7 +25,7 @@ from typing import Any
 
 import duckdb
 
-from gatewatch.probes.measurement import Measurement, format_utc, ooni_time
+from gatewatch.core.measurement import Measurement, format_utc, ooni_time
 
 from .store.base import StoredMeasurement
 

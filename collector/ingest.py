@@ -31,13 +31,13 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from pydantic import ValidationError
 
-from gatewatch.probes.analysis import analyse
-from gatewatch.probes.analysis.fingerprints import FingerprintDB
-from gatewatch.probes.bogons import is_bogon
-from gatewatch.probes.envelope import Envelope, EnvelopeError, verify
-from gatewatch.probes.measurement import Measurement, WebTestKeys
-from gatewatch.probes.observations import DNSAnswer, DNSQuery
-from gatewatch.probes.verdicts import Verdict
+from gatewatch.analysis import analyse
+from gatewatch.analysis.fingerprints import FingerprintDB
+from gatewatch.core.bogons import is_bogon
+from gatewatch.core.envelope import Envelope, EnvelopeError, verify
+from gatewatch.core.measurement import Measurement, WebTestKeys
+from gatewatch.core.observations import DNSAnswer, DNSQuery
+from gatewatch.core.verdicts import Verdict
 
 from .appkeys import (
     FINGERPRINTS_KEY,

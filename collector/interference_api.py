@@ -25,7 +25,7 @@ from typing import get_args
 
 from aiohttp import web
 
-from gatewatch.probes.attribution import AttributionSettings, Scope
+from gatewatch.analysis.attribution import AttributionSettings, Scope
 
 from .aggregate import InterferenceAggregate
 from .appkeys import INGEST_HOOKS_KEY, REGISTRY_KEY, SETTINGS_KEY, STORE_KEY

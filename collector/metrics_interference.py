@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterable, Sequence
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from gatewatch.probes.attribution import InterferenceRow
+from gatewatch.analysis.attribution import InterferenceRow
 
 from .aggregate import AggregateSnapshot, InterferenceAggregate
 

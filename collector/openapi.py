@@ -20,18 +20,13 @@ from typing import Any
 from aiohttp import web
 from pydantic.json_schema import models_json_schema
 
-from gatewatch.probes.attribution import NetworkCondition, Scope
-from gatewatch.probes.control import (
-    MAX_CONTROL_BATCH,
-    ControlBatchRequest,
-    ControlBatchResponse,
-    ControlObservations,
-    ControlRequest,
-)
-from gatewatch.probes.envelope import ENVELOPE_FORMAT, Envelope
-from gatewatch.probes.measurement import Measurement
-from gatewatch.probes.schema import write_or_print
-from gatewatch.probes.verdicts import Verdict
+from gatewatch.analysis.attribution import NetworkCondition, Scope
+from gatewatch.core.control import ControlObservations
+from gatewatch.core.envelope import ENVELOPE_FORMAT, Envelope
+from gatewatch.core.measurement import Measurement
+from gatewatch.core.schema import write_or_print
+from gatewatch.core.verdicts import Verdict
+from gatewatch.core.wire import MAX_CONTROL_BATCH, ControlBatchRequest, ControlBatchResponse, ControlRequest
 
 from .exports import EXPORT_FORMATS, MEDIA_TYPES
 from .research import EXPORT_PARAMETERS, LIST_PARAMETERS, MAX_LIMIT, QueryParameter

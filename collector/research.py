@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiMapping
 
-from gatewatch.probes.measurement import format_utc
+from gatewatch.core.measurement import format_utc
 
 from .appkeys import METRICS_KEY, STORE_KEY
 from .exports import EXPORT_FORMATS, MEDIA_TYPES, export

@@ -21,11 +21,12 @@ import dns.name
 import dns.rcode
 import dns.rdatatype
 
-from . import failures
-from .bogons import is_bogon
+from gatewatch.core import failures
+from gatewatch.core.bogons import is_bogon
+from gatewatch.core.observations import DNSAnswer, DNSQuery, DNSReply
+
 from .config import DNSConfig
 from .connection import format_address, open_socket
-from .observations import DNSAnswer, DNSQuery, DNSReply
 from .trace import Trace
 
 __all__ = [

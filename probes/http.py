@@ -11,10 +11,11 @@ from urllib.parse import quote, urlsplit
 
 import h11
 
-from . import failures
+from gatewatch.core import failures
+from gatewatch.core.observations import HTTPRequest, HTTPResponse, HTTPTransaction
+
 from .config import HTTPConfig
 from .connection import Connection
-from .observations import HTTPRequest, HTTPResponse, HTTPTransaction
 from .trace import Trace
 
 __all__ = ["extract_title", "fetch", "request_target"]

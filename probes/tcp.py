@@ -6,10 +6,11 @@ import asyncio
 import ipaddress
 import socket
 
+from gatewatch.core.failures import classify
+from gatewatch.core.observations import TCPConnect
+
 from .config import TCPConfig
 from .connection import open_socket
-from .failures import classify
-from .observations import TCPConnect
 from .trace import Trace
 
 __all__ = ["connect"]

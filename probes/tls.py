@@ -31,10 +31,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import failures
+from gatewatch.core import failures
+from gatewatch.core.observations import Certificate, TLSHandshake
+
 from .config import TLSConfig
 from .connection import TLSConnection
-from .observations import Certificate, TLSHandshake
 from .trace import Trace
 
 if TYPE_CHECKING:

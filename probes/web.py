@@ -15,12 +15,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-from . import dns, failures, http, tcp, tls
-from .bogons import is_bogon
+from gatewatch.core import failures
+from gatewatch.core.bogons import is_bogon
+from gatewatch.core.measurement import WebTestKeys
+from gatewatch.core.observations import DNSQuery, HTTPRequest, HTTPTransaction, TCPConnect, TLSHandshake
+
+from . import dns, http, tcp, tls
 from .config import WebConfig
 from .connection import Connection, PlainConnection, format_address
-from .measurement import WebTestKeys
-from .observations import DNSQuery, HTTPRequest, HTTPTransaction, TCPConnect, TLSHandshake
 from .trace import Trace
 
 __all__ = ["measure"]

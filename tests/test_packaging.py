@@ -6,14 +6,20 @@ import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-ROOTS = {"agent": "gatewatch.agent", "collector": "gatewatch.collector", "probes": "gatewatch.probes"}
+CONFIG = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+ROOTS: dict[str, str] = dict(CONFIG["tool"]["setuptools"]["package-dir"])
+EXPECTED_ROOTS = {"core", "probes", "analysis", "agent", "collector", "lab"}
+
+
+def test_every_role_folder_is_mapped() -> None:
+    assert set(ROOTS.values()) == EXPECTED_ROOTS
+    assert all(dotted == f"gatewatch.{folder}" for dotted, folder in ROOTS.items())
 
 
 def test_every_source_package_is_listed() -> None:
-    config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
-    listed = set(config["tool"]["setuptools"]["packages"])
+    listed = set(CONFIG["tool"]["setuptools"]["packages"])
     found = set()
-    for folder, dotted in ROOTS.items():
+    for dotted, folder in ROOTS.items():
         for init in (REPO / folder).rglob("__init__.py"):
             rel = init.parent.relative_to(REPO / folder)
             found.add(".".join([dotted, *rel.parts]))
@@ -22,10 +28,8 @@ def test_every_source_package_is_listed() -> None:
 
 
 def test_installed_names_resolve_to_the_source_folders() -> None:
-    import gatewatch.agent
-    import gatewatch.collector
-    import gatewatch.probes
+    import importlib
 
-    for module, folder in [(gatewatch.agent, "agent"), (gatewatch.collector, "collector"),
-                           (gatewatch.probes, "probes")]:  # fmt: skip
+    for dotted, folder in ROOTS.items():
+        module = importlib.import_module(dotted)
         assert Path(module.__file__).resolve().parent == REPO / folder

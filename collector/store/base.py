@@ -29,7 +29,6 @@ __all__ = [
     "filter_sql",
     "from_micros",
     "iterate_pages",
-    "open_store",
     "to_micros",
 ]
 
@@ -154,20 +153,6 @@ def to_micros(value: datetime) -> int:
 
 def from_micros(value: int) -> datetime:
     return EPOCH + timedelta(microseconds=value)
-
-
-async def open_store(url: str) -> Store:
-    """Open ``sqlite:///path`` or ``postgresql://...`` and bring its schema up to date."""
-    # Imported here so that a SQLite deployment never needs asyncpg at import time, and to avoid a cycle.
-    if url.startswith("sqlite:///"):
-        from .sqlite import SQLiteStore
-
-        return await SQLiteStore.open(url.removeprefix("sqlite:///"))
-    if url.startswith(("postgresql://", "postgres://")):
-        from .postgres import PostgresStore
-
-        return await PostgresStore.open(url)
-    raise ValueError("database URL must start with sqlite:/// or postgresql://")
 
 
 def filter_sql(

@@ -12,8 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gatewatch.probes.control import ControlDNS, ControlHTTP, ControlObservations
-from gatewatch.probes.envelope import Envelope, EnvelopeError, verify
+from gatewatch.core.control import ControlDNS, ControlHTTP, ControlObservations
+from gatewatch.core.envelope import Envelope, EnvelopeError, verify
 
 
 @dataclass

@@ -14,11 +14,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gatewatch.agent import netinfo
 from gatewatch.agent.queue import MeasurementQueue
 from gatewatch.agent.settings import QueueSettings
-from gatewatch.probes import dns as probes_dns
-from gatewatch.probes.control import ControlDNS, ControlHTTP, ControlObservations, ControlTCP
-from gatewatch.probes.envelope import sign
-from gatewatch.probes.measurement import Measurement, WebTestKeys
-from gatewatch.probes.observations import (
+from gatewatch.core.control import ControlDNS, ControlHTTP, ControlObservations, ControlTCP
+from gatewatch.core.envelope import sign
+from gatewatch.core.measurement import Measurement, WebTestKeys
+from gatewatch.core.observations import (
     Certificate,
     DNSAnswer,
     DNSQuery,
@@ -29,7 +28,8 @@ from gatewatch.probes.observations import (
     TCPConnect,
     TLSHandshake,
 )
-from gatewatch.probes.verdicts import Fingerprint, LayerVerdict, Verdict
+from gatewatch.core.verdicts import Fingerprint, LayerVerdict, Verdict
+from gatewatch.probes import dns as probes_dns
 
 OWN_V4 = "203.0.113.7"
 OWN_V6 = "2001:db8:1::7"

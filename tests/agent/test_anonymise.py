@@ -13,7 +13,7 @@ from gatewatch.agent.anonymise import PRIVATE, SCRUBBED, Identity, anonymise, is
 from gatewatch.agent.collector_api import Geolocation
 from gatewatch.agent.runner import build_measurement
 from gatewatch.agent.testlists import TestListEntry
-from gatewatch.probes.measurement import Measurement
+from gatewatch.core.measurement import Measurement
 
 from .conftest import CENSOR_ANSWER, LAN_RESOLVER, OWN_V4, OWN_V6, T0, echoing_keys, make_measurement
 

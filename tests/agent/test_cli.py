@@ -18,7 +18,7 @@ from gatewatch.agent.cli import app
 from gatewatch.agent.consent import load_consent
 from gatewatch.agent.paths import DataPaths
 from gatewatch.agent.queue import MeasurementQueue
-from gatewatch.probes.envelope import sign
+from gatewatch.core.envelope import sign
 
 from .collector_contract import ContractCollector
 from .conftest import echoing_keys, make_measurement

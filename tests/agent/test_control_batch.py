@@ -10,7 +10,8 @@ import pytest
 
 from gatewatch.agent.collector_api import ApiFailure, make_session
 from gatewatch.agent.control_batch import ControlBatcher
-from gatewatch.probes.control import ControlObservations, ControlRequest
+from gatewatch.core.control import ControlObservations
+from gatewatch.core.wire import ControlRequest
 
 from .collector_contract import ContractCollector
 

@@ -23,7 +23,7 @@ from gatewatch.agent.http_client import (
     ResponseTooLarge,
     Timeouts,
 )
-from gatewatch.probes.netem.certs import issue_lab_pki
+from gatewatch.lab.certs import issue_lab_pki
 
 Handler = Callable[["Received", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 QUICK = Timeouts(connect=2.0, read=2.0, total=5.0)

@@ -13,7 +13,7 @@ import pytest
 
 from gatewatch.agent.queue import MeasurementQueue, QueueFull
 from gatewatch.agent.settings import QueueSettings
-from gatewatch.probes.envelope import sign, verify
+from gatewatch.core.envelope import sign, verify
 
 from .conftest import make_measurement
 
@@ -113,8 +113,8 @@ _WRITER = textwrap.dedent(
     import sys
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from gatewatch.agent.queue import MeasurementQueue
-    from gatewatch.probes.envelope import sign
-    from gatewatch.probes.measurement import Measurement, WebTestKeys, utc_now
+    from gatewatch.core.envelope import sign
+    from gatewatch.core.measurement import Measurement, WebTestKeys, utc_now
 
     queue = MeasurementQueue(__import__("pathlib").Path(sys.argv[1]))
     key = Ed25519PrivateKey.generate()

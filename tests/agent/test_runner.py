@@ -23,8 +23,8 @@ from gatewatch.agent.runner import LAST_RUN_KEY, RunEvent, RunOptions, bytes_rec
 from gatewatch.agent.settings import QueueSettings
 from gatewatch.agent.testlists import TestListEntry
 from gatewatch.agent.upload import RetryPolicy
+from gatewatch.core.measurement import Measurement, WebTestKeys
 from gatewatch.probes.config import WebConfig
-from gatewatch.probes.measurement import Measurement, WebTestKeys
 from gatewatch.probes.trace import Trace
 
 from .collector_contract import ContractCollector
@@ -124,7 +124,7 @@ async def test_withheld_network_and_country(collector, queue, signing_key) -> No
 
 
 async def test_a_verdict_is_given_only_with_a_control(collector, queue, signing_key) -> None:
-    analysis = pytest.importorskip("gatewatch.probes.analysis")
+    analysis = pytest.importorskip("gatewatch.analysis")
     if not hasattr(analysis, "analyse"):
         pytest.skip("the analysis package is not there yet")
     collector.control_status = 200

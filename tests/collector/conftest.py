@@ -17,8 +17,8 @@ import asyncpg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gatewatch.probes import envelope
-from gatewatch.probes.measurement import Measurement, WebTestKeys, utc_now
+from gatewatch.core import envelope
+from gatewatch.core.measurement import Measurement, WebTestKeys, utc_now
 
 # Debian keeps the server binaries off PATH, one directory per major version (newest first).
 PG_BIN_DIRS = (

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gatewatch.analysis.attribution import AttributionSettings, Observation, attribute
 from gatewatch.collector.aggregate import InterferenceAggregate
-from gatewatch.probes.attribution import AttributionSettings, Observation, attribute
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

@@ -13,7 +13,7 @@ from gatewatch.collector.app import create_app
 from gatewatch.collector.appkeys import STORE_KEY
 from gatewatch.collector.settings import Settings, SettingsError, load_settings
 from gatewatch.collector.store import MeasurementFilter
-from gatewatch.probes.netem import NETWORKS, Lab
+from gatewatch.lab import NETWORKS, Lab
 
 PROXY = "127.65.0.10"  # in isp-a's range, which these tests declare to be the operator's load balancer
 OUTSIDER = "127.66.0.10"  # in isp-b's range: not a proxy

@@ -19,13 +19,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from gatewatch.analysis import analyse, load_default_fingerprints, summarise
 from gatewatch.collector.app import create_app
 from gatewatch.collector.control import ControlService, ControlSettings
 from gatewatch.collector.settings import Settings
-from gatewatch.probes.analysis import analyse, load_default_fingerprints, summarise
-from gatewatch.probes.control import ControlObservations, ControlRequest
-from gatewatch.probes.netem import Lab
-from gatewatch.probes.netem.pages import blockpage, clean_page
+from gatewatch.core.control import ControlObservations
+from gatewatch.core.wire import ControlRequest
+from gatewatch.lab import Lab
+from gatewatch.lab.pages import blockpage, clean_page
 from gatewatch.probes.web import measure
 
 PATH = "/api/v1/control"

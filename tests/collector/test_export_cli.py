@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from gatewatch.collector.app import create_app
 from gatewatch.collector.cli import cli
 from gatewatch.collector.settings import Settings
-from gatewatch.probes.measurement import Measurement, utc_now
+from gatewatch.core.measurement import Measurement, utc_now
 
 
 def collector_command() -> list[str]:

@@ -25,8 +25,8 @@ from gatewatch.collector.exports import (
     export_parquet,
 )
 from gatewatch.collector.store.base import StoredMeasurement
-from gatewatch.probes.measurement import Measurement, WebTestKeys
-from gatewatch.probes.verdicts import Fingerprint, Verdict
+from gatewatch.core.measurement import Measurement, WebTestKeys
+from gatewatch.core.verdicts import Fingerprint, Verdict
 
 START = datetime(2026, 11, 23, 13, 40, 5, tzinfo=UTC)
 OONI_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")

@@ -10,7 +10,7 @@ import pytest
 
 from gatewatch.collector.app import create_app
 from gatewatch.collector.settings import Settings
-from gatewatch.probes.netem import NETWORKS, Lab
+from gatewatch.lab import NETWORKS, Lab
 
 PATH = "/api/v1/geolocate"
 

@@ -12,18 +12,18 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import CollectorRegistry
 
+from gatewatch.analysis import analyse
 from gatewatch.collector.app import create_app
 from gatewatch.collector.appkeys import INGEST_HOOKS_KEY, STORE_KEY
 from gatewatch.collector.ingest import rederive_dns_answers
 from gatewatch.collector.logging import JSONLineFormatter
 from gatewatch.collector.settings import Settings
 from gatewatch.collector.store import MeasurementFilter, StoredMeasurement
-from gatewatch.probes import envelope
-from gatewatch.probes.analysis import analyse
-from gatewatch.probes.control import ControlDNS, ControlHTTP, ControlObservations, ControlTCP
-from gatewatch.probes.measurement import WebTestKeys, utc_now
-from gatewatch.probes.observations import DNSAnswer, DNSQuery, DNSReply
-from gatewatch.probes.verdicts import Verdict
+from gatewatch.core import envelope
+from gatewatch.core.control import ControlDNS, ControlHTTP, ControlObservations, ControlTCP
+from gatewatch.core.measurement import WebTestKeys, utc_now
+from gatewatch.core.observations import DNSAnswer, DNSQuery, DNSReply
+from gatewatch.core.verdicts import Verdict
 
 URL = "/api/v1/measurements"
 

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from gatewatch.collector.app import create_app
 from gatewatch.collector.settings import Settings
-from gatewatch.probes import envelope
-from gatewatch.probes.measurement import Measurement, WebTestKeys, utc_now
+from gatewatch.core import envelope
+from gatewatch.core.measurement import Measurement, WebTestKeys, utc_now
 
 URL = "/api/v1/measurements"
 KEY = Ed25519PrivateKey.generate()

@@ -20,9 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from gatewatch.collector.app import create_app
 from gatewatch.collector.interference_api import AGGREGATE_KEY, attribution_settings
 from gatewatch.collector.settings import Settings
-from gatewatch.probes.control import ControlObservations
-from gatewatch.probes.measurement import Measurement
-from gatewatch.probes.netem import NETWORKS, Lab
+from gatewatch.core.control import ControlObservations
+from gatewatch.core.measurement import Measurement
+from gatewatch.lab import NETWORKS, Lab
 from gatewatch.probes.web import measure
 
 pytestmark = pytest.mark.lab

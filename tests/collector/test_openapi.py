@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from gatewatch.analysis.attribution import InterferenceRow, NetworkState
 from gatewatch.collector.app import create_app
 from gatewatch.collector.openapi import OPENAPI_PATH, add_openapi_routes, build_openapi, render
 from gatewatch.collector.research import EXPORT_PATH, add_research_routes
 from gatewatch.collector.settings import Settings
-from gatewatch.probes.attribution import InterferenceRow, NetworkState
 
 COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")

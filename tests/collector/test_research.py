@@ -26,8 +26,8 @@ from gatewatch.collector.exports import CSV_COLUMNS
 from gatewatch.collector.research import EXPORT_PATH, LIST_PATH, _client_cursor, add_research_routes
 from gatewatch.collector.settings import Settings
 from gatewatch.collector.store.base import MeasurementFilter, StoredMeasurement
-from gatewatch.probes.measurement import Measurement, WebTestKeys, new_measurement_uid
-from gatewatch.probes.verdicts import Verdict
+from gatewatch.core.measurement import Measurement, WebTestKeys, new_measurement_uid
+from gatewatch.core.verdicts import Verdict
 
 # Distinctive envelope bytes stored beside every row: no response may carry them in any form.
 SIGNATURE = b"SIGNATURE-must-never-be-exported".ljust(64, b"!")

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from gatewatch.collector.store.base import MeasurementFilter, StoredMeasurement, open_store
-from gatewatch.probes.netem.lab import Lab
+from gatewatch.collector.store import MeasurementFilter, StoredMeasurement, open_store
+from gatewatch.lab.lab import Lab
 
 __all__ = [
     "AgentRun",

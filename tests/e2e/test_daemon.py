@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gatewatch.agent.queue import MeasurementQueue
-from gatewatch.probes.netem.lab import Lab
+from gatewatch.lab.lab import Lab
 
 from .conftest import queued_uids
 from .harness import AGENT_TIMEOUT, CollectorProcess, agent_command, init_agent, read_stored

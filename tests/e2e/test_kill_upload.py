@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from gatewatch.agent.queue import MeasurementQueue
-from gatewatch.probes.netem.lab import Lab
+from gatewatch.lab.lab import Lab
 
 from .harness import (
     CollectorProcess,

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from gatewatch.agent.queue import MeasurementQueue
-from gatewatch.probes.netem.lab import Lab
+from gatewatch.lab.lab import Lab
 
 from .conftest import CENSORED, NetworkPass
 from .harness import CollectorProcess, finish_agent, free_port, http_get, start_agent

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gatewatch.probes.netem.lab import Lab
+from gatewatch.lab.lab import Lab
 
 from .conftest import NetworkPass, whoami_url
 from .harness import CollectorProcess, agent_command, read_stored

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from gatewatch.agent.queue import MeasurementQueue
-from gatewatch.probes.netem.lab import Lab
+from gatewatch.lab.lab import Lab
 
 from .conftest import NetworkPass
 from .harness import CollectorProcess, read_stored

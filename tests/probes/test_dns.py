@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gatewatch.probes import dns, failures
+from gatewatch.core import failures
+from gatewatch.probes import dns
 from gatewatch.probes.config import DNSConfig
 from gatewatch.probes.trace import Trace
 

@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from gatewatch.probes import failures, http, tcp, tls
+from gatewatch.core import failures
+from gatewatch.core.observations import HTTPTransaction
+from gatewatch.probes import http, tcp, tls
 from gatewatch.probes.config import HTTPConfig, TCPConfig, TLSConfig
 from gatewatch.probes.connection import Connection, PlainConnection
-from gatewatch.probes.observations import HTTPTransaction
 from gatewatch.probes.trace import Trace
 
 from .conftest import LOOPBACK, PKI, LoopbackHTTPServer

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from gatewatch.probes import failures, tcp
+from gatewatch.core import failures
+from gatewatch.probes import tcp
 from gatewatch.probes.config import TCPConfig
 from gatewatch.probes.trace import Trace
 

@@ -11,10 +11,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from gatewatch.probes import failures, tcp, tls
+from gatewatch.core import failures
+from gatewatch.core.observations import TLSHandshake
+from gatewatch.probes import tcp, tls
 from gatewatch.probes.config import TCPConfig, TLSConfig
 from gatewatch.probes.connection import TLSConnection
-from gatewatch.probes.observations import TLSHandshake
 from gatewatch.probes.trace import Trace
 
 from .conftest import LOOPBACK, PKI, ServerSet, reset, server_context

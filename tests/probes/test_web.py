@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from gatewatch.probes import failures, web
+from gatewatch.core import failures
+from gatewatch.probes import web
 from gatewatch.probes.config import DNSConfig, HTTPConfig, TCPConfig, TLSConfig, WebConfig
 from gatewatch.probes.trace import Trace
 

@@ -16,7 +16,7 @@ from gatewatch.collector.store import (
     UnstorableError,
     open_store,
 )
-from gatewatch.probes.measurement import new_measurement_uid
+from gatewatch.core.measurement import new_measurement_uid
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -1,0 +1,125 @@
+"""The TCP/IP and TLS layers: did connections and handshakes to the site fail where the control's worked?
+
+Both layers compare endpoint by endpoint first (the control also tries the probe's addresses), and only
+fall back to "the control reached its own addresses" when the probe's DNS answers were trustworthy:
+otherwise a failure at a forged address is the DNS's doing, not the network's.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+from gatewatch.core import failures as F
+from gatewatch.core.control import ControlObservations
+from gatewatch.core.observations import TCPConnect, TLSHandshake
+from gatewatch.core.verdicts import Fingerprint, LayerVerdict
+
+from .dns_layer import DNSResult
+from .rules import layer_verdict
+from .target import Target, endpoint, normalise_ip, split_endpoint
+
+__all__ = ["dns_is_trusted", "judge_tcp", "judge_tls"]
+
+_TCP_TECHNIQUES: Final[dict[str, str]] = {
+    F.CONNECTION_REFUSED: "tcp.refused",
+    F.GENERIC_TIMEOUT_ERROR: "tcp.timeout",
+    F.CONNECTION_RESET: "tcp.reset",
+    F.HOST_UNREACHABLE: "tcp.host_unreachable",
+    F.NETWORK_UNREACHABLE: "tcp.network_unreachable",
+}
+_TLS_TECHNIQUES: Final[dict[str, str]] = {
+    F.CONNECTION_RESET: "tls.reset",
+    F.GENERIC_TIMEOUT_ERROR: "tls.timeout",
+    F.EOF_ERROR: "tls.eof",
+    F.SSL_INVALID_HOSTNAME: "tls.invalid_certificate",
+    F.SSL_UNKNOWN_AUTHORITY: "tls.invalid_certificate",
+    F.SSL_INVALID_CERTIFICATE: "tls.invalid_certificate",
+    F.SSL_FAILED_HANDSHAKE: "tls.failed_handshake",
+}
+
+
+def dns_is_trusted(dns: DNSResult) -> bool:
+    """Whether the probe's addresses are the site's own (consistent answers, or a URL naming an IP)."""
+    return dns.consistency == "consistent" or dns.verdict.rule_id == "dns.ip_literal"
+
+
+def _dominant(failures: Iterable[str | None]) -> str:
+    # The most frequent failure; on a tie, the first seen (Counter keeps insertion order).
+    counted = Counter(f or F.UNKNOWN_FAILURE for f in failures)
+    return counted.most_common(1)[0][0]
+
+
+def _site_addresses(dns: DNSResult, control: ControlObservations) -> set[str]:
+    return set(dns.addresses) | {normalise_ip(a) for a in control.dns.addrs}
+
+
+def judge_tcp(
+    target: Target, connects: Sequence[TCPConnect], dns: DNSResult, control: ControlObservations
+) -> LayerVerdict | None:
+    """None when the probe made no connection to the site (nothing to judge at this layer)."""
+    addresses = _site_addresses(dns, control)
+    mine = [c for c in connects if c.port == target.port and normalise_ip(c.ip) in addresses]
+    if not mine:
+        return None
+    if any(c.success for c in mine):
+        return layer_verdict("tcp.connected")
+
+    failure = _dominant(c.failure for c in mine)
+    fp = Fingerprint(technique=_TCP_TECHNIQUES.get(failure, "tcp.failure"), stage="tcp_ip", failure=failure)
+    control_tcp = {split_endpoint(k): v for k, v in control.tcp_connect.items()}
+    tried = {endpoint(c.ip, c.port) for c in mine}
+    same = [control_tcp[e] for e in tried if e in control_tcp]
+    if any(v.status for v in same):
+        reason = f"Every probe connection failed ({failure}); the control connected to the same addresses."
+        return layer_verdict("tcp.blocked_same_addresses", reason=reason, fingerprint=fp)
+    own = [v for key, v in control_tcp.items() if key is not None and key[1] == target.port]
+    control_reached = any(v.status for v in own) or control.http_request.status_code is not None
+    if control_reached and dns_is_trusted(dns):
+        reason = f"Every probe connection failed ({failure}); the control connected to the site."
+        return layer_verdict("tcp.blocked_control_addresses", reason=reason, fingerprint=fp)
+    if (same or own) and not control_reached:
+        return layer_verdict("tcp.both_failed")
+    return layer_verdict("tcp.failed_untested")
+
+
+def judge_tls(
+    target: Target, handshakes: Sequence[TLSHandshake], dns: DNSResult, control: ControlObservations
+) -> LayerVerdict | None:
+    """None for cleartext URLs, or when no handshake for the host was made."""
+    if not target.is_https:
+        return None
+    mine = []
+    for h in handshakes:
+        parsed = split_endpoint(h.address)
+        if target.same_host(h.server_name) and parsed is not None and parsed[1] == target.port:
+            mine.append((parsed, h))
+    if not mine:
+        return None
+    if any(h.failure is None for _, h in mine):
+        return layer_verdict("tls.ok")
+
+    failure = _dominant(h.failure for _, h in mine)
+    stage = next((h.failure_stage for _, h in mine if h.failure == failure and h.failure_stage), None)
+    fp = Fingerprint(technique=_TLS_TECHNIQUES.get(failure, "tls.failure"), stage="tls", failure=failure)
+    where = f" {stage.replace('_', ' ')}" if stage else ""
+    control_tls = {
+        split_endpoint(k): v for k, v in control.tls_handshake.items() if target.same_host(v.server_name)
+    }
+    same = [control_tls[e] for e, _ in mine if e in control_tls]
+    if any(v.status for v in same):
+        reason = (
+            f"Every handshake failed ({failure}{where}); the control's, at the same addresses, succeeded."
+        )
+        return layer_verdict("tls.blocked", reason=reason, fingerprint=fp)
+    control_reached = (
+        any(v.status for v in control_tls.values()) or control.http_request.status_code is not None
+    )
+    if control_reached and dns_is_trusted(dns):
+        reason = f"Every handshake failed ({failure}{where}); the control's handshake for the name succeeded."
+        return layer_verdict("tls.blocked", reason=reason, fingerprint=fp)
+    control_failures = {v.failure for v in (same or control_tls.values()) if not v.status}
+    if control_failures and not control_reached:
+        return layer_verdict("tls.both_failed" if failure in control_failures else "tls.control_failed")
+    return layer_verdict("tls.failed_untested")

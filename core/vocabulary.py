@@ -1,0 +1,225 @@
+"""The project's shared words, each defined once: everything else imports them and never re-spells them.
+
+- ``blocking``: web_connectivity's verdict values, as models hold them (``False``, a layer, ``None``) and as
+  the store, the exports and the metrics spell them (``"false"``, the layer, ``"null"``).
+- techniques: the stable names a verdict's fingerprint gives to how the interference was done.
+- flags: what the collector marks on a stored measurement.
+- withheld network and country: OONI's ``AS0`` and ``ZZ``.
+- reasons: the machine-readable reasons the collector's API answers with (its error bodies' ``error``, and
+  an ingest item's ``reason``).
+
+OONI's failure strings have their own home, :mod:`gatewatch.core.failures`.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, get_args
+
+__all__ = [
+    "ANALYSIS_ERROR",
+    "ASN_MISMATCH",
+    "BLOCKING_LABELS",
+    "BLOCKING_LAYERS",
+    "CC_MISMATCH",
+    "CONTROL_ERRORS",
+    "CONTENT_REFUSALS",
+    "FLAGS",
+    "ITEM_REJECTIONS",
+    "MISMATCH_FLAGS",
+    "NETWORK_CONDITIONS",
+    "NO_VERDICT",
+    "NOT_BLOCKED",
+    "REQUEST_ERRORS",
+    "SCOPES",
+    "TECHNIQUES",
+    "WITHHELD_ASN",
+    "WITHHELD_CC",
+    "BlockingLayer",
+    "NetworkCondition",
+    "Scope",
+    "blocking_label",
+    "blocking_value",
+]
+
+# --- blocking --------------------------------------------------------------------------------------------
+# The layer a web measurement found blocked (OONI web_connectivity's ``blocking``).
+BlockingLayer = Literal["dns", "tcp_ip", "http-failure", "http-diff"]
+BLOCKING_LAYERS: Final[tuple[str, ...]] = get_args(BlockingLayer)
+# ``blocking`` flattened to text, as the store, the exports and the metrics spell it.
+NOT_BLOCKED: Final = "false"
+NO_VERDICT: Final = "null"  # no verdict (e.g. the control failed)
+BLOCKING_LABELS: Final[tuple[str, ...]] = (NOT_BLOCKED, *BLOCKING_LAYERS, NO_VERDICT)
+
+
+def blocking_label(blocking: object) -> str:
+    """A verdict's ``blocking`` (``False``, a layer or ``None``) as text: ``false``, the layer, ``null``."""
+    if blocking is False:
+        return NOT_BLOCKED
+    if blocking is None:
+        return NO_VERDICT
+    if blocking in BLOCKING_LAYERS:
+        return str(blocking)
+    raise ValueError(f"not a blocking value: {blocking!r}")
+
+
+def blocking_value(label: str) -> BlockingLayer | Literal[False] | None:
+    """The inverse of :func:`blocking_label`."""
+    if label == NOT_BLOCKED:
+        return False
+    if label == NO_VERDICT:
+        return None
+    if label in BLOCKING_LAYERS:
+        return label  # type: ignore[return-value]
+    raise ValueError(f"not a blocking label: {label!r}")
+
+
+# --- techniques ------------------------------------------------------------------------------------------
+# How interference was done, as a verdict's fingerprint names it. Stable: dashboards, alert rules and
+# researchers group by these, and the interference metrics take exactly this list as label values.
+DNS_INJECTION: Final = "dns.injection"
+DNS_FINGERPRINT: Final = "dns.fingerprint"  # an answer matching a known censor's DNS fingerprint
+DNS_NXDOMAIN: Final = "dns.nxdomain"
+DNS_SERVFAIL: Final = "dns.servfail"
+DNS_REFUSED: Final = "dns.refused"
+DNS_NO_ANSWER: Final = "dns.no_answer"
+DNS_TIMEOUT: Final = "dns.timeout"
+DNS_FAILURE: Final = "dns.failure"  # any other resolution failure
+DNS_BOGON: Final = "dns.bogon"
+DNS_INCONSISTENT: Final = "dns.inconsistent"
+TCP_REFUSED: Final = "tcp.refused"
+TCP_TIMEOUT: Final = "tcp.timeout"
+TCP_RESET: Final = "tcp.reset"
+TCP_HOST_UNREACHABLE: Final = "tcp.host_unreachable"
+TCP_NETWORK_UNREACHABLE: Final = "tcp.network_unreachable"
+TCP_FAILURE: Final = "tcp.failure"
+TLS_RESET: Final = "tls.reset"
+TLS_TIMEOUT: Final = "tls.timeout"
+TLS_EOF: Final = "tls.eof"
+TLS_INVALID_CERTIFICATE: Final = "tls.invalid_certificate"
+TLS_FAILED_HANDSHAKE: Final = "tls.failed_handshake"
+TLS_FAILURE: Final = "tls.failure"
+HTTP_BLOCKPAGE: Final = "http.blockpage"
+HTTP_DIFF: Final = "http.diff"
+HTTP_FAILURE: Final = "http.failure"
+
+TECHNIQUES: Final[tuple[str, ...]] = (
+    DNS_INJECTION,
+    DNS_FINGERPRINT,
+    DNS_NXDOMAIN,
+    DNS_SERVFAIL,
+    DNS_REFUSED,
+    DNS_NO_ANSWER,
+    DNS_TIMEOUT,
+    DNS_FAILURE,
+    DNS_BOGON,
+    DNS_INCONSISTENT,
+    TCP_REFUSED,
+    TCP_TIMEOUT,
+    TCP_RESET,
+    TCP_HOST_UNREACHABLE,
+    TCP_NETWORK_UNREACHABLE,
+    TCP_FAILURE,
+    TLS_RESET,
+    TLS_TIMEOUT,
+    TLS_EOF,
+    TLS_INVALID_CERTIFICATE,
+    TLS_FAILED_HANDSHAKE,
+    TLS_FAILURE,
+    HTTP_BLOCKPAGE,
+    HTTP_DIFF,
+    HTTP_FAILURE,
+)
+
+# --- flags on a stored measurement ------------------------------------------------------------------------
+ASN_MISMATCH: Final = "asn_mismatch"  # the claimed probe_asn contradicts where the upload came from
+CC_MISMATCH: Final = "cc_mismatch"  # likewise the claimed probe_cc
+ANALYSIS_ERROR: Final = "analysis_error"  # the analysis crashed: stored with blocking null
+MISMATCH_FLAGS: Final = frozenset({ASN_MISMATCH, CC_MISMATCH})
+FLAGS: Final[tuple[str, ...]] = (ASN_MISMATCH, CC_MISMATCH, ANALYSIS_ERROR)
+
+# --- attribution -----------------------------------------------------------------------------------------
+# Where interference with a domain in a country happens: every network (the gateway), some (an ISP), none,
+# or too few measurements to say.
+Scope = Literal["gateway", "isp", "none", "insufficient-data"]
+SCOPES: Final[tuple[str, ...]] = get_args(Scope)
+# One network's state for a domain.
+NetworkCondition = Literal["affected", "clean", "flapping"]
+NETWORK_CONDITIONS: Final[tuple[str, ...]] = get_args(NetworkCondition)
+
+# --- withheld network and country (OONI's spelling) -------------------------------------------------------
+WITHHELD_ASN: Final = "AS0"  # also RFC 7607's reserved "no ASN": never one network
+WITHHELD_CC: Final = "ZZ"
+
+# --- the collector's reasons -------------------------------------------------------------------------------
+# Why one item of an ingest batch was rejected (``IngestItemResult.reason``). The envelope's own checks
+# (:class:`gatewatch.core.envelope.EnvelopeError`) come first.
+UNSUPPORTED_FORMAT: Final = "unsupported_format"
+BAD_PAYLOAD_ENCODING: Final = "bad_payload_encoding"
+BAD_SIGNATURE_ENCODING: Final = "bad_signature_encoding"
+BAD_PUBLIC_KEY_ENCODING: Final = "bad_public_key_encoding"
+PAYLOAD_TOO_LARGE: Final = "payload_too_large"
+BAD_PUBLIC_KEY: Final = "bad_public_key"
+BAD_SIGNATURE: Final = "bad_signature"
+INVALID_ENVELOPE: Final = "invalid_envelope"
+INVALID_JSON: Final = "invalid_json"
+INVALID_MEASUREMENT: Final = "invalid_measurement"
+TOO_FAR_IN_FUTURE: Final = "too_far_in_future"
+TOO_OLD: Final = "too_old"
+UNSTORABLE: Final = "unstorable"
+ITEM_REJECTIONS: Final[tuple[str, ...]] = (
+    UNSUPPORTED_FORMAT,
+    BAD_PAYLOAD_ENCODING,
+    BAD_SIGNATURE_ENCODING,
+    BAD_PUBLIC_KEY_ENCODING,
+    PAYLOAD_TOO_LARGE,
+    BAD_PUBLIC_KEY,
+    BAD_SIGNATURE,
+    INVALID_ENVELOPE,
+    INVALID_JSON,
+    INVALID_MEASUREMENT,
+    TOO_FAR_IN_FUTURE,
+    TOO_OLD,
+    UNSTORABLE,
+)
+
+# A whole request refused (an error body's ``error``).
+INVALID_REQUEST: Final = "invalid_request"
+BATCH_TOO_LARGE: Final = "batch_too_large"
+BODY_TOO_LARGE: Final = "body_too_large"
+UNSUPPORTED_MEDIA_TYPE: Final = "unsupported_media_type"
+RATE_LIMITED: Final = "rate_limited"
+STORE_UNAVAILABLE: Final = "store_unavailable"
+INVALID_INPUT: Final = "invalid_input"
+CONTROL_TIMEOUT: Final = "control_timeout"
+INVALID_CC: Final = "invalid_cc"
+UNKNOWN_PARAMETER: Final = "unknown_parameter"
+REPEATED_PARAMETER: Final = "repeated_parameter"
+INVALID_PARAMETER: Final = "invalid_parameter"
+INVALID_CURSOR: Final = "invalid_cursor"
+NOT_FOUND: Final = "not_found"
+INTERNAL_ERROR: Final = "internal_error"
+REQUEST_ERRORS: Final[tuple[str, ...]] = (
+    INVALID_JSON,
+    INVALID_REQUEST,
+    BATCH_TOO_LARGE,
+    BODY_TOO_LARGE,
+    UNSUPPORTED_MEDIA_TYPE,
+    RATE_LIMITED,
+    STORE_UNAVAILABLE,
+    INVALID_INPUT,
+    CONTROL_TIMEOUT,
+    INVALID_CC,
+    UNKNOWN_PARAMETER,
+    REPEATED_PARAMETER,
+    INVALID_PARAMETER,
+    INVALID_CURSOR,
+    NOT_FOUND,
+    INTERNAL_ERROR,
+)
+# Besides these, an HTTP error aiohttp raises itself (an unknown path, a wrong method) is answered with its
+# reason phrase in snake case (``not_found``, ``method_not_allowed``).
+# Refusals of an ingest request that are about the batch's content: the agent narrows them down by
+# halving the batch and quarantines a single item refused so. Others (rate_limited, ...) are retried.
+CONTENT_REFUSALS: Final = frozenset({INVALID_JSON, INVALID_REQUEST, BATCH_TOO_LARGE, BODY_TOO_LARGE})
+# The errors one control of a batch can carry instead of its observations.
+CONTROL_ERRORS: Final[tuple[str, ...]] = (INVALID_INPUT, RATE_LIMITED, CONTROL_TIMEOUT)

@@ -1,0 +1,215 @@
+"""Every request and answer of the collector's HTTP API, as pydantic models: the one wire contract.
+
+The collector answers with these models, the agent reads its answers with ``model_validate``, and the
+OpenAPI document (``collector/openapi.py``) is generated from them. A change here is a change of the API:
+regenerate ``docs/openapi.json`` (a test fails while it is stale).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .control import ControlObservations
+from .envelope import ENVELOPE_FORMAT, Envelope
+from .measurement import ASN, CountryCode, UTCDateTime
+from .verdicts import Verdict
+from .vocabulary import (
+    CONTROL_TIMEOUT,
+    INVALID_INPUT,
+    RATE_LIMITED,
+    BlockingLayer,
+    NetworkCondition,
+    Scope,
+)
+
+__all__ = [
+    "CONTROL_ERROR_STATUS",
+    "MAX_CONTROL_BATCH",
+    "ControlBatchItem",
+    "ControlBatchRequest",
+    "ControlBatchResponse",
+    "ControlRequest",
+    "ErrorBody",
+    "Geolocation",
+    "IngestItemResult",
+    "IngestRequest",
+    "IngestResponse",
+    "InterferenceNetwork",
+    "InterferenceResponse",
+    "InterferenceRow",
+    "ItemStatus",
+    "MeasurementPage",
+    "MeasurementRow",
+    "Status",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ErrorBody(_Model):
+    """Every error: a short machine-readable reason (:mod:`gatewatch.core.vocabulary`) and a sentence for
+    people."""
+
+    error: str
+    detail: str
+
+
+class Status(_Model):
+    """``GET /healthz`` and ``GET /readyz``."""
+
+    status: Literal["ok", "ready", "unavailable"]
+    detail: str | None = Field(default=None, json_schema_extra={"type": "string"})
+
+
+# --- POST /api/v1/measurements ---------------------------------------------------------------------------
+class IngestRequest(_Model):
+    __doc__ = (
+        "A batch of signed measurements. Each envelope's format is "
+        f"{ENVELOPE_FORMAT!r}; its payload is base64 of the Measurement's exact JSON bytes, its signature an "
+        "Ed25519 signature over those bytes."
+    )
+
+    measurements: list[Envelope]
+
+
+ItemStatus = Literal["accepted", "duplicate", "rejected"]
+
+
+class IngestItemResult(_Model):
+    index: int = Field(ge=0, description="Position in the batch.")
+    measurement_uid: str | None = Field(description="Null when the item could not be read that far.")
+    status: ItemStatus
+    reason: str | None = Field(
+        description="Why an item was rejected (e.g. bad_signature, invalid_measurement, too_old); null "
+        "otherwise."
+    )
+
+
+class IngestResponse(_Model):
+    """One result per item, in the batch's order. A duplicate (same measurement_uid) is already stored:
+    retrying is safe."""
+
+    results: list[IngestItemResult]
+
+
+# --- GET /api/v1/geolocate -------------------------------------------------------------------------------
+class Geolocation(_Model):
+    probe_asn: ASN = Field(description="AS0 when unknown.", examples=["AS64501"])
+    probe_cc: CountryCode = Field(description="ZZ when unknown.", examples=["XL"])
+    probe_network_name: str
+    probe_ip: str = Field(
+        description="The address the collector saw, echoed so that the agent can remove it from what it "
+        "records. It is not logged or stored."
+    )
+
+
+# --- POST /api/v1/control and /api/v1/controls ------------------------------------------------------------
+class ControlRequest(_Model):
+    """Body of ``POST /api/v1/control``."""
+
+    input: str  # the URL
+    # Addresses the probe resolved: the control also tries these, to tell DNS from TCP/IP blocking.
+    addrs: list[str] = Field(default_factory=list, max_length=16)
+
+
+MAX_CONTROL_BATCH = 32
+# The HTTP status POST /api/v1/control answers for each error a batch item can carry instead: a control
+# failure reads the same (``http_429``, ...) whichever endpoint gave it.
+CONTROL_ERROR_STATUS = {INVALID_INPUT: 400, RATE_LIMITED: 429, CONTROL_TIMEOUT: 504}
+
+
+class ControlBatchRequest(_Model):
+    """Body of ``POST /api/v1/controls``: several controls asked at once."""
+
+    requests: list[ControlRequest] = Field(min_length=1, max_length=MAX_CONTROL_BATCH)
+
+
+class ControlBatchItem(_Model):
+    """The answer to one request of a batch: its observations, or the error ``POST /api/v1/control``
+    would have answered for it alone (``invalid_input``, ``rate_limited``, ``control_timeout``)."""
+
+    input: str
+    control: ControlObservations | None = None
+    error: str | None = None
+    detail: str | None = None
+    retry_after: int | None = None  # seconds, with ``rate_limited``
+
+
+class ControlBatchResponse(_Model):
+    """Answer of ``POST /api/v1/controls``: one item per request, in the order asked."""
+
+    results: list[ControlBatchItem]
+
+
+# --- GET /api/v1/measurements ----------------------------------------------------------------------------
+class MeasurementRow(_Model):
+    """A stored measurement and the verdict the server derived for it (never the agent's)."""
+
+    measurement_uid: str
+    measurement_start_time: UTCDateTime
+    probe_cc: CountryCode
+    probe_asn: ASN
+    test_name: str
+    input: str
+    domain: str
+    blocking: BlockingLayer | Literal[False] | None = Field(
+        description="The server's verdict, as OONI web_connectivity spells it."
+    )
+    anomaly: bool
+    technique: str | None
+    fingerprint_key: str | None
+    verdict: Verdict
+    received_at: UTCDateTime
+    flags: list[str] = Field(
+        description="e.g. asn_mismatch: the claimed network disagreed with the upload's."
+    )
+
+
+class MeasurementPage(_Model):
+    """Rows ordered by measurement_start_time, then measurement_uid."""
+
+    results: list[MeasurementRow]
+    next_cursor: str | None = Field(
+        description="Pass as cursor, with the same filters, for the next page; null at the end."
+    )
+
+
+# --- GET /api/v1/interference ----------------------------------------------------------------------------
+class InterferenceNetwork(_Model):
+    """One network's state for a domain, within the attribution window."""
+
+    asn: str
+    condition: NetworkCondition
+    measurements: int = Field(ge=0)
+    last_measured: UTCDateTime | None
+    fingerprint_key: str | None
+    technique: str | None
+
+
+class InterferenceRow(_Model):
+    """Whether interference with a domain in a country is gateway-level (one chokepoint for every network)
+    or confined to some networks, and on what evidence."""
+
+    cc: str
+    domain: str
+    scope: Scope
+    rule_id: str = Field(description="The attribution rule that decided.")
+    evidence: str
+    technique: str | None
+    fingerprint_key: str | None
+    networks_affected: int = Field(ge=0)
+    networks_measured: int = Field(ge=0)
+    first_seen: UTCDateTime | None
+    last_seen: UTCDateTime | None
+    example_measurement_uids: list[str]
+    networks: list[InterferenceNetwork]
+    # Left open for the localisation work (where on the path the tampering happens).
+    packet_evidence: dict[str, Any] | None
+
+
+class InterferenceResponse(_Model):
+    results: list[InterferenceRow]

@@ -1,0 +1,109 @@
+"""The scenario loader: the packaged default says what the brief asks, and malformed files fail clearly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gatewatch.lab.scenario import ScenarioError, load_scenario, parse_scenario
+
+EXPECTED_DEFAULT = {
+    # domain: (scheme, {network: blocking}, scope)
+    "clean.lab": ("http", {"clean": False, "isp-a": False, "isp-b": False}, "none"),
+    "secure.lab": ("https", {"clean": False, "isp-a": False, "isp-b": False}, "none"),
+    "injected.lab": ("http", {"clean": False, "isp-a": "dns", "isp-b": "dns"}, "gateway"),
+    "nxdomain.lab": ("http", {"clean": False, "isp-a": "dns", "isp-b": "dns"}, "gateway"),
+    "bogus.lab": ("http", {"clean": False, "isp-a": "dns", "isp-b": "dns"}, "gateway"),
+    "sni-reset.lab": ("https", {"clean": False, "isp-a": "http-failure", "isp-b": "http-failure"}, "gateway"),
+    "blockpage.lab": ("http", {"clean": False, "isp-a": "http-diff", "isp-b": "http-diff"}, "gateway"),
+    "blackhole.lab": ("http", {"clean": False, "isp-a": "tcp_ip", "isp-b": "tcp_ip"}, "gateway"),
+    "isp-blockpage.lab": ("http", {"clean": False, "isp-a": "http-diff", "isp-b": False}, "isp"),
+    "nonexistent.lab": ("http", {"clean": False, "isp-a": False, "isp-b": False}, "none"),
+    "echo.lab": ("http", {"clean": False, "isp-a": False, "isp-b": False}, "none"),
+}
+
+
+def test_default_scenario_holds_every_required_domain() -> None:
+    scenario = load_scenario("default")
+    for name, (scheme, blocking, scope) in EXPECTED_DEFAULT.items():
+        spec = scenario.domain(name)
+        assert (spec.scheme, spec.blocking, spec.expected_scope) == (scheme, blocking, scope), name
+    assert not scenario.domain("nonexistent.lab").exists
+    assert scenario.domain("isp-blockpage.lab").networks == ("isp-a",)
+    assert scenario.domain("blackhole.lab").networks == ("isp-a", "isp-b")
+
+
+def test_a_scenario_loads_from_a_path(tmp_path: Path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text(
+        '[[domain]]\nname = "x.lab"\nscheme = "https"\n'
+        'behaviours = ["tls_reset"]\nblocking = "http-failure"\n'
+    )
+    scenario = load_scenario(path)
+    assert scenario.name == "mine"
+    assert scenario.domain("x.lab").blocking == {
+        "clean": False,
+        "isp-a": "http-failure",
+        "isp-b": "http-failure",
+    }
+    assert scenario.domain("X.LAB.").name == "x.lab"  # lookups are case- and dot-insensitive
+    assert load_scenario(scenario) is scenario
+
+
+def test_a_missing_file_is_a_scenario_error(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match="cannot read"):
+        load_scenario(tmp_path / "absent.toml")
+
+
+DOMAIN = '[[domain]]\nname = "x.lab"\nscheme = "http"\n'
+
+MALFORMED = [
+    ("not toml [", "not valid TOML"),
+    ('name = "empty"\n', "at least one"),
+    ('colour = "blue"\n' + DOMAIN, "unknown top-level key"),
+    ('[[domain]]\nscheme = "http"\n', "missing 'name'"),
+    ('[[domain]]\nname = "x.lab"\n', "missing 'scheme'"),
+    ('[[domain]]\nname = "not a host"\nscheme = "http"\n', "not a hostname"),
+    ('[[domain]]\nname = "x.lab"\nscheme = "gopher"\n', "scheme 'gopher'"),
+    (DOMAIN + 'behaviors = ["blackhole"]\n', "unknown key"),
+    (DOMAIN + 'behaviours = ["teleport"]\n', "unknown behaviour 'teleport'"),
+    (DOMAIN + 'behaviours = "blackhole"\n', "must be a list"),
+    (DOMAIN + 'behaviours = ["blackhole", "blackhole"]\n', "listed twice"),
+    (DOMAIN + 'behaviours = ["blackhole"]\nnetworks = ["isp-z"]\n', "unknown network 'isp-z'"),
+    (DOMAIN + 'behaviours = ["blackhole"]\nnetworks = []\n', "non-empty list"),
+    (DOMAIN + 'behaviours = ["blackhole"]\nnetworks = ["clean"]\n', "control vantage"),
+    (DOMAIN + 'behaviours = ["tls_reset"]\n', "needs scheme 'https'"),
+    (
+        '[[domain]]\nname = "x.lab"\nscheme = "https"\nbehaviours = ["http_blockpage"]\n',
+        "needs scheme 'http'",
+    ),
+    (DOMAIN + 'behaviours = ["blackhole"]\nblocking = "firewall"\n', "blocking 'firewall'"),
+    (DOMAIN + 'behaviours = ["blackhole"]\nblocking = true\n', "blocking True"),
+    (DOMAIN + 'blocking = "dns"\n', "no censoring behaviour applies"),
+    (
+        DOMAIN + 'behaviours = ["blackhole"]\nnetworks = ["isp-a"]\nblocking = { isp-b = "tcp_ip" }\n',
+        "must be false",
+    ),
+    (DOMAIN + 'behaviours = ["blackhole"]\nblocking = { isp-q = "tcp_ip" }\n', "unknown network 'isp-q'"),
+    (DOMAIN + 'behaviours = ["blackhole"]\nexpected_scope = "planet"\n', "expected_scope 'planet'"),
+    (DOMAIN + 'exists = false\nbehaviours = ["blackhole"]\n', "does not exist cannot have behaviours"),
+    (DOMAIN + DOMAIN, "defined twice"),
+    (
+        '[[domain]]\nname = "e.lab"\nscheme = "http"\nbehaviours = ["echo_client"]\n'
+        '[[domain]]\nname = "whoami.e.lab"\nscheme = "http"\n',
+        "reserved for echo_client",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), MALFORMED, ids=[m for _, m in MALFORMED])
+def test_malformed_scenarios_are_rejected_with_a_clear_message(text: str, message: str) -> None:
+    with pytest.raises(ScenarioError, match=message) as raised:
+        parse_scenario(text, origin="bad.toml")
+    assert str(raised.value).startswith("scenario bad.toml")  # says which file
+
+
+def test_an_error_names_the_domain() -> None:
+    with pytest.raises(ScenarioError, match=r"domain\[1\] 'y.lab'"):
+        parse_scenario(DOMAIN + '[[domain]]\nname = "y.lab"\nscheme = "ftp"\n')
