@@ -56,26 +56,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from agent_imports import EXIT_RECORD
+
+from gatewatch.lab.scripts import COLLECTOR, console_script
+
 REPO = Path(__file__).resolve().parent.parent
 LISTS = ("kh.csv", "global.csv")
 ISP_SOURCE = "127.65.0.10"  # ISP A's vantage in the lab (gatewatch.lab.networks)
 DNS_LINGER = 0.25  # DNSConfig's default, the agent's probe (the collector's control does not linger)
 STARTUP_TIMEOUT = 60.0
-# The agent's own process, as the console script starts it, plus one line at exit saying whether scapy
-# or aiohttp was ever imported in it (atexit runs after typer's SystemExit).
-AGENT_SHIM = (
-    "import atexit, json, sys\n"
-    "atexit.register(lambda: sys.stderr.write(json.dumps({'bench': 'exit', "
-    "'scapy_imported': 'scapy' in sys.modules, 'aiohttp_imported': 'aiohttp' in sys.modules}) + '\\n'))\n"
-    "from gatewatch.agent.cli import main\n"
-    "sys.argv[0] = 'gatewatch-agent'\n"
-    "main()\n"
-)
-
-
-COLLECTOR_SHIM = (
-    "import sys\nfrom gatewatch.collector.cli import main\nsys.argv[0] = 'gatewatch-collector'\nmain()\n"
-)
+# The agent's own process, as its console script runs it, plus one line at exit saying whether scapy or
+# aiohttp was ever imported in it (see agent_imports.py; -P: bench/ stays off the agent's sys.path).
+AGENT = [sys.executable, "-P", str(Path(__file__).resolve().parent / "agent_imports.py")]
 
 
 def read_urls(lists: Path) -> dict[str, str]:
@@ -199,7 +191,7 @@ class AgentLog:
             except ValueError:
                 self.other.append(line)
                 continue
-            if record.get("bench") == "exit":
+            if record.get("bench") == EXIT_RECORD:
                 self.exit = record
                 continue
             event = record.get("event")
@@ -222,10 +214,9 @@ def run_agent(
     args: argparse.Namespace, tmp: Path, lab: dict[str, Any], collector: str | None
 ) -> dict[str, Any]:
     data_dir = tmp / "agent"
-    agent = [sys.executable, "-c", AGENT_SHIM]
-    subprocess.run([*agent, "init", "--yes", "--data-dir", str(data_dir)], check=True, capture_output=True)
+    subprocess.run([*AGENT, "init", "--yes", "--data-dir", str(data_dir)], check=True, capture_output=True)
     command = [
-        *agent, "run",
+        *AGENT, "run",
         "--data-dir", str(data_dir),
         "--input-file", str(tmp / "lab-list.csv"),
         "--resolver", lab["resolver"],
@@ -282,9 +273,7 @@ def main(args: argparse.Namespace) -> int:
                 collector = f"http://127.0.0.1:{port}/"
                 collector_proc = subprocess.Popen(
                     [
-                        sys.executable,
-                        "-c",
-                        COLLECTOR_SHIM,
+                        console_script(COLLECTOR),
                         "serve",
                         "--listen",
                         f"127.0.0.1:{port}",

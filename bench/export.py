@@ -28,13 +28,14 @@ from gatewatch.collector.exports import export
 from gatewatch.collector.store.base import StoredMeasurement
 from gatewatch.core.measurement import Measurement, WebTestKeys
 from gatewatch.core.verdicts import Fingerprint, Verdict
+from gatewatch.core.vocabulary import DNS_INJECTION
 
 FORMATS = ("source", "jsonl", "csv", "parquet", "partitioned-jsonl", "partitioned-csv")
 START = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def _template() -> StoredMeasurement:
-    fingerprint = Fingerprint(technique="dns.injection", stage="dns", injected_ips=["10.10.34.35"])
+    fingerprint = Fingerprint(technique=DNS_INJECTION, stage="dns", injected_ips=["10.10.34.35"])
     verdict = Verdict(
         blocking="dns", accessible=False, fingerprint=fingerprint, dns_consistency="inconsistent"
     )
@@ -58,7 +59,7 @@ def _template() -> StoredMeasurement:
         domain="example.org",
         blocking="dns",
         anomaly=True,
-        technique="dns.injection",
+        technique=DNS_INJECTION,
         fingerprint_key=fingerprint.key,
         verdict_json=verdict.model_dump_json(),
         payload=measurement.to_json_bytes(),

@@ -34,6 +34,7 @@ from gatewatch.collector.metrics_interference import (
     register_interference_metrics,
     series_count,
 )
+from gatewatch.core.vocabulary import DNS_INJECTION, NO_VERDICT, NOT_BLOCKED
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 NETWORKS_PER_COUNTRY = MAX_NETWORKS_PER_COUNTRY + 5  # the extra ones fold into "other"
@@ -59,9 +60,8 @@ def rows() -> Iterator[SimpleNamespace]:
             for test in TEST_LABELS:
                 for blocking in BLOCKING_LABELS:
                     uid += 1
-                    yield row(
-                        uid, cc, asn, "other.example", blocking not in ("false", "null"), 5, test, blocking
-                    )
+                    blocked = blocking not in (NOT_BLOCKED, NO_VERDICT)
+                    yield row(uid, cc, asn, "other.example", blocked, 5, test, blocking)
 
 
 def row(uid: int, cc: str, asn: str, domain: str, blocked: bool, minutes: int, test: str = "web",
@@ -74,9 +74,9 @@ def row(uid: int, cc: str, asn: str, domain: str, blocked: bool, minutes: int, t
         probe_asn=asn,
         test_name=test,
         domain=domain,
-        blocking=blocking or ("dns" if blocked else "false"),
+        blocking=blocking or ("dns" if blocked else NOT_BLOCKED),
         anomaly=blocked,
-        technique="dns.injection" if blocked else None,
+        technique=DNS_INJECTION if blocked else None,
         fingerprint_key=f"fp-{cc}" if blocked else None,
     )
 

@@ -19,14 +19,14 @@ from gatewatch.analysis import analyse, load_default_fingerprints, summarise
 from gatewatch.core.control import ControlObservations
 from gatewatch.core.measurement import WebTestKeys
 from gatewatch.core.verdicts import Verdict
+from gatewatch.core.vocabulary import blocking_label
 from gatewatch.probes.web import measure
 
 from .lab import Lab
+from .networks import CENSORED_NETWORKS
 from .system import SystemRun
 
 __all__ = ["DemoRow", "measure_lab", "render_system", "render_table", "system_mismatches"]
-
-CENSORED_NETWORKS = ("isp-a", "isp-b")
 
 
 @dataclass(frozen=True)
@@ -69,10 +69,6 @@ async def measure_lab(
     return list(await asyncio.gather(*(row(n, u, controls[u]) for n in networks for u in urls)))
 
 
-def _show(value: object) -> str:
-    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-
-
 def render_table(rows: Sequence[DemoRow], console: Console) -> None:
     table = Table(title="gatewatch lab: verdicts against the scenario", title_justify="left", box=SIMPLE_HEAD)
     for name in ("network", "domain", "blocking", "expected", "", "technique", "rule", "fingerprint"):
@@ -84,8 +80,8 @@ def render_table(rows: Sequence[DemoRow], console: Console) -> None:
         table.add_row(
             r.network,
             r.domain,
-            _show(r.verdict.blocking),
-            _show(r.expected),
+            blocking_label(r.verdict.blocking),
+            blocking_label(r.expected),
             "[green]✓[/]" if r.as_expected else "[red]✗[/]",
             fp.technique if fp else "",
             rule,
@@ -105,13 +101,12 @@ def system_mismatches(run: SystemRun, lab: Lab) -> list[str]:
     """Where the collector's verdicts or attribution differ from what the scenario expects."""
     networks = _asn_network(lab)
     problems = [
-        f"{networks.get(m['probe_asn'], m['probe_asn'])} {m['domain']}: "
-        f"blocking {m['blocking']!r}, expected {lab.expected(m['input'], networks[m['probe_asn']])!r}"
+        f"{networks.get(m.probe_asn, m.probe_asn)} {m.domain}: "
+        f"blocking {m.blocking!r}, expected {lab.expected(m.input, networks[m.probe_asn])!r}"
         for m in run.measurements
-        if m["probe_asn"] not in networks
-        or m["blocking"] != lab.expected(m["input"], networks[m["probe_asn"]])
+        if m.probe_asn not in networks or m.blocking != lab.expected(m.input, networks[m.probe_asn])
     ]
-    scopes = {row["domain"]: row["scope"] for row in run.interference}
+    scopes = {row.domain: row.scope for row in run.interference}
     for spec in lab.scenario.domains:
         want = spec.expected_scope
         got = scopes.get(spec.name, "none")
@@ -129,13 +124,13 @@ def render_system(run: SystemRun, lab: Lab, console: Console) -> None:
     )
     for name in ("network", "domain", "blocking", "expected", "", "technique", "fingerprint"):
         table.add_column(name, no_wrap=True)
-    for m in sorted(run.measurements, key=lambda m: (m["probe_asn"], m["domain"])):
-        network = networks.get(m["probe_asn"], m["probe_asn"])
-        expected = lab.expected(m["input"], network) if network in lab.networks else None
+    for m in sorted(run.measurements, key=lambda m: (m.probe_asn, m.domain)):
+        network = networks.get(m.probe_asn, m.probe_asn)
+        expected = lab.expected(m.input, network) if network in lab.networks else None
         table.add_row(
-            f"{network} ({m['probe_asn']})", m["domain"], _show(m["blocking"]), _show(expected),
-            "[green]✓[/]" if m["blocking"] == expected else "[red]✗[/]",
-            m["technique"] or "", m["fingerprint_key"] or "",
+            f"{network} ({m.probe_asn})", m.domain, blocking_label(m.blocking), blocking_label(expected),
+            "[green]✓[/]" if m.blocking == expected else "[red]✗[/]",
+            m.technique or "", m.fingerprint_key or "",
         )  # fmt: skip
     console.print(table)
     scope_table = Table(
@@ -144,12 +139,11 @@ def render_system(run: SystemRun, lab: Lab, console: Console) -> None:
     )  # fmt: skip
     for name in ("domain", "scope", "technique", "networks affected/measured", "rule", "fingerprint"):
         scope_table.add_column(name, no_wrap=True)
-    for row in sorted(run.interference, key=lambda r: (r["scope"], r["domain"])):
-        colour = "red" if row["scope"] == "gateway" else "yellow"
+    for row in sorted(run.interference, key=lambda r: (r.scope, r.domain)):
+        colour = "red" if row.scope == "gateway" else "yellow"
         scope_table.add_row(
-            row["domain"], f"[{colour}]{row['scope']}[/]", row["technique"] or "",
-            f"{row['networks_affected']}/{row['networks_measured']}", row["rule_id"],
-            row["fingerprint_key"] or "",
+            row.domain, f"[{colour}]{row.scope}[/]", row.technique or "",
+            f"{row.networks_affected}/{row.networks_measured}", row.rule_id, row.fingerprint_key or "",
         )  # fmt: skip
     console.print(scope_table)
     problems = system_mismatches(run, lab)

@@ -35,6 +35,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from gatewatch.core.vocabulary import BLOCKING_LAYERS, SCOPES
+
 from .networks import CENSORED_NETWORKS, CLEAN, NETWORKS
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "MAX_LATENCY_MS",
     "BLOCKING_VALUES",
     "CENSORING_BEHAVIOURS",
+    "EXPECTED_SCOPES",
     "DomainSpec",
     "Scenario",
     "ScenarioError",
@@ -59,8 +62,12 @@ CENSORING_BEHAVIOURS: tuple[str, ...] = (
 )
 # echo_client is not censorship: it exists so privacy tests can see what an agent would leak.
 BEHAVIOURS: tuple[str, ...] = (*CENSORING_BEHAVIOURS, "echo_client")
-BLOCKING_VALUES: tuple[object, ...] = (False, "dns", "tcp_ip", "http-failure", "http-diff")
-SCOPES: tuple[str, ...] = ("gateway", "isp", "none")
+# What a scenario may expect of a measurement: not blocked, or blocked at a layer (never ``None``: a lab
+# control always answers, so every verdict is decided).
+BLOCKING_VALUES: tuple[object, ...] = (False, *BLOCKING_LAYERS)
+# What a scenario may expect of the attribution: every scope but too few measurements to decide (the lab's
+# networks are always measured).
+EXPECTED_SCOPES: tuple[str, ...] = tuple(scope for scope in SCOPES if scope != "insufficient-data")
 SCHEMES: tuple[str, ...] = ("http", "https")
 # A behaviour that only makes sense on one scheme: a cleartext blockpage cannot be injected into TLS,
 # and an SNI-triggered reset needs a ClientHello.
@@ -227,8 +234,8 @@ def _parse_domain(table: dict[str, Any], where: str) -> DomainSpec:
     affected = networks if censoring else ()
     blocking = _blocking(table.get("blocking", False), affected, where)
     scope = table.get("expected_scope", _derived_scope(table.get("networks", "all"), bool(censoring)))
-    if scope not in SCOPES:
-        raise ScenarioError(f"{where}: expected_scope {scope!r} is not one of {list(SCOPES)}")
+    if scope not in EXPECTED_SCOPES:
+        raise ScenarioError(f"{where}: expected_scope {scope!r} is not one of {list(EXPECTED_SCOPES)}")
     return DomainSpec(
         name=name,
         scheme=scheme,

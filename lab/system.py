@@ -2,7 +2,7 @@
 
 This is the embedded default of the README's first command: it shows what an operator would see after
 volunteers in two networks of one country ran their agents. The collector and the agents run as separate
-processes through their own command lines (``probes`` imports neither), with everything on 127.0.0.0/8:
+processes through their installed command lines (:mod:`.scripts`), with everything on 127.0.0.0/8:
 
 1. the lab starts (resolver, sites, censor) and writes ip-location-db CSVs of its networks;
 2. ``gatewatch-collector serve`` starts on a free loopback port with a SQLite store in a temporary folder,
@@ -20,7 +20,6 @@ import contextlib
 import os
 import signal
 import socket
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -30,12 +29,13 @@ from typing import Any
 
 import aiohttp
 
+from gatewatch.core.wire import InterferenceResponse, InterferenceRow, MeasurementPage, MeasurementRow
+
 from .lab import Lab
+from .networks import CENSORED_NETWORKS
+from .scripts import AGENT, COLLECTOR, console_script
 
 __all__ = ["SystemRun", "run_system"]
-
-_COLLECTOR = "from gatewatch.collector.cli import main; main()"
-_AGENT = "from gatewatch.agent.cli import main; main()"
 _READY_DEADLINE = 30.0
 _AGENT_DEADLINE = 300.0
 
@@ -44,8 +44,8 @@ _AGENT_DEADLINE = 300.0
 class SystemRun:
     """What the collector holds after the agents' passes."""
 
-    measurements: list[dict[str, Any]]  # rows of GET /api/v1/measurements
-    interference: list[dict[str, Any]]  # rows of GET /api/v1/interference
+    measurements: list[MeasurementRow]  # GET /api/v1/measurements
+    interference: list[InterferenceRow]  # GET /api/v1/interference
     agent_logs: dict[str, str]  # network -> the agent's output, for when something went wrong
 
 
@@ -64,7 +64,7 @@ async def _run(*args: str, limit: float, env: dict[str, str]) -> tuple[int, str]
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        raise RuntimeError(f"{args[2:4]} did not finish within {limit:g} s") from None
+        raise RuntimeError(f"{Path(args[0]).name} {args[1]} did not finish within {limit:g} s") from None
     return proc.returncode or 0, out.decode(errors="replace")
 
 
@@ -77,7 +77,7 @@ async def _collector(lab: Lab, workdir: Path, env: dict[str, str]) -> AsyncItera
     url = f"http://127.0.0.1:{port}"
     log = (workdir / "collector.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _COLLECTOR, "serve",
+        console_script(COLLECTOR), "serve",
         "--listen", f"127.0.0.1:{port}", "--db", f"sqlite:///{workdir / 'collector.db'}",
         "--asn-db", str(asn_csv), "--country-db", str(country_csv),
         "--control-resolver", lab.resolver, "--ca-file", lab.ca_file, "--control-allow-net", "127.0.0.0/8",
@@ -113,14 +113,13 @@ async def _wait_ready(url: str, proc: asyncio.subprocess.Process) -> None:
 
 async def _agent_pass(lab: Lab, network: str, collector: str, workdir: Path, env: dict[str, str]) -> str:
     data_dir = workdir / f"agent-{network}"
-    code, out = await _run(
-        sys.executable, "-c", _AGENT, "init", "--yes", "--data-dir", str(data_dir), limit=60, env=env
-    )
+    agent = console_script(AGENT)
+    code, out = await _run(agent, "init", "--yes", "--data-dir", str(data_dir), limit=60, env=env)
     if code != 0:
         raise RuntimeError(f"gatewatch-agent init failed in {network}:\n{out}")
     inputs = [arg for url in lab.urls() for arg in ("--input", url)]
     code, out = await _run(
-        sys.executable, "-c", _AGENT, "run", "--data-dir", str(data_dir), "--collector", collector,
+        agent, "run", "--data-dir", str(data_dir), "--collector", collector,
         "--resolver", lab.resolver, "--ca-file", lab.ca_file, "--routable", "127.0.0.0/8",
         "--source-address", lab.networks[network].source_address, *inputs,
         limit=_AGENT_DEADLINE, env=env,
@@ -130,14 +129,14 @@ async def _agent_pass(lab: Lab, network: str, collector: str, workdir: Path, env
     return out
 
 
-async def _get_json(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+async def _get_json(session: aiohttp.ClientSession, url: str) -> Any:
     async with session.get(url) as response:
         response.raise_for_status()
-        return dict(await response.json())
+        return await response.json()
 
 
 async def run_system(
-    lab: Lab, networks: Sequence[str] = ("isp-a", "isp-b"), workdir: Path | None = None
+    lab: Lab, networks: Sequence[str] = CENSORED_NETWORKS, workdir: Path | None = None
 ) -> SystemRun:
     """Run the agents of ``networks`` through ``lab`` against a fresh collector; return what it holds."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -147,8 +146,11 @@ async def run_system(
             logs = await asyncio.gather(*(_agent_pass(lab, n, collector, root, env) for n in networks))
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
                 cc = lab.networks[networks[0]].cc
-                listing = await _get_json(
-                    session, f"{collector}/api/v1/measurements?probe_cc={cc}&limit=1000"
+                # Read by the wire contract: a collector answering otherwise fails the demo here.
+                listing = MeasurementPage.model_validate(
+                    await _get_json(session, f"{collector}/api/v1/measurements?probe_cc={cc}&limit=1000")
                 )
-                attribution = await _get_json(session, f"{collector}/api/v1/interference?cc={cc}")
-    return SystemRun(listing["results"], attribution["results"], dict(zip(networks, logs, strict=True)))
+                attribution = InterferenceResponse.model_validate(
+                    await _get_json(session, f"{collector}/api/v1/interference?cc={cc}")
+                )
+    return SystemRun(listing.results, attribution.results, dict(zip(networks, logs, strict=True)))

@@ -10,10 +10,18 @@ from types import ModuleType
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
+
+from gatewatch.collector.metrics import IngestMetrics
+from gatewatch.core.vocabulary import BLOCKING_LABELS, SCOPES, TECHNIQUES
 
 REPO = Path(__file__).resolve().parents[2]
 METRIC = re.compile(r"\bgatewatch_[a-z0-9_]+\b")
 VARIABLES = {"cc": "XL", "asn": ".*"}
+SELECTOR = re.compile(r"\b(gatewatch_[a-z0-9_]+)\{([^}]*)\}")
+EXACT_MATCHER = re.compile(r'(\w+)\s*=\s*"([^"]*)"')  # label="value" (not =~, not !=)
+# Labels whose values are the project's vocabulary, whatever the metric.
+VOCABULARY = {"scope": SCOPES, "blocking": BLOCKING_LABELS, "technique": TECHNIQUES}
 
 
 def test_committed_json_is_what_generate_writes(generator: ModuleType, tmp_path: Path) -> None:
@@ -50,6 +58,52 @@ def test_every_panel_queries_known_metrics(generator: ModuleType, known_metrics:
                 assert used <= known_metrics, (panel["title"], used - known_metrics)
     for _uid, _name, query in generator.variable_queries():
         assert set(METRIC.findall(query)) <= known_metrics
+
+
+def _dashboards() -> dict[str, dict]:
+    return {p.name: json.loads(p.read_text()) for p in sorted((REPO / "dashboards").glob("*.json"))}
+
+
+def _ingest_label_values() -> dict[tuple[str, str], set[str]]:
+    """(series, label) -> every value the ingest metrics expose (they pre-create each combination)."""
+    registry = CollectorRegistry()
+    IngestMetrics.register(registry)
+    values: dict[tuple[str, str], set[str]] = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            for label, value in sample.labels.items():
+                values.setdefault((sample.name, label), set()).add(value)
+    return values
+
+
+def test_every_label_value_a_query_matches_is_one_the_code_exposes() -> None:
+    # A dashboard filtering on a value the code never writes (a renamed scope, a re-spelled technique)
+    # shows an empty panel forever: each exact matcher must name a value of the vocabulary or of the metric.
+    ingest = _ingest_label_values()
+    checked = 0
+    for name, model in _dashboards().items():
+        for panel in model["panels"]:
+            for target in panel["targets"]:
+                for series, matchers in SELECTOR.findall(target["expr"]):
+                    for label, value in EXACT_MATCHER.findall(matchers):
+                        if "$" in value:
+                            continue  # a dashboard variable, filled from label_values()
+                        known = VOCABULARY.get(label) or ingest.get((series, label), set())
+                        assert value in known, f"{name}: {panel['title']}: {label}={value!r} on {series}"
+                        checked += 1
+    assert checked  # the dashboards do filter on fixed values; this test must see them
+
+
+def test_the_scope_timeline_names_scopes_of_the_vocabulary() -> None:
+    texts = [
+        option["text"]
+        for model in _dashboards().values()
+        for panel in model["panels"]
+        if any("gatewatch_interference_scope" in t["expr"] for t in panel["targets"])
+        for mapping in panel["fieldConfig"]["defaults"].get("mappings", [])
+        for option in mapping["options"].values()
+    ]
+    assert texts and set(texts) <= set(SCOPES), texts
 
 
 def test_panel_queries_lists_every_target(generator: ModuleType) -> None:

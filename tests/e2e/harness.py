@@ -13,7 +13,6 @@ import queue
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -25,6 +24,7 @@ from typing import IO, Any, TypeVar
 
 from gatewatch.collector.store import MeasurementFilter, StoredMeasurement, open_store
 from gatewatch.lab.lab import Lab
+from gatewatch.lab.scripts import AGENT, COLLECTOR, console_script
 
 __all__ = [
     "AgentRun",
@@ -45,21 +45,13 @@ __all__ = [
 
 T = TypeVar("T")
 
-# The CLIs run exactly as installed, from the interpreter running the tests (no reliance on PATH).
-_SCRIPTS = {
-    "gatewatch-agent": "gatewatch.agent.cli",
-    "gatewatch-collector": "gatewatch.collector.cli",
-}
 AGENT_TIMEOUT = 90.0  # one whole agent pass, worst case (a blackholed connect takes the probe's 5 s)
 
 
-def _command(script: str) -> list[str]:
-    module = _SCRIPTS[script]
-    return [sys.executable, "-c", f"import sys; sys.argv[0] = {script!r}; from {module} import main; main()"]
-
-
 def agent_command(*args: str) -> list[str]:
-    return [*_command("gatewatch-agent"), *args]
+    """The agent's command line exactly as installed: the console script beside the interpreter running
+    the tests (the lab's own lookup, so the tests run what the demo runs)."""
+    return [console_script(AGENT), *args]
 
 
 def free_port() -> int:
@@ -244,7 +236,7 @@ class CollectorProcess:
         self.lab.write_country_csv(country_csv)
         # Port 0: the collector takes a free port and logs which (its log masks addresses, not ports).
         command = [
-            *_command("gatewatch-collector"),
+            console_script(COLLECTOR),
             "serve",
             "--listen",
             "127.0.0.1:0",

@@ -5,14 +5,15 @@ collector and the agents."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from gatewatch.lab.scripts import LAB, console_script
+
 pytestmark = pytest.mark.lab
 
-LAB_CLI = [sys.executable, "-c", "from gatewatch.lab.cli import main; main()"]
+LAB_CLI = [console_script(LAB)]  # the README's command, as installed
 
 
 def test_system_demo_matches_the_scenario() -> None:
@@ -40,14 +41,7 @@ def test_demo_command_rejects_a_broken_scenario(tmp_path: Path) -> None:
     broken = tmp_path / "broken.toml"
     broken.write_text("[[domain]]\nname = 3\n")
     done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from gatewatch.lab.cli import main; main()",
-            "demo",
-            "-s",
-            str(broken),
-        ],
+        [*LAB_CLI, "demo", "-s", str(broken)],
         capture_output=True,
         text=True,
         timeout=60,

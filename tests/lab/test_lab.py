@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import os
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ from .conftest import http_get, https_get
 
 pytestmark = pytest.mark.lab
 
-DATA = Path(__file__).resolve().parents[2] / "analysis" / "data"
+# The analysis' data as installed (package data), not the source tree's copy: a missing file fails here.
+DATA = resources.files("gatewatch.analysis") / "data"
 OONI_HEADER = [
     "name", "scope", "other_names", "location_found", "pattern_type", "pattern",
     "confidence_no_fp", "expected_countries", "source", "exp_url", "notes",

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gatewatch.lab.scenario import ScenarioError, load_scenario, parse_scenario
+from gatewatch.core.vocabulary import BLOCKING_LAYERS, SCOPES, blocking_label
+from gatewatch.lab.scenario import EXPECTED_SCOPES, ScenarioError, load_scenario, parse_scenario
 
 EXPECTED_DEFAULT = {
     # domain: (scheme, {network: blocking}, scope)
@@ -107,3 +108,27 @@ def test_malformed_scenarios_are_rejected_with_a_clear_message(text: str, messag
 def test_an_error_names_the_domain() -> None:
     with pytest.raises(ScenarioError, match=r"domain\[1\] 'y.lab'"):
         parse_scenario(DOMAIN + '[[domain]]\nname = "y.lab"\nscheme = "ftp"\n')
+
+
+@pytest.mark.parametrize("layer", BLOCKING_LAYERS)
+def test_a_scenario_may_expect_every_blocking_layer_of_the_vocabulary(layer: str) -> None:
+    # The scenario's accepted values come from the vocabulary: a layer added there is expectable here.
+    spec = parse_scenario(DOMAIN + f'behaviours = ["blackhole"]\nblocking = "{layer}"\n').domain("x.lab")
+    assert spec.blocking["isp-a"] == layer and blocking_label(spec.blocking["isp-a"]) == layer
+
+
+def test_a_scenario_cannot_expect_no_verdict() -> None:
+    # The lab's control always answers, so `null` (no verdict) is never what a scenario expects; TOML has
+    # no null, and its nearest spellings are refused.
+    for spelled in ('"null"', '"false"', "0"):
+        with pytest.raises(ScenarioError, match="is not one of"):
+            parse_scenario(DOMAIN + f'behaviours = ["blackhole"]\nblocking = {spelled}\n')
+
+
+def test_the_expectable_scopes_are_the_vocabulary_s_but_insufficient_data() -> None:
+    assert set(SCOPES) - set(EXPECTED_SCOPES) == {"insufficient-data"}
+    for scope in EXPECTED_SCOPES:
+        text = DOMAIN + f'behaviours = ["blackhole"]\nblocking = "tcp_ip"\nexpected_scope = "{scope}"\n'
+        assert parse_scenario(text).domain("x.lab").expected_scope == scope
+    # and what a scenario derives when it does not say is one of them
+    assert {d.expected_scope for d in load_scenario().domains} <= set(EXPECTED_SCOPES)

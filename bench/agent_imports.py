@@ -1,0 +1,32 @@
+"""``gatewatch-agent``, plus one JSON line on stderr at exit: was scapy or aiohttp ever imported in it?
+
+    python -P bench/agent_imports.py run --data-dir ... [any gatewatch-agent arguments]
+
+bench/agent_lab.py runs the agent through this instead of its console script, to learn what the agent's
+own process imported (the heavy imports a volunteer's machine pays for). ``-P`` keeps bench/ off
+``sys.path``, so these scripts cannot shadow a module the agent imports.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import sys
+
+EXIT_RECORD = "exit"  # the record's "bench" value, which agent_lab.py looks for
+WATCHED = ("scapy", "aiohttp")
+
+
+def _report() -> None:
+    record = {"bench": EXIT_RECORD, **{f"{name}_imported": name in sys.modules for name in WATCHED}}
+    sys.stderr.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    # atexit runs after typer's SystemExit, so every import of the whole run is seen. The agent is imported
+    # only here, so that agent_lab.py can read EXIT_RECORD without importing it.
+    atexit.register(_report)
+    from gatewatch.agent.cli import main
+
+    sys.argv[0] = "gatewatch-agent"  # the name the agent's help and errors give, as its console script
+    main()
