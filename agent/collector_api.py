@@ -1,40 +1,53 @@
 """The agent's HTTP client for the collector: geolocate, control, test list (uploads: upload.py).
 
 Every call turns network trouble into a failure string (from :mod:`gatewatch.core.failures`) instead
-of an exception, because a blocked collector is an expected condition on the networks that matter.
+of an exception, because a blocked collector is an expected condition on the networks that matter. Every
+answer is read with its model of the wire contract (:mod:`gatewatch.core.wire`); one that does not fit is
+``bad_answer``, as an answer that is not JSON at all.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
 from gatewatch.core.control import ControlObservations
 from gatewatch.core.failures import classify
+from gatewatch.core.vocabulary import WITHHELD_ASN, WITHHELD_CC
 from gatewatch.core.wire import (
     CONTROL_ERROR_STATUS,
     ControlBatchItem,
     ControlBatchRequest,
     ControlBatchResponse,
     ControlRequest,
+    Geolocation,
 )
 
 from .http_client import HttpClient, HttpClientError
 
 __all__ = [
+    "BAD_ANSWER",
+    "TOLERATED_EXTRA",
     "ApiFailure",
-    "Geolocation",
     "api_url",
     "describe_failure",
     "fetch_test_list",
     "geolocate",
     "make_session",
+    "read_geolocation",
     "request_control",
     "request_controls",
 ]
+
+
+BAD_ANSWER: Final = "bad_answer"  # an answer that is not the contract's (not JSON, or not its model)
+# Fields the agent does not know in an answer are ignored, as they were before the answers were typed: a
+# collector that adds one must not cut off the agents already in the field (the control's answer, read
+# strictly from the start, stays strict).
+TOLERATED_EXTRA: Final = "ignore"
 
 
 @dataclass(frozen=True)
@@ -46,15 +59,6 @@ class ApiFailure:
 
     def __str__(self) -> str:
         return f"{self.collector}: {self.failure}" if self.collector else self.failure
-
-
-@dataclass(frozen=True)
-class Geolocation:
-    probe_asn: str
-    probe_cc: str
-    probe_network_name: str
-    # The address the collector saw: kept in memory only, to scrub it from measurements.
-    probe_ip: str | None
 
 
 def api_url(base: str, path: str) -> str:
@@ -92,25 +96,39 @@ async def _json(
     except HttpClientError as exc:
         return None, exc.failure
     except ValueError:
-        return None, "bad_answer"
+        return None, BAD_ANSWER
+
+
+# What agents accepted before the answer was typed, still accepted: an answer without ``probe_ip`` (read
+# as no address: the pass then decides, see runner._Pass.locate) or with a null or empty network, country or
+# network name (read as withheld).
+_GEOLOCATION_FALLBACKS: Final = {
+    "probe_asn": WITHHELD_ASN,
+    "probe_cc": WITHHELD_CC,
+    "probe_network_name": "",
+    "probe_ip": "",
+}
+
+
+def read_geolocation(data: Any) -> Geolocation:
+    """The collector's geolocation answer (parsed JSON). Raises ValueError when it is not one."""
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    given = {key: value for key, value in data.items() if value is not None and value != ""}
+    return Geolocation.model_validate(_GEOLOCATION_FALLBACKS | given, extra=TOLERATED_EXTRA)
 
 
 async def geolocate(session: HttpClient, bases: list[str]) -> Geolocation | ApiFailure:
-    """Ask each collector in turn where we are; the first answer wins."""
+    """Ask each collector in turn where we are; the first answer wins. An unknown address is ``""``."""
     failure = ApiFailure("no collector configured")
     for base in bases:
         data, error = await _json(session, "GET", api_url(base, "geolocate"))
-        if error is None and isinstance(data, dict):
+        if error is None:
             try:
-                return Geolocation(
-                    probe_asn=str(data.get("probe_asn") or "AS0"),
-                    probe_cc=str(data.get("probe_cc") or "ZZ"),
-                    probe_network_name=str(data.get("probe_network_name") or ""),
-                    probe_ip=str(data["probe_ip"]) if data.get("probe_ip") else None,
-                )
-            except (TypeError, ValueError):
-                error = "bad_answer"
-        failure = ApiFailure(error or "bad_answer", _host(base))
+                return read_geolocation(data)
+            except ValueError:  # pydantic's ValidationError among them
+                error = BAD_ANSWER
+        failure = ApiFailure(error, _host(base))
     return failure
 
 
@@ -123,7 +141,7 @@ async def request_control(
     try:
         return ControlObservations.model_validate(data)
     except ValidationError:
-        return ApiFailure("bad_answer", _host(base))
+        return ApiFailure(BAD_ANSWER, _host(base))
 
 
 async def request_controls(
@@ -138,9 +156,9 @@ async def request_controls(
     try:
         answer = ControlBatchResponse.model_validate(data)
     except ValidationError:
-        return ApiFailure("bad_answer", _host(base))
+        return ApiFailure(BAD_ANSWER, _host(base))
     if [item.input for item in answer.results] != [request.input for request in requests]:
-        return ApiFailure("bad_answer", _host(base))  # not the answers to what was asked, in order
+        return ApiFailure(BAD_ANSWER, _host(base))  # not the answers to what was asked, in order
     return [_item_answer(item, base) for item in answer.results]
 
 
@@ -148,7 +166,7 @@ def _item_answer(item: ControlBatchItem, base: str) -> ControlObservations | Api
     if item.control is not None:
         return item.control
     status = CONTROL_ERROR_STATUS.get(item.error or "")
-    return ApiFailure(f"http_{status}" if status else "bad_answer", _host(base))
+    return ApiFailure(f"http_{status}" if status else BAD_ANSWER, _host(base))
 
 
 async def fetch_test_list(session: HttpClient, bases: list[str], cc: str) -> str | ApiFailure:

@@ -12,12 +12,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gatewatch.core.measurement import format_utc, utc_now
+from gatewatch.core.vocabulary import WITHHELD_ASN, WITHHELD_CC
 
 __all__ = ["CONSENT_VERSION", "RISK_TEXT", "ConsentRecord", "load_consent", "record_consent"]
 
 CONSENT_VERSION = 1
 
-RISK_TEXT = """\
+RISK_TEXT = f"""\
 What gatewatch does
   It visits a list of websites from your connection, the way a browser would, and records whether each
   one loads or is interfered with (DNS, connection, TLS, or a block page). The results are signed and
@@ -35,7 +36,7 @@ What others can learn
 What you can choose
   * Skip categories that are riskier in your country (for example: skip_categories = ["LGBT", "POLR"]
     in agent.toml, or run with your own list).
-  * Withhold the network and country (probe_asn = "AS0", probe_cc = "ZZ").
+  * Withhold the network and country (probe_asn = "{WITHHELD_ASN}", probe_cc = "{WITHHELD_CC}").
   * Keep results local only (run --no-upload). You can stop at any time.
 """
 

@@ -6,20 +6,25 @@ one is set, go in one request of up to ``MAX_CONTROL_BATCH``. Nothing waits for 
 default: a batch is answered when its slowest control is, so holding requests back to build bigger ones
 costs the measurements more time than the fewer requests save (measured with bench/agent_lab.py). A
 collector without the batch endpoint (404/405) is asked one URL at a time from then on.
+
+:class:`PassControls` is what a pass asks through: the control of a URL, given the addresses the probe
+resolved (never the agent's own), as observations or the failure that stands for them.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import ipaddress
+from collections.abc import Awaitable, Callable, Iterable
 
 from gatewatch.core.control import ControlObservations
 from gatewatch.core.wire import MAX_CONTROL_BATCH, ControlRequest
 
+from .anonymise import Identity
 from .collector_api import ApiFailure, request_control, request_controls
 from .http_client import HttpClient
 
-__all__ = ["ControlBatcher"]
+__all__ = ["ControlBatcher", "PassControls", "control_addresses"]
 
 Answer = ControlObservations | ApiFailure
 _NO_BATCH_ENDPOINT = ("http_404", "http_405")
@@ -109,3 +114,40 @@ class ControlBatcher:
         for task in list(self._sending):
             task.cancel()
         await asyncio.gather(*self._sending, return_exceptions=True)
+
+
+def control_addresses(addresses: Iterable[str], identity: Identity) -> list[str]:
+    """Addresses the probe's DNS gave, for the control (minus the agent's own, should a resolver have
+    echoed it: the collector must never receive it)."""
+    found: list[str] = []
+    for address in addresses:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            continue
+        if str(ip) not in found and identity.replacement(ip) is None:
+            found.append(str(ip))
+    return found[:16]
+
+
+class PassControls:
+    """The controls of one pass, asked of ``base`` (none configured: every URL's control failure says so)."""
+
+    def __init__(self, session: HttpClient, base: str | None) -> None:
+        self.batcher = ControlBatcher(session, base) if base is not None else None
+
+    async def ask(
+        self, url: str, addresses: list[str], identity: Identity
+    ) -> tuple[ControlObservations | None, str | None]:
+        """(the control, None), or (None, the failure string the measurement records instead)."""
+        if self.batcher is None:
+            return None, "no_control_configured"
+        request = ControlRequest(input=url, addrs=control_addresses(addresses, identity))
+        answer = await self.batcher.ask(request)
+        if isinstance(answer, ApiFailure):
+            return None, answer.failure
+        return answer, None
+
+    async def close(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.close()

@@ -9,7 +9,9 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .runner import RunEvent, RunSummary
+from gatewatch.core.vocabulary import NO_VERDICT, NOT_BLOCKED, blocking_label
+
+from .run_records import RunEvent, RunSummary
 
 if TYPE_CHECKING:  # rich is imported where it draws: a pass off a terminal draws nothing until the end
     from rich.console import Console
@@ -19,7 +21,8 @@ if TYPE_CHECKING:  # rich is imported where it draws: a pass off a terminal draw
 __all__ = [
     "JsonLogFormatter",
     "ProgressDisplay",
-    "blocking_label",
+    "STOP_EXPLANATIONS",
+    "describe_blocking",
     "log_event",
     "plain_summary",
     "results_table",
@@ -49,12 +52,18 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
-def blocking_label(blocking: object) -> str:
-    if blocking is None:
-        return "no verdict"
-    if blocking is False:
-        return "accessible"
-    return f"blocked ({blocking})"
+# A verdict's ``blocking`` in the volunteer's words, by its vocabulary label (a layer: "blocked (dns)").
+_WORDS = {NOT_BLOCKED: "accessible", NO_VERDICT: "no verdict"}
+
+
+def describe_blocking(blocking: object) -> str:
+    """A verdict's ``blocking`` (``False``, a layer or ``None``) for people: "accessible", "blocked (dns)",
+    "no verdict". Presentation only: the value itself is spelled by ``vocabulary.blocking_label``."""
+    try:
+        label = blocking_label(blocking)
+    except ValueError:  # `results` shows the queue's rows as stored: one it cannot name is shown, not a crash
+        return f"blocked ({blocking})"
+    return _WORDS.get(label, f"blocked ({label})")
 
 
 def log_event(event: RunEvent) -> None:
@@ -67,7 +76,7 @@ def log_event(event: RunEvent) -> None:
     if event.result is not None:
         fields.update(
             url=event.result.url,
-            verdict=blocking_label(event.result.blocking),
+            verdict=describe_blocking(event.result.blocking),
             layer=event.result.layer,
             fingerprint=event.result.fingerprint,
         )
@@ -125,7 +134,7 @@ def summary_rows(summary: RunSummary, limit: int = 200) -> tuple[list[tuple[str,
     """(URL, verdict, layer, fingerprint) rows, blocked first (they are what the volunteer ran the agent
     for), then those without a verdict; and how many measured URLs are not shown."""
     ordered = sorted(summary.results, key=lambda r: (not r.blocked, r.blocking is not None))[:limit]
-    rows = [(r.url, blocking_label(r.blocking), r.layer or "", r.fingerprint or "") for r in ordered]
+    rows = [(r.url, describe_blocking(r.blocking), r.layer or "", r.fingerprint or "") for r in ordered]
     return rows, max(0, summary.measured - len(rows))
 
 
@@ -176,7 +185,7 @@ def results_table(rows: list[dict[str, Any]]) -> Table:
         table.add_row(
             row["time"],
             Text(row["input"]),
-            blocking_label(row["blocking"]),
+            describe_blocking(row["blocking"]),
             row["layer"] or "",
             row["fingerprint"] or "",
             row["state"] + (f": {row['reason']}" if row.get("reason") else ""),

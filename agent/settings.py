@@ -4,14 +4,15 @@ Example::
 
     collector_urls = ["https://collector.example.org/", "https://mirror.example.net/"]
     control_url = "https://collector.example.org/"   # defaults to the first collector
-    probe_asn = "AS0"                                # withhold the network (or set it by hand)
-    probe_cc = "ZZ"                                  # withhold the country
+    probe_asn = "AS64501"                            # set the network by hand (or withhold it, below)
     skip_categories = ["LGBT", "POLR"]               # riskier categories where you live
     max_runtime = 1800
 
     [queue]
     max_unsent = 20000
 
+``probe_asn`` and ``probe_cc`` set to the withheld values (``WITHHELD_ASN`` and ``WITHHELD_CC`` of
+:mod:`gatewatch.core.vocabulary`, as the consent text spells them out) withhold the network and country.
 Unknown keys are refused with a message naming them: a typo must not silently disable a privacy
 choice such as ``skip_categories``.
 """

@@ -29,8 +29,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gatewatch.core.measurement import format_utc, utc_now
+from gatewatch.core.vocabulary import CONTENT_REFUSALS
+from gatewatch.core.wire import ErrorBody, IngestItemResult, IngestResponse
 
-from .collector_api import api_url
+from .collector_api import BAD_ANSWER, TOLERATED_EXTRA, api_url
 from .http_client import HttpClient, HttpClientError, Response
 from .queue import MeasurementQueue, QueuedMeasurement
 
@@ -40,9 +42,7 @@ log = logging.getLogger(__name__)
 
 LAST_UPLOAD_KEY = "last_upload"
 LAST_UPLOAD_ERROR_KEY = "last_upload_error"  # kept after later successes, so `status` can say when
-# Whole-request refusals (collector/ingest.py) that are about the batch's content: narrowed by halving,
-# and a single item refused so is quarantined. Others (unsupported_media_type, rate_limited...) are not.
-_CONTENT_REFUSALS = frozenset({"invalid_json", "invalid_request", "batch_too_large", "body_too_large"})
+# Whole-request refusals about the batch's content (vocabulary.CONTENT_REFUSALS) come with these statuses.
 _REFUSAL_STATUSES = frozenset({400, 413})
 
 
@@ -88,7 +88,7 @@ class UploadReport:
 
 @dataclass(frozen=True)
 class _Answered:
-    results: list[dict[str, Any]]
+    results: list[IngestItemResult]
 
 
 @dataclass(frozen=True)
@@ -99,24 +99,21 @@ class _Retry:
 
 @dataclass(frozen=True)
 class _Refused:
-    """The collector itself refused the whole request for its content (see ``_CONTENT_REFUSALS``)."""
+    """The collector itself refused the whole request for its content (``vocabulary.CONTENT_REFUSALS``)."""
 
     error: str
 
 
 def _collector_error(response: Response) -> str | None:
-    """The reason of an error answer in the collector's own shape (a JSON object with a string
-    ``error``, served as JSON), else None: a censor's or a portal's page is not the collector speaking."""
+    """The reason of an error answer in the collector's own shape (an :class:`ErrorBody`, served as JSON),
+    else None: a censor's or a portal's page is not the collector speaking."""
     content_type = (response.header("Content-Type") or "").split(";")[0].strip().lower()
     if content_type != "application/json":
         return None
     try:
-        data = response.json()
-    except ValueError:
+        reason = ErrorBody.model_validate(response.json(), extra=TOLERATED_EXTRA).error
+    except ValueError:  # not JSON, or not the collector's shape (pydantic's ValidationError is one)
         return None
-    if not isinstance(data, dict) or not isinstance(data.get("error"), str):
-        return None
-    reason = data["error"]
     # A short token as the collector writes them, never free text from whoever answered.
     token = 0 < len(reason) <= 64 and reason.isascii() and reason.replace("_", "").isalnum()
     return reason if token else None
@@ -246,43 +243,36 @@ class Uploader:
             return _Retry(f"{host}: {exc.failure}")
         if response.status == 200:
             try:
-                data = response.json()
-            except ValueError:
-                return _Retry(f"{host}: bad_answer")
-            results = data.get("results") if isinstance(data, dict) else None
-            if not isinstance(results, list):
-                return _Retry(f"{host}: bad_answer")
-            return _Answered(results)
+                answer = IngestResponse.model_validate(response.json(), extra=TOLERATED_EXTRA)
+            except ValueError:  # not JSON, or not the contract's answer: nothing in it is trusted
+                return _Retry(f"{host}: {BAD_ANSWER}")
+            return _Answered(answer.results)
         reason = _collector_error(response)
-        if response.status in _REFUSAL_STATUSES and reason in _CONTENT_REFUSALS:
+        if response.status in _REFUSAL_STATUSES and reason in CONTENT_REFUSALS:
             return _Refused(f"http_{response.status} {reason}")
         # Anything else (5xx, 429, a blockpage's 403, a portal's 302, a proxy's 413...) may pass: retry.
         # Only the collector's own reason is echoed; a middlebox's text is not ours to record.
         error = f"{host}: http_{response.status} {reason or ''}".rstrip()
         return _Retry(error, _retry_after(response.header("Retry-After")))
 
-    def _apply(self, batch: list[QueuedMeasurement], results: list[Any], report: UploadReport) -> None:
+    def _apply(
+        self, batch: list[QueuedMeasurement], results: list[IngestItemResult], report: UploadReport
+    ) -> None:
         by_uid = {row.measurement_uid: row for row in batch}
         delivered: list[str] = []
         answered: set[str] = set()
         for item in results:
-            if not isinstance(item, dict):
-                continue
-            row = by_uid.get(str(item.get("measurement_uid")))
-            index = item.get("index")
-            if row is None and isinstance(index, int) and 0 <= index < len(batch):
-                row = batch[index]
+            row = by_uid.get(str(item.measurement_uid))
+            if row is None and item.index < len(batch):
+                row = batch[item.index]
             if row is None or row.measurement_uid in answered:
                 continue
-            status = item.get("status")
-            if status in ("accepted", "duplicate"):
+            if item.status == "rejected":
+                self._quarantine(row, item.reason or "rejected", report)
+            else:  # accepted or duplicate: the collector has it
                 delivered.append(row.measurement_uid)
-                report.accepted += status == "accepted"
-                report.duplicates += status == "duplicate"
-            elif status == "rejected":
-                self._quarantine(row, str(item.get("reason") or "rejected"), report)
-            else:
-                continue
+                report.accepted += item.status == "accepted"
+                report.duplicates += item.status == "duplicate"
             answered.add(row.measurement_uid)
         self.queue.mark_sent(delivered)
         unanswered = [uid for uid in by_uid if uid not in answered]

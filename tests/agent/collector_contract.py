@@ -1,5 +1,10 @@
 """A small server implementing the collector's documented upload/geolocate/control answers, for the
-agent's tests (the lead's end-to-end tests use the real collector). Loopback only."""
+agent's tests (the lead's end-to-end tests use the real collector). Loopback only.
+
+It reads the agent's requests and builds its answers with the wire contract's models
+(:mod:`gatewatch.core.wire`) and reasons (:mod:`gatewatch.core.vocabulary`), as the collector does, so it
+cannot drift from the contract; only the knobs that play a foreign or older server (``raw_next``,
+``block_answer``, ``omit_probe_ip``) answer outside it, on purpose."""
 
 from __future__ import annotations
 
@@ -14,6 +19,43 @@ from aiohttp import web
 
 from gatewatch.core.control import ControlDNS, ControlHTTP, ControlObservations
 from gatewatch.core.envelope import Envelope, EnvelopeError, verify
+from gatewatch.core.vocabulary import (
+    BODY_TOO_LARGE,
+    CONTROL_TIMEOUT,
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    NOT_FOUND,
+    RATE_LIMITED,
+    STORE_UNAVAILABLE,
+    TOO_OLD,
+)
+from gatewatch.core.wire import (
+    ControlBatchItem,
+    ControlBatchRequest,
+    ControlBatchResponse,
+    ControlRequest,
+    ErrorBody,
+    Geolocation,
+    IngestItemResult,
+    IngestRequest,
+    IngestResponse,
+)
+
+# The reason the collector gives with each status these tests make it answer.
+_REASONS = {
+    400: INVALID_REQUEST,
+    404: NOT_FOUND,
+    413: BODY_TOO_LARGE,
+    429: RATE_LIMITED,
+    503: STORE_UNAVAILABLE,
+    504: CONTROL_TIMEOUT,
+}
+
+
+def error_answer(status: int, headers: dict[str, str] | None = None) -> web.Response:
+    """An error as the collector answers it: an ErrorBody, served as JSON."""
+    body = ErrorBody(error=_REASONS.get(status, INTERNAL_ERROR), detail="contract collector")
+    return web.json_response(body.model_dump(mode="json"), status=status, headers=headers)
 
 
 @dataclass
@@ -55,77 +97,79 @@ class ContractCollector:
 
     async def measurements(self, request: web.Request) -> web.Response:
         self.requests += 1
-        body = await request.json()
-        items = body["measurements"]
+        items = IngestRequest.model_validate(await request.json()).measurements
         if self.raw_next:
             return self._raw(*self.raw_next.pop(0))
         if self.fail_next:
             status, headers = self.fail_next.pop(0)
-            return web.json_response({"error": "busy", "detail": ""}, status=status, headers=headers)
+            return error_answer(status, headers)
         if self._contains(items, self.block_batches_with):
             return self._raw(*self.block_answer)
         if self._contains(items, self.refuse_batches_with):
-            return web.json_response({"error": "invalid_request", "detail": ""}, status=400)
-        results = []
-        for index, item in enumerate(items):
-            try:
-                payload, _ = verify(Envelope(**item))
-            except EnvelopeError as exc:
-                results.append(
-                    {"index": index, "measurement_uid": None, "status": "rejected", "reason": exc.reason}
-                )
-                continue
-            uid = json.loads(payload)["measurement_uid"]
-            if uid in self.reject_uids:
-                results.append(
-                    {"index": index, "measurement_uid": uid, "status": "rejected", "reason": "too_old"}
-                )
-                continue
-            status = "duplicate" if uid in self.stored else "accepted"
-            self.stored.setdefault(uid, payload)
-            self.receipts[uid] += 1
-            results.append({"index": index, "measurement_uid": uid, "status": status, "reason": None})
+            return error_answer(400)
+        results = [self._ingest(index, envelope) for index, envelope in enumerate(items)]
         if self.hang_on_request == self.requests:
             self.stored_and_hanging.set()
             await asyncio.sleep(60)  # the agent is killed while waiting for this answer
         if self.lose_answer_after_store:
             self.lose_answer_after_store -= 1
-            return web.json_response({"error": "internal", "detail": ""}, status=500)
-        return web.json_response({"results": results})
+            return error_answer(500)
+        return web.json_response(IngestResponse(results=results).model_dump(mode="json"))
+
+    def _ingest(self, index: int, envelope: Envelope) -> IngestItemResult:
+        try:
+            payload, _ = verify(envelope)
+        except EnvelopeError as exc:
+            return IngestItemResult(index=index, measurement_uid=None, status="rejected", reason=exc.reason)
+        uid = json.loads(payload)["measurement_uid"]
+        if uid in self.reject_uids:
+            return IngestItemResult(index=index, measurement_uid=uid, status="rejected", reason=TOO_OLD)
+        status = "duplicate" if uid in self.stored else "accepted"
+        self.stored.setdefault(uid, payload)
+        self.receipts[uid] += 1
+        return IngestItemResult(index=index, measurement_uid=uid, status=status, reason=None)
 
     @staticmethod
-    def _contains(items: list[dict[str, Any]], uid: str | None) -> bool:
-        return uid is not None and any(uid.encode() in base64.b64decode(item["payload"]) for item in items)
+    def _contains(items: list[Envelope], uid: str | None) -> bool:
+        return uid is not None and any(uid.encode() in base64.b64decode(item.payload) for item in items)
 
     @staticmethod
     def _raw(status: int, body: str, content_type: str, headers: dict[str, str]) -> web.Response:
         return web.Response(status=status, text=body, content_type=content_type, headers=headers)
 
     async def geolocate(self, request: web.Request) -> web.Response:
-        answer = {"probe_asn": "AS64501", "probe_cc": "XL", "probe_network_name": "Lab ISP A"}
-        if not self.omit_probe_ip:
-            answer["probe_ip"] = self.next_probe_ips.pop(0) if self.next_probe_ips else None
-            answer["probe_ip"] = answer["probe_ip"] or self.probe_ip or request.remote
-        return web.json_response(answer)
+        probe_ip = self.next_probe_ips.pop(0) if self.next_probe_ips else None
+        answer = Geolocation(
+            probe_asn="AS64501",
+            probe_cc="XL",
+            probe_network_name="Lab ISP A",
+            probe_ip=probe_ip or self.probe_ip or request.remote or "",
+        )
+        # omit_probe_ip: an answer outside the contract, which agents have always read as "no address".
+        return web.json_response(
+            answer.model_dump(mode="json", exclude={"probe_ip"} if self.omit_probe_ip else None)
+        )
 
     async def serve_test_list(self, request: web.Request) -> web.Response:
         if self.test_list is None:
-            return web.json_response({"error": "not_found", "detail": ""}, status=404)
+            return error_answer(404)
         return web.Response(text=self.test_list, content_type="text/csv")
 
     async def controls(self, request: web.Request) -> web.Response:
         self.control_http_requests += 1
-        body = await request.json()
-        self.seen_control_requests.extend(body["requests"])
+        asked = ControlBatchRequest.model_validate(await request.json()).requests
+        self.seen_control_requests.extend(item.model_dump(mode="json") for item in asked)
         if self.control_status != 200:
-            return web.json_response({"error": "unavailable", "detail": ""}, status=self.control_status)
-        results = []
-        for item in body["requests"]:
-            error = self.control_errors.get(item["input"])
-            control = None if error else self._observations().model_dump(mode="json")
-            results.append({"input": item["input"], "control": control, "error": error, "detail": error,
-                            "retry_after": 5 if error == "rate_limited" else None})  # fmt: skip
-        return web.json_response({"results": results})
+            return error_answer(self.control_status)
+        results = [self._batch_item(item) for item in asked]
+        return web.json_response(ControlBatchResponse(results=results).model_dump(mode="json"))
+
+    def _batch_item(self, asked: ControlRequest) -> ControlBatchItem:
+        error = self.control_errors.get(asked.input)
+        if error is None:
+            return ControlBatchItem(input=asked.input, control=self._observations())
+        retry_after = 5 if error == RATE_LIMITED else None
+        return ControlBatchItem(input=asked.input, error=error, detail=error, retry_after=retry_after)
 
     def _observations(self) -> ControlObservations:
         return ControlObservations(
@@ -134,8 +178,8 @@ class ContractCollector:
 
     async def control(self, request: web.Request) -> web.Response:
         self.control_http_requests += 1
-        body = await request.json()
-        self.seen_control_requests.append(body)
+        asked = ControlRequest.model_validate(await request.json())
+        self.seen_control_requests.append(asked.model_dump(mode="json"))
         if self.control_status != 200:
-            return web.json_response({"error": "unavailable"}, status=self.control_status)
+            return error_answer(self.control_status)
         return web.json_response(self._observations().model_dump(mode="json"))

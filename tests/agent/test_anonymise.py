@@ -10,10 +10,10 @@ import uuid
 import pytest
 
 from gatewatch.agent.anonymise import PRIVATE, SCRUBBED, Identity, anonymise, is_lan_address, scrub_text
-from gatewatch.agent.collector_api import Geolocation
-from gatewatch.agent.runner import build_measurement
+from gatewatch.agent.build import build_measurement
 from gatewatch.agent.testlists import TestListEntry
 from gatewatch.core.measurement import Measurement
+from gatewatch.core.wire import Geolocation
 
 from .conftest import CENSOR_ANSWER, LAN_RESOLVER, OWN_V4, OWN_V6, T0, echoing_keys, make_measurement
 
@@ -136,7 +136,9 @@ def test_no_host_name_user_home_or_device_id_in_a_built_measurement() -> None:
         started=T0,
         pass_started=T0,
         runtime=0.5,
-        geolocation=Geolocation("AS64501", "XL", "Example ISP", OWN_V4),
+        geolocation=Geolocation(
+            probe_asn="AS64501", probe_cc="XL", probe_network_name="Example ISP", probe_ip=OWN_V4
+        ),
     )
     clean = anonymise(m, IDENTITY)
     text = _text(clean)

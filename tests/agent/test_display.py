@@ -7,7 +7,7 @@ import io
 from rich.console import Console
 
 from gatewatch.agent.display import plain_summary, results_table, summary_table
-from gatewatch.agent.runner import SUMMARY_ROWS, RunSummary, UrlResult
+from gatewatch.agent.run_records import SUMMARY_ROWS, RunSummary, UrlResult
 
 ODD_URLS = ["http://a.example/?q[bold]=1", "http://b.example/[/x]", "http://c.example/:smile:/"]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import ipaddress
 
 from gatewatch.agent.anonymise import PRIVATE, SCRUBBED, Identity, scrub_text
+from gatewatch.agent.locate import classify_own_addresses
 from gatewatch.agent.netinfo import global_v6_addresses, machine_addresses
-from gatewatch.agent.runner import classify_own_addresses
 
 # Synthetic addresses: never contacted, only parsed.
 PUBLIC_V6 = "2a00:5555:1:2:1c2d:3e4f:5a6b:7c8d"  # a privacy address

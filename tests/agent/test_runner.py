@@ -17,13 +17,17 @@ import dns.rrset
 import pytest
 
 from gatewatch.agent.anonymise import SCRUBBED
-from gatewatch.agent.collector_api import Geolocation, geolocate, make_session
+from gatewatch.agent.build import bytes_received
+from gatewatch.agent.collector_api import geolocate, make_session
 from gatewatch.agent.queue import MeasurementQueue
-from gatewatch.agent.runner import LAST_RUN_KEY, RunEvent, RunOptions, bytes_received, run_pass
+from gatewatch.agent.run_records import LAST_RUN_KEY, RunEvent, RunOptions
+from gatewatch.agent.runner import run_pass
 from gatewatch.agent.settings import QueueSettings
 from gatewatch.agent.testlists import TestListEntry
 from gatewatch.agent.upload import RetryPolicy
 from gatewatch.core.measurement import Measurement, WebTestKeys
+from gatewatch.core.vocabulary import WITHHELD_ASN, WITHHELD_CC
+from gatewatch.core.wire import Geolocation
 from gatewatch.probes.config import WebConfig
 from gatewatch.probes.trace import Trace
 
@@ -116,17 +120,15 @@ async def test_the_control_is_asked_while_the_probe_is_still_measuring(collector
 
 
 async def test_withheld_network_and_country(collector, queue, signing_key) -> None:
-    options = _options(collector, probe_asn="AS0", probe_cc="ZZ", upload=False)
+    options = _options(collector, probe_asn=WITHHELD_ASN, probe_cc=WITHHELD_CC, upload=False)
     summary = await run_pass(entries(1), options, queue, signing_key, measure=recorded)
     m = json.loads(queue.recent(1)[0].payload)
-    assert (m["probe_asn"], m["probe_cc"], m["probe_network_name"]) == ("AS0", "ZZ", "")
+    assert (m["probe_asn"], m["probe_cc"], m["probe_network_name"]) == (WITHHELD_ASN, WITHHELD_CC, "")
     assert summary.upload is None and queue.counts()["local"] == 1 and not collector.stored
 
 
 async def test_a_verdict_is_given_only_with_a_control(collector, queue, signing_key) -> None:
-    analysis = pytest.importorskip("gatewatch.analysis")
-    if not hasattr(analysis, "analyse"):
-        pytest.skip("the analysis package is not there yet")
+    # The pass loads the analysis and its packaged fingerprints itself: both must be installed.
     collector.control_status = 200
     summary = await run_pass(entries(2), _options(collector), queue, signing_key, measure=recorded)
     assert summary.no_verdict == 0
@@ -195,6 +197,7 @@ async def test_without_the_own_address_nothing_is_measured_for_upload(queue, sig
     assert local.measured == 3 and queue.counts()["local"] == 3
     row = json.loads(queue.recent(1)[0].payload)
     assert row["test_keys"]["control_failure"] == "connection_refused" and row["test_keys"]["verdict"] is None
+    assert (row["probe_asn"], row["probe_cc"], row["probe_network_name"]) == (WITHHELD_ASN, WITHHELD_CC, "")
 
 
 async def test_a_full_queue_stops_measuring(collector, tmp_path, signing_key) -> None:

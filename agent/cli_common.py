@@ -1,0 +1,81 @@
+"""What the agent's commands share: the console, how a command fails, logging, exit codes and the options
+several commands take."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from .display import JsonLogFormatter
+from .paths import DataPaths
+from .settings import AgentSettings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = [
+    "EXIT_NOT_MEASURED",
+    "EXIT_STILL_PENDING",
+    "EXIT_USAGE",
+    "CaFile",
+    "DataDir",
+    "Resolver",
+    "Routable",
+    "SourceAddress",
+    "console",
+    "fail",
+    "load_settings_or_fail",
+    "log",
+    "setup_logging",
+]
+
+log = logging.getLogger("gatewatch.agent")
+
+EXIT_USAGE = 2  # the volunteer must do something first (consent, key, list)
+EXIT_NOT_MEASURED = 3
+EXIT_STILL_PENDING = 4  # `upload` could not deliver everything (the queue keeps it)
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Where the key, consent and queue live.")]
+Resolver = Annotated[str | None, typer.Option("--resolver", help="DNS resolver IP[:PORT].")]
+CaFile = Annotated[str | None, typer.Option("--ca-file", help="Extra CA (PEM), for test labs.")]
+SourceAddress = Annotated[str | None, typer.Option("--source-address", help="Lab: bind here.")]
+Routable = Annotated[list[str], typer.Option("--routable", help="Lab: CIDR not treated as bogon.")]
+
+
+@functools.cache
+def console(stderr: bool = False) -> Console:
+    """rich's console, made when first needed: a pass under systemd or cron never draws one until its
+    summary, and importing rich costs a volunteer's machine about 2 MiB (issue 4)."""
+    from rich.console import Console
+
+    # No emoji codes: the agent never writes one, and a URL or an error that happened to contain ":name:"
+    # would be changed (and the first such check loads rich's table of emoji names).
+    return Console(stderr=stderr, emoji=False)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    return typer.Exit(code)
+
+
+def setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("gatewatch.agent").setLevel(logging.INFO)
+
+
+def load_settings_or_fail(paths: DataPaths, **overrides: object) -> AgentSettings:
+    """``agent.toml`` with the command line's ``overrides``; a mistake in either is the volunteer's to fix."""
+    try:
+        settings = load_settings(paths.settings)
+        return settings.with_overrides(**overrides) if overrides else settings
+    except SettingsError as exc:
+        raise fail(str(exc)) from None

@@ -1,0 +1,124 @@
+"""The commands that report: ``status`` (consent, last run, what waits and why, key) and ``results`` (the
+volunteer's own recent measurements)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from .cli_common import DataDir, console
+from .consent import load_consent
+from .display import STOP_EXPLANATIONS, results_table
+from .history import recent_results
+from .keys import SigningKeyError, fingerprint, load_key
+from .paths import DataPaths
+from .queue import MeasurementQueue
+from .run_records import LAST_RUN_KEY
+from .upload import LAST_UPLOAD_ERROR_KEY, LAST_UPLOAD_KEY
+
+__all__ = ["results", "status"]
+
+
+def status(
+    data_dir: DataDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
+) -> None:
+    """Consent, last run, what waits for upload and why, quarantined measurements, key fingerprint."""
+    paths = DataPaths.at(data_dir)
+    record = load_consent(paths.consent)
+    info: dict[str, Any] = {
+        "data_dir": str(paths.root),
+        "consent": None
+        if record is None
+        else {"version": record.version, "given_at": record.given_at, "current": record.current},  # fmt: skip
+        "key_fingerprint": None,
+    }
+    try:
+        info["key_fingerprint"] = fingerprint(load_key(paths.key))
+    except SigningKeyError:
+        pass
+    if paths.queue.exists():
+        with MeasurementQueue(paths.queue) as queue:
+            info["queue"] = queue.counts()
+            info["queue_bytes"] = queue.size_bytes()
+            info["queue_full"] = info["queue"]["pending"] >= queue.limits.max_unsent
+            info["pending_reasons"] = queue.pending_reasons()
+            info["quarantined"] = [
+                {"measurement_uid": r.measurement_uid, "reason": r.reason, "at": r.updated_at}
+                for r in queue.quarantined(20)
+            ]
+            info["last_run"] = queue.get_meta(LAST_RUN_KEY)
+            info["last_upload"] = queue.get_meta(LAST_UPLOAD_KEY)
+            info["last_upload_error"] = queue.get_meta(LAST_UPLOAD_ERROR_KEY)
+    if as_json:
+        console().print_json(json.dumps(info))
+        return
+    _print_status(info)
+
+
+def _print_status(info: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(show_header=False, title="gatewatch agent")
+    consent = info["consent"]
+    table.add_row("data directory", info["data_dir"])
+    table.add_row(
+        "consent",
+        "not given: run `gatewatch-agent init`"
+        if consent is None
+        else f"given {consent['given_at']}" + ("" if consent["current"] else " (outdated: run init again)"),
+    )
+    table.add_row("key fingerprint", info["key_fingerprint"] or "no key: run `gatewatch-agent init`")
+    last_run = info.get("last_run")
+    if last_run:
+        stop = STOP_EXPLANATIONS.get(last_run.get("stop_reason") or "", "completed")
+        table.add_row(
+            "last run",
+            f"{last_run.get('started_at')}: {last_run.get('measured')}/{last_run.get('total')} measured, "
+            f"{last_run.get('blocked')} blocked; {stop}",
+        )
+    else:
+        table.add_row("last run", "never")
+    queue = info.get("queue")
+    if queue:
+        table.add_row(
+            "queue",
+            f"{queue['pending']} waiting, {queue['sent']} sent, {queue['quarantined']} quarantined, "
+            f"{queue['local']} local only",
+        )
+        if info.get("queue_full"):
+            table.add_row(
+                "warning", "[red]the queue is full: no new measurements until some are uploaded[/red]"
+            )
+        for reason, count in info.get("pending_reasons", {}).items():
+            table.add_row("  waiting because", f"{reason} ({count})")
+    upload = info.get("last_upload")
+    if upload:
+        table.add_row("last upload", f"{upload['at']}: {upload['accepted'] + upload['duplicates']} delivered")
+    error = info.get("last_upload_error")
+    if error:
+        table.add_row("last upload error", f"{error['at']}: {error['error']}")
+    for item in info.get("quarantined", []):
+        table.add_row("quarantined", f"{item['measurement_uid']}: {item['reason']}")
+    console().print(table)
+
+
+def results(
+    data_dir: DataDir = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+) -> None:
+    """Your own recent results (newest first)."""
+    paths = DataPaths.at(data_dir)
+    if not paths.queue.exists():
+        rows: list[dict[str, Any]] = []
+    else:
+        with MeasurementQueue(paths.queue) as queue:
+            rows = recent_results(queue, limit)
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+    else:
+        console().print(results_table(rows))

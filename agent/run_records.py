@@ -1,0 +1,149 @@
+"""The records of a pass: what it is asked to do (:class:`RunOptions`), what it tells as it goes
+(:class:`RunEvent`), what it found for each URL (:class:`UrlResult`) and what it did (:class:`RunSummary`).
+The pass itself is :mod:`gatewatch.agent.runner`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from gatewatch.core.vocabulary import WITHHELD_ASN, WITHHELD_CC
+from gatewatch.probes.config import DNSConfig, TCPConfig, TLSConfig, WebConfig
+
+from .netinfo import ROUTE_PROBES
+from .upload import RetryPolicy, UploadReport
+
+__all__ = [
+    "LAST_RUN_KEY",
+    "SUMMARY_ROWS",
+    "RunEvent",
+    "RunOptions",
+    "RunSummary",
+    "StopReason",
+    "UrlResult",
+]
+
+LAST_RUN_KEY = "last_run"  # the queue's meta key under which the last pass's record is kept for `status`
+SUMMARY_ROWS = 200  # per kind of result: what the summary table at the end of a pass can show
+
+StopReason = Literal[
+    "time_budget", "byte_budget", "queue_full", "network_changed", "own_address_unknown", "interrupted"
+]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    collector_urls: tuple[str, ...] = ()
+    control_url: str | None = None
+    probe_asn: str | None = None  # override (WITHHELD_ASN withholds)
+    probe_cc: str | None = None  # override (WITHHELD_CC withholds)
+    resolver: str | None = None
+    ca_file: str | None = None
+    source_address: str | None = None  # lab: bind probes and the agent's own HTTP client here
+    routable: tuple[str, ...] = ()  # lab: CIDRs not to treat as bogons
+    concurrency: int = 8
+    per_host: int = 2
+    max_runtime: float | None = 3600.0
+    max_bytes: int | None = None
+    upload: bool = True
+    upload_batch: int = 50
+    upload_retry: RetryPolicy = field(default_factory=RetryPolicy)
+    run_type: Literal["manual", "timed"] = "manual"
+    # Public addresses whose route (never a packet) tells the machine's own source addresses.
+    route_probes: tuple[str, ...] = ROUTE_PROBES
+
+    @property
+    def lab(self) -> bool:
+        """A lab run: the agent is bound to, or routes to, addresses that are not public."""
+        return bool(self.source_address or self.routable)
+
+    def web_config(self) -> WebConfig:
+        return WebConfig(
+            dns=DNSConfig(resolver=self.resolver, source_address=self.source_address, routable=self.routable),
+            tcp=TCPConfig(source_address=self.source_address),
+            tls=TLSConfig(ca_file=self.ca_file),
+        )
+
+    @property
+    def collector_bases(self) -> list[str]:
+        """Every collector this pass may ask where it is: the upload URLs, then the control URL."""
+        bases = list(self.collector_urls)
+        if self.control_url and self.control_url not in bases:
+            bases.append(self.control_url)
+        return bases
+
+
+@dataclass(frozen=True, slots=True)  # slotted: a pass keeps up to 3 x SUMMARY_ROWS until its summary
+class UrlResult:
+    url: str
+    category: str
+    measurement_uid: str
+    blocking: str | bool | None  # as in Verdict.blocking; None = no verdict
+    layer: str | None
+    fingerprint: str | None
+    control_failure: str | None
+
+    @property
+    def blocked(self) -> bool:
+        return self.blocking not in (False, None)
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    kind: Literal["started", "measured", "stopped", "uploading", "uploaded"]
+    total: int
+    done: int
+    blocked: int
+    result: UrlResult | None = None
+    message: str | None = None
+
+
+@dataclass
+class RunSummary:
+    started_at: str
+    total: int
+    finished_at: str | None = None
+    measured: int = 0
+    blocked: int = 0
+    no_verdict: int = 0
+    bytes_received: int = 0
+    errors: int = 0  # URLs not measured because of a bug (logged)
+    stop_reason: StopReason | None = None
+    stop_detail: str | None = None
+    probe_asn: str = WITHHELD_ASN
+    probe_cc: str = WITHHELD_CC
+    # The rows the summary table can show: at most SUMMARY_ROWS of each kind (blocked, no verdict,
+    # accessible), so a pass over thousands of URLs does not keep a row for each (the memory goal).
+    results: list[UrlResult] = field(default_factory=list)
+    # Every measurement this pass queued, should they have to be kept local after all.
+    measurement_uids: list[str] = field(default_factory=list)
+    upload: UploadReport | None = None
+    _shown: dict[str, int] = field(default_factory=dict, repr=False)  # rows kept, by kind
+
+    def add(self, result: UrlResult, *, verdict: bool) -> None:
+        self.measurement_uids.append(result.measurement_uid)
+        self.measured += 1
+        self.blocked += result.blocked
+        self.no_verdict += not verdict
+        kind = _kind(result)
+        if self._shown.get(kind, 0) < SUMMARY_ROWS:
+            self._shown[kind] = self._shown.get(kind, 0) + 1
+            self.results.append(result)
+
+    @property
+    def completed(self) -> bool:
+        return self.stop_reason is None
+
+    def as_record(self) -> dict[str, Any]:
+        """What ``status`` shows later (no URLs, no addresses)."""
+        # Field by field, not asdict(): that would deep-copy every result first, only to drop them (a
+        # megabyte at the end of a long pass, the agent's memory peak).
+        skip = ("results", "measurement_uids", "upload", "_shown")
+        record = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        if self.upload is not None:
+            record["upload"] = self.upload.as_dict()
+        return record
+
+
+def _kind(result: UrlResult) -> str:
+    return "blocked" if result.blocked else "unknown" if result.blocking is None else "accessible"
