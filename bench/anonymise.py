@@ -16,10 +16,10 @@ import sys
 import time
 
 from gatewatch.agent.anonymise import Identity, anonymise
-from gatewatch.agent.collector_api import Geolocation
-from gatewatch.agent.runner import build_measurement
+from gatewatch.agent.build import build_measurement
 from gatewatch.agent.testlists import TestListEntry
 from gatewatch.core.measurement import Measurement, utc_now
+from gatewatch.core.wire import Geolocation
 
 
 async def _measurements() -> list[Measurement]:
@@ -30,7 +30,7 @@ async def _measurements() -> list[Measurement]:
         config = lab.web_config("isp-a")
         urls = lab.urls()
         found = await asyncio.gather(*(measure(url, config) for url in urls))
-    geolocation = Geolocation("AS64501", "KH", "ISP A", None)
+    geolocation = Geolocation(probe_asn="AS64501", probe_cc="KH", probe_network_name="ISP A", probe_ip="")
     now = utc_now()
     return [
         build_measurement(TestListEntry(url), keys, started=now, pass_started=now, runtime=0.1,
