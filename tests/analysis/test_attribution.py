@@ -231,13 +231,20 @@ def test_from_row_accepts_store_rows() -> None:
         anomaly=True,
         technique="dns.injection",
         fingerprint_key="k",
+        flags=(),
     )
     obs = Observation.from_row(row)
     assert obs.seen_at == start - timedelta(minutes=5)
     assert (obs.blocking, obs.anomaly, obs.judged) == ("dns", True, True)
-    legacy = SimpleNamespace(**{**vars(row), "blocking": None, "anomaly": None, "seen_at": start})
-    obs = Observation.from_row(legacy)
+    # The store keeps "no verdict" as the label null: such a row is not judged. A clock that is not ahead
+    # leaves the start time as it is; a naive time is taken as UTC.
+    undecided = SimpleNamespace(
+        **{**vars(row), "blocking": "null", "anomaly": False, "received_at": start + timedelta(minutes=1)}
+    )
+    obs = Observation.from_row(undecided)
     assert (obs.blocking, obs.anomaly, obs.judged, obs.seen_at) == ("null", False, False, start)
+    naive = SimpleNamespace(**{**vars(undecided), "measurement_start_time": start.replace(tzinfo=None)})
+    assert Observation.from_row(naive).seen_at == start
 
 
 @pytest.mark.parametrize(
