@@ -384,6 +384,7 @@ def _row(
 ) -> InterferenceRow:
     rule = RULES[decision.rule_id]
     key, involved = decision.key, decision.involved
+    interference = rule.scope in ("gateway", "isp")  # the row says where interference is
     involved_asns = {s.asn for s in involved}
     # The sightings this row is about: anomalies of the involved networks, restricted to the row's
     # fingerprint when it has one (a gateway row is about that fingerprint only).
@@ -396,12 +397,12 @@ def _row(
         ),
         key=lambda o: o.seen_at,
     )
-    if rule.scope in ("gateway", "isp"):
+    if interference:
         examples = sightings
     else:  # nothing to point at but the latest measurements themselves
         examples = sorted((o for obs in by_network.values() for o in obs), key=lambda o: o.seen_at)
     technique = None
-    if rule.scope in ("gateway", "isp") and sightings:
+    if interference and sightings:
         keyed = [o for o in sightings if o.fingerprint_key == key] or sightings
         technique = keyed[-1].technique
     return InterferenceRow(
@@ -411,8 +412,8 @@ def _row(
         rule_id=decision.rule_id,
         evidence=decision.evidence,
         technique=technique,
-        fingerprint_key=key if rule.scope in ("gateway", "isp") else None,
-        networks_affected=len(involved) if rule.scope in ("gateway", "isp") else 0,
+        fingerprint_key=key if interference else None,
+        networks_affected=len(involved) if interference else 0,
         networks_measured=len(states),
         first_seen=sightings[0].seen_at if sightings else None,
         last_seen=sightings[-1].seen_at if sightings else None,
