@@ -1,13 +1,31 @@
-"""The pure analysis: observations and a control in, a verdict out (no I/O but the fingerprint loader).
+"""The pure analysis: observations in, verdicts out (no I/O but reading the packaged fingerprint files).
 
-- :func:`analyse` judges one web measurement against its control (OONI web_connectivity semantics plus
-  a TLS layer); every layer verdict names the rule in :data:`RULES` that decided it.
-- :func:`summarise` turns a measurement from an uncensored vantage point into a control.
-- :class:`FingerprintDB` holds blocking fingerprints in OONI's CSV format.
+Two stages, each a table of rules with stable ids that researchers and alerts key on:
+
+- One measurement (OONI web_connectivity semantics plus a TLS layer): :func:`analyse` judges a web
+  measurement against its control, every layer verdict naming the rule in :data:`RULES` that decided it;
+  :func:`summarise` turns a measurement from an uncensored vantage point into such a control; a
+  :class:`FingerprintDB` (OONI's blocking-fingerprints CSV format) recognises blockpages and known blocking
+  answers.
+- Many measurements of one country: :func:`attribute` turns stored measurements (:class:`Observation`, from
+  a :class:`StoredRow` of the collector's store) into one :class:`InterferenceRow` per domain, saying
+  whether interference is at the gateway, in some ISPs, absent, or not yet decidable
+  (:mod:`gatewatch.analysis.attribution`, its rules in ``attribution.RULES``).
+
+Names (techniques, blocking values, scopes) come from :mod:`gatewatch.core.vocabulary`.
 """
 
 from __future__ import annotations
 
+from .attribution import (
+    AttributionSettings,
+    InterferenceRow,
+    NetworkState,
+    Observation,
+    StoredRow,
+    attribute,
+    attribute_domain,
+)
 from .fingerprints import (
     BlockingFingerprint,
     FingerprintDB,
@@ -21,12 +39,19 @@ from .web import analyse
 
 __all__ = [
     "RULES",
+    "AttributionSettings",
     "BlockingFingerprint",
     "FingerprintDB",
     "FingerprintMatch",
+    "InterferenceRow",
+    "NetworkState",
+    "Observation",
     "RejectedRow",
     "Rule",
+    "StoredRow",
     "analyse",
+    "attribute",
+    "attribute_domain",
     "load_default_fingerprints",
     "summarise",
 ]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from gatewatch.core import failures as F
+from gatewatch.core import vocabulary as V
 from gatewatch.core.control import ControlObservations
 from gatewatch.core.observations import DNSAnswer, DNSQuery, DNSReply, TLSHandshake
 from gatewatch.core.verdicts import Fingerprint, LayerVerdict
@@ -36,11 +37,11 @@ _AUTHORITATIVE_FAILURES: Final = frozenset(
     {F.DNS_NXDOMAIN_ERROR, F.DNS_SERVFAIL_ERROR, F.DNS_REFUSED_ERROR, F.DNS_NO_ANSWER}
 )
 _FAILURE_TECHNIQUES: Final[dict[str, str]] = {
-    F.DNS_NXDOMAIN_ERROR: "dns.nxdomain",
-    F.DNS_SERVFAIL_ERROR: "dns.servfail",
-    F.DNS_REFUSED_ERROR: "dns.refused",
-    F.DNS_NO_ANSWER: "dns.no_answer",
-    F.GENERIC_TIMEOUT_ERROR: "dns.timeout",
+    F.DNS_NXDOMAIN_ERROR: V.DNS_NXDOMAIN,
+    F.DNS_SERVFAIL_ERROR: V.DNS_SERVFAIL,
+    F.DNS_REFUSED_ERROR: V.DNS_REFUSED,
+    F.DNS_NO_ANSWER: V.DNS_NO_ANSWER,
+    F.GENERIC_TIMEOUT_ERROR: V.DNS_TIMEOUT,
 }
 
 
@@ -121,7 +122,7 @@ def _injection(
     if not seen:
         return None
     return Fingerprint(
-        technique="dns.injection",
+        technique=V.DNS_INJECTION,
         stage="dns",
         failure=failure,
         injected_ips=sorted(injected),
@@ -146,7 +147,7 @@ def _known_blocking_answer(
     if not by_address and not by_name:
         return None
     return Fingerprint(
-        technique="dns.fingerprint",
+        technique=V.DNS_FINGERPRINT,
         stage="dns",
         injected_ips=sorted(by_address),
         blockpage_id=by_name[0] if by_name else by_address[min(by_address)],
@@ -169,6 +170,7 @@ def judge_dns(
     control: ControlObservations,
     fingerprints: FingerprintDB | None,
 ) -> DNSResult:
+    """The DNS layer's verdict: the first check of the module's order that applies decides."""
     if target.ip_literal:
         return DNSResult(layer_verdict("dns.ip_literal"), None, frozenset({normalise_ip(target.host)}))
     queries = [q for q in queries if target.same_host(q.hostname)]
@@ -185,41 +187,57 @@ def judge_dns(
     injected = _injection(queries, control_addrs, control_asns, fingerprints)
     if injected is not None:
         return DNSResult(layer_verdict("dns.injection", fingerprint=injected), "inconsistent", frozen)
-
     if not addresses:
-        failure = probe_failure(queries)
-        if control_failure is None:
-            fp = Fingerprint(
-                technique=_FAILURE_TECHNIQUES.get(failure, "dns.failure"),
-                stage="dns",
-                failure=failure,
-            )
-            reason = f"The probe's resolution failed with {failure}; the control resolved the name."
-            return DNSResult(
-                layer_verdict("dns.probe_failed", reason=reason, fingerprint=fp), "inconsistent", frozen
-            )
-        if failure == control_failure and failure in _AUTHORITATIVE_FAILURES:
-            rule_id = "dns.both_nxdomain" if failure == F.DNS_NXDOMAIN_ERROR else "dns.both_failed"
-            return DNSResult(layer_verdict(rule_id), "consistent", frozen)
-        reason = f"The probe's resolution failed with {failure}, the control's with {control_failure}."
-        return DNSResult(layer_verdict("dns.probe_failed_control_failed", reason=reason), None, frozen)
+        return _failed_resolution(probe_failure(queries), control_failure)
 
     bogons = {normalise_ip(a.address) for a in answers if a.bogon and a.address} - control_addrs
     if bogons:
         fp = Fingerprint(
-            technique="dns.bogon",
+            technique=V.DNS_BOGON,
             stage="dns",
             failure=F.DNS_BOGON_ERROR,
             injected_ips=sorted(bogons),
             blockpage_id=_blockpage_id(bogons, fingerprints),
         )
         return DNSResult(layer_verdict("dns.bogon", fingerprint=fp), "inconsistent", frozen)
-
     if fingerprints is not None:
         fp = _known_blocking_answer(answers, addresses - control_addrs, fingerprints)
         if fp is not None:
             return DNSResult(layer_verdict("dns.fingerprint", fingerprint=fp), "inconsistent", frozen)
+    return _compared_with_control(
+        target, answers, handshakes, control_addrs, control_asns, control_failure, fingerprints
+    )
 
+
+def _failed_resolution(failure: str, control_failure: str | None) -> DNSResult:
+    """The probe got no address (with ``failure``): interference only if the control resolved the name."""
+    if control_failure is None:
+        fp = Fingerprint(
+            technique=_FAILURE_TECHNIQUES.get(failure, V.DNS_FAILURE), stage="dns", failure=failure
+        )
+        reason = f"The probe's resolution failed with {failure}; the control resolved the name."
+        return DNSResult(
+            layer_verdict("dns.probe_failed", reason=reason, fingerprint=fp), "inconsistent", frozenset()
+        )
+    if failure == control_failure and failure in _AUTHORITATIVE_FAILURES:
+        rule_id = "dns.both_nxdomain" if failure == F.DNS_NXDOMAIN_ERROR else "dns.both_failed"
+        return DNSResult(layer_verdict(rule_id), "consistent", frozenset())
+    reason = f"The probe's resolution failed with {failure}, the control's with {control_failure}."
+    return DNSResult(layer_verdict("dns.probe_failed_control_failed", reason=reason), None, frozenset())
+
+
+def _compared_with_control(
+    target: Target,
+    answers: Sequence[DNSAnswer],
+    handshakes: Sequence[TLSHandshake],
+    control_addrs: set[str],
+    control_asns: set[int],
+    control_failure: str | None,
+    fingerprints: FingerprintDB | None,
+) -> DNSResult:
+    """OONI's consistency checks, for answers that are neither bogons nor known blocking addresses."""
+    addresses = _addresses(answers)
+    frozen = frozenset(addresses)
     if addresses & control_addrs:
         return DNSResult(layer_verdict("dns.consistent_ip"), "consistent", frozen)
     if _agrees(answers, control_addrs, control_asns):
@@ -229,7 +247,7 @@ def judge_dns(
     if control_failure is not None and control_failure != F.DNS_NXDOMAIN_ERROR:
         return DNSResult(layer_verdict("dns.control_no_answer"), None, frozen)
     fp = Fingerprint(
-        technique="dns.inconsistent",
+        technique=V.DNS_INCONSISTENT,
         stage="dns",
         injected_ips=sorted(addresses),
         blockpage_id=_blockpage_id(addresses, fingerprints),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from gatewatch.core import failures as F
+from gatewatch.core import vocabulary as V
 from gatewatch.core.control import ControlHTTP, ControlObservations
 from gatewatch.core.observations import HTTPResponse, HTTPTransaction
 from gatewatch.core.verdicts import Fingerprint, LayerVerdict
@@ -148,9 +149,7 @@ def judge_http(
     blockpage = _best_match(requests, fingerprints, "strong")
     if blockpage is not None:
         found, page = blockpage
-        fp = Fingerprint(
-            technique="http.blockpage", stage="http", blockpage_id=found.name, body_sha256=page.body_sha256
-        )
+        fp = _blockpage(found, page)
         reason = f"A response matches the blocking fingerprint {found.name} ({found.location})."
         verdict = layer_verdict("http.blockpage", reason=reason, fingerprint=fp)
         return _compared(verdict, response, ctl) if control_ok else HTTPResult(verdict)
@@ -158,7 +157,7 @@ def judge_http(
     if response is None:
         failure = final.failure or F.UNKNOWN_FAILURE
         if control_ok:
-            fp = Fingerprint(technique="http.failure", stage="http", failure=failure)
+            fp = Fingerprint(technique=V.HTTP_FAILURE, stage="http", failure=failure)
             reason = f"The probe's request failed with {failure}; the control got a response."
             return HTTPResult(layer_verdict("http.failure", reason=reason, fingerprint=fp))
         if ctl.failure == failure:
@@ -173,15 +172,17 @@ def judge_http(
 
     vague = _best_match(requests, fingerprints, "vague")
     if vague is not None:
-        found, page = vague
-        fp = Fingerprint(
-            technique="http.blockpage", stage="http", blockpage_id=found.name, body_sha256=page.body_sha256
-        )
-        verdict = layer_verdict("http.diff_vague_fingerprint", fingerprint=fp)
+        verdict = layer_verdict("http.diff_vague_fingerprint", fingerprint=_blockpage(*vague))
     else:
-        fp = Fingerprint(technique="http.diff", stage="http", body_sha256=response.body_sha256)
+        fp = Fingerprint(technique=V.HTTP_DIFF, stage="http", body_sha256=response.body_sha256)
         verdict = layer_verdict("http.diff", fingerprint=fp)
     return _compared(verdict, response, ctl)
+
+
+def _blockpage(found: FingerprintMatch, page: HTTPResponse) -> Fingerprint:
+    return Fingerprint(
+        technique=V.HTTP_BLOCKPAGE, stage="http", blockpage_id=found.name, body_sha256=page.body_sha256
+    )
 
 
 def _compared(verdict: LayerVerdict, response: HTTPResponse | None, ctl: ControlHTTP) -> HTTPResult:

@@ -19,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from gatewatch.core.verdicts import Blocking, Fingerprint, Layer, LayerVerdict, Outcome
+from gatewatch.core.verdicts import Fingerprint, Layer, LayerVerdict, Outcome
+from gatewatch.core.vocabulary import BlockingLayer
 
 __all__ = ["RULES", "RULES_BY_ID", "Conclusion", "Rule", "RuleLayer", "layer_verdict", "rule"]
 
@@ -43,7 +44,9 @@ class Rule:
     layer: RuleLayer
     concludes: Conclusion
     why: str
-    blocking: Blocking = False  # the overall value when ``concludes`` is "interference"
+    # The overall value when ``concludes`` is "interference": one of the vocabulary's blocking layers
+    # (tests/analysis/test_rules.py holds every rule to them); False for every other rule.
+    blocking: BlockingLayer | Literal[False] = False
 
     @property
     def outcome(self) -> Outcome:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Final
 
 from gatewatch.core import failures as F
+from gatewatch.core import vocabulary as V
 from gatewatch.core.control import ControlObservations
 from gatewatch.core.observations import TCPConnect, TLSHandshake
 from gatewatch.core.verdicts import Fingerprint, LayerVerdict
@@ -23,20 +24,20 @@ from .target import Target, endpoint, normalise_ip, split_endpoint
 __all__ = ["dns_is_trusted", "judge_tcp", "judge_tls"]
 
 _TCP_TECHNIQUES: Final[dict[str, str]] = {
-    F.CONNECTION_REFUSED: "tcp.refused",
-    F.GENERIC_TIMEOUT_ERROR: "tcp.timeout",
-    F.CONNECTION_RESET: "tcp.reset",
-    F.HOST_UNREACHABLE: "tcp.host_unreachable",
-    F.NETWORK_UNREACHABLE: "tcp.network_unreachable",
+    F.CONNECTION_REFUSED: V.TCP_REFUSED,
+    F.GENERIC_TIMEOUT_ERROR: V.TCP_TIMEOUT,
+    F.CONNECTION_RESET: V.TCP_RESET,
+    F.HOST_UNREACHABLE: V.TCP_HOST_UNREACHABLE,
+    F.NETWORK_UNREACHABLE: V.TCP_NETWORK_UNREACHABLE,
 }
 _TLS_TECHNIQUES: Final[dict[str, str]] = {
-    F.CONNECTION_RESET: "tls.reset",
-    F.GENERIC_TIMEOUT_ERROR: "tls.timeout",
-    F.EOF_ERROR: "tls.eof",
-    F.SSL_INVALID_HOSTNAME: "tls.invalid_certificate",
-    F.SSL_UNKNOWN_AUTHORITY: "tls.invalid_certificate",
-    F.SSL_INVALID_CERTIFICATE: "tls.invalid_certificate",
-    F.SSL_FAILED_HANDSHAKE: "tls.failed_handshake",
+    F.CONNECTION_RESET: V.TLS_RESET,
+    F.GENERIC_TIMEOUT_ERROR: V.TLS_TIMEOUT,
+    F.EOF_ERROR: V.TLS_EOF,
+    F.SSL_INVALID_HOSTNAME: V.TLS_INVALID_CERTIFICATE,
+    F.SSL_UNKNOWN_AUTHORITY: V.TLS_INVALID_CERTIFICATE,
+    F.SSL_INVALID_CERTIFICATE: V.TLS_INVALID_CERTIFICATE,
+    F.SSL_FAILED_HANDSHAKE: V.TLS_FAILED_HANDSHAKE,
 }
 
 
@@ -67,7 +68,7 @@ def judge_tcp(
         return layer_verdict("tcp.connected")
 
     failure = _dominant(c.failure for c in mine)
-    fp = Fingerprint(technique=_TCP_TECHNIQUES.get(failure, "tcp.failure"), stage="tcp_ip", failure=failure)
+    fp = Fingerprint(technique=_TCP_TECHNIQUES.get(failure, V.TCP_FAILURE), stage="tcp_ip", failure=failure)
     control_tcp = {split_endpoint(k): v for k, v in control.tcp_connect.items()}
     tried = {endpoint(c.ip, c.port) for c in mine}
     same = [control_tcp[e] for e in tried if e in control_tcp]
@@ -102,7 +103,7 @@ def judge_tls(
 
     failure = _dominant(h.failure for _, h in mine)
     stage = next((h.failure_stage for _, h in mine if h.failure == failure and h.failure_stage), None)
-    fp = Fingerprint(technique=_TLS_TECHNIQUES.get(failure, "tls.failure"), stage="tls", failure=failure)
+    fp = Fingerprint(technique=_TLS_TECHNIQUES.get(failure, V.TLS_FAILURE), stage="tls", failure=failure)
     where = f" {stage.replace('_', ' ')}" if stage else ""
     control_tls = {
         split_endpoint(k): v for k, v in control.tls_handshake.items() if target.same_host(v.server_name)

@@ -34,9 +34,16 @@ import time
 from collections.abc import AsyncIterable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
-from gatewatch.analysis.attribution import AttributionSettings, InterferenceRow, Observation, attribute_domain
+from gatewatch.analysis.attribution import (
+    AttributionSettings,
+    InterferenceRow,
+    Observation,
+    StoredRow,
+    attribute_domain,
+)
+from gatewatch.core.vocabulary import Scope
 
 __all__ = ["AggregateSnapshot", "InterferenceAggregate"]
 
@@ -44,7 +51,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 # Interference scopes that metrics and alerts care about; the others are computed on demand only.
-REPORTED_SCOPES = frozenset({"gateway", "isp"})
+REPORTED_SCOPES: frozenset[Scope] = frozenset({"gateway", "isp"})
 # Memory guards against rows an attacker could invent (a free-form test name, endless domains).
 MAX_TEST_NAMES = 32
 MAX_FINGERPRINTS_PER_NETWORK = 4
@@ -118,8 +125,8 @@ class InterferenceAggregate:
 
     # -- ingest -------------------------------------------------------------------------------------
 
-    def add_rows(self, rows: Iterable[Any]) -> int:
-        """Add stored rows (anything with ``StoredMeasurement``'s attributes); returns how many."""
+    def add_rows(self, rows: Iterable[StoredRow]) -> int:
+        """Add stored rows (the store's ``StoredMeasurement``); returns how many."""
         now = self._clock()
         oldest = now - self.settings.window
         newest = now + self.settings.max_clock_skew
@@ -137,7 +144,7 @@ class InterferenceAggregate:
             self._add(observation, now - self.settings.window, now + self.settings.max_clock_skew)
             self._generation += 1
 
-    async def rebuild(self, rows: AsyncIterable[Any], *, yield_every: int = 1_000) -> int:
+    async def rebuild(self, rows: AsyncIterable[StoredRow], *, yield_every: int = 1_000) -> int:
         """Forget everything and re-read ``rows`` (the store), yielding to the event loop as it goes; then
         recompute every verdict, again in slices, so the first scrape after a start is cheap."""
         with self._lock:

@@ -1,5 +1,8 @@
 """FingerprintDB on the real public database (../shared) and on the project's shipped files.
 
+The public database is reference data beside the clone: its tests skip (saying why) when it is absent.
+The shipped files are packaged data: their tests fail when one is missing.
+
 Every row of the public database is matched against a synthetic response built from its own pattern,
 and against a near miss that must not match it. The oracle is plain Python (``in``, ``startswith``,
 ``re.search``), independent of the database's word index.
@@ -223,9 +226,9 @@ def test_confidence_orders_strong_matches() -> None:
 
 
 def _shipped(name: str) -> Path:
-    path = resources.files("gatewatch.probes") / "data" / name
-    if not path.is_file():
-        pytest.skip(f"the project's {name} is not written yet (another engineer's file)")
+    # Packaged data is part of the package: a missing file is a packaging error, so it fails, never skips.
+    path = resources.files("gatewatch.analysis") / "data" / name
+    assert path.is_file(), f"the packaged {name} is missing from gatewatch.analysis"
     return Path(str(path))
 
 

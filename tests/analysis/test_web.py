@@ -27,6 +27,7 @@ from gatewatch.core.observations import (
     TLSHandshake,
 )
 from gatewatch.core.verdicts import Verdict
+from gatewatch.core.vocabulary import TECHNIQUES
 
 HOST = "www.example.org"
 SITE_IPS = ("198.51.100.10", "198.51.100.11")
@@ -553,6 +554,17 @@ def test_analyse(case: Case) -> None:
     for lv in verdict.layers:
         assert lv.rule_id in known and lv.reason
         assert lv.outcome == known[lv.rule_id].outcome
+        # what dashboards and the interference metrics group by: only the vocabulary's techniques
+        assert lv.fingerprint is None or lv.fingerprint.technique in TECHNIQUES, lv.fingerprint
+
+
+def test_the_cases_emit_techniques_of_every_layer() -> None:
+    # So that the technique check in test_analyse is not vacuous for a layer.
+    emitted = set()
+    for case in CASES:
+        verdict = analyse(case.url, case.keys, case.control, FINGERPRINTS if case.use_fingerprints else None)
+        emitted |= {lv.fingerprint.technique for lv in verdict.layers if lv.fingerprint is not None}
+    assert {t.partition(".")[0] for t in emitted} == {"dns", "tcp", "tls", "http"}
 
 
 def _by_name(name: str) -> Case:

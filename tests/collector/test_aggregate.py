@@ -2,35 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import get_type_hints
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gatewatch.analysis.attribution import AttributionSettings, Observation, attribute
+from gatewatch.analysis.attribution import AttributionSettings, Observation, StoredRow, attribute
 from gatewatch.collector.aggregate import InterferenceAggregate
+from gatewatch.collector.store.base import StoredMeasurement
+from gatewatch.core.vocabulary import TECHNIQUES
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class Row:
-    """Shaped like the store's StoredMeasurement (the attributes the aggregate reads)."""
-
-    measurement_uid: str
-    measurement_start_time: datetime
-    received_at: datetime
-    probe_cc: str
-    probe_asn: str
-    test_name: str
-    domain: str
-    blocking: str
-    anomaly: bool
-    technique: str | None
-    fingerprint_key: str | None
-    flags: tuple[str, ...] = ()
 
 
 class Clock:
@@ -46,11 +32,11 @@ _uid = iter(range(10**9))
 
 def row(
     asn: str, state: str, minutes_ago: float, *, cc: str = "XL", domain: str = "a.example", clock_at=T0
-) -> Row:
-    """state: "F"/"G" interference with that fingerprint, "." clean, "?" no verdict."""
+) -> StoredMeasurement:
+    """The store's row; state: "F"/"G" interference with that fingerprint, "." clean, "?" no verdict."""
     blocking = {"F": "dns", "G": "http-failure", ".": "false", "?": "null"}[state]
     when = clock_at - timedelta(minutes=minutes_ago)
-    return Row(
+    return StoredMeasurement(
         measurement_uid=f"uid-{next(_uid)}",
         measurement_start_time=when,
         received_at=when + timedelta(seconds=30),
@@ -62,7 +48,40 @@ def row(
         anomaly=state in "FG",
         technique={"F": "dns.injection", "G": "tls.reset"}.get(state),
         fingerprint_key={"F": "fpF", "G": "fpG"}.get(state),
+        input=f"https://{domain}/",
+        verdict_json="{}",
+        payload=b"{}",
     )
+
+
+def test_the_stores_row_is_what_attribution_reads() -> None:
+    # Attribution describes the row it reads as a Protocol (the analysis may not import the collector):
+    # every attribute it names is a field of the store's row, with the same type ...
+    fields = get_type_hints(StoredMeasurement)
+    wanted = {
+        name: get_type_hints(member.fget)["return"]
+        for name, member in vars(StoredRow).items()
+        if isinstance(member, property)
+    }
+    assert wanted and {name: fields.get(name) for name in wanted} == wanted
+    # ... and a real row becomes the observation it stands for, its flags included.
+    stored = replace(row("AS1", "F", 10), flags=("asn_mismatch",))
+    obs = Observation.from_row(stored)
+    assert obs == Observation(
+        probe_cc="XL",
+        probe_asn="AS1",
+        domain="a.example",
+        test_name="web",
+        seen_at=stored.measurement_start_time,
+        blocking="dns",
+        anomaly=True,
+        technique="dns.injection",
+        fingerprint_key="fpF",
+        measurement_uid=stored.measurement_uid,
+        flags=("asn_mismatch",),
+    )
+    assert obs.technique in TECHNIQUES and not obs.speaks_for_network
+    assert {f.name for f in dataclasses.fields(Observation)} - {"seen_at"} <= fields.keys()
 
 
 def make(clock: Clock, **kwargs: object) -> InterferenceAggregate:
@@ -185,7 +204,7 @@ async def test_rebuild_replaces_state_and_matches_add_rows() -> None:
     rows = [row(f"AS{i % 4}", "F" if i % 4 < 3 else ".", i) for i in range(200)]
     rows += [row("AS1", "G", 3, domain="b.example"), row("AS2", "G", 2, domain="b.example")]
 
-    async def from_store(items: Iterable[Row]) -> AsyncIterator[Row]:
+    async def from_store(items: Iterable[StoredMeasurement]) -> AsyncIterator[StoredMeasurement]:
         for item in items:
             yield item
 
