@@ -14,9 +14,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
+from .vocabulary import BlockingLayer
+
 __all__ = ["Blocking", "Fingerprint", "LayerVerdict", "Verdict"]
 
-Blocking = Literal[False, "dns", "tcp_ip", "http-failure", "http-diff"] | None
+Blocking = Literal[False, BlockingLayer] | None  # nested Literals flatten: one enum in the schema
 Layer = Literal["dns", "tcp_ip", "tls", "http"]
 Outcome = Literal["ok", "interference", "inconclusive"]
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from gatewatch.core.vocabulary import TECHNIQUES
 from gatewatch.lab import Lab
 from gatewatch.lab.demo import DemoRow, measure_lab
 
@@ -103,3 +104,10 @@ def test_no_traffic_to_bogus_private_answer(rows: dict[tuple[str, str], DemoRow]
     r = rows[("isp-a", "bogus.lab")]
     assert not any(c.ip == "10.10.34.35" for c in r.keys.tcp_connect)
     assert r.verdict.blocking == "dns"
+
+
+def test_every_technique_is_in_the_vocabulary(rows: dict[tuple[str, str], DemoRow]) -> None:
+    """A technique outside the vocabulary would reach the metrics as `other`."""
+    emitted = {r.verdict.fingerprint.technique for r in rows.values() if r.verdict.fingerprint is not None}
+    assert emitted, "the scenario blocks something, so some verdict names a technique"
+    assert emitted <= set(TECHNIQUES)
