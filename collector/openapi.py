@@ -69,8 +69,8 @@ _MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
 )
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": _REF.format(model=name)}
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": _REF.format(model=model.__name__)}
 
 
 def _model_schemas() -> dict[str, Any]:
@@ -90,7 +90,7 @@ def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | No
 
 
 def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    return _json(_ref(ErrorBody.__name__), description, headers)
+    return _json(_ref(ErrorBody), description, headers)
 
 
 _STORE_DOWN = _error("The store is unreachable; try again later.", _RETRY_AFTER)
@@ -128,10 +128,10 @@ def _ingest_and_listing() -> dict[str, Any]:
                 "durably before it is acknowledged; each gets its own result.",
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": _ref("IngestRequest")}},
+                    "content": {"application/json": {"schema": _ref(IngestRequest)}},
                 },
                 "responses": {
-                    "200": _json(_ref("IngestResponse"), "Per-item results."),
+                    "200": _json(_ref(IngestResponse), "Per-item results."),
                     "400": _error(
                         "The body is not a batch (invalid_json, invalid_request, batch_too_large)."
                     ),
@@ -146,7 +146,7 @@ def _ingest_and_listing() -> dict[str, Any]:
                 "summary": "A page of stored measurements with the server's verdicts",
                 "parameters": _parameters(LIST_PARAMETERS),
                 "responses": {
-                    "200": _json(_ref("MeasurementPage"), "One page."),
+                    "200": _json(_ref(MeasurementPage), "One page."),
                     "400": _error(
                         "A bad parameter, or a cursor that was altered or belongs to other filters."
                     ),
@@ -187,7 +187,7 @@ def _export_and_geolocate() -> dict[str, Any]:
             "get": {
                 "operationId": "geolocate",
                 "summary": "The caller's network, from the operator's IP-to-ASN and country databases",
-                "responses": {"200": _json(_ref("Geolocation"), "Where the caller appears to be.")},
+                "responses": {"200": _json(_ref(Geolocation), "Where the caller appears to be.")},
             }
         },
     }
@@ -204,10 +204,10 @@ def _controls() -> dict[str, Any]:
                 "ranges are never contacted unless the operator allowed them. Answers are cached briefly.",
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": _ref("ControlRequest")}},
+                    "content": {"application/json": {"schema": _ref(ControlRequest)}},
                 },
                 "responses": {
-                    "200": _json(_ref("ControlObservations"), "What the URL looks like from here."),
+                    "200": _json(_ref(ControlObservations), "What the URL looks like from here."),
                     "400": _error("The body is not a ControlRequest, or its input is not a usable URL."),
                     "413": _error("The body is too large."),
                     "429": _error("The collector's budget of control measurements is spent.", _RETRY_AFTER),
@@ -224,10 +224,10 @@ def _controls() -> dict[str, Any]:
                 "rate_limited with retry_after, control_timeout) instead of observations.",
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": _ref("ControlBatchRequest")}},
+                    "content": {"application/json": {"schema": _ref(ControlBatchRequest)}},
                 },
                 "responses": {
-                    "200": _json(_ref("ControlBatchResponse"), "One item per request, in the order asked."),
+                    "200": _json(_ref(ControlBatchResponse), "One item per request, in the order asked."),
                     "400": _error("The body is not a ControlBatchRequest (1 to 32 ControlRequests)."),
                     "413": _error("The body is too large."),
                 },
@@ -286,7 +286,7 @@ def _test_list_and_interference() -> dict[str, Any]:
                     },
                 ],
                 "responses": {
-                    "200": _json(_ref("InterferenceResponse"), "One row per (country, domain) and scope."),
+                    "200": _json(_ref(InterferenceResponse), "One row per (country, domain) and scope."),
                     "400": _error("A bad cc or scope."),
                 },
             }
@@ -313,7 +313,7 @@ def _operations() -> dict[str, Any]:
             "get": {
                 "operationId": "healthz",
                 "summary": "The process is up",
-                "responses": {"200": _json(_ref("Status"), "Always ok while the process serves.")},
+                "responses": {"200": _json(_ref(Status), "Always ok while the process serves.")},
             }
         },
         "/readyz": {
@@ -321,8 +321,8 @@ def _operations() -> dict[str, Any]:
                 "operationId": "readyz",
                 "summary": "The store is reachable",
                 "responses": {
-                    "200": _json(_ref("Status"), "Ready."),
-                    "503": _json(_ref("Status"), "The store is unreachable."),
+                    "200": _json(_ref(Status), "Ready."),
+                    "503": _json(_ref(Status), "The store is unreachable."),
                 },
             }
         },
