@@ -16,6 +16,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from gatewatch.analysis import load_default_fingerprints
+from gatewatch.core.vocabulary import INTERNAL_ERROR, STORE_UNAVAILABLE
+from gatewatch.core.wire import Status
 
 from .appkeys import (
     FINGERPRINTS_KEY,
@@ -38,6 +40,7 @@ from .metrics import IngestMetrics, metrics_response
 from .openapi import add_openapi_routes
 from .ratelimit import TokenBuckets
 from .research import add_research_routes
+from .responses import error_response, model_response
 from .settings import Settings
 from .store import StoreError, open_store
 from .testlists import add_test_list_routes
@@ -72,18 +75,15 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        # aiohttp's own errors (an unknown path, a wrong method): the reason phrase, as the vocabulary says.
         error = exc.reason.lower().replace(" ", "_")
-        return web.json_response({"error": error, "detail": exc.text or exc.reason}, status=exc.status)
+        return error_response(exc.status, error, exc.text or exc.reason)
     except StoreError as exc:
         log.error("store unavailable", extra={"path": request.path, "error": str(exc)})
-        return web.json_response(
-            {"error": "store_unavailable", "detail": "try again later"},
-            status=503,
-            headers={"Retry-After": "5"},
-        )
+        return error_response(503, STORE_UNAVAILABLE, "try again later", {"Retry-After": "5"})
     except Exception:
         log.exception("unhandled error", extra={"method": request.method, "path": request.path})
-        return web.json_response({"error": "internal_error", "detail": "see the collector's log"}, status=500)
+        return error_response(500, INTERNAL_ERROR, "see the collector's log")
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -116,7 +116,7 @@ async def _fingerprints_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return model_response(Status(status="ok"), exclude_none=True)
 
 
 async def _readyz(request: web.Request) -> web.Response:
@@ -126,10 +126,10 @@ async def _readyz(request: web.Request) -> web.Response:
         async with asyncio.timeout(_READY_TIMEOUT):
             await request.app[STORE_KEY].ping()
     except (StoreError, TimeoutError):
-        return web.json_response({"status": "unavailable", "detail": "store unreachable"}, status=503)
+        return model_response(Status(status="unavailable", detail="store unreachable"), status=503)
     finally:
         store_seconds.observe(time.perf_counter() - started)
-    return web.json_response({"status": "ready"})
+    return model_response(Status(status="ready"), exclude_none=True)
 
 
 async def _metrics(request: web.Request) -> web.Response:

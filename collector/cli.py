@@ -70,6 +70,7 @@ async def _serve(settings: Settings) -> None:
     log.info("stopped")
 
 
+# Long because typer reads each option from the signature: one parameter (and one flag entry) per setting.
 @cli.command()
 def serve(
     listen: Annotated[str | None, typer.Option("--listen", help="HOST:PORT (port 0: any free port).")] = None,

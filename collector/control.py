@@ -29,6 +29,16 @@ from pydantic import ValidationError
 from gatewatch.analysis import summarise
 from gatewatch.core.bogons import is_bogon
 from gatewatch.core.control import ControlObservations
+from gatewatch.core.vocabulary import (
+    BODY_TOO_LARGE,
+    CONTROL_TIMEOUT,
+    INTERNAL_ERROR,
+    INVALID_INPUT,
+    INVALID_JSON,
+    INVALID_REQUEST,
+    RATE_LIMITED,
+    UNREADABLE_BODY,
+)
 from gatewatch.core.wire import (
     CONTROL_ERROR_STATUS,
     ControlBatchItem,
@@ -40,6 +50,7 @@ from gatewatch.probes.config import DNSConfig, HTTPConfig, TCPConfig, TLSConfig,
 from gatewatch.probes.web import measure
 
 from .ratelimit import TokenBuckets, retry_after_seconds
+from .responses import error_response
 
 __all__ = [
     "CONTROL_BATCH_PATH",
@@ -163,12 +174,8 @@ def _describe(exc: ValidationError) -> str:
     return f"{where}: {first['msg']}"[:300]
 
 
-def _error(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": error, "detail": detail}, status=status, headers=headers)
-
-
 def _too_large(limit: int = MAX_BODY) -> web.Response:
-    return _error(413, "body_too_large", f"at most {limit} bytes")
+    return error_response(413, BODY_TOO_LARGE, f"at most {limit} bytes")
 
 
 async def _read_body(request: web.Request, limit: int = MAX_BODY) -> bytes | None:
@@ -203,18 +210,18 @@ async def _answer(service: ControlService, control_request: ControlRequest) -> C
     url = control_request.input
     problem = _input_problem(url)
     if problem is not None:
-        return ControlBatchItem(input=url, error="invalid_input", detail=problem)
+        return ControlBatchItem(input=url, error=INVALID_INPUT, detail=problem)
     try:
         observations = await service.observe(control_request)
     except ControlRateLimited as exc:
         seconds = retry_after_seconds(exc.retry_after)
         return ControlBatchItem(
-            input=url, error="rate_limited", detail=f"retry in {seconds} s", retry_after=seconds
+            input=url, error=RATE_LIMITED, detail=f"retry in {seconds} s", retry_after=seconds
         )
     except ValueError as exc:  # the probe refused the URL (an invalid host name)
-        return ControlBatchItem(input=url, error="invalid_input", detail=str(exc)[:300])
+        return ControlBatchItem(input=url, error=INVALID_INPUT, detail=str(exc)[:300])
     except TimeoutError:
-        return ControlBatchItem(input=url, error="control_timeout", detail="the control took too long")
+        return ControlBatchItem(input=url, error=CONTROL_TIMEOUT, detail="the control took too long")
     return ControlBatchItem(input=url, control=observations)
 
 
@@ -225,14 +232,14 @@ async def _read_model(request: web.Request, model: type[_Body], limit: int) -> _
     try:
         body = await _read_body(request, limit)
     except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-        return _error(400, "unreadable_body", str(exc)[:200])
+        return error_response(400, UNREADABLE_BODY, str(exc)[:200])
     if body is None:
         return _too_large(limit)
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
         not_json = any(error["type"] == "json_invalid" for error in exc.errors())
-        return _error(400, "invalid_json" if not_json else "invalid_request", _describe(exc))
+        return error_response(400, INVALID_JSON if not_json else INVALID_REQUEST, _describe(exc))
 
 
 async def handle_control(request: web.Request) -> web.Response:
@@ -242,9 +249,10 @@ async def handle_control(request: web.Request) -> web.Response:
     item = await _answer(request.app[CONTROL_SERVICE_KEY], control_request)
     if item.control is not None:
         return web.json_response(text=item.control.model_dump_json())
-    error = item.error or "control_failed"
+    if item.error not in CONTROL_ERROR_STATUS:  # _answer gives observations or one of these errors
+        return error_response(500, INTERNAL_ERROR, "see the collector's log")
     headers = {"Retry-After": str(item.retry_after)} if item.retry_after is not None else None
-    return _error(CONTROL_ERROR_STATUS.get(error, 500), error, item.detail or "", headers)
+    return error_response(CONTROL_ERROR_STATUS[item.error], item.error, item.detail or "", headers)
 
 
 async def handle_controls(request: web.Request) -> web.Response:

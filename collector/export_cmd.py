@@ -22,6 +22,8 @@ from datetime import UTC
 from pathlib import Path
 from typing import IO
 
+from gatewatch.core.vocabulary import WITHHELD_CC
+
 from .exports import csv_header, csv_line, jsonl_line
 from .store.base import StoredMeasurement
 
@@ -40,7 +42,7 @@ def partition_path(row: StoredMeasurement, fmt: str = "jsonl") -> Path:
     """Where ``row`` goes, relative to the output folder."""
     day = row.measurement_start_time.astimezone(UTC).strftime("%Y-%m-%d")
     # Stored country codes are validated at ingest; anything else must still not become a path.
-    cc = row.probe_cc if _CC.fullmatch(row.probe_cc) else "ZZ"
+    cc = row.probe_cc if _CC.fullmatch(row.probe_cc) else WITHHELD_CC
     return Path(day, cc, PARTITION_FORMATS[fmt][0])
 
 

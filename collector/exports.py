@@ -26,6 +26,8 @@ from typing import Any
 import duckdb
 
 from gatewatch.core.measurement import Measurement, format_utc, ooni_time
+from gatewatch.core.vocabulary import blocking_value
+from gatewatch.core.wire import MeasurementRow
 
 from .store.base import StoredMeasurement
 
@@ -40,6 +42,8 @@ __all__ = [
     "export_jsonl",
     "export_parquet",
     "jsonl_line",
+    "judgement",
+    "measurement_row",
     "ooni_document",
 ]
 
@@ -71,8 +75,37 @@ CSV_COLUMNS = tuple(_COLUMN_TYPES)
 
 # Only what the measurement format defines is published (an allowlist, not a denylist of known leaks).
 _MEASUREMENT_KEYS = frozenset(Measurement.model_fields)
-# The stored text form of ``blocking`` back to OONI's JSON values (false and null are not strings there).
-_BLOCKING_JSON: dict[str, Any] = {"false": False, "null": None}
+
+
+def judgement(row: StoredMeasurement) -> dict[str, Any]:
+    """What the server concluded about a stored row, as JSON values: the last fields of the API's rows and
+    the JSON Lines export's ``analysis``. ``blocking`` is OONI's JSON value again (false and null are not
+    strings there). Not validated: an export publishes what is stored, whatever it is."""
+    return {
+        "blocking": blocking_value(row.blocking),
+        "anomaly": row.anomaly,
+        "technique": row.technique,
+        "fingerprint_key": row.fingerprint_key,
+        "verdict": json.loads(row.verdict_json),
+        "received_at": format_utc(row.received_at),
+        "flags": list(row.flags),
+    }
+
+
+def measurement_row(row: StoredMeasurement) -> MeasurementRow:
+    """A stored row as the API lists it: where and what was measured, and what the server concluded."""
+    return MeasurementRow.model_validate(
+        {
+            "measurement_uid": row.measurement_uid,
+            "measurement_start_time": row.measurement_start_time,
+            "probe_cc": row.probe_cc,
+            "probe_asn": row.probe_asn,
+            "test_name": row.test_name,
+            "input": row.input,
+            "domain": row.domain,
+            **judgement(row),
+        }
+    )
 
 
 def _ooni_time_text(value: Any) -> Any:
@@ -93,15 +126,7 @@ def ooni_document(row: StoredMeasurement) -> dict[str, Any]:
     doc["measurement_start_time"] = ooni_time(row.measurement_start_time)
     if "test_start_time" in doc:
         doc["test_start_time"] = _ooni_time_text(doc["test_start_time"])
-    doc["analysis"] = {
-        "blocking": _BLOCKING_JSON.get(row.blocking, row.blocking),
-        "anomaly": row.anomaly,
-        "technique": row.technique,
-        "fingerprint_key": row.fingerprint_key,
-        "verdict": json.loads(row.verdict_json),
-        "received_at": format_utc(row.received_at),
-        "flags": list(row.flags),
-    }
+    doc["analysis"] = judgement(row)
     return doc
 
 

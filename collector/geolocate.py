@@ -10,34 +10,36 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gatewatch.core.vocabulary import WITHHELD_ASN, WITHHELD_CC
+from gatewatch.core.wire import Geolocation
+
 from .appkeys import GEO_KEY
 from .client_address import client_address
 from .geoip import GeoInfo
+from .responses import model_response
 
 __all__ = ["GEOLOCATE_PATH", "add_geolocate_routes", "geolocation_answer"]
 
 GEOLOCATE_PATH = "/api/v1/geolocate"
-UNKNOWN_ASN = "AS0"
-UNKNOWN_CC = "ZZ"
 
 
-def geolocation_answer(info: GeoInfo | None) -> dict[str, str]:
+def geolocation_answer(info: GeoInfo | None, address: str) -> Geolocation:
     """OONI's withheld values (AS0, ZZ, empty name) for whatever the databases do not know."""
     info = info or GeoInfo()
-    return {
-        "probe_asn": f"AS{info.asn}" if info.asn is not None else UNKNOWN_ASN,
-        "probe_cc": info.cc.upper() if info.cc else UNKNOWN_CC,
-        "probe_network_name": info.network_name or "",
-    }
+    return Geolocation(
+        probe_asn=f"AS{info.asn}" if info.asn is not None else WITHHELD_ASN,
+        probe_cc=info.cc.upper() if info.cc else WITHHELD_CC,
+        probe_network_name=info.network_name or "",
+        probe_ip=address,
+    )
 
 
 async def handle_geolocate(request: web.Request) -> web.Response:
     address = client_address(request) or ""
     geo = request.app[GEO_KEY]
     info = geo.lookup(address) if geo is not None and address else None
-    answer = geolocation_answer(info) | {"probe_ip": address}
     # A proxy or browser must not keep a copy of someone's address.
-    return web.json_response(answer, headers={"Cache-Control": "no-store"})
+    return model_response(geolocation_answer(info, address), headers={"Cache-Control": "no-store"})
 
 
 def add_geolocate_routes(app: web.Application) -> None:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -38,6 +38,27 @@ from gatewatch.core.envelope import Envelope, EnvelopeError, verify
 from gatewatch.core.measurement import Measurement, WebTestKeys
 from gatewatch.core.observations import DNSAnswer, DNSQuery
 from gatewatch.core.verdicts import Verdict
+from gatewatch.core.vocabulary import (
+    ANALYSIS_ERROR,
+    ASN_MISMATCH,
+    BATCH_TOO_LARGE,
+    BODY_TOO_LARGE,
+    CC_MISMATCH,
+    INVALID_ENVELOPE,
+    INVALID_JSON,
+    INVALID_MEASUREMENT,
+    INVALID_REQUEST,
+    RATE_LIMITED,
+    STORE_UNAVAILABLE,
+    TOO_FAR_IN_FUTURE,
+    TOO_OLD,
+    UNSTORABLE,
+    UNSUPPORTED_MEDIA_TYPE,
+    WITHHELD_ASN,
+    WITHHELD_CC,
+    blocking_label,
+)
+from gatewatch.core.wire import IngestItemResult, IngestResponse, ItemStatus
 
 from .appkeys import (
     FINGERPRINTS_KEY,
@@ -53,15 +74,14 @@ from .client_address import client_address
 from .geoip import GeoInfo
 from .metrics import IngestMetrics, item_reason_label
 from .ratelimit import retry_after_seconds
+from .responses import error_response, model_response
 from .settings import Settings
 from .store.base import StoredMeasurement, StoreError, UnstorableError
 
 __all__ = [
-    "ANALYSIS_ERROR_FLAG",
     "INGEST_PATH",
     "RequestRefused",
     "add_ingest_routes",
-    "blocking_label",
     "domain_of",
     "rederive_dns_answers",
 ]
@@ -85,9 +105,7 @@ class RequestRefused(Exception):
         self.headers = headers or {}
 
     def response(self) -> web.Response:
-        return web.json_response(
-            {"error": self.error, "detail": self.detail}, status=self.status, headers=self.headers
-        )
+        return error_response(self.status, self.error, self.detail, self.headers)
 
 
 @dataclass
@@ -96,7 +114,8 @@ class _Item:
 
     index: int
     measurement_uid: str | None = None
-    status: str = "rejected"
+    # "verified" while the item is on its way: by the answer it is one of the wire's statuses.
+    status: ItemStatus | Literal["verified"] = "rejected"
     reason: str | None = None
     payload: bytes = b""
     signature: bytes = b""
@@ -106,22 +125,12 @@ class _Item:
     def reject(self, reason: str) -> None:
         self.status, self.reason = "rejected", reason
 
-    def as_result(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "measurement_uid": self.measurement_uid,
-            "status": self.status,
-            "reason": self.reason,
-        }
-
-
-def blocking_label(verdict: Verdict) -> str:
-    """The verdict's ``blocking`` as the store keeps it: ``false`` / ``null`` / the layer name."""
-    if verdict.blocking is False:
-        return "false"
-    if verdict.blocking is None:
-        return "null"
-    return verdict.blocking
+    def as_result(self) -> IngestItemResult:
+        if self.status == "verified":  # every verified item is judged, then stored or rejected
+            raise RuntimeError(f"item {self.index} was never judged")
+        return IngestItemResult(
+            index=self.index, measurement_uid=self.measurement_uid, status=self.status, reason=self.reason
+        )
 
 
 def domain_of(url: str) -> str:
@@ -133,14 +142,14 @@ def domain_of(url: str) -> str:
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
-        raise RequestRefused(413, "body_too_large", f"at most {limit} bytes", "too_large")
+        raise RequestRefused(413, BODY_TOO_LARGE, f"at most {limit} bytes", "too_large")
     chunks: list[bytes] = []
     size = 0
     # Read in chunks so that a chunked upload without Content-Length is cut off at the limit, too.
     async for chunk in request.content.iter_chunked(_READ_CHUNK):
         size += len(chunk)
         if size > limit:
-            raise RequestRefused(413, "body_too_large", f"at most {limit} bytes", "too_large")
+            raise RequestRefused(413, BODY_TOO_LARGE, f"at most {limit} bytes", "too_large")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -149,14 +158,14 @@ def _batch(body: bytes, max_batch: int) -> list[Any]:
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):  # also bad UTF-8, absurd nesting, ints beyond the digit limit
-        raise RequestRefused(400, "invalid_json", "the body is not JSON", "bad_request") from None
+        raise RequestRefused(400, INVALID_JSON, "the body is not JSON", "bad_request") from None
     if not isinstance(document, dict) or set(document) != {"measurements"}:
-        raise RequestRefused(400, "invalid_request", 'expected {"measurements": [...]}', "bad_request")
+        raise RequestRefused(400, INVALID_REQUEST, 'expected {"measurements": [...]}', "bad_request")
     items = document["measurements"]
     if not isinstance(items, list):
-        raise RequestRefused(400, "invalid_request", '"measurements" must be a list', "bad_request")
+        raise RequestRefused(400, INVALID_REQUEST, '"measurements" must be a list', "bad_request")
     if len(items) > max_batch:
-        raise RequestRefused(400, "batch_too_large", f"at most {max_batch} measurements", "bad_request")
+        raise RequestRefused(400, BATCH_TOO_LARGE, f"at most {max_batch} measurements", "bad_request")
     return items
 
 
@@ -170,7 +179,7 @@ def _verify_all(raw: Sequence[Any]) -> list[_Item]:
             envelope = Envelope.model_validate(value)
             item.payload, item.public_key = verify(envelope)
         except ValidationError:
-            item.reject("invalid_envelope")
+            item.reject(INVALID_ENVELOPE)
             continue
         except EnvelopeError as exc:
             item.reject(exc.reason)
@@ -213,7 +222,6 @@ def rederive_dns_answers(keys: WebTestKeys, routable: tuple[str, ...], geo: GeoL
 # Stored when the analysis itself fails: no verdict, and a flag saying why (the collector's bug to fix and
 # re-judge; the agent did nothing wrong, and a rejection would be quarantined on its side for good).
 _NO_VERDICT = Verdict(blocking=None, accessible=None)
-ANALYSIS_ERROR_FLAG = "analysis_error"
 
 
 def _judge_all(
@@ -237,14 +245,14 @@ def _judge_all(
             m = Measurement.model_validate_json(item.payload)
         except ValidationError as exc:
             not_json = any(error["type"] == "json_invalid" for error in exc.errors())
-            item.reject("invalid_json" if not_json else "invalid_measurement")
+            item.reject(INVALID_JSON if not_json else INVALID_MEASUREMENT)
             continue
         item.measurement_uid = m.measurement_uid
         if m.measurement_start_time > newest:
-            item.reject("too_far_in_future")
+            item.reject(TOO_FAR_IN_FUTURE)
             continue
         if m.measurement_start_time < oldest:
-            item.reject("too_old")
+            item.reject(TOO_OLD)
             continue
         flags = _mismatch_flags(m, geo)
         try:
@@ -257,7 +265,7 @@ def _judge_all(
                 extra={"measurement_uid": m.measurement_uid, "error_type": type(exc).__name__},
             )
             verdict = _NO_VERDICT
-            flags = (*flags, ANALYSIS_ERROR_FLAG)
+            flags = (*flags, ANALYSIS_ERROR)
             failures += 1
         fingerprint = verdict.fingerprint
         item.row = StoredMeasurement(
@@ -269,7 +277,7 @@ def _judge_all(
             test_name=m.test_name,
             input=m.input,
             domain=domain_of(m.input),
-            blocking=blocking_label(verdict),
+            blocking=blocking_label(verdict.blocking),
             anomaly=verdict.anomaly,
             technique=fingerprint.technique if fingerprint else None,
             fingerprint_key=fingerprint.key if fingerprint else None,
@@ -286,10 +294,10 @@ def _mismatch_flags(m: Measurement, geo: GeoInfo | None) -> tuple[str, ...]:
     if geo is None:
         return ()
     flags: list[str] = []
-    if geo.asn is not None and m.probe_asn != "AS0" and m.probe_asn != f"AS{geo.asn}":
-        flags.append("asn_mismatch")
-    if geo.cc is not None and m.probe_cc != "ZZ" and m.probe_cc != geo.cc.upper():
-        flags.append("cc_mismatch")
+    if geo.asn is not None and m.probe_asn != WITHHELD_ASN and m.probe_asn != f"AS{geo.asn}":
+        flags.append(ASN_MISMATCH)
+    if geo.cc is not None and m.probe_cc != WITHHELD_CC and m.probe_cc != geo.cc.upper():
+        flags.append(CC_MISMATCH)
     return tuple(flags)
 
 
@@ -302,7 +310,7 @@ def _rate_limit(request: web.Request, items: Sequence[_Item]) -> None:
     if wait > 0:
         seconds = retry_after_seconds(wait)
         raise RequestRefused(
-            429, "rate_limited", f"retry in {seconds} s", "rate_limited", {"Retry-After": str(seconds)}
+            429, RATE_LIMITED, f"retry in {seconds} s", "rate_limited", {"Retry-After": str(seconds)}
         )
 
 
@@ -326,7 +334,7 @@ async def _insert(request: web.Request, pending: Sequence[_Item], metrics: Inges
     except StoreError as exc:
         log.error("store insert failed", extra={"error": str(exc)})
         raise RequestRefused(
-            503, "store_unavailable", "try again later", "store_unavailable", {"Retry-After": "5"}
+            503, STORE_UNAVAILABLE, "try again later", "store_unavailable", {"Retry-After": "5"}
         ) from None
     finally:
         metrics.store_seconds.labels(operation="insert").observe(time.perf_counter() - started)
@@ -353,7 +361,7 @@ async def _store(
             except UnstorableError:
                 # No detail logged: the store's message quotes the row, which may hold addresses.
                 log.warning("unstorable measurement", extra={"measurement_uid": item.measurement_uid})
-                item.reject("unstorable")
+                item.reject(UNSTORABLE)
                 continue
             outcomes.append((item, new))
     new_rows = []
@@ -385,7 +393,7 @@ def _count(metrics: IngestMetrics, items: Sequence[_Item]) -> None:
 async def _ingest(request: web.Request, metrics: IngestMetrics) -> web.Response:
     settings = request.app[SETTINGS_KEY]
     if request.content_type != "application/json":
-        raise RequestRefused(415, "unsupported_media_type", "send application/json", "unsupported_media_type")
+        raise RequestRefused(415, UNSUPPORTED_MEDIA_TYPE, "send application/json", "unsupported_media_type")
     body = await _read_body(request, settings.max_body_bytes)
     raw = await asyncio.to_thread(_batch, body, settings.max_batch)  # megabytes of JSON: off the loop
     items = await asyncio.to_thread(_verify_all, raw)
@@ -401,7 +409,7 @@ async def _ingest(request: web.Request, metrics: IngestMetrics) -> web.Response:
     _count(metrics, items)
     if new_rows:
         await _run_hooks(request, new_rows)
-    return web.json_response({"results": [item.as_result() for item in items]})
+    return model_response(IngestResponse(results=[item.as_result() for item in items]))
 
 
 async def handle_measurements(request: web.Request) -> web.Response:

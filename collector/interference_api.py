@@ -9,8 +9,8 @@
 Query parameters of the endpoint: ``cc`` (optional, a two-letter country code: all countries when
 absent) and ``scope`` (optional, comma-separated or repeated, among ``gateway``, ``isp``, ``none``,
 ``insufficient-data``; default ``gateway,isp``, the rows the collector keeps current. The other scopes
-are computed on request, so they cost more). The answer is ``{"results": [row, ...]}``, each row as
-:meth:`InterferenceRow.to_dict` gives it.
+are computed on request, so they cost more). The answer is the wire's :class:`InterferenceResponse`,
+converted from the analysis's rows.
 """
 
 from __future__ import annotations
@@ -21,15 +21,17 @@ import re
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import get_args
 
 from aiohttp import web
 
-from gatewatch.analysis.attribution import AttributionSettings, Scope
+from gatewatch.analysis.attribution import AttributionSettings
+from gatewatch.core.vocabulary import SCOPES
+from gatewatch.core.wire import InterferenceResponse, InterferenceRow
 
 from .aggregate import InterferenceAggregate
 from .appkeys import INGEST_HOOKS_KEY, REGISTRY_KEY, SETTINGS_KEY, STORE_KEY
 from .metrics_interference import register_interference_metrics
+from .responses import model_response
 from .settings import Settings
 from .store.base import MeasurementFilter
 
@@ -42,7 +44,6 @@ __all__ = [
 ]
 
 INTERFERENCE_PATH = "/api/v1/interference"
-SCOPES: tuple[str, ...] = get_args(Scope)
 DEFAULT_SCOPES = ("gateway", "isp")
 _CC = re.compile(r"^[A-Za-z]{2}$")
 log = logging.getLogger(__name__)
@@ -93,7 +94,11 @@ async def handle_interference(request: web.Request) -> web.Response:
     aggregate = request.app[AGGREGATE_KEY]
     # Off the event loop: scopes other than gateway/isp are computed afresh for every (country, domain).
     rows = await asyncio.to_thread(aggregate.interference, cc.upper() if cc else None, scopes=scopes)
-    return web.json_response({"results": [row.to_dict() for row in rows]})
+    # The analysis's dataclasses, read attribute by attribute into the wire's models.
+    answer = InterferenceResponse(
+        results=[InterferenceRow.model_validate(row, from_attributes=True) for row in rows]
+    )
+    return model_response(answer)
 
 
 def add_interference(app: web.Application) -> InterferenceAggregate:

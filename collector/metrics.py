@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import get_args
 
 from aiohttp import web
 from prometheus_client import (
@@ -19,6 +20,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+from gatewatch.core.vocabulary import ITEM_REJECTIONS
+from gatewatch.core.wire import ItemStatus
 
 __all__ = [
     "ITEM_REASONS",
@@ -38,24 +42,10 @@ REQUEST_RESULTS = (
     "rate_limited",
     "store_unavailable",
 )
-ITEM_RESULTS = ("accepted", "duplicate", "rejected")
-# Why an item was rejected. The first group is probes/envelope.py's EnvelopeError reasons.
-ITEM_REASONS = (
-    "unsupported_format",
-    "bad_payload_encoding",
-    "bad_signature_encoding",
-    "bad_public_key_encoding",
-    "payload_too_large",
-    "bad_public_key",
-    "bad_signature",
-    "invalid_envelope",
-    "invalid_json",
-    "invalid_measurement",
-    "too_far_in_future",
-    "too_old",
-    "unstorable",
-    "other",
-)
+ITEM_RESULTS: tuple[str, ...] = get_args(ItemStatus)
+# Why an item was rejected: the vocabulary's reasons (the envelope's own checks first), and ``other`` for a
+# reason nobody foresaw.
+ITEM_REASONS = (*ITEM_REJECTIONS, "other")
 STORE_OPERATIONS = ("insert", "page", "ping")
 _FAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 

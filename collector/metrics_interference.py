@@ -24,7 +24,7 @@ gatewatch_interference_rows_unexported                      1
 
 - ``cc``: the first ``MAX_COUNTRIES`` countries seen keep their own label for the collector's lifetime (so
   counters stay monotonic); any later country is ``other``.
-- ``test``: one of ``TEST_LABELS`` (a fixed list), else ``other``. ``blocking``: one of ``BLOCKING_LABELS``.
+- ``test``: one of ``TEST_LABELS`` (a fixed list), else ``other``.
 - ``asn``: per country, the ``MAX_NETWORKS_PER_COUNTRY`` networks with the most judged measurements in the
   window; the rest are summed into ``asn="other"``. Anything not shaped like ``AS1234`` is ``other`` too.
 - ``domain``: only for rows whose current scope is ``gateway`` or ``isp``, at most
@@ -32,7 +32,10 @@ gatewatch_interference_rows_unexported                      1
   by networks affected); a domain that is not a plain host name (an IP literal, say) is never a label.
   Rows left out are counted in ``gatewatch_interference_rows_unexported``. Countries labelled ``other``
   get no interference rows (their rows could not be told apart).
-- ``technique``: one of ``TECHNIQUE_LABELS`` (``unknown`` when the verdict has none, ``other`` otherwise).
+- ``technique``: one of ``TECHNIQUE_LABELS``: every technique of :mod:`gatewatch.core.vocabulary` (so
+  each is its own series), ``unknown`` when the verdict has none, ``other`` for a name outside the
+  vocabulary. It does not multiply the budget: a row has one technique, and rows are capped.
+- ``blocking``: the vocabulary's ``BLOCKING_LABELS``, and ``other``.
 
 Never an IP address, an agent key, a full URL or free text.
 
@@ -51,6 +54,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from gatewatch.analysis.attribution import InterferenceRow
+from gatewatch.core import vocabulary
 
 from .aggregate import AggregateSnapshot, InterferenceAggregate
 
@@ -75,24 +79,10 @@ MAX_NETWORKS_PER_COUNTRY = 10
 MAX_DOMAINS_PER_COUNTRY = 20
 MAX_INTERFERENCE_ROWS = 500
 TEST_LABELS = ("web", "web_connectivity", OTHER)
-BLOCKING_LABELS = ("false", "dns", "tcp_ip", "http-failure", "http-diff", "null", OTHER)
-TECHNIQUE_LABELS = (
-    "dns.injection",
-    "dns.nxdomain",
-    "dns.bogon",
-    "dns.inconsistent",
-    "tcp.timeout",
-    "tcp.refused",
-    "tcp.reset",
-    "tls.reset",
-    "tls.timeout",
-    "tls.invalid_certificate",
-    "http.blockpage",
-    "http.diff",
-    "http.failure",
-    "unknown",
-    OTHER,
-)
+# The vocabulary's lists, whole: a value missing here would reach dashboards as "other".
+BLOCKING_LABELS = (*vocabulary.BLOCKING_LABELS, OTHER)
+UNKNOWN_TECHNIQUE = "unknown"  # a row whose verdict names no technique
+TECHNIQUE_LABELS = (*vocabulary.TECHNIQUES, UNKNOWN_TECHNIQUE, OTHER)
 
 MEASUREMENTS = "gatewatch_measurements"  # exposed with the _total suffix
 ANOMALIES = "gatewatch_anomalies"
@@ -131,7 +121,7 @@ _TECHNIQUES = frozenset(TECHNIQUE_LABELS)
 
 def _technique(value: str | None) -> str:
     if value is None:
-        return "unknown"
+        return UNKNOWN_TECHNIQUE
     return value if value in _TECHNIQUES else OTHER
 
 

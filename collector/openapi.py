@@ -1,10 +1,9 @@
 """The OpenAPI 3.1 document of the collector's whole HTTP API, served at ``GET /openapi.json``.
 
-Schemas of bodies that are pydantic models (the envelope, the control's request and answer, the verdict,
-the measurement) are generated from those models, and the research endpoints' parameters from the table
-the handlers parse with (collector/research.py), so the document follows the code. The remaining shapes
-(batch results, geolocation, interference rows, errors) are written out here; a test validates real
-responses against them.
+Every body's schema is generated from the wire models (:mod:`gatewatch.core.wire`) and the models they
+hold, and the research endpoints' parameters from the table the handlers parse with (collector/research.py),
+so the document follows the code. Written here: what pydantic cannot say (paths, status codes, media types,
+headers). A test validates real responses against the document.
 
 Regenerate the committed copy after changing an endpoint or a model:
 ``python -m gatewatch.collector.openapi docs/openapi.json``. A test fails while it is out of date.
@@ -13,191 +12,71 @@ Regenerate the committed copy after changing an endpoint or a model:
 from __future__ import annotations
 
 import json
-import typing
 from importlib.metadata import version
 from typing import Any
 
 from aiohttp import web
-from pydantic.json_schema import models_json_schema
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from gatewatch.analysis.attribution import NetworkCondition, Scope
 from gatewatch.core.control import ControlObservations
-from gatewatch.core.envelope import ENVELOPE_FORMAT, Envelope
+from gatewatch.core.envelope import Envelope
 from gatewatch.core.measurement import Measurement
 from gatewatch.core.schema import write_or_print
 from gatewatch.core.verdicts import Verdict
-from gatewatch.core.wire import MAX_CONTROL_BATCH, ControlBatchRequest, ControlBatchResponse, ControlRequest
+from gatewatch.core.vocabulary import SCOPES
+from gatewatch.core.wire import (
+    MAX_CONTROL_BATCH,
+    ControlBatchRequest,
+    ControlBatchResponse,
+    ControlRequest,
+    ErrorBody,
+    Geolocation,
+    IngestRequest,
+    IngestResponse,
+    InterferenceResponse,
+    MeasurementPage,
+    Status,
+)
 
 from .exports import EXPORT_FORMATS, MEDIA_TYPES
-from .research import EXPORT_PARAMETERS, LIST_PARAMETERS, MAX_LIMIT, QueryParameter
+from .research import EXPORT_PARAMETERS, LIST_PARAMETERS, QueryParameter
 
 __all__ = ["OPENAPI_PATH", "add_openapi_routes", "build_openapi", "main", "render"]
 
 OPENAPI_PATH = "/openapi.json"
 _REF = "#/components/schemas/{model}"
 
-_NULLABLE_STRING = {"type": ["string", "null"]}
-_TIME = {"type": "string", "format": "date-time", "examples": ["2026-11-23T13:40:00Z"]}
-_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
-_ASN = {"type": "string", "pattern": "^AS[0-9]{1,10}$", "examples": ["AS64501"]}
-_CC = {"type": "string", "pattern": "^[A-Z]{2}$", "examples": ["XL"]}
 _RETRY_AFTER = {
     "Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}}
 }
+# Requests are described as the collector reads them, answers as it writes them.
+_MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
+    (IngestRequest, "validation"),
+    (Envelope, "validation"),
+    (ControlRequest, "validation"),
+    (ControlBatchRequest, "validation"),
+    (ErrorBody, "serialization"),
+    (Status, "serialization"),
+    (IngestResponse, "serialization"),
+    (Geolocation, "serialization"),
+    (ControlObservations, "serialization"),
+    (ControlBatchResponse, "serialization"),
+    (MeasurementPage, "serialization"),
+    (InterferenceResponse, "serialization"),
+    (Verdict, "serialization"),
+    (Measurement, "serialization"),
+)
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": _REF.format(model=name)}
-
-
-def _closed(properties: dict[str, Any], description: str = "") -> dict[str, Any]:
-    """An object with exactly these properties, all present."""
-    schema: dict[str, Any] = {
-        "type": "object",
-        "properties": properties,
-        "required": list(properties),
-        "additionalProperties": False,
-    }
-    return {"description": description, **schema} if description else schema
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": _REF.format(model=model.__name__)}
 
 
 def _model_schemas() -> dict[str, Any]:
-    """Component schemas generated from the pydantic models, their nested models included."""
-    _, definitions = models_json_schema(
-        [
-            (Envelope, "validation"),
-            (ControlRequest, "validation"),
-            (ControlObservations, "serialization"),
-            (ControlBatchRequest, "validation"),
-            (ControlBatchResponse, "serialization"),
-            (Verdict, "serialization"),
-            (Measurement, "serialization"),
-        ],
-        ref_template=_REF,
-    )
+    """Component schemas generated from the wire models, the models they hold included."""
+    _, definitions = models_json_schema(_MODELS, ref_template=_REF)
     return definitions["$defs"]
-
-
-def _written_schemas() -> dict[str, Any]:
-    """Shapes that are not pydantic models: kept beside the handlers' code in review."""
-    return {
-        "Error": _closed(
-            {"error": {"type": "string"}, "detail": {"type": "string"}},
-            "Every error: a short machine-readable reason and a sentence for people.",
-        ),
-        "IngestRequest": _closed(
-            {"measurements": {"type": "array", "items": _ref("Envelope")}},
-            f"A batch of signed measurements. Each envelope's format is {ENVELOPE_FORMAT!r}; its payload "
-            "is base64 of the Measurement's exact JSON bytes, its signature an Ed25519 signature over "
-            "those bytes.",
-        ),
-        "IngestItemResult": _closed(
-            {
-                "index": {"type": "integer", "minimum": 0, "description": "Position in the batch."},
-                "measurement_uid": {
-                    **_NULLABLE_STRING,
-                    "description": "Null when the item could not be read that far.",
-                },
-                "status": {"enum": ["accepted", "duplicate", "rejected"]},
-                "reason": {
-                    **_NULLABLE_STRING,
-                    "description": "Why an item was rejected (e.g. bad_signature, invalid_measurement, "
-                    "too_old); null otherwise.",
-                },
-            }
-        ),
-        "IngestResponse": _closed(
-            {"results": {"type": "array", "items": _ref("IngestItemResult")}},
-            "One result per item, in the batch's order. A duplicate (same measurement_uid) is already "
-            "stored: retrying is safe.",
-        ),
-        "Geolocation": _closed(
-            {
-                "probe_asn": {**_ASN, "description": "AS0 when unknown."},
-                "probe_cc": {**_CC, "description": "ZZ when unknown."},
-                "probe_network_name": {"type": "string"},
-                "probe_ip": {
-                    "type": "string",
-                    "description": "The address the collector saw, echoed so that the agent can remove it "
-                    "from what it records. It is not logged or stored.",
-                },
-            }
-        ),
-        "MeasurementRow": _closed(
-            {
-                "measurement_uid": {"type": "string"},
-                "measurement_start_time": _TIME,
-                "probe_cc": _CC,
-                "probe_asn": _ASN,
-                "test_name": {"type": "string"},
-                "input": {"type": "string"},
-                "domain": {"type": "string"},
-                "blocking": {
-                    "enum": [False, "dns", "tcp_ip", "http-failure", "http-diff", None],
-                    "description": "The server's verdict, as OONI web_connectivity spells it.",
-                },
-                "anomaly": {"type": "boolean"},
-                "technique": _NULLABLE_STRING,
-                "fingerprint_key": _NULLABLE_STRING,
-                "verdict": _ref("Verdict"),
-                "received_at": _TIME,
-                "flags": {
-                    "type": "array",
-                    "items": {"type": "string"},
-                    "description": "e.g. asn_mismatch: the claimed network disagreed with the upload's.",
-                },
-            },
-            "A stored measurement and the verdict the server derived for it (never the agent's).",
-        ),
-        "MeasurementPage": _closed(
-            {
-                "results": {"type": "array", "items": _ref("MeasurementRow"), "maxItems": MAX_LIMIT},
-                "next_cursor": {
-                    **_NULLABLE_STRING,
-                    "description": "Pass as cursor, with the same filters, for the next page; null at the "
-                    "end.",
-                },
-            },
-            "Rows ordered by measurement_start_time, then measurement_uid.",
-        ),
-        "InterferenceNetwork": _closed(
-            {
-                "asn": _ASN,
-                "condition": {"enum": list(typing.get_args(NetworkCondition))},
-                "measurements": {"type": "integer", "minimum": 0},
-                "last_measured": _NULLABLE_TIME,
-                "fingerprint_key": _NULLABLE_STRING,
-                "technique": _NULLABLE_STRING,
-            }
-        ),
-        "InterferenceRow": _closed(
-            {
-                "cc": _CC,
-                "domain": {"type": "string"},
-                "scope": {"enum": list(typing.get_args(Scope))},
-                "rule_id": {"type": "string", "description": "The attribution rule that decided."},
-                "evidence": {"type": "string"},
-                "technique": _NULLABLE_STRING,
-                "fingerprint_key": _NULLABLE_STRING,
-                "networks_affected": {"type": "integer", "minimum": 0},
-                "networks_measured": {"type": "integer", "minimum": 0},
-                "first_seen": _NULLABLE_TIME,
-                "last_seen": _NULLABLE_TIME,
-                "example_measurement_uids": {"type": "array", "items": {"type": "string"}},
-                "networks": {"type": "array", "items": _ref("InterferenceNetwork")},
-                "packet_evidence": {"type": ["object", "null"]},
-            },
-            "Whether interference with a domain in a country is gateway-level (one chokepoint for every "
-            "network) or confined to some networks, and on what evidence.",
-        ),
-        "InterferenceResponse": _closed({"results": {"type": "array", "items": _ref("InterferenceRow")}}),
-        "Status": {
-            "type": "object",
-            "properties": {"status": {"enum": ["ok", "ready", "unavailable"]}, "detail": {"type": "string"}},
-            "required": ["status"],
-            "additionalProperties": False,
-        },
-    }
 
 
 def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -211,7 +90,7 @@ def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | No
 
 
 def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    return _json(_ref("Error"), description, headers)
+    return _json(_ref(ErrorBody), description, headers)
 
 
 _STORE_DOWN = _error("The store is unreachable; try again later.", _RETRY_AFTER)
@@ -238,7 +117,8 @@ def _export_content() -> dict[str, Any]:
     return {MEDIA_TYPES[fmt].split(";")[0]: {"schema": schemas[fmt]} for fmt in EXPORT_FORMATS}
 
 
-def _paths() -> dict[str, Any]:
+def _ingest_and_listing() -> dict[str, Any]:
+    """POST and GET /api/v1/measurements: one path, two operations."""
     return {
         "/api/v1/measurements": {
             "post": {
@@ -248,10 +128,10 @@ def _paths() -> dict[str, Any]:
                 "durably before it is acknowledged; each gets its own result.",
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": _ref("IngestRequest")}},
+                    "content": {"application/json": {"schema": _ref(IngestRequest)}},
                 },
                 "responses": {
-                    "200": _json(_ref("IngestResponse"), "Per-item results."),
+                    "200": _json(_ref(IngestResponse), "Per-item results."),
                     "400": _error(
                         "The body is not a batch (invalid_json, invalid_request, batch_too_large)."
                     ),
@@ -266,7 +146,7 @@ def _paths() -> dict[str, Any]:
                 "summary": "A page of stored measurements with the server's verdicts",
                 "parameters": _parameters(LIST_PARAMETERS),
                 "responses": {
-                    "200": _json(_ref("MeasurementPage"), "One page."),
+                    "200": _json(_ref(MeasurementPage), "One page."),
                     "400": _error(
                         "A bad parameter, or a cursor that was altered or belongs to other filters."
                     ),
@@ -274,6 +154,12 @@ def _paths() -> dict[str, Any]:
                 },
             },
         },
+    }
+
+
+def _export_and_geolocate() -> dict[str, Any]:
+    """The research export, and the caller's own network."""
+    return {
         "/api/v1/measurements/export": {
             "get": {
                 "operationId": "exportMeasurements",
@@ -301,9 +187,15 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "operationId": "geolocate",
                 "summary": "The caller's network, from the operator's IP-to-ASN and country databases",
-                "responses": {"200": _json(_ref("Geolocation"), "Where the caller appears to be.")},
+                "responses": {"200": _json(_ref(Geolocation), "Where the caller appears to be.")},
             }
         },
+    }
+
+
+def _controls() -> dict[str, Any]:
+    """The control endpoints: one URL, or a batch."""
+    return {
         "/api/v1/control": {
             "post": {
                 "operationId": "control",
@@ -312,10 +204,10 @@ def _paths() -> dict[str, Any]:
                 "ranges are never contacted unless the operator allowed them. Answers are cached briefly.",
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": _ref("ControlRequest")}},
+                    "content": {"application/json": {"schema": _ref(ControlRequest)}},
                 },
                 "responses": {
-                    "200": _json(_ref("ControlObservations"), "What the URL looks like from here."),
+                    "200": _json(_ref(ControlObservations), "What the URL looks like from here."),
                     "400": _error("The body is not a ControlRequest, or its input is not a usable URL."),
                     "413": _error("The body is too large."),
                     "429": _error("The collector's budget of control measurements is spent.", _RETRY_AFTER),
@@ -332,15 +224,21 @@ def _paths() -> dict[str, Any]:
                 "rate_limited with retry_after, control_timeout) instead of observations.",
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": _ref("ControlBatchRequest")}},
+                    "content": {"application/json": {"schema": _ref(ControlBatchRequest)}},
                 },
                 "responses": {
-                    "200": _json(_ref("ControlBatchResponse"), "One item per request, in the order asked."),
+                    "200": _json(_ref(ControlBatchResponse), "One item per request, in the order asked."),
                     "400": _error("The body is not a ControlBatchRequest (1 to 32 ControlRequests)."),
                     "413": _error("The body is too large."),
                 },
             }
         },
+    }
+
+
+def _test_list_and_interference() -> dict[str, Any]:
+    """What agents measure, and what the collector concluded."""
+    return {
         "/api/v1/test-list": {
             "get": {
                 "operationId": "testList",
@@ -384,15 +282,21 @@ def _paths() -> dict[str, Any]:
                         "the rows kept current; the others are computed on request; all: every scope).",
                         "style": "form",
                         "explode": True,
-                        "schema": {"type": "array", "items": {"enum": [*typing.get_args(Scope), "all"]}},
+                        "schema": {"type": "array", "items": {"enum": [*SCOPES, "all"]}},
                     },
                 ],
                 "responses": {
-                    "200": _json(_ref("InterferenceResponse"), "One row per (country, domain) and scope."),
+                    "200": _json(_ref(InterferenceResponse), "One row per (country, domain) and scope."),
                     "400": _error("A bad cc or scope."),
                 },
             }
         },
+    }
+
+
+def _operations() -> dict[str, Any]:
+    """For operators: metrics, health, and this document."""
+    return {
         "/metrics": {
             "get": {
                 "operationId": "metrics",
@@ -409,7 +313,7 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "operationId": "healthz",
                 "summary": "The process is up",
-                "responses": {"200": _json(_ref("Status"), "Always ok while the process serves.")},
+                "responses": {"200": _json(_ref(Status), "Always ok while the process serves.")},
             }
         },
         "/readyz": {
@@ -417,8 +321,8 @@ def _paths() -> dict[str, Any]:
                 "operationId": "readyz",
                 "summary": "The store is reachable",
                 "responses": {
-                    "200": _json(_ref("Status"), "Ready."),
-                    "503": _json(_ref("Status"), "The store is unreachable."),
+                    "200": _json(_ref(Status), "Ready."),
+                    "503": _json(_ref(Status), "The store is unreachable."),
                 },
             }
         },
@@ -429,6 +333,16 @@ def _paths() -> dict[str, Any]:
                 "responses": {"200": _json({"type": "object"}, "The OpenAPI document.")},
             }
         },
+    }
+
+
+def _paths() -> dict[str, Any]:
+    return {
+        **_ingest_and_listing(),
+        **_export_and_geolocate(),
+        **_controls(),
+        **_test_list_and_interference(),
+        **_operations(),
     }
 
 
@@ -445,7 +359,7 @@ def build_openapi() -> dict[str, Any]:
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },
         "paths": _paths(),
-        "components": {"schemas": {**_model_schemas(), **_written_schemas()}},
+        "components": {"schemas": _model_schemas()},
     }
 
 

@@ -25,11 +25,19 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiMapping
 
-from gatewatch.core.measurement import format_utc
+from gatewatch.core.vocabulary import (
+    BLOCKING_LABELS,
+    INVALID_CURSOR,
+    INVALID_PARAMETER,
+    REPEATED_PARAMETER,
+    UNKNOWN_PARAMETER,
+)
+from gatewatch.core.wire import MAX_PAGE_ROWS, MeasurementPage
 
 from .appkeys import METRICS_KEY, STORE_KEY
-from .exports import EXPORT_FORMATS, MEDIA_TYPES, export
-from .store.base import BLOCKING_VALUES, CursorError, MeasurementFilter, StoredMeasurement, decode_cursor
+from .exports import EXPORT_FORMATS, MEDIA_TYPES, export, measurement_row
+from .responses import error_response, model_response
+from .store.base import CursorError, MeasurementFilter, decode_cursor
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -42,15 +50,13 @@ __all__ = [
     "BadQuery",
     "QueryParameter",
     "add_research_routes",
-    "blocking_json",
     "parse_filter",
-    "row_json",
 ]
 
 LIST_PATH = "/api/v1/measurements"
 EXPORT_PATH = "/api/v1/measurements/export"
 DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
+MAX_LIMIT = MAX_PAGE_ROWS
 DEFAULT_EXPORT_FORMAT = "jsonl"
 # Rows the export pulls from the store at a time: its memory bound, whatever the selection's size.
 EXPORT_BATCH = 1000
@@ -74,7 +80,7 @@ class BadQuery(Exception):
         self.detail = detail
 
     def response(self) -> web.Response:
-        return web.json_response({"error": self.error, "detail": self.detail}, status=400)
+        return error_response(400, self.error, self.detail)
 
 
 @dataclass(frozen=True)
@@ -114,7 +120,7 @@ FILTER_PARAMETERS: tuple[QueryParameter, ...] = (
     QueryParameter("anomaly", {"type": "boolean"}, "Whether the server's verdict found an anomaly."),
     QueryParameter(
         "blocking",
-        {"type": "string", "enum": list(BLOCKING_VALUES)},
+        {"type": "string", "enum": list(BLOCKING_LABELS)},
         "The server's verdict (OONI web_connectivity's blocking value; null: no verdict could be made).",
     ),
 )
@@ -140,32 +146,6 @@ EXPORT_PARAMETERS: tuple[QueryParameter, ...] = (
     ),
     *FILTER_PARAMETERS,
 )
-_BLOCKING_JSON: dict[str, Any] = {"false": False, "null": None}
-
-
-def blocking_json(stored: str) -> str | bool | None:
-    """The stored text of ``blocking`` as OONI's JSON value (false and null are not strings there)."""
-    return _BLOCKING_JSON.get(stored, stored)
-
-
-def row_json(row: StoredMeasurement) -> dict[str, Any]:
-    """One row of the listing: where and what was measured, and what the server concluded."""
-    return {
-        "measurement_uid": row.measurement_uid,
-        "measurement_start_time": format_utc(row.measurement_start_time),
-        "probe_cc": row.probe_cc,
-        "probe_asn": row.probe_asn,
-        "test_name": row.test_name,
-        "input": row.input,
-        "domain": row.domain,
-        "blocking": blocking_json(row.blocking),
-        "anomaly": row.anomaly,
-        "technique": row.technique,
-        "fingerprint_key": row.fingerprint_key,
-        "verdict": json.loads(row.verdict_json),
-        "received_at": format_utc(row.received_at),
-        "flags": list(row.flags),
-    }
 
 
 def _single_values(query: MultiMapping[str], allowed: tuple[QueryParameter, ...]) -> dict[str, str]:
@@ -175,19 +155,19 @@ def _single_values(query: MultiMapping[str], allowed: tuple[QueryParameter, ...]
     values: dict[str, str] = {}
     for name, value in query.items():  # every pair: iterating a multidict's keys yields each name once
         if name not in names:
-            raise BadQuery("unknown_parameter", f"{name[:64]!r} is not a parameter of this endpoint")
+            raise BadQuery(UNKNOWN_PARAMETER, f"{name[:64]!r} is not a parameter of this endpoint")
         if name in values:
-            raise BadQuery("repeated_parameter", f"{name} is given more than once")
+            raise BadQuery(REPEATED_PARAMETER, f"{name} is given more than once")
         if not value:
-            raise BadQuery("invalid_parameter", f"{name}: empty value")
+            raise BadQuery(INVALID_PARAMETER, f"{name}: empty value")
         if len(value) > _MAX_TEXT:
-            raise BadQuery("invalid_parameter", f"{name}: longer than {_MAX_TEXT} characters")
+            raise BadQuery(INVALID_PARAMETER, f"{name}: longer than {_MAX_TEXT} characters")
         if "\x00" in value:  # PostgreSQL text cannot hold it: refused here rather than failing there
-            raise BadQuery("invalid_parameter", f"{name}: contains a NUL character")
+            raise BadQuery(INVALID_PARAMETER, f"{name}: contains a NUL character")
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate: no database accepts it
-            raise BadQuery("invalid_parameter", f"{name}: not valid Unicode") from None
+            raise BadQuery(INVALID_PARAMETER, f"{name}: not valid Unicode") from None
         values[name] = value
     return values
 
@@ -198,20 +178,20 @@ def _parse_time(name: str, text: str) -> datetime:
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     except (ValueError, OverflowError):
         example = "2026-11-23T13:40:00Z"
-        raise BadQuery("invalid_parameter", f"{name}: expected an ISO 8601 time such as {example}") from None
+        raise BadQuery(INVALID_PARAMETER, f"{name}: expected an ISO 8601 time such as {example}") from None
 
 
 def _parse_bool(name: str, text: str) -> bool:
     lowered = text.lower()
     if lowered not in ("true", "false"):
-        raise BadQuery("invalid_parameter", f"{name}: expected true or false")
+        raise BadQuery(INVALID_PARAMETER, f"{name}: expected true or false")
     return lowered == "true"
 
 
 def _matching(name: str, pattern: re.Pattern[str], explain: str) -> Callable[[str], str]:
     def check(text: str) -> str:
         if not pattern.fullmatch(text):  # not match: $ also matches before a final newline
-            raise BadQuery("invalid_parameter", f"{name}: {explain}")
+            raise BadQuery(INVALID_PARAMETER, f"{name}: {explain}")
         return text
 
     return check
@@ -226,17 +206,17 @@ def parse_filter(query: Mapping[str, str]) -> MeasurementFilter:
     stored; raises :class:`BadQuery`."""
     asn = _ASN_RE.fullmatch(query["probe_asn"]) if "probe_asn" in query else None
     if "probe_asn" in query and asn is None:
-        raise BadQuery("invalid_parameter", "probe_asn: expected AS1234 or 1234")
+        raise BadQuery(INVALID_PARAMETER, "probe_asn: expected AS1234 or 1234")
     domain = query.get("domain")
     if domain is not None and len(domain) > 253:
-        raise BadQuery("invalid_parameter", "domain: longer than 253 characters")
+        raise BadQuery(INVALID_PARAMETER, "domain: longer than 253 characters")
     since = _parse_time("since", query["since"]) if "since" in query else None
     until = _parse_time("until", query["until"]) if "until" in query else None
     if since is not None and until is not None and since > until:
-        raise BadQuery("invalid_parameter", "since: later than until")
+        raise BadQuery(INVALID_PARAMETER, "since: later than until")
     blocking = query.get("blocking")
-    if blocking is not None and blocking not in BLOCKING_VALUES:
-        raise BadQuery("invalid_parameter", f"blocking: one of {', '.join(BLOCKING_VALUES)}")
+    if blocking is not None and blocking not in BLOCKING_LABELS:
+        raise BadQuery(INVALID_PARAMETER, f"blocking: one of {', '.join(BLOCKING_LABELS)}")
     return MeasurementFilter(
         probe_cc=_check_cc(query["probe_cc"]).upper() if "probe_cc" in query else None,
         probe_asn=f"AS{asn.group(1)}" if asn is not None else None,
@@ -254,7 +234,7 @@ def _parse_limit(text: str | None) -> int:
     if text is None:
         return DEFAULT_LIMIT
     if not re.fullmatch(r"[0-9]{1,4}", text) or not 1 <= int(text) <= MAX_LIMIT:
-        raise BadQuery("invalid_parameter", f"limit: an integer from 1 to {MAX_LIMIT}")
+        raise BadQuery(INVALID_PARAMETER, f"limit: an integer from 1 to {MAX_LIMIT}")
     return int(text)
 
 
@@ -275,13 +255,13 @@ def _client_cursor(store_cursor: str, f: MeasurementFilter) -> str:
 def _store_cursor(cursor: str, f: MeasurementFilter) -> str:
     store_cursor, _, check = cursor.rpartition(".")
     if len(cursor) > _MAX_CURSOR or not store_cursor or check != _cursor_check(store_cursor, f):
-        raise BadQuery("invalid_cursor", "not a cursor this API handed out for these filters")
+        raise BadQuery(INVALID_CURSOR, "not a cursor this API handed out for these filters")
     try:
         _, uid = decode_cursor(store_cursor)
     except (CursorError, OverflowError):
-        raise BadQuery("invalid_cursor", "malformed cursor") from None
+        raise BadQuery(INVALID_CURSOR, "malformed cursor") from None
     if not _UID_RE.fullmatch(uid):
-        raise BadQuery("invalid_cursor", "malformed cursor")
+        raise BadQuery(INVALID_CURSOR, "malformed cursor")
     return store_cursor
 
 
@@ -298,11 +278,13 @@ async def _list(request: web.Request) -> web.Response:
     try:
         rows, next_store_cursor = await request.app[STORE_KEY].page(f, after, limit)
     except CursorError:  # checked above; kept in case a store's own cursor rules are stricter
-        return BadQuery("invalid_cursor", "malformed cursor").response()
+        return BadQuery(INVALID_CURSOR, "malformed cursor").response()
     finally:
         store_seconds.observe(time.perf_counter() - started)
     next_cursor = _client_cursor(next_store_cursor, f) if next_store_cursor is not None else None
-    return web.json_response({"results": [row_json(row) for row in rows], "next_cursor": next_cursor})
+    return model_response(
+        MeasurementPage(results=[measurement_row(row) for row in rows], next_cursor=next_cursor)
+    )
 
 
 def _filename(fmt: str) -> str:
@@ -319,7 +301,7 @@ async def _export(request: web.Request) -> web.StreamResponse:
         query = _single_values(request.query, EXPORT_PARAMETERS)
         fmt = query.get("format", DEFAULT_EXPORT_FORMAT)
         if fmt not in EXPORT_FORMATS:
-            raise BadQuery("invalid_parameter", f"format: one of {', '.join(EXPORT_FORMATS)}")
+            raise BadQuery(INVALID_PARAMETER, f"format: one of {', '.join(EXPORT_FORMATS)}")
         f = parse_filter(query)
     except BadQuery as bad:
         return bad.response()

@@ -22,7 +22,10 @@ from pathlib import Path
 
 from aiohttp import web
 
+from gatewatch.core.vocabulary import INVALID_CC, NOT_FOUND
+
 from .appkeys import SETTINGS_KEY
+from .responses import error_response
 from .settings import SettingsError, parse_test_lists
 
 __all__ = [
@@ -122,14 +125,10 @@ async def _test_lists_ctx(app: web.Application) -> AsyncIterator[None]:
 async def handle_test_list(request: web.Request) -> web.Response:
     cc = request.query.get("cc", "")
     if not _CC.match(cc):
-        return web.json_response(
-            {"error": "invalid_cc", "detail": "cc must be a two-letter country code"}, status=400
-        )
+        return error_response(400, INVALID_CC, "cc must be a two-letter country code")
     body = request.app[TEST_LISTS_KEY].for_country(cc)
     if body is None:
-        return web.json_response(
-            {"error": "not_found", "detail": f"no test list for {cc.upper()} and no global list"}, status=404
-        )
+        return error_response(404, NOT_FOUND, f"no test list for {cc.upper()} and no global list")
     return web.Response(
         body=body,
         content_type="text/csv",

@@ -186,6 +186,7 @@ ITEM_REJECTIONS: Final[tuple[str, ...]] = (
 INVALID_REQUEST: Final = "invalid_request"
 BATCH_TOO_LARGE: Final = "batch_too_large"
 BODY_TOO_LARGE: Final = "body_too_large"
+UNREADABLE_BODY: Final = "unreadable_body"  # the connection failed while the body was read
 UNSUPPORTED_MEDIA_TYPE: Final = "unsupported_media_type"
 RATE_LIMITED: Final = "rate_limited"
 STORE_UNAVAILABLE: Final = "store_unavailable"
@@ -203,6 +204,7 @@ REQUEST_ERRORS: Final[tuple[str, ...]] = (
     INVALID_REQUEST,
     BATCH_TOO_LARGE,
     BODY_TOO_LARGE,
+    UNREADABLE_BODY,
     UNSUPPORTED_MEDIA_TYPE,
     RATE_LIMITED,
     STORE_UNAVAILABLE,

@@ -7,13 +7,14 @@ regenerate ``docs/openapi.json`` (a test fails while it is stale).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from .control import ControlObservations
 from .envelope import ENVELOPE_FORMAT, Envelope
-from .measurement import ASN, CountryCode, UTCDateTime
+from .measurement import _ASN_RE, _CC_RE, ASN, CountryCode, UTCDateTime
 from .verdicts import Verdict
 from .vocabulary import (
     CONTROL_TIMEOUT,
@@ -27,6 +28,7 @@ from .vocabulary import (
 __all__ = [
     "CONTROL_ERROR_STATUS",
     "MAX_CONTROL_BATCH",
+    "MAX_PAGE_ROWS",
     "ControlBatchItem",
     "ControlBatchRequest",
     "ControlBatchResponse",
@@ -50,9 +52,18 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# The measurement's types check these shapes in a validator, which JSON Schema cannot see: the document
+# states them here (the patterns are the validators' own).
+_Asn = Annotated[ASN, Field(json_schema_extra={"pattern": _ASN_RE.pattern}, examples=["AS64501"])]
+_Cc = Annotated[CountryCode, Field(json_schema_extra={"pattern": _CC_RE.pattern}, examples=["XL"])]
+# Serialised as text (``2026-11-23T13:40:00Z``), which the serializer's own schema only calls a string.
+_Time = Annotated[
+    UTCDateTime, Field(json_schema_extra={"format": "date-time"}, examples=["2026-11-23T13:40:00Z"])
+]
+
+
 class ErrorBody(_Model):
-    """Every error: a short machine-readable reason (:mod:`gatewatch.core.vocabulary`) and a sentence for
-    people."""
+    """Every error: a short machine-readable reason and a sentence for people."""
 
     error: str
     detail: str
@@ -62,7 +73,8 @@ class Status(_Model):
     """``GET /healthz`` and ``GET /readyz``."""
 
     status: Literal["ok", "ready", "unavailable"]
-    detail: str | None = Field(default=None, json_schema_extra={"type": "string"})
+    # Absent, never null, when there is nothing to say (so the document says neither null nor a default).
+    detail: str | SkipJsonSchema[None] = Field(default=None, json_schema_extra=lambda s: s.pop("default"))
 
 
 # --- POST /api/v1/measurements ---------------------------------------------------------------------------
@@ -98,8 +110,8 @@ class IngestResponse(_Model):
 
 # --- GET /api/v1/geolocate -------------------------------------------------------------------------------
 class Geolocation(_Model):
-    probe_asn: ASN = Field(description="AS0 when unknown.", examples=["AS64501"])
-    probe_cc: CountryCode = Field(description="ZZ when unknown.", examples=["XL"])
+    probe_asn: _Asn = Field(description="AS0 when unknown.")
+    probe_cc: _Cc = Field(description="ZZ when unknown.")
     probe_network_name: str
     probe_ip: str = Field(
         description="The address the collector saw, echoed so that the agent can remove it from what it "
@@ -150,9 +162,9 @@ class MeasurementRow(_Model):
     """A stored measurement and the verdict the server derived for it (never the agent's)."""
 
     measurement_uid: str
-    measurement_start_time: UTCDateTime
-    probe_cc: CountryCode
-    probe_asn: ASN
+    measurement_start_time: _Time
+    probe_cc: _Cc
+    probe_asn: _Asn
     test_name: str
     input: str
     domain: str
@@ -163,16 +175,19 @@ class MeasurementRow(_Model):
     technique: str | None
     fingerprint_key: str | None
     verdict: Verdict
-    received_at: UTCDateTime
+    received_at: _Time
     flags: list[str] = Field(
         description="e.g. asn_mismatch: the claimed network disagreed with the upload's."
     )
 
 
+MAX_PAGE_ROWS = 1000  # the most rows one page may hold (the listing's largest ``limit``)
+
+
 class MeasurementPage(_Model):
     """Rows ordered by measurement_start_time, then measurement_uid."""
 
-    results: list[MeasurementRow]
+    results: list[MeasurementRow] = Field(max_length=MAX_PAGE_ROWS)
     next_cursor: str | None = Field(
         description="Pass as cursor, with the same filters, for the next page; null at the end."
     )
@@ -182,10 +197,10 @@ class MeasurementPage(_Model):
 class InterferenceNetwork(_Model):
     """One network's state for a domain, within the attribution window."""
 
-    asn: str
+    asn: _Asn
     condition: NetworkCondition
     measurements: int = Field(ge=0)
-    last_measured: UTCDateTime | None
+    last_measured: _Time | None
     fingerprint_key: str | None
     technique: str | None
 
@@ -194,7 +209,7 @@ class InterferenceRow(_Model):
     """Whether interference with a domain in a country is gateway-level (one chokepoint for every network)
     or confined to some networks, and on what evidence."""
 
-    cc: str
+    cc: _Cc
     domain: str
     scope: Scope
     rule_id: str = Field(description="The attribution rule that decided.")
@@ -203,8 +218,8 @@ class InterferenceRow(_Model):
     fingerprint_key: str | None
     networks_affected: int = Field(ge=0)
     networks_measured: int = Field(ge=0)
-    first_seen: UTCDateTime | None
-    last_seen: UTCDateTime | None
+    first_seen: _Time | None
+    last_seen: _Time | None
     example_measurement_uids: list[str]
     networks: list[InterferenceNetwork]
     # Left open for the localisation work (where on the path the tampering happens).

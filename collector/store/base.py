@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
+from gatewatch.core.vocabulary import BLOCKING_LABELS
+
 __all__ = [
     "BLOCKING_VALUES",
     "CursorError",
@@ -33,7 +35,7 @@ __all__ = [
 ]
 
 # The server's verdict, flattened to text so that it filters and groups like any other column.
-BLOCKING_VALUES = ("false", "dns", "tcp_ip", "http-failure", "http-diff", "null")
+BLOCKING_VALUES = BLOCKING_LABELS
 
 
 @dataclass(frozen=True)

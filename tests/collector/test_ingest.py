@@ -163,6 +163,7 @@ async def test_each_item_is_answered_on_its_own(client, sign, make_measurement, 
     assert items_metric(registry, "rejected", "bad_signature") == 2
     assert items_metric(registry, "rejected", "invalid_envelope") == 3
     assert items_metric(registry, "rejected", "too_old") == 1
+    assert items_metric(registry, "rejected", "other") == 0  # every reason above is in the vocabulary
 
 
 async def test_age_limit_is_configurable(make_client, sign, make_measurement) -> None:

@@ -25,6 +25,7 @@ from gatewatch.collector.metrics_interference import (
     TEST_LABELS,
     register_interference_metrics,
 )
+from gatewatch.core import vocabulary
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -127,6 +128,33 @@ def test_labels_that_could_carry_free_text_are_bounded() -> None:
     assert {lab["blocking"] for lab in labels if "blocking" in lab} == {"dns", "false", "other"}
     assert {lab["asn"] for lab in labels if "asn" in lab} == {"AS1", "AS2", "other"}
     assert registry.get_sample_value("gatewatch_interference_rows_unexported") == 1
+
+
+def test_every_vocabulary_technique_is_its_own_label() -> None:
+    """A technique the analysis can name reaches dashboards as itself, never as ``other``: a gateway row
+    per technique, each in a country of its own (so no per-country cap leaves one out)."""
+    countries = {technique: "X" + chr(65 + i) for i, technique in enumerate(vocabulary.TECHNIQUES)}
+    rows = [
+        row(cc, asn, "blocked.example", True, technique=technique, fingerprint_key=f"fp-{technique}")
+        for technique, cc in countries.items()
+        for asn in ("AS1", "AS2")
+    ]
+    registry, _ = setup(rows)
+    exported = {
+        s[1]["cc"]: s[1]["technique"] for s in samples(registry) if s[0] == "gatewatch_interference_scope"
+    }
+    assert exported == {cc: technique for technique, cc in countries.items()}
+
+
+def test_every_vocabulary_blocking_value_is_its_own_label() -> None:
+    rows = [
+        row("XL", "AS1", "d.example", label != "false", blocking=label)
+        for label in vocabulary.BLOCKING_LABELS
+    ]
+    registry, _ = setup(rows)
+    for label in vocabulary.BLOCKING_LABELS:
+        labels = {"cc": "XL", "test": "web", "blocking": label}
+        assert registry.get_sample_value("gatewatch_measurements_total", labels) == 1, label
 
 
 def test_country_labels_are_stable_so_counters_stay_monotonic() -> None:
