@@ -25,3 +25,7 @@ for command in (init, run, daemon, upload, status, results):  # in the order `--
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":  # python -m gatewatch.agent.cli
+    main()

@@ -39,7 +39,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from gatewatch.core.vocabulary import NetworkCondition, Scope
@@ -119,6 +119,9 @@ RULES: Mapping[str, Rule] = {
 
 @dataclass(frozen=True)
 class InterferenceRow:
+    """One (country, domain) decision. GET /api/v1/interference serves it as
+    :class:`gatewatch.core.wire.InterferenceRow`."""
+
     cc: str
     domain: str
     scope: Scope
@@ -134,39 +137,6 @@ class InterferenceRow:
     networks: tuple[NetworkState, ...] = ()
     # Left open for the localisation work (where on the path the tampering happens): always None here.
     packet_evidence: dict[str, Any] | None = field(default=None)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (times as ``2026-11-23T13:40:00Z``), as GET /api/v1/interference serves it."""
-        return {
-            "cc": self.cc,
-            "domain": self.domain,
-            "scope": self.scope,
-            "rule_id": self.rule_id,
-            "evidence": self.evidence,
-            "technique": self.technique,
-            "fingerprint_key": self.fingerprint_key,
-            "networks_affected": self.networks_affected,
-            "networks_measured": self.networks_measured,
-            "first_seen": _format(self.first_seen),
-            "last_seen": _format(self.last_seen),
-            "example_measurement_uids": list(self.example_measurement_uids),
-            "networks": [
-                {
-                    "asn": n.asn,
-                    "condition": n.condition,
-                    "measurements": n.measurements,
-                    "last_measured": _format(n.last_measured),
-                    "fingerprint_key": n.fingerprint_key,
-                    "technique": n.technique,
-                }
-                for n in self.networks
-            ],
-            "packet_evidence": self.packet_evidence,
-        }
-
-
-def _format(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def attribute(

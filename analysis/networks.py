@@ -116,9 +116,7 @@ class Observation:
             technique=row.technique,
             fingerprint_key=row.fingerprint_key,
             measurement_uid=row.measurement_uid,
-            # Test and benchmark fakes written before the store had flags omit them (see the report of
-            # issue 10); every StoredMeasurement has them.
-            flags=tuple(getattr(row, "flags", ())),
+            flags=tuple(row.flags),
         )
 
 

@@ -78,6 +78,7 @@ def row(uid: int, cc: str, asn: str, domain: str, blocked: bool, minutes: int, t
         anomaly=blocked,
         technique=DNS_INJECTION if blocked else None,
         fingerprint_key=f"fp-{cc}" if blocked else None,
+        flags=(),
     )
 
 

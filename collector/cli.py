@@ -245,3 +245,7 @@ def export(
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":  # python -m gatewatch.collector.cli
+    main()

@@ -267,25 +267,32 @@ def _judge_all(
             verdict = _NO_VERDICT
             flags = (*flags, ANALYSIS_ERROR)
             failures += 1
-        fingerprint = verdict.fingerprint
-        item.row = StoredMeasurement(
-            measurement_uid=m.measurement_uid,
-            received_at=now,
-            measurement_start_time=m.measurement_start_time,
-            probe_cc=m.probe_cc,
-            probe_asn=m.probe_asn,
-            test_name=m.test_name,
-            input=m.input,
-            domain=domain_of(m.input),
-            blocking=blocking_label(verdict.blocking),
-            anomaly=verdict.anomaly,
-            technique=fingerprint.technique if fingerprint else None,
-            fingerprint_key=fingerprint.key if fingerprint else None,
-            verdict_json=verdict.model_dump_json(),
-            payload=item.payload,
-            flags=flags,
-        )
+        item.row = _stored_row(m, verdict, flags, item.payload, now)
     return failures
+
+
+def _stored_row(
+    m: Measurement, verdict: Verdict, flags: tuple[str, ...], payload: bytes, now: datetime
+) -> StoredMeasurement:
+    """What the store keeps: the signed bytes as they came, and the server's own verdict beside them."""
+    fingerprint = verdict.fingerprint
+    return StoredMeasurement(
+        measurement_uid=m.measurement_uid,
+        received_at=now,
+        measurement_start_time=m.measurement_start_time,
+        probe_cc=m.probe_cc,
+        probe_asn=m.probe_asn,
+        test_name=m.test_name,
+        input=m.input,
+        domain=domain_of(m.input),
+        blocking=blocking_label(verdict.blocking),
+        anomaly=verdict.anomaly,
+        technique=fingerprint.technique if fingerprint else None,
+        fingerprint_key=fingerprint.key if fingerprint else None,
+        verdict_json=verdict.model_dump_json(),
+        payload=payload,
+        flags=flags,
+    )
 
 
 def _mismatch_flags(m: Measurement, geo: GeoInfo | None) -> tuple[str, ...]:

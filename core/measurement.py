@@ -20,6 +20,10 @@ from .observations import DNSQuery, HTTPTransaction, TCPConnect, TLSHandshake
 from .verdicts import Verdict
 
 __all__ = [
+    "ASN",
+    "ASN_RE",
+    "CC_RE",
+    "CountryCode",
     "Measurement",
     "UTCDateTime",
     "WebTestKeys",
@@ -32,8 +36,8 @@ __all__ = [
 TEST_NAME = "web"
 TEST_VERSION = "0.1.0"
 SOFTWARE_NAME = "gatewatch-agent"
-_ASN_RE = re.compile(r"^AS\d{1,10}$")
-_CC_RE = re.compile(r"^[A-Z]{2}$")
+ASN_RE = re.compile(r"^AS\d{1,10}$")
+CC_RE = re.compile(r"^[A-Z]{2}$")
 
 
 def utc_now() -> datetime:
@@ -74,13 +78,13 @@ def new_measurement_uid() -> str:
 
 
 def _check_asn(value: str) -> str:
-    if not _ASN_RE.match(value):
+    if not ASN_RE.match(value):
         raise ValueError("ASN must look like AS1234 (AS0 when withheld)")
     return value
 
 
 def _check_cc(value: str) -> str:
-    if not _CC_RE.match(value):
+    if not CC_RE.match(value):
         raise ValueError("country code must be two upper-case letters (ZZ when withheld)")
     return value
 

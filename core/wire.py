@@ -14,13 +14,12 @@ from pydantic.json_schema import SkipJsonSchema
 
 from .control import ControlObservations
 from .envelope import ENVELOPE_FORMAT, Envelope
-from .measurement import _ASN_RE, _CC_RE, ASN, CountryCode, UTCDateTime
-from .verdicts import Verdict
+from .measurement import ASN, ASN_RE, CC_RE, CountryCode, UTCDateTime
+from .verdicts import Blocking, Verdict
 from .vocabulary import (
     CONTROL_TIMEOUT,
     INVALID_INPUT,
     RATE_LIMITED,
-    BlockingLayer,
     NetworkCondition,
     Scope,
 )
@@ -54,8 +53,8 @@ class _Model(BaseModel):
 
 # The measurement's types check these shapes in a validator, which JSON Schema cannot see: the document
 # states them here (the patterns are the validators' own).
-_Asn = Annotated[ASN, Field(json_schema_extra={"pattern": _ASN_RE.pattern}, examples=["AS64501"])]
-_Cc = Annotated[CountryCode, Field(json_schema_extra={"pattern": _CC_RE.pattern}, examples=["XL"])]
+_Asn = Annotated[ASN, Field(json_schema_extra={"pattern": ASN_RE.pattern}, examples=["AS64501"])]
+_Cc = Annotated[CountryCode, Field(json_schema_extra={"pattern": CC_RE.pattern}, examples=["XL"])]
 # Serialised as text (``2026-11-23T13:40:00Z``), which the serializer's own schema only calls a string.
 _Time = Annotated[
     UTCDateTime, Field(json_schema_extra={"format": "date-time"}, examples=["2026-11-23T13:40:00Z"])
@@ -168,9 +167,7 @@ class MeasurementRow(_Model):
     test_name: str
     input: str
     domain: str
-    blocking: BlockingLayer | Literal[False] | None = Field(
-        description="The server's verdict, as OONI web_connectivity spells it."
-    )
+    blocking: Blocking = Field(description="The server's verdict, as OONI web_connectivity spells it.")
     anomaly: bool
     technique: str | None
     fingerprint_key: str | None

@@ -45,6 +45,7 @@ def row(
         anomaly=blocked,
         technique="dns.injection" if blocked else None,
         fingerprint_key=f"fp-{cc}" if blocked else None,
+        flags=(),
     )
     fields.update(extra)
     return SimpleNamespace(**fields)
@@ -222,6 +223,7 @@ def synthetic_rows() -> Iterator[SimpleNamespace]:
                 anomaly=blocked,
                 technique="dns.injection" if blocked else None,
                 fingerprint_key=f"fp-{cc}" if blocked else None,
+                flags=(),
             )
 
 

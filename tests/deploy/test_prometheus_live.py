@@ -48,6 +48,7 @@ def row(
         anomaly=blocked,
         technique=technique if blocked else None,
         fingerprint_key=key if blocked else None,
+        flags=(),
     )
 
 
