@@ -33,6 +33,8 @@ from typing import Any, Literal
 
 import maxminddb
 
+from gatewatch.core.vocabulary import WITHHELD_CC
+
 __all__ = ["GeoDB", "GeoDBError", "GeoInfo"]
 
 Role = Literal["asn", "country"]
@@ -190,7 +192,9 @@ def _asn_value(row: list[str]) -> tuple[int, str | None] | None:
 
 def _cc_value(row: list[str]) -> str | None:
     cc = row[2].strip().upper()
-    if len(cc) != 2 or not cc.isascii() or not cc.isalpha() or cc == "ZZ":
+    if (
+        len(cc) != 2 or not cc.isascii() or not cc.isalpha() or cc == WITHHELD_CC
+    ):  # "unknown" in the databases, as OONI withholds it
         return None
     return cc
 
@@ -255,7 +259,7 @@ def _mmdb_cc(record: dict[str, Any]) -> str | None:
     for key in ("country", "registered_country"):
         if not isinstance(cc, str) and isinstance(record.get(key), dict):
             cc = record[key].get("iso_code")
-    if isinstance(cc, str) and len(cc) == 2 and cc.isascii() and cc.isalpha() and cc.upper() != "ZZ":
+    if isinstance(cc, str) and len(cc) == 2 and cc.isascii() and cc.isalpha() and cc.upper() != WITHHELD_CC:
         return cc.upper()
     return None
 

@@ -317,7 +317,7 @@ def _rate_limit(request: web.Request, items: Sequence[_Item]) -> None:
     if wait > 0:
         seconds = retry_after_seconds(wait)
         raise RequestRefused(
-            429, RATE_LIMITED, f"retry in {seconds} s", "rate_limited", {"Retry-After": str(seconds)}
+            429, RATE_LIMITED, f"retry in {seconds} s", RATE_LIMITED, {"Retry-After": str(seconds)}
         )
 
 
@@ -341,7 +341,7 @@ async def _insert(request: web.Request, pending: Sequence[_Item], metrics: Inges
     except StoreError as exc:
         log.error("store insert failed", extra={"error": str(exc)})
         raise RequestRefused(
-            503, STORE_UNAVAILABLE, "try again later", "store_unavailable", {"Retry-After": "5"}
+            503, STORE_UNAVAILABLE, "try again later", STORE_UNAVAILABLE, {"Retry-After": "5"}
         ) from None
     finally:
         metrics.store_seconds.labels(operation="insert").observe(time.perf_counter() - started)
@@ -400,7 +400,7 @@ def _count(metrics: IngestMetrics, items: Sequence[_Item]) -> None:
 async def _ingest(request: web.Request, metrics: IngestMetrics) -> web.Response:
     settings = request.app[SETTINGS_KEY]
     if request.content_type != "application/json":
-        raise RequestRefused(415, UNSUPPORTED_MEDIA_TYPE, "send application/json", "unsupported_media_type")
+        raise RequestRefused(415, UNSUPPORTED_MEDIA_TYPE, "send application/json", UNSUPPORTED_MEDIA_TYPE)
     body = await _read_body(request, settings.max_body_bytes)
     raw = await asyncio.to_thread(_batch, body, settings.max_batch)  # megabytes of JSON: off the loop
     items = await asyncio.to_thread(_verify_all, raw)

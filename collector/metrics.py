@@ -21,7 +21,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from gatewatch.core.vocabulary import ITEM_REJECTIONS
+from gatewatch.core.vocabulary import ITEM_REJECTIONS, RATE_LIMITED, STORE_UNAVAILABLE, UNSUPPORTED_MEDIA_TYPE
 from gatewatch.core.wire import ItemStatus
 
 __all__ = [
@@ -38,9 +38,9 @@ REQUEST_RESULTS = (
     "ok",
     "bad_request",
     "too_large",
-    "unsupported_media_type",
-    "rate_limited",
-    "store_unavailable",
+    UNSUPPORTED_MEDIA_TYPE,
+    RATE_LIMITED,
+    STORE_UNAVAILABLE,
 )
 ITEM_RESULTS: tuple[str, ...] = get_args(ItemStatus)
 # Why an item was rejected: the vocabulary's reasons (the envelope's own checks first), and ``other`` for a

@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import BaseModel, ConfigDict, Field
 
+from . import vocabulary as V
+
 __all__ = ["Envelope", "EnvelopeError", "key_fingerprint", "public_key_bytes", "sign", "verify"]
 
 ENVELOPE_FORMAT = "gatewatch-envelope/1"
@@ -58,30 +60,37 @@ def sign(payload: bytes, key: Ed25519PrivateKey) -> Envelope:
     )
 
 
+_BAD_ENCODING = {
+    "payload": V.BAD_PAYLOAD_ENCODING,
+    "signature": V.BAD_SIGNATURE_ENCODING,
+    "public_key": V.BAD_PUBLIC_KEY_ENCODING,
+}
+
+
 def _b64(value: str, what: str) -> bytes:
     try:
         return base64.b64decode(value.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError) as exc:
-        raise EnvelopeError(f"bad_{what}_encoding", str(exc)) from None
+        raise EnvelopeError(_BAD_ENCODING[what], str(exc)) from None
 
 
 def verify(envelope: Envelope) -> tuple[bytes, bytes]:
     """Check the signature; return ``(payload bytes, public key bytes)`` or raise :class:`EnvelopeError`."""
     if envelope.format != ENVELOPE_FORMAT:
-        raise EnvelopeError("unsupported_format", envelope.format[:64])
+        raise EnvelopeError(V.UNSUPPORTED_FORMAT, envelope.format[:64])
     payload = _b64(envelope.payload, "payload")
     if len(payload) > MAX_PAYLOAD_BYTES:
-        raise EnvelopeError("payload_too_large")
+        raise EnvelopeError(V.PAYLOAD_TOO_LARGE)
     signature = _b64(envelope.signature, "signature")
     public = _b64(envelope.public_key, "public_key")
     if len(public) != 32:
-        raise EnvelopeError("bad_public_key", "expected 32 bytes")
+        raise EnvelopeError(V.BAD_PUBLIC_KEY, "expected 32 bytes")
     if len(signature) != 64:
-        raise EnvelopeError("bad_signature", "expected 64 bytes")
+        raise EnvelopeError(V.BAD_SIGNATURE, "expected 64 bytes")
     try:
         Ed25519PublicKey.from_public_bytes(public).verify(signature, payload)
     except InvalidSignature:
-        raise EnvelopeError("bad_signature", "signature does not match payload") from None
+        raise EnvelopeError(V.BAD_SIGNATURE, "signature does not match payload") from None
     except ValueError as exc:
-        raise EnvelopeError("bad_public_key", str(exc)) from None
+        raise EnvelopeError(V.BAD_PUBLIC_KEY, str(exc)) from None
     return payload, public

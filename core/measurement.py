@@ -18,6 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializ
 from .control import ControlObservations
 from .observations import DNSQuery, HTTPTransaction, TCPConnect, TLSHandshake
 from .verdicts import Verdict
+from .vocabulary import WITHHELD_ASN, WITHHELD_CC
 
 __all__ = [
     "ASN",
@@ -79,13 +80,13 @@ def new_measurement_uid() -> str:
 
 def _check_asn(value: str) -> str:
     if not ASN_RE.match(value):
-        raise ValueError("ASN must look like AS1234 (AS0 when withheld)")
+        raise ValueError(f"ASN must look like AS1234 ({WITHHELD_ASN} when withheld)")
     return value
 
 
 def _check_cc(value: str) -> str:
     if not CC_RE.match(value):
-        raise ValueError("country code must be two upper-case letters (ZZ when withheld)")
+        raise ValueError(f"country code must be two upper-case letters ({WITHHELD_CC} when withheld)")
     return value
 
 
@@ -128,10 +129,10 @@ class Measurement(BaseModel):
     measurement_start_time: UTCDateTime
     test_start_time: UTCDateTime
     test_runtime: float = Field(ge=0)
-    probe_asn: ASN = "AS0"
-    probe_cc: CountryCode = "ZZ"
+    probe_asn: ASN = WITHHELD_ASN
+    probe_cc: CountryCode = WITHHELD_CC
     probe_network_name: PlainText = Field(default="", max_length=256)
-    resolver_asn: ASN = "AS0"
+    resolver_asn: ASN = WITHHELD_ASN
     input: PlainText = Field(max_length=2048)
     test_name: PlainText = TEST_NAME
     test_version: PlainText = TEST_VERSION

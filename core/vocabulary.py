@@ -15,31 +15,8 @@ from __future__ import annotations
 
 from typing import Final, Literal, get_args
 
-__all__ = [
-    "ANALYSIS_ERROR",
-    "ASN_MISMATCH",
-    "BLOCKING_LABELS",
-    "BLOCKING_LAYERS",
-    "CC_MISMATCH",
-    "CONTROL_ERRORS",
-    "CONTENT_REFUSALS",
-    "FLAGS",
-    "ITEM_REJECTIONS",
-    "MISMATCH_FLAGS",
-    "NETWORK_CONDITIONS",
-    "NO_VERDICT",
-    "NOT_BLOCKED",
-    "REQUEST_ERRORS",
-    "SCOPES",
-    "TECHNIQUES",
-    "WITHHELD_ASN",
-    "WITHHELD_CC",
-    "BlockingLayer",
-    "NetworkCondition",
-    "Scope",
-    "blocking_label",
-    "blocking_value",
-]
+_IMPORTED = frozenset({"annotations", "Final", "Literal", "get_args"})
+
 
 # --- blocking --------------------------------------------------------------------------------------------
 # The layer a web measurement found blocked (OONI web_connectivity's ``blocking``).
@@ -225,3 +202,6 @@ REQUEST_ERRORS: Final[tuple[str, ...]] = (
 CONTENT_REFUSALS: Final = frozenset({INVALID_JSON, INVALID_REQUEST, BATCH_TOO_LARGE, BODY_TOO_LARGE})
 # The errors one control of a batch can carry instead of its observations.
 CONTROL_ERRORS: Final[tuple[str, ...]] = (INVALID_INPUT, RATE_LIMITED, CONTROL_TIMEOUT)
+
+# Every word above is public; listed here from the module itself so that a new one cannot be left out.
+__all__ = sorted(name for name in globals() if not name.startswith("_") and name not in _IMPORTED)

@@ -5,12 +5,6 @@ output differed from the vocabulary's)."""
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
-import pytest
-
-import gatewatch.agent
 from gatewatch.agent import display
 from gatewatch.agent.consent import RISK_TEXT
 from gatewatch.agent.display import describe_blocking
@@ -25,39 +19,8 @@ from gatewatch.core.vocabulary import (
     blocking_value,
 )
 
-AGENT = Path(gatewatch.agent.__file__).parent
-SPOKEN = {
-    WITHHELD_ASN,
-    WITHHELD_CC,
-    *vocabulary.REQUEST_ERRORS,
-    *vocabulary.ITEM_REJECTIONS,
-    *vocabulary.TECHNIQUES,
-    *vocabulary.FLAGS,
-}
-# The agent's HTTP client names a request it could not send "invalid_request" (a failure of its own,
-# recorded as such): the same word as the collector's reason, not the collector's reason.
-OWN_WORDS = {("http_client.py", "invalid_request")}
-
-
-def _string_constants(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    strings = {
-        node.value
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Constant) and isinstance(node.value, str)
-    }
-    docstrings = {
-        ast.get_docstring(node, clean=False)
-        for node in ast.walk(tree)
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-    }
-    return strings - docstrings
-
-
-@pytest.mark.parametrize("path", sorted(AGENT.glob("*.py")), ids=lambda path: path.name)
-def test_no_vocabulary_value_is_spelled_again_in_the_agent(path: Path) -> None:
-    spelled = {value for value in _string_constants(path) & SPOKEN if (path.name, value) not in OWN_WORDS}
-    assert not spelled, f"import these from gatewatch.core.vocabulary: {sorted(spelled)}"
+# That no agent module spells a vocabulary word again is checked for every package in
+# tests/core/test_vocabulary.py.
 
 
 def test_every_verdict_of_the_vocabulary_has_its_own_words() -> None:

@@ -11,6 +11,7 @@ import pytest
 
 import gatewatch.collector
 from gatewatch.collector.metrics import REQUEST_RESULTS
+from gatewatch.core import vocabulary
 
 COLLECTOR = Path(gatewatch.collector.__file__).parent
 # callable -> the positions (int) or keywords (str) of its reason arguments
@@ -66,4 +67,6 @@ def test_refusals_count_under_a_declared_request_result() -> None:
     metrics = [call.args[3] for _, call in _calls("RequestRefused") if len(call.args) > 3]
     assert metrics
     for metric in metrics:
-        assert isinstance(metric, ast.Constant) and metric.value in REQUEST_RESULTS, ast.dump(metric)
+        # a label of its own ("bad_request") or a vocabulary reason used as the label ("rate_limited")
+        value = metric.value if isinstance(metric, ast.Constant) else getattr(vocabulary, metric.id, None)
+        assert value in REQUEST_RESULTS, ast.dump(metric)
