@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiMapping
 
+from gatewatch.core.measurement import MAX_INPUT_LENGTH, MEASUREMENT_UID_PATTERN
 from gatewatch.core.vocabulary import (
     BLOCKING_LABELS,
     INVALID_CURSOR,
@@ -63,9 +64,9 @@ EXPORT_BATCH = 1000
 
 log = logging.getLogger(__name__)
 
-_MAX_TEXT = 2048  # the longest input a measurement may carry (probes/measurement.py)
+_MAX_TEXT = MAX_INPUT_LENGTH
 _MAX_CURSOR = 512
-_UID_RE = re.compile(r"^[0-9a-f-]{36}$")  # as probes/measurement.py requires of measurement_uid
+_UID_RE = re.compile(MEASUREMENT_UID_PATTERN)
 _CC_RE = re.compile(r"^[A-Za-z]{2}$")
 _ASN_RE = re.compile(r"^(?:AS)?([0-9]{1,10})$", re.IGNORECASE)
 _TEST_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")

@@ -24,6 +24,8 @@ __all__ = [
     "ASN",
     "ASN_RE",
     "CC_RE",
+    "MAX_INPUT_LENGTH",
+    "MEASUREMENT_UID_PATTERN",
     "CountryCode",
     "Measurement",
     "UTCDateTime",
@@ -39,6 +41,8 @@ TEST_VERSION = "0.1.0"
 SOFTWARE_NAME = "gatewatch-agent"
 ASN_RE = re.compile(r"^AS\d{1,10}$")
 CC_RE = re.compile(r"^[A-Z]{2}$")
+MEASUREMENT_UID_PATTERN = r"^[0-9a-f-]{36}$"
+MAX_INPUT_LENGTH = 2048  # the longest URL a measurement may carry
 
 
 def utc_now() -> datetime:
@@ -125,7 +129,7 @@ class WebTestKeys(BaseModel):
 class Measurement(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    measurement_uid: str = Field(default_factory=new_measurement_uid, pattern=r"^[0-9a-f-]{36}$")
+    measurement_uid: str = Field(default_factory=new_measurement_uid, pattern=MEASUREMENT_UID_PATTERN)
     measurement_start_time: UTCDateTime
     test_start_time: UTCDateTime
     test_runtime: float = Field(ge=0)
@@ -133,7 +137,7 @@ class Measurement(BaseModel):
     probe_cc: CountryCode = WITHHELD_CC
     probe_network_name: PlainText = Field(default="", max_length=256)
     resolver_asn: ASN = WITHHELD_ASN
-    input: PlainText = Field(max_length=2048)
+    input: PlainText = Field(max_length=MAX_INPUT_LENGTH)
     test_name: PlainText = TEST_NAME
     test_version: PlainText = TEST_VERSION
     software_name: PlainText = SOFTWARE_NAME

@@ -18,7 +18,7 @@ __all__ = [
     "echo_page",
 ]
 
-# The distinctive string of the blockpage; probes/data/fingerprints_http.csv matches on it
+# The distinctive string of the blockpage; analysis/data/fingerprints_http.csv matches on it
 # (gatewatch_lab_blockpage, location body, contains). Change both together.
 BLOCKPAGE_MARKER = "Access to this site has been restricted by the Lab Telecommunications Authority"
 BLOCKPAGE_TITLE = "Access Denied - National Filter of Labland"
