@@ -238,6 +238,53 @@ def run_agent(
     return {"returncode": proc.returncode, "wall": wall, "started": started, "usage": usage, "log": log}
 
 
+def write_lab_list(path: Path, pairs: list[tuple[str, str]], categories: dict[str, str]) -> None:
+    """The lists' URLs, rewritten onto the lab, as a Citizen Lab CSV the agent reads."""
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["url", "category_code", "category_description", "date_added", "source", "notes"])
+        writer.writerows([lab_url, categories[url], "", "", "bench", ""] for url, lab_url in pairs)
+
+
+def start_collector(
+    args: argparse.Namespace, tmp: Path, lab: dict[str, Any], port: int
+) -> subprocess.Popen[bytes]:
+    """A real collector on loopback: the lab's geolocation, its resolver and CA for the controls."""
+    return subprocess.Popen(
+        [
+            console_script(COLLECTOR),
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--db",
+            f"sqlite:///{tmp / 'collector.sqlite3'}",
+            "--asn-db",
+            str(tmp / "asn.csv"),
+            "--country-db",
+            str(tmp / "country.csv"),
+            "--control-resolver",
+            lab["resolver"],
+            "--ca-file",
+            lab["ca_file"],
+            "--control-allow-net",
+            "127.0.0.0/8",
+            # A lab operator's settings: one agent sends every control request and every
+            # batch, so the public defaults (a few per second) would measure the limiter.
+            "--control-concurrency",
+            str(args.concurrency),
+            "--control-rate",
+            "10000",
+            "--control-burst",
+            "10000",
+            "--log-level",
+            "WARNING",
+        ],  # fmt: skip
+        env={**os.environ, "GATEWATCH_KEY_RATE": "1000", "GATEWATCH_KEY_BURST": "1000"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def main(args: argparse.Namespace) -> int:
     if not all((args.lists / name).is_file() for name in LISTS):
         print(f"skipped: the shared test lists are absent ({args.lists}); nothing measured")
@@ -261,49 +308,12 @@ def main(args: argparse.Namespace) -> int:
             lab = parent.recv()
             others["lab_prepared"] = lab["prepared"]
             pairs = [(url, lab_url) for url, lab_url in lab["urls"] if lab_url is not None]
-            with (tmp / "lab-list.csv").open("w", encoding="utf-8", newline="") as out:
-                writer = csv.writer(out)
-                writer.writerow(
-                    ["url", "category_code", "category_description", "date_added", "source", "notes"]
-                )
-                writer.writerows([lab_url, categories[url], "", "", "bench", ""] for url, lab_url in pairs)
+            write_lab_list(tmp / "lab-list.csv", pairs, categories)
             collector = None
             if not args.no_upload:
                 port = free_port()
                 collector = f"http://127.0.0.1:{port}/"
-                collector_proc = subprocess.Popen(
-                    [
-                        console_script(COLLECTOR),
-                        "serve",
-                        "--listen",
-                        f"127.0.0.1:{port}",
-                        "--db",
-                        f"sqlite:///{tmp / 'collector.sqlite3'}",
-                        "--asn-db",
-                        str(tmp / "asn.csv"),
-                        "--country-db",
-                        str(tmp / "country.csv"),
-                        "--control-resolver",
-                        lab["resolver"],
-                        "--ca-file",
-                        lab["ca_file"],
-                        "--control-allow-net",
-                        "127.0.0.0/8",
-                        # A lab operator's settings: one agent sends every control request and every
-                        # batch, so the public defaults (a few per second) would measure the limiter.
-                        "--control-concurrency",
-                        str(args.concurrency),
-                        "--control-rate",
-                        "10000",
-                        "--control-burst",
-                        "10000",
-                        "--log-level",
-                        "WARNING",
-                    ],  # fmt: skip
-                    env={**os.environ, "GATEWATCH_KEY_RATE": "1000", "GATEWATCH_KEY_BURST": "1000"},
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+                collector_proc = start_collector(args, tmp, lab, port)
                 wait_ready(f"{collector}readyz", collector_proc)
             result = run_agent(args, tmp, lab, collector)
         finally:
