@@ -115,7 +115,7 @@ def read_geolocation(data: Any) -> Geolocation:
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     given = {key: value for key, value in data.items() if value is not None and value != ""}
-    return Geolocation.model_validate(_GEOLOCATION_FALLBACKS | given, extra=TOLERATED_EXTRA)
+    return Geolocation.model_validate(_GEOLOCATION_FALLBACKS | given, strict=True, extra=TOLERATED_EXTRA)
 
 
 async def geolocate(session: HttpClient, bases: list[str]) -> Geolocation | ApiFailure:

@@ -8,7 +8,7 @@ Order of the steps for each URL matters for privacy and durability: the measurem
 *before* it is signed, and signed and written to the queue *before* any upload is attempted.
 
 The pass's records are in :mod:`.run_records`, the measurement it makes of a URL in :mod:`.build`, where
-it is and what it scrubs in :mod:`.locate`; their public names are importable from here too.
+it is and what it scrubs in :mod:`.locate`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from .http_client import HttpClient
 from .locate import (
     WITHHELD,
     apply_overrides,
-    classify_own_addresses,
     first_address,
     own_identity,
     usable_probe_ip,
@@ -49,18 +48,7 @@ from .run_records import LAST_RUN_KEY, RunEvent, RunOptions, RunSummary, StopRea
 from .testlists import TestListEntry
 from .upload import Uploader
 
-__all__ = [
-    "LAST_RUN_KEY",
-    "RunEvent",
-    "RunOptions",
-    "RunSummary",
-    "UrlResult",
-    "build_measurement",
-    "bytes_received",
-    "classify_own_addresses",
-    "usable_probe_ip",
-    "run_pass",
-]
+__all__ = ["run_pass"]
 
 log = logging.getLogger(__name__)
 

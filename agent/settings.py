@@ -11,8 +11,8 @@ Example::
     [queue]
     max_unsent = 20000
 
-``probe_asn`` and ``probe_cc`` set to the withheld values (``WITHHELD_ASN`` and ``WITHHELD_CC`` of
-:mod:`gatewatch.core.vocabulary`, as the consent text spells them out) withhold the network and country.
+``probe_asn = "AS0"`` and ``probe_cc = "ZZ"`` (OONI's withheld values, ``WITHHELD_ASN`` and ``WITHHELD_CC`` of
+:mod:`gatewatch.core.vocabulary`) withhold the network and country.
 Unknown keys are refused with a message naming them: a typo must not silently disable a privacy
 choice such as ``skip_categories``.
 """

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from gatewatch.core.measurement import format_utc, utc_now
 from gatewatch.core.vocabulary import CONTENT_REFUSALS
-from gatewatch.core.wire import ErrorBody, IngestItemResult, IngestResponse
+from gatewatch.core.wire import ErrorBody, IngestItemResult
 
 from .collector_api import BAD_ANSWER, TOLERATED_EXTRA, api_url
 from .http_client import HttpClient, HttpClientError, Response
@@ -111,12 +111,32 @@ def _collector_error(response: Response) -> str | None:
     if content_type != "application/json":
         return None
     try:
-        reason = ErrorBody.model_validate(response.json(), extra=TOLERATED_EXTRA).error
+        reason = ErrorBody.model_validate(response.json(), strict=True, extra=TOLERATED_EXTRA).error
     except ValueError:  # not JSON, or not the collector's shape (pydantic's ValidationError is one)
         return None
     # A short token as the collector writes them, never free text from whoever answered.
     token = 0 < len(reason) <= 64 and reason.isascii() and reason.replace("_", "").isalnum()
     return reason if token else None
+
+
+def _item_results(response: Response) -> list[IngestItemResult] | None:
+    """The items of an ingest answer (:class:`IngestResponse`), read one by one and strictly (an index is an
+    int, not "0"): an item that does not fit is left out, so its row stays pending and is sent again, while
+    the others are applied; a newer collector's status an older agent does not know costs a retry, not the
+    batch. None when the answer is not the contract's at all."""
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+        return None
+    results = []
+    for item in data["results"]:
+        try:
+            results.append(IngestItemResult.model_validate(item, strict=True, extra=TOLERATED_EXTRA))
+        except ValueError:  # pydantic's ValidationError is one
+            continue
+    return results
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -242,11 +262,10 @@ class Uploader:
         except HttpClientError as exc:
             return _Retry(f"{host}: {exc.failure}")
         if response.status == 200:
-            try:
-                answer = IngestResponse.model_validate(response.json(), extra=TOLERATED_EXTRA)
-            except ValueError:  # not JSON, or not the contract's answer: nothing in it is trusted
+            results = _item_results(response)
+            if results is None:  # not JSON, or not the contract's answer: nothing in it is trusted
                 return _Retry(f"{host}: {BAD_ANSWER}")
-            return _Answered(answer.results)
+            return _Answered(results)
         reason = _collector_error(response)
         if response.status in _REFUSAL_STATUSES and reason in CONTENT_REFUSALS:
             return _Refused(f"http_{response.status} {reason}")
@@ -262,7 +281,7 @@ class Uploader:
         delivered: list[str] = []
         answered: set[str] = set()
         for item in results:
-            row = by_uid.get(str(item.measurement_uid))
+            row = by_uid.get(item.measurement_uid or "")
             if row is None and item.index < len(batch):
                 row = batch[item.index]
             if row is None or row.measurement_uid in answered:

@@ -23,10 +23,11 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Protocol
 
+from gatewatch.core.measurement import as_utc
 from gatewatch.core.vocabulary import MISMATCH_FLAGS, NO_VERDICT, WITHHELD_ASN, NetworkCondition
 
 __all__ = [
@@ -104,7 +105,7 @@ class Observation:
         ``seen_at`` is the measurement's start time, but never later than when the collector received it,
         so an agent whose clock runs ahead cannot place its measurements in the future (where they would
         outlive the window and always look latest)."""
-        seen = min(_utc(row.measurement_start_time), _utc(row.received_at))
+        seen = min(as_utc(row.measurement_start_time), as_utc(row.received_at))
         return cls(
             probe_cc=row.probe_cc,
             probe_asn=row.probe_asn,
@@ -118,11 +119,6 @@ class Observation:
             measurement_uid=row.measurement_uid,
             flags=tuple(row.flags),
         )
-
-
-def _utc(value: datetime) -> datetime:
-    # Stores hand back aware times; a naive one is taken to be UTC rather than local time.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -173,7 +169,7 @@ def network_histories(
 ) -> dict[str, list[Observation]]:
     """Per network, its judged measurements of ``domain`` in ``cc`` that speak for it and fall in the window
     ending at ``now`` (plus the allowed clock skew), oldest first."""
-    now = _utc(now)
+    now = as_utc(now)
     oldest, newest = now - settings.window, now + settings.max_clock_skew
     by_network: dict[str, list[Observation]] = defaultdict(list)
     for obs in observations:

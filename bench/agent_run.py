@@ -26,7 +26,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gatewatch.agent.queue import MeasurementQueue
-from gatewatch.agent.runner import RunOptions, run_pass
+from gatewatch.agent.run_records import RunOptions
+from gatewatch.agent.runner import run_pass
 from gatewatch.agent.testlists import read_test_list
 from gatewatch.core.control import ControlDNS, ControlHTTP, ControlObservations
 from gatewatch.core.measurement import WebTestKeys

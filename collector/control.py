@@ -32,7 +32,6 @@ from gatewatch.core.control import ControlObservations
 from gatewatch.core.vocabulary import (
     BODY_TOO_LARGE,
     CONTROL_TIMEOUT,
-    INTERNAL_ERROR,
     INVALID_INPUT,
     INVALID_JSON,
     INVALID_REQUEST,
@@ -249,8 +248,7 @@ async def handle_control(request: web.Request) -> web.Response:
     item = await _answer(request.app[CONTROL_SERVICE_KEY], control_request)
     if item.control is not None:
         return web.json_response(text=item.control.model_dump_json())
-    if item.error not in CONTROL_ERROR_STATUS:  # _answer gives observations or one of these errors
-        return error_response(500, INTERNAL_ERROR, "see the collector's log")
+    assert item.error in CONTROL_ERROR_STATUS, item.error  # _answer gives observations or one of these
     headers = {"Retry-After": str(item.retry_after)} if item.retry_after is not None else None
     return error_response(CONTROL_ERROR_STATUS[item.error], item.error, item.detail or "", headers)
 

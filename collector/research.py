@@ -33,11 +33,11 @@ from gatewatch.core.vocabulary import (
     REPEATED_PARAMETER,
     UNKNOWN_PARAMETER,
 )
-from gatewatch.core.wire import MAX_PAGE_ROWS, MeasurementPage
+from gatewatch.core.wire import MAX_PAGE_ROWS
 
 from .appkeys import METRICS_KEY, STORE_KEY
 from .exports import EXPORT_FORMATS, MEDIA_TYPES, export, measurement_row
-from .responses import error_response, model_response
+from .responses import error_response
 from .store.base import CursorError, MeasurementFilter, decode_cursor
 
 __all__ = [
@@ -283,9 +283,8 @@ async def _list(request: web.Request) -> web.Response:
     finally:
         store_seconds.observe(time.perf_counter() - started)
     next_cursor = _client_cursor(next_store_cursor, f) if next_store_cursor is not None else None
-    return model_response(
-        MeasurementPage(results=[measurement_row(row) for row in rows], next_cursor=next_cursor)
-    )
+    # A MeasurementPage; its rows are served as stored (exports.measurement_row).
+    return web.json_response({"results": [measurement_row(row) for row in rows], "next_cursor": next_cursor})
 
 
 def _filename(fmt: str) -> str:

@@ -30,6 +30,7 @@ __all__ = [
     "Measurement",
     "UTCDateTime",
     "WebTestKeys",
+    "as_utc",
     "format_utc",
     "new_measurement_uid",
     "ooni_time",
@@ -39,7 +40,7 @@ __all__ = [
 TEST_NAME = "web"
 TEST_VERSION = "0.1.0"
 SOFTWARE_NAME = "gatewatch-agent"
-ASN_RE = re.compile(r"^AS\d{1,10}$")
+ASN_RE = re.compile(r"^AS[0-9]{1,10}$")  # [0-9], not \d: no other script's digits
 CC_RE = re.compile(r"^[A-Z]{2}$")
 MEASUREMENT_UID_PATTERN = r"^[0-9a-f-]{36}$"
 MAX_INPUT_LENGTH = 2048  # the longest URL a measurement may carry
@@ -47,6 +48,11 @@ MAX_INPUT_LENGTH = 2048  # the longest URL a measurement may carry
 
 def utc_now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
+
+
+def as_utc(value: datetime) -> datetime:
+    """A time in UTC; a naive time is taken to be UTC already (never the machine's local zone)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def format_utc(value: datetime) -> str:

@@ -69,7 +69,7 @@ class LayerVerdict(BaseModel):
 
     layer: Layer
     outcome: Outcome
-    rule_id: str  # stable id of the rule that decided (see probes/analysis/rules.py)
+    rule_id: str  # stable id of the rule that decided (see analysis/rules.py)
     reason: str  # one sentence, for people
     fingerprint: Fingerprint | None = None
 

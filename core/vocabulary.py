@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Final, Literal, get_args
 
-_IMPORTED = frozenset({"annotations", "Final", "Literal", "get_args"})
+_IMPORTED = frozenset(globals())  # what the module holds before its first word: imports, dunders
 
 
 # --- blocking --------------------------------------------------------------------------------------------
@@ -204,4 +204,4 @@ CONTENT_REFUSALS: Final = frozenset({INVALID_JSON, INVALID_REQUEST, BATCH_TOO_LA
 CONTROL_ERRORS: Final[tuple[str, ...]] = (INVALID_INPUT, RATE_LIMITED, CONTROL_TIMEOUT)
 
 # Every word above is public; listed here from the module itself so that a new one cannot be left out.
-__all__ = sorted(name for name in globals() if not name.startswith("_") and name not in _IMPORTED)
+__all__ = sorted(name for name in globals() if name not in _IMPORTED and not name.startswith("_"))

@@ -113,8 +113,9 @@ class Geolocation(_Model):
     probe_cc: _Cc = Field(description="ZZ when unknown.")
     probe_network_name: str
     probe_ip: str = Field(
+        repr=False,  # the volunteer's address: never in a log line or a traceback's locals
         description="The address the collector saw, echoed so that the agent can remove it from what it "
-        "records. It is not logged or stored."
+        "records. It is not logged or stored.",
     )
 
 

@@ -1,7 +1,6 @@
 """Storage backends behind one interface: SQLite (embedded default) and PostgreSQL."""
 
 from .base import (
-    BLOCKING_VALUES,
     CursorError,
     MeasurementFilter,
     Store,
@@ -26,7 +25,6 @@ async def open_store(url: str) -> Store:
 
 
 __all__ = [
-    "BLOCKING_VALUES",
     "CursorError",
     "MeasurementFilter",
     "Store",

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
-from gatewatch.core.vocabulary import BLOCKING_LABELS
+from gatewatch.core.measurement import as_utc
 
 __all__ = [
-    "BLOCKING_VALUES",
     "CursorError",
     "as_utc",
     "MeasurementFilter",
@@ -35,7 +34,6 @@ __all__ = [
 ]
 
 # The server's verdict, flattened to text so that it filters and groups like any other column.
-BLOCKING_VALUES = BLOCKING_LABELS
 
 
 @dataclass(frozen=True)
@@ -48,7 +46,7 @@ class StoredMeasurement:
     test_name: str
     input: str
     domain: str  # hostname of input
-    blocking: str  # one of BLOCKING_VALUES: the server's verdict, never the agent's
+    blocking: str  # one of vocabulary.BLOCKING_LABELS: the server's verdict, never the agent's
     anomaly: bool
     technique: str | None
     fingerprint_key: str | None
@@ -142,11 +140,6 @@ async def iterate_pages(store: Store, f: MeasurementFilter, batch: int) -> Async
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def as_utc(value: datetime) -> datetime:
-    """A time in UTC; a naive time is taken to be UTC already (never the server's local zone)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def to_micros(value: datetime) -> int:

@@ -132,23 +132,7 @@ def _item(**changes: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    "answer",
-    [
-        [],
-        {"results": "none"},
-        {"results": [_item(status="kept")]},
-        {"results": [_item(index=-1)]},
-        {"results": [{"index": 0, "status": "accepted"}]},
-        {"results": [_item(status="rejected"), 5]},
-    ],
-    ids=[
-        "list",
-        "results_not_a_list",
-        "unknown_status",
-        "negative_index",
-        "item_missing_fields",
-        "item_not_an_object",
-    ],
+    "answer", [[], {"results": "none"}, {"measurements": []}], ids=["list", "not_a_list", "no_results"]
 )
 async def test_an_ingest_answer_outside_the_contract_is_retried_never_trusted(
     aiohttp_server, fill_queue, answer: Any
@@ -159,6 +143,29 @@ async def test_an_ingest_answer_outside_the_contract_is_retried_never_trusted(
         report = await Uploader(queue, [base], session, policy=FAST, rng=random.Random(1)).upload_pending()
     assert (report.delivered, report.quarantined, report.still_pending) == (0, 0, 2)
     assert report.requests == FAST.max_attempts and report.last_error == "127.0.0.1: bad_answer"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        _item(status="kept"),  # a status a later collector may add
+        _item(status="rejected", reason="bad_signature", index="0"),  # strict: an index is an int
+        _item(status="rejected", reason="bad_signature", index=True),
+        {"index": 0, "status": "rejected"},
+        5,
+    ],
+    ids=["unknown_status", "index_as_text", "index_as_bool", "item_missing_fields", "item_not_an_object"],
+)
+async def test_an_item_outside_the_contract_stays_pending_and_the_others_are_applied(
+    aiohttp_server, fill_queue, bad: Any
+) -> None:
+    queue, uids = fill_queue(2)
+    good = _item(index=1, measurement_uid=uids[1])
+    base = await _answering(aiohttp_server, "/api/v1/measurements", json.dumps({"results": [bad, good]}))
+    async with make_session() as session:
+        report = await Uploader(queue, [base], session, policy=FAST, rng=random.Random(1)).upload_pending()
+    assert (report.delivered, report.quarantined, report.still_pending) == (1, 0, 1)
+    assert [row.measurement_uid for row in queue.pending()] == [uids[0]]
 
 
 async def test_fields_an_ingest_answer_may_gain_later_are_ignored(aiohttp_server, fill_queue) -> None:

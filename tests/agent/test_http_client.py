@@ -311,7 +311,7 @@ async def test_https_checks_the_name(pki) -> None:
         async with HttpClient(timeouts=QUICK, ca_file=pki.ca_file) as client:
             with pytest.raises(ConnectFailed) as caught:
                 await client.get(srv.url)
-    # An IP-address mismatch is OpenSSL's verify code 64, which probes/failures.py files under
+    # An IP-address mismatch is OpenSSL's verify code 64, which core/failures.py files under
     # ssl_invalid_certificate (a name mismatch, code 62, is ssl_invalid_hostname).
     assert caught.value.failure in ("ssl_invalid_hostname", "ssl_invalid_certificate")
     assert srv.heads == []

@@ -26,7 +26,7 @@ def collector_command() -> list[str]:
     script = Path(sys.executable).parent / "gatewatch-collector"
     if script.is_file():
         return [str(script)]
-    return [sys.executable, "-c", "from gatewatch.collector.cli import main; main()"]
+    return [sys.executable, "-m", "gatewatch.collector.cli"]
 
 
 async def run_export(db: str, out: Path, *args: str) -> subprocess.CompletedProcess[bytes]:

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -28,6 +29,7 @@ from gatewatch.collector.settings import Settings
 from gatewatch.collector.store.base import MeasurementFilter, StoredMeasurement
 from gatewatch.core.measurement import Measurement, WebTestKeys, new_measurement_uid
 from gatewatch.core.verdicts import Verdict
+from gatewatch.core.wire import MeasurementPage
 
 # Distinctive envelope bytes stored beside every row: no response may carry them in any form.
 SIGNATURE = b"SIGNATURE-must-never-be-exported".ljust(64, b"!")
@@ -238,6 +240,35 @@ async def test_a_submitted_measurement_is_listed_with_the_recomputed_verdict(cli
     # No control and no observations: the server's analysis cannot judge, whatever an agent claimed.
     assert item["blocking"] is None and item["anomaly"] is False
     assert item["verdict"]["blocking"] is None
+
+
+async def test_every_page_fits_the_wire_contract(client, sign) -> None:
+    """Rows are served as stored (not re-validated), so this is what keeps them to MeasurementPage."""
+    await insert(client, dataset())
+    response = await client.post("/api/v1/measurements", json={"measurements": [sign()]})
+    assert response.status == 200
+    status, page = await get_json(client, LIST_PATH, {"limit": "1000"})
+    assert status == 200 and len(page["results"]) > 1
+    assert MeasurementPage.model_validate(page).model_dump(mode="json") == page
+
+
+async def test_a_row_another_version_stored_is_served_as_stored(client) -> None:
+    """A blocking value or a verdict field this version does not know must not fail the page it is on."""
+    start = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+    odd = dataclasses.replace(
+        make_row(start, blocking="dns"),
+        blocking="tls",
+        verdict_json=json.dumps({"blocking": "tls", "accessible": False, "added_later": 1}),
+    )
+    await insert(client, [odd, make_row(start + timedelta(minutes=1))])
+    status, page = await get_json(client, LIST_PATH)
+    assert status == 200 and len(page["results"]) == 2
+    first = page["results"][0]
+    assert first["blocking"] == "tls" and first["verdict"]["added_later"] == 1
+    response = await client.get(EXPORT_PATH, params={"format": "jsonl"})
+    lines = (await response.read()).decode().splitlines()
+    assert response.status == 200 and len(lines) == 2
+    assert json.loads(lines[0])["analysis"]["blocking"] == "tls"
 
 
 async def test_pages_cover_the_selection_without_gaps_or_duplicates(client) -> None:

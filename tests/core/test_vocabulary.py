@@ -13,7 +13,7 @@ from gatewatch.analysis import RULES
 from gatewatch.core import vocabulary as V
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("core", "probes", "analysis", "agent", "collector", "lab")
+SCANNED = ("core", "probes", "analysis", "agent", "collector", "lab", "dashboards", "bench")
 
 # Words with one meaning in the vocabulary, spelled nowhere else. (``false``/``null`` and the scopes are
 # also ordinary words, or Literal types checked where they are written; they are not scanned.)
@@ -55,8 +55,8 @@ def _spelled(path: Path) -> set[str]:
 def _sources() -> list[Path]:
     return sorted(
         path
-        for package in PACKAGES
-        for path in (REPO / package).rglob("*.py")
+        for folder in SCANNED
+        for path in (REPO / folder).rglob("*.py")
         if path != REPO / "core" / "vocabulary.py"
     )
 

@@ -10,9 +10,9 @@ from typing import get_args
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import CollectorRegistry
+from pydantic import TypeAdapter, ValidationError
 
 from gatewatch.collector.metrics import ITEM_REASONS, ITEM_RESULTS, IngestMetrics, item_reason_label
-from gatewatch.collector.store.base import BLOCKING_VALUES
 from gatewatch.core import envelope, vocabulary, wire
 
 
@@ -61,9 +61,13 @@ def test_no_vocabulary_reason_is_counted_as_other() -> None:
 
 def test_item_statuses_and_blocking_values_are_the_wire_and_vocabulary_ones() -> None:
     assert ITEM_RESULTS == get_args(wire.ItemStatus)
-    assert BLOCKING_VALUES == vocabulary.BLOCKING_LABELS
+    rows_blocking = TypeAdapter(wire.MeasurementRow.model_fields["blocking"].annotation)
     for label in vocabulary.BLOCKING_LABELS:  # each stored label is a value MeasurementRow accepts
-        assert vocabulary.blocking_label(vocabulary.blocking_value(label)) == label
+        assert rows_blocking.validate_python(vocabulary.blocking_value(label)) == vocabulary.blocking_value(
+            label
+        )
+    with pytest.raises(ValidationError):
+        rows_blocking.validate_python("tls")
 
 
 def test_the_models_keep_the_bytes_clients_saw() -> None:

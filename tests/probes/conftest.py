@@ -1,7 +1,7 @@
 """Minimal loopback servers for the I/O probe tests: a DNS resolver, TCP oddities, TLS and HTTP servers.
 
 Everything listens on 127.0.0.1 (random ports) and answers only what a test asks for. The full emulated
-censored network lives in probes/netem; these fixtures are deliberately small and explicit.
+censored network lives in lab/; these fixtures are deliberately small and explicit.
 """
 
 from __future__ import annotations
