@@ -232,22 +232,28 @@ def test_attribute_groups_by_country_and_domain() -> None:
     ]
 
 
+def stored_row(**changes: object) -> SimpleNamespace:
+    """A row as the store hands it to attribution (the fields of ``StoredRow``)."""
+    fields: dict[str, object] = {
+        "measurement_uid": "u1",
+        "received_at": NOW,
+        "measurement_start_time": NOW,
+        "probe_cc": "XL",
+        "probe_asn": "AS1",
+        "test_name": "web",
+        "domain": "d.example",
+        "blocking": "dns",
+        "anomaly": True,
+        "technique": "dns.injection",
+        "fingerprint_key": "k",
+        "flags": (),
+    }
+    return SimpleNamespace(**{**fields, **changes})
+
+
 def test_from_row_accepts_store_rows() -> None:
     start = datetime(2026, 11, 23, 11, 0, tzinfo=UTC)
-    row = SimpleNamespace(
-        measurement_uid="u1",
-        received_at=start - timedelta(minutes=5),  # the agent's clock runs ahead
-        measurement_start_time=start,
-        probe_cc="XL",
-        probe_asn="AS1",
-        test_name="web",
-        domain="d.example",
-        blocking="dns",
-        anomaly=True,
-        technique="dns.injection",
-        fingerprint_key="k",
-        flags=(),
-    )
+    row = stored_row(received_at=start - timedelta(minutes=5), measurement_start_time=start)  # clock ahead
     obs = Observation.from_row(row)
     assert obs.seen_at == start - timedelta(minutes=5)
     assert (obs.blocking, obs.anomaly, obs.judged) == ("dns", True, True)
@@ -307,20 +313,7 @@ def test_measurements_whose_claims_were_contradicted_are_not_counted(flag: str) 
 
 
 def test_from_row_keeps_the_stores_flags() -> None:
-    row = SimpleNamespace(
-        measurement_uid="u1",
-        received_at=NOW,
-        measurement_start_time=NOW,
-        probe_cc="XL",
-        probe_asn="AS1",
-        test_name="web",
-        domain="d.example",
-        blocking="dns",
-        anomaly=True,
-        technique="dns.injection",
-        fingerprint_key="k",
-        flags=("asn_mismatch",),
-    )
+    row = stored_row(flags=("asn_mismatch",))
     obs = Observation.from_row(row)
     assert (obs.flags, obs.speaks_for_network) == (("asn_mismatch",), False)
     assert Observation.from_row(SimpleNamespace(**{**vars(row), "flags": ()})).speaks_for_network
