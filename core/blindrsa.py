@@ -33,6 +33,7 @@ The final signature check is ``cryptography``'s (OpenSSL's) and works on public 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import secrets
@@ -337,14 +338,21 @@ def finalize(
     return sig
 
 
+_SHA384 = hashes.SHA384()
+
+
+@functools.cache
+def _pss_padding(salt_length: int) -> padding.PSS:
+    return padding.PSS(mgf=padding.MGF1(_SHA384), salt_length=salt_length)
+
+
 def verify(
     pk: RSAPublicKey, prepared_msg: bytes, signature: bytes, variant: Variant = RSABSSA_SHA384_PSS_RANDOMIZED
 ) -> None:
     """Check an ordinary RSASSA-PSS signature (SHA-384, MGF1-SHA-384, the variant's salt length) over the
     prepared message; raises :class:`BlindRSAError` when it does not verify."""
     _check_strength(pk)
-    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=variant.salt_length)
     try:
-        pk.verify(bytes(signature), bytes(prepared_msg), pss, hashes.SHA384())
+        pk.verify(bytes(signature), bytes(prepared_msg), _pss_padding(variant.salt_length), _SHA384)
     except InvalidSignature:
         raise BlindRSAError("signature does not verify") from None
