@@ -131,8 +131,12 @@ def _der(tag: int, content: bytes) -> bytes:
 
 
 def _check_strength(public_key: RSAPublicKey) -> None:
+    """Issuer keys are at least 2048 bits with e = 65537: nothing else is made by this module, and an
+    unusual exponent is one of the ways a malicious issuer key could leak what blinding should hide."""
     if public_key.key_size < MIN_KEY_BITS:
         raise BlindRSAError(f"RSA key of {public_key.key_size} bits: at least {MIN_KEY_BITS} required")
+    if public_key.public_numbers().e != PUBLIC_EXPONENT:
+        raise BlindRSAError(f"RSA public exponent other than {PUBLIC_EXPONENT}")
 
 
 def generate_issuer_key(bits: int = 2048) -> RSAPrivateKey:
@@ -290,10 +294,9 @@ def _rsa_private_blinded(numbers: rsa.RSAPrivateNumbers, m: int) -> int:
 def _blind_sign(
     sk: RSAPrivateKey, blinded_msg: bytes, *, private_operation: PrivateOperation = _rsa_private_blinded
 ) -> bytes:
+    _check_strength(sk.public_key())
     numbers = sk.private_numbers()
     n, e = numbers.public_numbers.n, numbers.public_numbers.e
-    if n.bit_length() < MIN_KEY_BITS:
-        raise BlindRSAError(f"RSA key of {n.bit_length()} bits: at least {MIN_KEY_BITS} required")
     k = _modulus_length(n)
     if len(blinded_msg) != k:
         raise BlindRSAError(f"blinded message of {len(blinded_msg)} bytes, {k} expected")

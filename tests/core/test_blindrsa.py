@@ -169,6 +169,17 @@ def test_weak_keys_refused() -> None:
         B.blind_sign(weak, bytes(128))
 
 
+def test_other_public_exponents_refused(signed: tuple[bytes, bytes]) -> None:
+    odd = rsa.generate_private_key(public_exponent=3, key_size=2048)
+    for refused in (
+        lambda: B.public_key_to_spki(odd.public_key()),
+        lambda: B.blind(odd.public_key(), B.prepare(b"m")),
+        lambda: B.verify(odd.public_key(), *signed),
+    ):
+        with pytest.raises(B.BlindRSAError, match="exponent"):
+            refused()
+
+
 def test_generated_key_uses_65537(issuer: rsa.RSAPrivateKey) -> None:
     assert issuer.public_key().public_numbers().e == 65537
     assert issuer.key_size == 2048
