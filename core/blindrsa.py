@@ -224,7 +224,8 @@ def _prepare(message: bytes, variant: Variant, msg_prefix: bytes) -> bytes:
 
 def prepare(msg: bytes, variant: Variant = RSABSSA_SHA384_PSS_RANDOMIZED) -> bytes:
     """The message to blind, sign and verify: ``msg`` behind 32 fresh random bytes in the randomized
-    variants (so the issuer cannot pick what is signed), ``msg`` itself in the deterministic ones."""
+    variants (so that no message is easy to guess, even under a maliciously made issuer key: RFC 9474's
+    "message entropy" advice), ``msg`` itself in the deterministic ones."""
     return _prepare(msg, variant, secrets.token_bytes(PREFIX_LENGTH) if variant.randomized else b"")
 
 
@@ -269,7 +270,7 @@ def blind(
 
 # A private operation: (private numbers, input) -> input ** d mod n. A parameter of _blind_sign so that a
 # test can stand in a faulty one and watch the guard refuse it.
-PrivateOperation = Callable[[rsa.RSAPrivateNumbers, int], int]
+_PrivateOperation = Callable[[rsa.RSAPrivateNumbers, int], int]
 
 
 def _rsa_private_blinded(numbers: rsa.RSAPrivateNumbers, m: int) -> int:
@@ -292,7 +293,7 @@ def _rsa_private_blinded(numbers: rsa.RSAPrivateNumbers, m: int) -> int:
 
 
 def _blind_sign(
-    sk: RSAPrivateKey, blinded_msg: bytes, *, private_operation: PrivateOperation = _rsa_private_blinded
+    sk: RSAPrivateKey, blinded_msg: bytes, *, private_operation: _PrivateOperation = _rsa_private_blinded
 ) -> bytes:
     _check_strength(sk.public_key())
     numbers = sk.private_numbers()
