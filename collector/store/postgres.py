@@ -172,6 +172,20 @@ class PostgresStore:
             row.measurement_uid in new and first_index[row.measurement_uid] == i for i, row in enumerate(rows)
         ]
 
+    async def stored_payloads(self, uids: Sequence[str]) -> dict[str, bytes]:
+        unique = list(dict.fromkeys(uids))
+        if not unique:
+            return {}
+        try:
+            async with self._pool.acquire() as conn:
+                records = await conn.fetch(
+                    "SELECT measurement_uid, payload FROM measurements WHERE measurement_uid = ANY($1::text[])",
+                    unique,
+                )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreError(f"postgresql: {exc}") from exc
+        return {record[0]: bytes(record[1]) for record in records}
+
     async def page(
         self, f: MeasurementFilter, cursor: str | None, limit: int
     ) -> tuple[list[StoredMeasurement], str | None]:
