@@ -157,19 +157,19 @@ async def _read_raw(request: web.Request, limit: int, inflater: _Inflater | None
     return inflater.finish() if inflater is not None else b"".join(chunks)
 
 
-async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
-    """The decoded body, at most ``limit`` bytes both as sent and decoded, read within ``timeout``
-    seconds. Raises :class:`RequestRefused` (413, 415, 400, 408) saying why not."""
+async def read_body(request: web.Request, limit: int, within_seconds: float) -> bytes:
+    """The decoded body, at most ``limit`` bytes both as sent and decoded, read within ``within_seconds``.
+    Raises :class:`RequestRefused` (413, 415, 400, 408) saying why not."""
     coding = content_coding(request)
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit)
     inflater = _Inflater(coding, limit) if coding is not None else None
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within_seconds):
             return await _read_raw(request, limit, inflater)
     except TimeoutError:
         raise RequestRefused(
-            408, BODY_TIMEOUT, f"the body must arrive within {timeout:g} s", BODY_TIMEOUT
+            408, BODY_TIMEOUT, f"the body must arrive within {within_seconds:g} s", BODY_TIMEOUT
         ) from None
     except (OSError, HttpProcessingError, asyncio.IncompleteReadError) as exc:
         # The client went away, or broke the framing (a short Content-Length, a bad chunk): nobody may be

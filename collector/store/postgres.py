@@ -50,6 +50,7 @@ _INSERT_ENVELOPES = """
 INSERT INTO envelopes (measurement_uid, signature, public_key)
 SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[])
 """
+_SELECT_PAYLOADS = "SELECT measurement_uid, payload FROM measurements WHERE measurement_uid = ANY($1::text[])"
 # Any constant shared by every gatewatch collector: serialises concurrent migrations across processes.
 _MIGRATION_LOCK = 0x6761746577617463  # "gatewatc"
 
@@ -178,10 +179,7 @@ class PostgresStore:
             return {}
         try:
             async with self._pool.acquire() as conn:
-                records = await conn.fetch(
-                    "SELECT measurement_uid, payload FROM measurements WHERE measurement_uid = ANY($1::text[])",
-                    unique,
-                )
+                records = await conn.fetch(_SELECT_PAYLOADS, unique)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"postgresql: {exc}") from exc
         return {record[0]: bytes(record[1]) for record in records}
