@@ -17,6 +17,7 @@ from aiohttp import web
 from .app import create_app
 from .appkeys import INFLIGHT_KEY
 from .export_cmd import PARTITION_FORMATS, export_partitioned
+from .http_server import CollectorRunner
 from .logging import ACCESS_LOGGER_NAME, AccessLogger, configure_logging
 from .research import BadQuery, parse_filter
 from .settings import Settings, SettingsError, load_settings
@@ -40,7 +41,7 @@ def _settings(flags: dict[str, Any], config: Path | None) -> Settings:
 
 async def _serve(settings: Settings) -> None:
     app = create_app(settings)
-    runner = web.AppRunner(
+    runner = CollectorRunner(
         app,
         access_log_class=AccessLogger,
         access_log=logging.getLogger(ACCESS_LOGGER_NAME),
