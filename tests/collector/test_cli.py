@@ -331,6 +331,8 @@ async def test_serve_flags_reach_the_endpoints(tmp_path, collectors) -> None:
         *("--test-list", f"global={world}", "--control-rate", "0.01", "--control-burst", "1"),
         *("--control-resolver", "127.81.0.2:9", "--attribution-window-seconds", "600"),
         *("--trusted-proxy", "127.0.0.1/32", "--trusted-proxy", "::1/128"),
+        *("--max-body-bytes", "1000", "--body-timeout-seconds", "5", "--header-timeout-seconds", "5"),
+        *("--max-concurrent-uploads", "4"),
     )
     async with aiohttp.ClientSession() as session:
         # This client connects from 127.0.0.1, declared a load balancer: the client it names is believed ...
@@ -350,6 +352,9 @@ async def test_serve_flags_reach_the_endpoints(tmp_path, collectors) -> None:
         assert statuses == [200, 429]
         async with session.get(collector.base + "/api/v1/interference") as response:
             assert response.status == 200 and await response.json() == {"results": []}
+        upload = {"data": b" " * 1001, "headers": {"Content-Type": "application/json"}}
+        async with session.post(collector.base + URL_PATH, **upload) as response:
+            assert response.status == 413  # --max-body-bytes
     assert collector.stop() == 0
     assert "127.88" not in collector.log_text()  # ... and, like any client's address, never logged
 
