@@ -1,11 +1,13 @@
-"""The HTTP server around the application: aiohttp's own answers in the API's error shape.
+"""The HTTP server around the application: aiohttp's own answers in the API's error shape, and a deadline
+for every request's body.
 
 A request aiohttp's parser refuses (a bad request line, a header too long, broken chunked framing in the
 head) never reaches the application or its middlewares: aiohttp answers it itself, in plain text, and logs
 it with the client's address. :class:`CollectorRunner` runs the application with a connection handler
 whose answer is an ``ErrorBody`` (``malformed_http``), logged as one line without the client and counted
-in ``gatewatch_ingest_requests_total``. ``gatewatch-collector serve`` uses it; so do the tests that speak
-raw HTTP to the collector.
+in ``gatewatch_ingest_requests_total``; and a request whose body is still incomplete shortly after
+``body_timeout_seconds`` has its connection closed, whichever endpoint it is for. ``gatewatch-collector
+serve`` uses it; so do the tests that speak raw HTTP to the collector.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from aiohttp.web_request import BaseRequest
 
 from gatewatch.core.vocabulary import INTERNAL_ERROR, MALFORMED_HTTP
 
-from .appkeys import METRICS_KEY
+from .appkeys import METRICS_KEY, SETTINGS_KEY
 from .metrics import IngestMetrics
 from .responses import error_response
 
@@ -27,10 +29,32 @@ __all__ = ["CollectorRunner"]
 log = logging.getLogger(__name__)
 
 
-class _JSONErrorRequestHandler(web.RequestHandler):
+# The upload answers a slow body itself (408) at body_timeout_seconds; this backstop, a little later, closes
+# the connection of any request whose body is still incomplete (the other endpoints read theirs in
+# their own way, without a deadline).
+_BACKSTOP_GRACE = 1.0
+
+
+class _CollectorRequestHandler(web.RequestHandler):
     __slots__ = ()
 
-    metrics: IngestMetrics | None = None  # set on the subclass the server makes (see _Server)
+    # Set on the subclass each server makes (see _Server): connections have no room for attributes.
+    metrics: IngestMetrics | None = None
+    body_timeout: float | None = None
+
+    def data_received(self, data: bytes) -> None:
+        queued = len(self._messages)
+        super().data_received(data)
+        if self.body_timeout is None:
+            return
+        for _, payload in list(self._messages)[queued:]:  # the requests whose head just arrived
+            if not payload.is_eof():
+                self._loop.call_later(self.body_timeout + _BACKSTOP_GRACE, self._body_deadline, payload)
+
+    def _body_deadline(self, payload: Any) -> None:
+        if not payload.is_eof() and self.transport is not None:
+            log.info("request body too slow: connection closed", extra={"timeout_s": self.body_timeout})
+            self.force_close()
 
     def handle_error(
         self,
@@ -57,9 +81,9 @@ class _JSONErrorRequestHandler(web.RequestHandler):
 
 
 class _Server(web.Server):
-    """aiohttp's server, making :class:`_JSONErrorRequestHandler` connections."""
+    """aiohttp's server, making :class:`_CollectorRequestHandler` connections."""
 
-    def __init__(self, base: web.Server, metrics: IngestMetrics) -> None:
+    def __init__(self, base: web.Server, metrics: IngestMetrics, body_timeout: float) -> None:
         kwargs: dict[str, Any] = dict(base._kwargs)  # the application's handler_args and the runner's
         super().__init__(
             base.request_handler,
@@ -68,8 +92,8 @@ class _Server(web.Server):
             loop=base._loop,
             **kwargs,
         )
-        self._handler_class = type("CollectorRequestHandler", (_JSONErrorRequestHandler,), {"__slots__": ()})
-        self._handler_class.metrics = metrics
+        attributes = {"__slots__": (), "metrics": metrics, "body_timeout": body_timeout}
+        self._handler_class = type("CollectorRequestHandler", (_CollectorRequestHandler,), attributes)
 
     def __call__(self) -> web.RequestHandler:
         return self._handler_class(self, loop=self._loop, **self._kwargs)
@@ -80,4 +104,4 @@ class CollectorRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         base = await super()._make_server()  # starts the application (store, databases) as AppRunner does
-        return _Server(base, self.app[METRICS_KEY])
+        return _Server(base, self.app[METRICS_KEY], self.app[SETTINGS_KEY].body_timeout_seconds)

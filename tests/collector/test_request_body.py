@@ -262,3 +262,13 @@ async def test_requests_aiohttp_cannot_parse_get_the_json_error_shape(serve_coll
     assert headers["Content-Type"].startswith("application/json")
     assert_error_shape(document, "malformed_http")
     assert metric(served.app, "malformed_http") == 1
+
+
+async def test_a_stalled_body_to_any_endpoint_loses_its_connection(serve_collector) -> None:
+    """The other endpoints read their small bodies without a deadline of their own: the server's backstop
+    closes the connection shortly after body_timeout_seconds."""
+    served = await serve_collector(body_timeout_seconds=0.5)
+    raw = await served.raw(
+        raw_request(b'{"input": ', JSON, length=500, path="/api/v1/control"), read_timeout=20
+    )
+    assert b" 200 " not in raw.split(b"\r\n", 1)[0]  # never answered as if the body had come
