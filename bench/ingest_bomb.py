@@ -32,6 +32,8 @@ from asyncio.subprocess import PIPE
 import aiohttp
 from aiohttp import web
 
+from gatewatch.core.vocabulary import BODY_TOO_LARGE
+
 URL = "/api/v1/measurements"
 LIMIT = 8 * 1024 * 1024  # the collector's default max_body_bytes
 
@@ -65,7 +67,7 @@ async def _old_upload(request: web.Request) -> web.Response:
     async for chunk in request.content.iter_chunked(64 * 1024):
         size += len(chunk)
         if size > LIMIT:
-            return web.json_response({"error": "body_too_large", "detail": "limit"}, status=413)
+            return web.json_response({"error": BODY_TOO_LARGE, "detail": "limit"}, status=413)
     return web.json_response({"results": []})
 
 

@@ -40,20 +40,20 @@ class _CollectorRequestHandler(web.RequestHandler):
 
     # Set on the subclass each server makes (see _Server): connections have no room for attributes.
     metrics: IngestMetrics | None = None
-    body_timeout: float | None = None
+    body_seconds: float | None = None
 
     def data_received(self, data: bytes) -> None:
         queued = len(self._messages)
         super().data_received(data)
-        if self.body_timeout is None:
+        if self.body_seconds is None:
             return
         for _, payload in list(self._messages)[queued:]:  # the requests whose head just arrived
             if not payload.is_eof():
-                self._loop.call_later(self.body_timeout + _BACKSTOP_GRACE, self._body_deadline, payload)
+                self._loop.call_later(self.body_seconds + _BACKSTOP_GRACE, self._body_deadline, payload)
 
     def _body_deadline(self, payload: Any) -> None:
         if not payload.is_eof() and self.transport is not None:
-            log.info("request body too slow: connection closed", extra={"timeout_s": self.body_timeout})
+            log.info("request body too slow: connection closed", extra={"timeout_s": self.body_seconds})
             self.force_close()
 
     def handle_error(
@@ -92,7 +92,7 @@ class _Server(web.Server):
             loop=base._loop,
             **kwargs,
         )
-        attributes = {"__slots__": (), "metrics": metrics, "body_timeout": body_timeout}
+        attributes = {"__slots__": (), "metrics": metrics, "body_seconds": body_timeout}
         self._handler_class = type("CollectorRequestHandler", (_CollectorRequestHandler,), attributes)
 
     def __call__(self) -> web.RequestHandler:
