@@ -21,7 +21,18 @@ from prometheus_client import (
     generate_latest,
 )
 
-from gatewatch.core.vocabulary import ITEM_REJECTIONS, RATE_LIMITED, STORE_UNAVAILABLE, UNSUPPORTED_MEDIA_TYPE
+from gatewatch.core.vocabulary import (
+    BODY_TIMEOUT,
+    INTERNAL_ERROR,
+    ITEM_REJECTIONS,
+    MALFORMED_HTTP,
+    METHOD_NOT_ALLOWED,
+    RATE_LIMITED,
+    STORE_UNAVAILABLE,
+    TOO_MANY_UPLOADS,
+    UNREADABLE_BODY,
+    UNSUPPORTED_MEDIA_TYPE,
+)
 from gatewatch.core.wire import ItemStatus
 
 __all__ = [
@@ -34,13 +45,24 @@ __all__ = [
     "metrics_response",
 ]
 
+# Every answer the ingest endpoint can give falls under one of these (a test sends each kind): the client's
+# faults (bad_request covers every 400 about the content: JSON, batch shape, Content-Encoding), the
+# server's limits, and internal_error for a bug (a 500 must show here, not only in the latency histogram).
+# malformed_http counts requests aiohttp's parser refused before any path was known (on any endpoint: the
+# upload is by far the largest request a collector receives).
 REQUEST_RESULTS = (
     "ok",
     "bad_request",
     "too_large",
     UNSUPPORTED_MEDIA_TYPE,
+    UNREADABLE_BODY,
+    BODY_TIMEOUT,
+    TOO_MANY_UPLOADS,
     RATE_LIMITED,
     STORE_UNAVAILABLE,
+    MALFORMED_HTTP,
+    METHOD_NOT_ALLOWED,
+    INTERNAL_ERROR,
 )
 ITEM_RESULTS: tuple[str, ...] = get_args(ItemStatus)
 # Why an item was rejected: the vocabulary's reasons (the envelope's own checks first), and ``other`` for a
