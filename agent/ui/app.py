@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 from gatewatch.core.measurement import format_utc, utc_now
 
-from ..consent import load_consent, quiz_mistakes, record_consent, QUIZ
+from ..consent import QUIZ, load_consent, quiz_mistakes, record_consent
 from ..keys import load_or_create_key
 from ..paths import DataPaths
 from ..queue import MeasurementQueue
@@ -303,7 +303,8 @@ class UiApp:
             report = await self.runs.retry_upload()
         except RunRefused as exc:
             return _redirect("/queue?" + urlencode({"notice": str(exc)}))
-        notice = f"Uploaded {report.delivered}, rejected {report.quarantined}, still waiting {report.still_pending}"
+        notice = f"Uploaded {report.delivered}, rejected {report.quarantined}, "
+        notice += f"still waiting {report.still_pending}"
         if report.last_error:
             notice += f" (last error: {report.last_error})"
         return _redirect("/queue?" + urlencode({"notice": notice + "."}))
@@ -342,7 +343,7 @@ class UiApp:
                 return
             try:
                 await asyncio.wait_for(self.stopped.wait(), check_every)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
 

@@ -125,7 +125,7 @@ class LocalServer:
         try:
             async with self._slots:
                 await self._serve(reader, writer)
-        except (OSError, asyncio.TimeoutError, h11.ProtocolError):
+        except (TimeoutError, OSError, h11.ProtocolError):
             pass  # the browser went away or spoke nonsense: nothing to answer
         finally:
             if task is not None:

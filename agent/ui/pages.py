@@ -95,7 +95,7 @@ def consent_page(
     wrongly on the last try (each is explained)."""
     status = ""
     if given_at and current:
-        status = f'<p class="note">You gave your consent on {esc(given_at)}. You can read the risks again here.</p>'
+        status = f'<p class="note">You gave your consent on {esc(given_at)}. The risks, once more:</p>'
     elif given_at:
         status = (
             '<p class="note">The description of the risks changed since you agreed: please read it again.</p>'

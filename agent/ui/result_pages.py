@@ -113,7 +113,7 @@ def _measurement_details(row: dict[str, Any]) -> str:
     return f"""<details>
 <summary>{esc(row["input"])} <span class="state">{esc(state)}</span></summary>
 <h4>What was seen</h4>{_observations(data)}
-<h4>This computer's verdict, by layer</h4>{_layers(verdict) or "<p>No verdict (no control was available).</p>"}
+<h4>This computer's verdict, by layer</h4>{_layers(verdict) or "<p>No verdict (no control).</p>"}
 <p>Upload: {esc(state)}{reason}. <a href="/measurement?uid={quote(row["measurement_uid"])}">Details and
 the collector's verdict</a></p>
 </details>"""
@@ -150,11 +150,12 @@ def measurement_page(token: str, row: dict[str, Any], collector: CollectorVerdic
         r = collector.row
         flags = f" Flags: {esc(', '.join(r.flags))}." if r.flags else ""
         theirs = (
-            f'<p id="collector-verdict">The collector says: <strong>{esc(describe_blocking(r.verdict.blocking))}'
+            f'<p id="collector-verdict">The collector says: <strong>{esc(describe_blocking(r.blocking))}'
             f"</strong>{' (' + esc(r.technique) + ')' if r.technique else ''}.{flags}</p>"
             f"{_layers(r.verdict.model_dump(mode='json'))}"
         )
     ours = describe_blocking(row["blocking"])
+    ours_verdict = (data.get("test_keys") or {}).get("verdict")
     state = _STATE_WORDS.get(row["state"], row["state"])
     reason = f" ({esc(row['reason'])})" if row.get("reason") else ""
     return layout(
@@ -169,7 +170,7 @@ def measurement_page(token: str, row: dict[str, Any], collector: CollectorVerdic
 </dl>
 <h2>The collector's verdict</h2>{theirs}
 <h2>What was seen</h2>{_observations(data)}
-<h2>This computer's verdict, by layer</h2>{_layers((data.get("test_keys") or {}).get("verdict")) or "<p>None.</p>"}
+<h2>This computer's verdict, by layer</h2>{_layers(ours_verdict) or "<p>None.</p>"}
 <p><a href="/results?run={quote(str(data.get("test_start_time") or ""))}">Back to the run</a></p>""",
         token,
         "/results",
@@ -213,8 +214,8 @@ def queue_page(
 <button type="submit" id="retry"{disabled}>Retry the upload now</button></form>
 {"<h2>Why results wait</h2><ul>" + waiting + "</ul>" if waiting else ""}
 {
-            "<h2>Rejected by the collector</h2><p>The collector refused these; sending them again would be refused "
-            "again, so they are kept here with its reason.</p><ul>" + rejected + "</ul>"
+            "<h2>Rejected by the collector</h2><p>The collector refused these; sending them again would be "
+            "refused again, so they are kept here with its reason.</p><ul>" + rejected + "</ul>"
             if rejected
             else ""
         }

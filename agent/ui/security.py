@@ -10,7 +10,8 @@ the volunteer opens. So:
   (HttpOnly, SameSite=Strict) named after the port, so two pages of two agents do not overwrite each other;
 * a state change is a POST carrying the token again (a form field or a header) and, when the browser
   says where it comes from (``Origin``), coming from this page itself (:func:`same_origin`);
-* every answer forbids framing, inline script, third-party content and the referrer (:data:`SECURITY_HEADERS`).
+* every answer forbids framing, inline script, third-party content and the referrer
+  (:data:`SECURITY_HEADERS`).
 """
 
 from __future__ import annotations
