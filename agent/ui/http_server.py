@@ -173,8 +173,10 @@ class LocalServer:
             if isinstance(event, h11.ConnectionClosed):
                 return None
             if isinstance(event, h11.Request):
-                if len(event.headers) > MAX_HEADERS:
-                    raise h11.RemoteProtocolError("too many headers", error_status_hint=431)
+                head_size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
+                if len(event.headers) > MAX_HEADERS or head_size > MAX_HEAD_BYTES:
+                    # h11 bounds a head still arriving; one that arrived whole in a read is bounded here
+                    raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
                 head = event
             elif isinstance(event, h11.Data):
                 body += event.data

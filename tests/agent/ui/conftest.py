@@ -1,0 +1,19 @@
+"""Fixtures of the local page's tests (the server itself is in :mod:`.served`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .served import UiServer
+
+
+@pytest.fixture
+def ui_server(tmp_path: Path) -> Iterator[UiServer]:
+    server = UiServer(tmp_path / "agent").start()
+    try:
+        yield server
+    finally:
+        server.stop()
