@@ -117,7 +117,8 @@ class UiApp:
             given = request.headers.get(TOKEN_HEADER) or (request.form().get(TOKEN_FIELD) or [None])[0]
             if not tokens_match(given, self.token):
                 return Refusal(403, "no_form_token", "This action must come from the page itself.")
-            if not same_origin(request.headers.get("origin"), listen, port):
+            origin, site = request.headers.get("origin"), request.headers.get("sec-fetch-site")
+            if not same_origin(origin, site, listen, port):
                 return Refusal(403, "cross_origin", "This action must come from the page itself.")
         elif request.method not in ("GET", "HEAD"):
             return Refusal(405, "method_not_allowed", "Not something this page does.")

@@ -31,8 +31,12 @@ class CollectorVerdict:
 
 
 def listing_window(measurement_start_time: str) -> tuple[str, str]:
-    """``since`` and ``until`` around an OONI-style start time (``2026-12-04 10:00:00``, whole seconds)."""
-    start = datetime.strptime(measurement_start_time, "%Y-%m-%d %H:%M:%S")
+    """``since`` and ``until`` (the whole second) around a measurement's start time, as its payload
+    spells it (``2026-12-04T10:00:00Z``, or OONI's ``2026-12-04 10:00:00``). Raises ValueError."""
+    start = datetime.fromisoformat(measurement_start_time.strip().replace("Z", "+00:00"))
+    if start.utcoffset():
+        raise ValueError("not a UTC time")
+    start = start.replace(tzinfo=None, microsecond=0)
     end = start + timedelta(seconds=1)
     return start.strftime("%Y-%m-%dT%H:%M:%SZ"), end.strftime("%Y-%m-%dT%H:%M:%SZ")
 

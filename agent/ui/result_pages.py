@@ -37,6 +37,12 @@ class RunGroup:
         return sum(1 for row in self.rows if row["blocking"] not in (False, None))
 
 
+def when(text: object) -> str:
+    """A stored UTC time for people: ``2026-12-04 16:46:26 UTC``."""
+    value = str(text or "").replace("T", " ").removesuffix("Z").split(".")[0]
+    return f"{value} UTC" if value else "an unknown time"
+
+
 def group_runs(rows: Iterable[QueuedMeasurement]) -> list[RunGroup]:
     """Queue rows (newest first) by run, each with its measurement as :func:`..history.result_row` sums
     it up plus the parsed measurement (``_measurement``) for the detail."""
@@ -55,7 +61,7 @@ def runs_page(token: str, groups: list[RunGroup]) -> str:
         body = '<p>No results yet. <a href="/run">Start a run</a>.</p>'
     else:
         items = "".join(
-            f'<li><a href="/results?run={quote(g.started)}">Run of {esc(g.started)} UTC</a>: '
+            f'<li><a href="/results?run={quote(g.started)}">Run of {esc(when(g.started))}</a>: '
             f"{len(g.rows)} sites, {g.blocked} blocked</li>"
             for g in groups
         )
@@ -131,7 +137,7 @@ def results_page(token: str, group: RunGroup) -> str:
         for words in order
     )
     return layout(
-        f"Run of {group.started} UTC",
+        f"Run of {when(group.started)}",
         f'<p>{len(group.rows)} sites, {group.blocked} blocked. <a href="/results">All runs</a></p>{sections}',
         token,
         "/results",
@@ -162,7 +168,7 @@ def measurement_page(token: str, row: dict[str, Any], collector: CollectorVerdic
         "A measurement",
         f"""<dl class="facts">
 <dt>Site</dt><dd>{esc(row["input"])}</dd>
-<dt>Measured</dt><dd>{esc(data.get("measurement_start_time"))} UTC</dd>
+<dt>Measured</dt><dd>{esc(when(data.get("measurement_start_time")))}</dd>
 <dt>Network</dt><dd>{esc(row.get("probe_asn"))} ({esc(row.get("probe_cc"))})</dd>
 <dt>This computer's verdict</dt><dd id="agent-verdict">{esc(ours)}</dd>
 <dt>Upload</dt><dd>{esc(state)}{reason}</dd>
@@ -190,7 +196,7 @@ def queue_page(
     waiting = "".join(f"<li>{esc(reason)}: {count}</li>" for reason, count in reasons.items())
     rejected = "".join(
         f'<li><a href="/measurement?uid={quote(r.measurement_uid)}">{esc(r.measurement_uid)}</a>: '
-        f"{esc(r.reason or 'rejected')} ({esc(r.updated_at)})</li>"
+        f"{esc(r.reason or 'rejected')} ({esc(when(r.updated_at))})</li>"
         for r in quarantined
     )
     rows = "".join(

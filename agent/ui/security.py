@@ -9,7 +9,8 @@ the volunteer opens. So:
 * every request carries the per-start random token, first in the URL the agent opens, then in a cookie
   (HttpOnly, SameSite=Strict) named after the port, so two pages of two agents do not overwrite each other;
 * a state change is a POST carrying the token again (a form field or a header) and, when the browser
-  says where it comes from (``Origin``), coming from this page itself (:func:`same_origin`);
+  says where it comes from (``Sec-Fetch-Site``, ``Origin``), coming from this page itself
+  (:func:`same_origin`);
 * every answer forbids framing, inline script, third-party content and the referrer
   (:data:`SECURITY_HEADERS`).
 """
@@ -128,10 +129,15 @@ def host_allowed(host_header: str | None, listen: ListenAddress, port: int) -> b
     return host_header.strip().lower() in allowed
 
 
-def same_origin(origin: str | None, listen: ListenAddress, port: int) -> bool:
-    """A POST's Origin, when the browser sends one, is this page's own (``null`` or another site: no)."""
-    if origin is None:
-        return True  # not sent by some browsers for same-origin forms; the token still has to match
+def same_origin(origin: str | None, fetch_site: str | None, listen: ListenAddress, port: int) -> bool:
+    """A POST comes from this page itself, as far as the browser tells: its ``Sec-Fetch-Site`` (sent by
+    current browsers whatever the referrer policy) is ``same-origin``, and its ``Origin`` is ours.
+    ``Origin: null`` is what a browser sends for our own forms under ``Referrer-Policy: no-referrer``, so it
+    decides nothing alone; either header missing (an older browser) leaves the decision to the token."""
+    if fetch_site is not None and fetch_site.strip().lower() not in ("same-origin", "none"):
+        return False
+    if origin is None or origin.strip().lower() == "null":
+        return True
     scheme, sep, rest = origin.strip().lower().partition("://")
     return scheme == "http" and bool(sep) and host_allowed(rest, listen, port)
 

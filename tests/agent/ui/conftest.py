@@ -17,3 +17,11 @@ def ui_server(tmp_path: Path) -> Iterator[UiServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    """Keep each phase's report on the test, so a fixture can tell that the test failed (screenshots)."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report

@@ -89,6 +89,11 @@ def test_a_post_from_another_origin_is_refused(ui_server: UiServer) -> None:
     answer = ui_server.post("/consent", consent_form(), headers={"Origin": "http://evil.example"})
     assert answer.status == 403 and json.loads(answer.body)["error"] == "cross_origin"
     assert load_consent(ui_server.data_dir / "consent.json") is None
+    cross = ui_server.post(
+        "/consent", consent_form(), headers={"Origin": "null", "Sec-Fetch-Site": "cross-site"}
+    )
+    assert cross.status == 403 and json.loads(cross.body)["error"] == "cross_origin"
+    assert load_consent(ui_server.data_dir / "consent.json") is None
     own = ui_server.post("/consent", consent_form(), headers={"Origin": f"http://{ui_server.host}"})
     assert own.status == 303
 

@@ -69,10 +69,13 @@ def test_the_host_header_must_name_our_address_and_port() -> None:
 
 def test_origin_must_be_the_page_itself() -> None:
     v4 = parse_listen("127.0.0.1")
-    assert same_origin(None, v4, 4000)  # not sent: the token alone decides
-    assert same_origin("http://127.0.0.1:4000", v4, 4000)
-    for other in ("null", "http://evil.example", "https://127.0.0.1:4000", "http://127.0.0.1:4001", ""):
-        assert not same_origin(other, v4, 4000), other
+    assert same_origin(None, None, v4, 4000)  # not sent: the token alone decides
+    assert same_origin("http://127.0.0.1:4000", "same-origin", v4, 4000)
+    assert same_origin("null", "same-origin", v4, 4000)  # our own form under Referrer-Policy: no-referrer
+    for other in ("http://evil.example", "https://127.0.0.1:4000", "http://127.0.0.1:4001", ""):
+        assert not same_origin(other, None, v4, 4000), other
+    for site in ("cross-site", "same-site"):
+        assert not same_origin(None, site, v4, 4000) and not same_origin("null", site, v4, 4000)
 
 
 def test_the_cookie_is_http_only_strict_and_per_port() -> None:
