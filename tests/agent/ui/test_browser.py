@@ -120,6 +120,10 @@ def _screenshots(page: object, world: World, folder: Path) -> None:
         try:
             page.goto(base + path)  # type: ignore[attr-defined]
             page.screenshot(path=str(folder / f"{path.strip('/')}.png"), full_page=True)  # type: ignore[attr-defined]
+            runs = page.get_by_role("link", name="Run of")  # type: ignore[attr-defined]
+            if path == "/results" and runs.count():
+                runs.first.click()
+                page.screenshot(path=str(folder / "one-run.png"), full_page=True)  # type: ignore[attr-defined]
         except Exception as exc:
             print(f"screenshot of {path} failed: {exc}")
     print(f"screenshots of each page: {folder}")
