@@ -58,7 +58,8 @@ class RunOptions:
     def from_settings(cls, settings: AgentSettings, **flags: Any) -> RunOptions:
         """The options a pass takes from ``agent.toml`` (the same for ``run``, ``daemon`` and the local
         web page), with the command line's ``flags``; ``upload=False`` there wins over the file."""
-        upload = settings.upload and flags.pop("upload", True)
+        wanted = bool(flags.pop("upload", True))
+        upload = settings.upload and wanted
         return cls(
             collector_urls=tuple(settings.collector_urls),
             control_url=settings.effective_control_url,

@@ -18,6 +18,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
 import h11
@@ -194,8 +195,8 @@ class LocalServer:
     async def _send(
         self, conn: h11.Connection, writer: asyncio.StreamWriter, response: Response, *, close: bool
     ) -> None:
-        if conn.our_state is not h11.SEND_RESPONSE:
-            return  # e.g. a protocol error before the request was whole: h11 may not let us answer
+        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return  # h11 lets a server answer a request it could not read (IDLE) or has read
         headers = [
             ("Content-Type", response.content_type),
             ("Content-Length", str(len(response.body))),
@@ -204,7 +205,10 @@ class LocalServer:
         ]
         if close:
             headers.append(("Connection", "close"))
-        writer.write(conn.send(h11.Response(status_code=response.status, headers=headers)) or b"")
+        reason = HTTPStatus(response.status).phrase.encode()
+        writer.write(
+            conn.send(h11.Response(status_code=response.status, headers=headers, reason=reason)) or b""
+        )
         writer.write(conn.send(h11.Data(data=response.body)) or b"")
         writer.write(conn.send(h11.EndOfMessage()) or b"")
         await writer.drain()

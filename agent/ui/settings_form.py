@@ -141,8 +141,11 @@ def apply_form(raw: dict[str, Any], form: dict[str, list[str]]) -> dict[str, Any
         raise SettingsError(f"collectors: at most {_MAX_COLLECTORS}")
     data["collector_urls"] = urls
     known = {code for code, _ in CATEGORIES}
-    kept = [code for code in data.get("skip_categories", []) if str(code).upper() not in known]
-    data["skip_categories"] = kept + [c for c in form.get("skip_categories", []) if c in known]
+    checked = [code for code in form.get("skip_categories", []) if code in known]
+    before = [str(code) for code in data.get("skip_categories", [])]
+    # In the file's order: codes the page does not list stay, listed ones stay if still ticked; then new ones.
+    kept = [code for code in before if code.upper() not in known or code.upper() in checked]
+    data["skip_categories"] = kept + [c for c in checked if c not in {k.upper() for k in kept}]
     minutes = _positive(form, "max_runtime_minutes", "time budget", blank=False) or 0
     if minutes == 0:
         raise SettingsError("time budget: more than zero minutes")
