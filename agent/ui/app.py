@@ -11,10 +11,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from html import escape
 from importlib.resources import files
 from urllib.parse import urlencode
 
 from gatewatch.core.measurement import format_utc, utc_now
+from gatewatch.core.wire import ErrorBody
 
 from ..consent import QUIZ, load_consent, quiz_mistakes, record_consent
 from ..keys import load_or_create_key
@@ -127,7 +129,7 @@ class UiApp:
     async def handle(self, request: Request) -> Response:
         refused = self.refusal(request)
         if refused is not None:
-            return _refusal_response(refused)
+            return _refusal_response(refused, request)
         self.last_seen = time.monotonic()
         if TOKEN_FIELD in request.query:  # first visit: the token moves to a cookie, out of the URL
             return _redirect(request.path, [("Set-Cookie", session_cookie(self.port, self.token))])
@@ -197,7 +199,8 @@ class UiApp:
                 pages.message_page("Settings", f"agent.toml cannot be used: {exc}", self.token), 500
             )
         saved = request.query.get("saved") == "1"
-        return self._html(pages.settings_page(self.token, values, saved=saved))
+        welcome = request.query.get("welcome") == "1"
+        return self._html(pages.settings_page(self.token, values, saved=saved, welcome=welcome))
 
     async def save_settings(self, request: Request) -> Response:
         form = request.form()
@@ -359,5 +362,16 @@ def _json(data: object, status: int = 200) -> Response:
     return Response(status, json.dumps(data).encode(), "application/json")
 
 
-def _refusal_response(refusal: Refusal) -> Response:
-    return _json({"error": refusal.reason, "detail": refusal.detail}, refusal.status)
+def _refusal_response(refusal: Refusal, request: Request | None = None) -> Response:
+    """The API's error shape (:class:`ErrorBody`); a browser asking for a page gets the same words as a
+    small page of their own (without the page's layout, which would carry the token)."""
+    body = ErrorBody(error=refusal.reason, detail=refusal.detail)
+    if request is not None and "text/html" in request.headers.get("accept", ""):
+        html = (
+            '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>gatewatch: refused</title></head><body><h1>Refused</h1><p>{escape(body.detail)}</p>"
+            f"<p><code>{escape(body.error)}</code></p></body></html>"
+        )
+        return Response(refusal.status, html.encode())
+    return _json(body.model_dump(mode="json"), refusal.status)

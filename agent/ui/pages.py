@@ -157,7 +157,9 @@ def _number(name: str, label: str, value: object, hint: str, *, required: bool =
     )
 
 
-def settings_page(token: str, values: FormValues, *, error: str | None = None, saved: bool = False) -> str:
+def settings_page(
+    token: str, values: FormValues, *, error: str | None = None, saved: bool = False, welcome: bool = False
+) -> str:
     skipped = set(values.skip_categories)
     boxes = "".join(
         f'<label class="category"><input type="checkbox" name="skip_categories" value="{code}"'
@@ -169,6 +171,11 @@ def settings_page(token: str, values: FormValues, *, error: str | None = None, s
         notice = f'<p role="alert" class="error">Not saved: {esc(error)}</p>'
     elif saved:
         notice = '<p role="status" class="ok">Saved to agent.toml.</p>'
+    elif welcome:
+        notice = (
+            '<p role="status" class="ok">Thank you: your consent is recorded. Check the collector\'s address '
+            'and the categories to skip, save, then <a href="/run">run</a>.</p>'
+        )
     return layout(
         "Settings",
         f"""{notice}

@@ -58,6 +58,9 @@ def test_a_request_without_the_token_is_refused(ui_server: UiServer) -> None:
     wrong = ui_server.request("GET", "/run", cookie=False, headers={"Cookie": ui_server.cookie + "x"})
     assert wrong.status == 403
     assert ui_server.request("GET", "/run?token=nope", cookie=False).status == 403
+    page = ui_server.request("GET", "/run", cookie=False, headers={"Accept": "text/html,*/*"})
+    assert page.status == 403 and page.headers["content-type"].startswith("text/html")
+    assert "no_token" in page.text and TOKEN not in page.text and "<script" not in page.text
 
 
 def test_the_first_visit_moves_the_token_to_a_cookie(ui_server: UiServer) -> None:
