@@ -128,6 +128,8 @@ class LocalServer:
                 await self._serve(reader, writer)
         except (TimeoutError, OSError, h11.ProtocolError):
             pass  # the browser went away or spoke nonsense: nothing to answer
+        except asyncio.CancelledError:
+            pass  # the server is closing (close() cancels its connections): end quietly
         finally:
             if task is not None:
                 self._connections.discard(task)
@@ -137,7 +139,7 @@ class LocalServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
-        for _ in range(MAX_REQUESTS_PER_CONNECTION):
+        for served in range(1, MAX_REQUESTS_PER_CONNECTION + 1):
             try:
                 request = await self._read_request(conn, reader)
             except h11.RemoteProtocolError as exc:
@@ -154,7 +156,8 @@ class LocalServer:
             except Exception:  # a bug must not take the page down: the volunteer sees a 500 and can go on
                 log.exception("the page failed to answer %s %s", request.method, request.path)
                 response = _plain(500, "internal error (see the agent's log)")
-            await self._send(conn, writer, response, close=False)
+            # The last request a connection serves says so, so the browser opens a new one for the next.
+            await self._send(conn, writer, response, close=served == MAX_REQUESTS_PER_CONNECTION)
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                 return
             try:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import pytest
+
+from gatewatch.agent.ui import http_server
 from gatewatch.agent.ui.http_server import LocalServer, Request, Response
 
 
@@ -53,5 +56,20 @@ async def test_keep_alive_head_and_errors() -> None:
             assert (
                 await _exchange(port, b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             ).startswith(b"HTTP/1.1 200")
+    finally:
+        await server.close()
+
+
+async def test_a_connection_says_when_it_served_its_last_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http_server, "MAX_REQUESTS_PER_CONNECTION", 2)
+
+    async def handler(request: Request) -> Response:
+        return Response(200, b"ok")
+
+    server, port = await _serve(handler)
+    try:
+        three = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n" * 3
+        answer = await _exchange(port, three)  # the server closes after the second
+        assert answer.count(b"HTTP/1.1 200 OK") == 2 and answer.count(b"Connection: close") == 1
     finally:
         await server.close()
