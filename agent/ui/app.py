@@ -273,10 +273,13 @@ class UiApp:
         summary = result_pages.group_runs([row])[0].rows[0]
         collector = None
         if row.state == "sent":
-            settings = load_settings(self.paths.settings)
+            try:
+                bases = load_settings(self.paths.settings).collector_urls
+            except SettingsError:
+                bases = []
             data = summary["_measurement"]
             collector = await fetch_collector_verdict(
-                settings.collector_urls,
+                bases,
                 row.measurement_uid,
                 str(data.get("input")),
                 str(data.get("measurement_start_time")),

@@ -34,6 +34,17 @@ def test_the_run_and_daemon_path_never_imports_the_page() -> None:
     assert json.loads(done.stdout) == []
 
 
+def test_the_page_itself_stays_light() -> None:
+    """The page's server is the standard library and h11: neither aiohttp nor rich comes with it."""
+    code = (
+        "import json, sys\n"
+        "import gatewatch.agent.cli_ui, gatewatch.agent.ui.serve\n"
+        "print(json.dumps([m for m in ('aiohttp', 'rich', 'scapy') if m in sys.modules]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(done.stdout) == []
+
+
 def test_a_listen_address_off_the_loopback_is_refused(tmp_path: Path) -> None:
     for address in ("0.0.0.0:8080", "192.168.1.10", "[::]:80"):
         result = CliRunner().invoke(
