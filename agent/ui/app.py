@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from html import escape
 from importlib.resources import files
+from typing import Any
 from urllib.parse import urlencode
 
 from gatewatch.core.measurement import format_utc, utc_now
@@ -24,7 +25,7 @@ from ..paths import DataPaths
 from ..queue import MeasurementQueue
 from ..settings import SettingsError, load_settings
 from . import pages, result_pages
-from .collector_verdict import fetch_collector_verdict
+from .collector_verdict import CollectorVerdicts, fetch_collector_verdicts
 from .http_server import Request, Response
 from .runs import LabFlags, RunController, RunRefused
 from .security import (
@@ -89,6 +90,7 @@ class UiApp:
             ("POST", "/api/heartbeat"): self.heartbeat,
             ("GET", "/results"): self.results,
             ("GET", "/measurement"): self.measurement,
+            ("GET", "/api/collector-verdicts"): self.collector_verdicts,
             ("GET", "/queue"): self.queue,
             ("POST", "/queue/retry"): self.retry,
             ("GET", "/export.json"): self.export,
@@ -273,20 +275,44 @@ class UiApp:
         summary = result_pages.group_runs([row])[0].rows[0]
         collector = None
         if row.state == "sent":
-            try:
-                bases = load_settings(self.paths.settings).collector_urls
-            except SettingsError:
-                bases = []
             data = summary["_measurement"]
-            collector = await fetch_collector_verdict(
-                bases,
-                row.measurement_uid,
-                str(data.get("input")),
-                str(data.get("measurement_start_time")),
-                source_address=self.config.flags.source_address,
-                ca_file=self.config.flags.ca_file,
-            )
+            collector = await self._ask_collector([summary], {"input": str(data.get("input"))})
         return self._html(result_pages.measurement_page(self.token, summary, collector))
+
+    async def collector_verdicts(self, request: Request) -> Response:
+        """The collector's verdicts of one run's uploaded measurements, in words (the results page's
+        script fills them in, so that a slow collector does not hold the page)."""
+        queue = self._open_queue()
+        groups = []
+        if queue is not None:
+            with queue:
+                groups = result_pages.group_runs(queue.recent(RESULT_ROWS))
+        group = next((g for g in groups if g.started == request.query.get("run")), None)
+        sent = [row for row in group.rows if row["state"] == "sent"] if group else []
+        if not sent:
+            return _json({"verdicts": {}, "failure": None})
+        networks = {(row.get("probe_asn"), row.get("probe_cc")) for row in sent}
+        filters = {}
+        if len(networks) == 1:
+            asn, cc = networks.pop()
+            filters = {"probe_asn": str(asn), "probe_cc": str(cc)}
+        found = await self._ask_collector(sent, filters)
+        words = {uid: result_pages.collector_words(row) for uid, row in found.rows.items()}
+        return _json({"verdicts": words, "failure": found.failure})
+
+    async def _ask_collector(self, rows: list[dict[str, Any]], filters: dict[str, str]) -> CollectorVerdicts:
+        try:
+            bases = load_settings(self.paths.settings).collector_urls
+        except SettingsError:
+            bases = []
+        return await fetch_collector_verdicts(
+            bases,
+            {str(row["measurement_uid"]) for row in rows},
+            [str(row["_measurement"].get("measurement_start_time")) for row in rows],
+            filters,
+            source_address=self.config.flags.source_address,
+            ca_file=self.config.flags.ca_file,
+        )
 
     async def queue(self, request: Request) -> Response:
         queue = self._open_queue()

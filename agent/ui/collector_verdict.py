@@ -1,75 +1,95 @@
-"""The collector's own verdict on one of the volunteer's uploaded measurements, for its detail page.
+"""The collector's own verdicts on the volunteer's uploaded measurements, for the results pages.
 
 The collector re-derives every verdict and never trusts the agent's; once a measurement is uploaded the
-page asks the public listing (``GET /api/v1/measurements``, filtered by the measured URL and its start
-time) and picks the row with the measurement's uid. Asked when the volunteer opens a measurement, never
-in bulk. The answer is read with the wire model the collector answers with (:class:`MeasurementPage`).
+page asks the public listing (``GET /api/v1/measurements``) filtered by the time the measurement started
+(and by its URL for one measurement, by its network and country for a run) and picks the rows with the
+volunteer's measurement uids. Asked when the volunteer opens a run or a measurement, never in the
+background, with short timeouts (a blocked collector must not hang the page) and a bounded number of
+pages. The answer is read with the wire model the collector answers with (:class:`MeasurementPage`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from gatewatch.core.vocabulary import blocking_label
 from gatewatch.core.wire import MeasurementPage, MeasurementRow
 
-from ..collector_api import BAD_ANSWER, TOLERATED_EXTRA, api_url, make_session
-from ..http_client import HttpClientError
+from ..collector_api import BAD_ANSWER, TOLERATED_EXTRA, api_url
+from ..http_client import HttpClient, HttpClientError, Timeouts
 
-__all__ = ["CollectorVerdict", "fetch_collector_verdict", "listing_window"]
+__all__ = ["CollectorVerdicts", "fetch_collector_verdicts", "listing_window"]
+
+_TIMEOUTS = Timeouts(connect=5.0, read=10.0, total=15.0)
+_MAX_PAGES = 5  # of up to 1000 rows each: a run's window on a busy collector holds others' measurements too
 
 
 @dataclass(frozen=True)
-class CollectorVerdict:
-    row: MeasurementRow | None  # None: the collector does not list it (yet)
-    failure: str | None = None  # why it could not be asked
-
-    @property
-    def blocking_label(self) -> str | None:
-        return None if self.row is None else blocking_label(self.row.blocking)
+class CollectorVerdicts:
+    rows: dict[str, MeasurementRow] = field(default_factory=dict)  # by measurement_uid, ours only
+    failure: str | None = None  # why the collector could not be asked (rows may then be partial)
 
 
-def listing_window(measurement_start_time: str) -> tuple[str, str]:
-    """``since`` and ``until`` (the whole second) around a measurement's start time, as its payload
-    spells it (``2026-12-04T10:00:00Z``, or OONI's ``2026-12-04 10:00:00``). Raises ValueError."""
-    start = datetime.fromisoformat(measurement_start_time.strip().replace("Z", "+00:00"))
-    if start.utcoffset():
+def _utc(text: str) -> datetime:
+    """A stored start time (``2026-12-04T10:00:00Z``, or OONI's ``2026-12-04 10:00:00``), to the second."""
+    when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if when.utcoffset():
         raise ValueError("not a UTC time")
-    start = start.replace(tzinfo=None, microsecond=0)
-    end = start + timedelta(seconds=1)
-    return start.strftime("%Y-%m-%dT%H:%M:%SZ"), end.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return when.replace(tzinfo=None, microsecond=0)
 
 
-async def fetch_collector_verdict(
+def listing_window(start_times: list[str]) -> tuple[str, str]:
+    """``since`` and ``until`` covering these start times (whole seconds). Raises ValueError."""
+    times = [_utc(text) for text in start_times]
+    if not times:
+        raise ValueError("no start time")
+    since, until = min(times), max(times) + timedelta(seconds=1)
+    return since.strftime("%Y-%m-%dT%H:%M:%SZ"), until.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def fetch_collector_verdicts(
     bases: list[str],
-    uid: str,
-    url: str,
-    measurement_start_time: str,
+    uids: set[str],
+    start_times: list[str],
+    filters: dict[str, str],
     *,
     source_address: str | None = None,
     ca_file: str | None = None,
-) -> CollectorVerdict:
+) -> CollectorVerdicts:
+    """The collector's rows for ``uids`` (measurements that started at ``start_times``), asked with the
+    listing's ``filters`` (``input``, ``probe_asn``, ``probe_cc``) at the first collector that answers."""
     try:
-        since, until = listing_window(measurement_start_time)
+        since, until = listing_window(start_times)
     except ValueError:
-        return CollectorVerdict(None, "the measurement's start time cannot be read")
-    params = {"input": url, "since": since, "until": until, "limit": "100"}
-    failure = "no collector is set"
-    async with make_session(source_address=source_address, ca_file=ca_file, limit=1) as session:
+        return CollectorVerdicts(failure="the measurements' start times cannot be read")
+    if not bases:
+        return CollectorVerdicts(failure="no collector is set")
+    failure = BAD_ANSWER
+    client = HttpClient(source_address=source_address, ca_file=ca_file, max_concurrent=1, timeouts=_TIMEOUTS)
+    async with client:
         for base in bases:
-            try:
-                response = await session.request("GET", api_url(base, "measurements"), params=params)
-            except HttpClientError as exc:
-                failure = exc.failure
-                continue
-            if response.status != 200:
-                failure = f"http_{response.status}"
-                continue
-            try:
-                page = MeasurementPage.model_validate(response.json(), extra=TOLERATED_EXTRA)
-            except ValueError:  # not JSON, or not the listing's shape
-                failure = BAD_ANSWER
-                continue
-            return CollectorVerdict(next((r for r in page.results if r.measurement_uid == uid), None))
-    return CollectorVerdict(None, failure)
+            found: dict[str, MeasurementRow] = {}
+            params = {**filters, "since": since, "until": until, "limit": "1000"}
+            for _ in range(_MAX_PAGES):
+                try:
+                    response = await client.request("GET", api_url(base, "measurements"), params=params)
+                except HttpClientError as exc:
+                    failure = exc.failure
+                    break
+                if response.status != 200:
+                    failure = f"http_{response.status}"
+                    break
+                try:
+                    page = MeasurementPage.model_validate(response.json(), extra=TOLERATED_EXTRA)
+                except ValueError:  # not JSON, or not the listing's shape
+                    failure = BAD_ANSWER
+                    break
+                found.update(
+                    {row.measurement_uid: row for row in page.results if row.measurement_uid in uids}
+                )
+                if page.next_cursor is None or len(found) == len(uids):
+                    return CollectorVerdicts(found)
+                params = {**params, "cursor": page.next_cursor}
+            else:
+                return CollectorVerdicts(found, "more measurements in that time than the page reads")
+    return CollectorVerdicts(failure=failure)

@@ -9,13 +9,23 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from gatewatch.core.wire import MeasurementRow
+
 from ..display import describe_blocking
 from ..history import result_row
 from ..queue import QueuedMeasurement
-from .collector_verdict import CollectorVerdict
+from .collector_verdict import CollectorVerdicts
 from .pages import esc, layout, token_field
 
-__all__ = ["RunGroup", "group_runs", "measurement_page", "queue_page", "results_page", "runs_page"]
+__all__ = [
+    "RunGroup",
+    "collector_words",
+    "group_runs",
+    "measurement_page",
+    "queue_page",
+    "results_page",
+    "runs_page",
+]
 
 _STATE_WORDS = {
     "pending": "waiting for upload",
@@ -35,6 +45,12 @@ class RunGroup:
     @property
     def blocked(self) -> int:
         return sum(1 for row in self.rows if row["blocking"] not in (False, None))
+
+
+def collector_words(row: MeasurementRow) -> str:
+    """The collector's verdict in the volunteer's words (its technique, when it names one)."""
+    words = describe_blocking(row.blocking)
+    return f"{words}, {row.technique}" if row.technique else words
 
 
 def when(text: object) -> str:
@@ -120,9 +136,17 @@ def _measurement_details(row: dict[str, Any]) -> str:
 <summary>{esc(row["input"])} <span class="state">{esc(state)}</span></summary>
 <h4>What was seen</h4>{_observations(data)}
 <h4>This computer's verdict, by layer</h4>{_layers(verdict) or "<p>No verdict (no control).</p>"}
+{_collector_line(row)}
 <p>Upload: {esc(state)}{reason}. <a href="/measurement?uid={quote(row["measurement_uid"])}">Details and
 the collector's verdict</a></p>
 </details>"""
+
+
+def _collector_line(row: dict[str, Any]) -> str:
+    if row["state"] != "sent":
+        return "<p>The collector's verdict: once uploaded.</p>"
+    uid = esc(row["measurement_uid"])
+    return f'<p>The collector\'s verdict: <span class="collector" data-uid="{uid}">not asked yet</span></p>'
 
 
 def results_page(token: str, group: RunGroup) -> str:
@@ -136,29 +160,30 @@ def results_page(token: str, group: RunGroup) -> str:
         + "</section>"
         for words in order
     )
+    verdicts = f"/api/collector-verdicts?run={quote(group.started)}"
     return layout(
         f"Run of {when(group.started)}",
-        f'<p>{len(group.rows)} sites, {group.blocked} blocked. <a href="/results">All runs</a></p>{sections}',
+        f'<p>{len(group.rows)} sites, {group.blocked} blocked. <a href="/results">All runs</a></p>'
+        f'<p id="collector-status" role="status" data-verdicts="{esc(verdicts)}"></p>{sections}',
         token,
         "/results",
     )
 
 
-def measurement_page(token: str, row: dict[str, Any], collector: CollectorVerdict | None) -> str:
+def measurement_page(token: str, row: dict[str, Any], collector: CollectorVerdicts | None) -> str:
     data = row["_measurement"]
+    theirs_row = None if collector is None else collector.rows.get(row["measurement_uid"])
     if collector is None:
         theirs = "<p>Not uploaded yet: the collector's verdict comes once it has the measurement.</p>"
-    elif collector.failure:
+    elif theirs_row is None and collector.failure:
         theirs = f"<p>The collector could not be asked: {esc(collector.failure)}.</p>"
-    elif collector.row is None:
+    elif theirs_row is None:
         theirs = "<p>The collector does not list this measurement (yet).</p>"
     else:
-        r = collector.row
-        flags = f" Flags: {esc(', '.join(r.flags))}." if r.flags else ""
+        flags = f" Flags: {esc(', '.join(theirs_row.flags))}." if theirs_row.flags else ""
         theirs = (
-            f'<p id="collector-verdict">The collector says: <strong>{esc(describe_blocking(r.blocking))}'
-            f"</strong>{' (' + esc(r.technique) + ')' if r.technique else ''}.{flags}</p>"
-            f"{_layers(r.verdict.model_dump(mode='json'))}"
+            f'<p id="collector-verdict">The collector says: <strong>{esc(collector_words(theirs_row))}'
+            f"</strong>.{flags}</p>{_layers(theirs_row.verdict.model_dump(mode='json'))}"
         )
     ours = describe_blocking(row["blocking"])
     ours_verdict = (data.get("test_keys") or {}).get("verdict")

@@ -102,3 +102,36 @@
   }
   poll();
 })();
+
+// A run's results: the collector's verdicts, asked once the page is shown (a slow collector never holds
+// the page itself; without script, each measurement's own page asks).
+(function () {
+  var status = document.getElementById("collector-status");
+  if (!status) {
+    return;
+  }
+  var spans = document.querySelectorAll("span.collector[data-uid]");
+  if (!spans.length) {
+    return;
+  }
+  status.textContent = "Asking the collector for its verdicts…";
+  spans.forEach(function (span) {
+    span.textContent = "asking…";
+  });
+  fetch(status.getAttribute("data-verdicts"), { credentials: "same-origin" })
+    .then(function (r) {
+      return r.ok ? r.json() : { verdicts: {}, failure: "http_" + r.status };
+    })
+    .then(function (answer) {
+      spans.forEach(function (span) {
+        var words = answer.verdicts[span.getAttribute("data-uid")];
+        span.textContent = words || "not listed by the collector (yet)";
+      });
+      status.textContent = answer.failure
+        ? "The collector could not be asked: " + answer.failure + "."
+        : "";
+    })
+    .catch(function () {
+      status.textContent = "The collector could not be asked.";
+    });
+})();

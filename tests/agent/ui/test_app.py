@@ -192,6 +192,8 @@ def test_results_queue_and_export_show_the_volunteers_own_measurements(ui_server
     detail = ui_server.request("GET", f"/measurement?uid={quote(uids[1])}").text
     assert "Not uploaded yet" in detail and "http://site1.example/" in detail
     assert ui_server.request("GET", "/measurement?uid=nope").status == 404
+    nothing_sent = json.loads(ui_server.request("GET", f"/api/collector-verdicts?run={run_link}").body)
+    assert nothing_sent == {"verdicts": {}, "failure": None}  # nothing uploaded: the collector is not asked
     queue = ui_server.request("GET", "/queue").text
     assert 'id="count-pending">2<' in queue and 'id="count-quarantined">1<' in queue and "too_old" in queue
     export = ui_server.request("GET", "/export.json")

@@ -182,6 +182,7 @@ def test_a_volunteer_goes_from_consent_to_uploaded_results(page: object, world: 
     first = blocked.locator("details").first
     first.locator("summary").click()
     expect(first.get_by_text("What was seen")).to_be_visible()
+    expect(first.locator("span.collector")).to_contain_text("blocked (dns), dns.")  # filled in by script
     first.get_by_role("link", name="Details and").click()
     expect(p.locator("#collector-verdict")).to_contain_text("blocked (dns)")  # type: ignore[attr-defined]
     expect(p.locator("#agent-verdict")).to_have_text("blocked (dns)")  # type: ignore[attr-defined]

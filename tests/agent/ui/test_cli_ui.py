@@ -41,7 +41,9 @@ def test_the_page_itself_stays_light() -> None:
         "import gatewatch.agent.cli_ui, gatewatch.agent.ui.serve\n"
         "print(json.dumps([m for m in ('aiohttp', 'rich', 'scapy') if m in sys.modules]))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
     assert json.loads(done.stdout) == []
 
 
