@@ -144,7 +144,7 @@ def _checkbox(name: str, label: str, checked: bool, hint: str) -> str:
     on = " checked" if checked else ""
     return (
         f'<p><label><input type="checkbox" name="{name}" id="{name}"{on} aria-describedby="{name}-hint"> '
-        f'{esc(label)}</label><br><span class="hint" id="{name}-hint">{esc(hint)}</span></p>'
+        f'{esc(label)}</label><span class="hint" id="{name}-hint">{esc(hint)}</span></p>'
     )
 
 
@@ -226,7 +226,14 @@ def settings_page(
 {_number("concurrency", "Sites measured at once", values.concurrency, "Fewer is gentler on a slow link.")}
 </fieldset>
 <fieldset><legend>Schedule (for the background service)</legend>
-{_number("interval_hours", "Run every (hours)", values.interval_hours, "Used by `gatewatch-agent daemon`.")}
+{
+            _number(
+                "interval_hours",
+                "Run every (hours)",
+                values.interval_hours,
+                "Used by the background service (gatewatch-agent daemon).",
+            )
+        }
 {
             _number(
                 "jitter_minutes",
