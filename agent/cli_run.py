@@ -50,18 +50,7 @@ InputFiles = Annotated[list[Path], typer.Option("--input-file", help="A Citizen 
 
 
 def _options(settings: AgentSettings, **flags: Any) -> RunOptions:
-    return RunOptions(
-        collector_urls=tuple(settings.collector_urls),
-        control_url=settings.effective_control_url,
-        probe_asn=settings.probe_asn,
-        probe_cc=settings.probe_cc,
-        concurrency=settings.concurrency,
-        per_host=settings.per_host_concurrency,
-        max_runtime=settings.max_runtime,
-        max_bytes=settings.max_bytes,
-        upload_batch=settings.upload_batch,
-        **flags,
-    )
+    return RunOptions.from_settings(settings, **flags)
 
 
 async def _one_pass(

@@ -7,6 +7,8 @@ Example::
     probe_asn = "AS64501"                            # set the network by hand (or withhold it, below)
     skip_categories = ["LGBT", "POLR"]               # riskier categories where you live
     max_runtime = 1800
+    upload = true                                    # false: keep every result on this machine
+    ipv6 = true                                      # false: ask DNS for IPv4 addresses only
 
     [queue]
     max_unsent = 20000
@@ -63,6 +65,8 @@ class AgentSettings(_Section):
     max_runtime: float | None = Field(default=3600, gt=0)
     max_bytes: int | None = Field(default=None, gt=0)
     upload_batch: int = Field(default=50, ge=1, le=1000)
+    upload: bool = True  # False: results stay on this machine (as `run --no-upload`, for every pass)
+    ipv6: bool = True  # False: DNS is asked for IPv4 addresses only, so nothing is measured over IPv6
     queue: QueueSettings = Field(default_factory=QueueSettings)
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
 
