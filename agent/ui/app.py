@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from gatewatch.core.measurement import format_utc, utc_now
+from gatewatch.core.vocabulary import METHOD_NOT_ALLOWED
 from gatewatch.core.wire import ErrorBody
 
 from ..consent import QUIZ, load_consent, quiz_mistakes, record_consent
@@ -125,7 +126,7 @@ class UiApp:
             if not same_origin(origin, site, listen, port):
                 return Refusal(403, "cross_origin", "This action must come from the page itself.")
         elif request.method not in ("GET", "HEAD"):
-            return Refusal(405, "method_not_allowed", "Not something this page does.")
+            return Refusal(405, METHOD_NOT_ALLOWED, "Not something this page does.")
         return None
 
     async def handle(self, request: Request) -> Response:
@@ -141,7 +142,7 @@ class UiApp:
         route = self._routes.get((method, request.path))
         if route is None:
             if any(path == request.path for _, path in self._routes):
-                return _refusal_response(Refusal(405, "method_not_allowed", "Not something this page does."))
+                return _refusal_response(Refusal(405, METHOD_NOT_ALLOWED, "Not something this page does."))
             return self._html(pages.message_page("Not found", "There is no such page.", self.token), 404)
         if request.path not in _WITHOUT_CONSENT and not self.consented:
             return _redirect("/consent")
