@@ -49,6 +49,7 @@ class RunOptions:
     upload_batch: int = 50
     upload_retry: RetryPolicy = field(default_factory=RetryPolicy)
     run_type: Literal["manual", "timed"] = "manual"
+    keep_full_bodies: bool = False  # the volunteer's opt-in (agent.toml): see agent/minimise.py
     # Public addresses whose route (never a packet) tells the machine's own source addresses.
     route_probes: tuple[str, ...] = ROUTE_PROBES
 
