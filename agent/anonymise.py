@@ -28,6 +28,9 @@ from typing import Any
 
 from gatewatch.core.measurement import Measurement
 
+from . import spellings
+from .spellings import V4_ANY, V6_ANY, Tell
+
 __all__ = [
     "PRIVATE",
     "SCRUBBED",
@@ -43,14 +46,8 @@ PRIVATE = "private"
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-# Not inside a longer run of numbers ("1.2.3.45", "9.1.2.3.4"), but inside names ("ip.1.2.3.4.example").
-_V4 = re.compile(r"(?<!\d)(?<!\d\.)(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?!\d|\.\d)")
-# Host names built from the address ("host-1-2-3-4.isp.example") carry it with dashes.
-_V4_DASHED = re.compile(r"(?<!\d)(?<!\d-)(\d{1,3})-(\d{1,3})-(\d{1,3})-(\d{1,3})(?!\d|-\d)")
-_HEX = "[0-9A-Fa-f]"
-_SEP = "(?::|%3[Aa])"
-_V6 = re.compile(rf"(?<![0-9A-Fa-f:%])(?:{_HEX}{{0,4}}{_SEP}){{2,7}}{_HEX}{{0,4}}(?![0-9A-Fa-f])")
 _DIGIT = re.compile(r"\d")
+_V6_HINTS = (":", "%3", "&#", "&colon;", "\\u003", "-")
 _NAME_PATTERN = r"(?<![A-Za-z0-9-])(?:%s)\.?(?![A-Za-z0-9-])"  # a whole host name, maybe with its root dot
 _ALWAYS_SCAN = 1024  # characters
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
@@ -98,13 +95,23 @@ class Identity:
     lan_addresses: frozenset[IPAddress] = frozenset()
     _patterns: tuple[re.Pattern[str], ...] = field(default=(), compare=False, repr=False)  # our names
     _any_name: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
-    # Cheap evidence that a long text may hold one of our addresses in some spelling: for each address,
-    # the parts every spelling must contain (octets without padding, hex groups without leading zeros).
-    _tells: tuple[tuple[str, ...], ...] = field(default=(), compare=False, repr=False)
+    # Cheap evidence that a long text may hold one of our addresses in some spelling (see
+    # spellings.Tell): the parts every spelling must contain (octets or the number in one radix or
+    # another, hex groups without leading zeros, a name, a base64 core).
+    _tells: tuple[Tell, ...] = field(default=(), compare=False, repr=False)
     # IPv6 privacy addresses rotate inside the /64 the network gave us: the whole /64 is ours.
     _own_v6_prefixes: frozenset[ipaddress.IPv6Network] = field(default=frozenset(), compare=False, repr=False)
     # Reverse-DNS-style host names spell our IPv4 address backwards ("7.113.0.203.dyn.isp.example").
     _own_reversed: frozenset[IPAddress] = field(default=frozenset(), compare=False, repr=False)
+    # Each IPv4 address to find in any inet_aton spelling, as an integer, with what replaces it.
+    _v4_targets: tuple[tuple[int, str], ...] = field(default=(), compare=False, repr=False)
+    # The IPv4 addresses as one number (hex, decimal, octal): one pattern, and what each spelling becomes.
+    _as_number: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    _number_replacement: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
+    # Base64 cores of the addresses' texts, longest first, with what replaces them.
+    _base64: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
+    # Our /64s as 32 hex digits or reversed nibbles.
+    _v6_forms: tuple[re.Pattern[str], ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def of(
@@ -127,10 +134,6 @@ class Identity:
         any_name = (
             re.compile(_NAME_PATTERN % "|".join(map(re.escape, ordered)), re.IGNORECASE) if names else None
         )
-        # An IPv4 address may also be spelled as two hex groups (NAT64 "64:ff9b::cb00:7107", v4-mapped
-        # "::ffff:cb00:7107"): those groups are a second tell.
-        hex_tells = {_hex_tell(ip) for ip in own | lan if isinstance(ip, ipaddress.IPv4Address)}
-        tells = tuple(sorted({(name,) for name in names} | {_tell(ip) for ip in own | lan} | hex_tells))
         prefixes = frozenset(
             ipaddress.IPv6Network((int(ip) >> 64 << 64, 64))
             for ip in own
@@ -141,7 +144,39 @@ class Identity:
             for ip in own
             if isinstance(ip, ipaddress.IPv4Address)
         )
-        return cls(own, frozenset(names), lan, patterns, any_name, tells, prefixes, reversed_own)
+        marked = [(ip, SCRUBBED) for ip in sorted(own | reversed_own, key=str)]
+        marked += [(ip, PRIVATE) for ip in sorted(lan, key=str)]
+        v4_marked = [(ip, mark) for ip, mark in marked if isinstance(ip, ipaddress.IPv4Address)]
+        as_number, number_replacement = _number_spellings(v4_marked)
+        cores = {
+            core: mark
+            for ip, mark in reversed(marked)  # own last: it wins a core shared with a LAN address
+            if ip not in reversed_own
+            for text in spellings.text_forms(ip)
+            for core in spellings.base64_cores(text)
+        }
+        base64_pairs = tuple(sorted(cores.items(), key=lambda item: (-len(item[0]), item[0])))
+        v6_forms = tuple(
+            re.compile(pattern, re.IGNORECASE)
+            for net in sorted(prefixes, key=str)
+            for pattern in (spellings.v6_colon_free(net), spellings.v6_reversed_nibbles(net))
+        )
+        tells = _tells(names, own, lan, prefixes, base64_pairs)
+        return cls(
+            own,
+            frozenset(names),
+            lan,
+            patterns,
+            any_name,
+            tells,
+            prefixes,
+            reversed_own,
+            tuple((int(ip), mark) for ip, mark in v4_marked),
+            as_number,
+            number_replacement,
+            base64_pairs,
+            v6_forms,
+        )
 
     def with_lan(self, addresses: Iterable[str]) -> Identity:
         added = {ip for ip in map(_parse, addresses) if ip is not None}
@@ -183,6 +218,49 @@ def _with_embedded(addresses: Iterable[IPAddress]) -> frozenset[IPAddress]:
     return frozenset(found)
 
 
+def _tells(
+    names: set[str],
+    own: frozenset[IPAddress],
+    lan: frozenset[IPAddress],
+    prefixes: frozenset[ipaddress.IPv6Network],
+    base64_pairs: tuple[tuple[str, str], ...],
+) -> tuple[Tell, ...]:
+    found: set[Tell] = {(frozenset({name}),) for name in names}
+    for ip in own | lan:
+        found.add(tuple(frozenset({part}) for part in _tell(ip)))
+        if isinstance(ip, ipaddress.IPv4Address):
+            found.update(spellings.v4_tells(ip))
+            # Also spelled as two hex groups (NAT64 "64:ff9b::cb00:7107", v4-mapped "::ffff:cb00:7107").
+            found.add(tuple(frozenset({part}) for part in _hex_tell(ip)))
+    for net in prefixes:
+        head = net.network_address.exploded.replace(":", "")[:16]
+        found.add((frozenset({".".join(reversed(head))}),))  # reversed nibbles
+    if base64_pairs:
+        found.add((frozenset(core.lower() for core, _ in base64_pairs),))
+    return tuple(sorted(found, key=lambda tell: sorted(map(sorted, tell))))
+
+
+def _number_spellings(
+    marked: list[tuple[IPAddress, str]],
+) -> tuple[re.Pattern[str] | None, tuple[tuple[str, str], ...]]:
+    """One pattern for the IPv4 addresses written as one number, and what each spelling becomes."""
+    hexes: dict[str, str] = {}
+    numbers: dict[str, str] = {}
+    for ip, mark in reversed(marked):  # the first mark wins (own before LAN)
+        if isinstance(ip, ipaddress.IPv4Address) and int(ip) >= 1 << 24:  # shorter ones are ordinary numbers
+            hex_forms, number_forms = spellings.int_spellings(ip)
+            hexes.update(dict.fromkeys(hex_forms, mark))
+            numbers.update(dict.fromkeys(number_forms, mark))
+    if not hexes:
+        return None, ()
+    by_length = lambda forms: "|".join(sorted(forms, key=lambda f: (-len(f), f)))  # noqa: E731
+    pattern = re.compile(
+        rf"(?<![0-9A-Fa-f])(?:0x)?(?:{by_length(hexes)})(?![0-9A-Fa-f])|(?<!\d)(?:{by_length(numbers)})(?!\d)",
+        re.IGNORECASE,
+    )
+    return pattern, tuple({**numbers, **hexes}.items())
+
+
 def _tell(ip: IPAddress) -> tuple[str, ...]:
     """Substrings every spelling of ``ip`` contains, in lower case: each IPv4 octet's digits (zero padding
     only adds zeros in front), or for IPv6 the /64's non-zero hex groups without leading zeros (so any
@@ -198,13 +276,6 @@ def _hex_tell(ip: ipaddress.IPv4Address) -> tuple[str, ...]:
     return tuple(g for g in (f"{int(ip) >> 16:x}", f"{int(ip) & 0xFFFF:x}") if g != "0") or ("::",)
 
 
-def _v4_from_groups(match: re.Match[str]) -> IPAddress | None:
-    octets = [int(g) for g in match.groups()]
-    if any(o > 255 for o in octets):
-        return None
-    return ipaddress.IPv4Address(bytes(octets))
-
-
 def scrub_text(text: str, identity: Identity) -> str:
     """``text`` with every occurrence of the identity's names and addresses replaced."""
     return _Scrubber(identity).text(text) if not identity.empty else text
@@ -217,15 +288,18 @@ class _Scrubber:
     def __init__(self, identity: Identity) -> None:
         self.identity = identity
         self.seen: dict[str, str] = {}
+        self.numbers = dict(identity._number_replacement)
 
     def text(self, text: str) -> str:
         identity = self.identity
         if len(text) > _ALWAYS_SCAN:
             # Scanning every byte of long texts (bodies) for address shapes costs milliseconds each; a
-            # long text is scanned only when it holds every part that any spelling of one of our
-            # addresses or names must contain (a few substring tests).
+            # long text is scanned only when, for some spelling of one of our addresses or names, it
+            # holds every part that spelling must contain (a few substring tests).
             lowered = text.lower()
-            if not any(all(part in lowered for part in tell) for tell in identity._tells):
+            if not any(
+                all(any(alt in lowered for alt in group) for group in tell) for tell in identity._tells
+            ):
                 return text
         else:
             # Short texts (headers, DNS answers, failures, URLs) are always scanned, once each.
@@ -233,25 +307,41 @@ class _Scrubber:
             if done is not None:
                 return done
         original = text
+        for core, mark in identity._base64:  # first: the other spellings could cut through a token
+            if core in text:
+                text = text.replace(core, mark)
         if identity._any_name is not None and identity._any_name.search(text):
             for pattern in identity._patterns:
                 text = pattern.sub(SCRUBBED, text)
+        for pattern in identity._v6_forms:
+            text = pattern.sub(SCRUBBED, text)
         if _DIGIT.search(text):
-            text = _V4.sub(self._v4, text)
-            text = _V4_DASHED.sub(self._v4, text)
-        if ":" in text or "%3" in text:
-            text = _V6.sub(self._v6, text)
+            if identity._as_number is not None:
+                text = identity._as_number.sub(self._number, text)
+            if identity._v4_targets:
+                text = V4_ANY.sub(self._v4, text)
+        if any(hint in text for hint in _V6_HINTS):
+            text = V6_ANY.sub(self._v6, text)
         if len(original) <= _ALWAYS_SCAN:
             self.seen[original] = text
         return text
 
+    def _number(self, match: re.Match[str]) -> str:
+        token = match.group(0)
+        digits = token[2:] if token[:2].lower() == "0x" else token
+        return self.numbers.get(digits.lower(), token)
+
     def _v4(self, match: re.Match[str]) -> str:
-        ip = _v4_from_groups(match)
-        return (self.identity.replacement(ip) if ip else None) or match.group(0)
+        if spellings.inside_longer_run(match):
+            return match.group(0)
+        for value, mark in self.identity._v4_targets:
+            if spellings.matches_v4(match, value):
+                return mark
+        return match.group(0)
 
     def _v6(self, match: re.Match[str]) -> str:
         token = match.group(0)
-        ip = _parse(re.sub("%3[Aa]", ":", token))
+        ip = _parse(spellings.v6_normalised(token))
         return (self.identity.replacement(ip) if ip else None) or token
 
     def value(self, value: Any) -> Any:
