@@ -47,7 +47,7 @@ PRIVATE = "private"
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _DIGIT = re.compile(r"\d")
-_V6_HINTS = (":", "%3", "&#", "&colon;", "\\u003", "-")
+_V6_HINTS = (":", "%3", "%25", "&#", "&colon;", "\\u003", "-")
 _NAME_PATTERN = r"(?<![A-Za-z0-9-])(?:%s)\.?(?![A-Za-z0-9-])"  # a whole host name, maybe with its root dot
 _ALWAYS_SCAN = 1024  # characters
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
@@ -151,7 +151,7 @@ class Identity:
         cores = {
             core: mark
             for ip, mark in reversed(marked)  # own last: it wins a core shared with a LAN address
-            if ip not in reversed_own
+            if ip in own or ip in lan  # not the reversed spellings: their text is not echoed
             for text in spellings.text_forms(ip)
             for core in spellings.base64_cores(text)
         }
