@@ -19,6 +19,7 @@ replaced.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import re
@@ -47,9 +48,11 @@ PRIVATE = "private"
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _DIGIT = re.compile(r"\d")
-_V6_HINTS = (":", "%3", "%25", "&#", "&colon;", "\\u003", "-")
+# Something in a text that may separate the groups of an IPv6 address: else the IPv6 scan is skipped.
+_V6_HINT = re.compile(r":|%3|%25|&#|&colon;|\\u003|-")
 _NAME_PATTERN = r"(?<![A-Za-z0-9-])(?:%s)\.?(?![A-Za-z0-9-])"  # a whole host name, maybe with its root dot
 _ALWAYS_SCAN = 1024  # characters
+_REMEMBERED = 20_000  # short texts remembered with their scrubbed form
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _SHARED_ADDRESS_SPACE = ipaddress.IPv4Network("100.64.0.0/10")  # carrier-grade NAT: inside the ISP
 
@@ -108,10 +111,12 @@ class Identity:
     # The IPv4 addresses as one number (hex, decimal, octal): one pattern, and what each spelling becomes.
     _as_number: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
     _number_replacement: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
-    # Base64 cores of the addresses' texts, longest first, with what replaces them.
-    _base64: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
-    # Our /64s as 32 hex digits or reversed nibbles.
-    _v6_forms: tuple[re.Pattern[str], ...] = field(default=(), compare=False, repr=False)
+    # Base64 cores of the addresses' texts (one pattern, longest first), with what replaces each.
+    _base64: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    _base64_replacement: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
+    _base64_shortest: int = field(default=0, compare=False, repr=False)
+    # Our /64s as 32 hex digits or reversed nibbles (one pattern).
+    _v6_forms: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(
@@ -156,11 +161,13 @@ class Identity:
             for core in spellings.base64_cores(text)
         }
         base64_pairs = tuple(sorted(cores.items(), key=lambda item: (-len(item[0]), item[0])))
-        v6_forms = tuple(
-            re.compile(pattern, re.IGNORECASE)
+        base64_pattern = re.compile("|".join(re.escape(core) for core, _ in base64_pairs)) if cores else None
+        v6_patterns = [
+            pattern
             for net in sorted(prefixes, key=str)
             for pattern in (spellings.v6_colon_free(net), spellings.v6_reversed_nibbles(net))
-        )
+        ]
+        v6_forms = re.compile("|".join(v6_patterns), re.IGNORECASE) if v6_patterns else None
         tells = _tells(names, own, lan, prefixes, base64_pairs)
         return cls(
             own,
@@ -174,7 +181,9 @@ class Identity:
             tuple((int(ip), mark) for ip, mark in v4_marked),
             as_number,
             number_replacement,
+            base64_pattern,
             base64_pairs,
+            min((len(core) for core in cores), default=0),
             v6_forms,
         )
 
@@ -278,17 +287,27 @@ def _hex_tell(ip: ipaddress.IPv4Address) -> tuple[str, ...]:
 
 def scrub_text(text: str, identity: Identity) -> str:
     """``text`` with every occurrence of the identity's names and addresses replaced."""
-    return _Scrubber(identity).text(text) if not identity.empty else text
+    return _scrubber(identity).text(text) if not identity.empty else text
+
+
+@functools.lru_cache(maxsize=4)
+def _scrubber(identity: Identity) -> _Scrubber:
+    """The scrubber of an identity, kept across the measurements of a pass (one identity, or a few)."""
+    return _Scrubber(identity)
 
 
 class _Scrubber:
-    """Scrubs the strings of one measurement. The same short strings (keys, header names, failure strings)
-    come back many times in one measurement, so each is scanned once."""
+    """Scrubs the strings of measurements. The same short strings (keys, header names, failure strings,
+    the resolver's address) come back many times in a measurement and in every measurement of a pass, so
+    each is scanned once (up to :data:`_REMEMBERED` of them)."""
 
     def __init__(self, identity: Identity) -> None:
         self.identity = identity
         self.seen: dict[str, str] = {}
         self.numbers = dict(identity._number_replacement)
+        self.base64 = dict(identity._base64_replacement)
+        # Every inet_aton form starts with the first octet: most numbers found are not ours from it.
+        self.first_octets = frozenset(value >> 24 for value, _ in identity._v4_targets)
 
     def text(self, text: str) -> str:
         identity = self.identity
@@ -307,24 +326,29 @@ class _Scrubber:
             if done is not None:
                 return done
         original = text
-        for core, mark in identity._base64:  # first: the other spellings could cut through a token
-            if core in text:
-                text = text.replace(core, mark)
+        # Base64 first: the other spellings could cut through a token.
+        if identity._base64 is not None and len(text) >= identity._base64_shortest:
+            text = identity._base64.sub(self._base64, text)
         if identity._any_name is not None and identity._any_name.search(text):
             for pattern in identity._patterns:
                 text = pattern.sub(SCRUBBED, text)
-        for pattern in identity._v6_forms:
-            text = pattern.sub(SCRUBBED, text)
+        if identity._v6_forms is not None:
+            text = identity._v6_forms.sub(SCRUBBED, text)
         if _DIGIT.search(text):
             if identity._as_number is not None:
                 text = identity._as_number.sub(self._number, text)
             if identity._v4_targets:
                 text = V4_ANY.sub(self._v4, text)
-        if any(hint in text for hint in _V6_HINTS):
+        if _V6_HINT.search(text):
             text = V6_ANY.sub(self._v6, text)
         if len(original) <= _ALWAYS_SCAN:
+            if len(self.seen) >= _REMEMBERED:
+                self.seen.clear()  # bounded memory on a long pass
             self.seen[original] = text
         return text
+
+    def _base64(self, match: re.Match[str]) -> str:
+        return self.base64[match.group(0)]
 
     def _number(self, match: re.Match[str]) -> str:
         token = match.group(0)
@@ -332,6 +356,8 @@ class _Scrubber:
         return self.numbers.get(digits.lower(), token)
 
     def _v4(self, match: re.Match[str]) -> str:
+        if self.first_octets.isdisjoint(spellings.part_values(match.group("a"))):
+            return match.group(0)
         if spellings.inside_longer_run(match):
             return match.group(0)
         for value, mark in self.identity._v4_targets:
@@ -389,7 +415,7 @@ def anonymise(measurement: Measurement, identity: Identity) -> Measurement:
     """A copy of ``measurement`` with the volunteer scrubbed out; still a valid :class:`Measurement`."""
     data = measurement.model_dump(mode="json")
     identity = identity.with_lan(_lan_resolvers(data))
-    scrubbed = _Scrubber(identity).value(data) if not identity.empty else data
+    scrubbed = _scrubber(identity).value(data) if not identity.empty else data
     try:
         return Measurement.model_validate(scrubbed)
     except ValueError as exc:
