@@ -10,11 +10,16 @@ Two kinds of addresses are removed wherever they occur, in every string of the m
   *which* private address is not.
 
 The walk is generic over the JSON structure, so a field added to the models later is covered without
-touching this module. Addresses are found by scanning for anything shaped like an IPv4/IPv6 address and
-parsing it, so every textual form matches (``2001:db8::1``, ``2001:0db8:0:0:0:0:0:1``, upper case,
-``%3A``-escaped, v4-mapped), while a longer address that merely contains ours (``1.2.3.45``) does not.
-Censors' answers such as ``10.10.34.35`` are evidence and are left alone: only the addresses given are
-replaced.
+touching this module. Addresses are found in every spelling :mod:`.spellings` knows: anything shaped
+like an IPv4 address in a form inet_aton accepts (any radix, 1 to 4 parts, the dots escaped or replaced
+by a separator) or like an IPv6 address (any case, padding, escaped colons) is parsed and compared, so
+``0177.0101.0.012`` and ``2001:0DB8::1`` match while a longer address that merely contains ours
+(``1.2.3.45``) does not; the address as one number (``0x7f41000a``, ``2134966282``), as base64 inside a
+token, and our /64 without colons or as reversed nibbles are searched for as such. Censors' answers such
+as ``10.10.34.35`` are evidence and are left alone: only the addresses given are replaced.
+
+Scrubbing every spelling is a race that cannot be won alone: :mod:`.minimise` then keeps only what the
+judgement needs (``docs/privacy.md``).
 """
 
 from __future__ import annotations
