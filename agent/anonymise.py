@@ -35,7 +35,7 @@ from typing import Any
 from gatewatch.core.measurement import Measurement
 
 from . import spellings
-from .spellings import V4_ANY, V6_ANY, Tell
+from .spellings import V6_ANY, Tell
 
 __all__ = [
     "PRIVATE",
@@ -111,11 +111,17 @@ class Identity:
     _own_v6_prefixes: frozenset[ipaddress.IPv6Network] = field(default=frozenset(), compare=False, repr=False)
     # Reverse-DNS-style host names spell our IPv4 address backwards ("7.113.0.203.dyn.isp.example").
     _own_reversed: frozenset[IPAddress] = field(default=frozenset(), compare=False, repr=False)
-    # Each IPv4 address to find in any inet_aton spelling, as an integer, with what replaces it.
+    # Each IPv4 address to find in any inet_aton spelling, as an integer, with what replaces it, and the
+    # pattern that finds candidates (spellings.v4_pattern).
     _v4_targets: tuple[tuple[int, str], ...] = field(default=(), compare=False, repr=False)
+    _v4_any: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
     # The IPv4 addresses as one number (hex, decimal, octal): one pattern, and what each spelling becomes.
     _as_number: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
     _number_replacement: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
+    # Substrings (lower case) without one of which a text holds no name, no number spelling, no /64 form:
+    # a few substring tests spare a regex scan of every text.
+    _name_hints: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    _v6_hints: tuple[str, ...] = field(default=(), compare=False, repr=False)
     # Base64 cores of the addresses' texts (one pattern, longest first), with what replaces each.
     _base64: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
     _base64_replacement: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
@@ -175,21 +181,29 @@ class Identity:
         v6_forms = re.compile("|".join(v6_patterns), re.IGNORECASE) if v6_patterns else None
         tells = _tells(names, own, lan, prefixes, base64_pairs)
         return cls(
-            own,
-            frozenset(names),
-            lan,
-            patterns,
-            any_name,
-            tells,
-            prefixes,
-            reversed_own,
-            tuple((int(ip), mark) for ip, mark in v4_marked),
-            as_number,
-            number_replacement,
-            base64_pattern,
-            base64_pairs,
-            min((len(core) for core in cores), default=0),
-            v6_forms,
+            own_addresses=own,
+            own_names=frozenset(names),
+            lan_addresses=lan,
+            _patterns=patterns,
+            _any_name=any_name,
+            _tells=tells,
+            _own_v6_prefixes=prefixes,
+            _own_reversed=reversed_own,
+            _v4_targets=tuple((int(ip), mark) for ip, mark in v4_marked),
+            _v4_any=spellings.v4_pattern(ip.packed[0] for ip, _ in v4_marked) if v4_marked else None,
+            _as_number=as_number,
+            _number_replacement=number_replacement,
+            _name_hints=tuple(sorted(names)),
+            _v6_hints=tuple(
+                hint
+                for net in sorted(prefixes, key=str)
+                for head in [net.network_address.exploded.replace(":", "")[:16]]
+                for hint in (head, ".".join(reversed(head)))
+            ),
+            _base64=base64_pattern,
+            _base64_replacement=base64_pairs,
+            _base64_shortest=min((len(core) for core in cores), default=0),
+            _v6_forms=v6_forms,
         )
 
     def with_lan(self, addresses: Iterable[str]) -> Identity:
@@ -331,19 +345,21 @@ class _Scrubber:
             if done is not None:
                 return done
         original = text
+        lowered = text.lower()
         # Base64 first: the other spellings could cut through a token.
         if identity._base64 is not None and len(text) >= identity._base64_shortest:
             text = identity._base64.sub(self._base64, text)
-        if identity._any_name is not None and identity._any_name.search(text):
+        if identity._any_name is not None and any(hint in lowered for hint in identity._name_hints):
             for pattern in identity._patterns:
                 text = pattern.sub(SCRUBBED, text)
-        if identity._v6_forms is not None:
+        if identity._v6_forms is not None and any(hint in lowered for hint in identity._v6_hints):
             text = identity._v6_forms.sub(SCRUBBED, text)
+        # Not behind the digit test: a hex spelling may have no digit ("fffffffa").
+        if identity._as_number is not None and any(form in lowered for form in self.numbers):
+            text = identity._as_number.sub(self._number, text)
         if _DIGIT.search(text):
-            if identity._as_number is not None:
-                text = identity._as_number.sub(self._number, text)
-            if identity._v4_targets:
-                text = V4_ANY.sub(self._v4, text)
+            if identity._v4_any is not None:
+                text = identity._v4_any.sub(self._v4, text)
         if _V6_HINT.search(text):
             text = V6_ANY.sub(self._v6, text)
         if len(original) <= _ALWAYS_SCAN:

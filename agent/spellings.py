@@ -32,6 +32,8 @@ __all__ = [
     "int_spellings",
     "matches_v4",
     "part_values",
+    "text_forms",
+    "v4_pattern",
     "v4_tells",
     "v6_colon_free",
     "v6_normalised",
@@ -58,11 +60,28 @@ _OTHER_SEPARATORS: Final = (", ", ",", " ", "_", ":", "-")
 _SEP = "(?:" + "|".join((*DOT_SEPARATORS, *_OTHER_SEPARATORS)) + ")"
 _DOT_LIKE = re.compile("^(?:" + "|".join(DOT_SEPARATORS) + ")$")
 _PART = r"(?:0[xX][0-9A-Fa-f]{1,8}|\d{1,10})"
-# Two to four parts joined by the same separator, not inside a longer number.
-V4_ANY: Final = re.compile(
-    rf"(?<![0-9])(?P<a>{_PART})(?P<s>{_SEP})(?P<b>{_PART})(?:(?P=s)(?P<c>{_PART}))?(?:(?P=s)(?P<d>{_PART}))?(?![0-9])",
-    re.IGNORECASE,  # the same separator, in any case ("&#x2e;" then "&#x2E;")
+_V4_TEMPLATE = (
+    r"(?<![0-9])(?P<a>{first})(?P<s>{sep})(?P<b>{part})"
+    r"(?:(?P=s)(?P<c>{part}))?(?:(?P=s)(?P<d>{part}))?(?![0-9])"
 )
+# Two to four parts joined by the same separator (in any case: "&#x2e;" then "&#x2E;"), not inside a
+# longer number.
+V4_ANY: Final = re.compile(_V4_TEMPLATE.format(first=_PART, sep=_SEP, part=_PART), re.IGNORECASE)
+
+
+def v4_pattern(first_octets: Iterable[int]) -> re.Pattern[str]:
+    """:data:`V4_ANY` narrowed to addresses whose first octet is one of ``first_octets`` (in any of its
+    spellings): a page full of numbers then costs the regex engine, not a Python call per number."""
+    octets = set(first_octets)
+    firsts = sorted(
+        {rf"0*{octet}" for octet in octets}
+        | {rf"0+{octet:o}" for octet in octets}
+        | {rf"0x0*{octet:x}" for octet in octets},
+        key=lambda spelled: (-len(spelled), spelled),
+    )
+    first = "(?:" + "|".join(firsts) + ")"
+    return re.compile(_V4_TEMPLATE.format(first=first, sep=_SEP, part=_PART), re.IGNORECASE)
+
 
 _HEX = "[0-9A-Fa-f]"
 _V6_SEP = r"(?::|%3[Aa]|%253[Aa]|&#0*58;|&#[xX]0*3[Aa];|&colon;|\\u003[Aa]|-)"
@@ -108,11 +127,12 @@ def inside_longer_run(match: re.Match[str]) -> bool:
     """True when the match continues a longer run of numbers with the same separator (``9.1.2.3.4``): then
     it is part of something else (a version, a longer address), not an address of its own."""
     text, sep = match.string, match.group("s")
-    before = text[: match.start()]
-    after = text[match.end() :]
-    if before.endswith(sep) and before[: -len(sep)][-1:].isdigit():
+    start, end, width = match.start(), match.end(), len(sep) + 1
+    before = text[max(0, start - width) : start]  # a window: slicing a whole page per match is quadratic
+    after = text[end : end + width]
+    if before[1:].lower() == sep.lower() and before[:1].isdigit():
         return True
-    return after.startswith(sep) and after[len(sep) : len(sep) + 1].isdigit()
+    return after[:-1].lower() == sep.lower() and after[-1:].isdigit()
 
 
 def int_spellings(ip: ipaddress.IPv4Address) -> tuple[set[str], set[str]]:

@@ -209,3 +209,8 @@ def test_no_spelling_of_a_random_own_address_survives_in_random_text(echo: tuple
     scrubbed = scrub_text(text, Identity.of(own_addresses=[address]))
     assert spelling not in scrubbed
     assert SCRUBBED in scrubbed
+
+
+def test_a_hex_spelling_without_any_digit_is_scrubbed() -> None:
+    identity = Identity.of(own_addresses=["255.255.255.250"])
+    assert scrub_text("\nFFFFFFFA\n", identity) == f"\n{SCRUBBED}\n"
