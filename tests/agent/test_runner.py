@@ -18,8 +18,8 @@ import pytest
 
 from gatewatch.agent.anonymise import SCRUBBED
 from gatewatch.agent.build import bytes_received
-from gatewatch.agent.minimise import BODY_POLICY_ANNOTATION, CANDIDATE_BODIES, DROPPED, FULL_BODIES
 from gatewatch.agent.collector_api import geolocate, make_session
+from gatewatch.agent.minimise import BODY_POLICY_ANNOTATION, CANDIDATE_BODIES, DROPPED, FULL_BODIES
 from gatewatch.agent.queue import MeasurementQueue
 from gatewatch.agent.run_records import LAST_RUN_KEY, RunEvent, RunOptions
 from gatewatch.agent.runner import run_pass
