@@ -163,7 +163,7 @@ class Identity:
         marked = [(ip, SCRUBBED) for ip in sorted(own | reversed_own, key=str)]
         marked += [(ip, PRIVATE) for ip in sorted(lan, key=str)]
         v4_marked = [(ip, mark) for ip, mark in marked if isinstance(ip, ipaddress.IPv4Address)]
-        as_number, number_replacement = _number_spellings(v4_marked)
+        as_number, number_replacement = spellings.number_pattern(v4_marked)
         cores = {
             core: mark
             for ip, mark in reversed(marked)  # own last: it wins a core shared with a LAN address
@@ -266,27 +266,6 @@ def _tells(
     if base64_pairs:
         found.add((frozenset(core.lower() for core, _ in base64_pairs),))
     return tuple(sorted(found, key=lambda tell: sorted(map(sorted, tell))))
-
-
-def _number_spellings(
-    marked: list[tuple[IPAddress, str]],
-) -> tuple[re.Pattern[str] | None, tuple[tuple[str, str], ...]]:
-    """One pattern for the IPv4 addresses written as one number, and what each spelling becomes."""
-    hexes: dict[str, str] = {}
-    numbers: dict[str, str] = {}
-    for ip, mark in reversed(marked):  # the first mark wins (own before LAN)
-        if isinstance(ip, ipaddress.IPv4Address) and int(ip) >= 1 << 24:  # shorter ones are ordinary numbers
-            hex_forms, number_forms = spellings.int_spellings(ip)
-            hexes.update(dict.fromkeys(hex_forms, mark))
-            numbers.update(dict.fromkeys(number_forms, mark))
-    if not hexes:
-        return None, ()
-    by_length = lambda forms: "|".join(sorted(forms, key=lambda f: (-len(f), f)))  # noqa: E731
-    pattern = re.compile(
-        rf"(?<![0-9A-Fa-f])(?:0x)?(?:{by_length(hexes)})(?![0-9A-Fa-f])|(?<!\d)(?:{by_length(numbers)})(?!\d)",
-        re.IGNORECASE,
-    )
-    return pattern, tuple({**numbers, **hexes}.items())
 
 
 def _tell(ip: IPAddress) -> tuple[str, ...]:

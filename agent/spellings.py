@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "inside_longer_run",
     "int_spellings",
     "matches_v4",
+    "number_pattern",
     "part_values",
     "text_forms",
     "v4_pattern",
@@ -139,6 +140,27 @@ def int_spellings(ip: ipaddress.IPv4Address) -> tuple[set[str], set[str]]:
     """The address as one number: (hex spellings, decimal and octal spellings), in lower case."""
     value = int(ip)
     return {f"{value:x}", f"{value:08x}"}, {str(value), f"0{value:o}"}
+
+
+def number_pattern(
+    marked: Sequence[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, str]],
+) -> tuple[re.Pattern[str] | None, tuple[tuple[str, str], ...]]:
+    """One pattern for the IPv4 addresses written as one number, and what each spelling becomes."""
+    hexes: dict[str, str] = {}
+    numbers: dict[str, str] = {}
+    for ip, mark in reversed(marked):  # the first mark wins (own before LAN)
+        if isinstance(ip, ipaddress.IPv4Address) and int(ip) >= 1 << 24:  # shorter ones are ordinary numbers
+            hex_forms, number_forms = int_spellings(ip)
+            hexes.update(dict.fromkeys(hex_forms, mark))
+            numbers.update(dict.fromkeys(number_forms, mark))
+    if not hexes:
+        return None, ()
+    by_length = lambda forms: "|".join(sorted(forms, key=lambda f: (-len(f), f)))  # noqa: E731
+    pattern = re.compile(
+        rf"(?<![0-9A-Fa-f])(?:0x)?(?:{by_length(hexes)})(?![0-9A-Fa-f])|(?<!\d)(?:{by_length(numbers)})(?!\d)",
+        re.IGNORECASE,
+    )
+    return pattern, tuple({**numbers, **hexes}.items())
 
 
 def _forms(value: int) -> frozenset[str]:
