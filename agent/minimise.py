@@ -17,9 +17,12 @@ plain words.
   comparison (status code, and none of length, uncommon header names or title words alike). Any other
   body is dropped; its length, SHA-256 and title stay, which is all the comparison reads. A page whose
   bytes equal the control's is never kept (nothing in it is news).
-* A volunteer may opt in to keep every body (``keep_full_bodies = true`` in ``agent.toml``) on a network
-  where they accept the risk; header values stay minimised. The choice is written in the measurement's
-  annotations (:data:`BODY_POLICY_ANNOTATION`), so researchers know which measurements carry full pages.
+* **Certificates**: every field of each certificate (scrubbed) and its SHA-256 stay; the DER bytes only of
+  a chain that did not validate (the evidence of an interception), as the analysis reads none of them.
+* A volunteer may opt in to keep every body and certificate (``keep_full_bodies = true`` in
+  ``agent.toml``) on a network where they accept the risk; header values stay minimised. The choice is
+  written in the measurement's annotations (:data:`BODY_POLICY_ANNOTATION`), so researchers know which
+  measurements carry full pages.
 
 Minimising runs after scrubbing (so the SHA-256 of a dropped body is that of the scrubbed text, which
 cannot be brute-forced back to an address) and before signing.
@@ -35,7 +38,7 @@ from gatewatch.analysis.fingerprints import FingerprintDB
 from gatewatch.analysis.http_layer import body_length_match, headers_match, status_code_match, title_match
 from gatewatch.core.control import ControlHTTP
 from gatewatch.core.measurement import Measurement
-from gatewatch.core.observations import HTTPResponse, HTTPTransaction
+from gatewatch.core.observations import HTTPResponse, HTTPTransaction, TLSHandshake
 
 __all__ = [
     "ANALYSED_HEADERS",
@@ -160,6 +163,15 @@ def _minimised_response(
     return response.model_copy(update=update)
 
 
+def _minimised_handshake(handshake: TLSHandshake, policy: StoragePolicy) -> TLSHandshake:
+    """A chain that validated is named by its certificates' fields and SHA-256; its DER bytes (which
+    the scrubber reads only as text) are kept where they are evidence: a chain that did not validate."""
+    if policy.keep_full_bodies or not handshake.validated:
+        return handshake
+    certificates = [c.model_copy(update={"der_b64": None}) for c in handshake.peer_certificates]
+    return handshake.model_copy(update={"peer_certificates": certificates})
+
+
 def _minimised_requests(
     requests: Sequence[HTTPTransaction],
     control: ControlHTTP | None,
@@ -202,6 +214,9 @@ def minimise(
         new_control = new_control.model_copy(
             update={"http_request": http.model_copy(update={"headers": headers})}
         )
-    new_keys = keys.model_copy(update={"requests": requests, "control": new_control})
+    handshakes = [_minimised_handshake(h, policy) for h in keys.tls_handshakes]
+    new_keys = keys.model_copy(
+        update={"requests": requests, "control": new_control, "tls_handshakes": handshakes}
+    )
     annotations = {**measurement.annotations, BODY_POLICY_ANNOTATION: policy.annotation}
     return measurement.model_copy(update={"test_keys": new_keys, "annotations": annotations})

@@ -248,3 +248,19 @@ def test_judging_the_minimised_measurement_gives_the_same_verdict(
 def test_a_built_measurement_carries_its_body_policy(keep_full_bodies: bool) -> None:
     m = minimise(make_measurement(echoing_keys()), StoragePolicy(keep_full_bodies=keep_full_bodies))
     assert m.annotations[BODY_POLICY_ANNOTATION] == (FULL_BODIES if keep_full_bodies else CANDIDATE_BODIES)
+
+
+def test_certificate_bytes_are_kept_only_where_the_chain_did_not_validate() -> None:
+    keys = echoing_keys()
+    handshake = keys.tls_handshakes[0]
+    certificate = handshake.peer_certificates[0].model_copy(update={"der_b64": "MIIB"})
+    for validated, policy, kept in [
+        (True, StoragePolicy(), False),
+        (False, StoragePolicy(), True),
+        (True, StoragePolicy(keep_full_bodies=True), True),
+    ]:
+        changed = handshake.model_copy(update={"validated": validated, "peer_certificates": [certificate]})
+        m = minimise(make_measurement(keys.model_copy(update={"tls_handshakes": [changed]})), policy)
+        [stored] = m.test_keys.tls_handshakes[0].peer_certificates
+        assert (stored.der_b64 == "MIIB") is kept
+        assert stored.sha256 == certificate.sha256 and stored.subject == certificate.subject
