@@ -48,6 +48,7 @@ __all__ = [
     "FULL_BODIES",
     "MAX_KEPT_BODY",
     "NEVER_KEPT_HEADERS",
+    "PROBE_REQUEST_HEADERS",
     "StoragePolicy",
     "is_blockpage_candidate",
     "minimise",
@@ -65,6 +66,10 @@ ANALYSED_HEADERS: Final = frozenset(
 # Never kept, even when a fingerprint database names them.
 NEVER_KEPT_HEADERS: Final = frozenset(
     {"set-cookie", "set-cookie2", "cookie", "authorization", "proxy-authorization", "www-authenticate"}
+)
+# What the probe itself sends (probes/http.py): the request's values are ours, not the server's.
+PROBE_REQUEST_HEADERS: Final = frozenset(
+    {"host", "user-agent", "accept", "accept-language", "accept-encoding"}
 )
 BODY_POLICY_ANNOTATION: Final = "body_policy"
 CANDIDATE_BODIES: Final = "blockpage_candidates"
@@ -178,7 +183,7 @@ def _minimised_requests(
     fingerprints: FingerprintDB | None,
     policy: StoragePolicy,
 ) -> list[HTTPTransaction]:
-    kept_request = policy.kept_header_values | {"host", "user-agent", "accept", "accept-language"}
+    kept_request = policy.kept_header_values | PROBE_REQUEST_HEADERS
     out = []
     for transaction in requests:
         request = transaction.request.model_copy(

@@ -264,3 +264,20 @@ def test_certificate_bytes_are_kept_only_where_the_chain_did_not_validate() -> N
         [stored] = m.test_keys.tls_handshakes[0].peer_certificates
         assert (stored.der_b64 == "MIIB") is kept
         assert stored.sha256 == certificate.sha256 and stored.subject == certificate.subject
+
+
+def test_the_probes_own_request_headers_keep_their_values() -> None:
+    request = HTTPRequest(
+        url="http://site.example/",
+        headers=[
+            ("Host", "site.example"),
+            ("Accept-Encoding", "identity"),
+            ("Cookie", "a=b"),
+            ("X-Other", "1"),
+        ],
+    )
+    keys = WebTestKeys(requests=[HTTPTransaction(t0=0, t=0.1, request=request)])
+    [kept] = minimise(make_measurement(keys)).test_keys.requests
+    assert kept.request.headers == [
+        ("Host", "site.example"), ("Accept-Encoding", "identity"), ("Cookie", DROPPED), ("X-Other", DROPPED),
+    ]  # fmt: skip
