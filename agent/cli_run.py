@@ -38,7 +38,7 @@ from .paths import DataPaths
 from .queue import MeasurementQueue
 from .run_records import RunOptions, RunSummary
 from .runner import run_pass
-from .settings import AgentSettings, SettingsError
+from .settings import FULL_BODIES_WARNING, AgentSettings, SettingsError
 from .upload import Uploader, UploadReport
 
 __all__ = ["daemon", "run", "upload"]
@@ -63,6 +63,8 @@ async def _one_pass(
     scheduled: bool = False,
 ) -> RunSummary:
     key = load_key(paths.key)
+    if options.keep_full_bodies:
+        typer.secho(FULL_BODIES_WARNING, fg="yellow", err=True)
     if scheduled:
         test_list = await scheduled_test_list(paths, settings, options, files)
     else:

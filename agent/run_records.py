@@ -51,6 +51,7 @@ class RunOptions:
     ipv6: bool = True  # False: DNS is asked for A records only
     upload_retry: RetryPolicy = field(default_factory=RetryPolicy)
     run_type: Literal["manual", "timed"] = "manual"
+    keep_full_bodies: bool = False  # the volunteer's opt-in (agent.toml): see agent/minimise.py
     # Public addresses whose route (never a packet) tells the machine's own source addresses.
     route_probes: tuple[str, ...] = ROUTE_PROBES
 
@@ -71,6 +72,7 @@ class RunOptions:
             max_bytes=settings.max_bytes,
             upload_batch=settings.upload_batch,
             ipv6=settings.ipv6,
+            keep_full_bodies=settings.keep_full_bodies,
             upload=upload,
             **flags,
         )
