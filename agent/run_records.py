@@ -10,7 +10,10 @@ from typing import Any, Literal
 from gatewatch.core.vocabulary import WITHHELD_ASN, WITHHELD_CC
 from gatewatch.probes.config import DNSConfig, TCPConfig, TLSConfig, WebConfig
 
+from .addresses import CollectorAddress, as_address, as_addresses
+from .http_client import DIRECT
 from .netinfo import ROUTE_PROBES
+from .proxy import Route
 from .upload import RetryPolicy, UploadReport
 
 __all__ = [
@@ -35,6 +38,10 @@ StopReason = Literal[
 class RunOptions:
     collector_urls: tuple[str, ...] = ()
     control_url: str | None = None
+    # Typed collector addresses (settings.collector_addresses()): when given, they replace collector_urls.
+    addresses: tuple[CollectorAddress, ...] = ()
+    control: CollectorAddress | None = None  # replaces control_url when given
+    route: Route = DIRECT  # how collector calls to a plain URL go (the global proxy or Tor)
     probe_asn: str | None = None  # override (WITHHELD_ASN withholds)
     probe_cc: str | None = None  # override (WITHHELD_CC withholds)
     resolver: str | None = None
@@ -65,11 +72,27 @@ class RunOptions:
         )
 
     @property
-    def collector_bases(self) -> list[str]:
-        """Every collector this pass may ask where it is: the upload URLs, then the control URL."""
-        bases = list(self.collector_urls)
-        if self.control_url and self.control_url not in bases:
-            bases.append(self.control_url)
+    def collector_addresses(self) -> list[CollectorAddress]:
+        """Where uploads go, in the order tried."""
+        return list(self.addresses) or as_addresses(self.collector_urls)
+
+    @property
+    def control_address(self) -> CollectorAddress | None:
+        """Where controls are asked: the control address, else the first collector address."""
+        if self.control is not None:
+            return self.control
+        if self.control_url:
+            return as_address(self.control_url)
+        addresses = self.collector_addresses
+        return addresses[0] if addresses else None
+
+    @property
+    def collector_bases(self) -> list[CollectorAddress]:
+        """Every collector this pass may ask where it is: the upload addresses, then the control's."""
+        bases = self.collector_addresses
+        control = self.control_address
+        if control is not None and control not in bases:
+            bases.append(control)
         return bases
 
 
