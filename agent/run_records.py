@@ -53,6 +53,7 @@ class RunOptions:
     max_runtime: float | None = 3600.0
     max_bytes: int | None = None
     upload: bool = True
+    defer_upload: bool = False  # queue for upload but leave the upload to the caller (the daemon's delay)
     upload_batch: int = 50
     upload_retry: RetryPolicy = field(default_factory=RetryPolicy)
     run_type: Literal["manual", "timed"] = "manual"

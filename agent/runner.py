@@ -329,7 +329,7 @@ async def run_pass(
         summary = state.summary
         summary.finished_at = format_utc(utc_now())
         state.emit("stopped", message=summary.stop_reason)
-        if options.upload and options.collector_addresses:
+        if options.upload and options.collector_addresses and not options.defer_upload:
             state.emit("uploading")
             uploader = Uploader(
                 queue,

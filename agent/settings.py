@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gatewatch.core.measurement import ASN, CountryCode
 
 from .addresses import CollectorAddress
-from .proxy import TOR_DEFAULT, parse_proxy
+from .proxy import TOR_DEFAULT, Route, parse_proxy
 
 __all__ = [
     "DEFAULT_UPLOAD_DELAY",
@@ -138,6 +138,11 @@ class AgentSettings(_Section):
             return f"socks5h://{self.tor_socks}", True
         return self.proxy, False
 
+    def default_route(self) -> Route:
+        """How a collector call to a plain URL goes: through Tor, the proxy, or directly."""
+        proxy, isolate = self._default_route
+        return CollectorAddress(url="http://collector.invalid/", proxy=proxy, isolate=isolate).route
+
     def collector_addresses(self) -> list[CollectorAddress]:
         """Every way to the collector, in the order tried: ``collectors``, then ``collector_urls``; each
         without a proxy of its own goes through Tor or the proxy when one is set."""
@@ -161,6 +166,29 @@ class AgentSettings(_Section):
     def effective_control_url(self) -> str | None:
         addresses = self.collector_addresses()
         return self.control_url or (addresses[0].url if addresses else None)
+
+    def with_transport(
+        self, proxy: str | None = None, tor: bool = False, upload_delay: str | None = None
+    ) -> AgentSettings:
+        """The command line's ``--proxy``/``--tor`` (each replaces the other's setting) and
+        ``--upload-delay MIN[,MAX]`` (seconds)."""
+        changes: dict[str, object] = {}
+        if tor:
+            changes |= {"tor": True, "proxy": None}
+        elif proxy is not None:
+            changes |= {"tor": False, "proxy": proxy}
+        if upload_delay is not None:
+            try:
+                low, _, high = upload_delay.partition(",")
+                changes["upload_delay"] = (float(low), float(high or low))
+            except ValueError:
+                raise SettingsError(f"--upload-delay {upload_delay!r}: give MIN[,MAX] seconds") from None
+        if not changes:
+            return self
+        try:
+            return AgentSettings.model_validate({**self.model_dump(), **changes})
+        except ValidationError as exc:
+            raise SettingsError(_explain(exc)) from None
 
     def with_overrides(self, **changes: object) -> AgentSettings:
         """A copy with the given values (``None`` and empty lists mean "not given on the command line")."""
