@@ -9,9 +9,10 @@ from typing import Annotated, Any
 
 import typer
 
+from .addresses import ATTEMPTS_KEY
 from .cli_common import DataDir, console
 from .consent import load_consent
-from .display import STOP_EXPLANATIONS, results_table
+from .display import STOP_EXPLANATIONS, attempt_rows, results_table
 from .history import recent_results
 from .keys import SigningKeyError, fingerprint, load_key
 from .paths import DataPaths
@@ -26,7 +27,8 @@ def status(
     data_dir: DataDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
 ) -> None:
-    """Consent, last run, what waits for upload and why, quarantined measurements, key fingerprint."""
+    """Consent, last run, what waits for upload and why, how each collector address answered the last
+    attempts (direct, proxy, Tor, onion, fronted), quarantined measurements, key fingerprint."""
     paths = DataPaths.at(data_dir)
     record = load_consent(paths.consent)
     info: dict[str, Any] = {
@@ -53,6 +55,7 @@ def status(
             info["last_run"] = queue.get_meta(LAST_RUN_KEY)
             info["last_upload"] = queue.get_meta(LAST_UPLOAD_KEY)
             info["last_upload_error"] = queue.get_meta(LAST_UPLOAD_ERROR_KEY)
+            info["collector_attempts"] = (queue.get_meta(ATTEMPTS_KEY) or {}).get("attempts", [])
     if as_json:
         console().print_json(json.dumps(info))
         return
@@ -61,6 +64,7 @@ def status(
 
 def _print_status(info: dict[str, Any]) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(show_header=False, title="gatewatch agent")
     consent = info["consent"]
@@ -101,6 +105,8 @@ def _print_status(info: dict[str, Any]) -> None:
     error = info.get("last_upload_error")
     if error:
         table.add_row("last upload error", f"{error['at']}: {error['error']}")
+    for name, text in attempt_rows(info.get("collector_attempts", [])):
+        table.add_row(name, Text(text))  # Text, not markup: an address or a failure is not a style
     for item in info.get("quarantined", []):
         table.add_row("quarantined", f"{item['measurement_uid']}: {item['reason']}")
     console().print(table)
