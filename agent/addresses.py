@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from gatewatch.core.measurement import format_utc, utc_now
 
@@ -77,8 +77,9 @@ class CollectorAddress(BaseModel):
             raise ValueError(f"front {value!r}: give a host name only (e.g. cdn.example.net)")
         return value
 
-    @model_validator(mode="after")
-    def _onion_through_tor(self) -> CollectorAddress:
+    def check_reachable(self) -> CollectorAddress:
+        """This address, or a ValueError when its route cannot reach it (a .onion without Tor). Checked
+        once the settings' proxy or Tor is applied (an address without its own proxy takes theirs)."""
         if is_onion(self.host) and not self.route.reaches(self.host):
             raise ValueError(
                 f"{self.url}: a .onion address is reached only through Tor: set `tor = true` "

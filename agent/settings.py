@@ -148,14 +148,16 @@ class AgentSettings(_Section):
         without a proxy of its own goes through Tor or the proxy when one is set."""
         proxy, isolate = self._default_route
         listed = [*self.collectors, *(CollectorAddress(url=url) for url in self.collector_urls)]
-        return [address.with_default_route(proxy, isolate) for address in listed]
+        return [address.with_default_route(proxy, isolate).check_reachable() for address in listed]
 
     def control_address(self) -> CollectorAddress | None:
         """Where controls are asked: ``control_url`` by the same route rules, else None (the address that
         answered the pass's first call)."""
         if self.control_url is None:
             return None
-        return CollectorAddress(url=self.control_url).with_default_route(*self._default_route)
+        return (
+            CollectorAddress(url=self.control_url).with_default_route(*self._default_route).check_reachable()
+        )
 
     @field_validator("include_categories", "skip_categories", mode="after")
     @classmethod

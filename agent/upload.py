@@ -260,7 +260,7 @@ class Uploader:
         self, base: CollectorAddress, batch: list[QueuedMeasurement]
     ) -> _Answered | _Retry | _Refused:
         outcome = await self._post_once(base, batch)
-        failure = None if isinstance(outcome, _Answered) else outcome.error
+        failure = None if isinstance(outcome, _Answered) else outcome.error.removeprefix(f"{base.host}: ")
         record_attempt(self.session, "upload", base, failure)
         return outcome
 
