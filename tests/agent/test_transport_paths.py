@@ -14,9 +14,13 @@ import socket
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from gatewatch.agent.addresses import CollectorAddress
+from gatewatch.agent.cli import app
+from gatewatch.agent.cli_test_list import load_test_list
 from gatewatch.agent.collector_api import ApiFailure, fetch_test_list, make_session, where_am_i
+from gatewatch.agent.paths import DataPaths
 from gatewatch.agent.queue import MeasurementQueue
 from gatewatch.agent.run_records import RunOptions
 from gatewatch.agent.runner import run_pass
@@ -26,6 +30,7 @@ from gatewatch.agent.upload import RetryPolicy, Uploader
 
 from .collector_contract import ContractCollector
 from .proxies import ConnectProxy, Socks5Server
+from .test_cli import _contract_collector, _init
 
 COLLECTOR_NAME = "collector.test"
 ONION = "gatewatch" + "a" * 47 + ".onion"
@@ -232,13 +237,6 @@ def test_unusable_transport_settings_are_explained(changes: dict, words: str) ->
 
 
 def test_agent_toml_with_tor_and_fallbacks_and_status_shows_the_attempts(tmp_path: Path, fill_queue) -> None:
-    from typer.testing import CliRunner
-
-    from gatewatch.agent.cli import app
-    from gatewatch.agent.paths import DataPaths
-
-    from .test_cli import _contract_collector, _init
-
     runner = CliRunner()
     data = tmp_path / "d"
     _init(data)
@@ -262,3 +260,16 @@ def test_agent_toml_with_tor_and_fallbacks_and_status_shows_the_attempts(tmp_pat
     assert (attempts[1]["kind"], attempts[1]["outcome"]) == ("direct", "ok")
     table = runner.invoke(app, ["status", "--data-dir", str(data)])
     assert "collector attempts" in table.output and "connection_refused" in table.output
+
+
+async def test_the_passs_test_list_comes_through_the_proxy_and_where_am_i_does_not(collector) -> None:
+    async with Socks5Server(names={COLLECTOR_NAME: "127.0.0.1"}) as proxy:
+        settings = AgentSettings(
+            proxy=f"socks5h://127.0.0.1:{proxy.port}",
+            collector_urls=[f"http://{COLLECTOR_NAME}:{collector.port}/"],
+        )
+        options = RunOptions(addresses=tuple(settings.collector_addresses()), route=settings.default_route())
+        test_list = await load_test_list(settings, options, [], [])
+    assert [entry.url for entry in test_list.entries] == ["http://a.example/"]
+    # The only call made was the list's (the country is withheld: no unproxied address to ask).
+    assert [(s.host, s.port) for s in proxy.seen] == [(COLLECTOR_NAME, collector.port)]
