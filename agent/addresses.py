@@ -31,6 +31,7 @@ __all__ = [
     "Attempt",
     "AttemptLog",
     "CollectorAddress",
+    "Fallbacks",
     "as_address",
     "as_addresses",
     "first_hops",
@@ -130,6 +131,29 @@ class CollectorAddress(BaseModel):
         if self.proxy is not None or proxy is None:
             return self
         return self.model_copy(update={"proxy": proxy, "isolate": isolate})
+
+
+class Fallbacks:
+    """Several addresses for one kind of call (the controls of a pass), tried in order, starting from the
+    last one that answered: once the first address is found blocked, the pass's next controls do not wait
+    for it again."""
+
+    def __init__(self, addresses: Sequence[CollectorAddress]) -> None:
+        if not addresses:
+            raise ValueError("no collector address")
+        self.addresses = list(addresses)
+        self._good = 0
+
+    def in_turn(self) -> list[CollectorAddress]:
+        return self.addresses[self._good :] + self.addresses[: self._good]
+
+    def answered(self, address: CollectorAddress) -> None:
+        self._good = self.addresses.index(address)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Fallbacks) and other.addresses == self.addresses
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def as_address(value: str | CollectorAddress) -> CollectorAddress:

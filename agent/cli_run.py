@@ -64,7 +64,7 @@ InputFiles = Annotated[list[Path], typer.Option("--input-file", help="A Citizen 
 def _options(settings: AgentSettings, **flags: Any) -> RunOptions:
     return RunOptions(
         collector_urls=tuple(settings.collector_urls),
-        control_url=settings.effective_control_url,
+        control_url=settings.control_url,
         addresses=tuple(settings.collector_addresses()),
         control=settings.control_address(),
         route=settings.default_route(),

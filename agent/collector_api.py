@@ -30,7 +30,7 @@ from gatewatch.core.wire import (
     Geolocation,
 )
 
-from .addresses import AttemptLog, CollectorAddress, as_address
+from .addresses import AttemptLog, CollectorAddress, Fallbacks, as_address
 from .http_client import DIRECT, HttpClient, HttpClientError
 from .proxy import Route
 
@@ -214,10 +214,35 @@ async def geolocate(session: HttpClient, bases: Sequence[Address]) -> Geolocatio
     return found if isinstance(found, ApiFailure) else found.geolocation
 
 
+# Failures that the next address would answer the same way: a collector without the batch endpoint (the
+# batcher then asks one URL at a time), or a request it found malformed.
+_SAME_EVERYWHERE: Final = frozenset({"http_400", "http_404", "http_405"})
+
+
+async def _in_turn(
+    session: HttpClient, bases: Address | Fallbacks, method: str, path: str, body: Any
+) -> tuple[Any, None, Address] | tuple[None, str, Address]:
+    """``_json`` at each of ``bases`` in turn until one answers (a single address: just that one)."""
+    if not isinstance(bases, Fallbacks):
+        data, error = await _json(session, method, bases, path, body)
+        return (data, None, bases) if error is None else (None, error, bases)
+    error, address = "no collector configured", bases.addresses[0]
+    for address in bases.in_turn():
+        data, failed = await _json(session, method, address, path, body)
+        if failed is None:
+            bases.answered(address)
+            return data, None, address
+        record_attempt(session, "control", address, failed)
+        error = failed
+        if failed in _SAME_EVERYWHERE:
+            break
+    return None, error, address
+
+
 async def request_control(
-    session: HttpClient, base: Address, request: ControlRequest
+    session: HttpClient, base: Address | Fallbacks, request: ControlRequest
 ) -> ControlObservations | ApiFailure:
-    data, error = await _json(session, "POST", base, "control", request.model_dump(mode="json"))
+    data, error, base = await _in_turn(session, base, "POST", "control", request.model_dump(mode="json"))
     if error is not None:
         return ApiFailure(error, _host(base))
     try:
@@ -227,12 +252,12 @@ async def request_control(
 
 
 async def request_controls(
-    session: HttpClient, base: Address, requests: list[ControlRequest]
+    session: HttpClient, base: Address | Fallbacks, requests: list[ControlRequest]
 ) -> list[ControlObservations | ApiFailure] | ApiFailure:
     """Several controls in one ``POST /api/v1/controls``, answered in the order asked; an ApiFailure for the
     whole batch when it got no usable answer (``http_404`` from a collector without the endpoint)."""
     body = ControlBatchRequest(requests=requests).model_dump(mode="json")
-    data, error = await _json(session, "POST", base, "controls", body)
+    data, error, base = await _in_turn(session, base, "POST", "controls", body)
     if error is not None:
         return ApiFailure(error, _host(base))
     try:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from gatewatch.core.vocabulary import WITHHELD_ASN, WITHHELD_CC
 from gatewatch.probes.config import DNSConfig, TCPConfig, TLSConfig, WebConfig
 
-from .addresses import CollectorAddress, as_address, as_addresses
+from .addresses import CollectorAddress, Fallbacks, as_address, as_addresses
 from .http_client import DIRECT
 from .netinfo import ROUTE_PROBES
 from .proxy import Route
@@ -78,21 +78,22 @@ class RunOptions:
         return list(self.addresses) or as_addresses(self.collector_urls)
 
     @property
-    def control_address(self) -> CollectorAddress | None:
-        """Where controls are asked: the control address, else the first collector address."""
+    def control_address(self) -> CollectorAddress | Fallbacks | None:
+        """Where controls are asked: the control address, else the collector addresses in turn (by the
+        same routes and fallbacks as uploads)."""
         if self.control is not None:
             return self.control
         if self.control_url:
             return as_address(self.control_url)
         addresses = self.collector_addresses
-        return addresses[0] if addresses else None
+        return Fallbacks(addresses) if addresses else None
 
     @property
     def collector_bases(self) -> list[CollectorAddress]:
         """Every collector this pass may ask where it is: the upload addresses, then the control's."""
         bases = self.collector_addresses
         control = self.control_address
-        if control is not None and control not in bases:
+        if isinstance(control, CollectorAddress) and control not in bases:
             bases.append(control)
         return bases
 

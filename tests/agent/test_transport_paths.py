@@ -16,10 +16,17 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gatewatch.agent.addresses import CollectorAddress
+from gatewatch.agent.addresses import CollectorAddress, Fallbacks
 from gatewatch.agent.cli import app
 from gatewatch.agent.cli_test_list import load_test_list
-from gatewatch.agent.collector_api import ApiFailure, fetch_test_list, make_session, where_am_i
+from gatewatch.agent.collector_api import (
+    ApiFailure,
+    fetch_test_list,
+    make_session,
+    request_control,
+    request_controls,
+    where_am_i,
+)
 from gatewatch.agent.paths import DataPaths
 from gatewatch.agent.queue import MeasurementQueue
 from gatewatch.agent.run_records import RunOptions
@@ -27,6 +34,7 @@ from gatewatch.agent.runner import run_pass
 from gatewatch.agent.settings import AgentSettings, SettingsError
 from gatewatch.agent.testlists import TestListEntry
 from gatewatch.agent.upload import RetryPolicy, Uploader
+from gatewatch.core.wire import ControlRequest
 
 from .collector_contract import ContractCollector
 from .proxies import ConnectProxy, Socks5Server
@@ -273,3 +281,20 @@ async def test_the_passs_test_list_comes_through_the_proxy_and_where_am_i_does_n
     assert [entry.url for entry in test_list.entries] == ["http://a.example/"]
     # The only call made was the list's (the country is withheld: no unproxied address to ask).
     assert [(s.host, s.port) for s in proxy.seen] == [(COLLECTOR_NAME, collector.port)]
+
+
+async def test_controls_fall_back_and_stay_with_the_address_that_answered(collector) -> None:
+    collector.control_status = 200
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = CollectorAddress(url=f"http://127.0.0.1:{sock.getsockname()[1]}/")
+    fallbacks = Fallbacks([closed, _direct(collector)])
+    asked = [ControlRequest(input=f"http://site{i}.example/", addrs=[]) for i in range(3)]
+    async with make_session() as session:
+        first = await request_controls(session, fallbacks, asked[:2])
+        second = await request_control(session, fallbacks, asked[2])
+        failures = [(a["kind"], a["outcome"]) for a in session.attempts.as_records()]
+    assert isinstance(first, list) and not any(isinstance(answer, ApiFailure) for answer in first)
+    assert not isinstance(second, ApiFailure)
+    assert len(collector.seen_control_requests) == 3
+    assert failures == [("direct", "connection_refused")]  # the closed address was tried once only
