@@ -18,6 +18,7 @@ from .keys import SigningKeyError, fingerprint, load_key
 from .paths import DataPaths
 from .queue import MeasurementQueue
 from .run_records import LAST_RUN_KEY
+from .settings import SettingsError, load_settings
 from .upload import LAST_UPLOAD_ERROR_KEY, LAST_UPLOAD_KEY
 
 __all__ = ["results", "status"]
@@ -42,6 +43,11 @@ def status(
         info["key_fingerprint"] = fingerprint(load_key(paths.key))
     except SigningKeyError:
         pass
+    try:
+        addresses = load_settings(paths.settings).collector_addresses()
+        info["collector_addresses"] = [{"address": a.label, "kind": a.kind} for a in addresses]
+    except SettingsError as exc:
+        info["settings_error"] = str(exc)
     if paths.queue.exists():
         with MeasurementQueue(paths.queue) as queue:
             info["queue"] = queue.counts()
@@ -76,6 +82,12 @@ def _print_status(info: dict[str, Any]) -> None:
         else f"given {consent['given_at']}" + ("" if consent["current"] else " (outdated: run init again)"),
     )
     table.add_row("key fingerprint", info["key_fingerprint"] or "no key: run `gatewatch-agent init`")
+    if info.get("settings_error"):
+        table.add_row("settings", Text(f"unusable: {info['settings_error']}", style="red"))
+    for index, address in enumerate(info.get("collector_addresses", [])):
+        table.add_row(
+            "collector addresses" if index == 0 else "", Text(f"{address['address']} ({address['kind']})")
+        )
     last_run = info.get("last_run")
     if last_run:
         stop = STOP_EXPLANATIONS.get(last_run.get("stop_reason") or "", "completed")

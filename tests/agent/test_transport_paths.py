@@ -266,8 +266,10 @@ def test_agent_toml_with_tor_and_fallbacks_and_status_shows_the_attempts(tmp_pat
     attempts = json.loads(status.output)["collector_attempts"]
     assert (attempts[0]["kind"], attempts[0]["outcome"]) == ("onion", "connection_refused")
     assert (attempts[1]["kind"], attempts[1]["outcome"]) == ("direct", "ok")
+    assert [a["kind"] for a in json.loads(status.output)["collector_addresses"]] == ["onion", "direct"]
     table = runner.invoke(app, ["status", "--data-dir", str(data)])
     assert "collector attempts" in table.output and "connection_refused" in table.output
+    assert "tor via socks5h://127.0.0.1:9" in table.output
 
 
 async def test_the_passs_test_list_comes_through_the_proxy_and_where_am_i_does_not(collector) -> None:
