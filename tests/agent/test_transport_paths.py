@@ -300,3 +300,13 @@ async def test_controls_fall_back_and_stay_with_the_address_that_answered(collec
     assert not isinstance(second, ApiFailure)
     assert len(collector.seen_control_requests) == 3
     assert failures == [("direct", "connection_refused")]  # the closed address was tried once only
+
+
+def test_a_bad_proxy_or_an_onion_without_tor_on_the_command_line_is_explained(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    _init(data)
+    runner = CliRunner()
+    bad = runner.invoke(app, ["upload", "--data-dir", str(data), "--proxy", "socks4://127.0.0.1:1080"])
+    assert bad.exit_code == 2 and "socks5h://" in bad.output
+    onion = runner.invoke(app, ["upload", "--data-dir", str(data), "--collector", f"http://{ONION}/"])
+    assert onion.exit_code == 2 and "only through Tor" in onion.output
