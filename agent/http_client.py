@@ -38,9 +38,11 @@ from .proxy import ProxyError, Route, new_stream_group, open_stream
 __all__ = [
     "BadResponse",
     "ConnectFailed",
+    "DIRECT",
     "HttpClient",
     "HttpClientError",
     "InvalidRequest",
+    "ONION_NEEDS_TOR",
     "RequestTimedOut",
     "Response",
     "ResponseTooLarge",
