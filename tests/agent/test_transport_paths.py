@@ -31,7 +31,7 @@ from gatewatch.agent.paths import DataPaths
 from gatewatch.agent.queue import MeasurementQueue
 from gatewatch.agent.run_records import RunOptions
 from gatewatch.agent.runner import run_pass
-from gatewatch.agent.settings import AgentSettings, SettingsError
+from gatewatch.agent.settings import AgentSettings, SettingsError, load_settings
 from gatewatch.agent.testlists import TestListEntry
 from gatewatch.agent.upload import RetryPolicy, Uploader
 from gatewatch.core.wire import ControlRequest
@@ -310,3 +310,14 @@ def test_a_bad_proxy_or_an_onion_without_tor_on_the_command_line_is_explained(tm
     assert bad.exit_code == 2 and "socks5h://" in bad.output
     onion = runner.invoke(app, ["upload", "--data-dir", str(data), "--collector", f"http://{ONION}/"])
     assert onion.exit_code == 2 and "only through Tor" in onion.output
+
+
+def test_init_with_tor_writes_settings_that_route_through_tor(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    result = CliRunner().invoke(
+        app, ["init", "--yes", "--tor", "--data-dir", str(data), "--collector", f"http://{ONION}/"]
+    )
+    assert result.exit_code == 0, result.output
+    settings = load_settings(DataPaths.at(data).settings)
+    assert settings.tor and [a.kind for a in settings.collector_addresses()] == ["onion"]
+    assert settings.upload_delay == (300.0, 3600.0)
