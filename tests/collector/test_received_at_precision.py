@@ -67,9 +67,9 @@ async def test_parquet_carries_the_hour_only(tmp_path: Path) -> None:
 
 
 async def test_the_api_lists_and_exports_the_hour_and_the_store_keeps_the_second(
-    aiohttp_client, tmp_path
+    aiohttp_client, store_url: str, tmp_path: Path
 ) -> None:
-    client = await aiohttp_client(wire(create_app(Settings(db=f"sqlite:///{tmp_path / 'c.db'}"))))
+    client = await aiohttp_client(wire(create_app(Settings(db=store_url))))
     moment = datetime(2026, 11, 23, 10, 42, 17, 123456, tzinfo=UTC)
     row = stored_row(moment - timedelta(minutes=3))
     row = _received(row, moment)
