@@ -10,7 +10,8 @@ every answer the agent expects is small.
 A request may take a :class:`~gatewatch.agent.proxy.Route` (a SOCKS5 or HTTP CONNECT proxy, a CDN front);
 the client's own ``route`` is the default, so every collector call made with it goes the configured way
 without the caller knowing. A ``stream_group`` keeps connections (and, for Tor, circuits) apart: a
-connection is reused only for the same origin, route and group.
+connection is reused only for the same origin, route and group (and only the client's own group's are
+kept alive).
 
 Every failure is raised as an :class:`HttpClientError` carrying a failure string (from
 :mod:`gatewatch.core.failures` where one fits), so that a caller turns any of them into data with one
@@ -331,7 +332,10 @@ class HttpClient:
     def _release(self, conn: _Connection) -> None:
         protocol = conn.protocol
         done = protocol.our_state is h11.DONE and protocol.their_state is h11.DONE
-        if self.keep_alive and done and not self._closed and len(self._idle) < self._max_idle:
+        # A connection of a stream group of its own (an upload through Tor) is not kept: its group is not
+        # used again, and an idle Tor stream per upload would only pile up.
+        own_group = conn.way.group == self._group
+        if self.keep_alive and done and own_group and not self._closed and len(self._idle) < self._max_idle:
             protocol.start_next_cycle()
             conn.idle_since = time.monotonic()
             self._idle.append(conn)
