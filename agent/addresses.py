@@ -196,7 +196,9 @@ class AttemptLog:
 
 
 def first_hops(addresses: Sequence[CollectorAddress]) -> list[str]:
-    """The hosts the agent connects to itself, as URLs (for :func:`locate.first_address`)."""
-    return [
-        f"http://{hop}/" if ":" not in hop else f"http://[{hop}]/" for hop in (a.first_hop for a in addresses)
-    ]
+    """The hosts the agent connects to itself, as URLs (for :func:`locate.first_address`), those of
+    addresses without a proxy first: the route toward them is the one the probes' traffic takes, while a
+    local proxy or Tor is on loopback."""
+    ordered = sorted(addresses, key=lambda address: address.proxied)  # stable: the list's order otherwise
+    hops = [address.first_hop for address in ordered]
+    return [f"http://[{hop}]/" if ":" in hop else f"http://{hop}/" for hop in hops]
