@@ -218,7 +218,7 @@ def daemon(
         defer_upload=True,
     )
     one_pass = functools.partial(_scheduled_pass, paths, settings, options, input_file)
-    flush = functools.partial(_flush, paths, settings, options)
+    flush = functools.partial(_logged_flush, paths, settings, options)
     try:
         asyncio.run(_schedule(one_pass, flush, settings, options, passes))
     except SigningKeyError as exc:
@@ -290,6 +290,13 @@ async def _flush(paths: DataPaths, settings: AgentSettings, options: RunOptions)
             addresses = options.collector_addresses
             uploader = Uploader(queue, addresses, session, batch_size=settings.upload_batch)
             return await uploader.upload_pending()
+
+
+async def _logged_flush(paths: DataPaths, settings: AgentSettings, options: RunOptions) -> UploadReport:
+    """The daemon's upload, a random delay after its pass, logged as one event."""
+    report = await _flush(paths, settings, options)
+    log.info("upload", extra={"fields": {"event": "upload_done", **report.as_dict()}})
+    return report
 
 
 async def _delayed_flush(paths: DataPaths, settings: AgentSettings, options: RunOptions) -> UploadReport:

@@ -46,7 +46,7 @@ def test_one_scheduled_pass_measures_and_delivers(
     )
     assert done.returncode == 0, done.stdout + done.stderr
     events = [json.loads(line).get("event") for line in done.stderr.splitlines() if line.startswith("{")]
-    assert "pass_done" in events, done.stderr
+    assert "pass_done" in events and "upload_done" in events, done.stderr
 
     uids = queued_uids(data_dir)
     assert set(uids) == set(lab.urls())
