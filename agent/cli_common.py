@@ -25,8 +25,10 @@ __all__ = [
     "CaFile",
     "DataDir",
     "Resolver",
+    "Proxy",
     "Routable",
     "SourceAddress",
+    "Tor",
     "console",
     "fail",
     "load_settings_or_fail",
@@ -45,6 +47,23 @@ Resolver = Annotated[str | None, typer.Option("--resolver", help="DNS resolver I
 CaFile = Annotated[str | None, typer.Option("--ca-file", help="Extra CA (PEM), for test labs.")]
 SourceAddress = Annotated[str | None, typer.Option("--source-address", help="Lab: bind here.")]
 Routable = Annotated[list[str], typer.Option("--routable", help="Lab: CIDR not treated as bogon.")]
+Proxy = Annotated[
+    str | None,
+    typer.Option(
+        "--proxy",
+        help="Reach the collector through this proxy: socks5h://HOST:PORT (the proxy resolves the "
+        "collector's name), socks5://, or http:// (CONNECT); user:pass@ optional. Measurements never "
+        "go through it.",
+    ),
+]
+Tor = Annotated[
+    bool,
+    typer.Option(
+        "--tor",
+        help="Reach the collector through the local Tor (tor_socks, default 127.0.0.1:9050), a circuit "
+        "of its own per upload; .onion collector addresses need it. Measurements never go through Tor.",
+    ),
+]
 
 
 @functools.cache
