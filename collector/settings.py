@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "DEFAULT_PORT",
     "ENV_PREFIX",
     "Settings",
     "SettingsError",
@@ -31,6 +32,9 @@ __all__ = [
 ]
 
 ENV_PREFIX = "GATEWATCH_"
+# The collector's one default port. Every shipped deployment file uses it (the Prometheus targets, the
+# systemd unit, the compose file, the Dockerfile): tests/deploy/test_ports.py checks they agree.
+DEFAULT_PORT = 8080
 
 
 class SettingsError(ValueError):
@@ -90,7 +94,7 @@ def parse_test_lists(entries: tuple[str, ...]) -> dict[str, Path]:
 
 @dataclass(frozen=True)
 class Settings:
-    listen: str = "127.0.0.1:8080"
+    listen: str = f"127.0.0.1:{DEFAULT_PORT}"
     db: str = "sqlite:///gatewatch.db"
     asn_db: tuple[Path, ...] = ()
     country_db: tuple[Path, ...] = ()
