@@ -156,6 +156,8 @@ POSTGRES: tuple[Migration, ...] = (
             "CREATE INDEX measurements_by_cc ON measurements"
             " (probe_cc, measurement_start_time, measurement_uid)",
             "CREATE INDEX measurements_by_domain ON measurements (domain, measurement_start_time)",
+            # What other collectors stored lately (collector/peer_sync.py reads it every few seconds).
+            "CREATE INDEX measurements_by_received ON measurements (received_at, measurement_uid)",
         ),
     ),
 )

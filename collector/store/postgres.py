@@ -231,6 +231,24 @@ class PostgresStore:
         next_cursor = encode_cursor(rows[-1]) if len(fetched) > limit else None
         return rows, next_cursor
 
+    async def received_after(
+        self, after: tuple[datetime, str], before: datetime, started_since: datetime, limit: int
+    ) -> list[StoredMeasurement]:
+        """Rows received after ``after`` (received_at, uid) and before ``before``, in that order, whose start
+        time is at least ``started_since`` (which keeps the scan to the recent partitions): what the other
+        collectors on this database stored lately (collector/peer_sync.py)."""
+        sql = (
+            f"SELECT {_COLUMNS} FROM measurements WHERE (received_at, measurement_uid) > ($1, $2)"
+            " AND received_at < $3 AND measurement_start_time >= $4"
+            " ORDER BY received_at, measurement_uid LIMIT $5"
+        )
+        try:
+            async with self._pool.acquire() as conn:
+                fetched = await conn.fetch(sql, after[0], after[1], before, started_since, limit)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreError(f"postgresql: {exc}") from exc
+        return [_from_record(record) for record in fetched]
+
     def iterate(self, f: MeasurementFilter, batch: int = 1000) -> AsyncIterator[StoredMeasurement]:
         return iterate_pages(self, f, batch)
 
