@@ -4,7 +4,7 @@
     python -m bench --quick      # small sizes, the slow ones left out (a minute or two: a smoke test)
     python -m bench --only ingest.py --only export.py
 
-Each script runs in its own process (``python -P bench/NAME.py ...``, so bench/ cannot shadow a module),
+Each script runs in its own process (``python bench/NAME.py ...``, as its own docstring says to run it),
 one after the other, each with a time limit; one that fails or times out is reported and the run goes on.
 A script that needs what this machine lacks (the shared test lists, PostgreSQL's binaries) is skipped with
 the reason. The runner measures its own machine baseline before and after the scripts (bench/results.py).
@@ -97,8 +97,8 @@ def _postgres_available() -> bool:
 
 def run_one(bench: Bench, quick: bool) -> BenchRun:
     args = bench.quick_args if quick else bench.args
-    command = [sys.executable, "-P", str(HERE / bench.name), *(args or ())]
-    shown = shlex.join(["python", "-P", f"bench/{bench.name}", *(args or ())])
+    command = [sys.executable, str(HERE / bench.name), *(args or ())]
+    shown = shlex.join(["python", f"bench/{bench.name}", *(args or ())])
     if quick and bench.quick_args is None:
         return BenchRun(bench, shown, skipped="left out of a quick run")
     if reason := _missing(bench):

@@ -32,7 +32,7 @@ import aiohttp
 import asyncpg
 
 HERE = Path(__file__).resolve().parent
-# bench/ingest.py's measurements, loaded by path (this script runs with -P: bench/ is not on sys.path).
+# bench/ingest.py's measurements, loaded by path (so that it works with python -P too).
 _spec = importlib.util.spec_from_file_location("gatewatch_bench_ingest", HERE / "ingest.py")
 assert _spec is not None and _spec.loader is not None
 ingest = importlib.util.module_from_spec(_spec)

@@ -57,9 +57,9 @@ def test_the_report_holds_machine_date_command_baselines_and_figures(results: Mo
     lab = next(b for b in results.BENCHES if b.name == "agent_lab.py")
     runs = [
         results.BenchRun(
-            ingest, "python -P bench/ingest.py", 1.5, 0, "", "rate: 2270 /s\n", figures=["rate: 2270 /s"]
+            ingest, "python bench/ingest.py", 1.5, 0, "", "rate: 2270 /s\n", figures=["rate: 2270 /s"]
         ),
-        results.BenchRun(lab, "python -P bench/agent_lab.py", skipped="needs the shared test lists"),
+        results.BenchRun(lab, "python bench/agent_lab.py", skipped="needs the shared test lists"),
     ]
     report = results.render(
         machine={"CPU": "test CPU, 2 logical cores"},
