@@ -215,7 +215,9 @@ async def test_rebuild_replaces_state_and_matches_add_rows() -> None:
     assert await rebuilt.rebuild(from_store(rows), yield_every=16) == len(rows)
     assert rebuilt.pending == 0
     assert rebuilt.interference() == fed.interference()
-    assert rebuilt.snapshot().totals == fed.snapshot().totals
+    # The counters count what this process ingested: rows read back from the store were counted by the
+    # process that ingested them (several collectors on one PostgreSQL must add up to the truth).
+    assert rebuilt.snapshot().totals == {}
     assert rebuilt.snapshot().networks == fed.snapshot().networks
 
 
