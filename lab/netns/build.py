@@ -23,7 +23,9 @@ __all__ = ["NAMESPACE_PREFIX", "NetnsError", "NetnsNetwork", "missing_requiremen
 NAMESPACE_PREFIX = "gwn-"
 COMMAND_TIMEOUT = 10.0
 UPLINK = "uplink"  # every namespace but the gateway reaches its parent through this interface
-NETNS_ETC = Path("/etc/netns")  # `ip netns exec` bind-mounts /etc/netns/<ns>/resolv.conf over /etc/resolv.conf
+NETNS_ETC = Path(
+    "/etc/netns"
+)  # `ip netns exec` bind-mounts /etc/netns/<ns>/resolv.conf over /etc/resolv.conf
 
 
 class NetnsError(RuntimeError):
@@ -77,7 +79,9 @@ def remove_leftovers() -> list[str]:
 
 def _delete_namespace(name: str) -> None:
     # Only processes inside a namespace this lab made are ended, each by its pid.
-    pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+    pids = subprocess.run(
+        ["ip", "netns", "pids", name], capture_output=True, text=True, timeout=COMMAND_TIMEOUT
+    )
     for pid in pids.stdout.split():
         try:
             os.kill(int(pid), signal.SIGKILL)
@@ -112,7 +116,18 @@ class NetnsNetwork:
             for link in self.topology.links:
                 self._add_link(link.upper, link.lower, link.subnet)
             for route in self.topology.routes():
-                run(["ip", "-n", self.namespace(route.node), "route", "add", route.destination, "via", route.via])
+                run(
+                    [
+                        "ip",
+                        "-n",
+                        self.namespace(route.node),
+                        "route",
+                        "add",
+                        route.destination,
+                        "via",
+                        route.via,
+                    ]
+                )
         except BaseException:
             self.close()
             raise
@@ -133,7 +148,9 @@ class NetnsNetwork:
         up, down = self.namespace(upper), self.namespace(lower)
         prefix = subnet.rsplit(".", 1)[0]
         down_if = f"d-{lower}"[:15]
-        run(["ip", "link", "add", down_if, "netns", up, "type", "veth", "peer", "name", UPLINK, "netns", down])
+        run(
+            ["ip", "link", "add", down_if, "netns", up, "type", "veth", "peer", "name", UPLINK, "netns", down]
+        )
         run(["ip", "-n", up, "addr", "add", f"{prefix}.1/24", "dev", down_if])
         run(["ip", "-n", down, "addr", "add", f"{prefix}.2/24", "dev", UPLINK])
         run(["ip", "-n", up, "link", "set", "dev", down_if, "up"])
