@@ -65,7 +65,10 @@ def _ip(original: Any, signature: PacketSignature) -> Packet:
 
 
 def _blockpage() -> bytes:
-    head = f"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {len(BLOCKPAGE_BODY)}\r\nConnection: close\r\n\r\n"
+    head = (
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
+        f"Content-Length: {len(BLOCKPAGE_BODY)}\r\nConnection: close\r\n\r\n"
+    )
     return head.encode() + BLOCKPAGE_BODY
 
 

@@ -119,7 +119,8 @@ class NetnsLab:
             if process.poll() is not None:
                 break
         raise RuntimeError(
-            f"{module} in {role} did not start: {process.stderr.read() if process.poll() is not None else 'timeout'}"
+            f"{module} in {role} did not start: "
+            + (process.stderr.read() if process.poll() is not None else "no 'ready' line in time")
         )
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""The servers inside the namespace lab, one process per namespace: ``python -m gatewatch.lab.netns.services``.
+"""The namespace lab's servers, one process per namespace: ``python -m gatewatch.lab.netns.services``.
 
 ``intl`` (the international namespace): the authoritative DNS for the scenario's names and one web server
 for every site over http and https (certificates from the lab CA, chosen by SNI). Each answer leaves
