@@ -130,6 +130,8 @@ def forge(packet: Packet, config: CensorConfig) -> list[Packet]:
 def run(config: CensorConfig, max_runtime: float = MAX_RUNTIME) -> None:
     from scapy.layers.inet import IP
 
+    from scapy.layers.dns import DNS  # noqa: F401  (imported before "ready": the first forgery must be fast)
+
     sniffer = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
     injector = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     watched = set(config.interfaces)
