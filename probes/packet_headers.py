@@ -62,8 +62,10 @@ def parse_ipv4(data: bytes) -> IPv4Packet | None:
     df = bool(flags_fragment & _DF)
     if protocol == PROTO_UDP and len(body) >= 8:
         sport, dport = struct.unpack_from("!HH", body, 0)
-        return IPv4Packet(**common, df=df, protocol=protocol, source_port=sport, destination_port=dport,
-                          tcp_flags=None, tcp_window=None, payload=body[8:])  # fmt: skip
+        ports = {"source_port": sport, "destination_port": dport}
+        return IPv4Packet(
+            **common, df=df, protocol=protocol, **ports, tcp_flags=None, tcp_window=None, payload=body[8:]
+        )
     if protocol == PROTO_TCP and len(body) >= 20:
         sport, dport = struct.unpack_from("!HH", body, 0)
         offset = (body[12] >> 4) * 4
@@ -71,8 +73,10 @@ def parse_ipv4(data: bytes) -> IPv4Packet | None:
         window = struct.unpack_from("!H", body, 14)[0]
         if offset < 20 or offset > len(body):
             return None
-        return IPv4Packet(**common, df=df, protocol=protocol, source_port=sport, destination_port=dport,
-                          tcp_flags=tcp_flag_letters(flags), tcp_window=window, payload=body[offset:])  # fmt: skip
+        ports = {"source_port": sport, "destination_port": dport}
+        letters = tcp_flag_letters(flags)
+        return IPv4Packet(**common, df=df, protocol=protocol, **ports, tcp_flags=letters, tcp_window=window,
+                          payload=body[offset:])  # fmt: skip
     return None
 
 

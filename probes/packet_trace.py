@@ -1,4 +1,4 @@
-"""The optional privileged ``trace`` step: packet-level evidence of where an interfered flow was tampered with.
+"""The optional privileged ``trace`` step: packet-level evidence of where a flow was tampered with.
 
 Only with CAP_NET_RAW (the volunteer grants it with ``deploy/systemd/gatewatch-agent.service.d/``), and
 only for a flow the agent's verdict found interfered with, the step re-sends the flow's trigger (the DNS
@@ -161,7 +161,10 @@ def _tcp_exchange(
             conn.close()
 
 
-def _exchange(trigger: TraceTrigger, hostname: str, server: str, config: PacketTraceConfig):  # noqa: ANN202
+Exchange = Callable[[int, float], list[TracedPacket]]
+
+
+def _exchange(trigger: TraceTrigger, hostname: str, server: str, config: PacketTraceConfig) -> Exchange:
     """A function of (ttl, wait) sending ``trigger`` for ``hostname`` to ``server`` once."""
     if trigger == "dns":
         return lambda ttl, wait: _dns_exchange(server, hostname, ttl, wait)
@@ -169,7 +172,7 @@ def _exchange(trigger: TraceTrigger, hostname: str, server: str, config: PacketT
     return lambda ttl, wait: _tcp_exchange(server, port, payload, ttl, wait, config.connect_timeout)
 
 
-def _sweep(send: Callable[[int, float], list[TracedPacket]], config: PacketTraceConfig) -> list[HopProbe]:
+def _sweep(send: Exchange, config: PacketTraceConfig) -> list[HopProbe]:
     hops: list[HopProbe] = []
     for ttl in range(1, config.max_hops + 1):
         packets = send(ttl, config.hop_wait)

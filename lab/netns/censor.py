@@ -128,9 +128,9 @@ def forge(packet: Packet, config: CensorConfig) -> list[Packet]:
 
 
 def run(config: CensorConfig, max_runtime: float = MAX_RUNTIME) -> None:
+    # scapy's DNS layer is loaded before "ready": a first forgery that waited for it would lose its race.
+    from scapy.layers.dns import DNS  # noqa: F401
     from scapy.layers.inet import IP
-
-    from scapy.layers.dns import DNS  # noqa: F401  (imported before "ready": the first forgery must be fast)
 
     sniffer = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
     injector = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
