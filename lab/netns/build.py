@@ -42,7 +42,7 @@ def missing_requirements() -> str | None:
     try:
         import scapy  # noqa: F401
     except ImportError:
-        return "needs scapy (pip install 'gatewatch[trace]')"
+        return "needs scapy (pip install 'gatewatch[netns]')"
     probe = f"{NAMESPACE_PREFIX}{os.getpid()}-check"
     done = subprocess.run(["ip", "netns", "add", probe], capture_output=True, timeout=COMMAND_TIMEOUT)
     if done.returncode != 0:
