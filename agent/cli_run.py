@@ -18,9 +18,11 @@ from .cli_common import (
     EXIT_STILL_PENDING,
     CaFile,
     DataDir,
+    PacketTraceFlag,
     Resolver,
     Routable,
     SourceAddress,
+    TraceControlDomain,
     console,
     fail,
     load_settings_or_fail,
@@ -115,6 +117,8 @@ def run(
     ca_file: CaFile = None,
     source_address: SourceAddress = None,
     routable: Routable = [],  # noqa: B006
+    packet_trace: PacketTraceFlag = False,
+    trace_control_domain: TraceControlDomain = None,
     skip_category: Annotated[list[str], typer.Option("--skip-category", help="Category code to skip.")] = [],  # noqa: B006
     data_dir: DataDir = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, max=256)] = None,
@@ -147,6 +151,8 @@ def run(
         source_address=source_address,
         routable=tuple(routable),
         upload=not no_upload,
+        packet_trace=packet_trace,
+        trace_control_domain=trace_control_domain,
     )
     try:
         summary = asyncio.run(_one_pass(paths, settings, options, inputs, input_file))
@@ -168,6 +174,8 @@ def daemon(
     ca_file: CaFile = None,
     source_address: SourceAddress = None,
     routable: Routable = [],  # noqa: B006
+    packet_trace: PacketTraceFlag = False,
+    trace_control_domain: TraceControlDomain = None,
 ) -> None:
     """Run passes on a schedule (interval plus jitter, from agent.toml); for systemd."""
     setup_logging(True)
@@ -181,6 +189,8 @@ def daemon(
         ca_file=ca_file,
         source_address=source_address,
         routable=tuple(routable),
+        packet_trace=packet_trace,
+        trace_control_domain=trace_control_domain,
     )
     one_pass = functools.partial(_scheduled_pass, paths, settings, options, input_file)
     try:

@@ -23,12 +23,14 @@ import asyncio
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dns.message
 
+from gatewatch.core.measurement import WebTestKeys
 from gatewatch.core.observations import HopProbe, PacketTrace, TracedPacket
 from gatewatch.core.vocabulary import (
     NO_CAP_NET_RAW,
@@ -40,7 +42,7 @@ from gatewatch.core.vocabulary import (
 
 from .packet_headers import PROTO_TCP, PROTO_UDP, parse_ipv4, traced_packet
 
-__all__ = ["PacketTraceConfig", "missing_capability", "trace_flow"]
+__all__ = ["PacketTraceConfig", "missing_capability", "plan_traces", "trace_flow", "trace_interfered"]
 
 CAP_NET_RAW_BIT = 13
 MAX_HOPS_LIMIT = 32
@@ -220,3 +222,49 @@ async def trace_flow(
     if reason is not None:
         return PacketTrace(trigger=trigger, hostname=hostname, status=TRACE_SKIPPED, skip_reason=reason)
     return await asyncio.to_thread(_trace, trigger, hostname, server, config or PacketTraceConfig())
+
+
+def _ipv4(address: str | None) -> str | None:
+    """The IPv4 address of an "ip:port" (or bare) address; None for IPv6 or nothing (traces are IPv4)."""
+    if not address or address.startswith("["):
+        return None
+    host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
+    return host if host.count(".") == 3 else None
+
+
+def plan_traces(
+    url: str, keys: WebTestKeys, blocking: object, control_addresses: Sequence[str] = ()
+) -> list[tuple[TraceTrigger, str, str]]:
+    """Which flows of a measurement to trace, as (trigger, hostname, server address): pure.
+
+    DNS is traced towards an address abroad (the control's answer for the name): an on-path injector
+    answers a query whatever its destination, while a query to the volunteer's own resolver would only
+    ever be answered by that resolver. TLS and HTTP are traced to the address the probe used. A blackhole
+    (``tcp_ip``) has no injected packet to record and is not traced.
+    """
+    hostname = (urlsplit(url).hostname or "").lower()
+    abroad = next((a for a in map(_ipv4, control_addresses) if a), None)
+    if not hostname:
+        return []
+    if blocking == "dns":
+        return [("dns", hostname, abroad)] if abroad else []
+    if blocking not in ("http-failure", "http-diff"):
+        return []
+    if urlsplit(url).scheme == "https":
+        used = next((a for a in (_ipv4(h.address) for h in keys.tls_handshakes) if a), abroad)
+        return [("tls", hostname, used)] if used else []
+    used = next((a for a in (_ipv4(r.address) for r in keys.requests) if a), abroad)
+    return [("http", hostname, used)] if used else []
+
+
+async def trace_interfered(
+    url: str,
+    keys: WebTestKeys,
+    blocking: object,
+    control_addresses: Sequence[str] = (),
+    config: PacketTraceConfig | None = None,
+) -> list[PacketTrace]:
+    """The packet traces of a measurement whose verdict is ``blocking`` (empty when nothing applies)."""
+    return [
+        await trace_flow(*planned, config) for planned in plan_traces(url, keys, blocking, control_addresses)
+    ]
