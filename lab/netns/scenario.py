@@ -29,7 +29,10 @@ VOLUNTEER_NETWORKS: dict[str, tuple[str, str, str]] = {
 
 # The forged DNS answer: a private address, so the probe records it and never connects to it.
 DNS_INJECTED_ADDRESS = "10.10.34.36"
-BLOCKPAGE_BODY = b"<html><body><h1>Access denied</h1><p>This site is blocked by order.</p></body></html>"
+BLOCKPAGE_BODY = (
+    b"<html><head><title>Access denied</title></head>"
+    b"<body><h1>Access denied</h1><p>This site is blocked by order.</p></body></html>"
+)
 
 
 @dataclass(frozen=True)

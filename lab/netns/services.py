@@ -134,9 +134,10 @@ class _ForwardingResolver(asyncio.DatagramProtocol):
 
 
 def _page(host: str) -> bytes:
-    body = f"<html><body><h1>{host}</h1><p>The real site, served from abroad.</p></body></html>".encode()
+    paragraphs = "".join(f"<p>News item {n} of {host}, served from abroad.</p>" for n in range(12))
+    body = f"<html><head><title>{host}</title></head><body><h1>{host}</h1>{paragraphs}</body></html>".encode()
     head = (
-        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nServer: netlab\r\n"
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nServer: netlab\r\nX-Served-By: netlab-abroad\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )
     return head.encode() + body
