@@ -47,3 +47,13 @@ def test_the_uploaded_traces_put_the_injector_at_the_gateway_from_every_isp(netn
             assert all(t["injection_hop"] is None for t in traces)
         else:
             assert traces == []
+
+
+def test_the_interference_api_shows_the_packet_evidence(system_run) -> None:
+    evidence = {row["domain"]: row["packet_evidence"] for row in system_run.interference}
+    for name in ("injected.netlab", "sni-reset.netlab", "blockpage.netlab"):
+        assert evidence[name]["rule_id"] == "packet.gateway.same_injector", evidence[name]
+        assert evidence[name]["supports"] == "gateway" and evidence[name]["networks_located"] == 2
+    # The ISP's own resolver answers itself: traced, but no injector on the path.
+    assert evidence["isp-blocked.netlab"]["rule_id"] == "packet.no_injector"
+    assert evidence["blackholed.netlab"] is None  # a blackhole has no injected packet to trace
