@@ -57,3 +57,19 @@ def test_the_interference_api_shows_the_packet_evidence(system_run) -> None:
     # The ISP's own resolver answers itself: traced, but no injector on the path.
     assert evidence["isp-blocked.netlab"]["rule_id"] == "packet.no_injector"
     assert evidence["blackholed.netlab"] is None  # a blackhole has no injected packet to trace
+
+
+def test_the_demo_finds_no_difference_from_the_ground_truth(system_run) -> None:
+    from dataclasses import replace
+
+    from gatewatch.lab.netns.demo import differences
+
+    assert differences(system_run) == []
+    # ... and it would say so if the ISP block were attributed to the gateway.
+    wrong = [
+        {**row, "scope": "gateway"} if row["domain"] == "isp-blocked.netlab" else row
+        for row in system_run.interference
+    ]
+    assert differences(replace(system_run, interference=wrong)) == [
+        "isp-blocked.netlab: scope gateway, expected isp"
+    ]
