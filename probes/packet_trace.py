@@ -20,8 +20,10 @@ machine; the raw sockets only listen.
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import ssl
+import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,7 +42,7 @@ from gatewatch.core.vocabulary import (
     TraceTrigger,
 )
 
-from .packet_headers import PROTO_TCP, PROTO_UDP, parse_ipv4, traced_packet
+from .packet_headers import PROTO_TCP, PROTO_UDP, IPv4Packet, parse_ipv4, traced_packet
 
 __all__ = ["PacketTraceConfig", "missing_capability", "plan_traces", "trace_flow", "trace_interfered"]
 
@@ -96,11 +98,9 @@ def _http_request(hostname: str) -> bytes:
 
 
 def _collect(
-    raw: socket.socket, wanted: Callable[[object], bool], start: float, wait: float
+    raw: socket.socket, wanted: Callable[[IPv4Packet], bool], start: float, wait: float
 ) -> list[TracedPacket]:
     """The packets ``wanted`` accepts that arrive on ``raw`` within ``wait`` seconds of ``start``."""
-    import select
-
     found: list[TracedPacket] = []
     deadline = start + wait
     while len(found) < MAX_PACKETS and (left := deadline - time.monotonic()) > 0:
@@ -133,10 +133,7 @@ def _dns_exchange(server: str, hostname: str, ttl: int, wait: float) -> list[Tra
         start = time.monotonic()
         udp.send(dns.message.make_query(hostname, "A").to_wire())
         return _collect(
-            raw,
-            lambda p: p.source == server and p.source_port == 53 and p.destination_port == port,  # type: ignore[attr-defined]
-            start,
-            wait,
+            raw, lambda p: (p.source, p.source_port, p.destination_port) == (server, 53, port), start, wait
         )
 
 
@@ -151,15 +148,11 @@ def _tcp_exchange(
             conn.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
             start = time.monotonic()
             conn.sendall(payload)
-            return _collect(
-                raw,
-                lambda p: p.source == server and p.source_port == port and p.destination_port == local_port,  # type: ignore[attr-defined]
-                start,
-                wait,
-            )
+            flow = (server, port, local_port)
+            return _collect(raw, lambda p: (p.source, p.source_port, p.destination_port) == flow, start, wait)
         finally:
             conn.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, SYSTEM_TTL)
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a RST
             conn.close()
 
 
