@@ -9,6 +9,7 @@ added to the host's own network. Each command has a timeout.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -62,16 +63,17 @@ def _namespaces() -> list[str]:
     return [line.split()[0] for line in run(["ip", "netns", "list"]).splitlines() if line.strip()]
 
 
-def _owner_alive(name: str) -> bool:
-    parts = name[len(NAMESPACE_PREFIX) :].split("-", 1)
-    return parts[0].isdigit() and Path(f"/proc/{parts[0]}").exists()
+def _left_over(name: str) -> bool:
+    """Whether ``name`` is a namespace lab's whose creating process has ended (a tag starts with its pid)."""
+    owner = re.match(r"(\d+)", name[len(NAMESPACE_PREFIX) :]) if name.startswith(NAMESPACE_PREFIX) else None
+    return owner is not None and not Path(f"/proc/{owner.group(1)}").exists()
 
 
 def remove_leftovers() -> list[str]:
     """Remove namespace labs whose creating process is gone; return their names."""
     removed = []
     for name in _namespaces():
-        if name.startswith(NAMESPACE_PREFIX) and not _owner_alive(name):
+        if _left_over(name):
             _delete_namespace(name)
             removed.append(name)
     return removed
@@ -96,7 +98,7 @@ class NetnsNetwork:
     """The namespaces, links and routes of a ``Topology``, made real; ``close()`` removes everything."""
 
     topology: Topology = DEFAULT_TOPOLOGY
-    tag: str = field(default_factory=lambda: str(os.getpid()))
+    tag: str = field(default_factory=lambda: str(os.getpid()))  # starts with the pid of the owning process
     created: list[str] = field(default_factory=list)
 
     def namespace(self, role: str) -> str:
