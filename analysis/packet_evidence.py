@@ -52,7 +52,7 @@ MAX_SIGHTINGS_SHOWN = 16
 @dataclass(frozen=True, slots=True)
 class InjectorSignature:
     ip_id: int
-    initial_ttl: int  # arrival TTL + routers crossed back to the volunteer
+    initial_ttl: int | None  # arrival TTL + routers crossed back; None for a TTL-copying injector
     df: bool
     tcp_window: int | None
     tcp_flags: str | None
@@ -68,6 +68,30 @@ class TraceSighting:
     injection_hop: int | None
     hops_before_server: int | None  # control answer hop - injection hop, when both are known
     signature: InjectorSignature | None
+    # True: the original trigger still reached the server (its answer or acknowledgement came back beside
+    # the injected packet): an on-path injector racing it. None: not shown (an in-path box holding the
+    # trigger back, or a destination that never answers, e.g. a DNS query sent to a web server).
+    on_path: bool | None = None
+    # The injected packet's TTL follows the trigger's (its arrival TTL differs between the full-TTL trigger
+    # and the TTL-limited one): the TTL says nothing about the injector's distance or identity.
+    ttl_copying: bool | None = None
+
+
+def _from_injector(packet: dict[str, Any], first: dict[str, Any]) -> bool:
+    """Whether ``packet`` looks like ``first``'s sender: the same IP ID, or the same DF, window and flags
+    (an injector with a changing IP ID), TTL aside (a TTL-copying injector changes it)."""
+    if packet.get("ip_id") == first.get("ip_id"):
+        return True
+    keys = ("df", "tcp_window", "tcp_flags", "dns_answers")
+    return all(packet.get(key) == first.get(key) for key in keys) and packet.get("ip_id") != 0
+
+
+def _path_behaviour(packets: list[dict[str, Any]], first: dict[str, Any]) -> tuple[bool | None, bool | None]:
+    injected = [p for p in packets if _from_injector(p, first)]
+    if not injected:
+        return None, None
+    server_answered = len(injected) < len(packets)  # something else answered the same trigger
+    return (True if server_answered else None), injected[0].get("ttl") != first.get("ttl")
 
 
 def _sighting(trace: dict[str, Any], asn: str, seen_at: datetime) -> TraceSighting | None:
@@ -78,10 +102,12 @@ def _sighting(trace: dict[str, Any], asn: str, seen_at: datetime) -> TraceSighti
     first = next(
         (h.get("first") for h in trace.get("hops", []) if h.get("ttl") == hop and h.get("answered")), None
     )
+    on_path = ttl_copying = None
     if hop is not None and first:
+        on_path, ttl_copying = _path_behaviour(trace.get("packets", []), first)
         signature = InjectorSignature(
             ip_id=int(first["ip_id"]),
-            initial_ttl=int(first["ttl"]) + hop - 1,
+            initial_ttl=None if ttl_copying else int(first["ttl"]) + hop - 1,
             df=bool(first["df"]),
             tcp_window=first.get("tcp_window"),
             tcp_flags=first.get("tcp_flags"),
@@ -93,6 +119,8 @@ def _sighting(trace: dict[str, Any], asn: str, seen_at: datetime) -> TraceSighti
         injection_hop=hop,
         hops_before_server=control - hop if hop is not None and control is not None else None,
         signature=signature,
+        on_path=on_path,
+        ttl_copying=ttl_copying,
     )
 
 

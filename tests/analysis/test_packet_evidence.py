@@ -73,3 +73,27 @@ def test_skipped_traces_and_payloads_without_traces_give_nothing() -> None:
     assert _seen("AS1", skipped) == ()
     assert sightings_from_payload(b'{"test_keys":{"queries":[]}}', "AS1", T0) == ()
     assert sightings_from_payload(b'"packet_traces":[{ not json', "AS1", T0) == ()
+
+
+def _with_full_ttl_packets(trace: PacketTrace, *packets: TracedPacket) -> PacketTrace:
+    return trace.model_copy(update={"packets": list(packets)})
+
+
+def test_an_answer_from_the_server_beside_the_injected_one_shows_an_on_path_injector() -> None:
+    server_ack = TracedPacket(delay=0.0001, ttl=60, ip_id=999, df=True, protocol="tcp", tcp_flags="A",
+                              tcp_window=502, payload_size=0)  # fmt: skip
+    raced = _with_full_ttl_packets(_trace(3, 4, 59), server_ack, _packet(59))
+    (sighting,) = _seen("AS1", raced)
+    assert sighting.on_path is True and sighting.ttl_copying is False
+    (held_back,) = _seen("AS1", _with_full_ttl_packets(_trace(3, 4, 59), _packet(59)))
+    assert held_back.on_path is None  # no answer from the server: not shown either way
+
+
+def test_a_ttl_copying_injector_is_recognised_and_its_ttl_not_compared() -> None:
+    # The TTL-limited trigger got the injected RST with TTL 1 left; the full-TTL one with 62: the
+    # injector copies the trigger's TTL, so the TTL tells neither its distance nor its identity.
+    copying_a = _with_full_ttl_packets(_trace(3, 4, 1), _packet(62))
+    copying_b = _with_full_ttl_packets(_trace(2, 3, 1), _packet(63))
+    (a,), (b,) = _seen("AS1", copying_a), _seen("AS2", copying_b)
+    assert a.ttl_copying and b.ttl_copying and a.signature.initial_ttl is None
+    assert judge_packet_evidence([a, b])["supports"] == "gateway"

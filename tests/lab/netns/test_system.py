@@ -54,6 +54,11 @@ def test_the_interference_api_shows_the_packet_evidence(system_run) -> None:
     for name in ("injected.netlab", "sni-reset.netlab", "blockpage.netlab"):
         assert evidence[name]["rule_id"] == "packet.gateway.same_injector", evidence[name]
         assert evidence[name]["supports"] == "gateway" and evidence[name]["networks_located"] == 2
+    # The censor races the originals, which reach the server (its ACK comes back beside the injection);
+    # the DNS trace goes to the web server's address, which never answers DNS: not shown either way.
+    for name, on_path in (("sni-reset.netlab", True), ("blockpage.netlab", True), ("injected.netlab", None)):
+        sightings = evidence[name]["sightings"]
+        assert [(s["on_path"], s["ttl_copying"]) for s in sightings] == [(on_path, False)] * 2, name
     # The ISP's own resolver answers itself: traced, but no injector on the path.
     assert evidence["isp-blocked.netlab"]["rule_id"] == "packet.no_injector"
     assert evidence["blackholed.netlab"] is None  # a blackhole has no injected packet to trace
