@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..clienthello import parse_sni
+from .lifetime import MAX_RUNTIME, die_with_parent
 from .scenario import BLOCKPAGE_BODY, DNS_INJECTED_ADDRESS, SIGNATURES, PacketSignature
 
 if TYPE_CHECKING:
@@ -34,7 +35,6 @@ __all__ = ["CensorConfig", "forge", "main"]
 
 ETH_P_IP = 0x0800
 PACKET_OUTGOING = 4
-MAX_RUNTIME = 3600.0  # a censor left behind by a crashed test stops by itself
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,7 @@ def run(config: CensorConfig, max_runtime: float = MAX_RUNTIME) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    die_with_parent()
     run(CensorConfig.from_json(Path(args[0]).read_text(encoding="utf-8")))
 
 

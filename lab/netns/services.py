@@ -29,6 +29,7 @@ import dns.rdatatype
 import dns.rrset
 
 from ..certs import LabPKI
+from .lifetime import MAX_RUNTIME, die_with_parent
 
 __all__ = ["REPLY_DELAY", "ServiceConfig", "main"]
 
@@ -210,11 +211,13 @@ async def serve(config: ServiceConfig) -> None:
         protocol = _ForwardingResolver(config.upstream, config.blocked)
     await loop.create_datagram_endpoint(lambda: protocol, local_addr=(config.listen, 53))
     print("ready", flush=True)
-    await asyncio.Event().wait()
+    # Until killed (the lab's close()), and at most MAX_RUNTIME: a crashed run leaves nothing for long.
+    await asyncio.sleep(MAX_RUNTIME)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    die_with_parent()
     asyncio.run(serve(ServiceConfig.from_json(Path(args[0]).read_text(encoding="utf-8"))))
 
 
