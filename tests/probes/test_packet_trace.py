@@ -13,7 +13,7 @@ import pytest
 
 from gatewatch.core.measurement import WebTestKeys
 from gatewatch.core.vocabulary import NO_CAP_NET_RAW, TRACE_SKIPPED
-from gatewatch.probes.packet_trace import PacketTraceConfig, missing_capability
+from gatewatch.probes.packet_trace import PacketTraceConfig, missing_capability, plan_traces
 
 STATUS = "Name:\tpython3\nCapInh:\t0000000000000000\nCapPrm:\t{0}\nCapEff:\t{0}\n"
 TRACE_ONCE = """
@@ -85,3 +85,46 @@ def test_the_agent_path_never_imports_scapy(module: str) -> None:
         [sys.executable, "-c", "import json; " + code], capture_output=True, text=True, timeout=60, check=True
     )
     assert json.loads(done.stdout) == []
+
+
+PLAN_KEYS = WebTestKeys.model_validate(
+    {
+        "tls_handshakes": [{"address": "198.51.100.7:443", "server_name": "x.example", "t0": 0, "t": 0.1}],
+        "requests": [
+            {"t0": 0, "t": 0.1, "address": "198.51.100.8:80", "request": {"url": "http://x.example/"}},
+        ],
+    }
+)
+
+
+def test_each_interference_is_traced_on_its_own_flow() -> None:
+    abroad = ["203.0.113.5", "2001:db8::5"]
+    # DNS goes towards the control's address abroad, not to the volunteer's resolver.
+    assert plan_traces("http://x.example/", PLAN_KEYS, "dns", abroad) == [("dns", "x.example", "203.0.113.5")]
+    assert plan_traces("https://x.example/", PLAN_KEYS, "http-failure", abroad) == [
+        ("tls", "x.example", "198.51.100.7")
+    ]
+    assert plan_traces("http://x.example/a", PLAN_KEYS, "http-diff", abroad) == [
+        ("http", "x.example", "198.51.100.8")
+    ]
+    # A blackhole injects nothing; no verdict, nothing to trace; IPv6-only: not traced (IPv4 only).
+    assert plan_traces("http://x.example/", PLAN_KEYS, "tcp_ip", abroad) == []
+    assert plan_traces("http://x.example/", PLAN_KEYS, False, abroad) == []
+    assert plan_traces("http://x.example/", WebTestKeys(), "dns", ["2001:db8::5"]) == []
+
+
+TRACE_INTERFERED = """
+import asyncio
+from gatewatch.core.measurement import WebTestKeys
+from gatewatch.probes.packet_trace import trace_interfered
+traces = asyncio.run(trace_interfered("http://x.example/", WebTestKeys(), "dns", ["127.0.0.1"]))
+print("[" + ",".join(t.model_dump_json() for t in traces) + "]")
+"""
+
+
+def test_the_agents_call_without_cap_net_raw_records_one_skipped_trace() -> None:
+    done = subprocess.run([*_without_cap_net_raw(), sys.executable, "-c", TRACE_INTERFERED],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (trace,) = json.loads(done.stdout)
+    assert (trace["trigger"], trace["status"], trace["skip_reason"]) == ("dns", TRACE_SKIPPED, NO_CAP_NET_RAW)
