@@ -98,9 +98,10 @@ def _http_request(hostname: str) -> bytes:
 
 
 def _collect(
-    raw: socket.socket, wanted: Callable[[IPv4Packet], bool], start: float, wait: float
+    raw: socket.socket, wanted: Callable[[IPv4Packet], bool], start: float, wait: float, ttl: int
 ) -> list[TracedPacket]:
-    """The packets ``wanted`` accepts that arrive on ``raw`` within ``wait`` seconds of ``start``."""
+    """The packets ``wanted`` accepts that arrive on ``raw`` within ``wait`` seconds of ``start``; after a
+    TTL-limited trigger only whether anything answers matters, so the first one ends the wait."""
     found: list[TracedPacket] = []
     deadline = start + wait
     while len(found) < MAX_PACKETS and (left := deadline - time.monotonic()) > 0:
@@ -109,6 +110,8 @@ def _collect(
         packet = parse_ipv4(raw.recv(65535))
         if packet is not None and wanted(packet):
             found.append(traced_packet(packet, time.monotonic() - start))
+            if ttl != SYSTEM_TTL:
+                break
     return found
 
 
@@ -133,7 +136,11 @@ def _dns_exchange(server: str, hostname: str, ttl: int, wait: float) -> list[Tra
         start = time.monotonic()
         udp.send(dns.message.make_query(hostname, "A").to_wire())
         return _collect(
-            raw, lambda p: (p.source, p.source_port, p.destination_port) == (server, 53, port), start, wait
+            raw,
+            lambda p: (p.source, p.source_port, p.destination_port) == (server, 53, port),
+            start,
+            wait,
+            ttl,
         )
 
 
@@ -149,7 +156,9 @@ def _tcp_exchange(
             start = time.monotonic()
             conn.sendall(payload)
             flow = (server, port, local_port)
-            return _collect(raw, lambda p: (p.source, p.source_port, p.destination_port) == flow, start, wait)
+            return _collect(
+                raw, lambda p: (p.source, p.source_port, p.destination_port) == flow, start, wait, ttl
+            )
         finally:
             conn.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, SYSTEM_TTL)
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a RST
