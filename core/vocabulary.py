@@ -133,8 +133,7 @@ TRACE_FAILED: Final = "failed"
 TraceStatus = Literal["traced", "skipped", "failed"]
 # Why a trace was skipped.
 NO_CAP_NET_RAW: Final = "no_cap_net_raw"  # the agent lacks CAP_NET_RAW (the systemd drop-in grants it)
-NO_TRACE_TARGET: Final = "no_trace_target"  # no address abroad to send the trigger towards
-TRACE_SKIP_REASONS: Final[tuple[str, ...]] = (NO_CAP_NET_RAW, NO_TRACE_TARGET)
+TRACE_SKIP_REASONS: Final[tuple[str, ...]] = (NO_CAP_NET_RAW,)
 
 # --- withheld network and country (OONI's spelling) -------------------------------------------------------
 WITHHELD_ASN: Final = "AS0"  # also RFC 7607's reserved "no ASN": never one network
