@@ -23,6 +23,8 @@ __all__ = [
     "EXIT_STILL_PENDING",
     "EXIT_USAGE",
     "CaFile",
+    "PacketTraceFlag",
+    "TraceControlDomain",
     "DataDir",
     "Resolver",
     "Proxy",
@@ -44,6 +46,17 @@ EXIT_STILL_PENDING = 4  # `upload` could not deliver everything (the queue keeps
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Where the key, consent and queue live.")]
 Resolver = Annotated[str | None, typer.Option("--resolver", help="DNS resolver IP[:PORT].")]
+PacketTraceFlag = Annotated[
+    bool,
+    typer.Option(
+        "--packet-trace",
+        help="Record packet evidence of interfered flows (needs CAP_NET_RAW; noted as skipped without).",
+    ),
+]
+TraceControlDomain = Annotated[
+    str | None,
+    typer.Option("--trace-control-domain", help="The unblocked name a packet trace compares with."),
+]
 CaFile = Annotated[str | None, typer.Option("--ca-file", help="Extra CA (PEM), for test labs.")]
 SourceAddress = Annotated[str | None, typer.Option("--source-address", help="Lab: bind here.")]
 Routable = Annotated[list[str], typer.Option("--routable", help="Lab: CIDR not treated as bogon.")]

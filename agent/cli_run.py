@@ -20,11 +20,13 @@ from .cli_common import (
     EXIT_STILL_PENDING,
     CaFile,
     DataDir,
+    PacketTraceFlag,
     Proxy,
     Resolver,
     Routable,
     SourceAddress,
     Tor,
+    TraceControlDomain,
     console,
     fail,
     load_settings_or_fail,
@@ -118,6 +120,8 @@ def run(
     ca_file: CaFile = None,
     source_address: SourceAddress = None,
     routable: Routable = [],  # noqa: B006
+    packet_trace: PacketTraceFlag = False,
+    trace_control_domain: TraceControlDomain = None,
     skip_category: Annotated[list[str], typer.Option("--skip-category", help="Category code to skip.")] = [],  # noqa: B006
     data_dir: DataDir = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, max=256)] = None,
@@ -161,6 +165,8 @@ def run(
         routable=tuple(routable),
         upload=not no_upload,
         defer_upload=delay_upload and not no_upload,
+        packet_trace=packet_trace,
+        trace_control_domain=trace_control_domain,
     )
     try:
         summary = asyncio.run(_one_pass(paths, settings, options, inputs, input_file))
@@ -187,6 +193,8 @@ def daemon(
     proxy: Proxy = None,
     tor: Tor = False,
     upload_delay: UploadDelay = None,
+    packet_trace: PacketTraceFlag = False,
+    trace_control_domain: TraceControlDomain = None,
 ) -> None:
     """Run passes on a schedule (interval plus jitter, from agent.toml); for systemd. Each pass's upload
     waits a random upload_delay (5 to 60 minutes by default) so that it does not follow the probes."""
@@ -204,6 +212,8 @@ def daemon(
         source_address=source_address,
         routable=tuple(routable),
         defer_upload=True,
+        packet_trace=packet_trace,
+        trace_control_domain=trace_control_domain,
     )
     one_pass = functools.partial(_scheduled_pass, paths, settings, options, input_file)
     flush = functools.partial(_logged_flush, paths, settings, options)

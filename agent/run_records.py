@@ -49,6 +49,9 @@ class RunOptions:
     ca_file: str | None = None
     source_address: str | None = None  # lab: bind probes and the agent's own HTTP client here
     routable: tuple[str, ...] = ()  # lab: CIDRs not to treat as bogons
+    # The privileged packet-level trace of interfered flows (needs CAP_NET_RAW; skipped and said so without).
+    packet_trace: bool = False
+    trace_control_domain: str | None = None  # the name traced as the control (default: example.com)
     concurrency: int = 8
     per_host: int = 2
     max_runtime: float | None = 3600.0

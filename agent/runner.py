@@ -81,6 +81,20 @@ def _default_measure() -> MeasureFn:
     return measure
 
 
+async def _packet_traces(
+    url: str, keys: WebTestKeys, control: ControlObservations | None, options: RunOptions
+) -> list[Any]:
+    """The trace step (issue 17), loaded only when the volunteer enabled it."""
+    from gatewatch.probes.packet_trace import PacketTraceConfig, trace_interfered
+
+    domain = options.trace_control_domain
+    config = PacketTraceConfig(control_hostname=domain) if domain else PacketTraceConfig()
+    addresses = control.dns.addrs if control is not None else []
+    return await trace_interfered(
+        url, keys, keys.verdict.blocking if keys.verdict else None, addresses, config
+    )
+
+
 def _default_analyse() -> tuple[AnalyseFn, Any]:
     from gatewatch.analysis import analyse, load_default_fingerprints
 
@@ -220,6 +234,9 @@ class _Pass:
         keys = keys.model_copy(
             update={"control": control, "control_failure": control_failure, "verdict": verdict}
         )
+        if self.options.packet_trace and verdict is not None and verdict.blocking:  # issue 17
+            traces = await _packet_traces(entry.url, keys, control, self.options)
+            keys = keys.model_copy(update={"packet_traces": traces})
         measurement = build_measurement(
             entry,
             keys,
