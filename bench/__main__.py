@@ -87,6 +87,8 @@ def _missing(bench: Bench) -> str:
         return f"needs the shared test lists ({SHARED_LISTS})"
     if bench.needs_postgres and not _postgres_available():
         return "needs PostgreSQL's initdb and pg_ctl"
+    if bench.needs_root and os.geteuid() != 0:
+        return "needs root (network namespaces)"
     return ""
 
 

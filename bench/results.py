@@ -40,6 +40,7 @@ class Bench:
     quick_args: tuple[str, ...] | None = None  # None: not run in a quick run
     needs_shared_lists: bool = False
     needs_postgres: bool = False
+    needs_root: bool = False  # network namespaces, raw sockets
     baseline: str = ""  # the script's own same-run baseline, in words (empty: the machine baseline)
 
 
@@ -59,6 +60,11 @@ BENCHES: tuple[Bench, ...] = (
     Bench("lab_startup.py", (), ("2",)),
     Bench("web_measure.py", (), ("60", "8")),
     Bench("geoip.py", (), None),
+    Bench("ingest_bomb.py", (), ("--mib", "64", "--rounds", "1"), baseline="the old reading path, same bomb"),
+    Bench("blindrsa.py", (), ("--repeats", "2", "--ops", "10"), baseline="OpenSSL RSA-PSS, Ed25519"),
+    Bench("upload_transports.py", (), ("20", "16"), baseline="a direct upload"),
+    Bench("agent_ui.py", (), ("--requests", "100"), baseline="Python with the agent's CLI loaded"),
+    Bench("netns_trace.py", (), None, needs_root=True, baseline="the web measurement of the same URL"),
     Bench("agent_run.py", (), None, needs_shared_lists=True),
     Bench("agent_lab.py", (), None, needs_shared_lists=True),
 )

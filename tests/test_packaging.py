@@ -55,6 +55,7 @@ def test_installed_names_resolve_to_the_source_folders() -> None:
 # the pyproject lists cannot drift from it silently.
 AGENT_SIDE = ("core", "probes", "analysis", "agent")
 COLLECTOR_SIDE = ("collector", "lab")
+NETNS_LAB = "lab/netns"  # the namespace lab's on-path censor: the `netns` extra (scapy) on top
 PI_WHEELS = REPO / "deploy" / "pi" / "wheels-checked.txt"
 # Packages that have no armv7l wheel on PyPI and are compiled on a 32-bit Pi (plain C, no Rust); said in
 # docs/raspberry-pi.md with the apt packages the build needs and the piwheels alternative.
@@ -65,10 +66,12 @@ def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _imported_distributions(folders: tuple[str, ...]) -> set[str]:
+def _imported_distributions(folders: tuple[str, ...], exclude: tuple[str, ...] = ()) -> set[str]:
     modules: set[str] = set()
     for folder in folders:
         for path in (REPO / folder).rglob("*.py"):
+            if any(path.is_relative_to(REPO / skipped) for skipped in exclude):
+                continue
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 if isinstance(node, ast.Import):
                     modules.update(alias.name.split(".")[0] for alias in node.names)
@@ -94,11 +97,19 @@ def test_the_base_install_is_exactly_what_the_agent_side_imports() -> None:
 
 
 def test_the_collector_extra_adds_what_the_collector_and_lab_import() -> None:
-    needed = _imported_distributions(COLLECTOR_SIDE) - BASE
+    needed = _imported_distributions(COLLECTOR_SIDE, exclude=(NETNS_LAB,)) - BASE
     # multidict and yarl come with aiohttp (the collector's request headers are aiohttp's multidicts).
     assert needed - {"multidict", "yarl"} == COLLECTOR_EXTRA
     assert not COLLECTOR_EXTRA & BASE
     assert f"gatewatch[{COLLECTOR_EXTRA_NAME}]" in CONFIG["project"]["optional-dependencies"]["test"]
+
+
+def test_the_netns_extra_adds_what_the_namespace_lab_imports() -> None:
+    extras = CONFIG["project"]["optional-dependencies"]
+    netns = {_canonical(re.split(r"[<>=!~ \[;]", spec)[0]) for spec in extras["netns"]}
+    needed = _imported_distributions((NETNS_LAB,)) - BASE - COLLECTOR_EXTRA - {"multidict", "yarl"}
+    assert needed == netns == {"scapy"}
+    assert all(spec in extras["test"] for spec in extras["netns"])
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,9 @@ WORDS: dict[str, str] = {
 OWN_WORDS = {
     # the agent's HTTP client's failure for a request it could not send, not the collector's reason
     ("agent/http_client.py", V.INVALID_REQUEST),
+    # the volunteer page's run phase and a connect's outcome in plain words, not a packet trace's status
+    ("agent/ui/runs.py", V.TRACE_FAILED),
+    ("agent/ui/result_pages.py", V.TRACE_FAILED),
 }
 # The analysis's rule ids are a stable table of their own; some read like the technique they conclude.
 RULE_IDS = frozenset(rule.rule_id for rule in RULES)

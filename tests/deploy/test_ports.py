@@ -52,6 +52,18 @@ def test_the_image_and_the_compose_stack_use_the_default_port() -> None:
     assert f"http://127.0.0.1:{DEFAULT_PORT}/readyz" in " ".join(collector["healthcheck"]["test"])
 
 
+# Ports of other programs that the docs name on the same hosts (never the collector's).
+OTHER_SERVICES = {
+    "9090": "Prometheus",
+    "9093": "Alertmanager",
+    "3000": "Grafana",
+    "5432": "PostgreSQL",
+    "9050": "Tor's SOCKS port (the agent's uploads through Tor)",
+    "1080": "a SOCKS proxy's usual port",
+    "8800": "the volunteer page's example fixed port (gatewatch-agent ui --listen)",
+}
+
+
 def test_no_shipped_file_names_another_collector_port() -> None:
     """Every host:port of the collector in the docs and deployment files is the default one."""
     pattern = re.compile(r"(?:localhost|127\.0\.0\.1|0\.0\.0\.0|collector):(\d+)\b")
@@ -61,6 +73,6 @@ def test_no_shipped_file_names_another_collector_port() -> None:
         for path in files
         if path.is_file() and path.suffix in {".md", ".yml", ".yaml", ".service", ".sh", ""}
         for port in pattern.findall(path.read_text(encoding="utf-8"))
-        if port not in {str(DEFAULT_PORT), "9090", "9093", "3000", "5432"}
+        if port not in {str(DEFAULT_PORT), *OTHER_SERVICES}
     }
     assert not found
