@@ -37,8 +37,9 @@ from .netinfo import NetworkView, observe_network
 from .paths import DataPaths
 from .queue import MeasurementQueue
 from .run_records import RunOptions, RunSummary
-from .runner import run_pass
+from .runner import run_pass, token_batches
 from .settings import AgentSettings, SettingsError
+from .tokens import TopUpPolicy
 from .upload import Uploader, UploadReport
 
 __all__ = ["daemon", "run", "upload"]
@@ -60,6 +61,10 @@ def _options(settings: AgentSettings, **flags: Any) -> RunOptions:
         max_runtime=settings.max_runtime,
         max_bytes=settings.max_bytes,
         upload_batch=settings.upload_batch,
+        identified=settings.identified,
+        token_policy=TopUpPolicy(settings.tokens.low, max(settings.tokens.low, settings.tokens.high)),
+        invite_code=settings.tokens.invite_code,
+        proof_of_work_bits=settings.tokens.proof_of_work_bits,
         **flags,
     )
 
@@ -237,7 +242,12 @@ async def _flush(
 ) -> UploadReport:
     with MeasurementQueue(paths.queue, settings.queue) as queue:
         async with make_session(source_address=source_address, ca_file=ca_file) as session:
-            uploader = Uploader(queue, settings.collector_urls, session, batch_size=settings.upload_batch)
+            batches = None
+            if not settings.identified:
+                batches = await token_batches(_options(settings), queue, load_key(paths.key), session)
+            uploader = Uploader(
+                queue, settings.collector_urls, session, batch_size=settings.upload_batch, batches=batches
+            )
             return await uploader.upload_pending()
 
 

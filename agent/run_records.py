@@ -11,6 +11,7 @@ from gatewatch.core.vocabulary import WITHHELD_ASN, WITHHELD_CC
 from gatewatch.probes.config import DNSConfig, TCPConfig, TLSConfig, WebConfig
 
 from .netinfo import ROUTE_PROBES
+from .tokens import TopUpPolicy
 from .upload import RetryPolicy, UploadReport
 
 __all__ = [
@@ -48,6 +49,12 @@ class RunOptions:
     upload: bool = True
     upload_batch: int = 50
     upload_retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Issue 12: False (the default) signs each upload batch with its own ephemeral key and a blind token;
+    # True signs with the long-term key, for operator-run probes that want to be identified.
+    identified: bool = False
+    token_policy: TopUpPolicy = field(default_factory=TopUpPolicy)
+    invite_code: str | None = None
+    proof_of_work_bits: int = 0
     run_type: Literal["manual", "timed"] = "manual"
     # Public addresses whose route (never a packet) tells the machine's own source addresses.
     route_probes: tuple[str, ...] = ROUTE_PROBES

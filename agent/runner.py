@@ -31,6 +31,7 @@ from gatewatch.probes.config import WebConfig
 from gatewatch.probes.trace import Trace
 
 from .anonymise import SCRUBBED, Identity, anonymise
+from .batches import TokenBatches
 from .build import build_measurement, bytes_received, fingerprint_label, interference_layer
 from .collector_api import ApiFailure, geolocate, make_session
 from .control_batch import PassControls
@@ -46,9 +47,10 @@ from .netinfo import NetworkView, observe_network
 from .queue import MeasurementQueue, QueueFull
 from .run_records import LAST_RUN_KEY, RunEvent, RunOptions, RunSummary, StopReason, UrlResult
 from .testlists import TestListEntry
+from .tokens import TokenWallet, WalletError
 from .upload import Uploader
 
-__all__ = ["run_pass"]
+__all__ = ["run_pass", "token_batches"]
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +215,8 @@ class _Pass:
         measurement = anonymise(measurement, self.identity)
         payload = measurement.to_json_bytes()
         try:
-            envelope = sign(payload, self.key)
+            # Identified mode signs now with the long-term key; otherwise the batch signs (agent/batches.py).
+            envelope = sign(payload, self.key) if self.options.identified else None
             self.queue.enqueue(
                 measurement.measurement_uid, payload, envelope, local_only=not self.options.upload
             )
@@ -317,6 +320,7 @@ async def run_pass(
     )
     try:
         state.emit("started")
+        batches = None if options.identified else await token_batches(options, queue, key, session)
         if await state.locate():
             await _measure_all(state)
             if options.upload and state.summary.measurement_uids:
@@ -332,6 +336,7 @@ async def run_pass(
                 session,
                 batch_size=options.upload_batch,
                 policy=options.upload_retry,
+                batches=batches,
             )
             summary.upload = await uploader.upload_pending()
             state.emit("uploaded", message=summary.upload.last_error)
@@ -340,6 +345,29 @@ async def run_pass(
     finally:
         if own_session:
             await session.close()
+
+
+async def token_batches(
+    options: RunOptions, queue: MeasurementQueue, key: Ed25519PrivateKey, session: HttpClient
+) -> TokenBatches:
+    """The wallet, topped up now, before measuring: issuance and the uploads that spend its tokens are
+    then a pass apart (agent/tokens.py). A failure is logged; the upload then uses what the wallet holds."""
+    wallet = TokenWallet(queue)
+    if options.upload and options.collector_urls:
+        try:
+            added = await wallet.top_up(
+                session,
+                list(options.collector_urls),
+                key,
+                options.token_policy,
+                invite_code=options.invite_code,
+                pow_bits=options.proof_of_work_bits,
+            )
+            if added:
+                log.info("fetched %d tokens", added)
+        except WalletError as exc:
+            log.warning("could not fetch tokens: %s", exc)
+    return TokenBatches(queue, wallet)
 
 
 async def _measure_all(state: _Pass) -> None:

@@ -26,7 +26,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gatewatch.core.measurement import ASN, CountryCode
 
-__all__ = ["AgentSettings", "DaemonSettings", "QueueSettings", "SettingsError", "load_settings"]
+__all__ = [
+    "AgentSettings",
+    "DaemonSettings",
+    "QueueSettings",
+    "SettingsError",
+    "TokenSettings",
+    "load_settings",
+]
 
 
 class SettingsError(ValueError):
@@ -50,6 +57,15 @@ class DaemonSettings(_Section):
     jitter: float = Field(default=1800, ge=0)  # up to this much added at random, so agents do not align
 
 
+class TokenSettings(_Section):
+    # Keep between low and high unspent tokens: below low, fetch a random number up to high.
+    low: int = Field(default=4, ge=1, le=1000)
+    high: int = Field(default=16, ge=1, le=1000)
+    # What the collector asks of a new key, when it does (its operator says which).
+    invite_code: str | None = None
+    proof_of_work_bits: int = Field(default=0, ge=0, le=32)
+
+
 class AgentSettings(_Section):
     collector_urls: list[str] = Field(default_factory=list)
     control_url: str | None = None
@@ -63,6 +79,11 @@ class AgentSettings(_Section):
     max_runtime: float | None = Field(default=3600, gt=0)
     max_bytes: int | None = Field(default=None, gt=0)
     upload_batch: int = Field(default=50, ge=1, le=1000)
+    # Issue 12. False (the default): each upload batch is signed by a key of its own, certified by a blind
+    # token, so no one can link batches to each other or to this agent. True: sign with the long-term key
+    # (only for operator-run probes that want to be identified; the collector must accept them).
+    identified: bool = False
+    tokens: TokenSettings = Field(default_factory=lambda: TokenSettings())
     queue: QueueSettings = Field(default_factory=QueueSettings)
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
 
