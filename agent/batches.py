@@ -110,7 +110,8 @@ class TokenBatches:
             )
             batch_id = int(cursor.lastrowid or 0)
             db.executemany(
-                "INSERT INTO batch_items (batch_id, position, measurement_uid, signature) VALUES (?, ?, ?, ?)",
+                "INSERT INTO batch_items (batch_id, position, measurement_uid, signature)"
+                " VALUES (?, ?, ?, ?)",
                 [(batch_id, i, row.measurement_uid, row.signature) for i, row in enumerate(signed)],
             )
             db.execute("DELETE FROM tokens WHERE id = ?", (held.row_id,))

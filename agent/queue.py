@@ -150,8 +150,8 @@ class MeasurementQueue:
     def enqueue(
         self, measurement_uid: str, payload: bytes, envelope: Envelope | None, *, local_only: bool = False
     ) -> bool:
-        """Store a measurement durably: signed by the long-term key (identified mode), or unsigned (``envelope``
-        None: it is signed by its batch's ephemeral key when a batch is sealed, agent/batches.py). Returns
+        """Store a measurement durably: signed by the long-term key (identified mode), or unsigned
+        (``envelope`` None: its batch's ephemeral key signs it when the batch is sealed). Returns
         False when it was already queued (idempotent); raises :class:`QueueFull` when ``max_unsent``
         measurements already wait. ``local_only`` keeps it out of uploads for good."""
         if envelope is not None and base64.b64decode(envelope.payload) != payload:

@@ -20,6 +20,7 @@ random order, not the order fetched.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import os
@@ -29,6 +30,8 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from pydantic import ValidationError
 
 from gatewatch.core import blindrsa
@@ -99,8 +102,6 @@ class HeldToken:
 
 def solve_proof_of_work(public_key: bytes, bits: int, limit: int = 1 << 28) -> str:
     """A proof for the collector's ``proof_of_work`` enrolment (bounded: raises after ``limit`` tries)."""
-    import hashlib
-
     for counter in range(limit):
         proof = format(counter, "x")
         digest = int.from_bytes(hashlib.sha256(POW_CONTEXT + public_key + proof.encode()).digest(), "big")
@@ -130,7 +131,8 @@ class TokenWallet:
             if row is not None:
                 return bool(row[0] == key.key_id)
             db.execute(
-                "INSERT INTO issuer_keys (epoch, key_id, spki, valid_from, valid_until) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO issuer_keys (epoch, key_id, spki, valid_from, valid_until)"
+                " VALUES (?, ?, ?, ?, ?)",
                 (
                     key.epoch,
                     key.key_id,
@@ -182,8 +184,6 @@ class TokenWallet:
         pinned = self.pinned(epoch)
         if pinned is None or pinned[0] != key_id:
             raise WalletError(f"no pinned issuer key {key_id[:12]} for epoch {epoch}")
-        from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-
         raw = ephemeral.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
         with self.queue.transaction() as db:
             db.execute(
@@ -253,7 +253,7 @@ class TokenWallet:
         long_term: Ed25519PrivateKey,
         epoch: int,
         key_id: str,
-        issuer_key: blindrsa.RSAPublicKey,
+        issuer_key: RSAPublicKey,
         count: int,
         invite_code: str | None,
         pow_bits: int,

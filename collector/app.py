@@ -107,7 +107,8 @@ def _issuer_ctx(clock: Clock | None) -> Callable[[web.Application], AsyncIterato
             bits=settings.issuer_key_bits,
             **({"clock": clock} if clock is not None else {}),
         )
-        await issuer.refresh()  # the current and next epochs' keys exist before the first request
+        # The keys are made (or read) on first use: a collector that never sees a token request or a token
+        # pays nothing at startup.
         app[ISSUER_KEY] = issuer
         yield
 

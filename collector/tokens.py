@@ -19,7 +19,7 @@ import base64
 import binascii
 import hashlib
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from aiohttp import web
 from cryptography.exceptions import InvalidSignature
@@ -148,6 +148,10 @@ async def _issue(request: web.Request) -> TokenResponse:
         raise TokenRefused(refused.reason, detail or refused.reason) from None
     try:
         signatures = await asyncio.to_thread(_blind_sign_all, key, blinded)
+    except blindrsa.SigningFaultError:
+        # The private-key operation gave a wrong result (a fault): nothing is sent, and it is ours to fix.
+        log.error("issuer signing fault", extra={"epoch": body.epoch})
+        raise
     except blindrsa.BlindRSAError:
         raise TokenRefused(BAD_TOKEN_REQUEST, "a blinded message is out of range") from None
     return TokenResponse(
@@ -173,7 +177,3 @@ async def handle_tokens(request: web.Request) -> web.Response:
 
 def add_token_routes(app: web.Application) -> None:
     app.router.add_post(TOKENS_PATH, handle_tokens)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
