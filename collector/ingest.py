@@ -353,7 +353,7 @@ async def _insert(request: web.Request, pending: Sequence[_Item], metrics: Inges
     except DoubleSpend:
         _count_batch(request, DOUBLE_SPEND)
         raise RequestRefused(
-            409, DOUBLE_SPEND, "this token was spent on another batch", DOUBLE_SPEND
+            409, DOUBLE_SPEND, "this token was spent on another batch", "token_refused"
         ) from None
     except StoreError as exc:
         log.error("store insert failed", extra={"error": str(exc)})
@@ -451,7 +451,7 @@ async def _authorise(request: web.Request, token: Any, raw: Sequence[Any], items
                 item.reject(BAD_SIGNATURE)
     except batch_auth.BatchRefused as refused:
         _count_batch(request, refused.reason)
-        raise RequestRefused(refused.status, refused.reason, refused.detail, refused.reason) from None
+        raise RequestRefused(refused.status, refused.reason, refused.detail, "token_refused") from None
 
 
 def _token_rows(request: web.Request, items: Sequence[_Item]) -> None:

@@ -52,6 +52,7 @@ REQUEST_RESULTS = (
     UNSUPPORTED_MEDIA_TYPE,
     RATE_LIMITED,
     STORE_UNAVAILABLE,
+    "token_refused",  # the batch's token (or identified key) refused: gatewatch_ingest_batches_total says why
 )
 ITEM_RESULTS: tuple[str, ...] = get_args(ItemStatus)
 # Why an item was rejected: the vocabulary's reasons (the envelope's own checks first), and ``other`` for a
