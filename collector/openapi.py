@@ -33,14 +33,14 @@ from gatewatch.core.wire import (
     ErrorBody,
     Geolocation,
     IngestRequest,
+    IngestResponse,
+    InterferenceResponse,
     IssuerKeysResponse,
+    MeasurementPage,
+    Status,
     TokenRequest,
     TokenRequestBody,
     TokenResponse,
-    IngestResponse,
-    InterferenceResponse,
-    MeasurementPage,
-    Status,
 )
 
 from .exports import EXPORT_FORMATS, MEDIA_TYPES

@@ -22,9 +22,9 @@ import aiohttp
 import asyncpg
 import pytest
 
-from gatewatch.collector.store.migrations import SQLITE
 from gatewatch.collector.exports import export
 from gatewatch.collector.store import MeasurementFilter, open_store
+from gatewatch.collector.store.migrations import SQLITE
 
 URL_PATH = "/api/v1/measurements"
 CLIENT_ADDRESS = "127.77.0.99"

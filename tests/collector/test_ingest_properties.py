@@ -98,7 +98,15 @@ items = (
 @pytest.fixture
 async def client(aiohttp_client, store_url: str):
     # A large allowance: these tests are about content, not the rate limit.
-    app = create_app(Settings(db=store_url, accept_identified=True, key_burst=1_000_000, key_rate=1000.0, max_body_bytes=1_000_000))
+    app = create_app(
+        Settings(
+            db=store_url,
+            accept_identified=True,
+            key_burst=1_000_000,
+            key_rate=1000.0,
+            max_body_bytes=1_000_000,
+        )
+    )
     return await aiohttp_client(app)
 
 
