@@ -131,8 +131,12 @@ def _der(tag: int, content: bytes) -> bytes:
 
 
 def _check_strength(public_key: RSAPublicKey) -> None:
+    """Issuer keys are at least 2048 bits with e = 65537: nothing else is made by this module, and an
+    unusual exponent is one of the ways a malicious issuer key could leak what blinding should hide."""
     if public_key.key_size < MIN_KEY_BITS:
         raise BlindRSAError(f"RSA key of {public_key.key_size} bits: at least {MIN_KEY_BITS} required")
+    if public_key.public_numbers().e != PUBLIC_EXPONENT:
+        raise BlindRSAError(f"RSA public exponent other than {PUBLIC_EXPONENT}")
 
 
 def generate_issuer_key(bits: int = 2048) -> RSAPrivateKey:
@@ -220,7 +224,8 @@ def _prepare(message: bytes, variant: Variant, msg_prefix: bytes) -> bytes:
 
 def prepare(msg: bytes, variant: Variant = RSABSSA_SHA384_PSS_RANDOMIZED) -> bytes:
     """The message to blind, sign and verify: ``msg`` behind 32 fresh random bytes in the randomized
-    variants (so the issuer cannot pick what is signed), ``msg`` itself in the deterministic ones."""
+    variants (so that no message is easy to guess, even under a maliciously made issuer key: RFC 9474's
+    "message entropy" advice), ``msg`` itself in the deterministic ones."""
     return _prepare(msg, variant, secrets.token_bytes(PREFIX_LENGTH) if variant.randomized else b"")
 
 
@@ -265,7 +270,7 @@ def blind(
 
 # A private operation: (private numbers, input) -> input ** d mod n. A parameter of _blind_sign so that a
 # test can stand in a faulty one and watch the guard refuse it.
-PrivateOperation = Callable[[rsa.RSAPrivateNumbers, int], int]
+_PrivateOperation = Callable[[rsa.RSAPrivateNumbers, int], int]
 
 
 def _rsa_private_blinded(numbers: rsa.RSAPrivateNumbers, m: int) -> int:
@@ -288,12 +293,11 @@ def _rsa_private_blinded(numbers: rsa.RSAPrivateNumbers, m: int) -> int:
 
 
 def _blind_sign(
-    sk: RSAPrivateKey, blinded_msg: bytes, *, private_operation: PrivateOperation = _rsa_private_blinded
+    sk: RSAPrivateKey, blinded_msg: bytes, *, private_operation: _PrivateOperation = _rsa_private_blinded
 ) -> bytes:
+    _check_strength(sk.public_key())
     numbers = sk.private_numbers()
     n, e = numbers.public_numbers.n, numbers.public_numbers.e
-    if n.bit_length() < MIN_KEY_BITS:
-        raise BlindRSAError(f"RSA key of {n.bit_length()} bits: at least {MIN_KEY_BITS} required")
     k = _modulus_length(n)
     if len(blinded_msg) != k:
         raise BlindRSAError(f"blinded message of {len(blinded_msg)} bytes, {k} expected")

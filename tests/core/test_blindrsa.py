@@ -101,8 +101,9 @@ def test_mgf1_matches_the_definition_for_a_mask_longer_than_one_hash() -> None:
 # --- keys ------------------------------------------------------------------------------------------------
 
 # RFC 9578 (Privacy Pass issuance), Appendix A.2: the issuer public key ``pkS`` of the publicly verifiable
-# test vector (token type 0x0002), and the ``token`` issued under it. Written out here to show that
-# public_key_to_spki writes the same bytes as Privacy Pass, so key_id equals its token_key_id.
+# test vector (token type 0x0002), and the ``token`` issued under it (RSABSSA-SHA384-PSS-Deterministic).
+# Written out here to show that public_key_to_spki writes the same bytes as Privacy Pass, that key_id is
+# its token_key_id, and that verify accepts a Privacy Pass token made by another implementation.
 RFC9578_PKS = bytes.fromhex(
     "30820156304106092a864886f70d01010a3034a00f300d06096086480165030402020500a11c301a06092a864886f70d010108"
     "300d06096086480165030402020500a2030201300382010f003082010a0282010100cb1aed6b6a95f5b1ce013a4cfcab25b9"
@@ -114,10 +115,29 @@ RFC9578_PKS = bytes.fromhex(
 )
 
 
+RFC9578_TOKEN = bytes.fromhex(
+    "0002915204d157971dd132f04d3a4ee6cf6a84f2d7237aa3371ed5e5bf479a5d3612d7e6f39dc8b3abf6650f6b4fcb3f4a4e"
+    "647ac322e54865c2fbaeb4b8d9cb2d03f861220ad4241ee0e33eb4a486a32f05af05ee33fcfdd1104c665eb827c206212d56"
+    "d70fd5600bbf4ead34e8451166d61a6eb160affcde44780fc27f260b7e299f500fe1a60e45465a0779928c840009a0df8ff7"
+    "90d38639e1a9e948a986a5e652add21533f74dadca6f1c1ce4cf592864cdaa12fbdeab32214f42ce4aaf855333e22b6f2207"
+    "e6cc4d4a709b6a82b767ace1227438b14b4a9b4498cc358ca9670b33006d1ca78cbabf03a30c75cfd1c19bd6feb7760875598"
+    "ee5cfdffd207f34ec88d6eeb07f0ef3238505327eef767b47c941478c32455b1113e2e6ac6d0c7df53d797ff076475f495753"
+    "7b591f1fbb674d9fea7e3e570f352c302b84146443ccbfbd237b53d921445ab9d81650e9459b0f7da2ced16b9b7b959d6d7ed"
+    "a7658"
+)
+
+
 def test_spki_is_rfc9578s_encoding_and_key_id_its_token_key_id() -> None:
     pk = B.public_key_from_spki(RFC9578_PKS)
     assert B.public_key_to_spki(pk) == RFC9578_PKS
     assert B.key_id(pk) == hashlib.sha256(RFC9578_PKS).hexdigest()
+    # token = type (2) | nonce (32) | challenge digest (32) | token_key_id (32) | authenticator (256)
+    token_input, authenticator = RFC9578_TOKEN[:98], RFC9578_TOKEN[98:]
+    assert len(authenticator) == 256
+    assert token_input[66:98].hex() == B.key_id(pk)
+    B.verify(pk, token_input, authenticator, B.RSABSSA_SHA384_PSS_DETERMINISTIC)
+    with pytest.raises(B.BlindRSAError):
+        B.verify(pk, token_input[:-1] + b"\x00", authenticator, B.RSABSSA_SHA384_PSS_DETERMINISTIC)
 
 
 def test_spki_round_trip_and_key_id_stable(issuer: rsa.RSAPrivateKey) -> None:
@@ -167,6 +187,17 @@ def test_weak_keys_refused() -> None:
         B.blind(weak.public_key(), B.prepare(b"m"))
     with pytest.raises(B.BlindRSAError):
         B.blind_sign(weak, bytes(128))
+
+
+def test_other_public_exponents_refused(signed: tuple[bytes, bytes]) -> None:
+    odd = rsa.generate_private_key(public_exponent=3, key_size=2048)
+    for refused in (
+        lambda: B.public_key_to_spki(odd.public_key()),
+        lambda: B.blind(odd.public_key(), B.prepare(b"m")),
+        lambda: B.verify(odd.public_key(), *signed),
+    ):
+        with pytest.raises(B.BlindRSAError, match="exponent"):
+            refused()
 
 
 def test_generated_key_uses_65537(issuer: rsa.RSAPrivateKey) -> None:
@@ -257,8 +288,12 @@ def test_finalize_refuses_a_signature_by_another_key(
     issuer: rsa.RSAPrivateKey, other_issuer: rsa.RSAPrivateKey
 ) -> None:
     pk = issuer.public_key()
+    other_n = other_issuer.public_key().public_numbers().n
     prepared = B.prepare(b"batch")
-    blinded_msg, inv = B.blind(pk, prepared)
+    for _ in range(64):  # bounded: a blinding below the other modulus too (half of them are)
+        blinded_msg, inv = B.blind(pk, prepared)
+        if int.from_bytes(blinded_msg, "big") < other_n:
+            break
     with pytest.raises(B.BlindRSAError, match="does not verify"):
         B.finalize(pk, prepared, B.blind_sign(other_issuer, blinded_msg), inv)
 
