@@ -429,7 +429,7 @@ async def test_export_round_trips(client, fmt: str, tmp_path: Path) -> None:
         by_uid = {r.measurement_uid: r for r in wanted}
         for doc in docs:
             row = by_uid[doc["measurement_uid"]]
-            assert set(doc) - {"analysis"} <= set(Measurement.model_fields)
+            assert set(doc) - {"analysis", "signed"} <= set(Measurement.model_fields)
             assert doc["measurement_start_time"] == row.measurement_start_time.strftime("%Y-%m-%d %H:%M:%S")
             assert doc["analysis"]["blocking"] == {"false": False, "null": None}.get(
                 row.blocking, row.blocking
