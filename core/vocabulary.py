@@ -242,6 +242,8 @@ ENROLMENT_POLICIES: Final[tuple[str, ...]] = (ENROLMENT_OPEN, ENROLMENT_INVITE, 
 SCHEME_LONGTERM: Final = "ed25519-longterm/1"  # the agent's long-term key (before issue 12; identified mode)
 SCHEME_BLIND_TOKEN: Final = "blind-token/1"  # a per-batch ephemeral key certified by a blind-signed token
 SIGNATURE_SCHEMES: Final[tuple[str, ...]] = (SCHEME_LONGTERM, SCHEME_BLIND_TOKEN)
+# ``gatewatch-collector verify``: what an exported line states differs from the bytes that were signed.
+PAYLOAD_MISMATCH: Final = "payload_mismatch"
 
 # Every word above is public; listed here from the module itself so that a new one cannot be left out.
 __all__ = sorted(name for name in globals() if name not in _IMPORTED and not name.startswith("_"))
