@@ -207,7 +207,9 @@ class _Pass:
             entry,
             keys,
             started=started,
-            pass_started=self.pass_started,
+            # Unlinkable mode: the pass's start would be shared by every batch of the pass and link them,
+            # so each measurement gives its own start instead (issue 12).
+            pass_started=self.pass_started if self.options.identified else started,
             runtime=time.monotonic() - clock,
             geolocation=self.geolocation,
             run_type=self.options.run_type,
