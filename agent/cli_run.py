@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
+from gatewatch.core.envelope import sign
+
 from .cli_common import (
     EXIT_NOT_MEASURED,
     EXIT_STILL_PENDING,
@@ -243,8 +245,11 @@ async def _flush(
     with MeasurementQueue(paths.queue, settings.queue) as queue:
         async with make_session(source_address=source_address, ca_file=ca_file) as session:
             batches = None
-            if not settings.identified:
-                batches = await token_batches(_options(settings), queue, load_key(paths.key), session)
+            key = load_key(paths.key)
+            if settings.identified:  # rows queued unsigned before a switch to identified mode
+                queue.sign_unsigned(lambda payload: sign(payload, key))
+            else:
+                batches = await token_batches(_options(settings), queue, key, session)
             uploader = Uploader(
                 queue, settings.collector_urls, session, batch_size=settings.upload_batch, batches=batches
             )

@@ -20,7 +20,7 @@ import base64
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,6 +184,21 @@ class MeasurementQueue:
                 ),
             )
             return cursor.rowcount == 1
+
+    def sign_unsigned(self, sign: Callable[[bytes], Envelope]) -> int:
+        """Sign the pending rows queued unsigned (by the unlinkable mode) with ``sign``: for an agent
+        switched to identified mode, whose uploads carry no token. How many were signed."""
+        rows = self._db.execute(
+            "SELECT measurement_uid, payload FROM measurements WHERE state = 'pending' AND signature = ''"
+        ).fetchall()
+        with self._transaction() as db:
+            for uid, payload in rows:
+                envelope = sign(bytes(payload))
+                db.execute(
+                    "UPDATE measurements SET signature = ?, public_key = ? WHERE measurement_uid = ?",
+                    (envelope.signature, envelope.public_key, uid),
+                )
+        return len(rows)
 
     def mark_sent(self, uids: Iterable[str]) -> int:
         uids = list(uids)

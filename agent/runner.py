@@ -323,6 +323,8 @@ async def run_pass(
     try:
         state.emit("started")
         batches = None if options.identified else await token_batches(options, queue, key, session)
+        if options.identified:  # rows queued unsigned before a switch to identified mode
+            queue.sign_unsigned(lambda payload: sign(payload, key))
         if await state.locate():
             await _measure_all(state)
             if options.upload and state.summary.measurement_uids:
