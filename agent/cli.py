@@ -1,7 +1,7 @@
-"""``gatewatch-agent``: init (consent and key), run (one pass), daemon, upload, status, results.
+"""``gatewatch-agent``: init (consent and key), run (one pass), daemon, upload, status, results, ui.
 
 One typer app; the commands live with what they do: :mod:`.cli_init` (consent), :mod:`.cli_run`
-(measuring and delivering), :mod:`.cli_report` (what the agent did).
+(measuring and delivering), :mod:`.cli_report` (what the agent did), :mod:`.cli_ui` (the local web page).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import typer
 from .cli_init import init
 from .cli_report import results, status
 from .cli_run import daemon, run, upload
+from .cli_ui import ui
 
 __all__ = ["app", "main"]
 
@@ -19,7 +20,7 @@ app = typer.Typer(
     no_args_is_help=True,
     help="gatewatch volunteer agent: measures which websites are blocked on your network.",
 )
-for command in (init, run, daemon, upload, status, results):  # in the order `--help` lists them
+for command in (init, run, daemon, upload, status, results, ui):  # in the order `--help` lists them
     app.command()(command)
 
 

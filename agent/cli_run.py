@@ -40,8 +40,7 @@ from .paths import DataPaths
 from .queue import MeasurementQueue
 from .run_records import RunOptions, RunSummary
 from .runner import run_pass, token_batches
-from .settings import AgentSettings, SettingsError
-from .tokens import TopUpPolicy
+from .settings import FULL_BODIES_WARNING, AgentSettings, SettingsError
 from .upload import Uploader, UploadReport
 
 __all__ = ["daemon", "run", "upload"]
@@ -53,22 +52,7 @@ InputFiles = Annotated[list[Path], typer.Option("--input-file", help="A Citizen 
 
 
 def _options(settings: AgentSettings, **flags: Any) -> RunOptions:
-    return RunOptions(
-        collector_urls=tuple(settings.collector_urls),
-        control_url=settings.effective_control_url,
-        probe_asn=settings.probe_asn,
-        probe_cc=settings.probe_cc,
-        concurrency=settings.concurrency,
-        per_host=settings.per_host_concurrency,
-        max_runtime=settings.max_runtime,
-        max_bytes=settings.max_bytes,
-        upload_batch=settings.upload_batch,
-        identified=settings.identified,
-        token_policy=TopUpPolicy(settings.tokens.low, max(settings.tokens.low, settings.tokens.high)),
-        invite_code=settings.tokens.invite_code,
-        proof_of_work_bits=settings.tokens.proof_of_work_bits,
-        **flags,
-    )
+    return RunOptions.from_settings(settings, **flags)
 
 
 async def _one_pass(
@@ -81,6 +65,8 @@ async def _one_pass(
     scheduled: bool = False,
 ) -> RunSummary:
     key = load_key(paths.key)
+    if options.keep_full_bodies:
+        typer.secho(FULL_BODIES_WARNING, fg="yellow", err=True)
     if scheduled:
         test_list = await scheduled_test_list(paths, settings, options, files)
     else:

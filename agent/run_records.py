@@ -11,6 +11,7 @@ from gatewatch.core.vocabulary import WITHHELD_ASN, WITHHELD_CC
 from gatewatch.probes.config import DNSConfig, TCPConfig, TLSConfig, WebConfig
 
 from .netinfo import ROUTE_PROBES
+from .settings import AgentSettings
 from .tokens import TopUpPolicy
 from .upload import RetryPolicy, UploadReport
 
@@ -48,6 +49,7 @@ class RunOptions:
     max_bytes: int | None = None
     upload: bool = True
     upload_batch: int = 50
+    ipv6: bool = True  # False: DNS is asked for A records only
     upload_retry: RetryPolicy = field(default_factory=RetryPolicy)
     # Issue 12: False (the default) signs each upload batch with its own ephemeral key and a blind token;
     # True signs with the long-term key, for operator-run probes that want to be identified.
@@ -56,8 +58,35 @@ class RunOptions:
     invite_code: str | None = None
     proof_of_work_bits: int = 0
     run_type: Literal["manual", "timed"] = "manual"
+    keep_full_bodies: bool = False  # the volunteer's opt-in (agent.toml): see agent/minimise.py
     # Public addresses whose route (never a packet) tells the machine's own source addresses.
     route_probes: tuple[str, ...] = ROUTE_PROBES
+
+    @classmethod
+    def from_settings(cls, settings: AgentSettings, **flags: Any) -> RunOptions:
+        """The options a pass takes from ``agent.toml`` (the same for ``run``, ``daemon`` and the local
+        web page), with the command line's ``flags``; ``upload=False`` there wins over the file."""
+        wanted = bool(flags.pop("upload", True))
+        upload = settings.upload and wanted
+        return cls(
+            collector_urls=tuple(settings.collector_urls),
+            control_url=settings.effective_control_url,
+            probe_asn=settings.probe_asn,
+            probe_cc=settings.probe_cc,
+            concurrency=settings.concurrency,
+            per_host=settings.per_host_concurrency,
+            max_runtime=settings.max_runtime,
+            max_bytes=settings.max_bytes,
+            upload_batch=settings.upload_batch,
+            ipv6=settings.ipv6,
+            keep_full_bodies=settings.keep_full_bodies,
+            upload=upload,
+            identified=settings.identified,
+            token_policy=TopUpPolicy(settings.tokens.low, max(settings.tokens.low, settings.tokens.high)),
+            invite_code=settings.tokens.invite_code,
+            proof_of_work_bits=settings.tokens.proof_of_work_bits,
+            **flags,
+        )
 
     @property
     def lab(self) -> bool:
@@ -66,7 +95,12 @@ class RunOptions:
 
     def web_config(self) -> WebConfig:
         return WebConfig(
-            dns=DNSConfig(resolver=self.resolver, source_address=self.source_address, routable=self.routable),
+            dns=DNSConfig(
+                resolver=self.resolver,
+                source_address=self.source_address,
+                routable=self.routable,
+                query_types=("A", "AAAA") if self.ipv6 else ("A",),
+            ),
             tcp=TCPConfig(source_address=self.source_address),
             tls=TLSConfig(ca_file=self.ca_file),
         )

@@ -4,8 +4,9 @@ The pass is polite and bounded: at most ``concurrency`` measurements at once and
 destination host; a time budget and an optional byte budget are checked while it runs, and a pass that
 hits one stops cleanly (measurements already taken are queued, none is half-written) and says which.
 
-Order of the steps for each URL matters for privacy and durability: the measurement is anonymised
-*before* it is signed, and signed and written to the queue *before* any upload is attempted.
+Order of the steps for each URL matters for privacy and durability: the measurement is anonymised and
+minimised (:mod:`.minimise`: only what the judgement needs) *before* it is signed, and signed and
+written to the queue *before* any upload is attempted.
 
 The pass's records are in :mod:`.run_records`, the measurement it makes of a URL in :mod:`.build`, where
 it is and what it scrubs in :mod:`.locate`.
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gatewatch.analysis.fingerprints import FingerprintDB, load_default_fingerprints
 from gatewatch.core.control import ControlObservations
 from gatewatch.core.envelope import sign
 from gatewatch.core.measurement import Measurement, WebTestKeys, format_utc, utc_now
@@ -43,6 +45,7 @@ from .locate import (
     own_identity,
     usable_probe_ip,
 )
+from .minimise import StoragePolicy, minimise
 from .netinfo import NetworkView, observe_network
 from .queue import MeasurementQueue, QueueFull
 from .run_records import LAST_RUN_KEY, RunEvent, RunOptions, RunSummary, StopReason, UrlResult
@@ -126,6 +129,7 @@ class _Pass:
         self.host_slots: dict[str, _HostSlot] = {}
         self.geolocation: Geolocation = WITHHELD
         self.identity = Identity()
+        self._storage: tuple[StoragePolicy, FingerprintDB] | None = None
         self.network: NetworkView | None = None
         self.collector_ip: str | None = None
         # Controls of measurements running together go to the collector in batches.
@@ -164,6 +168,21 @@ class _Pass:
                 slot.users -= 1
                 if not slot.users:
                     del self.host_slots[entry.host]
+
+    def storage_policy(self) -> tuple[StoragePolicy, FingerprintDB]:
+        """What measurements keep, and the fingerprints whose evidence they keep whole: those the pass
+        judges with (the collector's are the same shipped ones)."""
+        if self._storage is None:
+            db = (
+                self.fingerprints
+                if isinstance(self.fingerprints, FingerprintDB)
+                else load_default_fingerprints()
+            )
+            self._storage = (
+                StoragePolicy.for_fingerprints(db, keep_full_bodies=self.options.keep_full_bodies),
+                db,
+            )
+        return self._storage
 
     def _network_changed(self) -> bool:
         now = observe_network(self.collector_ip, self.options.source_address)
@@ -215,6 +234,7 @@ class _Pass:
             run_type=self.options.run_type,
         )
         measurement = anonymise(measurement, self.identity)
+        measurement = minimise(measurement, *self.storage_policy())
         payload = measurement.to_json_bytes()
         try:
             # Identified mode signs now with the long-term key; otherwise the batch signs (agent/batches.py).

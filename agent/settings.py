@@ -7,12 +7,20 @@ Example::
     probe_asn = "AS64501"                            # set the network by hand (or withhold it, below)
     skip_categories = ["LGBT", "POLR"]               # riskier categories where you live
     max_runtime = 1800
+    upload = true                                    # false: keep every result on this machine
+    ipv6 = true                                      # false: ask DNS for IPv4 addresses only
+    keep_full_bodies = false                         # see below: off unless you accept the risk
 
     [queue]
     max_unsent = 20000
 
 ``probe_asn = "AS0"`` and ``probe_cc = "ZZ"`` (OONI's withheld values, ``WITHHELD_ASN`` and ``WITHHELD_CC`` of
 :mod:`gatewatch.core.vocabulary`) withhold the network and country.
+``keep_full_bodies = true`` keeps every web page the agent downloads (scrubbed of your addresses) instead
+of only the pages that look like blockpages: researchers learn more, but a page can carry something that
+names you in a form no scrubber knows (a token, a login name, your address in an unusual encoding). Turn it
+on only on a network where you accept that; each measurement says which policy it was made under
+(``docs/privacy.md``), and every pass with it on says so when it starts.
 Unknown keys are refused with a message naming them: a typo must not silently disable a privacy
 choice such as ``skip_categories``.
 """
@@ -27,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gatewatch.core.measurement import ASN, CountryCode
 
 __all__ = [
+    "FULL_BODIES_WARNING",
     "AgentSettings",
     "DaemonSettings",
     "QueueSettings",
@@ -34,6 +43,12 @@ __all__ = [
     "TokenSettings",
     "load_settings",
 ]
+
+FULL_BODIES_WARNING = (
+    "keep_full_bodies is on: every web page this agent downloads is kept and uploaded whole (scrubbed of "
+    "your addresses), not only pages that look like blockpages. A page may name you in a way no scrubber "
+    "recognises. Set keep_full_bodies = false in agent.toml unless you accept that on this network."
+)
 
 
 class SettingsError(ValueError):
@@ -79,6 +94,9 @@ class AgentSettings(_Section):
     max_runtime: float | None = Field(default=3600, gt=0)
     max_bytes: int | None = Field(default=None, gt=0)
     upload_batch: int = Field(default=50, ge=1, le=1000)
+    upload: bool = True  # False: results stay on this machine (as `run --no-upload`, for every pass)
+    ipv6: bool = True  # False: DNS is asked for IPv4 addresses only, so nothing is measured over IPv6
+    keep_full_bodies: bool = False  # the researchers' opt-in (docs/privacy.md); off by default
     # Issue 12. False (the default): each upload batch is signed by a key of its own, certified by a blind
     # token, so no one can link batches to each other or to this agent. True: sign with the long-term key
     # (only for operator-run probes that want to be identified; the collector must accept them).

@@ -325,9 +325,9 @@ class Uploader:
                 row = batch[item.index]
             if row is None or row.measurement_uid in answered:
                 continue
-            if item.status == "rejected":
+            if item.status == "rejected":  # uid_conflict too: the collector holds another measurement
                 self._quarantine(row, item.reason or "rejected", report)
-            else:  # accepted or duplicate: the collector has it
+            else:  # accepted, or duplicate (these very bytes were stored before): the collector has it
                 delivered.append(row.measurement_uid)
                 report.accepted += item.status == "accepted"
                 report.duplicates += item.status == "duplicate"

@@ -17,7 +17,12 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from gatewatch.analysis import load_default_fingerprints
-from gatewatch.core.vocabulary import INTERNAL_ERROR, STORE_UNAVAILABLE
+from gatewatch.core.vocabulary import (
+    INTERNAL_ERROR,
+    STORE_UNAVAILABLE,
+    UNSUPPORTED_CONTENT_ENCODING,
+    UNSUPPORTED_MEDIA_TYPE,
+)
 from gatewatch.core.wire import Status
 
 from .appkeys import (
@@ -35,12 +40,13 @@ from .appkeys import (
 from .control import ControlService, ControlSettings, add_control_routes
 from .geoip import GeoDB
 from .geolocate import add_geolocate_routes
-from .ingest import add_ingest_routes
+from .ingest import INGEST_PATH, add_ingest_routes
 from .interference_api import add_interference
 from .issuer import ISSUER_KEY, Clock, Issuer, add_issuer_routes
-from .metrics import TOKEN_METRICS_KEY, IngestMetrics, TokenMetrics, metrics_response
+from .metrics import REQUEST_RESULTS, TOKEN_METRICS_KEY, IngestMetrics, TokenMetrics, metrics_response
 from .openapi import add_openapi_routes
 from .ratelimit import TokenBuckets
+from .request_body import RequestRefused
 from .research import add_research_routes
 from .responses import error_response, model_response
 from .settings import Settings
@@ -48,7 +54,7 @@ from .store import StoreError, open_store
 from .testlists import add_test_list_routes
 from .tokens import add_token_routes
 
-__all__ = ["add_health_routes", "add_metrics_routes", "control_settings", "create_app"]
+__all__ = ["add_health_routes", "add_metrics_routes", "control_settings", "create_app", "server_options"]
 
 log = logging.getLogger(__name__)
 _READY_TIMEOUT = 5.0
@@ -74,12 +80,22 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     """Every error as ``{"error", "detail"}``; an unexpected exception is logged (without the client) and
     answered 500, a store outage 503 so that agents retry."""
     try:
+        if request.path != INGEST_PATH and request.headers.get("Content-Encoding", "identity") != "identity":
+            # Only the upload decodes a compressed body (request_body.py); aiohttp's own decoding is off.
+            raise RequestRefused(
+                415, UNSUPPORTED_CONTENT_ENCODING, "only uploads may be compressed", UNSUPPORTED_MEDIA_TYPE
+            )
         return await handler(request)
+    except RequestRefused as refused:
+        return refused.response()
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         # aiohttp's own errors (an unknown path, a wrong method): the reason phrase, as the vocabulary says.
         error = exc.reason.lower().replace(" ", "_")
+        if request.path == INGEST_PATH:  # e.g. a PUT: still an answer of the ingest endpoint, counted
+            label = error if error in REQUEST_RESULTS else "bad_request"
+            request.app[METRICS_KEY].requests.labels(result=label).inc()
         return error_response(exc.status, error, exc.text or exc.reason)
     except StoreError as exc:
         log.error("store unavailable", extra={"path": request.path, "error": str(exc)})
@@ -165,6 +181,23 @@ def add_metrics_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", _metrics)
 
 
+# After refusing a body, aiohttp reads and drops what the client still sends (so that the client sees the
+# answer rather than a reset) for at most this long, then closes.
+_LINGER_SECONDS = 2.0
+
+
+def server_options(settings: Settings) -> dict[str, object]:
+    """What aiohttp's connection handler is given: no decompression of its own (request_body.py inflates
+    uploads in bounded steps), and a deadline for a request's head. aiohttp's keep-alive timer runs from
+    the connection's start and closes a connection whose handler still waits for a complete head, so it is
+    the head timeout as well as the idle keep-alive timeout."""
+    return {
+        "auto_decompress": False,
+        "keepalive_timeout": settings.header_timeout_seconds,
+        "lingering_time": _LINGER_SECONDS,
+    }
+
+
 def control_settings(settings: Settings) -> ControlSettings:
     return ControlSettings(
         resolver=settings.control_resolver or None,
@@ -194,7 +227,11 @@ def create_app(
     """A collector application; its store, geolocation databases, fingerprints and test lists open on
     startup, and the interference aggregate is rebuilt from the store."""
     # The ingest handler reads its own body with its own limit; this one covers every other endpoint.
-    app = web.Application(middlewares=[track_in_flight, json_errors], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[track_in_flight, json_errors],
+        client_max_size=settings.max_body_bytes,
+        handler_args=server_options(settings),
+    )
     registry = registry if registry is not None else CollectorRegistry()
     app[SETTINGS_KEY] = settings
     app[REGISTRY_KEY] = registry

@@ -17,6 +17,7 @@ from aiohttp import web
 from .app import create_app
 from .appkeys import INFLIGHT_KEY
 from .export_cmd import PARTITION_FORMATS, export_partitioned
+from .http_server import CollectorRunner
 from .logging import ACCESS_LOGGER_NAME, AccessLogger, configure_logging
 from .research import BadQuery, parse_filter
 from .settings import Settings, SettingsError, load_settings
@@ -41,7 +42,7 @@ def _settings(flags: dict[str, Any], config: Path | None) -> Settings:
 
 async def _serve(settings: Settings) -> None:
     app = create_app(settings)
-    runner = web.AppRunner(
+    runner = CollectorRunner(
         app,
         access_log_class=AccessLogger,
         access_log=logging.getLogger(ACCESS_LOGGER_NAME),
@@ -84,6 +85,20 @@ def serve(
         list[Path] | None, typer.Option("--country-db", help="IP→country database (CSV or MMDB); repeatable.")
     ] = None,
     log_level: Annotated[str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")] = None,
+    max_body_bytes: Annotated[
+        int | None, typer.Option("--max-body-bytes", help="Largest upload body, as sent and decoded.")
+    ] = None,
+    header_timeout_seconds: Annotated[
+        float | None,
+        typer.Option("--header-timeout-seconds", help="A request's head (and an idle keep-alive) must come."),
+    ] = None,
+    body_timeout_seconds: Annotated[
+        float | None,
+        typer.Option("--body-timeout-seconds", help="An upload's whole body must arrive within."),
+    ] = None,
+    max_concurrent_uploads: Annotated[
+        int | None, typer.Option("--max-concurrent-uploads", help="Uploads read at once; more get 503.")
+    ] = None,
     control_resolver: Annotated[
         str | None, typer.Option("--control-resolver", help="IP[:PORT] the control's own probes ask.")
     ] = None,
@@ -133,6 +148,10 @@ def serve(
         "asn_db": asn_db,
         "country_db": country_db,
         "log_level": log_level,
+        "max_body_bytes": max_body_bytes,
+        "header_timeout_seconds": header_timeout_seconds,
+        "body_timeout_seconds": body_timeout_seconds,
+        "max_concurrent_uploads": max_concurrent_uploads,
         "control_resolver": control_resolver,
         "ca_file": ca_file,
         "control_allow_net": control_allow_net,

@@ -137,9 +137,9 @@ def _ooni_time_text(value: Any) -> Any:
         return value
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
+        return ooni_time(parsed) if parsed.tzinfo is not None else value
+    except ValueError:  # also a time whose UTC form leaves the calendar (TimeOutOfRange)
         return value
-    return ooni_time(parsed) if parsed.tzinfo is not None else value
 
 
 def _b64(value: bytes | None) -> str | None:

@@ -43,9 +43,9 @@ from gatewatch.core.vocabulary import (
     ASN_MISMATCH,
     BAD_SIGNATURE,
     BATCH_TOO_LARGE,
-    BODY_TOO_LARGE,
     CC_MISMATCH,
     DOUBLE_SPEND,
+    INTERNAL_ERROR,
     INVALID_ENVELOPE,
     INVALID_JSON,
     INVALID_MEASUREMENT,
@@ -55,6 +55,7 @@ from gatewatch.core.vocabulary import (
     STORE_UNAVAILABLE,
     TOO_FAR_IN_FUTURE,
     TOO_OLD,
+    UID_CONFLICT,
     UNSTORABLE,
     UNSUPPORTED_MEDIA_TYPE,
     WITHHELD_ASN,
@@ -78,7 +79,8 @@ from .client_address import client_address
 from .geoip import GeoInfo
 from .metrics import TOKEN_METRICS_KEY, IngestMetrics, item_reason_label
 from .ratelimit import retry_after_seconds
-from .responses import error_response, model_response
+from .request_body import UPLOAD_SLOTS_KEY, RequestRefused, UploadSlots, read_body
+from .responses import model_response
 from .settings import Settings
 from .store.base import DoubleSpend, StoredMeasurement, StoreError, UnstorableError
 
@@ -96,24 +98,6 @@ BATCH_AUTH_KEY: web.RequestKey[batch_auth.BatchAuth] = web.RequestKey(
 )
 REPLAYED_KEY: web.RequestKey[bool] = web.RequestKey("gatewatch_replayed_batch", bool)
 log = logging.getLogger(__name__)
-_READ_CHUNK = 64 * 1024
-
-
-class RequestRefused(Exception):
-    """The request as a whole cannot be processed (the client's fault unless ``status`` is 5xx)."""
-
-    def __init__(
-        self, status: int, error: str, detail: str, metric: str, headers: dict[str, str] | None = None
-    ):
-        super().__init__(f"{error}: {detail}")
-        self.status = status
-        self.error = error
-        self.detail = detail
-        self.metric = metric  # the gatewatch_ingest_requests_total result label
-        self.headers = headers or {}
-
-    def response(self) -> web.Response:
-        return error_response(self.status, self.error, self.detail, self.headers)
 
 
 @dataclass
@@ -146,20 +130,6 @@ def domain_of(url: str) -> str:
         return (urlsplit(url).hostname or "").lower()
     except ValueError:  # e.g. an unbalanced "[" in the host part
         return ""
-
-
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
-        raise RequestRefused(413, BODY_TOO_LARGE, f"at most {limit} bytes", "too_large")
-    chunks: list[bytes] = []
-    size = 0
-    # Read in chunks so that a chunked upload without Content-Length is cut off at the limit, too.
-    async for chunk in request.content.iter_chunked(_READ_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise RequestRefused(413, BODY_TOO_LARGE, f"at most {limit} bytes", "too_large")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _batch(body: bytes, max_batch: int) -> tuple[list[Any], Any]:
@@ -388,12 +358,29 @@ async def _store(
                 item.reject(UNSTORABLE)
                 continue
             outcomes.append((item, new))
+    known = [item.measurement_uid for item, new in outcomes if not new and item.measurement_uid]
+    stored_payloads = await _stored_payloads(request, known) if known else {}
     new_rows = []
     for item, new in outcomes:
-        item.status = "accepted" if new else "duplicate"
-        if new and item.row is not None:
-            new_rows.append(item.row)
+        if new:
+            item.status = "accepted"
+            if item.row is not None:
+                new_rows.append(item.row)
+        elif stored_payloads.get(item.measurement_uid or "") == item.payload:
+            item.status = "duplicate"  # the same signed bytes again: a replay, e.g. after a lost answer
+        else:
+            item.reject(UID_CONFLICT)  # another measurement under a stored uid: this one was never stored
     return new_rows
+
+
+async def _stored_payloads(request: web.Request, uids: Sequence[str]) -> dict[str, bytes]:
+    try:
+        return await request.app[STORE_KEY].stored_payloads(uids)
+    except StoreError as exc:
+        log.error("store lookup failed", extra={"error": str(exc)})
+        raise RequestRefused(
+            503, STORE_UNAVAILABLE, "try again later", STORE_UNAVAILABLE, {"Retry-After": "5"}
+        ) from None
 
 
 async def _run_hooks(request: web.Request, rows: Sequence[StoredMeasurement]) -> None:
@@ -418,7 +405,7 @@ async def _ingest(request: web.Request, metrics: IngestMetrics) -> web.Response:
     settings = request.app[SETTINGS_KEY]
     if request.content_type != "application/json":
         raise RequestRefused(415, UNSUPPORTED_MEDIA_TYPE, "send application/json", UNSUPPORTED_MEDIA_TYPE)
-    body = await _read_body(request, settings.max_body_bytes)
+    body = await read_body(request, settings.max_body_bytes, settings.body_timeout_seconds)
     raw, token = await asyncio.to_thread(_batch, body, settings.max_batch)  # megabytes of JSON: off the loop
     items = await asyncio.to_thread(_verify_all, raw)
     await _authorise(request, token, raw, items)
@@ -471,17 +458,30 @@ def _count_batch(request: web.Request, result: str | None) -> None:
 
 async def handle_measurements(request: web.Request) -> web.Response:
     metrics = request.app[METRICS_KEY]
+    slots = request.app[UPLOAD_SLOTS_KEY]
     started = time.perf_counter()
+    taken = False
     try:
+        slots.take()
+        taken = True
         response = await _ingest(request, metrics)
         metrics.requests.labels(result="ok").inc()
         return response
     except RequestRefused as refused:
         metrics.requests.labels(result=refused.metric).inc()
-        return refused.response()
+        response = refused.response()
+        if not request.content.is_eof():
+            response.force_close()  # the rest of the body is not wanted: no keep-alive after it
+        return response
+    except Exception:  # a bug: json_errors logs it and answers 500; counted here so that it shows
+        metrics.requests.labels(result=INTERNAL_ERROR).inc()
+        raise
     finally:
+        if taken:
+            slots.give_back()
         metrics.request_seconds.observe(time.perf_counter() - started)
 
 
 def add_ingest_routes(app: web.Application) -> None:
+    app[UPLOAD_SLOTS_KEY] = UploadSlots(app[SETTINGS_KEY].max_concurrent_uploads)
     app.router.add_post(INGEST_PATH, handle_measurements)

@@ -22,12 +22,18 @@ from prometheus_client import (
 )
 
 from gatewatch.core.vocabulary import (
+    BODY_TIMEOUT,
+    INTERNAL_ERROR,
     ITEM_REJECTIONS,
+    MALFORMED_HTTP,
+    METHOD_NOT_ALLOWED,
     RATE_LIMITED,
     REPLAYED_BATCH,
     STORE_UNAVAILABLE,
     TOKEN_ERRORS,
     TOKEN_REFUSALS,
+    TOO_MANY_UPLOADS,
+    UNREADABLE_BODY,
     UNSUPPORTED_MEDIA_TYPE,
 )
 from gatewatch.core.wire import ItemStatus
@@ -45,13 +51,24 @@ __all__ = [
     "metrics_response",
 ]
 
+# Every answer the ingest endpoint can give falls under one of these (a test sends each kind): the client's
+# faults (bad_request covers every 400 about the content: JSON, batch shape, Content-Encoding), the
+# server's limits, and internal_error for a bug (a 500 must show here, not only in the latency histogram).
+# malformed_http counts requests aiohttp's parser refused before any path was known (on any endpoint: the
+# upload is by far the largest request a collector receives).
 REQUEST_RESULTS = (
     "ok",
     "bad_request",
     "too_large",
     UNSUPPORTED_MEDIA_TYPE,
+    UNREADABLE_BODY,
+    BODY_TIMEOUT,
+    TOO_MANY_UPLOADS,
     RATE_LIMITED,
     STORE_UNAVAILABLE,
+    MALFORMED_HTTP,
+    METHOD_NOT_ALLOWED,
+    INTERNAL_ERROR,
     "token_refused",  # the batch's token (or identified key) refused: gatewatch_ingest_batches_total says why
 )
 ITEM_RESULTS: tuple[str, ...] = get_args(ItemStatus)

@@ -90,6 +90,9 @@ def parse_test_lists(entries: tuple[str, ...]) -> dict[str, Path]:
     return files
 
 
+_MAX_TIME_WINDOW = 100 * 366 * 24 * 3600.0
+
+
 @dataclass(frozen=True)
 class Settings:
     listen: str = "127.0.0.1:8080"
@@ -99,6 +102,12 @@ class Settings:
     # Ingest limits. A full batch of 100 typical measurements is well under a megabyte.
     max_body_bytes: int = 8 * 1024 * 1024
     max_batch: int = 100
+    # Slow or stalled clients: a connection's request head (and an idle keep-alive connection) must arrive
+    # within header_timeout_seconds, an upload's body within body_timeout_seconds; at most
+    # max_concurrent_uploads uploads are read and judged at once per process (the rest: 503 + Retry-After).
+    header_timeout_seconds: float = 15.0
+    body_timeout_seconds: float = 60.0
+    max_concurrent_uploads: int = 32
     # Per-public-key token bucket: sustained requests per second, burst, and how many keys are remembered.
     key_rate: float = 1.0
     key_burst: int = 30
@@ -153,6 +162,7 @@ class Settings:
         for name in (
             "max_body_bytes",
             "max_batch",
+            "max_concurrent_uploads",
             "key_burst",
             "rate_limit_keys",
             "control_concurrency",
@@ -165,11 +175,16 @@ class Settings:
             "max_future_seconds",
             "max_age_seconds",
             "shutdown_timeout",
+            "header_timeout_seconds",
+            "body_timeout_seconds",
             "control_rate",
             "attribution_window_seconds",
         ):
             if not getattr(self, name) > 0:
                 raise SettingsError(f"{name}: must be positive")
+        for name in ("max_future_seconds", "max_age_seconds"):
+            if getattr(self, name) > _MAX_TIME_WINDOW:  # now ± the window must stay inside the calendar
+                raise SettingsError(f"{name}: at most {_MAX_TIME_WINDOW:.0f} (100 years)")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise SettingsError("log_level: one of DEBUG, INFO, WARNING, ERROR")
         if not self.control_cache_seconds >= 0:

@@ -6,7 +6,13 @@ explicit rather than left to ``ipaddress.is_global`` (whose answers have changed
 and it looks inside IPv6 forms that carry an IPv4 address (mapped, compatible, NAT64, 6to4, Teredo).
 
 Labs whose whole "internet" lives in 127.0.0.0/8 declare that range routable, so that their servers are not
-mistaken for bogons.
+mistaken for bogons. A declared range allows only addresses of its own family: an IPv4 range never allows
+an IPv6 address that merely embeds one of its addresses (IPv4-compatible ``::7f00:1``, NAT64
+``64:ff9b::7f00:1``, 6to4 ``2002:7f00:1::1``, Teredo), because a connection to those goes to a translator
+or relay, somewhere else than the allowed IPv4 host. The one exception is the IPv4-*mapped* form
+(``::ffff:127.0.0.1``, RFC 4291 2.5.5.2): it is not an IPv6 destination at all but the way a dual-stack
+socket spells the IPv4 address itself, and a connection to it reaches exactly that IPv4 host, so it is
+allowed by the IPv4 ranges (and only by them or by an IPv6 range holding the mapped form).
 """
 
 from __future__ import annotations
@@ -83,8 +89,8 @@ def is_bogon(address: str, routable: Iterable[str] = ()) -> bool:
     nets = routable_networks(tuple(routable))
     if nets:
         candidates: list[Address] = [ip]
-        if isinstance(ip, ipaddress.IPv6Address) and (inner := _embedded_v4(ip)) is not None:
-            candidates.append(inner)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            candidates.append(ip.ipv4_mapped)  # the IPv4 address itself (see the module's docstring)
         if any(c in net for c in candidates for net in nets if c.version == net.version):
             return False
     return _is_bogon(ip)

@@ -28,6 +28,7 @@ __all__ = [
     "MEASUREMENT_UID_PATTERN",
     "CountryCode",
     "Measurement",
+    "TimeOutOfRange",
     "UTCDateTime",
     "WebTestKeys",
     "as_utc",
@@ -42,7 +43,9 @@ TEST_VERSION = "0.1.0"
 SOFTWARE_NAME = "gatewatch-agent"
 ASN_RE = re.compile(r"^AS[0-9]{1,10}$")  # [0-9], not \d: no other script's digits
 CC_RE = re.compile(r"^[A-Z]{2}$")
-MEASUREMENT_UID_PATTERN = r"^[0-9a-f-]{36}$"
+# A UUIDv7 (RFC 9562) in its canonical lower-case form: version nibble 7, variant bits 10. Only that: a uid
+# is the measurement's identity in the store, so 36 dashes, the nil UUID or another version are refused.
+MEASUREMENT_UID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
 MAX_INPUT_LENGTH = 2048  # the longest URL a measurement may carry
 
 
@@ -50,25 +53,39 @@ def utc_now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
+class TimeOutOfRange(ValueError):
+    """A valid time whose UTC form falls outside the calendar (``0001-01-01T00:00:00+01:00`` is still in
+    year 0 in UTC). A ValueError, so that every parser that refuses bad times refuses this one too."""
+
+
 def as_utc(value: datetime) -> datetime:
-    """A time in UTC; a naive time is taken to be UTC already (never the machine's local zone)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    """A time in UTC; a naive time is taken to be UTC already (never the machine's local zone).
+
+    Raises :class:`TimeOutOfRange` (a ValueError) when the conversion leaves years 1-9999."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise TimeOutOfRange(f"{value.isoformat()} is outside years 1-9999 in UTC") from None
 
 
 def format_utc(value: datetime) -> str:
     """ISO 8601 with a ``Z``, second precision: ``2026-11-23T13:40:00Z``."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return as_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def ooni_time(value: datetime) -> str:
     """OONI's own format for times: ``2026-11-23 13:40:00`` (UTC, no zone marker)."""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return as_utc(value).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _require_utc(value: datetime) -> datetime:
+    # Only ValueError and AssertionError become validation errors in pydantic: an OverflowError from
+    # astimezone would escape model_validate and fail the whole batch, so as_utc turns it into one.
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("time must carry a zone (UTC)")
-    return value.astimezone(UTC)
+    return as_utc(value)
 
 
 UTCDateTime = Annotated[

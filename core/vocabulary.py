@@ -143,6 +143,9 @@ INVALID_MEASUREMENT: Final = "invalid_measurement"
 TOO_FAR_IN_FUTURE: Final = "too_far_in_future"
 TOO_OLD: Final = "too_old"
 UNSTORABLE: Final = "unstorable"
+# The uid is already stored with a different payload: this measurement was never stored (only a
+# byte-identical resend, a replay after a lost answer, is a ``duplicate``).
+UID_CONFLICT: Final = "uid_conflict"
 ITEM_REJECTIONS: Final[tuple[str, ...]] = (
     UNSUPPORTED_FORMAT,
     BAD_PAYLOAD_ENCODING,
@@ -157,6 +160,7 @@ ITEM_REJECTIONS: Final[tuple[str, ...]] = (
     TOO_FAR_IN_FUTURE,
     TOO_OLD,
     UNSTORABLE,
+    UID_CONFLICT,
 )
 
 # A whole request refused (an error body's ``error``).
@@ -164,6 +168,11 @@ INVALID_REQUEST: Final = "invalid_request"
 BATCH_TOO_LARGE: Final = "batch_too_large"
 BODY_TOO_LARGE: Final = "body_too_large"
 UNREADABLE_BODY: Final = "unreadable_body"  # the connection failed while the body was read
+UNDECODABLE_BODY: Final = "undecodable_body"  # not in its Content-Encoding (not gzip, truncated, ...)
+UNSUPPORTED_CONTENT_ENCODING: Final = "unsupported_content_encoding"
+BODY_TIMEOUT: Final = "body_timeout"  # the body did not arrive in time
+TOO_MANY_UPLOADS: Final = "too_many_uploads"  # the process is at its cap of concurrent uploads
+MALFORMED_HTTP: Final = "malformed_http"  # the request itself is not HTTP the server can parse
 UNSUPPORTED_MEDIA_TYPE: Final = "unsupported_media_type"
 RATE_LIMITED: Final = "rate_limited"
 STORE_UNAVAILABLE: Final = "store_unavailable"
@@ -175,6 +184,7 @@ REPEATED_PARAMETER: Final = "repeated_parameter"
 INVALID_PARAMETER: Final = "invalid_parameter"
 INVALID_CURSOR: Final = "invalid_cursor"
 NOT_FOUND: Final = "not_found"
+METHOD_NOT_ALLOWED: Final = "method_not_allowed"
 INTERNAL_ERROR: Final = "internal_error"
 REQUEST_ERRORS: Final[tuple[str, ...]] = (
     INVALID_JSON,
@@ -182,6 +192,11 @@ REQUEST_ERRORS: Final[tuple[str, ...]] = (
     BATCH_TOO_LARGE,
     BODY_TOO_LARGE,
     UNREADABLE_BODY,
+    UNDECODABLE_BODY,
+    UNSUPPORTED_CONTENT_ENCODING,
+    BODY_TIMEOUT,
+    TOO_MANY_UPLOADS,
+    MALFORMED_HTTP,
     UNSUPPORTED_MEDIA_TYPE,
     RATE_LIMITED,
     STORE_UNAVAILABLE,
@@ -193,6 +208,7 @@ REQUEST_ERRORS: Final[tuple[str, ...]] = (
     INVALID_PARAMETER,
     INVALID_CURSOR,
     NOT_FOUND,
+    METHOD_NOT_ALLOWED,
     INTERNAL_ERROR,
 )
 # Besides these, an HTTP error aiohttp raises itself (an unknown path, a wrong method) is answered with its

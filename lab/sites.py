@@ -23,6 +23,7 @@ import h11
 from .blackhole import BLACKHOLE_ACCEPT_QUEUE, BLACKHOLE_BPF, FullAcceptQueue, try_source_filter
 from .certs import LabPKI
 from .clienthello import client_hello_record_length, parse_sni
+from .echo import is_landing, is_spellings_target, spellings_page, spellings_redirect
 from .listeners import bind_same_port
 from .networks import NETWORKS, network_of
 from .pages import BLOCKPAGE_STATUS, blockpage, clean_page, echo_page
@@ -57,6 +58,7 @@ def respond(
     *,
     cleartext: bool,
     wildcard: bool = False,
+    target: str = "/",
 ) -> LabResponse:
     """The response a client from ``client_address`` gets for ``method`` on ``host``.
 
@@ -75,6 +77,12 @@ def respond(
         return _html(405, "<html><head><title>Method Not Allowed</title></head></html>\n")
     if spec is None:
         return _html(200, clean_page(host.lower().rstrip(".")))
+    if spec.applies("echo_client", network) and is_spellings_target(target):
+        if not is_landing(target):
+            status, headers = spellings_redirect(client_address)
+            return LabResponse(status, b"", headers)
+        page, headers = spellings_page(client_address)  # its own Server header among them
+        return LabResponse(200, page.encode(), [("Content-Type", "text/html; charset=utf-8"), *headers])
     if spec.applies("echo_client", network):
         response = _html(200, echo_page(spec.name, client_address))
         response.headers.append(("X-Client-Address", client_address))
@@ -267,7 +275,7 @@ class LabSites:
             if request is None:
                 writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             else:
-                method, host = request
+                method, host, target = request
                 response = respond(
                     self._scenario,
                     host or local_domain,
@@ -275,6 +283,7 @@ class LabSites:
                     client_address,
                     cleartext=cleartext,
                     wildcard=self._scenario.wildcard,
+                    target=target,
                 )
                 if self._latency > 0:
                     await asyncio.sleep(self._latency)  # the request's round trip
@@ -289,8 +298,8 @@ class LabSites:
             writer.transport.abort()
 
 
-async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str] | None:
-    """(method, host) of the first request, or None when it is not valid HTTP/1.x."""
+async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, str] | None:
+    """(method, host, target) of the first request, or None when it is not valid HTTP/1.x."""
     parser = h11.Connection(h11.SERVER)
     async with asyncio.timeout(READ_TIMEOUT):
         for _ in range(64):  # each round reads up to 64 KiB; h11 caps a request head at 16 KiB anyway
@@ -303,13 +312,14 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str] | None:
                 continue
             if isinstance(event, h11.Request):
                 host = dict(event.headers).get(b"host", b"").decode("latin-1")
-                return event.method.decode("ascii", "replace"), _host_without_port(host)
+                method = event.method.decode("ascii", "replace")
+                return method, _host_without_port(host), event.target.decode("latin-1")
             return None
     return None
 
 
 def _serialise(response: LabResponse, *, head: bool) -> bytes:
-    reason = {200: "OK", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed"}.get(
+    reason = {200: "OK", 302: "Found", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed"}.get(
         response.status, ""
     )
     lines = [f"HTTP/1.1 {response.status} {reason}"]

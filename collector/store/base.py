@@ -179,6 +179,11 @@ class Store(Protocol):
         Nonces older than a day are forgotten."""
         ...
 
+    async def stored_payloads(self, uids: Sequence[str]) -> dict[str, bytes]:
+        """The signed payload stored under each of ``uids`` that is stored (absent ones are left out): what
+        tells a byte-identical resend (a duplicate) from another measurement reusing a uid (a conflict)."""
+        ...
+
     async def page(
         self, f: MeasurementFilter, cursor: str | None, limit: int
     ) -> tuple[list[StoredMeasurement], str | None]:
@@ -206,11 +211,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         when, uid = json.loads(raw)
         start = datetime.fromisoformat(when)
+        if not isinstance(uid, str) or start.tzinfo is None:
+            raise CursorError("malformed cursor")
+        return as_utc(start), uid  # as_utc: a ValueError, not an OverflowError, at the calendar's edge
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
         raise CursorError("malformed cursor") from exc
-    if not isinstance(uid, str) or start.tzinfo is None:
-        raise CursorError("malformed cursor")
-    return start.astimezone(UTC), uid
 
 
 async def iterate_pages(store: Store, f: MeasurementFilter, batch: int) -> AsyncIterator[StoredMeasurement]:

@@ -58,6 +58,7 @@ _INSERT_ENVELOPES = """
 INSERT INTO envelopes (measurement_uid, signature, public_key)
 SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[])
 """
+_SELECT_PAYLOADS = "SELECT measurement_uid, payload FROM measurements WHERE measurement_uid = ANY($1::text[])"
 # Any constant shared by every gatewatch collector: serialises concurrent migrations across processes.
 _MIGRATION_LOCK = 0x6761746577617463  # "gatewatc"
 
@@ -234,6 +235,17 @@ class PostgresStore:
         return await self._run(  # type: ignore[no-any-return]
             lambda conn: postgres_tokens.charge_tokens(conn, key_hash, epoch, count, quota, nonce, enrol, now)
         )
+
+    async def stored_payloads(self, uids: Sequence[str]) -> dict[str, bytes]:
+        unique = list(dict.fromkeys(uids))
+        if not unique:
+            return {}
+        try:
+            async with self._pool.acquire() as conn:
+                records = await conn.fetch(_SELECT_PAYLOADS, unique)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreError(f"postgresql: {exc}") from exc
+        return {record[0]: bytes(record[1]) for record in records}
 
     async def page(
         self, f: MeasurementFilter, cursor: str | None, limit: int

@@ -274,6 +274,23 @@ class SQLiteStore:
             )
         )
 
+    async def stored_payloads(self, uids: Sequence[str]) -> dict[str, bytes]:
+        unique = list(dict.fromkeys(uids))
+        if not unique:
+            return {}
+
+        def select(conn: sqlite3.Connection) -> dict[str, bytes]:
+            found: dict[str, bytes] = {}
+            for start in range(0, len(unique), 500):  # under SQLite's limit of bound parameters
+                part = unique[start : start + 500]
+                marks = ", ".join("?" * len(part))
+                sql = f"SELECT measurement_uid, payload FROM measurements WHERE measurement_uid IN ({marks})"
+                found.update((uid, bytes(payload)) for uid, payload in conn.execute(sql, part))
+            return found
+
+        # The writer's connection: it has just committed the rows the caller compares against.
+        return await self._writer.run(select)
+
     async def page(
         self, f: MeasurementFilter, cursor: str | None, limit: int
     ) -> tuple[list[StoredMeasurement], str | None]:

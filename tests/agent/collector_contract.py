@@ -39,6 +39,7 @@ from gatewatch.core.vocabulary import (
     RATE_LIMITED,
     STORE_UNAVAILABLE,
     TOO_OLD,
+    UID_CONFLICT,
 )
 from gatewatch.core.wire import (
     ControlBatchItem,
@@ -189,7 +190,9 @@ class ContractCollector:
         uid = json.loads(payload)["measurement_uid"]
         if uid in self.reject_uids:
             return IngestItemResult(index=index, measurement_uid=uid, status="rejected", reason=TOO_OLD)
-        status = "duplicate" if uid in self.stored else "accepted"
+        if uid in self.stored and self.stored[uid] != payload:  # another measurement under a stored uid
+            return IngestItemResult(index=index, measurement_uid=uid, status="rejected", reason=UID_CONFLICT)
+        status = "duplicate" if uid in self.stored else "accepted"  # duplicate: the same bytes again
         self.stored.setdefault(uid, payload)
         self.receipts[uid] += 1
         return IngestItemResult(index=index, measurement_uid=uid, status=status, reason=None)

@@ -20,6 +20,7 @@ import pytest
 from gatewatch.agent.anonymise import SCRUBBED
 from gatewatch.agent.build import bytes_received
 from gatewatch.agent.collector_api import geolocate, make_session
+from gatewatch.agent.minimise import BODY_POLICY_ANNOTATION, CANDIDATE_BODIES, DROPPED, FULL_BODIES
 from gatewatch.agent.queue import MeasurementQueue
 from gatewatch.agent.run_records import LAST_RUN_KEY, RunEvent, RunOptions
 from gatewatch.agent.runner import run_pass
@@ -119,6 +120,19 @@ async def test_the_control_is_asked_while_the_probe_is_still_measuring(collector
     assert asked_before_done == [True]
     assert [body["addrs"] for body in collector.seen_control_requests] == [["198.51.100.10"]]
     assert summary.no_verdict == 0 and summary.measured == 1
+
+
+@pytest.mark.parametrize("keep_full_bodies", [False, True])
+async def test_a_pass_stores_less_unless_the_volunteer_opted_in(
+    collector, queue, signing_key, keep_full_bodies: bool
+) -> None:
+    options = _options(collector, upload=False, keep_full_bodies=keep_full_bodies)
+    await run_pass(entries(1), options, queue, signing_key, measure=recorded)
+    m = json.loads(queue.recent(1)[0].payload)
+    assert m["annotations"][BODY_POLICY_ANNOTATION] == (FULL_BODIES if keep_full_bodies else CANDIDATE_BODIES)
+    headers = dict(m["test_keys"]["requests"][0]["response"]["headers"])
+    assert headers["X-Client-IP"] == DROPPED  # a value the analysis never reads, either way
+    assert headers["Location"] == f"http://{SCRUBBED}/"  # one it reads: kept, scrubbed
 
 
 async def test_withheld_network_and_country(collector, queue, signing_key) -> None:
@@ -318,7 +332,9 @@ async def test_the_reverse_dns_name_of_our_address_is_scrubbed_too(collector, qu
         keys = recorded_keys()
         response = keys.requests[0].response
         assert response is not None
-        echoed = response.model_copy(update={"headers": [*response.headers, ("X-Client-Host", name.upper())]})
+        # In a header whose value is kept (Location: fingerprints read it): scrubbing is what removes it.
+        location = ("Location", f"http://{name.upper()}/welcome")
+        echoed = response.model_copy(update={"headers": [*response.headers, location]})
         return keys.model_copy(
             update={"requests": [keys.requests[0].model_copy(update={"response": echoed})]}
         )
@@ -331,7 +347,9 @@ async def test_the_reverse_dns_name_of_our_address_is_scrubbed_too(collector, qu
     assert responder.asked == [pointer]  # asked once, for our public address only
     assert summary.completed and len(collector.stored) == 1
     payload = next(iter(collector.stored.values())).decode()
-    assert name not in payload.lower() and '["X-Client-Host","[scrubbed]"]' in payload.replace(" ", "")
+    assert name not in payload.lower() and '["Location","http://[scrubbed]/welcome"]' in payload.replace(
+        " ", ""
+    )
 
 
 def recorded_keys() -> WebTestKeys:

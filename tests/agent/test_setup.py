@@ -90,6 +90,16 @@ def test_settings_file_and_overrides(tmp_path: Path) -> None:
     assert changed.collector_urls == ["http://127.0.0.1:9/"] and changed.concurrency == settings.concurrency
 
 
+def test_full_bodies_are_off_unless_the_volunteer_opts_in(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    assert load_settings(path).keep_full_bodies is False
+    path.write_text("keep_full_bodies = true\n")
+    assert load_settings(path).keep_full_bodies is True
+    path.write_text("keep_full_body = true\n")  # a typo must not silently leave the choice unmade
+    with pytest.raises(SettingsError, match="keep_full_body"):
+        load_settings(path)
+
+
 @pytest.mark.parametrize(
     "text",
     [

@@ -14,6 +14,7 @@ import pytest
 
 from gatewatch.agent.collector_api import make_session
 from gatewatch.agent.upload import LAST_UPLOAD_ERROR_KEY, LAST_UPLOAD_KEY, RetryPolicy, Uploader
+from gatewatch.core.vocabulary import UID_CONFLICT
 
 from .collector_contract import ContractCollector
 
@@ -270,3 +271,17 @@ async def test_no_collector_is_a_configuration_error(fill_queue) -> None:
     async with make_session() as session:
         with pytest.raises(ValueError):
             Uploader(queue, [], session)
+
+
+async def test_a_uid_conflict_is_quarantined_never_counted_as_delivered(collector, fill_queue) -> None:
+    """The collector holds another measurement under this uid: ours was never stored, so it must not be
+    marked sent (as a ``duplicate`` would be) but quarantined with the collector's reason."""
+    queue, uids = fill_queue(3)
+    collector.stored[uids[1]] = b'{"another": "measurement"}'
+    async with make_session() as session:
+        report = await _uploader(queue, [collector.url], session).upload_pending()
+    assert (report.accepted, report.duplicates, report.quarantined) == (2, 0, 1)
+    row = queue.get(uids[1])
+    assert row is not None and row.state == "quarantined" and row.reason == UID_CONFLICT
+    assert report.quarantine_reasons == {UID_CONFLICT: 1}
+    assert queue.counts()["sent"] == 2

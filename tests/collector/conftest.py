@@ -3,13 +3,14 @@ measurements."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,52 @@ def sign(agent_key: Ed25519PrivateKey) -> Callable[..., dict[str, Any]]:
         return envelope.sign(m.to_json_bytes(), key or agent_key).model_dump()
 
     return sign_
+
+
+@dataclass
+class ServedCollector:
+    """A collector application served by ``CollectorRunner`` on 127.0.0.1, as ``serve`` runs it (no
+    handler cancellation, the JSON protocol errors), for tests that speak raw HTTP to it."""
+
+    app: Any
+    port: int
+
+    async def raw(self, data: bytes, *, read_timeout: float = 10.0) -> bytes:
+        """Send ``data`` on a new connection and read until the server closes it (bounded in time)."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        try:
+            writer.write(data)
+            await writer.drain()
+            return await asyncio.wait_for(reader.read(), read_timeout)
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def serve_collector(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[ServedCollector]]]:
+    """``await serve_collector(**settings)``: a served collector on SQLite; stopped at the end of the test."""
+    from aiohttp import web
+    from prometheus_client import CollectorRegistry
+
+    from gatewatch.collector.app import create_app
+    from gatewatch.collector.http_server import CollectorRunner
+    from gatewatch.collector.settings import Settings
+
+    runners: list[Any] = []
+
+    async def serve(**overrides: Any) -> ServedCollector:
+        overrides.setdefault("db", f"sqlite:///{tmp_path / f'served{len(runners)}.db'}")
+        app = create_app(Settings(**overrides), registry=CollectorRegistry())
+        runner = CollectorRunner(app)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return ServedCollector(app, runner.addresses[0][1])
+
+    yield serve
+    for runner in runners:
+        await runner.cleanup()
 
 
 # --- unlinkable batches (issue 12): tokens as an agent gets and spends them ---------------------------------

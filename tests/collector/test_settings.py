@@ -75,6 +75,11 @@ def test_lists_from_the_environment_and_flags() -> None:
         ({"attribution_min_networks": 1}, {}, "attribution_min_networks"),
         ({"attribution_gateway_share": 1.5}, {}, "attribution_gateway_share"),
         ({"attribution_gateway_share": 0}, {}, "attribution_gateway_share"),
+        ({"header_timeout_seconds": 0}, {}, "header_timeout_seconds"),
+        ({}, {"GATEWATCH_BODY_TIMEOUT_SECONDS": "-1"}, "body_timeout_seconds"),
+        ({"max_concurrent_uploads": 0}, {}, "max_concurrent_uploads"),
+        ({"max_age_seconds": 1e12}, {}, "max_age_seconds"),  # now - 31,700 years leaves the calendar
+        ({"max_future_seconds": 1e12}, {}, "max_future_seconds"),
     ],
 )
 def test_bad_values_name_the_setting(flags: dict, env: dict, message: str) -> None:

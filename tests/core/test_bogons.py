@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gatewatch.core.bogons import is_bogon
 
@@ -28,3 +32,54 @@ def test_lab_ranges_can_be_declared_routable() -> None:
     assert not is_bogon("127.80.0.3", routable=("127.0.0.0/8",))
     assert is_bogon("10.10.34.35", routable=("127.0.0.0/8",))
     assert not is_bogon("::ffff:127.80.0.3", routable=("127.0.0.0/8",))
+
+
+def _embeddings(v4: ipaddress.IPv4Address) -> dict[str, str]:
+    """Every IPv6 form that carries ``v4`` and routes somewhere else than ``v4`` itself."""
+    n = int(v4)
+    teredo_client = n ^ 0xFFFFFFFF  # Teredo stores the client address inverted, in the last 32 bits
+    return {
+        "compatible": str(ipaddress.IPv6Address(n)),
+        "nat64": str(ipaddress.IPv6Address(int(ipaddress.IPv6Address("64:ff9b::")) | n)),
+        "nat64-local": str(ipaddress.IPv6Address(int(ipaddress.IPv6Address("64:ff9b:1::")) | n)),
+        "6to4": str(ipaddress.IPv6Address((0x2002 << 112) | (n << 80) | 1)),
+        "teredo": str(ipaddress.IPv6Address((0x20010000 << 96) | (0x7F000001 << 64) | teredo_client)),
+    }
+
+
+_LOOPBACK_V4 = st.integers(
+    int(ipaddress.IPv4Address("127.0.0.0")), int(ipaddress.IPv4Address("127.255.255.255"))
+)
+
+
+@given(_LOOPBACK_V4)
+@settings(max_examples=100, deadline=None)
+def test_an_ipv4_range_never_allows_an_ipv6_form_embedding_its_addresses(n: int) -> None:
+    """Lab mode (--control-allow-net 127.0.0.0/8): the IPv4 host is allowed, an IPv6 address embedding it
+    is not (a connection to it goes to a translator or relay, not to that host)."""
+    v4 = ipaddress.IPv4Address(n)
+    assert not is_bogon(str(v4), routable=("127.0.0.0/8",))
+    for form, address in _embeddings(v4).items():
+        assert is_bogon(address, routable=("127.0.0.0/8",)), form
+
+
+def test_the_issues_examples_are_not_allowed_by_an_ipv4_range() -> None:
+    for address in ("::7f00:1", "64:ff9b::7f00:1", "2002:7f00:1::1"):
+        assert is_bogon(address, routable=("127.0.0.0/8",))
+        assert not is_bogon(address, routable=(f"{address}/128",))  # an IPv6 range allows them
+
+
+def test_ipv4_mapped_is_the_ipv4_address_itself() -> None:
+    """Decided: ``::ffff:a.b.c.d`` is how a dual-stack socket spells the IPv4 host (a connection reaches
+    exactly it), so the IPv4 ranges allow it, as they allow the host, and nothing more."""
+    assert not is_bogon("::ffff:127.0.0.1", routable=("127.0.0.0/8",))
+    assert is_bogon("::ffff:127.0.0.1", routable=("127.80.0.0/16",))
+    assert is_bogon("::ffff:10.0.0.1", routable=("127.0.0.0/8",))
+    assert not is_bogon("::ffff:127.0.0.1", routable=("::ffff:127.0.0.0/104",))
+
+
+def test_an_ipv6_range_allows_only_ipv6_addresses() -> None:
+    assert is_bogon("127.0.0.1", routable=("::/0",))  # every IPv6 address, and still no IPv4 one
+    assert is_bogon("127.0.0.1", routable=("::1/128",))
+    assert not is_bogon("::1", routable=("::1/128",))
+    assert is_bogon("::1", routable=("127.0.0.0/8",))

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from pydantic import ValidationError
 
-from gatewatch.core.measurement import Measurement, WebTestKeys, new_measurement_uid, utc_now
+from gatewatch.core.measurement import (
+    Measurement,
+    TimeOutOfRange,
+    WebTestKeys,
+    as_utc,
+    format_utc,
+    new_measurement_uid,
+    ooni_time,
+    utc_now,
+)
 
 OONI_TOP_LEVEL = {
     "measurement_start_time", "test_start_time", "test_runtime", "probe_asn", "probe_cc",
@@ -102,3 +112,23 @@ def test_bodies_inside_test_keys_may_carry_anything() -> None:
         requests=[HTTPTransaction(t0=0, t=1, request=HTTPRequest(url="http://a.lab/"), response=odd)]
     )
     assert Measurement.model_validate_json(make(test_keys=keys).to_json_bytes()).test_keys == keys
+
+
+EDGE_TIMES = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00",
+              "0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59.999999-23:59"]  # fmt: skip
+
+
+@pytest.mark.parametrize("when", EDGE_TIMES)
+def test_a_time_whose_utc_form_leaves_the_calendar_is_a_validation_error(when: str) -> None:
+    """Not an OverflowError: that would escape model_validate and fail a whole batch at the collector."""
+    data = make().model_dump(mode="json")
+    for field in ("measurement_start_time", "test_start_time"):
+        with pytest.raises(ValidationError, match=field):
+            Measurement.model_validate({**data, field: when})
+        with pytest.raises(ValidationError, match=field):
+            Measurement.model_validate_json(json.dumps({**data, field: when}))
+    aware = datetime.fromisoformat(when)
+    for convert in (as_utc, format_utc, ooni_time):
+        with pytest.raises(TimeOutOfRange):
+            convert(aware)
+    assert issubclass(TimeOutOfRange, ValueError)

@@ -90,6 +90,18 @@ async def test_duplicates_are_reported_not_stored_twice(store) -> None:
     assert rows[0].blocking == "false"  # the first copy is kept
 
 
+async def test_stored_payloads_are_the_signed_bytes_of_stored_uids_only(store) -> None:
+    """What ingest compares a resend with: byte-identical is a duplicate, anything else a uid_conflict."""
+    rows = [row(i, payload=bytes([i]) * (i + 1) + b"\x00\xff") for i in range(3)]
+    await store.insert_many(rows, [envelope_of(r) for r in rows])
+    missing = new_measurement_uid()
+    uids = [rows[0].measurement_uid, missing, rows[2].measurement_uid, rows[0].measurement_uid]
+    assert await store.stored_payloads(uids) == {r.measurement_uid: r.payload for r in (rows[0], rows[2])}
+    assert await store.stored_payloads([]) == {}
+    many = [new_measurement_uid() for _ in range(1200)] + [rows[1].measurement_uid]  # past SQLite's limit
+    assert await store.stored_payloads(many) == {rows[1].measurement_uid: rows[1].payload}
+
+
 async def test_a_nul_in_text_is_unstorable_on_postgres_and_kept_by_sqlite(store, store_url) -> None:
     good, bad = row(1), row(2, input="http://site2.lab/\x00nul", domain="site2.lab")
     if store_url.startswith("sqlite"):
