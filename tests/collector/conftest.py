@@ -175,6 +175,8 @@ async def serve_collector(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitab
 
     async def serve(**overrides: Any) -> ServedCollector:
         overrides.setdefault("db", f"sqlite:///{tmp_path / f'served{len(runners)}.db'}")
+        # These tests sign with a long-term key (identified mode); the token mode has its own tests.
+        overrides.setdefault("accept_identified", True)
         app = create_app(Settings(**overrides), registry=CollectorRegistry())
         runner = CollectorRunner(app)
         await runner.setup()
