@@ -40,12 +40,31 @@ from gatewatch.core.wire import BatchToken
 
 from .appkeys import SETTINGS_KEY
 from .issuer import ISSUER_KEY
+from .metrics import TOKEN_METRICS_KEY
 from .store.base import StoredMeasurement, TokenSpend
 
-__all__ = ["BatchAuth", "BatchRefused", "authorise", "batch_digest", "check_items", "token_row"]
+__all__ = [
+    "BATCH_AUTH_KEY",
+    "REPLAYED_KEY",
+    "BatchAuth",
+    "BatchRefused",
+    "authorise",
+    "batch_digest",
+    "check_items",
+    "count_batch",
+    "token_row",
+]
 
 _STATUS = {FORGED_TOKEN: 403, WRONG_EPOCH: 403, UNKNOWN_KEY: 403, TOKEN_REQUIRED: 403}
 _STATUS |= {UNKNOWN_IDENTIFIED_KEY: 403, DOUBLE_SPEND: 409}
+
+
+def count_batch(request: web.Request, result: str | None) -> None:
+    """Count the request's batch in ``gatewatch_ingest_batches_total``: under ``result`` (a refusal,
+    ``replayed_batch``), or by how it was signed (None)."""
+    if result is None:
+        result = "identified" if request[BATCH_AUTH_KEY].token is None else "token"
+    request.app[TOKEN_METRICS_KEY].batches.labels(result=result).inc()
 
 
 class BatchRefused(Exception):
@@ -63,6 +82,10 @@ class BatchAuth:
 
     token: TokenParts | None
     spend: TokenSpend | None
+
+
+BATCH_AUTH_KEY: web.RequestKey[BatchAuth] = web.RequestKey("gatewatch_batch_auth", BatchAuth)
+REPLAYED_KEY: web.RequestKey[bool] = web.RequestKey("gatewatch_replayed_batch", bool)  # a resend
 
 
 def batch_digest(raw_items: Sequence[Any]) -> bytes:

@@ -75,9 +75,10 @@ from .appkeys import (
     STORE_KEY,
     GeoLookup,
 )
+from .batch_auth import BATCH_AUTH_KEY, REPLAYED_KEY, count_batch
 from .client_address import client_address
 from .geoip import GeoInfo
-from .metrics import TOKEN_METRICS_KEY, IngestMetrics, item_reason_label
+from .metrics import IngestMetrics, item_reason_label
 from .ratelimit import retry_after_seconds
 from .request_body import UPLOAD_SLOTS_KEY, RequestRefused, UploadSlots, read_body
 from .responses import model_response
@@ -93,10 +94,6 @@ __all__ = [
 ]
 
 INGEST_PATH = "/api/v1/measurements"
-BATCH_AUTH_KEY: web.RequestKey[batch_auth.BatchAuth] = web.RequestKey(
-    "gatewatch_batch_auth", batch_auth.BatchAuth
-)
-REPLAYED_KEY: web.RequestKey[bool] = web.RequestKey("gatewatch_replayed_batch", bool)
 log = logging.getLogger(__name__)
 
 
@@ -321,7 +318,7 @@ async def _insert(request: web.Request, pending: Sequence[_Item], metrics: Inges
         request[REPLAYED_KEY] = request[REPLAYED_KEY] or outcome.replayed
         return outcome.inserted
     except DoubleSpend:
-        _count_batch(request, DOUBLE_SPEND)
+        count_batch(request, DOUBLE_SPEND)
         raise RequestRefused(
             409, DOUBLE_SPEND, "this token was spent on another batch", "token_refused"
         ) from None
@@ -419,7 +416,7 @@ async def _ingest(request: web.Request, metrics: IngestMetrics) -> web.Response:
         metrics.analysis_errors.inc(failures)
     _token_rows(request, items)
     new_rows = await _store(request, items, metrics)
-    _count_batch(request, REPLAYED_BATCH if request[REPLAYED_KEY] else None)
+    count_batch(request, REPLAYED_BATCH if request[REPLAYED_KEY] else None)
     _count(metrics, items)
     if new_rows:
         await _run_hooks(request, new_rows)
@@ -437,23 +434,15 @@ async def _authorise(request: web.Request, token: Any, raw: Sequence[Any], items
             if item.status == "verified" and not allowed:
                 item.reject(BAD_SIGNATURE)
     except batch_auth.BatchRefused as refused:
-        _count_batch(request, refused.reason)
+        count_batch(request, refused.reason)
         raise RequestRefused(refused.status, refused.reason, refused.detail, "token_refused") from None
 
 
 def _token_rows(request: web.Request, items: Sequence[_Item]) -> None:
     token = request[BATCH_AUTH_KEY].token
-    if token is None:
-        return
     for item in items:
-        if item.row is not None:
+        if token is not None and item.row is not None:
             item.row = batch_auth.token_row(item.row, item.signature, token)
-
-
-def _count_batch(request: web.Request, result: str | None) -> None:
-    if result is None:
-        result = "identified" if request[BATCH_AUTH_KEY].token is None else "token"
-    request.app[TOKEN_METRICS_KEY].batches.labels(result=result).inc()
 
 
 async def handle_measurements(request: web.Request) -> web.Response:

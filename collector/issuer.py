@@ -29,13 +29,21 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from gatewatch.core import blindrsa
-from gatewatch.core.batch_token import EPOCH_SECONDS, epoch_end, epoch_of, epoch_start
+from gatewatch.core.batch_token import EPOCH_SECONDS, epoch_end, epoch_of, epoch_start, spendable
 from gatewatch.core.wire import IssuerKey, IssuerKeysResponse
 
 from .responses import model_response
 from .store.base import IssuerKeyRecord, Store
 
-__all__ = ["ISSUER_KEYS_PATH", "VARIANT_NAME", "EpochKey", "Issuer", "add_issuer_routes"]
+__all__ = [
+    "ISSUER_KEY",
+    "ISSUER_KEYS_PATH",
+    "VARIANT_NAME",
+    "Clock",
+    "EpochKey",
+    "Issuer",
+    "add_issuer_routes",
+]
 
 ISSUER_KEYS_PATH = "/api/v1/issuer-keys"
 VARIANT_NAME = "RSABSSA-SHA384-PSS-Randomized"
@@ -142,8 +150,7 @@ class Issuer:
         return found
 
     def spendable(self, epoch: int) -> bool:
-        now = self.clock()
-        return epoch_start(epoch) <= now < epoch_end(epoch) + self.overlap
+        return spendable(epoch, self.clock(), self.overlap)
 
     async def published(self) -> IssuerKeysResponse:
         await self.refresh()

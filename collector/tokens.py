@@ -45,7 +45,14 @@ from .metrics import TOKEN_METRICS_KEY
 from .responses import error_response, model_response
 from .store.base import IssuanceRefused
 
-__all__ = ["POW_CONTEXT", "TOKENS_PATH", "TokenRefused", "add_token_routes", "proof_of_work_ok"]
+__all__ = [
+    "POW_CONTEXT",
+    "TOKENS_PATH",
+    "TokenRefused",
+    "add_token_routes",
+    "proof_of_work_ok",
+    "read_request",
+]
 
 TOKENS_PATH = "/api/v1/tokens"
 POW_CONTEXT = b"gatewatch-pow/1"
