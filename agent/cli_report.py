@@ -17,6 +17,7 @@ from .keys import SigningKeyError, fingerprint, load_key
 from .paths import DataPaths
 from .queue import MeasurementQueue
 from .run_records import LAST_RUN_KEY
+from .tokens import TokenWallet
 from .upload import LAST_UPLOAD_ERROR_KEY, LAST_UPLOAD_KEY
 
 __all__ = ["results", "status"]
@@ -53,6 +54,7 @@ def status(
             info["last_run"] = queue.get_meta(LAST_RUN_KEY)
             info["last_upload"] = queue.get_meta(LAST_UPLOAD_KEY)
             info["last_upload_error"] = queue.get_meta(LAST_UPLOAD_ERROR_KEY)
+            info["tokens"] = TokenWallet(queue).usable()  # unspent upload tokens (issue 12)
     if as_json:
         console().print_json(json.dumps(info))
         return
@@ -95,6 +97,7 @@ def _print_status(info: dict[str, Any]) -> None:
             )
         for reason, count in info.get("pending_reasons", {}).items():
             table.add_row("  waiting because", f"{reason} ({count})")
+        table.add_row("upload tokens", f"{info.get('tokens', 0)} unspent (one per upload batch)")
     upload = info.get("last_upload")
     if upload:
         table.add_row("last upload", f"{upload['at']}: {upload['accepted'] + upload['duplicates']} delivered")

@@ -259,7 +259,10 @@ def upload(
     if not paths.queue.exists():
         typer.echo("nothing queued")
         return
-    report = asyncio.run(_flush(paths, settings, source_address, ca_file))
+    try:
+        report = asyncio.run(_flush(paths, settings, source_address, ca_file))
+    except SigningKeyError as exc:  # the key asks for the upload tokens (or signs, identified)
+        raise fail(str(exc)) from None
     line = f"delivered {report.delivered} ({report.duplicates} already there), "
     line += f"quarantined {report.quarantined}, still pending {report.still_pending}"
     typer.echo(line + (f"; last error: {report.last_error}" if report.last_error else ""))
