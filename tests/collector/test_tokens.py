@@ -10,6 +10,7 @@ import os
 from datetime import timedelta
 from typing import Any
 
+import aiohttp
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import CollectorRegistry
@@ -35,6 +36,7 @@ from gatewatch.core.vocabulary import (
 from gatewatch.core.wire import IssuerKeysResponse
 
 from .conftest import create_database, fetch_tokens, token_request
+from .test_cli import Collector
 
 TOKENS = "/api/v1/tokens"
 
@@ -155,3 +157,45 @@ async def test_two_collectors_on_one_postgresql_racing_one_token_accept_it_once(
     rows, _ = await first.app[STORE_KEY].page(MeasurementFilter(), None, 100)
     assert len(rows) == 5
     assert len({row.token for row in rows}) == 5
+
+
+class Remote:
+    """An aiohttp session aimed at one collector process, with the test client's get/post."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.session, self.base = session, base
+
+    def get(self, path: str) -> Any:
+        return self.session.get(self.base + path)
+
+    def post(self, path: str, **kw: Any) -> Any:
+        return self.session.post(self.base + path, **kw)
+
+
+@pytest.mark.postgres
+async def test_two_collector_processes_on_one_postgresql_accept_a_raced_token_once(
+    pg_cluster, tmp_path, make_measurement, agent_key
+) -> None:
+    url = await create_database(pg_cluster)
+    processes = [Collector(tmp_path, url).start(), Collector(tmp_path, url).start()]
+    try:
+        async with aiohttp.ClientSession() as session:
+            first, second = (Remote(session, p.base) for p in processes)
+            for round_ in range(3):
+                (held,) = await fetch_tokens(first if round_ % 2 == 0 else second, agent_key)
+                answers = await asyncio.gather(
+                    first.post("/api/v1/measurements", json=held.batch([make_measurement()])),
+                    second.post("/api/v1/measurements", json=held.batch([make_measurement()])),
+                )
+                assert sorted(a.status for a in answers) == [200, 409]
+                refused = next(a for a in answers if a.status == 409)
+                assert (await refused.json())["error"] == DOUBLE_SPEND
+    finally:
+        for process in processes:
+            process.stop()
+    # Neither process logged the long-term key, in any spelling.
+    raw = public_key_bytes(agent_key)
+    for process in processes:
+        log = process.log_text()
+        for spelling in (base64.b64encode(raw).decode(), raw.hex(), hashlib.sha256(raw).hexdigest()[:16]):
+            assert spelling not in log
