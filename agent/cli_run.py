@@ -4,6 +4,7 @@ systemd) and ``upload`` (deliver what waits, without measuring)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import signal
 import sys
@@ -37,6 +38,7 @@ from .display import STOP_EXPLANATIONS, ProgressDisplay, is_terminal, log_event,
 from .keys import SigningKeyError, load_key
 from .netinfo import NetworkView, observe_network
 from .paths import DataPaths
+from .pseudonym import load_or_create_secret
 from .queue import MeasurementQueue
 from .run_records import RunOptions, RunSummary
 from .runner import run_pass, token_batches
@@ -65,6 +67,8 @@ async def _one_pass(
     scheduled: bool = False,
 ) -> RunSummary:
     key = load_key(paths.key)
+    if settings.network_pseudonym:  # off by default: see agent/pseudonym.py for what it reveals
+        options = dataclasses.replace(options, pseudonym_secret=load_or_create_secret(paths.pseudonym_secret))
     if options.keep_full_bodies:
         typer.secho(FULL_BODIES_WARNING, fg="yellow", err=True)
     if scheduled:

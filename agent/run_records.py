@@ -57,6 +57,8 @@ class RunOptions:
     token_policy: TopUpPolicy = field(default_factory=TopUpPolicy)
     invite_code: str | None = None
     proof_of_work_bits: int = 0
+    # The optional network pseudonym's secret (agent/pseudonym.py); None: no pseudonym (the default).
+    pseudonym_secret: bytes | None = field(default=None, repr=False)
     run_type: Literal["manual", "timed"] = "manual"
     keep_full_bodies: bool = False  # the volunteer's opt-in (agent.toml): see agent/minimise.py
     # Public addresses whose route (never a packet) tells the machine's own source addresses.

@@ -47,6 +47,7 @@ from .locate import (
 )
 from .minimise import StoragePolicy, minimise
 from .netinfo import NetworkView, observe_network
+from .pseudonym import with_pseudonym
 from .queue import MeasurementQueue, QueueFull
 from .run_records import LAST_RUN_KEY, RunEvent, RunOptions, RunSummary, StopReason, UrlResult
 from .testlists import TestListEntry
@@ -235,6 +236,8 @@ class _Pass:
         )
         measurement = anonymise(measurement, self.identity)
         measurement = minimise(measurement, *self.storage_policy())
+        if self.options.pseudonym_secret is not None:  # the volunteer's opt-in (agent/pseudonym.py)
+            measurement = with_pseudonym(measurement, self.options.pseudonym_secret)
         payload = measurement.to_json_bytes()
         try:
             # Identified mode signs now with the long-term key; otherwise the batch signs (agent/batches.py).

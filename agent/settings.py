@@ -101,6 +101,9 @@ class AgentSettings(_Section):
     # token, so no one can link batches to each other or to this agent. True: sign with the long-term key
     # (only for operator-run probes that want to be identified; the collector must accept them).
     identified: bool = False
+    # Off by default: a pseudonym per (network, week) on every measurement, so that operators can count
+    # distinct volunteers per network; it links this agent's batches within one network and week.
+    network_pseudonym: bool = False
     tokens: TokenSettings = Field(default_factory=lambda: TokenSettings())
     queue: QueueSettings = Field(default_factory=QueueSettings)
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)

@@ -21,6 +21,7 @@ from gatewatch.agent.anonymise import SCRUBBED
 from gatewatch.agent.build import bytes_received
 from gatewatch.agent.collector_api import geolocate, make_session
 from gatewatch.agent.minimise import BODY_POLICY_ANNOTATION, CANDIDATE_BODIES, DROPPED, FULL_BODIES
+from gatewatch.agent.pseudonym import PSEUDONYM_ANNOTATION
 from gatewatch.agent.queue import MeasurementQueue
 from gatewatch.agent.run_records import LAST_RUN_KEY, RunEvent, RunOptions
 from gatewatch.agent.runner import run_pass
@@ -386,3 +387,18 @@ async def test_identified_mode_signs_with_the_long_term_key_and_keeps_the_pass_s
     assert {row.public_key for row in queue.recent(10)} == {own}
     starts = {Measurement.model_validate_json(p).test_start_time for p in collector.stored.values()}
     assert len(starts) == 1
+
+
+async def test_the_network_pseudonym_is_given_only_when_asked_for(collector, queue, signing_key) -> None:
+    await run_pass(entries(2), _options(collector), queue, signing_key, measure=recorded)
+    assert all(
+        PSEUDONYM_ANNOTATION not in Measurement.model_validate_json(p).annotations
+        for p in collector.stored.values()
+    )
+    options = _options(collector, upload_batch=1, pseudonym_secret=bytes(range(32)))
+    await run_pass(entries(3), options, queue, signing_key, measure=recorded)
+    values = {
+        Measurement.model_validate_json(p).annotations.get(PSEUDONYM_ANNOTATION)
+        for p in collector.stored.values()
+    }
+    assert len(values - {None}) == 1  # three batches, one (network, week): one value
