@@ -23,10 +23,14 @@ __all__ = [
     "EXIT_STILL_PENDING",
     "EXIT_USAGE",
     "CaFile",
+    "PacketTraceFlag",
+    "TraceControlDomain",
     "DataDir",
     "Resolver",
+    "Proxy",
     "Routable",
     "SourceAddress",
+    "Tor",
     "console",
     "fail",
     "load_settings_or_fail",
@@ -42,9 +46,37 @@ EXIT_STILL_PENDING = 4  # `upload` could not deliver everything (the queue keeps
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Where the key, consent and queue live.")]
 Resolver = Annotated[str | None, typer.Option("--resolver", help="DNS resolver IP[:PORT].")]
+PacketTraceFlag = Annotated[
+    bool,
+    typer.Option(
+        "--packet-trace",
+        help="Record packet evidence of interfered flows (needs CAP_NET_RAW; noted as skipped without).",
+    ),
+]
+TraceControlDomain = Annotated[
+    str | None,
+    typer.Option("--trace-control-domain", help="The unblocked name a packet trace compares with."),
+]
 CaFile = Annotated[str | None, typer.Option("--ca-file", help="Extra CA (PEM), for test labs.")]
 SourceAddress = Annotated[str | None, typer.Option("--source-address", help="Lab: bind here.")]
 Routable = Annotated[list[str], typer.Option("--routable", help="Lab: CIDR not treated as bogon.")]
+Proxy = Annotated[
+    str | None,
+    typer.Option(
+        "--proxy",
+        help="Reach the collector through this proxy: socks5h://HOST:PORT (the proxy resolves the "
+        "collector's name), socks5://, or http:// (CONNECT); user:pass@ optional. Measurements never "
+        "go through it.",
+    ),
+]
+Tor = Annotated[
+    bool,
+    typer.Option(
+        "--tor",
+        help="Reach the collector through the local Tor (tor_socks, default 127.0.0.1:9050), a circuit "
+        "of its own per upload; .onion collector addresses need it. Measurements never go through Tor.",
+    ),
+]
 
 
 @functools.cache

@@ -16,13 +16,18 @@ from .paths import DataPaths
 __all__ = ["init", "require_consent"]
 
 
-def _write_starter_settings(paths: DataPaths, collectors: list[str]) -> None:
+def _write_starter_settings(paths: DataPaths, collectors: list[str], tor: bool = False) -> None:
     if paths.settings.exists() or not collectors:
         return
     # JSON strings are valid TOML basic strings, so json.dumps quotes them safely.
     lines = [
-        "# gatewatch agent settings (see `gatewatch-agent --help`)",
+        "# gatewatch agent settings (see `gatewatch-agent --help` and docs/raspberry-pi.md)",
         f"collector_urls = {json.dumps(collectors)}",
+        "# Uploads only (never the measurements): through the local Tor, or a proxy of your own.",
+        "tor = true" if tor else "# tor = true",
+        '# proxy = "socks5h://127.0.0.1:1080"',
+        "# The daemon uploads this many seconds (at random) after each pass.",
+        "# upload_delay = [300, 3600]",
     ]
     paths.settings.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -32,6 +37,9 @@ def init(
     collector: Annotated[
         list[str], typer.Option("--collector", help="Collector URL for a new agent.toml.")
     ] = [],  # noqa: B006
+    tor: Annotated[
+        bool, typer.Option("--tor", help="Upload through the local Tor (a new agent.toml).")
+    ] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Explain the risks, record your consent, create the data directory and signing key."""
@@ -47,7 +55,7 @@ def init(
     paths.create()
     record = record_consent(paths.consent)
     key = load_or_create_key(paths.key)
-    _write_starter_settings(paths, collector)
+    _write_starter_settings(paths, collector, tor)
     out.print(f"Consent recorded ({record.given_at}, text version {record.version}).")
     out.print(f"Data directory: {paths.root}")
     out.print(f"Signing key fingerprint: [bold]{fingerprint(key)}[/bold]")

@@ -9,14 +9,16 @@ from typing import Annotated, Any
 
 import typer
 
+from .addresses import ATTEMPTS_KEY
 from .cli_common import DataDir, console
 from .consent import load_consent
-from .display import STOP_EXPLANATIONS, results_table
+from .display import STOP_EXPLANATIONS, attempt_rows, results_table
 from .history import recent_results
 from .keys import SigningKeyError, fingerprint, load_key
 from .paths import DataPaths
 from .queue import MeasurementQueue
 from .run_records import LAST_RUN_KEY
+from .settings import SettingsError, load_settings
 from .tokens import TokenWallet
 from .upload import LAST_UPLOAD_ERROR_KEY, LAST_UPLOAD_KEY
 
@@ -27,7 +29,8 @@ def status(
     data_dir: DataDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
 ) -> None:
-    """Consent, last run, what waits for upload and why, quarantined measurements, key fingerprint."""
+    """Consent, last run, what waits for upload and why, how each collector address answered the last
+    attempts (direct, proxy, Tor, onion, fronted), quarantined measurements, key fingerprint."""
     paths = DataPaths.at(data_dir)
     record = load_consent(paths.consent)
     info: dict[str, Any] = {
@@ -41,6 +44,11 @@ def status(
         info["key_fingerprint"] = fingerprint(load_key(paths.key))
     except SigningKeyError:
         pass
+    try:
+        addresses = load_settings(paths.settings).collector_addresses()
+        info["collector_addresses"] = [{"address": a.label, "kind": a.kind} for a in addresses]
+    except SettingsError as exc:
+        info["settings_error"] = str(exc)
     if paths.queue.exists():
         with MeasurementQueue(paths.queue) as queue:
             info["queue"] = queue.counts()
@@ -54,6 +62,7 @@ def status(
             info["last_run"] = queue.get_meta(LAST_RUN_KEY)
             info["last_upload"] = queue.get_meta(LAST_UPLOAD_KEY)
             info["last_upload_error"] = queue.get_meta(LAST_UPLOAD_ERROR_KEY)
+            info["collector_attempts"] = (queue.get_meta(ATTEMPTS_KEY) or {}).get("attempts", [])
             info["tokens"] = TokenWallet(queue).usable()  # unspent upload tokens (issue 12)
     if as_json:
         console().print_json(json.dumps(info))
@@ -63,6 +72,7 @@ def status(
 
 def _print_status(info: dict[str, Any]) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(show_header=False, title="gatewatch agent")
     consent = info["consent"]
@@ -74,6 +84,12 @@ def _print_status(info: dict[str, Any]) -> None:
         else f"given {consent['given_at']}" + ("" if consent["current"] else " (outdated: run init again)"),
     )
     table.add_row("key fingerprint", info["key_fingerprint"] or "no key: run `gatewatch-agent init`")
+    if info.get("settings_error"):
+        table.add_row("settings", Text(f"unusable: {info['settings_error']}", style="red"))
+    for index, address in enumerate(info.get("collector_addresses", [])):
+        table.add_row(
+            "collector addresses" if index == 0 else "", Text(f"{address['address']} ({address['kind']})")
+        )
     last_run = info.get("last_run")
     if last_run:
         stop = STOP_EXPLANATIONS.get(last_run.get("stop_reason") or "", "completed")
@@ -104,6 +120,8 @@ def _print_status(info: dict[str, Any]) -> None:
     error = info.get("last_upload_error")
     if error:
         table.add_row("last upload error", f"{error['at']}: {error['error']}")
+    for name, text in attempt_rows(info.get("collector_attempts", [])):
+        table.add_row(name, Text(text))  # Text, not markup: an address or a failure is not a style
     for item in info.get("quarantined", []):
         table.add_row("quarantined", f"{item['measurement_uid']}: {item['reason']}")
     console().print(table)

@@ -1,11 +1,13 @@
 """The commands that measure and deliver: ``run`` (one pass), ``daemon`` (passes on a schedule, for
-systemd) and ``upload`` (deliver what waits, without measuring)."""
+systemd) and ``upload`` (deliver what waits, without measuring). Each takes ``--proxy``/``--tor`` for how
+the collector is reached (the probes never use them)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import functools
+import random
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -21,9 +23,13 @@ from .cli_common import (
     EXIT_STILL_PENDING,
     CaFile,
     DataDir,
+    PacketTraceFlag,
+    Proxy,
     Resolver,
     Routable,
     SourceAddress,
+    Tor,
+    TraceControlDomain,
     console,
     fail,
     load_settings_or_fail,
@@ -49,6 +55,14 @@ __all__ = ["daemon", "run", "upload"]
 
 Collectors = Annotated[
     list[str], typer.Option("--collector", help="Collector URL (repeatable; tried in order).")
+]
+UploadDelay = Annotated[
+    str | None,
+    typer.Option(
+        "--upload-delay",
+        help="MIN[,MAX] seconds to wait, at random, between a pass and its upload (agent.toml's "
+        "upload_delay; default 300,3600).",
+    ),
 ]
 InputFiles = Annotated[list[Path], typer.Option("--input-file", help="A Citizen Lab CSV test list.")]
 
@@ -112,22 +126,34 @@ def run(
     ca_file: CaFile = None,
     source_address: SourceAddress = None,
     routable: Routable = [],  # noqa: B006
+    packet_trace: PacketTraceFlag = False,
+    trace_control_domain: TraceControlDomain = None,
     skip_category: Annotated[list[str], typer.Option("--skip-category", help="Category code to skip.")] = [],  # noqa: B006
     data_dir: DataDir = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, max=256)] = None,
     max_runtime: Annotated[float | None, typer.Option("--max-runtime", help="Seconds.", min=1)] = None,
     max_bytes: Annotated[int | None, typer.Option("--max-bytes", help="Download budget.", min=1)] = None,
     no_upload: Annotated[bool, typer.Option("--no-upload", help="Keep results local only.")] = False,
+    delay_upload: Annotated[
+        bool,
+        typer.Option(
+            "--delay-upload", help="Wait a random upload_delay before uploading (default: at once)."
+        ),
+    ] = False,
+    upload_delay: UploadDelay = None,
+    proxy: Proxy = None,
+    tor: Tor = False,
     once: Annotated[bool, typer.Option("--once", help="A single pass (what `run` always does).")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Measure the test list once, then upload (unless --no-upload)."""
+    """Measure the test list once, then upload at once (unless --no-upload; --delay-upload waits first,
+    as the daemon does)."""
     setup_logging(verbose)
     paths = DataPaths.at(data_dir)
     require_consent(paths)
     base = load_settings_or_fail(paths)
     try:
-        settings = base.with_overrides(
+        settings = base.with_transport(proxy, tor, upload_delay).with_overrides(
             collector_urls=collector,
             control_url=control,
             concurrency=concurrency,
@@ -144,9 +170,14 @@ def run(
         source_address=source_address,
         routable=tuple(routable),
         upload=not no_upload,
+        defer_upload=delay_upload and not no_upload,
+        packet_trace=packet_trace,
+        trace_control_domain=trace_control_domain,
     )
     try:
         summary = asyncio.run(_one_pass(paths, settings, options, inputs, input_file))
+        if options.defer_upload:
+            summary.upload = asyncio.run(_delayed_flush(paths, settings, options))
     except SigningKeyError as exc:
         raise fail(str(exc)) from None
     _print_summary(summary)
@@ -165,12 +196,20 @@ def daemon(
     ca_file: CaFile = None,
     source_address: SourceAddress = None,
     routable: Routable = [],  # noqa: B006
+    proxy: Proxy = None,
+    tor: Tor = False,
+    upload_delay: UploadDelay = None,
+    packet_trace: PacketTraceFlag = False,
+    trace_control_domain: TraceControlDomain = None,
 ) -> None:
-    """Run passes on a schedule (interval plus jitter, from agent.toml); for systemd."""
+    """Run passes on a schedule (interval plus jitter, from agent.toml); for systemd. Each pass's upload
+    waits a random upload_delay (5 to 60 minutes by default) so that it does not follow the probes."""
     setup_logging(True)
     paths = DataPaths.at(data_dir)
     require_consent(paths)
-    settings = load_settings_or_fail(paths, collector_urls=collector)
+    settings = _transport_or_fail(
+        load_settings_or_fail(paths, collector_urls=collector), proxy, tor, upload_delay
+    )
     options = _options(
         settings,
         run_type="timed",
@@ -178,10 +217,14 @@ def daemon(
         ca_file=ca_file,
         source_address=source_address,
         routable=tuple(routable),
+        defer_upload=True,
+        packet_trace=packet_trace,
+        trace_control_domain=trace_control_domain,
     )
     one_pass = functools.partial(_scheduled_pass, paths, settings, options, input_file)
+    flush = functools.partial(_logged_flush, paths, settings, options)
     try:
-        asyncio.run(_schedule(one_pass, settings, options, passes))
+        asyncio.run(_schedule(one_pass, flush, settings, options, passes))
     except SigningKeyError as exc:
         raise fail(str(exc)) from None
 
@@ -203,6 +246,7 @@ async def _scheduled_pass(
 
 async def _schedule(
     one_pass: Callable[[], Awaitable[str | None]],
+    flush: Callable[[], Awaitable[UploadReport]],
     settings: AgentSettings,
     options: RunOptions,
     passes: int | None,
@@ -224,26 +268,52 @@ async def _schedule(
             jitter=settings.daemon.jitter,
             observe=observe,
             max_passes=passes,
+            upload=flush if settings.collector_addresses() else None,
+            upload_delay=settings.upload_delay,
         )
     except asyncio.CancelledError:
         log.info("stopping", extra={"fields": {"event": "stopped"}})
 
 
-async def _flush(
-    paths: DataPaths, settings: AgentSettings, source_address: str | None, ca_file: str | None
-) -> UploadReport:
+def _transport_or_fail(
+    settings: AgentSettings, proxy: str | None, tor: bool, upload_delay: str | None = None
+) -> AgentSettings:
+    try:
+        return settings.with_transport(proxy, tor, upload_delay)
+    except SettingsError as exc:
+        raise fail(str(exc)) from None
+
+
+async def _flush(paths: DataPaths, settings: AgentSettings, options: RunOptions) -> UploadReport:
+    """Upload what waits, by the settings' collector addresses and routes."""
     with MeasurementQueue(paths.queue, settings.queue) as queue:
-        async with make_session(source_address=source_address, ca_file=ca_file) as session:
+        session = make_session(
+            source_address=options.source_address, ca_file=options.ca_file, route=options.route
+        )
+        async with session:
+            addresses = options.collector_addresses
             batches = None
             key = load_key(paths.key)
             if settings.identified:  # rows queued unsigned before a switch to identified mode
                 queue.sign_unsigned(lambda payload: sign(payload, key))
             else:
-                batches = await token_batches(_options(settings), queue, key, session)
-            uploader = Uploader(
-                queue, settings.collector_urls, session, batch_size=settings.upload_batch, batches=batches
-            )
+                batches = await token_batches(options, queue, key, session)
+            uploader = Uploader(queue, addresses, session, batch_size=settings.upload_batch, batches=batches)
             return await uploader.upload_pending()
+
+
+async def _logged_flush(paths: DataPaths, settings: AgentSettings, options: RunOptions) -> UploadReport:
+    """The daemon's upload, a random delay after its pass, logged as one event."""
+    report = await _flush(paths, settings, options)
+    log.info("upload", extra={"fields": {"event": "upload_done", **report.as_dict()}})
+    return report
+
+
+async def _delayed_flush(paths: DataPaths, settings: AgentSettings, options: RunOptions) -> UploadReport:
+    delay = random.SystemRandom().uniform(*settings.upload_delay)
+    typer.echo(f"uploading in {delay:.0f} s (--delay-upload)")
+    await asyncio.sleep(delay)
+    return await _flush(paths, settings, options)
 
 
 def upload(
@@ -251,20 +321,24 @@ def upload(
     collector: Collectors = [],  # noqa: B006
     ca_file: CaFile = None,
     source_address: SourceAddress = None,
+    proxy: Proxy = None,
+    tor: Tor = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Deliver what waits in the queue, without measuring (e.g. once a blocked collector is reachable)."""
+    """Deliver what waits in the queue, at once, without measuring (e.g. once a blocked collector is
+    reachable)."""
     setup_logging(verbose)
     paths = DataPaths.at(data_dir)
     require_consent(paths)
-    settings = load_settings_or_fail(paths, collector_urls=collector)
-    if not settings.collector_urls:
+    settings = _transport_or_fail(load_settings_or_fail(paths, collector_urls=collector), proxy, tor)
+    if not settings.collector_addresses():
         raise fail("no collector: give --collector or set collector_urls in agent.toml")
     if not paths.queue.exists():
         typer.echo("nothing queued")
         return
+    options = _options(settings, ca_file=ca_file, source_address=source_address)
     try:
-        report = asyncio.run(_flush(paths, settings, source_address, ca_file))
+        report = asyncio.run(_flush(paths, settings, options))
     except SigningKeyError as exc:  # the key asks for the upload tokens (or signs, identified)
         raise fail(str(exc)) from None
     line = f"delivered {report.delivered} ({report.duplicates} already there), "

@@ -11,7 +11,7 @@ import typer
 from gatewatch.core.vocabulary import WITHHELD_CC
 
 from .cli_common import fail, log
-from .collector_api import ApiFailure, fetch_test_list, geolocate, make_session
+from .collector_api import ApiFailure, fetch_test_list, make_session, where_am_i
 from .paths import DataPaths
 from .run_records import RunOptions
 from .settings import AgentSettings
@@ -54,13 +54,16 @@ async def load_test_list(
         merged.filtered_out += part.filtered_out
     if inputs or files:
         return merged
-    bases = list(options.collector_urls)
+    bases = options.collector_addresses  # by their routes: a proxy, Tor, a front
     if not bases:
         raise fail("nothing to measure: give --input, --input-file or a collector to fetch the list from")
-    async with make_session(source_address=options.source_address, ca_file=options.ca_file) as session:
+    session = make_session(
+        source_address=options.source_address, ca_file=options.ca_file, route=options.route
+    )
+    async with session:
         cc = settings.test_list_cc or options.probe_cc
         if cc is None:
-            found = await geolocate(session, bases)
+            found = await where_am_i(session, bases)  # through Tor it is the exit's country: withheld
             cc = WITHHELD_CC if isinstance(found, ApiFailure) else found.probe_cc
         text = await fetch_test_list(session, bases, cc)
     if isinstance(text, ApiFailure):

@@ -4,13 +4,17 @@ Every call turns network trouble into a failure string (from :mod:`gatewatch.cor
 of an exception, because a blocked collector is an expected condition on the networks that matter. Every
 answer is read with its model of the wire contract (:mod:`gatewatch.core.wire`); one that does not fit is
 ``bad_answer``, as an answer that is not JSON at all.
+
+Collector addresses (:class:`~gatewatch.agent.addresses.CollectorAddress`, or plain URLs for a direct
+connection) carry their route: a proxy, Tor, a CDN front. Calls given several try them in order, and each
+attempt's outcome is recorded in the session's :class:`~gatewatch.agent.addresses.AttemptLog` for ``status``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -26,20 +30,29 @@ from gatewatch.core.wire import (
     Geolocation,
 )
 
-from .http_client import HttpClient, HttpClientError
+from .addresses import AttemptLog, CollectorAddress, Fallbacks, as_address
+from .http_client import DIRECT, HttpClient, HttpClientError
+from .proxy import Route
 
 __all__ = [
     "BAD_ANSWER",
+    "NO_DIRECT_ADDRESS",
+    "Address",
     "TOLERATED_EXTRA",
     "ApiFailure",
+    "CollectorSession",
+    "Located",
     "api_url",
     "describe_failure",
     "fetch_test_list",
     "geolocate",
+    "locate_via",
     "make_session",
     "read_geolocation",
     "request_control",
     "request_controls",
+    "route_for",
+    "where_am_i",
 ]
 
 
@@ -61,12 +74,30 @@ class ApiFailure:
         return f"{self.collector}: {self.failure}" if self.collector else self.failure
 
 
-def api_url(base: str, path: str) -> str:
-    return f"{base.rstrip('/')}/api/v1/{path}"
+Address = str | CollectorAddress
 
 
-def _host(base: str) -> str:
-    return urlsplit(base).hostname or base
+def api_url(base: Address, path: str) -> str:
+    url = base.url if isinstance(base, CollectorAddress) else base
+    return f"{url.rstrip('/')}/api/v1/{path}"
+
+
+def _host(base: Address) -> str:
+    return as_address(base).host
+
+
+class CollectorSession(HttpClient):
+    """The HTTP client of collector calls, with the log of its attempts by address (for ``status``)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.attempts = AttemptLog()
+
+
+def record_attempt(session: HttpClient, call: str, base: Address, failure: str | None) -> None:
+    """Note one attempt's outcome (``None``: it answered) when the session keeps a log."""
+    if isinstance(session, CollectorSession):
+        session.attempts.record(call, as_address(base), route_for(session, base), failure)
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -77,19 +108,33 @@ def describe_failure(exc: BaseException) -> str:
 
 
 def make_session(
-    *, source_address: str | None = None, ca_file: str | None = None, limit: int = 8
-) -> HttpClient:
+    *,
+    source_address: str | None = None,
+    ca_file: str | None = None,
+    limit: int = 8,
+    route: Route = DIRECT,
+) -> CollectorSession:
     """A client for collector calls, at most ``limit`` at once. ``source_address`` binds it (labs put the
     agent inside an emulated network); ``ca_file`` trusts a lab's CA in addition to the system's roots, so
-    the same flag works with a public collector. It keeps no cookies: nothing links one call to the next."""
-    return HttpClient(source_address=source_address, ca_file=ca_file, max_concurrent=limit)
+    the same flag works with a public collector; ``route`` is how calls to a plain URL go (each
+    :class:`CollectorAddress` brings its own). It keeps no cookies: nothing links one call to the next."""
+    return CollectorSession(source_address=source_address, ca_file=ca_file, max_concurrent=limit, route=route)
+
+
+def route_for(session: HttpClient, base: Address) -> Route:
+    """How to reach ``base``: its own route, or the session's for a plain URL or an address that names no
+    proxy and no front (``proxy = "direct"`` names one: never through the session's proxy)."""
+    if isinstance(base, CollectorAddress) and (base.proxy is not None or base.front is not None):
+        return base.route
+    return session.route
 
 
 async def _json(
-    session: HttpClient, method: str, url: str, body: Any = None
+    session: HttpClient, method: str, base: Address, path: str, body: Any = None
 ) -> tuple[Any, None] | tuple[None, str]:
     try:
-        response = await session.request(method, url, json_body=body)
+        url = api_url(base, path)
+        response = await session.request(method, url, json_body=body, route=route_for(session, base))
         if response.status != 200:
             return None, f"http_{response.status}"
         return response.json(), None
@@ -118,24 +163,86 @@ def read_geolocation(data: Any) -> Geolocation:
     return Geolocation.model_validate(_GEOLOCATION_FALLBACKS | given, strict=True, extra=TOLERATED_EXTRA)
 
 
-async def geolocate(session: HttpClient, bases: list[str]) -> Geolocation | ApiFailure:
-    """Ask each collector in turn where we are; the first answer wins. An unknown address is ``""``."""
+@dataclass(frozen=True)
+class Located:
+    """A geolocation answer and the address that gave it: through a proxy, the collector saw the proxy's
+    exit, so what it says (address, network, country) is the proxy's, not ours."""
+
+    geolocation: Geolocation
+    address: CollectorAddress
+
+
+async def locate_via(session: HttpClient, bases: Sequence[Address]) -> Located | ApiFailure:
+    """Ask each address in turn where we are; the first answer wins. An unknown address is ``""``."""
     failure = ApiFailure("no collector configured")
     for base in bases:
-        data, error = await _json(session, "GET", api_url(base, "geolocate"))
+        address = as_address(base)
+        data, error = await _json(session, "GET", base, "geolocate")
         if error is None:
             try:
-                return read_geolocation(data)
+                found = read_geolocation(data)
             except ValueError:  # pydantic's ValidationError among them
                 error = BAD_ANSWER
+            else:
+                record_attempt(session, "geolocate", address, None)
+                return Located(found, address)
+        record_attempt(session, "geolocate", address, error)
         failure = ApiFailure(error, _host(base))
     return failure
 
 
+NO_DIRECT_ADDRESS: Final = (
+    "every collector address goes through a proxy or Tor, where the collector sees the proxy's address, "
+    "not this machine's: add a direct or fronted address (asked only where this machine is)"
+)
+
+
+async def where_am_i(session: HttpClient, bases: Sequence[Address]) -> Geolocation | ApiFailure:
+    """Where this machine is, from the addresses that reach the collector without a proxy (direct or
+    fronted), in their order. Through a proxy (Tor included) the collector sees the proxy's exit, whose
+    address, network and country are not ours: scrubbing that address instead of ours would publish
+    ours. With no such address, an :class:`ApiFailure` saying why."""
+    unproxied = [base for base in bases if route_for(session, base).proxy is None]
+    if not unproxied:
+        return ApiFailure(NO_DIRECT_ADDRESS)
+    return await geolocate(session, unproxied)
+
+
+async def geolocate(session: HttpClient, bases: Sequence[Address]) -> Geolocation | ApiFailure:
+    """:func:`locate_via`'s answer alone."""
+    found = await locate_via(session, bases)
+    return found if isinstance(found, ApiFailure) else found.geolocation
+
+
+# Failures that the next address would answer the same way: a collector without the batch endpoint (the
+# batcher then asks one URL at a time), or a request it found malformed.
+_SAME_EVERYWHERE: Final = frozenset({"http_400", "http_404", "http_405"})
+
+
+async def _in_turn(
+    session: HttpClient, bases: Address | Fallbacks, method: str, path: str, body: Any
+) -> tuple[Any, None, Address] | tuple[None, str, Address]:
+    """``_json`` at each of ``bases`` in turn until one answers (a single address: just that one)."""
+    if not isinstance(bases, Fallbacks):
+        data, error = await _json(session, method, bases, path, body)
+        return (data, None, bases) if error is None else (None, error, bases)
+    error, address = "no collector configured", bases.addresses[0]
+    for address in bases.in_turn():
+        data, failed = await _json(session, method, address, path, body)
+        if failed is None:
+            bases.answered(address)
+            return data, None, address
+        record_attempt(session, "control", address, failed)
+        error = failed
+        if failed in _SAME_EVERYWHERE:
+            break
+    return None, error, address
+
+
 async def request_control(
-    session: HttpClient, base: str, request: ControlRequest
+    session: HttpClient, base: Address | Fallbacks, request: ControlRequest
 ) -> ControlObservations | ApiFailure:
-    data, error = await _json(session, "POST", api_url(base, "control"), request.model_dump(mode="json"))
+    data, error, base = await _in_turn(session, base, "POST", "control", request.model_dump(mode="json"))
     if error is not None:
         return ApiFailure(error, _host(base))
     try:
@@ -145,12 +252,12 @@ async def request_control(
 
 
 async def request_controls(
-    session: HttpClient, base: str, requests: list[ControlRequest]
+    session: HttpClient, base: Address | Fallbacks, requests: list[ControlRequest]
 ) -> list[ControlObservations | ApiFailure] | ApiFailure:
     """Several controls in one ``POST /api/v1/controls``, answered in the order asked; an ApiFailure for the
     whole batch when it got no usable answer (``http_404`` from a collector without the endpoint)."""
     body = ControlBatchRequest(requests=requests).model_dump(mode="json")
-    data, error = await _json(session, "POST", api_url(base, "controls"), body)
+    data, error, base = await _in_turn(session, base, "POST", "controls", body)
     if error is not None:
         return ApiFailure(error, _host(base))
     try:
@@ -162,23 +269,28 @@ async def request_controls(
     return [_item_answer(item, base) for item in answer.results]
 
 
-def _item_answer(item: ControlBatchItem, base: str) -> ControlObservations | ApiFailure:
+def _item_answer(item: ControlBatchItem, base: Address) -> ControlObservations | ApiFailure:
     if item.control is not None:
         return item.control
     status = CONTROL_ERROR_STATUS.get(item.error or "")
     return ApiFailure(f"http_{status}" if status else BAD_ANSWER, _host(base))
 
 
-async def fetch_test_list(session: HttpClient, bases: list[str], cc: str) -> str | ApiFailure:
-    """The operator's test list for country ``cc`` as CSV text, from the first collector that answers."""
+async def fetch_test_list(session: HttpClient, bases: Sequence[Address], cc: str) -> str | ApiFailure:
+    """The operator's test list for country ``cc`` as CSV text, from the first address that answers."""
     failure = ApiFailure("no collector configured")
     for base in bases:
+        address = as_address(base)
         try:
-            response = await session.get(api_url(base, "test-list"), params={"cc": cc})
+            url, route = api_url(base, "test-list"), route_for(session, base)
+            response = await session.request("GET", url, params={"cc": cc}, route=route)
         except HttpClientError as exc:
-            failure = ApiFailure(exc.failure, _host(base))
-            continue
-        if response.status == 200:
-            return response.text()
-        failure = ApiFailure(f"http_{response.status}", _host(base))
+            error = exc.failure
+        else:
+            if response.status == 200:
+                record_attempt(session, "test-list", address, None)
+                return response.text()
+            error = f"http_{response.status}"
+        record_attempt(session, "test-list", address, error)
+        failure = ApiFailure(error, _host(base))
     return failure

@@ -20,8 +20,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from gatewatch.core.control import ControlObservations
 from gatewatch.core.wire import MAX_CONTROL_BATCH, ControlRequest
 
+from .addresses import Fallbacks
 from .anonymise import Identity
-from .collector_api import ApiFailure, request_control, request_controls
+from .collector_api import Address, ApiFailure, request_control, request_controls
 from .http_client import HttpClient
 
 __all__ = ["ControlBatcher", "PassControls", "control_addresses"]
@@ -34,7 +35,7 @@ class ControlBatcher:
     def __init__(
         self,
         session: HttpClient,
-        base: str,
+        base: Address | Fallbacks,
         *,
         window: float = 0.0,
         size: int = MAX_CONTROL_BATCH,
@@ -133,7 +134,7 @@ def control_addresses(addresses: Iterable[str], identity: Identity) -> list[str]
 class PassControls:
     """The controls of one pass, asked of ``base`` (none configured: every URL's control failure says so)."""
 
-    def __init__(self, session: HttpClient, base: str | None) -> None:
+    def __init__(self, session: HttpClient, base: Address | Fallbacks | None) -> None:
         self.batcher = ControlBatcher(session, base) if base is not None else None
 
     async def ask(

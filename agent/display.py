@@ -22,6 +22,7 @@ __all__ = [
     "JsonLogFormatter",
     "ProgressDisplay",
     "STOP_EXPLANATIONS",
+    "attempt_rows",
     "describe_blocking",
     "log_event",
     "plain_summary",
@@ -40,6 +41,19 @@ STOP_EXPLANATIONS = {
     "own_address_unknown": "not measured: the collector could not be reached to learn which address to scrub",
     "interrupted": "interrupted",
 }
+
+
+def attempt_rows(attempts: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """``status``'s rows for the latest attempts to reach the collector, oldest first: which address, by
+    which route, for which call, and what happened (``ok`` or the failure: why the next one was tried)."""
+    rows = []
+    for index, item in enumerate(attempts):
+        outcome = item.get("outcome", "?")
+        text = (
+            f"{item.get('at')} {item.get('call')} via {item.get('address')} [{item.get('kind')}]: {outcome}"
+        )
+        rows.append(("collector attempts" if index == 0 else "", text))
+    return rows
 
 
 class JsonLogFormatter(logging.Formatter):

@@ -4,8 +4,14 @@ The agent needs little from HTTP: a JSON or text body out, a JSON or text body b
 from a bound source address (labs), with timeouts and a bounded number of requests in flight. A general
 client library cost ~11 MiB of imports on a volunteer's machine (issue 4: the agent's memory goal), so
 this holds what the agent needs and nothing more: no cookies (nothing may link one call to the next), no
-redirects (the collector's API never sends one), no compression, no proxies. Responses are read whole,
-up to a cap: every answer the agent expects is small.
+redirects (the collector's API never sends one), no compression. Responses are read whole, up to a cap:
+every answer the agent expects is small.
+
+A request may take a :class:`~gatewatch.agent.proxy.Route` (a SOCKS5 or HTTP CONNECT proxy, a CDN front);
+the client's own ``route`` is the default, so every collector call made with it goes the configured way
+without the caller knowing. A ``stream_group`` keeps connections (and, for Tor, circuits) apart: a
+connection is reused only for the same origin, route and group (and only the client's own group's are
+kept alive).
 
 Every failure is raised as an :class:`HttpClientError` carrying a failure string (from
 :mod:`gatewatch.core.failures` where one fits), so that a caller turns any of them into data with one
@@ -28,17 +34,24 @@ import h11
 
 from gatewatch.core.failures import EOF_ERROR, GENERIC_TIMEOUT_ERROR, HTTP_INVALID_RESPONSE, classify
 
+from .proxy import ProxyError, Route, new_stream_group, open_stream
+
 __all__ = [
     "BadResponse",
     "ConnectFailed",
+    "DIRECT",
     "HttpClient",
     "HttpClientError",
     "InvalidRequest",
+    "ONION_NEEDS_TOR",
     "RequestTimedOut",
     "Response",
     "ResponseTooLarge",
     "Timeouts",
 ]
+
+ONION_NEEDS_TOR = "onion_needs_tor"  # a .onion URL without a socks5h:// proxy: refused, never resolved
+DIRECT = Route()
 
 USER_AGENT = "gatewatch-agent"
 DEFAULT_MAX_BODY = 16 * 1024 * 1024  # the largest answer expected is a country's test list (~100 kB)
@@ -150,9 +163,19 @@ def _split_url(url: str, params: Mapping[str, str] | None) -> tuple[_Origin, str
     return _Origin(scheme, parts.hostname, port or _DEFAULT_PORTS[scheme]), target
 
 
+@dataclass(frozen=True)
+class _Way:
+    """What a kept-alive connection may be reused for: the same origin, by the same route, in the same
+    stream group."""
+
+    origin: _Origin
+    route: Route
+    group: str
+
+
 class _Connection:
-    def __init__(self, origin: _Origin, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.origin = origin
+    def __init__(self, way: _Way, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.way = way
         self.reader = reader
         self.writer = writer
         self.protocol = h11.Connection(h11.CLIENT)
@@ -172,7 +195,8 @@ class HttpClient:
     ``ssl_context`` is used for https as given; without one, a context with the system's roots plus
     ``ca_file`` (a lab's CA, trusted in addition) is made at the first https request. ``source_address``
     binds every connection (labs put the agent inside an emulated network). With ``keep_alive``, a
-    connection is kept for the next request to the same origin for a few seconds.
+    connection is kept for the next request to the same origin for a few seconds. ``route`` is how
+    requests go when they name none (direct by default).
     """
 
     def __init__(
@@ -186,6 +210,7 @@ class HttpClient:
         keep_alive: bool = True,
         max_body: int = DEFAULT_MAX_BODY,
         user_agent: str = USER_AGENT,
+        route: Route = DIRECT,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
@@ -200,6 +225,13 @@ class HttpClient:
         self._max_idle = max_concurrent
         self._idle: list[_Connection] = []
         self._closed = False
+        self.route = route
+        self._group = new_stream_group()  # this client's own stream group, for calls that name none
+
+    def new_stream_group(self) -> str:
+        """A fresh stream group: requests made with it never share a connection (or a Tor circuit) with
+        the client's other requests."""
+        return new_stream_group()
 
     async def __aenter__(self) -> HttpClient:
         return self
@@ -234,14 +266,20 @@ class HttpClient:
         json_body: Any = None,
         body: bytes | str | Iterable[bytes] | None = None,
         content_type: str = "text/plain; charset=utf-8",
+        route: Route | None = None,
+        stream_group: str | None = None,
     ) -> Response:
         """Send one request and read its whole answer. ``json_body`` (serialised) or ``body`` is sent
         as the request's body; a body given as pieces (a re-iterable, see ``_Body``) is sent piece by piece,
         never joined: an upload batch can be megabytes. Raises :class:`HttpClientError` (a subclass) for
-        any failure."""
+        any failure. ``route`` (default: the client's) says how to reach the server; requests of one
+        ``stream_group`` (default: the client's own) share connections, others never do."""
         if self._closed:
             raise RuntimeError("the HTTP client is closed")
         origin, target = _split_url(url, params)
+        way = _Way(origin, route or self.route, stream_group or self._group)
+        if not way.route.reaches(origin.host):
+            raise InvalidRequest(ONION_NEEDS_TOR, "a .onion address is reached only through Tor (socks5h://)")
         payload: _Body = None
         if json_body is not None:
             payload, content_type = [json.dumps(json_body).encode()], "application/json"
@@ -267,12 +305,12 @@ class HttpClient:
         async with self._slots:
             try:
                 async with asyncio.timeout(self.timeouts.total):
-                    return await self._send(origin, request, payload)
+                    return await self._send(way, request, payload)
             except TimeoutError:
                 raise RequestTimedOut(GENERIC_TIMEOUT_ERROR, f"{method} took too long") from None
 
-    async def _send(self, origin: _Origin, request: h11.Request, payload: _Body) -> Response:
-        conn = self._idle_connection(origin)
+    async def _send(self, way: _Way, request: h11.Request, payload: _Body) -> Response:
+        conn = self._idle_connection(way)
         if conn is not None:
             try:
                 return await self._exchange(conn, request, payload)
@@ -280,13 +318,13 @@ class HttpClient:
                 # The server closed the kept-alive connection as we reused it. Sending again is safe:
                 # every collector call is idempotent (a second upload of a batch is answered "duplicate").
                 pass
-        conn = await self._connect(origin)
+        conn = await self._connect(way)
         return await self._exchange(conn, request, payload)
 
-    def _idle_connection(self, origin: _Origin) -> _Connection | None:
+    def _idle_connection(self, way: _Way) -> _Connection | None:
         while self._idle:
             conn = self._idle.pop()
-            if conn.origin == origin and conn.reusable():
+            if conn.way == way and conn.reusable():
                 return conn
             conn.writer.close()
         return None
@@ -294,7 +332,10 @@ class HttpClient:
     def _release(self, conn: _Connection) -> None:
         protocol = conn.protocol
         done = protocol.our_state is h11.DONE and protocol.their_state is h11.DONE
-        if self.keep_alive and done and not self._closed and len(self._idle) < self._max_idle:
+        # A connection of a stream group of its own (an upload through Tor) is not kept: its group is not
+        # used again, and an idle Tor stream per upload would only pile up.
+        own_group = conn.way.group == self._group
+        if self.keep_alive and done and own_group and not self._closed and len(self._idle) < self._max_idle:
             protocol.start_next_cycle()
             conn.idle_since = time.monotonic()
             self._idle.append(conn)
@@ -309,24 +350,31 @@ class HttpClient:
             self._ssl_context = context
         return self._ssl_context
 
-    async def _connect(self, origin: _Origin) -> _Connection:
+    async def _connect(self, way: _Way) -> _Connection:
+        origin, route = way.origin, way.route
         tls = origin.scheme == "https"
         context = self._context() if tls else None  # outside the try: a bad CA file is a config error
+        # A fronted address: the TCP connection and the TLS name are the front's (a CDN), the Host header
+        # stays the collector's (set by the caller), so the gateway sees only the front.
+        host = route.front or origin.host
         try:
             async with asyncio.timeout(self.timeouts.connect):
-                reader, writer = await asyncio.open_connection(
-                    origin.host,
+                reader, writer = await open_stream(
+                    route,
+                    host,
                     origin.port,
-                    ssl=context,
-                    server_hostname=origin.host if tls else None,
-                    local_addr=(self.source_address, 0) if self.source_address else None,
+                    group=way.group,
+                    ssl_context=context,
+                    source_address=self.source_address,
                     limit=_READ_SIZE,
                 )
         except TimeoutError:
-            raise RequestTimedOut(GENERIC_TIMEOUT_ERROR, f"connecting to {origin.host}") from None
+            raise RequestTimedOut(GENERIC_TIMEOUT_ERROR, f"connecting to {host}") from None
+        except ProxyError as exc:
+            raise ConnectFailed(exc.failure, str(exc)) from None
         except OSError as exc:  # ssl.SSLError and socket.gaierror included
             raise ConnectFailed(classify(exc), str(exc)) from None
-        return _Connection(origin, reader, writer)
+        return _Connection(way, reader, writer)
 
     async def _exchange(self, conn: _Connection, request: h11.Request, payload: _Body) -> Response:
         try:

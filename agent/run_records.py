@@ -10,7 +10,10 @@ from typing import Any, Literal
 from gatewatch.core.vocabulary import WITHHELD_ASN, WITHHELD_CC
 from gatewatch.probes.config import DNSConfig, TCPConfig, TLSConfig, WebConfig
 
+from .addresses import CollectorAddress, Fallbacks, as_address, as_addresses
+from .http_client import DIRECT
 from .netinfo import ROUTE_PROBES
+from .proxy import Route
 from .settings import AgentSettings
 from .tokens import TopUpPolicy
 from .upload import RetryPolicy, UploadReport
@@ -37,17 +40,25 @@ StopReason = Literal[
 class RunOptions:
     collector_urls: tuple[str, ...] = ()
     control_url: str | None = None
+    # Typed collector addresses (settings.collector_addresses()): when given, they replace collector_urls.
+    addresses: tuple[CollectorAddress, ...] = ()
+    control: CollectorAddress | None = None  # replaces control_url when given
+    route: Route = DIRECT  # how collector calls to a plain URL go (the global proxy or Tor)
     probe_asn: str | None = None  # override (WITHHELD_ASN withholds)
     probe_cc: str | None = None  # override (WITHHELD_CC withholds)
     resolver: str | None = None
     ca_file: str | None = None
     source_address: str | None = None  # lab: bind probes and the agent's own HTTP client here
     routable: tuple[str, ...] = ()  # lab: CIDRs not to treat as bogons
+    # The privileged packet-level trace of interfered flows (needs CAP_NET_RAW; skipped and said so without).
+    packet_trace: bool = False
+    trace_control_domain: str | None = None  # the name traced as the control (default: example.com)
     concurrency: int = 8
     per_host: int = 2
     max_runtime: float | None = 3600.0
     max_bytes: int | None = None
     upload: bool = True
+    defer_upload: bool = False  # queue for upload but leave the upload to the caller (the daemon's delay)
     upload_batch: int = 50
     ipv6: bool = True  # False: DNS is asked for A records only
     upload_retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -72,7 +83,10 @@ class RunOptions:
         upload = settings.upload and wanted
         return cls(
             collector_urls=tuple(settings.collector_urls),
-            control_url=settings.effective_control_url,
+            control_url=settings.control_url,
+            addresses=tuple(settings.collector_addresses()),
+            control=settings.control_address(),
+            route=settings.default_route(),
             probe_asn=settings.probe_asn,
             probe_cc=settings.probe_cc,
             concurrency=settings.concurrency,
@@ -108,11 +122,28 @@ class RunOptions:
         )
 
     @property
-    def collector_bases(self) -> list[str]:
-        """Every collector this pass may ask where it is: the upload URLs, then the control URL."""
-        bases = list(self.collector_urls)
-        if self.control_url and self.control_url not in bases:
-            bases.append(self.control_url)
+    def collector_addresses(self) -> list[CollectorAddress]:
+        """Where uploads go, in the order tried."""
+        return list(self.addresses) or as_addresses(self.collector_urls)
+
+    @property
+    def control_address(self) -> CollectorAddress | Fallbacks | None:
+        """Where controls are asked: the control address, else the collector addresses in turn (by the
+        same routes and fallbacks as uploads)."""
+        if self.control is not None:
+            return self.control
+        if self.control_url:
+            return as_address(self.control_url)
+        addresses = self.collector_addresses
+        return Fallbacks(addresses) if addresses else None
+
+    @property
+    def collector_bases(self) -> list[CollectorAddress]:
+        """Every collector this pass may ask where it is: the upload addresses, then the control's."""
+        bases = self.collector_addresses
+        control = self.control_address
+        if isinstance(control, CollectorAddress) and control not in bases:
+            bases.append(control)
         return bases
 
 

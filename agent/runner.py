@@ -32,10 +32,11 @@ from gatewatch.core.wire import Geolocation
 from gatewatch.probes.config import WebConfig
 from gatewatch.probes.trace import Trace
 
+from .addresses import first_hops
 from .anonymise import SCRUBBED, Identity, anonymise
 from .batches import TokenBatches
 from .build import build_measurement, bytes_received, fingerprint_label, interference_layer
-from .collector_api import ApiFailure, geolocate, make_session
+from .collector_api import ApiFailure, make_session, where_am_i
 from .control_batch import PassControls
 from .http_client import HttpClient
 from .locate import (
@@ -81,6 +82,20 @@ def _default_measure() -> MeasureFn:
     from gatewatch.probes.web import measure
 
     return measure
+
+
+async def _packet_traces(
+    url: str, keys: WebTestKeys, control: ControlObservations | None, options: RunOptions
+) -> list[Any]:
+    """The trace step (issue 17), loaded only when the volunteer enabled it."""
+    from gatewatch.probes.packet_trace import PacketTraceConfig, trace_interfered
+
+    domain = options.trace_control_domain
+    config = PacketTraceConfig(control_hostname=domain) if domain else PacketTraceConfig()
+    addresses = control.dns.addrs if control is not None else []
+    return await trace_interfered(
+        url, keys, keys.verdict.blocking if keys.verdict else None, addresses, config
+    )
 
 
 def _default_analyse() -> tuple[AnalyseFn, Any]:
@@ -134,8 +149,7 @@ class _Pass:
         self.network: NetworkView | None = None
         self.collector_ip: str | None = None
         # Controls of measurements running together go to the collector in batches.
-        collectors = options.collector_urls
-        self.controls = PassControls(session, options.control_url or (collectors[0] if collectors else None))
+        self.controls = PassControls(session, options.control_address)
 
     def stop(self, reason: StopReason, detail: str | None = None) -> None:
         if self.summary.stop_reason is None:
@@ -223,6 +237,9 @@ class _Pass:
         keys = keys.model_copy(
             update={"control": control, "control_failure": control_failure, "verdict": verdict}
         )
+        if self.options.packet_trace and verdict is not None and verdict.blocking:  # issue 17
+            traces = await _packet_traces(entry.url, keys, control, self.options)
+            keys = keys.model_copy(update={"packet_traces": traces})
         measurement = build_measurement(
             entry,
             keys,
@@ -269,7 +286,7 @@ class _Pass:
             self.stop("byte_budget", f"{s.bytes_received} bytes received (budget {self.options.max_bytes})")
 
     async def _geolocate(self) -> Geolocation | ApiFailure:
-        return await geolocate(self.session, self.options.collector_bases)
+        return await where_am_i(self.session, self.options.collector_bases)
 
     async def locate(self) -> bool:
         """Learn ASN/country and the addresses to scrub. False when the agent's public address cannot
@@ -289,7 +306,9 @@ class _Pass:
         self.geolocation = apply_overrides(found, self.options.probe_asn, self.options.probe_cc)
         self.summary.probe_asn = self.geolocation.probe_asn
         self.summary.probe_cc = self.geolocation.probe_cc
-        self.collector_ip = await first_address(self.options.collector_bases)
+        # Toward the first host this machine connects to itself (a proxy, a front, the collector): never
+        # the collector's name when a proxy resolves it (socks5h), so no DNS query for it leaves here.
+        self.collector_ip = await first_address(first_hops(self.options.collector_bases))
         self.network = observe_network(self.collector_ip, self.options.source_address)
         self.identity = await own_identity(self.network, probe_ip, self.options, self.config.dns)
         return True
@@ -330,7 +349,10 @@ async def run_pass(
     # Each measurement asks the collector for its control while it runs: allow as many collector calls in
     # flight as measurements, or the client's limit (not the network) sets the pace.
     session = session or make_session(
-        source_address=options.source_address, ca_file=options.ca_file, limit=max(8, options.concurrency)
+        source_address=options.source_address,
+        ca_file=options.ca_file,
+        limit=max(8, options.concurrency),
+        route=options.route,
     )
     state = _Pass(
         entries,
@@ -355,11 +377,11 @@ async def run_pass(
         summary = state.summary
         summary.finished_at = format_utc(utc_now())
         state.emit("stopped", message=summary.stop_reason)
-        if options.upload and options.collector_urls:
+        if options.upload and options.collector_addresses and not options.defer_upload:
             state.emit("uploading")
             uploader = Uploader(
                 queue,
-                list(options.collector_urls),
+                options.collector_addresses,
                 session,
                 batch_size=options.upload_batch,
                 policy=options.upload_retry,

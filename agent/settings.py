@@ -14,6 +14,19 @@ Example::
     [queue]
     max_unsent = 20000
 
+How the agent reaches the collector (its own calls only: the probes never use a proxy)::
+
+    tor = true                        # SOCKS5h to the local Tor (tor_socks), a fresh circuit per upload
+    # proxy = "socks5h://127.0.0.1:1080"  # or a proxy of your own: socks5h://, socks5:// or http://
+    upload_delay = [300, 3600]        # the daemon waits this many seconds (at random) before uploading
+
+    [[collectors]]                    # tried in order, before collector_urls
+    url = "http://gatewatchexampleonionaddressxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.onion/"
+    [[collectors]]
+    url = "https://collector.example.org/"
+    front = "cdn.example.net"         # connect to (and name in TLS) the CDN; Host: is the collector
+    proxy = "direct"                  # this one never through Tor or the proxy
+
 ``probe_asn = "AS0"`` and ``probe_cc = "ZZ"`` (OONI's withheld values, ``WITHHELD_ASN`` and ``WITHHELD_CC`` of
 :mod:`gatewatch.core.vocabulary`) withhold the network and country.
 ``keep_full_bodies = true`` keeps every web page the agent downloads (scrubbed of your addresses) instead
@@ -30,11 +43,15 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gatewatch.core.measurement import ASN, CountryCode
 
+from .addresses import CollectorAddress
+from .proxy import TOR_DEFAULT, Route, parse_proxy
+
 __all__ = [
+    "DEFAULT_UPLOAD_DELAY",
     "FULL_BODIES_WARNING",
     "AgentSettings",
     "DaemonSettings",
@@ -72,6 +89,12 @@ class DaemonSettings(_Section):
     jitter: float = Field(default=1800, ge=0)  # up to this much added at random, so agents do not align
 
 
+# The daemon's wait between a pass and its upload (seconds, drawn at random in the range): the gateway sees
+# the probes' traffic and, later, an upload; the two are not adjacent. Confirmations may need it sooner:
+# an hour at most by default, the alert latency the detection issue allows.
+DEFAULT_UPLOAD_DELAY = (300.0, 3600.0)
+
+
 class TokenSettings(_Section):
     # Keep between low and high unspent tokens: below low, fetch a random number up to high.
     low: int = Field(default=4, ge=1, le=1000)
@@ -83,6 +106,11 @@ class TokenSettings(_Section):
 
 class AgentSettings(_Section):
     collector_urls: list[str] = Field(default_factory=list)
+    collectors: list[CollectorAddress] = Field(default_factory=list)  # typed addresses, tried first
+    proxy: str | None = None  # every address without a proxy of its own goes through this one
+    tor: bool = False  # SOCKS5h to tor_socks, with a Tor circuit of its own per upload
+    tor_socks: str = TOR_DEFAULT
+    upload_delay: tuple[float, float] = DEFAULT_UPLOAD_DELAY
     control_url: str | None = None
     test_list_cc: str | None = None  # fetch the collector's list for this country when no input is given
     probe_asn: ASN | None = None
@@ -116,6 +144,57 @@ class AgentSettings(_Section):
                 raise ValueError(f"not an http(s) URL: {url!r}")
         return value
 
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_proxy(value)  # a ValueError with a sentence for the volunteer
+        return value
+
+    @field_validator("upload_delay")
+    @classmethod
+    def _delay_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0 <= low <= high:
+            raise ValueError("give [min, max] seconds with 0 <= min <= max")
+        return value
+
+    @model_validator(mode="after")
+    def _routes(self) -> AgentSettings:
+        if self.tor and self.proxy:
+            raise ValueError("set either tor = true or a proxy, not both")
+        parse_proxy(f"socks5h://{self.tor_socks}")
+        self.collector_addresses()  # a .onion address without Tor is refused here, with its sentence
+        self.control_address()
+        return self
+
+    @property
+    def _default_route(self) -> tuple[str | None, bool]:
+        if self.tor:
+            return f"socks5h://{self.tor_socks}", True
+        return self.proxy, False
+
+    def default_route(self) -> Route:
+        """How a collector call to a plain URL goes: through Tor, the proxy, or directly."""
+        proxy, isolate = self._default_route
+        return CollectorAddress(url="http://collector.invalid/", proxy=proxy, isolate=isolate).route
+
+    def collector_addresses(self) -> list[CollectorAddress]:
+        """Every way to the collector, in the order tried: ``collectors``, then ``collector_urls``; each
+        without a proxy of its own goes through Tor or the proxy when one is set."""
+        proxy, isolate = self._default_route
+        listed = [*self.collectors, *(CollectorAddress(url=url) for url in self.collector_urls)]
+        return [address.with_default_route(proxy, isolate).check_reachable() for address in listed]
+
+    def control_address(self) -> CollectorAddress | None:
+        """Where controls are asked: ``control_url`` by the same route rules, else None (the address that
+        answered the pass's first call)."""
+        if self.control_url is None:
+            return None
+        return (
+            CollectorAddress(url=self.control_url).with_default_route(*self._default_route).check_reachable()
+        )
+
     @field_validator("include_categories", "skip_categories", mode="after")
     @classmethod
     def _upper(cls, value: list[str]) -> list[str]:
@@ -123,7 +202,31 @@ class AgentSettings(_Section):
 
     @property
     def effective_control_url(self) -> str | None:
-        return self.control_url or (self.collector_urls[0] if self.collector_urls else None)
+        addresses = self.collector_addresses()
+        return self.control_url or (addresses[0].url if addresses else None)
+
+    def with_transport(
+        self, proxy: str | None = None, tor: bool = False, upload_delay: str | None = None
+    ) -> AgentSettings:
+        """The command line's ``--proxy``/``--tor`` (each replaces the other's setting) and
+        ``--upload-delay MIN[,MAX]`` (seconds)."""
+        changes: dict[str, object] = {}
+        if tor:
+            changes |= {"tor": True, "proxy": None}
+        elif proxy is not None:
+            changes |= {"tor": False, "proxy": proxy}
+        if upload_delay is not None:
+            try:
+                low, _, high = upload_delay.partition(",")
+                changes["upload_delay"] = (float(low), float(high or low))
+            except ValueError:
+                raise SettingsError(f"--upload-delay {upload_delay!r}: give MIN[,MAX] seconds") from None
+        if not changes:
+            return self
+        try:
+            return AgentSettings.model_validate({**self.model_dump(), **changes})
+        except ValidationError as exc:
+            raise SettingsError(_explain(exc)) from None
 
     def with_overrides(self, **changes: object) -> AgentSettings:
         """A copy with the given values (``None`` and empty lists mean "not given on the command line")."""

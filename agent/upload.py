@@ -23,17 +23,17 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from gatewatch.core.measurement import format_utc, utc_now
 from gatewatch.core.vocabulary import CONTENT_REFUSALS, TOKEN_REFUSALS
 from gatewatch.core.wire import ErrorBody, IngestItemResult
 
+from .addresses import ATTEMPTS_KEY, CollectorAddress, as_addresses
 from .batches import SealedBatch, TokenBatches
-from .collector_api import BAD_ANSWER, TOLERATED_EXTRA, api_url
+from .collector_api import BAD_ANSWER, TOLERATED_EXTRA, CollectorSession, api_url, record_attempt, route_for
 from .http_client import HttpClient, HttpClientError, Response
 from .queue import MeasurementQueue, QueuedMeasurement
 
@@ -171,7 +171,7 @@ class Uploader:
     def __init__(
         self,
         queue: MeasurementQueue,
-        collector_urls: list[str],
+        collector_urls: Sequence[str | CollectorAddress],
         session: HttpClient,
         *,
         batch_size: int = 50,
@@ -185,7 +185,7 @@ class Uploader:
         if not collector_urls:
             raise ValueError("no collector URL to upload to")
         self.queue = queue
-        self.collector_urls = list(collector_urls)
+        self.collector_urls = as_addresses(collector_urls)  # tried in order, each by its own route
         self.session = session
         self.batch_size = batch_size
         self.batch_bytes = batch_bytes
@@ -238,6 +238,8 @@ class Uploader:
             self.queue.set_meta(
                 LAST_UPLOAD_ERROR_KEY, {"at": format_utc(utc_now()), "error": report.last_error}
             )
+        if isinstance(self.session, CollectorSession) and len(self.session.attempts):
+            self.queue.set_meta(ATTEMPTS_KEY, {"attempts": self.session.attempts.as_records()})
         return report
 
     async def _deliver(self, batch: list[QueuedMeasurement], report: UploadReport) -> bool:
@@ -258,7 +260,7 @@ class Uploader:
                 if self._token_refused(batch, outcome, report):
                     return False
                 retry_after = outcome.retry_after if outcome.retry_after is not None else retry_after
-                log.info("upload to %s failed: %s", urlsplit(base).hostname, outcome.error)
+                log.info("upload to %s failed: %s", base.label, outcome.error)
             if attempt + 1 < self.policy.max_attempts:
                 await self.sleep(self.policy.delay(attempt, self.rng, retry_after))
         assert isinstance(outcome, _Retry)
@@ -293,11 +295,27 @@ class Uploader:
                 return False
         return True
 
-    async def _post(self, base: str, batch: list[QueuedMeasurement]) -> _Answered | _Retry | _Refused:
-        host = urlsplit(base).hostname or base
+    async def _post(
+        self, base: CollectorAddress, batch: list[QueuedMeasurement]
+    ) -> _Answered | _Retry | _Refused:
+        outcome = await self._post_once(base, batch)
+        failure = None if isinstance(outcome, _Answered) else outcome.error.removeprefix(f"{base.host}: ")
+        record_attempt(self.session, "upload", base, failure)
+        return outcome
+
+    async def _post_once(
+        self, base: CollectorAddress, batch: list[QueuedMeasurement]
+    ) -> _Answered | _Retry | _Refused:
+        host = base.host
+        route = route_for(self.session, base)
+        # Through Tor, each upload request gets credentials of its own, hence a circuit of its own: the
+        # collector cannot tell that two batches came by one circuit (Tor's IsolateSOCKSAuth).
+        group = self.session.new_stream_group() if route.isolate else None
         try:
             url, body = api_url(base, "measurements"), _BatchBody(batch)
-            response = await self.session.request("POST", url, body=body, content_type="application/json")
+            response = await self.session.request(
+                "POST", url, body=body, content_type="application/json", route=route, stream_group=group
+            )
         except HttpClientError as exc:
             return _Retry(f"{host}: {exc.failure}")
         if response.status == 200:

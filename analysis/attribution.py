@@ -52,6 +52,7 @@ from .networks import (
     network_histories,
     network_state,
 )
+from .packet_evidence import judge_packet_evidence
 
 __all__ = [
     "RULES",
@@ -135,7 +136,8 @@ class InterferenceRow:
     last_seen: datetime | None
     example_measurement_uids: tuple[str, ...]
     networks: tuple[NetworkState, ...] = ()
-    # Left open for the localisation work (where on the path the tampering happens): always None here.
+    # Where on the path the tampering happens, from the agents' packet traces (:mod:`.packet_evidence`);
+    # None when no agent traced the domain.
     packet_evidence: dict[str, Any] | None = field(default=None)
 
 
@@ -391,6 +393,10 @@ def _row(
             o.measurement_uid for o in reversed(examples[-settings.max_examples :])
         ),
         networks=states,
+        # Issue 17: packet-level evidence, judged apart (analysis/packet_evidence.py).
+        packet_evidence=judge_packet_evidence(
+            s for obs in by_network.values() for o in obs for s in o.packet_sightings
+        ),
     )
 
 

@@ -30,6 +30,8 @@ from typing import Protocol
 from gatewatch.core.measurement import as_utc
 from gatewatch.core.vocabulary import MISMATCH_FLAGS, NO_VERDICT, WITHHELD_ASN, NetworkCondition
 
+from .packet_evidence import TraceSighting, sightings_from_payload
+
 __all__ = [
     "AttributionSettings",
     "NetworkState",
@@ -86,6 +88,8 @@ class Observation:
     fingerprint_key: str | None
     measurement_uid: str
     flags: tuple[str, ...] = ()  # the store's flags, e.g. ("asn_mismatch",)
+    # Issue 17: the measurement's packet traces, summarised (:mod:`.packet_evidence`); usually empty.
+    packet_sightings: tuple[TraceSighting, ...] = ()
 
     @property
     def judged(self) -> bool:
@@ -118,6 +122,8 @@ class Observation:
             fingerprint_key=row.fingerprint_key,
             measurement_uid=row.measurement_uid,
             flags=tuple(row.flags),
+            # Issue 17: a row with the signed payload (the collector's) may carry packet traces.
+            packet_sightings=sightings_from_payload(getattr(row, "payload", b""), row.probe_asn, seen),
         )
 
 

@@ -18,8 +18,11 @@ What is kept, and why it is enough:
   ratio gauges;
 - in both, only measurements that speak for their network (``Observation.speaks_for_network``: not AS0,
   not flagged asn_mismatch / cc_mismatch);
-- per (country, test, blocking): measurement and anomaly counts since the aggregate was (re)built, for the
-  counters (Prometheus handles the reset when the collector restarts).
+- per (country, test, blocking): measurement and anomaly counts of what this process ingested since it
+  started, for the counters. Rows read back from the store (the rebuild on start, and rows other collectors
+  stored, collector/peer_sync.py) feed the window but are not counted again, so that the counters of
+  several collectors on one PostgreSQL add up to the truth, across restarts too (Prometheus handles the
+  reset when a collector restarts: ``sum(increase(...))``).
 
 Nothing here identifies a volunteer: rows carry no address and no key.
 """
@@ -125,15 +128,16 @@ class InterferenceAggregate:
 
     # -- ingest -------------------------------------------------------------------------------------
 
-    def add_rows(self, rows: Iterable[StoredRow]) -> int:
-        """Add stored rows (the store's ``StoredMeasurement``); returns how many."""
+    def add_rows(self, rows: Iterable[StoredRow], *, counted: bool = True) -> int:
+        """Add stored rows (the store's ``StoredMeasurement``); returns how many. ``counted=False``: rows
+        another process ingested (and counts), which feed the window only."""
         now = self._clock()
         oldest = now - self.settings.window
         newest = now + self.settings.max_clock_skew
         observations = [Observation.from_row(row) for row in rows]
         with self._lock:
             for obs in observations:
-                self._add(obs, oldest, newest)
+                self._add(obs, oldest, newest, counted=counted)
             if observations:
                 self._generation += 1
         return len(observations)
@@ -146,7 +150,8 @@ class InterferenceAggregate:
 
     async def rebuild(self, rows: AsyncIterable[StoredRow], *, yield_every: int = 1_000) -> int:
         """Forget everything and re-read ``rows`` (the store), yielding to the event loop as it goes; then
-        recompute every verdict, again in slices, so the first scrape after a start is cheap."""
+        recompute every verdict, again in slices, so the first scrape after a start is cheap. The rows feed
+        the window, not the counters (they were counted by the process that ingested them)."""
         with self._lock:
             self._reset()
         now = self._clock()
@@ -168,22 +173,23 @@ class InterferenceAggregate:
     def _add_batch(self, batch: list[Observation], oldest: datetime, newest: datetime) -> int:
         with self._lock:
             for obs in batch:
-                self._add(obs, oldest, newest)
+                self._add(obs, oldest, newest, counted=False)
             self._generation += 1
         return len(batch)
 
-    def _add(self, obs: Observation, oldest: datetime, newest: datetime) -> None:
-        test = obs.test_name
-        if test not in self._test_names:
-            if len(self._test_names) >= MAX_TEST_NAMES:
-                test = "other"
-            else:
-                self._test_names.add(test)
-        total = self._totals.get((obs.probe_cc, test, obs.blocking))
-        if total is None:
-            total = self._totals[(obs.probe_cc, test, obs.blocking)] = [0, 0]
-        total[0] += 1
-        total[1] += obs.anomaly
+    def _add(self, obs: Observation, oldest: datetime, newest: datetime, *, counted: bool = True) -> None:
+        if counted:
+            test = obs.test_name
+            if test not in self._test_names:
+                if len(self._test_names) >= MAX_TEST_NAMES:
+                    test = "other"
+                else:
+                    self._test_names.add(test)
+            total = self._totals.get((obs.probe_cc, test, obs.blocking))
+            if total is None:
+                total = self._totals[(obs.probe_cc, test, obs.blocking)] = [0, 0]
+            total[0] += 1
+            total[1] += obs.anomaly
         if not obs.judged or not obs.speaks_for_network or not oldest < obs.seen_at <= newest:
             # Counted, but nothing to say about a network's current state: no verdict, a withheld or
             # contradicted network (attribution would ignore it; the per-network gauges must too), or

@@ -6,9 +6,13 @@ selection. Parquet cannot be streamed (its footer comes last): the selection is 
 file, converted by duckdb under a memory limit, and the result streamed and deleted.
 
 Nothing exported identifies a volunteer: the store has no address column, a long-term key's signature
-and public key (the ``envelopes`` table) are never read here, a token-signed row carries only its batch's
-ephemeral key, and a measurement document carries only the keys the measurement format
-defines (an unexpected key in a stored payload is dropped rather than published).
+and public key (the ``envelopes`` table) are never read here (a token-signed row exports only its batch's
+ephemeral key), and a measurement document carries only the keys the measurement format
+defines (an unexpected key in a stored payload is dropped rather than published). ``received_at`` leaves
+the collector coarsened to the hour (:func:`public_received_at`), in every format and in the API: to the
+second, it would let whoever watches a volunteer's line (a national gateway) pair "this subscriber
+connected to the collector at 10:42:17" with "this batch arrived at 10:42:17". The store keeps the exact
+time for operators.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import duckdb
 
@@ -47,10 +51,12 @@ __all__ = [
     "judgement",
     "measurement_row",
     "ooni_document",
+    "public_received_at",
     "signed_fields",
 ]
 
 CHUNK_SIZE = 64 * 1024
+RECEIVED_AT_PRECISION: Final = "hour"  # what the API's and the exports' received_at are truncated to
 EXPORT_FORMATS = ("jsonl", "csv", "parquet")
 MEDIA_TYPES = {
     "jsonl": "application/x-ndjson",
@@ -91,6 +97,11 @@ CSV_COLUMNS = tuple(_COLUMN_TYPES)
 _MEASUREMENT_KEYS = frozenset(Measurement.model_fields)
 
 
+def public_received_at(received_at: datetime) -> str:
+    """``received_at`` as it may leave the collector: truncated to the hour (``2026-11-23T10:00:00Z``)."""
+    return format_utc(received_at.replace(minute=0, second=0, microsecond=0))
+
+
 def judgement(row: StoredMeasurement) -> dict[str, Any]:
     """What the server concluded about a stored row, as JSON values: the last fields of the API's rows and
     the JSON Lines export's ``analysis``. ``blocking`` is OONI's JSON value again (false and null are not
@@ -101,7 +112,7 @@ def judgement(row: StoredMeasurement) -> dict[str, Any]:
         "technique": row.technique,
         "fingerprint_key": row.fingerprint_key,
         "verdict": json.loads(row.verdict_json),
-        "received_at": format_utc(row.received_at),
+        "received_at": public_received_at(row.received_at),
         "flags": list(row.flags),
     }
 
@@ -202,7 +213,7 @@ def _summary(row: StoredMeasurement) -> tuple[Any, ...]:
         row.anomaly,
         row.technique,
         row.fingerprint_key,
-        format_utc(row.received_at),
+        public_received_at(row.received_at),
         row.flags,
         *(signed.get(name) for name in _SIGNED_COLUMNS),
     )

@@ -312,7 +312,8 @@ async def _insert(request: web.Request, pending: Sequence[_Item], metrics: Inges
     try:
         outcome = await request.app[STORE_KEY].insert_batch(
             [item.row for item in pending if item.row is not None],
-            [None if auth.token else (item.signature, item.public_key) for item in pending],
+            # With a token the key is the batch's ephemeral key, never a long-term one.
+            [(item.signature, item.public_key) for item in pending],
             auth.spend,
         )
         request[REPLAYED_KEY] = request[REPLAYED_KEY] or outcome.replayed

@@ -3,6 +3,7 @@
 - on start (a cleanup context, after the store has opened) the aggregate is rebuilt from the store's
   measurements in the attribution window, so a restarted collector shows the same rows as before;
 - each newly stored batch is added through an ingest hook;
+- on PostgreSQL, what the other collectors store is added every few seconds (peer_sync.py);
 - ``/metrics`` renders it through the custom collector of metrics_interference.py;
 - ``GET /api/v1/interference?cc=XX`` serves the attribution rows.
 
@@ -31,6 +32,8 @@ from gatewatch.core.wire import InterferenceResponse, InterferenceRow
 from .aggregate import InterferenceAggregate
 from .appkeys import INGEST_HOOKS_KEY, REGISTRY_KEY, SETTINGS_KEY, STORE_KEY
 from .metrics_interference import register_interference_metrics
+from .peer_sync import PeerSync, SharedStore
+from .peer_sync import running as running_peer_sync
 from .responses import model_response
 from .settings import Settings
 from .store.base import MeasurementFilter
@@ -60,15 +63,23 @@ def attribution_settings(settings: Settings) -> AttributionSettings:
 
 
 async def _rebuild_ctx(app: web.Application) -> AsyncIterator[None]:
-    aggregate = app[AGGREGATE_KEY]
+    aggregate, store = app[AGGREGATE_KEY], app[STORE_KEY]
+    # A store shared with other collectors (PostgreSQL): follow what they store (peer_sync.py).
+    sync = PeerSync(aggregate, store) if isinstance(store, SharedStore) else None
     since = datetime.now(UTC) - aggregate.settings.window
     started = time.perf_counter()
-    count = await aggregate.rebuild(app[STORE_KEY].iterate(MeasurementFilter(since=since)))
+    rows = store.iterate(MeasurementFilter(since=since))
+    count = await aggregate.rebuild(sync.remembering(rows) if sync else rows)
     log.info(
         "interference aggregate rebuilt",
         extra={"measurements": count, "seconds": round(time.perf_counter() - started, 3)},
     )
-    yield
+    if sync is None:
+        yield
+        return
+    app[INGEST_HOOKS_KEY].append(sync.remember)
+    async with running_peer_sync(sync):
+        yield
 
 
 def _scopes(request: web.Request) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ gatewatch_network_measurements{cc,asn}                      same as above
 gatewatch_interference_scope{cc,domain,technique,scope}     MAX_INTERFERENCE_ROWS
 gatewatch_interference_networks_affected{cc,domain,technique}  MAX_INTERFERENCE_ROWS
 gatewatch_interference_networks_measured{cc,domain,technique}  MAX_INTERFERENCE_ROWS
+gatewatch_interference_packet_evidence{cc,domain,rule,supports}  MAX_INTERFERENCE_ROWS
 gatewatch_countries_gateway_interference                    1
 gatewatch_interference_rows_unexported                      1
 ==========================================================  ===========================================
@@ -36,6 +37,8 @@ gatewatch_interference_rows_unexported                      1
   each is its own series), ``unknown`` when the verdict has none, ``other`` for a name outside the
   vocabulary. It does not multiply the budget: a row has one technique, and rows are capped.
 - ``blocking``: the vocabulary's ``BLOCKING_LABELS``, and ``other``.
+- ``rule``, ``supports``: a packet-evidence rule id of :mod:`gatewatch.analysis.packet_evidence` and what
+  it supports (``gateway``, ``isp``, ``none``); only for exported rows that have packet evidence.
 
 Never an IP address, an agent key, a full URL or free text.
 
@@ -54,6 +57,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from gatewatch.analysis.attribution import InterferenceRow
+from gatewatch.analysis.packet_evidence import PACKET_RULES
 from gatewatch.core import vocabulary
 
 from .aggregate import AggregateSnapshot, InterferenceAggregate
@@ -93,6 +97,7 @@ AFFECTED = "gatewatch_interference_networks_affected"
 MEASURED = "gatewatch_interference_networks_measured"
 COUNTRIES_GATEWAY = "gatewatch_countries_gateway_interference"
 UNEXPORTED = "gatewatch_interference_rows_unexported"
+PACKET_EVIDENCE = "gatewatch_interference_packet_evidence"  # issue 17
 # Names as they appear in /metrics (and so in PromQL).
 METRIC_NAMES = (
     MEASUREMENTS + "_total",
@@ -104,11 +109,12 @@ METRIC_NAMES = (
     MEASURED,
     COUNTRIES_GATEWAY,
     UNEXPORTED,
+    PACKET_EVIDENCE,
 )
 
 _PER_COUNTRY_TESTS = (MAX_COUNTRIES + 1) * len(TEST_LABELS) * len(BLOCKING_LABELS)
 _PER_NETWORK = (MAX_COUNTRIES + 1) * (MAX_NETWORKS_PER_COUNTRY + 1)
-SERIES_BUDGET = 2 * _PER_COUNTRY_TESTS + 2 * _PER_NETWORK + 3 * MAX_INTERFERENCE_ROWS + 2
+SERIES_BUDGET = 2 * _PER_COUNTRY_TESTS + 2 * _PER_NETWORK + 4 * MAX_INTERFERENCE_ROWS + 2
 
 _CountryLabel = Callable[[str], str]
 _CC = re.compile(r"^[A-Z]{2}$")
@@ -181,6 +187,7 @@ class InterferenceCollector(Collector):
             measured,
             gateway,
             unexported,
+            packet_evidence,
         ) = _families()
         # Countries are labelled in order of first appearance; among those that first appear in the same
         # snapshot, the busiest go first (so a cap, if reached, leaves the smallest ones as "other").
@@ -213,6 +220,12 @@ class InterferenceCollector(Collector):
             scope.add_metric((cc, row.domain, technique, row.scope), 1)
             affected.add_metric((cc, row.domain, technique), row.networks_affected)
             measured.add_metric((cc, row.domain, technique), row.networks_measured)
+            evidence = row.packet_evidence
+            if evidence and evidence.get("rule_id") in PACKET_RULES:
+                supports = evidence.get("supports") or "none"
+                packet_evidence.add_metric(
+                    (cc, row.domain, evidence["rule_id"], supports), evidence["networks_located"]
+                )
         gateway.add_metric((), len({r.cc for r in snapshot.rows if r.scope == "gateway"}))
         unexported.add_metric((), left_out)
         return [
@@ -225,6 +238,7 @@ class InterferenceCollector(Collector):
             measured,
             gateway,
             unexported,
+            packet_evidence,
         ]
 
 
@@ -243,6 +257,8 @@ _FAMILY_TABLE: tuple[tuple[type[Metric], str, str, tuple[str, ...]], ...] = (
     (GaugeMetricFamily, MEASURED, "Networks that measured the domain in the window", _ROW),
     (GaugeMetricFamily, COUNTRIES_GATEWAY, "Countries with at least one gateway-level interference now", ()),
     (GaugeMetricFamily, UNEXPORTED, "Gateway or ISP rows left out of the metrics by the budget", ()),
+    (GaugeMetricFamily, PACKET_EVIDENCE, "Networks whose packet traces located an injector, by evidence rule",
+     ("cc", "domain", "rule", "supports")),
 )  # fmt: skip
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from gatewatch.core.vocabulary import ENROLMENT_INVITE, ENROLMENT_OPEN, ENROLMENT_POLICIES
 
 __all__ = [
+    "DEFAULT_PORT",
     "ENV_PREFIX",
     "Settings",
     "SettingsError",
@@ -33,6 +34,9 @@ __all__ = [
 ]
 
 ENV_PREFIX = "GATEWATCH_"
+# The collector's one default port. Every shipped deployment file uses it (the Prometheus targets, the
+# systemd unit, the compose file, the Dockerfile): tests/deploy/test_ports.py checks they agree.
+DEFAULT_PORT = 8080
 
 
 class SettingsError(ValueError):
@@ -95,7 +99,7 @@ _MAX_TIME_WINDOW = 100 * 366 * 24 * 3600.0
 
 @dataclass(frozen=True)
 class Settings:
-    listen: str = "127.0.0.1:8080"
+    listen: str = f"127.0.0.1:{DEFAULT_PORT}"
     db: str = "sqlite:///gatewatch.db"
     asn_db: tuple[Path, ...] = ()
     country_db: tuple[Path, ...] = ()

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
 
 from .control import ControlObservations
-from .observations import DNSQuery, HTTPTransaction, TCPConnect, TLSHandshake
+from .observations import DNSQuery, HTTPTransaction, PacketTrace, TCPConnect, TLSHandshake
 from .verdicts import Verdict
 from .vocabulary import WITHHELD_ASN, WITHHELD_CC
 
@@ -147,6 +147,9 @@ class WebTestKeys(BaseModel):
     # The agent's own verdict. The collector never trusts it: it re-derives its own from the
     # observations and the control with the same analysis code.
     verdict: Verdict | None = None
+    # Packet-level evidence for the interfered flows, when the volunteer enabled the privileged trace
+    # step (one entry saying "skipped" and why when the agent lacks CAP_NET_RAW); empty otherwise.
+    packet_traces: list[PacketTrace] = Field(default_factory=list, max_length=8)
 
 
 class Measurement(BaseModel):

@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .vocabulary import TraceStatus, TraceTrigger
+
 __all__ = [
     "Certificate",
     "DNSAnswer",
@@ -19,6 +21,9 @@ __all__ = [
     "HTTPRequest",
     "HTTPResponse",
     "HTTPTransaction",
+    "HopProbe",
+    "PacketTrace",
+    "TracedPacket",
     "TCPConnect",
     "TLSHandshake",
 ]
@@ -137,3 +142,49 @@ class HTTPTransaction(_Model):
     request: HTTPRequest
     response: HTTPResponse | None = None
     failure: str | None = None
+
+
+class TracedPacket(_Model):
+    """One packet that came back after a trigger: its headers, never its addresses or its payload."""
+
+    delay: float  # seconds from the trigger leaving to this packet arriving
+    ttl: int  # the IP TTL on arrival
+    ip_id: int
+    df: bool
+    protocol: Literal["udp", "tcp"]
+    tcp_flags: str | None = None  # "R", "RA", "PA", "FA", ... (scapy's letters)
+    tcp_window: int | None = None
+    payload_size: int
+    dns_rcode: str | None = None  # for a DNS reply
+    dns_answers: list[str] = Field(default_factory=list, max_length=16)  # its A records
+
+
+class HopProbe(_Model):
+    """The trigger re-sent with a limited IP TTL: did anything answer it from ``ttl`` hops or nearer?
+
+    Hop addresses are never recorded (those inside the volunteer's own network are the volunteer's ISP,
+    and so its location): the hop count is the evidence."""
+
+    ttl: int
+    answered: bool
+    first: TracedPacket | None = None
+
+
+class PacketTrace(_Model):
+    """Packet-level evidence for one interfered flow (``docs/packet-evidence.md``)."""
+
+    trigger: TraceTrigger
+    hostname: str
+    status: TraceStatus
+    skip_reason: str | None = None
+    # After a trigger sent with the system's TTL: every packet that came back, in arrival order.
+    packets: list[TracedPacket] = Field(default_factory=list, max_length=32)
+    # The same trigger with TTL 1..N (N bounded), and the same for a control name nobody blocks.
+    hops: list[HopProbe] = Field(default_factory=list, max_length=32)
+    control_hostname: str | None = None
+    control_hops: list[HopProbe] = Field(default_factory=list, max_length=32)
+    # The nearest TTL that got an answer for the trigger, and for the control: an answer to the trigger
+    # nearer than the control's (the server's distance) was sent by a box on the path at that hop.
+    answer_hop: int | None = None
+    control_answer_hop: int | None = None
+    injection_hop: int | None = None

@@ -123,6 +123,18 @@ SCOPES: Final[tuple[str, ...]] = get_args(Scope)
 NetworkCondition = Literal["affected", "clean", "flapping"]
 NETWORK_CONDITIONS: Final[tuple[str, ...]] = get_args(NetworkCondition)
 
+# --- packet-level evidence (the agent's optional privileged trace step) -----------------------------------
+# Which flow a trace re-sends: a DNS query, a TLS ClientHello, an HTTP request.
+TraceTrigger = Literal["dns", "tls", "http"]
+TRACE_TRIGGERS: Final[tuple[str, ...]] = get_args(TraceTrigger)
+TRACE_DONE: Final = "traced"
+TRACE_SKIPPED: Final = "skipped"
+TRACE_FAILED: Final = "failed"
+TraceStatus = Literal["traced", "skipped", "failed"]
+# Why a trace was skipped.
+NO_CAP_NET_RAW: Final = "no_cap_net_raw"  # the agent lacks CAP_NET_RAW (the systemd drop-in grants it)
+TRACE_SKIP_REASONS: Final[tuple[str, ...]] = (NO_CAP_NET_RAW,)
+
 # --- withheld network and country (OONI's spelling) -------------------------------------------------------
 WITHHELD_ASN: Final = "AS0"  # also RFC 7607's reserved "no ASN": never one network
 WITHHELD_CC: Final = "ZZ"

@@ -248,7 +248,9 @@ class MeasurementRow(_Model):
     technique: str | None
     fingerprint_key: str | None
     verdict: Verdict
-    received_at: _Time
+    received_at: _Time = Field(
+        description="When the collector received it, to the hour (the exact time stays in the store)."
+    )
     flags: list[str] = Field(
         description="e.g. asn_mismatch: the claimed network disagreed with the upload's."
     )

@@ -6,6 +6,7 @@ Part of ``dashboards/generate.py``.
 from __future__ import annotations
 
 from grafana_model import Dashboard, Panel, Target, Variable
+from panel_packet_evidence import packet_evidence_panel
 
 __all__ = ["COUNTRY", "SCOPE_MAPPINGS"]
 
@@ -102,5 +103,6 @@ COUNTRY = Dashboard(
             ],
             unit="reqps",
         ),
+        packet_evidence_panel(),  # issue 17
     ],
 )

@@ -155,5 +155,18 @@ def demo(
         raise typer.Exit(1)
 
 
+@app.command("netns-demo")
+def netns_demo() -> None:
+    """Root only: a real on-path censor in network namespaces, the unmodified agent and collector through it.
+
+    Prints each blocked domain's attribution and packet evidence; exits 1 when one differs from the
+    scenario's ground truth.
+    """
+    from .netns.demo import run_demo  # scapy and the namespace lab load only for this command
+
+    if not run_demo(Console() if sys.stdout.isatty() else Console(width=150)):
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()

@@ -7,9 +7,15 @@ No table has a column for an address: nothing stored identifies a volunteer.
 
 from __future__ import annotations
 
-__all__ = ["POSTGRES", "SQLITE", "Migration"]
+__all__ = ["PARTITION_FUNCTION", "POSTGRES", "SQLITE", "Migration"]
 
 Migration = tuple[int, tuple[str, ...]]  # (version, statements)
+
+# PostgreSQL from version 2: `SELECT gatewatch_measurement_partition(day)` creates the monthly partition of
+# `measurements` holding that day (UTC) unless it exists, moving any of its rows out of the default partition
+# first. Collectors call it for each month they are about to write to (postgres.py); an advisory lock makes
+# concurrent calls from several collectors safe.
+PARTITION_FUNCTION = "gatewatch_measurement_partition"
 
 SQLITE: tuple[Migration, ...] = (
     (
@@ -117,6 +123,81 @@ POSTGRES: tuple[Migration, ...] = (
     ),
     (
         2,
+        (
+            # Monthly range partitions on measurement_start_time, so that a national deployment's years of
+            # data stay fast to insert, query, export and expire (retention drops a month's partition).
+            # A partitioned table's primary key must hold the partition key, so the uid alone is no longer
+            # unique in `measurements`: `envelopes` (one row per measurement, not partitioned) keeps the
+            # uid's primary key and is written first, which is what settles duplicates (postgres.py).
+            "ALTER TABLE envelopes DROP CONSTRAINT IF EXISTS envelopes_measurement_uid_fkey",
+            "ALTER TABLE measurements RENAME TO measurements_v1",
+            "ALTER TABLE measurements_v1 RENAME CONSTRAINT measurements_pkey TO measurements_v1_pkey",
+            """CREATE TABLE measurements (
+                measurement_uid TEXT NOT NULL,
+                received_at TIMESTAMPTZ NOT NULL,
+                measurement_start_time TIMESTAMPTZ NOT NULL,
+                probe_cc TEXT NOT NULL,
+                probe_asn TEXT NOT NULL,
+                test_name TEXT NOT NULL,
+                input TEXT NOT NULL,
+                domain TEXT NOT NULL,
+                blocking TEXT NOT NULL,
+                anomaly BOOLEAN NOT NULL,
+                technique TEXT,
+                fingerprint_key TEXT,
+                verdict_json TEXT NOT NULL,
+                payload BYTEA NOT NULL,
+                flags TEXT[] NOT NULL DEFAULT '{}',
+                CONSTRAINT measurements_pkey PRIMARY KEY (measurement_start_time, measurement_uid)
+            ) PARTITION BY RANGE (measurement_start_time)""",
+            # Rows of a month without its partition yet land here, so an insert never fails for want of one.
+            "CREATE TABLE measurements_default PARTITION OF measurements DEFAULT",
+            f"""CREATE FUNCTION {PARTITION_FUNCTION}(day DATE) RETURNS VOID LANGUAGE plpgsql AS $$
+            DECLARE
+                first DATE := date_trunc('month', day)::date;
+                name TEXT := 'measurements_' || to_char(first, 'YYYY_MM');
+                low TIMESTAMPTZ := first::timestamp AT TIME ZONE 'UTC';
+                high TIMESTAMPTZ := (first + INTERVAL '1 month')::timestamp AT TIME ZONE 'UTC';
+            BEGIN
+                IF to_regclass(name) IS NOT NULL THEN
+                    RETURN;
+                END IF;
+                PERFORM pg_advisory_xact_lock(7453010427236525668);  -- serialises partition creation
+                -- Asked again of pg_class with a fresh snapshot (to_regclass may answer from a cache that
+                -- the advisory lock does not refresh): another collector may have just created it.
+                PERFORM 1 FROM pg_class
+                    WHERE relname = name AND relnamespace = current_schema()::regnamespace;
+                IF FOUND THEN
+                    RETURN;
+                END IF;
+                -- A new range may not overlap rows the default partition holds: move them across.
+                CREATE TEMPORARY TABLE gatewatch_moving AS
+                    SELECT * FROM measurements_default
+                    WHERE measurement_start_time >= low AND measurement_start_time < high;
+                DELETE FROM measurements_default
+                    WHERE measurement_start_time >= low AND measurement_start_time < high;
+                EXECUTE format('CREATE TABLE %I PARTITION OF measurements FOR VALUES FROM (%L) TO (%L)',
+                               name, low, high);
+                INSERT INTO measurements SELECT * FROM gatewatch_moving;
+                DROP TABLE gatewatch_moving;
+            END
+            $$""",
+            f"""SELECT {PARTITION_FUNCTION}(month) FROM (
+                SELECT DISTINCT date_trunc('month', measurement_start_time AT TIME ZONE 'UTC')::date AS month
+                FROM measurements_v1
+            ) AS months""",
+            "INSERT INTO measurements SELECT * FROM measurements_v1",
+            "DROP TABLE measurements_v1",
+            # The primary key (start time, uid) serves time order; these are created on every partition.
+            "CREATE INDEX measurements_by_cc ON measurements"
+            " (probe_cc, measurement_start_time, measurement_uid)",
+            "CREATE INDEX measurements_by_domain ON measurements (domain, measurement_start_time)",
+            # What other collectors stored lately (collector/peer_sync.py reads it every few seconds).
+            "CREATE INDEX measurements_by_received ON measurements (received_at, measurement_uid)",
+        ),
+    ),
+    (
+        3,
         (
             # Issue 12: the per-batch ephemeral key, its signature and the batch's token, per measurement
             # (exported); rows stored before keep the long-term scheme and leave these empty.

@@ -1,14 +1,17 @@
 """The shared store: PostgreSQL through an asyncpg pool, for several collectors behind a load balancer.
 
-Duplicates are settled by the primary key (``ON CONFLICT DO NOTHING``), so two collectors receiving the
-same measurement at once still store it once and tell exactly one submitter "accepted".
+Duplicates are settled by the primary key of ``envelopes`` (``ON CONFLICT DO NOTHING``), written first in
+the same transaction as the measurement, so two collectors receiving the same measurement at once still
+store it once and tell exactly one submitter "accepted". ``measurements`` is partitioned by month of
+``measurement_start_time`` (migration 2): before writing, a collector makes sure the months of its batch
+have their partition (rows of a month without one would still land in the default partition).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -28,7 +31,7 @@ from .base import (
     filter_sql,
     iterate_pages,
 )
-from .migrations import POSTGRES
+from .migrations import PARTITION_FUNCTION, POSTGRES
 
 __all__ = ["PostgresStore"]
 
@@ -37,8 +40,15 @@ _COLUMNS = (
     "blocking, anomaly, technique, fingerprint_key, verdict_json, payload, flags, signature_scheme, "
     "signature, ephemeral_key, token, token_epoch, token_key_id"
 )
-# The whole batch in one statement; RETURNING names the rows that were new. unnest() of a 2-D array would
-# flatten it, so each row's flags travel as one JSON text and are decoded in SQL.
+# The batch's envelopes in one statement: RETURNING names the uids that were new (the others are duplicates).
+_CLAIM = """
+INSERT INTO envelopes (measurement_uid, signature, public_key)
+SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[])
+ON CONFLICT (measurement_uid) DO NOTHING
+RETURNING measurement_uid
+"""
+# Then the new measurements, in one statement. unnest() of a 2-D array would flatten it, so each row's flags
+# travel as one JSON text and are decoded in SQL.
 _INSERT = f"""
 INSERT INTO measurements ({_COLUMNS})
 SELECT m.uid, m.received_at, m.start_time, m.cc, m.asn, m.test_name, m.input, m.domain, m.blocking,
@@ -51,16 +61,17 @@ FROM unnest(
     $16::text[], $17::bytea[], $18::bytea[], $19::bytea[], $20::bigint[], $21::text[]
 ) AS m(uid, received_at, start_time, cc, asn, test_name, input, domain, blocking, anomaly, technique,
        fp_key, verdict, payload, flags, scheme, signature, ephemeral_key, token, token_epoch, token_key_id)
-ON CONFLICT (measurement_uid) DO NOTHING
-RETURNING measurement_uid
-"""
-_INSERT_ENVELOPES = """
-INSERT INTO envelopes (measurement_uid, signature, public_key)
-SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[])
 """
 _SELECT_PAYLOADS = "SELECT measurement_uid, payload FROM measurements WHERE measurement_uid = ANY($1::text[])"
+_ENSURE_PARTITION = f"SELECT {PARTITION_FUNCTION}($1::date)"
 # Any constant shared by every gatewatch collector: serialises concurrent migrations across processes.
 _MIGRATION_LOCK = 0x6761746577617463  # "gatewatc"
+
+
+def _month(moment: datetime) -> date:
+    """The first day (UTC) of the month holding ``moment``: the partition it belongs to."""
+    day = moment.astimezone(UTC).date()
+    return day.replace(day=1)
 
 
 def _from_record(record: Any) -> StoredMeasurement:
@@ -110,12 +121,41 @@ async def _migrate(conn: Any) -> int:
     return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
 
 
+def _columns(rows: Sequence[StoredMeasurement]) -> list[list[Any]]:
+    """The rows as one array per column, in ``_INSERT``'s parameter order."""
+    return [
+        [r.measurement_uid for r in rows],
+        [r.received_at for r in rows],
+        [r.measurement_start_time for r in rows],
+        [r.probe_cc for r in rows],
+        [r.probe_asn for r in rows],
+        [r.test_name for r in rows],
+        [r.input for r in rows],
+        [r.domain for r in rows],
+        [r.blocking for r in rows],
+        [r.anomaly for r in rows],
+        [r.technique for r in rows],
+        [r.fingerprint_key for r in rows],
+        [r.verdict_json for r in rows],
+        [r.payload for r in rows],
+        [json.dumps(list(r.flags)) for r in rows],
+        [r.signature_scheme for r in rows],
+        [r.signature for r in rows],
+        [r.ephemeral_key for r in rows],
+        [r.token for r in rows],
+        [r.token_epoch for r in rows],
+        [r.token_key_id for r in rows],
+    ]
+
+
 class PostgresStore:
     """See :class:`~.base.Store`."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
         self.schema_version = 0
+        # Months whose partition this process has made sure of (a partition is never dropped while in use).
+        self._months: set[date] = set()
 
     @classmethod
     async def open(cls, url: str, *, min_size: int = 1, max_size: int = 10) -> PostgresStore:
@@ -138,17 +178,36 @@ class PostgresStore:
         except BaseException:
             await pool.close()
             raise
+        # Last month, this one and the next: what time sanity lets in (30 days back, an hour ahead).
+        today = datetime.now(UTC)
+        try:
+            await store._ensure_partitions({_month(today + timedelta(days=d)) for d in (-31, 0, 31)})
+        except StoreError:
+            await pool.close()
+            raise
         return store
 
+    async def _ensure_partitions(self, months: set[date]) -> None:
+        missing = sorted(months - self._months)
+        if not missing:
+            return
+        try:
+            async with self._pool.acquire() as conn:
+                for month in missing:
+                    await conn.execute(_ENSURE_PARTITION, month)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreError(f"postgresql: cannot create a partition: {exc}") from exc
+        self._months.update(missing)
+
     async def insert_many(
-        self, rows: Sequence[StoredMeasurement], envelopes: Sequence[tuple[bytes, bytes] | None]
+        self, rows: Sequence[StoredMeasurement], envelopes: Sequence[tuple[bytes, bytes]]
     ) -> list[bool]:
         return (await self.insert_batch(rows, envelopes, None)).inserted
 
     async def insert_batch(
         self,
         rows: Sequence[StoredMeasurement],
-        envelopes: Sequence[tuple[bytes, bytes] | None],
+        envelopes: Sequence[tuple[bytes, bytes]],
         spend: TokenSpend | None,
     ) -> BatchOutcome:
         if len(rows) != len(envelopes):
@@ -160,47 +219,21 @@ class PostgresStore:
         for index, row in enumerate(rows):
             first_index.setdefault(row.measurement_uid, index)
         unique = [rows[i] for i in first_index.values()]
-        columns = [
-            [r.measurement_uid for r in unique],
-            [r.received_at for r in unique],
-            [r.measurement_start_time for r in unique],
-            [r.probe_cc for r in unique],
-            [r.probe_asn for r in unique],
-            [r.test_name for r in unique],
-            [r.input for r in unique],
-            [r.domain for r in unique],
-            [r.blocking for r in unique],
-            [r.anomaly for r in unique],
-            [r.technique for r in unique],
-            [r.fingerprint_key for r in unique],
-            [r.verdict_json for r in unique],
-            [r.payload for r in unique],
-            [json.dumps(list(r.flags)) for r in unique],
-            [r.signature_scheme for r in unique],
-            [r.signature for r in unique],
-            [r.ephemeral_key for r in unique],
-            [r.token for r in unique],
-            [r.token_epoch for r in unique],
-            [r.token_key_id for r in unique],
-        ]
-        replayed = False
+        await self._ensure_partitions({_month(r.measurement_start_time) for r in unique})
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                if spend is not None:
-                    replayed = await postgres_tokens.spend(conn, spend)
-                new = {record[0] for record in await conn.fetch(_INSERT, *columns)} if unique else set()
-                kept = [
-                    i
-                    for i in first_index.values()
-                    if rows[i].measurement_uid in new and envelopes[i] is not None
-                ]
+                # The token first: of two collectors racing it, the second waits here for the first.
+                replayed = await postgres_tokens.spend(conn, spend) if spend is not None else False
+                claimed = await conn.fetch(
+                    _CLAIM,
+                    [r.measurement_uid for r in unique],
+                    [envelopes[i][0] for i in first_index.values()],
+                    [envelopes[i][1] for i in first_index.values()],
+                )
+                new = {record[0] for record in claimed}
+                kept = [r for r in unique if r.measurement_uid in new]
                 if kept:
-                    await conn.execute(
-                        _INSERT_ENVELOPES,
-                        [rows[i].measurement_uid for i in kept],
-                        [envelopes[i][0] for i in kept],  # type: ignore[index]
-                        [envelopes[i][1] for i in kept],  # type: ignore[index]
-                    )
+                    await conn.execute(_INSERT, *_columns(kept))
         except asyncpg.DataError as exc:
             # Class 22 (e.g. "invalid byte sequence for encoding UTF8: 0x00" for a NUL in text) and asyncpg's
             # own encoding errors: the data is at fault, and the transaction rolled back.
@@ -266,6 +299,24 @@ class PostgresStore:
         rows = [_from_record(record) for record in fetched[:limit]]
         next_cursor = encode_cursor(rows[-1]) if len(fetched) > limit else None
         return rows, next_cursor
+
+    async def received_after(
+        self, after: tuple[datetime, str], before: datetime, started_since: datetime, limit: int
+    ) -> list[StoredMeasurement]:
+        """Rows received after ``after`` (received_at, uid) and before ``before``, in that order, whose start
+        time is at least ``started_since`` (which keeps the scan to the recent partitions): what the other
+        collectors on this database stored lately (collector/peer_sync.py)."""
+        sql = (
+            f"SELECT {_COLUMNS} FROM measurements WHERE (received_at, measurement_uid) > ($1, $2)"
+            " AND received_at < $3 AND measurement_start_time >= $4"
+            " ORDER BY received_at, measurement_uid LIMIT $5"
+        )
+        try:
+            async with self._pool.acquire() as conn:
+                fetched = await conn.fetch(sql, after[0], after[1], before, started_since, limit)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreError(f"postgresql: {exc}") from exc
+        return [_from_record(record) for record in fetched]
 
     def iterate(self, f: MeasurementFilter, batch: int = 1000) -> AsyncIterator[StoredMeasurement]:
         return iterate_pages(self, f, batch)

@@ -224,7 +224,9 @@ def test_a_run_without_a_terminal_imports_neither_aiohttp_nor_the_progress_bar(t
 
 
 def _daemon_once(data: Path, url: str) -> Any:
-    return runner.invoke(app, ["daemon", "--data-dir", str(data), "--collector", url, "--passes", "1"])
+    return runner.invoke(
+        app, ["daemon", "--data-dir", str(data), "--collector", url, "--passes", "1", "--upload-delay", "0"]
+    )
 
 
 def test_the_daemon_goes_on_without_a_test_list_and_still_uploads(

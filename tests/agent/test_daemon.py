@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import time
 
 from gatewatch.agent.daemon import run_schedule
 from gatewatch.agent.netinfo import NetworkView, default_gateways, local_address_toward
@@ -53,3 +54,44 @@ def test_network_view_on_loopback(tmp_path) -> None:
     )
     assert default_gateways(table) == ["192.168.1.1"]
     assert default_gateways(tmp_path / "absent") == []
+
+
+async def test_the_upload_waits_a_random_delay_after_the_pass() -> None:
+    events: list[tuple[str, float]] = []
+    start = time.monotonic()
+
+    async def one_pass() -> str | None:
+        events.append(("pass", time.monotonic() - start))
+        return None
+
+    async def upload() -> None:
+        events.append(("upload", time.monotonic() - start))
+
+    same = NetworkView("192.168.1.5", ())
+    passes = await run_schedule(
+        one_pass, interval=0.3, jitter=0, observe=lambda: same, max_passes=2, min_gap=0.0, poll=0.01,
+        upload=upload, upload_delay=(0.1, 0.15), rng=random.Random(3),
+    )  # fmt: skip
+    assert passes == 2
+    assert [kind for kind, _ in events] == ["pass", "upload", "pass", "upload"]
+    (_, first_pass), (_, first_upload), (_, second_pass), (_, second_upload) = events
+    assert 0.1 <= first_upload - first_pass <= 0.25  # not adjacent to the pass, and not late
+    assert first_upload < second_pass and second_upload - second_pass >= 0.1
+
+
+async def test_an_upload_that_fails_does_not_end_the_schedule() -> None:
+    calls: list[int] = []
+
+    async def one_pass() -> str | None:
+        return None
+
+    async def broken_upload() -> None:
+        calls.append(1)
+        raise RuntimeError("bug")
+
+    same = NetworkView(None, ())
+    passes = await run_schedule(
+        one_pass, interval=0.01, jitter=0, observe=lambda: same, max_passes=2, min_gap=0.0, poll=0.01,
+        upload=broken_upload,
+    )  # fmt: skip
+    assert passes == 2 and len(calls) == 2

@@ -81,7 +81,8 @@ def test_the_stores_row_is_what_attribution_reads() -> None:
         flags=("asn_mismatch",),
     )
     assert obs.technique in TECHNIQUES and not obs.speaks_for_network
-    assert {f.name for f in dataclasses.fields(Observation)} - {"seen_at"} <= fields.keys()
+    derived = {"seen_at", "packet_sightings"}  # packet_sightings: read from the row's payload
+    assert {f.name for f in dataclasses.fields(Observation)} - derived <= fields.keys()
 
 
 def make(clock: Clock, **kwargs: object) -> InterferenceAggregate:
@@ -215,7 +216,9 @@ async def test_rebuild_replaces_state_and_matches_add_rows() -> None:
     assert await rebuilt.rebuild(from_store(rows), yield_every=16) == len(rows)
     assert rebuilt.pending == 0
     assert rebuilt.interference() == fed.interference()
-    assert rebuilt.snapshot().totals == fed.snapshot().totals
+    # The counters count what this process ingested: rows read back from the store were counted by the
+    # process that ingested them (several collectors on one PostgreSQL must add up to the truth).
+    assert rebuilt.snapshot().totals == {}
     assert rebuilt.snapshot().networks == fed.snapshot().networks
 
 

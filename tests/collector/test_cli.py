@@ -24,7 +24,7 @@ import pytest
 
 from gatewatch.collector.exports import export
 from gatewatch.collector.store import MeasurementFilter, open_store
-from gatewatch.collector.store.migrations import SQLITE
+from gatewatch.collector.store.migrations import POSTGRES, SQLITE
 
 URL_PATH = "/api/v1/measurements"
 CLIENT_ADDRESS = "127.77.0.99"
@@ -307,11 +307,12 @@ def test_migrate_command(store_url: str) -> None:
         env=os.environ | {"GATEWATCH_LOG_LEVEL": "WARNING"},
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.decode().strip() == f"schema version {SQLITE[-1][0]}"
+    latest = (SQLITE if store_url.startswith("sqlite") else POSTGRES)[-1][0]
+    assert done.stdout.decode().strip() == f"schema version {latest}"
     again = subprocess.run(
         [*collector_command(), "migrate", "--db", store_url], capture_output=True, timeout=60
     )
-    assert again.returncode == 0 and f"schema version {SQLITE[-1][0]}".encode() in again.stdout
+    assert again.returncode == 0 and f"schema version {latest}".encode() in again.stdout
 
 
 def test_bad_settings_are_a_usage_error(tmp_path: Path) -> None:

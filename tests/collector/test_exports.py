@@ -157,7 +157,7 @@ async def test_jsonl_is_ooni_measurements_with_the_servers_analysis() -> None:
         assert doc["analysis"]["anomaly"] is row.anomaly
         assert doc["analysis"]["technique"] == row.technique
         assert doc["analysis"]["fingerprint_key"] == row.fingerprint_key
-        assert doc["analysis"]["received_at"] == "2026-11-23T13:45:05Z"
+        assert doc["analysis"]["received_at"] == "2026-11-23T13:00:00Z"
         assert doc["analysis"]["flags"] == list(row.flags)
     assert [json.loads(line)["analysis"]["blocking"] for line in lines[:3]] == ["dns", False, None]
 
@@ -207,7 +207,7 @@ async def test_csv_round_trip_with_header_and_odd_inputs() -> None:
     first = parsed[0]
     assert first["measurement_uid"] == rows[0].measurement_uid
     assert first["measurement_start_time"] == "2026-11-23T13:40:05Z"
-    assert first["received_at"] == "2026-11-23T13:45:05Z"
+    assert first["received_at"] == "2026-11-23T13:00:00Z"
     assert (first["probe_cc"], first["probe_asn"], first["test_name"], first["domain"]) == (
         "KH",
         "AS64501",
@@ -218,7 +218,7 @@ async def test_csv_round_trip_with_header_and_odd_inputs() -> None:
     assert first["fingerprint_key"] == rows[0].fingerprint_key
     assert first["flags"] == "asn_mismatch;cc_mismatch"
     no_anomaly = (await collect(export_csv(rows_of([make_row(blocking="false")])))).decode().splitlines()[1]
-    assert no_anomaly.split(",")[7:13] == ["false", "false", "", "", "2026-11-23T13:45:05Z", ""]
+    assert no_anomaly.split(",")[7:13] == ["false", "false", "", "", "2026-11-23T13:00:00Z", ""]
 
 
 async def test_empty_selection_jsonl_and_csv() -> None:
@@ -292,7 +292,7 @@ async def test_parquet_round_trip_with_types(tmp_path: Path) -> None:
             r.anomaly,
             r.technique,
             r.fingerprint_key,
-            (START + timedelta(minutes=5)).timestamp(),  # second precision, as in every export
+            START.replace(minute=0, second=0).timestamp(),  # the hour, as in every export
             list(r.flags),
             SCHEME_LONGTERM,  # rows signed by a long-term key: the scheme only, never that key
             *[None] * 6,

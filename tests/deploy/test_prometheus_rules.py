@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gatewatch.collector.settings import DEFAULT_PORT
+
 pytestmark = pytest.mark.prometheus
 
 PROMETHEUS = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
@@ -42,7 +44,7 @@ def test_scrape_config_is_valid_and_scrapes_the_collector(promtool: str) -> None
     config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
     [job] = config["scrape_configs"]
     assert job["job_name"] == "gatewatch-collector"
-    assert job["static_configs"] == [{"targets": ["localhost:8000"]}]
+    assert job["static_configs"] == [{"targets": [f"localhost:{DEFAULT_PORT}"]}]
     assert config["rule_files"] == ["alerts.yml"]
 
 

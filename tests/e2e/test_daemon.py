@@ -39,13 +39,14 @@ def test_one_scheduled_pass_measures_and_delivers(
         "daemon", "--data-dir", str(data_dir), "--passes", "1", "--collector", collector.url,
         "--input-file", str(test_list), "--resolver", lab.resolver, "--ca-file", lab.ca_file,
         "--source-address", lab.networks[NETWORK].source_address, "--routable", "127.0.0.0/8",
+        "--upload-delay", "0",
     )  # fmt: skip
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=AGENT_TIMEOUT, stdin=subprocess.DEVNULL
     )
     assert done.returncode == 0, done.stdout + done.stderr
     events = [json.loads(line).get("event") for line in done.stderr.splitlines() if line.startswith("{")]
-    assert "pass_done" in events, done.stderr
+    assert "pass_done" in events and "upload_done" in events, done.stderr
 
     uids = queued_uids(data_dir)
     assert set(uids) == set(lab.urls())

@@ -196,7 +196,8 @@ async def test_no_stored_logged_or_exported_field_groups_batches_by_agent(
     with sqlite3.connect(db) as con:
         con.row_factory = sqlite3.Row
         rows = [dict(r) for r in con.execute("SELECT * FROM measurements")]
-        assert con.execute("SELECT count(*) FROM envelopes").fetchone()[0] == 0  # no long-term signatures
+        # The envelopes table holds each row's signing key: here only the batches' ephemeral keys.
+        enveloped = {bytes(k) for (k,) in con.execute("SELECT public_key FROM envelopes")}
         spent = [dict(r) for r in con.execute("SELECT * FROM spent_tokens")]
     for row in rows:
         for column, value in row.items():
@@ -223,6 +224,7 @@ async def test_no_stored_logged_or_exported_field_groups_batches_by_agent(
     assert len(rows) == batches * BATCH
     # One ephemeral key and one token per batch, none shared: the batch is the unit of linkability.
     assert len({row["ephemeral_key"] for row in rows}) == batches
+    assert enveloped == {row["ephemeral_key"] for row in rows}
     assert len({row["token"] for row in rows}) == batches == len(spent)
     for field in ("received_at", "analysis.received_at"):
         values.pop(field, None)
