@@ -402,11 +402,11 @@ async def token_batches(
     """The wallet, topped up now, before measuring: issuance and the uploads that spend its tokens are
     then a pass apart (agent/tokens.py). A failure is logged; the upload then uses what the wallet holds."""
     wallet = TokenWallet(queue)
-    if options.upload and options.collector_urls:
+    if options.upload and options.collector_addresses:
         try:
             added = await wallet.top_up(
                 session,
-                list(options.collector_urls),
+                options.collector_addresses,
                 key,
                 options.token_policy,
                 invite_code=options.invite_code,

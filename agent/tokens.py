@@ -25,8 +25,10 @@ import json
 import logging
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -47,8 +49,9 @@ from gatewatch.core.wire import (
     TokenResponse,
 )
 
-from .collector_api import BAD_ANSWER, TOLERATED_EXTRA, api_url
-from .http_client import HttpClient, HttpClientError
+from .addresses import CollectorAddress
+from .collector_api import BAD_ANSWER, TOLERATED_EXTRA, Address, api_url, route_for
+from .http_client import HttpClient, HttpClientError, Response
 from .queue import MeasurementQueue
 
 __all__ = ["HeldToken", "TokenWallet", "TopUpPolicy", "WalletError", "solve_proof_of_work"]
@@ -110,8 +113,18 @@ def solve_proof_of_work(public_key: bytes, bits: int, limit: int = 1 << 28) -> s
     raise WalletError("no proof of work found")
 
 
-def _host(base: str) -> str:
+def _host(base: Address) -> str:
+    if isinstance(base, CollectorAddress):
+        return base.host
     return urlsplit(base).hostname or base
+
+
+async def _call(session: HttpClient, method: str, base: Address, path: str, body: Any = None) -> Response:
+    """One collector call by ``base``'s route (a proxy, Tor, a front), on a circuit of its own under Tor:
+    token traffic shares nothing with the uploads that spend the tokens."""
+    route = route_for(session, base)
+    group = session.new_stream_group() if route.isolate else None
+    return await session.request(method, api_url(base, path), json_body=body, route=route, stream_group=group)
 
 
 class TokenWallet:
@@ -194,12 +207,12 @@ class TokenWallet:
 
     # -- fetching --------------------------------------------------------------------------------------
 
-    async def fetch_keys(self, session: HttpClient, bases: list[str]) -> IssuerKeysResponse:
+    async def fetch_keys(self, session: HttpClient, bases: Sequence[Address]) -> IssuerKeysResponse:
         """The published keys from the first collector that answers; every one pinned (or checked)."""
         failure = "no collector configured"
         for base in bases:
             try:
-                response = await session.get(api_url(base, "issuer-keys"))
+                response = await _call(session, "GET", base, "issuer-keys")
                 if response.status != 200:
                     failure = f"{_host(base)}: http_{response.status}"
                     continue
@@ -219,7 +232,7 @@ class TokenWallet:
     async def top_up(
         self,
         session: HttpClient,
-        bases: list[str],
+        bases: Sequence[Address],
         long_term: Ed25519PrivateKey,
         policy: TopUpPolicy | None = None,
         *,
@@ -249,7 +262,7 @@ class TokenWallet:
     async def _fetch(
         self,
         session: HttpClient,
-        bases: list[str],
+        bases: Sequence[Address],
         long_term: Ed25519PrivateKey,
         epoch: int,
         key_id: str,
@@ -283,7 +296,7 @@ class TokenWallet:
         failure = "no collector configured"
         for base in bases:
             try:
-                response = await session.post_json(api_url(base, "tokens"), request.model_dump())
+                response = await _call(session, "POST", base, "tokens", request.model_dump())
             except HttpClientError as exc:
                 failure = f"{_host(base)}: {exc.failure}"
                 continue
