@@ -19,6 +19,7 @@ from .paths import DataPaths
 from .queue import MeasurementQueue
 from .run_records import LAST_RUN_KEY
 from .settings import SettingsError, load_settings
+from .tokens import TokenWallet
 from .upload import LAST_UPLOAD_ERROR_KEY, LAST_UPLOAD_KEY
 
 __all__ = ["results", "status"]
@@ -62,6 +63,7 @@ def status(
             info["last_upload"] = queue.get_meta(LAST_UPLOAD_KEY)
             info["last_upload_error"] = queue.get_meta(LAST_UPLOAD_ERROR_KEY)
             info["collector_attempts"] = (queue.get_meta(ATTEMPTS_KEY) or {}).get("attempts", [])
+            info["tokens"] = TokenWallet(queue).usable()  # unspent upload tokens (issue 12)
     if as_json:
         console().print_json(json.dumps(info))
         return
@@ -111,6 +113,7 @@ def _print_status(info: dict[str, Any]) -> None:
             )
         for reason, count in info.get("pending_reasons", {}).items():
             table.add_row("  waiting because", f"{reason} ({count})")
+        table.add_row("upload tokens", f"{info.get('tokens', 0)} unspent (one per upload batch)")
     upload = info.get("last_upload")
     if upload:
         table.add_row("last upload", f"{upload['at']}: {upload['accepted'] + upload['duplicates']} delivered")

@@ -5,6 +5,7 @@ the collector is reached (the probes never use them)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import random
 import signal
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from gatewatch.core.envelope import sign
 
 from .cli_common import (
     EXIT_NOT_MEASURED,
@@ -41,9 +44,10 @@ from .display import STOP_EXPLANATIONS, ProgressDisplay, is_terminal, log_event,
 from .keys import SigningKeyError, load_key
 from .netinfo import NetworkView, observe_network
 from .paths import DataPaths
+from .pseudonym import load_or_create_secret
 from .queue import MeasurementQueue
 from .run_records import RunOptions, RunSummary
-from .runner import run_pass
+from .runner import run_pass, token_batches
 from .settings import FULL_BODIES_WARNING, AgentSettings, SettingsError
 from .upload import Uploader, UploadReport
 
@@ -77,6 +81,8 @@ async def _one_pass(
     scheduled: bool = False,
 ) -> RunSummary:
     key = load_key(paths.key)
+    if settings.network_pseudonym:  # off by default: see agent/pseudonym.py for what it reveals
+        options = dataclasses.replace(options, pseudonym_secret=load_or_create_secret(paths.pseudonym_secret))
     if options.keep_full_bodies:
         typer.secho(FULL_BODIES_WARNING, fg="yellow", err=True)
     if scheduled:
@@ -286,7 +292,13 @@ async def _flush(paths: DataPaths, settings: AgentSettings, options: RunOptions)
         )
         async with session:
             addresses = options.collector_addresses
-            uploader = Uploader(queue, addresses, session, batch_size=settings.upload_batch)
+            batches = None
+            key = load_key(paths.key)
+            if settings.identified:  # rows queued unsigned before a switch to identified mode
+                queue.sign_unsigned(lambda payload: sign(payload, key))
+            else:
+                batches = await token_batches(options, queue, key, session)
+            uploader = Uploader(queue, addresses, session, batch_size=settings.upload_batch, batches=batches)
             return await uploader.upload_pending()
 
 
@@ -325,7 +337,10 @@ def upload(
         typer.echo("nothing queued")
         return
     options = _options(settings, ca_file=ca_file, source_address=source_address)
-    report = asyncio.run(_flush(paths, settings, options))
+    try:
+        report = asyncio.run(_flush(paths, settings, options))
+    except SigningKeyError as exc:  # the key asks for the upload tokens (or signs, identified)
+        raise fail(str(exc)) from None
     line = f"delivered {report.delivered} ({report.duplicates} already there), "
     line += f"quarantined {report.quarantined}, still pending {report.still_pending}"
     typer.echo(line + (f"; last error: {report.last_error}" if report.last_error else ""))

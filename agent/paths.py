@@ -52,6 +52,11 @@ class DataPaths:
         return self.root / "agent.toml"
 
     @property
+    def pseudonym_secret(self) -> Path:
+        """The optional network pseudonym's secret (agent/pseudonym.py): never sent."""
+        return self.root / "pseudonym-secret"
+
+    @property
     def test_list_copy(self) -> Path:
         """The last test list fetched from the collector: the daemon's fallback when it cannot fetch."""
         return self.root / "last-test-list.csv"

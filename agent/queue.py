@@ -20,8 +20,8 @@ import base64
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -49,8 +49,8 @@ CREATE TABLE IF NOT EXISTS measurements (
     last_error TEXT,
     size INTEGER NOT NULL,
     payload BLOB NOT NULL,      -- the exact signed bytes
-    signature TEXT NOT NULL,    -- base64, as in the envelope
-    public_key TEXT NOT NULL    -- base64, as in the envelope
+    signature TEXT NOT NULL,    -- base64, as in the envelope ('' until its batch signs it)
+    public_key TEXT NOT NULL    -- base64, as in the envelope ('' until its batch signs it)
 );
 CREATE INDEX IF NOT EXISTS measurements_by_state ON measurements (state, id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -126,6 +126,15 @@ class MeasurementQueue:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, for the wallet and the batches that live in the same file (agent/tokens.py,
+        agent/batches.py)."""
+        return self._db
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._transaction()
+
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         self._db.execute("BEGIN IMMEDIATE")
@@ -139,12 +148,13 @@ class MeasurementQueue:
     # -- writing -------------------------------------------------------------------------------------
 
     def enqueue(
-        self, measurement_uid: str, payload: bytes, envelope: Envelope, *, local_only: bool = False
+        self, measurement_uid: str, payload: bytes, envelope: Envelope | None, *, local_only: bool = False
     ) -> bool:
-        """Store a signed measurement durably. Returns False when it was already queued (idempotent);
-        raises :class:`QueueFull` when ``max_unsent`` measurements already wait. ``local_only`` keeps
-        it out of uploads for good."""
-        if base64.b64decode(envelope.payload) != payload:
+        """Store a measurement durably: signed by the long-term key (identified mode), or unsigned
+        (``envelope`` None: its batch's ephemeral key signs it when the batch is sealed). Returns
+        False when it was already queued (idempotent); raises :class:`QueueFull` when ``max_unsent``
+        measurements already wait. ``local_only`` keeps it out of uploads for good."""
+        if envelope is not None and base64.b64decode(envelope.payload) != payload:
             raise ValueError("the envelope does not carry these payload bytes")
         with self._transaction() as db:
             if db.execute(
@@ -169,11 +179,26 @@ class MeasurementQueue:
                     "local" if local_only else "pending",
                     len(payload),
                     payload,
-                    envelope.signature,
-                    envelope.public_key,
+                    envelope.signature if envelope is not None else "",
+                    envelope.public_key if envelope is not None else "",
                 ),
             )
             return cursor.rowcount == 1
+
+    def sign_unsigned(self, sign: Callable[[bytes], Envelope]) -> int:
+        """Sign the pending rows queued unsigned (by the unlinkable mode) with ``sign``: for an agent
+        switched to identified mode, whose uploads carry no token. How many were signed."""
+        rows = self._db.execute(
+            "SELECT measurement_uid, payload FROM measurements WHERE state = 'pending' AND signature = ''"
+        ).fetchall()
+        with self._transaction() as db:
+            for uid, payload in rows:
+                envelope = sign(bytes(payload))
+                db.execute(
+                    "UPDATE measurements SET signature = ?, public_key = ? WHERE measurement_uid = ?",
+                    (envelope.signature, envelope.public_key, uid),
+                )
+        return len(rows)
 
     def mark_sent(self, uids: Iterable[str]) -> int:
         uids = list(uids)
@@ -259,10 +284,14 @@ class MeasurementQueue:
         )
         return [QueuedMeasurement(*row) for row in rows]
 
-    def pending(self, limit: int = 50, after: int = 0) -> list[QueuedMeasurement]:
+    def pending(self, limit: int = 50, after: int = 0, *, unbatched: bool = False) -> list[QueuedMeasurement]:
         """Oldest first (the order in which they should reach the collector), from queue position
-        ``after`` on, so that one upload pass visits each row once."""
-        return self._rows("state = 'pending' AND id > ?", (after,), "id", limit)
+        ``after`` on, so that one upload pass visits each row once. ``unbatched``: only rows that no
+        sealed batch holds (agent/batches.py)."""
+        where = "state = 'pending' AND id > ?"
+        if unbatched:
+            where += " AND measurement_uid NOT IN (SELECT measurement_uid FROM batch_items)"
+        return self._rows(where, (after,), "id", limit)
 
     def quarantined(self, limit: int = 50) -> list[QueuedMeasurement]:
         return self._rows("state = 'quarantined'", (), "id DESC", limit)

@@ -15,6 +15,7 @@ from .http_client import DIRECT
 from .netinfo import ROUTE_PROBES
 from .proxy import Route
 from .settings import AgentSettings
+from .tokens import TopUpPolicy
 from .upload import RetryPolicy, UploadReport
 
 __all__ = [
@@ -61,6 +62,14 @@ class RunOptions:
     upload_batch: int = 50
     ipv6: bool = True  # False: DNS is asked for A records only
     upload_retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Issue 12: False (the default) signs each upload batch with its own ephemeral key and a blind token;
+    # True signs with the long-term key, for operator-run probes that want to be identified.
+    identified: bool = False
+    token_policy: TopUpPolicy = field(default_factory=TopUpPolicy)
+    invite_code: str | None = None
+    proof_of_work_bits: int = 0
+    # The optional network pseudonym's secret (agent/pseudonym.py); None: no pseudonym (the default).
+    pseudonym_secret: bytes | None = field(default=None, repr=False)
     run_type: Literal["manual", "timed"] = "manual"
     keep_full_bodies: bool = False  # the volunteer's opt-in (agent.toml): see agent/minimise.py
     # Public addresses whose route (never a packet) tells the machine's own source addresses.
@@ -88,6 +97,10 @@ class RunOptions:
             ipv6=settings.ipv6,
             keep_full_bodies=settings.keep_full_bodies,
             upload=upload,
+            identified=settings.identified,
+            token_policy=TopUpPolicy(settings.tokens.low, max(settings.tokens.low, settings.tokens.high)),
+            invite_code=settings.tokens.invite_code,
+            proof_of_work_bits=settings.tokens.proof_of_work_bits,
             **flags,
         )
 

@@ -34,6 +34,7 @@ from gatewatch.probes.trace import Trace
 
 from .addresses import first_hops
 from .anonymise import SCRUBBED, Identity, anonymise
+from .batches import TokenBatches
 from .build import build_measurement, bytes_received, fingerprint_label, interference_layer
 from .collector_api import ApiFailure, make_session, where_am_i
 from .control_batch import PassControls
@@ -47,12 +48,14 @@ from .locate import (
 )
 from .minimise import StoragePolicy, minimise
 from .netinfo import NetworkView, observe_network
+from .pseudonym import with_pseudonym
 from .queue import MeasurementQueue, QueueFull
 from .run_records import LAST_RUN_KEY, RunEvent, RunOptions, RunSummary, StopReason, UrlResult
 from .testlists import TestListEntry
+from .tokens import TokenWallet, WalletError
 from .upload import Uploader
 
-__all__ = ["run_pass"]
+__all__ = ["run_pass", "token_batches"]
 
 log = logging.getLogger(__name__)
 
@@ -241,16 +244,21 @@ class _Pass:
             entry,
             keys,
             started=started,
-            pass_started=self.pass_started,
+            # Unlinkable mode: the pass's start would be shared by every batch of the pass and link them,
+            # so each measurement gives its own start instead (issue 12).
+            pass_started=self.pass_started if self.options.identified else started,
             runtime=time.monotonic() - clock,
             geolocation=self.geolocation,
             run_type=self.options.run_type,
         )
         measurement = anonymise(measurement, self.identity)
         measurement = minimise(measurement, *self.storage_policy())
+        if self.options.pseudonym_secret is not None:  # the volunteer's opt-in (agent/pseudonym.py)
+            measurement = with_pseudonym(measurement, self.options.pseudonym_secret)
         payload = measurement.to_json_bytes()
         try:
-            envelope = sign(payload, self.key)
+            # Identified mode signs now with the long-term key; otherwise the batch signs (agent/batches.py).
+            envelope = sign(payload, self.key) if self.options.identified else None
             self.queue.enqueue(
                 measurement.measurement_uid, payload, envelope, local_only=not self.options.upload
             )
@@ -359,6 +367,9 @@ async def run_pass(
     )
     try:
         state.emit("started")
+        batches = None if options.identified else await token_batches(options, queue, key, session)
+        if options.identified:  # rows queued unsigned before a switch to identified mode
+            queue.sign_unsigned(lambda payload: sign(payload, key))
         if await state.locate():
             await _measure_all(state)
             if options.upload and state.summary.measurement_uids:
@@ -374,6 +385,7 @@ async def run_pass(
                 session,
                 batch_size=options.upload_batch,
                 policy=options.upload_retry,
+                batches=batches,
             )
             summary.upload = await uploader.upload_pending()
             state.emit("uploaded", message=summary.upload.last_error)
@@ -382,6 +394,29 @@ async def run_pass(
     finally:
         if own_session:
             await session.close()
+
+
+async def token_batches(
+    options: RunOptions, queue: MeasurementQueue, key: Ed25519PrivateKey, session: HttpClient
+) -> TokenBatches:
+    """The wallet, topped up now, before measuring: issuance and the uploads that spend its tokens are
+    then a pass apart (agent/tokens.py). A failure is logged; the upload then uses what the wallet holds."""
+    wallet = TokenWallet(queue)
+    if options.upload and options.collector_addresses:
+        try:
+            added = await wallet.top_up(
+                session,
+                options.collector_addresses,
+                key,
+                options.token_policy,
+                invite_code=options.invite_code,
+                pow_bits=options.proof_of_work_bits,
+            )
+            if added:
+                log.info("fetched %d tokens", added)
+        except WalletError as exc:
+            log.warning("could not fetch tokens: %s", exc)
+    return TokenBatches(queue, wallet)
 
 
 async def _measure_all(state: _Pass) -> None:

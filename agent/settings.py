@@ -57,6 +57,7 @@ __all__ = [
     "DaemonSettings",
     "QueueSettings",
     "SettingsError",
+    "TokenSettings",
     "load_settings",
 ]
 
@@ -94,6 +95,15 @@ class DaemonSettings(_Section):
 DEFAULT_UPLOAD_DELAY = (300.0, 3600.0)
 
 
+class TokenSettings(_Section):
+    # Keep between low and high unspent tokens: below low, fetch a random number up to high.
+    low: int = Field(default=4, ge=1, le=1000)
+    high: int = Field(default=16, ge=1, le=1000)
+    # What the collector asks of a new key, when it does (its operator says which).
+    invite_code: str | None = None
+    proof_of_work_bits: int = Field(default=0, ge=0, le=32)
+
+
 class AgentSettings(_Section):
     collector_urls: list[str] = Field(default_factory=list)
     collectors: list[CollectorAddress] = Field(default_factory=list)  # typed addresses, tried first
@@ -115,6 +125,14 @@ class AgentSettings(_Section):
     upload: bool = True  # False: results stay on this machine (as `run --no-upload`, for every pass)
     ipv6: bool = True  # False: DNS is asked for IPv4 addresses only, so nothing is measured over IPv6
     keep_full_bodies: bool = False  # the researchers' opt-in (docs/privacy.md); off by default
+    # Issue 12. False (the default): each upload batch is signed by a key of its own, certified by a blind
+    # token, so no one can link batches to each other or to this agent. True: sign with the long-term key
+    # (only for operator-run probes that want to be identified; the collector must accept them).
+    identified: bool = False
+    # Off by default: a pseudonym per (network, week) on every measurement, so that operators can count
+    # distinct volunteers per network; it links this agent's batches within one network and week.
+    network_pseudonym: bool = False
+    tokens: TokenSettings = Field(default_factory=lambda: TokenSettings())
     queue: QueueSettings = Field(default_factory=QueueSettings)
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
 

@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gatewatch.core.measurement import format_utc, utc_now
-from gatewatch.core.vocabulary import CONTENT_REFUSALS
+from gatewatch.core.vocabulary import CONTENT_REFUSALS, TOKEN_REFUSALS
 from gatewatch.core.wire import ErrorBody, IngestItemResult
 
 from .addresses import ATTEMPTS_KEY, CollectorAddress, as_addresses
+from .batches import SealedBatch, TokenBatches
 from .collector_api import BAD_ANSWER, TOLERATED_EXTRA, CollectorSession, api_url, record_attempt, route_for
 from .http_client import HttpClient, HttpClientError, Response
 from .queue import MeasurementQueue, QueuedMeasurement
@@ -41,6 +42,7 @@ __all__ = ["LAST_UPLOAD_ERROR_KEY", "LAST_UPLOAD_KEY", "RetryPolicy", "UploadRep
 log = logging.getLogger(__name__)
 
 LAST_UPLOAD_KEY = "last_upload"
+NO_TOKENS = "no tokens in the wallet (the collector's issuer was not reached)"
 LAST_UPLOAD_ERROR_KEY = "last_upload_error"  # kept after later successes, so `status` can say when
 # Whole-request refusals about the batch's content (vocabulary.CONTENT_REFUSALS) come with these statuses.
 _REFUSAL_STATUSES = frozenset({400, 413})
@@ -159,7 +161,10 @@ class _BatchBody:
         for index, row in enumerate(self.batch):
             envelope = json.dumps(row.envelope.model_dump()).encode()
             yield b", " + envelope if index else envelope
-        yield b"]}"
+        if isinstance(self.batch, SealedBatch):  # the token the batch spends (agent/batches.py)
+            yield b'], "token": ' + json.dumps(self.batch.token.model_dump()).encode() + b"}"
+        else:
+            yield b"]}"
 
 
 class Uploader:
@@ -175,6 +180,7 @@ class Uploader:
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         max_failed_batches: int = 3,
+        batches: TokenBatches | None = None,
     ) -> None:
         if not collector_urls:
             raise ValueError("no collector URL to upload to")
@@ -187,9 +193,12 @@ class Uploader:
         self.rng = rng or random.SystemRandom()
         self.sleep = sleep
         self.max_failed_batches = max(1, max_failed_batches)
+        # Unlinkable mode (the default, issue 12): every batch spends a token and is signed by its own
+        # ephemeral key; None: identified mode, the rows are signed already by the long-term key.
+        self.batches = batches
 
     def _next_batch(self, after: int) -> list[QueuedMeasurement]:
-        rows = self.queue.pending(self.batch_size, after=after)
+        rows = self.queue.pending(self.batch_size, after=after, unbatched=self.batches is not None)
         batch: list[QueuedMeasurement] = []
         size = 0
         for row in rows:
@@ -206,8 +215,17 @@ class Uploader:
         report = UploadReport()
         after = 0
         failed_in_a_row = 0
-        while batch := self._next_batch(after):
-            after = batch[-1].row_id
+        # Batches sealed before (a crash, a failed attempt) go first, exactly as they were sealed.
+        resent: list[list[QueuedMeasurement]] = list(self.batches.open_batches()) if self.batches else []
+        while batch := (resent.pop(0) if resent else self._next_batch(after)):
+            if not isinstance(batch, SealedBatch):
+                after = batch[-1].row_id
+                if self.batches is not None:
+                    sealed = self.batches.seal(batch)
+                    if sealed is None:
+                        report.last_error = NO_TOKENS
+                        break
+                    batch = sealed
             if await self._deliver(batch, report):
                 failed_in_a_row = 0
                 continue
@@ -234,9 +252,13 @@ class Uploader:
                 report.requests += 1
                 if isinstance(outcome, _Answered):
                     self._apply(batch, outcome.results, report)
+                    if isinstance(batch, SealedBatch) and self.batches is not None:
+                        self.batches.close(batch)
                     return True
                 if isinstance(outcome, _Refused):
                     return await self._narrow(batch, outcome, report)
+                if self._token_refused(batch, outcome, report):
+                    return False
                 retry_after = outcome.retry_after if outcome.retry_after is not None else retry_after
                 log.info("upload to %s failed: %s", base.label, outcome.error)
             if attempt + 1 < self.policy.max_attempts:
@@ -246,13 +268,30 @@ class Uploader:
         report.last_error = outcome.error
         return False
 
+    def _token_refused(
+        self, batch: list[QueuedMeasurement], outcome: _Retry | _Refused, report: UploadReport
+    ) -> bool:
+        """The collector refused the batch's token (forged_token, wrong_epoch, double_spend, ...): nothing
+        of it was stored; the batch is dissolved and its rows wait for a new batch and token."""
+        reason = outcome.error.rsplit(" ", 1)[-1]
+        if not (isinstance(batch, SealedBatch) and self.batches is not None and reason in TOKEN_REFUSALS):
+            return False
+        self.batches.dissolve(batch, reason)
+        report.last_error = outcome.error
+        return True
+
     async def _narrow(self, batch: list[QueuedMeasurement], refused: _Refused, report: UploadReport) -> bool:
+        if isinstance(batch, SealedBatch) and self.batches is not None:
+            # Refused as a whole, so nothing was stored and the token not spent; each part is a new
+            # batch with a token of its own.
+            self.batches.dissolve(batch, refused.error)
         if len(batch) == 1:
             self._quarantine(batch[0], refused.error, report)
             return True
         middle = len(batch) // 2
         for half in (batch[:middle], batch[middle:]):
-            if not await self._deliver(half, report):
+            part = self.batches.seal(half) if self.batches is not None else half
+            if part is None or not await self._deliver(part, report):
                 return False
         return True
 

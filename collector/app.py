@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -41,7 +42,8 @@ from .geoip import GeoDB
 from .geolocate import add_geolocate_routes
 from .ingest import INGEST_PATH, add_ingest_routes
 from .interference_api import add_interference
-from .metrics import REQUEST_RESULTS, IngestMetrics, metrics_response
+from .issuer import ISSUER_KEY, Clock, Issuer, add_issuer_routes
+from .metrics import REQUEST_RESULTS, TOKEN_METRICS_KEY, IngestMetrics, TokenMetrics, metrics_response
 from .openapi import add_openapi_routes
 from .ratelimit import TokenBuckets
 from .request_body import RequestRefused
@@ -50,6 +52,7 @@ from .responses import error_response, model_response
 from .settings import Settings
 from .store import StoreError, open_store
 from .testlists import add_test_list_routes
+from .tokens import add_token_routes
 
 __all__ = ["add_health_routes", "add_metrics_routes", "control_settings", "create_app", "server_options"]
 
@@ -109,6 +112,23 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await store.close()
+
+
+def _issuer_ctx(clock: Clock | None) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS_KEY]
+        issuer = Issuer(
+            app[STORE_KEY],
+            overlap=timedelta(seconds=settings.token_overlap_seconds),
+            bits=settings.issuer_key_bits,
+            **({"clock": clock} if clock is not None else {}),
+        )
+        # The keys are made (or read) on first use: a collector that never sees a token request or a token
+        # pays nothing at startup.
+        app[ISSUER_KEY] = issuer
+        yield
+
+    return ctx
 
 
 async def _geo_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -201,7 +221,9 @@ def _control_service(app: web.Application) -> ControlService:
     return ControlService(control_settings(app[SETTINGS_KEY]), asn_of)
 
 
-def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> web.Application:
+def create_app(
+    settings: Settings, *, registry: CollectorRegistry | None = None, clock: Clock | None = None
+) -> web.Application:
     """A collector application; its store, geolocation databases, fingerprints and test lists open on
     startup, and the interference aggregate is rebuilt from the store."""
     # The ingest handler reads its own body with its own limit; this one covers every other endpoint.
@@ -218,12 +240,16 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     app[INFLIGHT_KEY] = InFlight()
     app[INGEST_HOOKS_KEY] = []
     app[RATE_LIMIT_KEY] = TokenBuckets(settings.key_rate, settings.key_burst, settings.rate_limit_keys)
+    app[TOKEN_METRICS_KEY] = TokenMetrics.register(registry)
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_issuer_ctx(clock))  # ``clock``: tests move time to see keys rotate
     app.cleanup_ctx.append(_geo_ctx)
     app.cleanup_ctx.append(_fingerprints_ctx)
     add_health_routes(app)
     add_metrics_routes(app)
     add_ingest_routes(app)
+    add_issuer_routes(app)
+    add_token_routes(app)
     add_geolocate_routes(app)
     add_control_routes(app, _control_service(app))
     add_test_list_routes(app)

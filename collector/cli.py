@@ -22,6 +22,7 @@ from .logging import ACCESS_LOGGER_NAME, AccessLogger, configure_logging
 from .research import BadQuery, parse_filter
 from .settings import Settings, SettingsError, load_settings
 from .store import MeasurementFilter, StoreError, open_store
+from .verify_cmd import load_issuer_keys, verify_file
 
 __all__ = ["cli", "main"]
 
@@ -260,6 +261,31 @@ def export(
     for path in written:
         typer.echo(str(path))
     log.info("exported", extra={"files": len(written), "format": fmt})
+
+
+@cli.command()
+def verify(
+    file: Annotated[Path, typer.Argument(help="An export: JSON Lines, CSV or Parquet (gzipped or not).")],
+    issuer_keys: Annotated[
+        str, typer.Option("--issuer-keys", help="GET /api/v1/issuer-keys's JSON: a file or an http(s) URL.")
+    ],
+) -> None:
+    """Re-verify an export offline: every token and signature, against the published issuer keys. Names
+    every measurement that fails; exit status 1 when one does."""
+    try:
+        keys = load_issuer_keys(issuer_keys)
+        report = verify_file(file, keys)
+    except (OSError, ValueError) as exc:  # unreadable file or keys (pydantic's ValidationError is one)
+        typer.echo(f"cannot verify: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for failure in report.failures:
+        typer.echo(f"FAIL {failure.measurement_uid} (record {failure.line}): {failure.reason}")
+    typer.echo(
+        f"{report.verified} verified, {len(report.failures)} failed, "
+        f"{report.unverifiable} signed by a long-term key (not verifiable from an export)"
+    )
+    if report.failures:
+        raise typer.Exit(1)
 
 
 def main() -> None:

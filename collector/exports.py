@@ -5,8 +5,9 @@ of about ``chunk_size``; it holds one chunk and one row at a time, so memory doe
 selection. Parquet cannot be streamed (its footer comes last): the selection is staged in a temporary
 file, converted by duckdb under a memory limit, and the result streamed and deleted.
 
-Nothing exported identifies a volunteer: the store has no address column, the envelope's signature and
-public key are never read here, and a measurement document carries only the keys the measurement format
+Nothing exported identifies a volunteer: the store has no address column, a long-term key's signature
+and public key (the ``envelopes`` table) are never read here (a token-signed row exports only its batch's
+ephemeral key), and a measurement document carries only the keys the measurement format
 defines (an unexpected key in a stored payload is dropped rather than published). ``received_at`` leaves
 the collector coarsened to the hour (:func:`public_received_at`), in every format and in the API: to the
 second, it would let whoever watches a volunteer's line (a national gateway) pair "this subscriber
@@ -17,6 +18,7 @@ time for operators.
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import io
 import json
@@ -30,7 +32,7 @@ from typing import Any, Final
 import duckdb
 
 from gatewatch.core.measurement import Measurement, format_utc, ooni_time
-from gatewatch.core.vocabulary import blocking_value
+from gatewatch.core.vocabulary import SCHEME_BLIND_TOKEN, blocking_value
 from gatewatch.core.wire import MeasurementRow
 
 from .store.base import StoredMeasurement
@@ -50,6 +52,7 @@ __all__ = [
     "measurement_row",
     "ooni_document",
     "public_received_at",
+    "signed_fields",
 ]
 
 CHUNK_SIZE = 64 * 1024
@@ -76,6 +79,17 @@ _COLUMN_TYPES = {
     "received_at": "TIMESTAMPTZ",
     # e.g. "asn_mismatch": kept-but-flagged submissions must be tellable apart (";"-joined in CSV)
     "flags": "VARCHAR[]",
+    # How it is signed (issue 12), so that anyone can re-verify it offline with the published issuer keys
+    # (``gatewatch-collector verify``): the scheme, and for "blind-token/1" the exact signed bytes, the
+    # batch's ephemeral key's signature over them, that key, and the token of its epoch and issuer key (all
+    # base64). Rows signed by a long-term key (stored before, or identified probes) carry the scheme only.
+    "signature_scheme": "VARCHAR",
+    "payload": "VARCHAR",
+    "signature": "VARCHAR",
+    "ephemeral_public_key": "VARCHAR",
+    "token": "VARCHAR",
+    "token_epoch": "BIGINT",
+    "token_key_id": "VARCHAR",
 }
 CSV_COLUMNS = tuple(_COLUMN_TYPES)
 
@@ -139,14 +153,36 @@ def _ooni_time_text(value: Any) -> Any:
         return value
 
 
+def _b64(value: bytes | None) -> str | None:
+    return base64.b64encode(value).decode() if value is not None else None
+
+
+def signed_fields(row: StoredMeasurement) -> dict[str, Any]:
+    """How the row is signed, for offline verification (see ``_COLUMN_TYPES``). The long-term key of
+    rows signed before issue 12 (or by identified probes) is never exported: they carry the scheme only."""
+    if row.signature_scheme != SCHEME_BLIND_TOKEN:
+        return {"signature_scheme": row.signature_scheme}
+    return {
+        "signature_scheme": row.signature_scheme,
+        "payload": _b64(row.payload),
+        "signature": _b64(row.signature),
+        "ephemeral_public_key": _b64(row.ephemeral_key),
+        "token": _b64(row.token),
+        "token_epoch": row.token_epoch,
+        "token_key_id": row.token_key_id,
+    }
+
+
 def ooni_document(row: StoredMeasurement) -> dict[str, Any]:
-    """One measurement as OONI publishes it, with the server's verdict under ``analysis``."""
+    """One measurement as OONI publishes it, with the server's verdict under ``analysis`` and how it is
+    signed under ``signed``."""
     payload = json.loads(row.payload)
     doc = {key: value for key, value in payload.items() if key in _MEASUREMENT_KEYS}
     doc["measurement_start_time"] = ooni_time(row.measurement_start_time)
     if "test_start_time" in doc:
         doc["test_start_time"] = _ooni_time_text(doc["test_start_time"])
     doc["analysis"] = judgement(row)
+    doc["signed"] = signed_fields(row)
     return doc
 
 
@@ -164,6 +200,7 @@ def jsonl_line(row: StoredMeasurement) -> bytes:
 
 
 def _summary(row: StoredMeasurement) -> tuple[Any, ...]:
+    signed = signed_fields(row)
     return (
         row.measurement_uid,
         format_utc(row.measurement_start_time),
@@ -178,7 +215,19 @@ def _summary(row: StoredMeasurement) -> tuple[Any, ...]:
         row.fingerprint_key,
         public_received_at(row.received_at),
         row.flags,
+        *(signed.get(name) for name in _SIGNED_COLUMNS),
     )
+
+
+_SIGNED_COLUMNS = (
+    "signature_scheme",
+    "payload",
+    "signature",
+    "ephemeral_public_key",
+    "token",
+    "token_epoch",
+    "token_key_id",
+)
 
 
 def _csv_text(values: tuple[Any, ...] | list[str]) -> bytes:
@@ -198,7 +247,7 @@ def csv_line(row: StoredMeasurement) -> bytes:
     values[9] = row.technique or ""
     values[10] = row.fingerprint_key or ""
     values[12] = ";".join(row.flags)
-    return _csv_text(values)
+    return _csv_text(["" if value is None else value for value in values])
 
 
 async def _chunked(

@@ -41,14 +41,17 @@ from gatewatch.core.verdicts import Verdict
 from gatewatch.core.vocabulary import (
     ANALYSIS_ERROR,
     ASN_MISMATCH,
+    BAD_SIGNATURE,
     BATCH_TOO_LARGE,
     CC_MISMATCH,
+    DOUBLE_SPEND,
     INTERNAL_ERROR,
     INVALID_ENVELOPE,
     INVALID_JSON,
     INVALID_MEASUREMENT,
     INVALID_REQUEST,
     RATE_LIMITED,
+    REPLAYED_BATCH,
     STORE_UNAVAILABLE,
     TOO_FAR_IN_FUTURE,
     TOO_OLD,
@@ -61,6 +64,7 @@ from gatewatch.core.vocabulary import (
 )
 from gatewatch.core.wire import IngestItemResult, IngestResponse, ItemStatus
 
+from . import batch_auth
 from .appkeys import (
     FINGERPRINTS_KEY,
     GEO_KEY,
@@ -71,6 +75,7 @@ from .appkeys import (
     STORE_KEY,
     GeoLookup,
 )
+from .batch_auth import BATCH_AUTH_KEY, REPLAYED_KEY, count_batch
 from .client_address import client_address
 from .geoip import GeoInfo
 from .metrics import IngestMetrics, item_reason_label
@@ -78,7 +83,7 @@ from .ratelimit import retry_after_seconds
 from .request_body import UPLOAD_SLOTS_KEY, RequestRefused, UploadSlots, read_body
 from .responses import model_response
 from .settings import Settings
-from .store.base import StoredMeasurement, StoreError, UnstorableError
+from .store.base import DoubleSpend, StoredMeasurement, StoreError, UnstorableError
 
 __all__ = [
     "INGEST_PATH",
@@ -124,19 +129,19 @@ def domain_of(url: str) -> str:
         return ""
 
 
-def _batch(body: bytes, max_batch: int) -> list[Any]:
+def _batch(body: bytes, max_batch: int) -> tuple[list[Any], Any]:
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):  # also bad UTF-8, absurd nesting, ints beyond the digit limit
         raise RequestRefused(400, INVALID_JSON, "the body is not JSON", "bad_request") from None
-    if not isinstance(document, dict) or set(document) != {"measurements"}:
+    if not isinstance(document, dict) or set(document) - {"token"} != {"measurements"}:
         raise RequestRefused(400, INVALID_REQUEST, 'expected {"measurements": [...]}', "bad_request")
     items = document["measurements"]
     if not isinstance(items, list):
         raise RequestRefused(400, INVALID_REQUEST, '"measurements" must be a list', "bad_request")
     if len(items) > max_batch:
         raise RequestRefused(400, BATCH_TOO_LARGE, f"at most {max_batch} measurements", "bad_request")
-    return items
+    return items, document.get("token")
 
 
 def _verify_all(raw: Sequence[Any]) -> list[_Item]:
@@ -303,11 +308,21 @@ def _connection_geo(request: web.Request) -> GeoInfo | None:
 
 async def _insert(request: web.Request, pending: Sequence[_Item], metrics: IngestMetrics) -> list[bool]:
     started = time.perf_counter()
+    auth = request[BATCH_AUTH_KEY]
     try:
-        return await request.app[STORE_KEY].insert_many(
+        outcome = await request.app[STORE_KEY].insert_batch(
             [item.row for item in pending if item.row is not None],
+            # With a token the key is the batch's ephemeral key, never a long-term one.
             [(item.signature, item.public_key) for item in pending],
+            auth.spend,
         )
+        request[REPLAYED_KEY] = request[REPLAYED_KEY] or outcome.replayed
+        return outcome.inserted
+    except DoubleSpend:
+        count_batch(request, DOUBLE_SPEND)
+        raise RequestRefused(
+            409, DOUBLE_SPEND, "this token was spent on another batch", "token_refused"
+        ) from None
     except StoreError as exc:
         log.error("store insert failed", extra={"error": str(exc)})
         raise RequestRefused(
@@ -389,8 +404,9 @@ async def _ingest(request: web.Request, metrics: IngestMetrics) -> web.Response:
     if request.content_type != "application/json":
         raise RequestRefused(415, UNSUPPORTED_MEDIA_TYPE, "send application/json", UNSUPPORTED_MEDIA_TYPE)
     body = await read_body(request, settings.max_body_bytes, settings.body_timeout_seconds)
-    raw = await asyncio.to_thread(_batch, body, settings.max_batch)  # megabytes of JSON: off the loop
+    raw, token = await asyncio.to_thread(_batch, body, settings.max_batch)  # megabytes of JSON: off the loop
     items = await asyncio.to_thread(_verify_all, raw)
+    await _authorise(request, token, raw, items)
     _rate_limit(request, items)
     geo = _connection_geo(request)
     now = datetime.now(UTC)
@@ -399,11 +415,35 @@ async def _ingest(request: web.Request, metrics: IngestMetrics) -> web.Response:
     )
     if failures:
         metrics.analysis_errors.inc(failures)
+    _token_rows(request, items)
     new_rows = await _store(request, items, metrics)
+    count_batch(request, REPLAYED_BATCH if request[REPLAYED_KEY] else None)
     _count(metrics, items)
     if new_rows:
         await _run_hooks(request, new_rows)
     return model_response(IngestResponse(results=[item.as_result() for item in items]))
+
+
+async def _authorise(request: web.Request, token: Any, raw: Sequence[Any], items: Sequence[_Item]) -> None:
+    """The batch's token or identified key (batch_auth.py); an item signed by another key than the
+    token's ephemeral one is rejected ``bad_signature``."""
+    request[REPLAYED_KEY] = False
+    try:
+        auth = request[BATCH_AUTH_KEY] = await batch_auth.authorise(request, token, raw)
+        keys = [item.public_key if item.status == "verified" else None for item in items]
+        for item, allowed in zip(items, batch_auth.check_items(request, auth, keys), strict=True):
+            if item.status == "verified" and not allowed:
+                item.reject(BAD_SIGNATURE)
+    except batch_auth.BatchRefused as refused:
+        count_batch(request, refused.reason)
+        raise RequestRefused(refused.status, refused.reason, refused.detail, "token_refused") from None
+
+
+def _token_rows(request: web.Request, items: Sequence[_Item]) -> None:
+    token = request[BATCH_AUTH_KEY].token
+    for item in items:
+        if token is not None and item.row is not None:
+            item.row = batch_auth.token_row(item.row, item.signature, token)
 
 
 async def handle_measurements(request: web.Request) -> web.Response:

@@ -28,7 +28,10 @@ from gatewatch.core.vocabulary import (
     MALFORMED_HTTP,
     METHOD_NOT_ALLOWED,
     RATE_LIMITED,
+    REPLAYED_BATCH,
     STORE_UNAVAILABLE,
+    TOKEN_ERRORS,
+    TOKEN_REFUSALS,
     TOO_MANY_UPLOADS,
     UNREADABLE_BODY,
     UNSUPPORTED_MEDIA_TYPE,
@@ -40,7 +43,10 @@ __all__ = [
     "ITEM_RESULTS",
     "REQUEST_RESULTS",
     "STORE_OPERATIONS",
+    "TOKEN_METRICS_KEY",
+    "BATCH_RESULTS",
     "IngestMetrics",
+    "TokenMetrics",
     "item_reason_label",
     "metrics_response",
 ]
@@ -63,6 +69,7 @@ REQUEST_RESULTS = (
     MALFORMED_HTTP,
     METHOD_NOT_ALLOWED,
     INTERNAL_ERROR,
+    "token_refused",  # the batch's token (or identified key) refused: gatewatch_ingest_batches_total says why
 )
 ITEM_RESULTS: tuple[str, ...] = get_args(ItemStatus)
 # Why an item was rejected: the vocabulary's reasons (the envelope's own checks first), and ``other`` for a
@@ -136,6 +143,46 @@ class IngestMetrics:
         for operation in STORE_OPERATIONS:
             metrics.store_seconds.labels(operation=operation)
         return metrics
+
+
+# How an upload batch's signing was judged (issue 12): a token spent for the first time, an identified
+# batch, an identical resend, or one of the refusals.
+BATCH_RESULTS: tuple[str, ...] = ("token", "identified", REPLAYED_BATCH, *sorted(TOKEN_REFUSALS))
+TOKEN_REQUEST_RESULTS: tuple[str, ...] = ("ok", *TOKEN_ERRORS)
+
+
+@dataclass(frozen=True)
+class TokenMetrics:
+    batches: Counter
+    requests: Counter
+    issued: Counter
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> TokenMetrics:
+        metrics = cls(
+            batches=Counter(
+                "gatewatch_ingest_batches",
+                "Upload batches by how their signing was judged: token, identified, replayed_batch, or the "
+                "reason the batch was refused (forged_token, wrong_epoch, unknown_key, double_spend, ...).",
+                ["result"],
+                registry=registry,
+            ),
+            requests=Counter(
+                "gatewatch_token_requests",
+                "Token issuance requests, by outcome (ok, or the refusal's reason).",
+                ["result"],
+                registry=registry,
+            ),
+            issued=Counter("gatewatch_tokens_issued", "Blind signatures issued (tokens).", registry=registry),
+        )
+        for result in BATCH_RESULTS:
+            metrics.batches.labels(result=result)
+        for result in TOKEN_REQUEST_RESULTS:
+            metrics.requests.labels(result=result)
+        return metrics
+
+
+TOKEN_METRICS_KEY: web.AppKey[TokenMetrics] = web.AppKey("gatewatch_token_metrics", TokenMetrics)
 
 
 async def metrics_response(registry: CollectorRegistry) -> web.Response:

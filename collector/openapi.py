@@ -35,8 +35,12 @@ from gatewatch.core.wire import (
     IngestRequest,
     IngestResponse,
     InterferenceResponse,
+    IssuerKeysResponse,
     MeasurementPage,
     Status,
+    TokenRequest,
+    TokenRequestBody,
+    TokenResponse,
 )
 
 from .exports import EXPORT_FORMATS, MEDIA_TYPES
@@ -54,6 +58,10 @@ _RETRY_AFTER = {
 _MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
     (IngestRequest, "validation"),
     (Envelope, "validation"),
+    (TokenRequest, "validation"),
+    (TokenRequestBody, "validation"),
+    (IssuerKeysResponse, "serialization"),
+    (TokenResponse, "serialization"),
     (ControlRequest, "validation"),
     (ControlBatchRequest, "validation"),
     (ErrorBody, "serialization"),
@@ -136,6 +144,12 @@ def _ingest_and_listing() -> dict[str, Any]:
                         "The body is not a batch (invalid_json, invalid_request, batch_too_large)."
                     ),
                     "413": _error("The body is larger than the collector accepts."),
+                    "403": _error(
+                        "The batch's token is refused (forged_token, wrong_epoch, unknown_key), or a batch "
+                        "without a token where identified batches are not accepted (token_required, "
+                        "unknown_identified_key). Nothing of the batch is stored."
+                    ),
+                    "409": _error("The token was spent on another batch (double_spend)."),
                     "415": _error("The body is not application/json."),
                     "429": _error("A key that signed the batch is over its rate.", _RETRY_AFTER),
                     "503": _STORE_DOWN,
@@ -336,9 +350,40 @@ def _operations() -> dict[str, Any]:
     }
 
 
+def _tokens() -> dict[str, Any]:
+    """The unlinkable uploads' issuer (issue 12)."""
+    return {
+        "/api/v1/issuer-keys": {
+            "get": {
+                "operationId": "issuerKeys",
+                "summary": "Every token issuer key ever published, per weekly epoch",
+                "responses": {"200": _json(_ref(IssuerKeysResponse), "The same answer for everyone.")},
+            }
+        },
+        "/api/v1/tokens": {
+            "post": {
+                "operationId": "issueTokens",
+                "summary": "Blind-sign tokens for an agent that signs the request with its long-term key",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref(TokenRequest)}},
+                },
+                "responses": {
+                    "200": _json(_ref(TokenResponse), "One blind signature per blinded message."),
+                    "400": _error("Unreadable, badly signed or stale (bad_token_request, wrong_epoch)."),
+                    "403": _error("The enrolment policy's invite code or proof of work is missing."),
+                    "409": _error("The request's nonce was seen before (replayed_request)."),
+                    "429": _error("The key's tokens for this epoch are used up.", _RETRY_AFTER),
+                },
+            }
+        },
+    }
+
+
 def _paths() -> dict[str, Any]:
     return {
         **_ingest_and_listing(),
+        **_tokens(),
         **_export_and_geolocate(),
         **_controls(),
         **_test_list_and_interference(),

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gatewatch.core.vocabulary import ENROLMENT_INVITE, ENROLMENT_OPEN, ENROLMENT_POLICIES
+
 __all__ = [
     "DEFAULT_PORT",
     "ENV_PREFIX",
@@ -141,6 +143,21 @@ class Settings:
     attribution_window_seconds: float = 24 * 3600.0
     attribution_min_networks: int = 2
     attribution_gateway_share: float = 0.6
+    # Unlinkable uploads (issue 12). Tokens: how many one agent key may have per weekly epoch (the bound
+    # on what one agent can submit), how long after its epoch a token may still be spent, how fresh a
+    # token request's timestamp must be, the issuer keys' size, and who may enrol a new key ("open",
+    # "invite" with one of invite_codes, or "proof_of_work" of pow_bits bits).
+    token_quota: int = 2000
+    token_overlap_seconds: float = 3 * 24 * 3600.0
+    token_request_skew_seconds: float = 300.0
+    issuer_key_bits: int = 2048
+    enrolment: str = ENROLMENT_OPEN
+    invite_codes: tuple[str, ...] = ()
+    pow_bits: int = 20
+    # Identified mode, for operator-run probes that want to be known: off by default. accept_identified
+    # takes batches signed by any long-term key; identified_keys (base64 Ed25519 keys) by those only.
+    accept_identified: bool = False
+    identified_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         parse_listen(self.listen)
@@ -190,6 +207,18 @@ class Settings:
             raise SettingsError("attribution_min_networks: must be at least 2")
         if not 0 < self.attribution_gateway_share <= 1:
             raise SettingsError("attribution_gateway_share: must be in (0, 1]")
+        if self.token_quota < 1 or not self.token_overlap_seconds >= 0:
+            raise SettingsError("token_quota: at least 1; token_overlap_seconds: not negative")
+        if not self.token_request_skew_seconds > 0:
+            raise SettingsError("token_request_skew_seconds: must be positive")
+        if self.issuer_key_bits < 2048:
+            raise SettingsError("issuer_key_bits: at least 2048 (RFC 9474)")
+        if self.enrolment not in ENROLMENT_POLICIES:
+            raise SettingsError(f"enrolment: one of {', '.join(ENROLMENT_POLICIES)}")
+        if self.enrolment == ENROLMENT_INVITE and not self.invite_codes:
+            raise SettingsError("enrolment = invite needs invite_codes")
+        if not 1 <= self.pow_bits <= 32:
+            raise SettingsError("pow_bits: between 1 and 32")
 
     @property
     def listen_host(self) -> str:

@@ -231,5 +231,47 @@ CONTENT_REFUSALS: Final = frozenset({INVALID_JSON, INVALID_REQUEST, BATCH_TOO_LA
 # The errors one control of a batch can carry instead of its observations.
 CONTROL_ERRORS: Final[tuple[str, ...]] = (INVALID_INPUT, RATE_LIMITED, CONTROL_TIMEOUT)
 
+# --- unlinkable batches (issue 12) -------------------------------------------------------------------------
+# Why a batch's token was refused as a whole (an error body's ``error``). The agent drops the batch's
+# composition and token and makes a new batch, with a new token, of the same measurements (they are not to
+# blame): nothing of a refused batch was stored.
+FORGED_TOKEN: Final = "forged_token"  # the token does not verify under its epoch's published issuer key
+WRONG_EPOCH: Final = "wrong_epoch"  # the token's epoch is neither current nor within the overlap
+UNKNOWN_KEY: Final = "unknown_key"  # no published issuer key has this key id (for this epoch)
+DOUBLE_SPEND: Final = "double_spend"  # the token was already spent on a different batch
+TOKEN_REQUIRED: Final = "token_required"  # no token, and this collector does not accept identified batches
+UNKNOWN_IDENTIFIED_KEY: Final = "unknown_identified_key"  # an identified batch from a key not listed
+TOKEN_REFUSALS: Final = frozenset(
+    {FORGED_TOKEN, WRONG_EPOCH, UNKNOWN_KEY, DOUBLE_SPEND, TOKEN_REQUIRED, UNKNOWN_IDENTIFIED_KEY}
+)
+# Not a refusal: the very batch already stored under this token was sent again (a resend after a lost
+# answer or a crash). Its items are answered as usual (``duplicate`` for every stored one); the request is
+# counted under this reason.
+REPLAYED_BATCH: Final = "replayed_batch"
+# Why ``POST /api/v1/tokens`` refused to issue.
+BAD_TOKEN_REQUEST: Final = "bad_token_request"  # unreadable, badly signed, or stale (timestamp, nonce)
+REPLAYED_REQUEST: Final = "replayed_request"  # this request's nonce was seen already
+QUOTA_EXCEEDED: Final = "quota_exceeded"  # the key's tokens for this epoch are used up
+ENROLMENT_REQUIRED: Final = "enrolment_required"  # the invite code or proof of work is missing or wrong
+TOKEN_ERRORS: Final[tuple[str, ...]] = (
+    BAD_TOKEN_REQUEST,
+    REPLAYED_REQUEST,
+    QUOTA_EXCEEDED,
+    ENROLMENT_REQUIRED,
+    WRONG_EPOCH,
+    UNKNOWN_KEY,
+)
+# Enrolment policies of the token issuer (a collector setting).
+ENROLMENT_OPEN: Final = "open"
+ENROLMENT_INVITE: Final = "invite"
+ENROLMENT_PROOF_OF_WORK: Final = "proof_of_work"
+ENROLMENT_POLICIES: Final[tuple[str, ...]] = (ENROLMENT_OPEN, ENROLMENT_INVITE, ENROLMENT_PROOF_OF_WORK)
+# How a stored measurement is signed (the exports' ``signature_scheme``).
+SCHEME_LONGTERM: Final = "ed25519-longterm/1"  # the agent's long-term key (before issue 12; identified mode)
+SCHEME_BLIND_TOKEN: Final = "blind-token/1"  # a per-batch ephemeral key certified by a blind-signed token
+SIGNATURE_SCHEMES: Final[tuple[str, ...]] = (SCHEME_LONGTERM, SCHEME_BLIND_TOKEN)
+# ``gatewatch-collector verify``: what an exported line states differs from the bytes that were signed.
+PAYLOAD_MISMATCH: Final = "payload_mismatch"
+
 # Every word above is public; listed here from the module itself so that a new one cannot be left out.
 __all__ = sorted(name for name in globals() if name not in _IMPORTED and not name.startswith("_"))

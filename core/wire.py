@@ -37,6 +37,13 @@ __all__ = [
     "IngestItemResult",
     "IngestRequest",
     "IngestResponse",
+    "IssuerKey",
+    "IssuerKeysResponse",
+    "MAX_TOKENS_PER_REQUEST",
+    "TokenRequest",
+    "TokenRequestBody",
+    "TokenResponse",
+    "BatchToken",
     "InterferenceNetwork",
     "InterferenceResponse",
     "InterferenceRow",
@@ -77,14 +84,82 @@ class Status(_Model):
 
 
 # --- POST /api/v1/measurements ---------------------------------------------------------------------------
+class BatchToken(_Model):
+    """The token a batch spends (issue 12): an issuer's blind signature over ``gatewatch-token/1 || epoch ||
+    key_id || ephemeral_public_key``. Every envelope of the batch is signed by that ephemeral key (its
+    ``public_key`` is the ephemeral key)."""
+
+    epoch: int = Field(ge=0, lt=2**63)
+    key_id: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex SHA-256 of the issuer key's DER SPKI.")
+    ephemeral_public_key: str = Field(max_length=64, description="Base64, raw 32-byte Ed25519 key.")
+    token: str = Field(max_length=2048, description="Base64 of the 32-byte prefix and the RSA signature.")
+
+
 class IngestRequest(_Model):
     __doc__ = (
         "A batch of signed measurements. Each envelope's format is "
         f"{ENVELOPE_FORMAT!r}; its payload is base64 of the Measurement's exact JSON bytes, its signature an "
-        "Ed25519 signature over those bytes."
+        "Ed25519 signature over those bytes. With a token (the default mode), every envelope is signed by "
+        "the token's ephemeral key; without one (identified mode, only where the collector accepts it), by "
+        "the agent's long-term key."
     )
 
     measurements: list[Envelope]
+    token: BatchToken | SkipJsonSchema[None] = Field(
+        default=None, json_schema_extra=lambda s: s.pop("default")
+    )
+
+
+# --- GET /api/v1/issuer-keys -----------------------------------------------------------------------------
+class IssuerKey(_Model):
+    """One epoch's token issuer key. Published to everyone, and never withdrawn (old exports stay
+    verifiable)."""
+
+    epoch: int = Field(ge=0)
+    key_id: str = Field(description="Hex SHA-256 of the DER SubjectPublicKeyInfo.")
+    public_key: str = Field(description="Base64 of the DER SubjectPublicKeyInfo (RSA, 2048 bits or more).")
+    valid_from: _Time = Field(description="The epoch's start: tokens are issued and spent from then.")
+    issue_until: _Time = Field(description="The epoch's end: no token of this epoch is issued after it.")
+    valid_until: _Time = Field(description="The epoch's end plus the overlap: the last time to spend.")
+
+
+class IssuerKeysResponse(_Model):
+    variant: str = Field(description="RFC 9474's name of the blind signature scheme.")
+    current_epoch: int
+    epoch_seconds: int
+    keys: list[IssuerKey] = Field(description="Every key ever published, oldest epoch first.")
+
+
+# --- POST /api/v1/tokens ---------------------------------------------------------------------------------
+MAX_TOKENS_PER_REQUEST = 64
+
+
+class TokenRequestBody(_Model):
+    """What the agent signs with its long-term key to ask for tokens (carried as exact bytes)."""
+
+    public_key: str = Field(max_length=64, description="Base64, the agent's raw 32-byte Ed25519 key.")
+    epoch: int = Field(ge=0)
+    key_id: str = Field(pattern=r"^[0-9a-f]{64}$")
+    blinded_messages: list[str] = Field(min_length=1, max_length=MAX_TOKENS_PER_REQUEST)
+    timestamp: _Time
+    nonce: str = Field(min_length=16, max_length=64, description="Random, base64; never reused.")
+    invite_code: str | None = Field(default=None, max_length=256)
+    proof_of_work: str | None = Field(default=None, max_length=128)
+
+
+class TokenRequest(_Model):
+    """Body of ``POST /api/v1/tokens``: a :class:`TokenRequestBody` as base64 of its exact JSON bytes, and
+    the agent's Ed25519 signature over those bytes."""
+
+    request: str = Field(max_length=128 * 1024)
+    signature: str = Field(max_length=128)
+
+
+class TokenResponse(_Model):
+    epoch: int
+    key_id: str
+    blind_signatures: list[str] = Field(description="Base64, one per blinded message, in order.")
+    remaining: int = Field(ge=0, description="Tokens this key may still ask for in this epoch.")
 
 
 ItemStatus = Literal["accepted", "duplicate", "rejected"]

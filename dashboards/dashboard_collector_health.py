@@ -50,6 +50,29 @@ HEALTH = Dashboard(
             unit="reqps",
         ),
         Panel(
+            "Upload batches per second by how they were signed",
+            "timeseries",
+            [
+                Target(
+                    "sum by (result) (rate(gatewatch_ingest_batches_total[$__rate_interval]))",
+                    legend="{{result}}",
+                )
+            ],
+            unit="reqps",
+        ),
+        Panel(
+            "Tokens issued per second, and token requests by result",
+            "timeseries",
+            [
+                Target("sum(rate(gatewatch_tokens_issued_total[$__rate_interval]))", legend="tokens issued"),
+                Target(
+                    "sum by (result) (rate(gatewatch_token_requests_total[$__rate_interval]))",
+                    legend="requests {{result}}",
+                ),
+            ],
+            unit="reqps",
+        ),
+        Panel(
             "Upload latency",
             "timeseries",
             [

@@ -16,9 +16,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 from gatewatch.core.measurement import as_utc
+from gatewatch.core.vocabulary import SCHEME_LONGTERM
 
 __all__ = [
+    "BatchOutcome",
     "CursorError",
+    "DoubleSpend",
+    "IssuanceRefused",
+    "IssuerKeyRecord",
+    "TokenSpend",
     "as_utc",
     "MeasurementFilter",
     "Store",
@@ -53,6 +59,16 @@ class StoredMeasurement:
     verdict_json: str  # the server's Verdict as JSON
     payload: bytes  # the exact measurement JSON bytes that were signed
     flags: tuple[str, ...] = ()  # e.g. ("asn_mismatch",)
+    # How the payload is signed (vocabulary.SIGNATURE_SCHEMES). With a blind token (issue 12): the
+    # per-batch ephemeral key's signature, that key, and the token (prefix || RSA signature) of its epoch
+    # and issuer key, all exported so that anyone can re-verify. Rows signed by a long-term key keep
+    # these empty (that signature and key stay in the separate ``envelopes`` table, never exported).
+    signature_scheme: str = SCHEME_LONGTERM
+    signature: bytes | None = None
+    ephemeral_key: bytes | None = None
+    token: bytes | None = None
+    token_epoch: int | None = None
+    token_key_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,43 @@ class UnstorableError(ValueError):
     the store's. Nothing of that call was stored; the same rows sent one at a time show which is to blame."""
 
 
+@dataclass(frozen=True)
+class TokenSpend:
+    """A batch's token, to be marked spent in the same transaction as the batch's rows."""
+
+    spent_id: bytes  # sha256 over the token's signed message: unique per token
+    batch_digest: bytes  # what the batch held, to tell an identical resend from a second spending
+    epoch: int
+    key_id: str
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    inserted: list[bool]  # per row: True = new, False = duplicate uid
+    replayed: bool = False  # the token was spent already, on this very batch (a resend)
+
+
+class DoubleSpend(Exception):
+    """The token was spent already on a different batch: nothing of this batch was stored."""
+
+
+@dataclass(frozen=True)
+class IssuerKeyRecord:
+    epoch: int
+    key_id: str
+    public_key: bytes  # DER SubjectPublicKeyInfo
+    private_key: bytes | None  # PKCS#8 PEM; None once the epoch's issuance is over (retired)
+
+
+class IssuanceRefused(Exception):
+    """Tokens cannot be issued; ``reason`` is a vocabulary word (quota, replayed nonce, not enrolled)."""
+
+    def __init__(self, reason: str, remaining: int = 0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.remaining = remaining
+
+
 class CursorError(ValueError):
     """A pagination cursor that this store did not hand out (the client's fault)."""
 
@@ -91,6 +144,39 @@ class Store(Protocol):
         Everything is committed durably when this returns: only then may the submitter be told. Raises
         :class:`UnstorableError` (nothing stored) when a row holds what this backend cannot store, and
         :class:`StoreError` when the store itself fails."""
+        ...
+
+    async def insert_batch(
+        self,
+        rows: Sequence[StoredMeasurement],
+        envelopes: Sequence[tuple[bytes, bytes] | None],
+        spend: TokenSpend | None,
+    ) -> BatchOutcome:
+        """As :meth:`insert_many`, and mark ``spend``'s token spent in the same transaction. A token spent
+        already on the same batch digest is a replay: the rows are inserted as usual (duplicates, mostly).
+        On another digest, raises :class:`DoubleSpend` and stores nothing: of two collectors racing one
+        token, exactly one succeeds. An envelope of None (a token-signed row) writes no envelopes row."""
+        ...
+
+    async def issuer_keys(self) -> list[IssuerKeyRecord]:
+        """Every issuer key, oldest epoch first."""
+        ...
+
+    async def add_issuer_key(self, record: IssuerKeyRecord) -> IssuerKeyRecord:
+        """Keep ``record`` unless its epoch has a key already; the epoch's key (first one wins)."""
+        ...
+
+    async def retire_issuer_keys(self, before_epoch: int) -> int:
+        """Forget the private keys of epochs before ``before_epoch`` (the public keys stay)."""
+        ...
+
+    async def charge_tokens(
+        self, key_hash: bytes, epoch: int, count: int, quota: int, nonce: bytes, enrol: bool, now: datetime
+    ) -> int:
+        """Count ``count`` tokens against the key's quota for ``epoch`` and remember the request's nonce,
+        in one transaction; the tokens left. Raises :class:`IssuanceRefused` (nothing counted) when the
+        nonce was seen, the key is not enrolled (and ``enrol`` is False), or the quota would be passed.
+        Nonces older than a day are forgotten."""
         ...
 
     async def stored_payloads(self, uids: Sequence[str]) -> dict[str, bytes]:

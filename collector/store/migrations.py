@@ -51,6 +51,42 @@ SQLITE: tuple[Migration, ...] = (
             "CREATE INDEX measurements_by_domain ON measurements (domain, measurement_start_time)",
         ),
     ),
+    (
+        2,
+        (
+            # Issue 12: the per-batch ephemeral key, its signature and the batch's token, per measurement
+            # (exported); rows stored before keep the long-term scheme and leave these empty.
+            "ALTER TABLE measurements ADD COLUMN signature_scheme TEXT NOT NULL DEFAULT 'ed25519-longterm/1'",
+            "ALTER TABLE measurements ADD COLUMN signature BLOB",
+            "ALTER TABLE measurements ADD COLUMN ephemeral_key BLOB",
+            "ALTER TABLE measurements ADD COLUMN token BLOB",
+            "ALTER TABLE measurements ADD COLUMN token_epoch INTEGER",
+            "ALTER TABLE measurements ADD COLUMN token_key_id TEXT",
+            # One row per spent token, shared by every collector on this store (the double-spend guard).
+            """CREATE TABLE spent_tokens (
+                spent_id BLOB PRIMARY KEY,
+                batch_digest BLOB NOT NULL,
+                epoch INTEGER NOT NULL,
+                key_id TEXT NOT NULL
+            )""",
+            # The issuer's keys per epoch; the private key is dropped once the epoch's issuance is over.
+            """CREATE TABLE issuer_keys (
+                epoch INTEGER PRIMARY KEY,
+                key_id TEXT NOT NULL UNIQUE,
+                public_key BLOB NOT NULL,
+                private_key BLOB
+            )""",
+            # Issuance bookkeeping, keyed by a hash of the long-term key: never joined to a measurement.
+            """CREATE TABLE token_issuance (
+                key_hash BLOB NOT NULL,
+                epoch INTEGER NOT NULL,
+                issued INTEGER NOT NULL,
+                PRIMARY KEY (key_hash, epoch)
+            )""",
+            "CREATE TABLE token_enrolled (key_hash BLOB PRIMARY KEY)",
+            "CREATE TABLE token_nonces (nonce BLOB PRIMARY KEY, seen_at INTEGER NOT NULL)",
+        ),
+    ),
 )
 
 POSTGRES: tuple[Migration, ...] = (
@@ -158,6 +194,42 @@ POSTGRES: tuple[Migration, ...] = (
             "CREATE INDEX measurements_by_domain ON measurements (domain, measurement_start_time)",
             # What other collectors stored lately (collector/peer_sync.py reads it every few seconds).
             "CREATE INDEX measurements_by_received ON measurements (received_at, measurement_uid)",
+        ),
+    ),
+    (
+        3,
+        (
+            # Issue 12: the per-batch ephemeral key, its signature and the batch's token, per measurement
+            # (exported); rows stored before keep the long-term scheme and leave these empty.
+            "ALTER TABLE measurements ADD COLUMN signature_scheme TEXT NOT NULL DEFAULT 'ed25519-longterm/1'",
+            "ALTER TABLE measurements ADD COLUMN signature BYTEA",
+            "ALTER TABLE measurements ADD COLUMN ephemeral_key BYTEA",
+            "ALTER TABLE measurements ADD COLUMN token BYTEA",
+            "ALTER TABLE measurements ADD COLUMN token_epoch BIGINT",
+            "ALTER TABLE measurements ADD COLUMN token_key_id TEXT",
+            # One row per spent token, shared by every collector on this store (the double-spend guard).
+            """CREATE TABLE spent_tokens (
+                spent_id BYTEA PRIMARY KEY,
+                batch_digest BYTEA NOT NULL,
+                epoch BIGINT NOT NULL,
+                key_id TEXT NOT NULL
+            )""",
+            # The issuer's keys per epoch; the private key is dropped once the epoch's issuance is over.
+            """CREATE TABLE issuer_keys (
+                epoch BIGINT PRIMARY KEY,
+                key_id TEXT NOT NULL UNIQUE,
+                public_key BYTEA NOT NULL,
+                private_key BYTEA
+            )""",
+            # Issuance bookkeeping, keyed by a hash of the long-term key: never joined to a measurement.
+            """CREATE TABLE token_issuance (
+                key_hash BYTEA NOT NULL,
+                epoch BIGINT NOT NULL,
+                issued BIGINT NOT NULL,
+                PRIMARY KEY (key_hash, epoch)
+            )""",
+            "CREATE TABLE token_enrolled (key_hash BYTEA PRIMARY KEY)",
+            "CREATE TABLE token_nonces (nonce BYTEA PRIMARY KEY, seen_at BIGINT NOT NULL)",
         ),
     ),
 )

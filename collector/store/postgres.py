@@ -16,10 +16,14 @@ from typing import Any
 
 import asyncpg
 
+from . import postgres_tokens
 from .base import (
+    BatchOutcome,
+    IssuerKeyRecord,
     MeasurementFilter,
     StoredMeasurement,
     StoreError,
+    TokenSpend,
     UnstorableError,
     as_utc,
     decode_cursor,
@@ -33,7 +37,8 @@ __all__ = ["PostgresStore"]
 
 _COLUMNS = (
     "measurement_uid, received_at, measurement_start_time, probe_cc, probe_asn, test_name, input, domain, "
-    "blocking, anomaly, technique, fingerprint_key, verdict_json, payload, flags"
+    "blocking, anomaly, technique, fingerprint_key, verdict_json, payload, flags, signature_scheme, "
+    "signature, ephemeral_key, token, token_epoch, token_key_id"
 )
 # The batch's envelopes in one statement: RETURNING names the uids that were new (the others are duplicates).
 _CLAIM = """
@@ -48,12 +53,14 @@ _INSERT = f"""
 INSERT INTO measurements ({_COLUMNS})
 SELECT m.uid, m.received_at, m.start_time, m.cc, m.asn, m.test_name, m.input, m.domain, m.blocking,
        m.anomaly, m.technique, m.fp_key, m.verdict, m.payload,
-       ARRAY(SELECT json_array_elements_text(m.flags::json))
+       ARRAY(SELECT json_array_elements_text(m.flags::json)), m.scheme, m.signature, m.ephemeral_key,
+       m.token, m.token_epoch, m.token_key_id
 FROM unnest(
     $1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[],
-    $8::text[], $9::text[], $10::boolean[], $11::text[], $12::text[], $13::text[], $14::bytea[], $15::text[]
+    $8::text[], $9::text[], $10::boolean[], $11::text[], $12::text[], $13::text[], $14::bytea[], $15::text[],
+    $16::text[], $17::bytea[], $18::bytea[], $19::bytea[], $20::bigint[], $21::text[]
 ) AS m(uid, received_at, start_time, cc, asn, test_name, input, domain, blocking, anomaly, technique,
-       fp_key, verdict, payload, flags)
+       fp_key, verdict, payload, flags, scheme, signature, ephemeral_key, token, token_epoch, token_key_id)
 """
 _SELECT_PAYLOADS = "SELECT measurement_uid, payload FROM measurements WHERE measurement_uid = ANY($1::text[])"
 _ENSURE_PARTITION = f"SELECT {PARTITION_FUNCTION}($1::date)"
@@ -84,7 +91,17 @@ def _from_record(record: Any) -> StoredMeasurement:
         verdict_json=record["verdict_json"],
         payload=bytes(record["payload"]),
         flags=tuple(record["flags"]),
+        signature_scheme=record["signature_scheme"],
+        signature=_blob(record["signature"]),
+        ephemeral_key=_blob(record["ephemeral_key"]),
+        token=_blob(record["token"]),
+        token_epoch=record["token_epoch"],
+        token_key_id=record["token_key_id"],
     )
+
+
+def _blob(value: Any) -> bytes | None:
+    return bytes(value) if value is not None else None
 
 
 async def _migrate(conn: Any) -> int:
@@ -122,6 +139,12 @@ def _columns(rows: Sequence[StoredMeasurement]) -> list[list[Any]]:
         [r.verdict_json for r in rows],
         [r.payload for r in rows],
         [json.dumps(list(r.flags)) for r in rows],
+        [r.signature_scheme for r in rows],
+        [r.signature for r in rows],
+        [r.ephemeral_key for r in rows],
+        [r.token for r in rows],
+        [r.token_epoch for r in rows],
+        [r.token_key_id for r in rows],
     ]
 
 
@@ -179,10 +202,18 @@ class PostgresStore:
     async def insert_many(
         self, rows: Sequence[StoredMeasurement], envelopes: Sequence[tuple[bytes, bytes]]
     ) -> list[bool]:
+        return (await self.insert_batch(rows, envelopes, None)).inserted
+
+    async def insert_batch(
+        self,
+        rows: Sequence[StoredMeasurement],
+        envelopes: Sequence[tuple[bytes, bytes]],
+        spend: TokenSpend | None,
+    ) -> BatchOutcome:
         if len(rows) != len(envelopes):
             raise ValueError("one envelope per row")
-        if not rows:
-            return []
+        if not rows and spend is None:
+            return BatchOutcome([])
         # A uid repeated inside one batch would make ON CONFLICT see the same row twice: send each once.
         first_index: dict[str, int] = {}
         for index, row in enumerate(rows):
@@ -191,6 +222,8 @@ class PostgresStore:
         await self._ensure_partitions({_month(r.measurement_start_time) for r in unique})
         try:
             async with self._pool.acquire() as conn, conn.transaction():
+                # The token first: of two collectors racing it, the second waits here for the first.
+                replayed = await postgres_tokens.spend(conn, spend) if spend is not None else False
                 claimed = await conn.fetch(
                     _CLAIM,
                     [r.measurement_uid for r in unique],
@@ -208,9 +241,33 @@ class PostgresStore:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"postgresql: {exc}") from exc
         # A repeat of a uid earlier in the same batch is a duplicate, like a repeat from an earlier batch.
-        return [
+        inserted = [
             row.measurement_uid in new and first_index[row.measurement_uid] == i for i, row in enumerate(rows)
         ]
+        return BatchOutcome(inserted, replayed)
+
+    async def _run(self, fn: Any) -> Any:
+        try:
+            async with self._pool.acquire() as conn:
+                return await fn(conn)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreError(f"postgresql: {exc}") from exc
+
+    async def issuer_keys(self) -> list[IssuerKeyRecord]:
+        return await self._run(postgres_tokens.issuer_keys)  # type: ignore[no-any-return]
+
+    async def add_issuer_key(self, record: IssuerKeyRecord) -> IssuerKeyRecord:
+        return await self._run(lambda conn: postgres_tokens.add_issuer_key(conn, record))  # type: ignore[no-any-return]
+
+    async def retire_issuer_keys(self, before_epoch: int) -> int:
+        return await self._run(lambda conn: postgres_tokens.retire_issuer_keys(conn, before_epoch))  # type: ignore[no-any-return]
+
+    async def charge_tokens(
+        self, key_hash: bytes, epoch: int, count: int, quota: int, nonce: bytes, enrol: bool, now: datetime
+    ) -> int:
+        return await self._run(  # type: ignore[no-any-return]
+            lambda conn: postgres_tokens.charge_tokens(conn, key_hash, epoch, count, quota, nonce, enrol, now)
+        )
 
     async def stored_payloads(self, uids: Sequence[str]) -> dict[str, bytes]:
         unique = list(dict.fromkeys(uids))

@@ -15,12 +15,17 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, TypeVar
 
+from . import sqlite_tokens
 from .base import (
+    BatchOutcome,
+    IssuerKeyRecord,
     MeasurementFilter,
     StoredMeasurement,
     StoreError,
+    TokenSpend,
     UnstorableError,
     decode_cursor,
     encode_cursor,
@@ -37,10 +42,11 @@ _T = TypeVar("_T")
 
 _COLUMNS = (
     "measurement_uid, received_at, measurement_start_time, probe_cc, probe_asn, test_name, input, domain, "
-    "blocking, anomaly, technique, fingerprint_key, verdict_json, payload, flags"
+    "blocking, anomaly, technique, fingerprint_key, verdict_json, payload, flags, signature_scheme, "
+    "signature, ephemeral_key, token, token_epoch, token_key_id"
 )
 _INSERT = (
-    f"INSERT INTO measurements ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    f"INSERT INTO measurements ({_COLUMNS}) VALUES ({', '.join(['?'] * 21)}) "
     "ON CONFLICT (measurement_uid) DO NOTHING"
 )
 _BUSY_TIMEOUT = 30.0  # seconds a connection waits for another's write lock
@@ -87,7 +93,17 @@ def _row_values(row: StoredMeasurement) -> tuple[Any, ...]:
         row.verdict_json,
         row.payload,
         json.dumps(list(row.flags)),
+        row.signature_scheme,
+        row.signature,
+        row.ephemeral_key,
+        row.token,
+        row.token_epoch,
+        row.token_key_id,
     )
+
+
+def _blob(value: Any) -> bytes | None:
+    return bytes(value) if value is not None else None
 
 
 def _from_row(values: tuple[Any, ...]) -> StoredMeasurement:
@@ -107,6 +123,12 @@ def _from_row(values: tuple[Any, ...]) -> StoredMeasurement:
         verdict_json=values[12],
         payload=bytes(values[13]),
         flags=tuple(json.loads(values[14])),
+        signature_scheme=values[15],
+        signature=_blob(values[16]),
+        ephemeral_key=_blob(values[17]),
+        token=_blob(values[18]),
+        token_epoch=values[19],
+        token_key_id=values[20],
     )
 
 
@@ -192,30 +214,39 @@ class SQLiteStore:
         return store
 
     async def insert_many(
-        self, rows: Sequence[StoredMeasurement], envelopes: Sequence[tuple[bytes, bytes]]
+        self, rows: Sequence[StoredMeasurement], envelopes: Sequence[tuple[bytes, bytes] | None]
     ) -> list[bool]:
+        return (await self.insert_batch(rows, envelopes, None)).inserted
+
+    async def insert_batch(
+        self,
+        rows: Sequence[StoredMeasurement],
+        envelopes: Sequence[tuple[bytes, bytes] | None],
+        spend: TokenSpend | None,
+    ) -> BatchOutcome:
         if len(rows) != len(envelopes):
             raise ValueError("one envelope per row")
         values = [_row_values(row) for row in rows]
 
-        def insert(conn: sqlite3.Connection) -> list[bool]:
+        def insert(conn: sqlite3.Connection) -> BatchOutcome:
             inserted: list[bool] = []
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for row_values, (signature, public_key) in zip(values, envelopes, strict=True):
+                replayed = sqlite_tokens.spend(conn, spend) if spend is not None else False
+                for row_values, envelope in zip(values, envelopes, strict=True):
                     new = conn.execute(_INSERT, row_values).rowcount == 1
-                    if new:
-                        conn.execute(_INSERT_ENVELOPE, (row_values[0], signature, public_key))
+                    if new and envelope is not None:
+                        conn.execute(_INSERT_ENVELOPE, (row_values[0], *envelope))
                     inserted.append(new)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            return inserted
+            return BatchOutcome(inserted, replayed)
 
-        if not values:
-            return []
+        if not values and spend is None:
+            return BatchOutcome([])
         try:
             return await self._writer.run(insert)
         except UnicodeEncodeError as exc:  # a lone surrogate cannot become UTF-8 (a NUL can, and is kept)
@@ -224,6 +255,24 @@ class SQLiteStore:
             if isinstance(exc.__cause__, sqlite3.DataError):  # e.g. a string or blob too big
                 raise UnstorableError(str(exc)) from exc
             raise
+
+    async def issuer_keys(self) -> list[IssuerKeyRecord]:
+        return await self._reader.run(sqlite_tokens.issuer_keys)
+
+    async def add_issuer_key(self, record: IssuerKeyRecord) -> IssuerKeyRecord:
+        return await self._writer.run(lambda conn: sqlite_tokens.add_issuer_key(conn, record))
+
+    async def retire_issuer_keys(self, before_epoch: int) -> int:
+        return await self._writer.run(lambda conn: sqlite_tokens.retire_issuer_keys(conn, before_epoch))
+
+    async def charge_tokens(
+        self, key_hash: bytes, epoch: int, count: int, quota: int, nonce: bytes, enrol: bool, now: datetime
+    ) -> int:
+        return await self._writer.run(
+            lambda conn: sqlite_tokens.charge_tokens(
+                conn, key_hash, epoch, count, quota, nonce, enrol, to_micros(now)
+            )
+        )
 
     async def stored_payloads(self, uids: Sequence[str]) -> dict[str, bytes]:
         unique = list(dict.fromkeys(uids))

@@ -13,10 +13,21 @@ import base64
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import rsa
 
+from gatewatch.core import blindrsa
+from gatewatch.core.batch_token import (
+    EPOCH_SECONDS,
+    TokenParts,
+    epoch_end,
+    epoch_of,
+    epoch_start,
+    verify_token,
+)
 from gatewatch.core.control import ControlDNS, ControlHTTP, ControlObservations
 from gatewatch.core.envelope import Envelope, EnvelopeError, verify
 from gatewatch.core.vocabulary import (
@@ -40,6 +51,11 @@ from gatewatch.core.wire import (
     IngestItemResult,
     IngestRequest,
     IngestResponse,
+    IssuerKey,
+    IssuerKeysResponse,
+    TokenRequest,
+    TokenRequestBody,
+    TokenResponse,
 )
 
 # The reason the collector gives with each status these tests make it answer.
@@ -85,6 +101,10 @@ class ContractCollector:
     batch_endpoint: bool = True  # False: a collector from before POST /api/v1/controls (404)
     control_http_requests: int = 0  # HTTP requests to either control endpoint
     control_errors: dict[str, str] = field(default_factory=dict)  # input -> a batch item's error code
+    # The token issuer (issue 12): one key for the current epoch, made on first use.
+    issuer: rsa.RSAPrivateKey | None = None
+    tokens_issued: int = 0
+    token_batches: int = 0  # batches that came with a token that verified
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -94,11 +114,56 @@ class ContractCollector:
         if self.batch_endpoint:
             app.router.add_post("/api/v1/controls", self.controls)
         app.router.add_get("/api/v1/test-list", self.serve_test_list)
+        app.router.add_get("/api/v1/issuer-keys", self.issuer_keys)
+        app.router.add_post("/api/v1/tokens", self.tokens)
         return app
+
+    def _issuer(self) -> rsa.RSAPrivateKey:
+        if self.issuer is None:
+            self.issuer = blindrsa.generate_issuer_key()
+        return self.issuer
+
+    async def issuer_keys(self, request: web.Request) -> web.Response:
+        public = self._issuer().public_key()
+        epoch = epoch_of(datetime.now(UTC))
+        key = IssuerKey(
+            epoch=epoch,
+            key_id=blindrsa.key_id(public),
+            public_key=base64.b64encode(blindrsa.public_key_to_spki(public)).decode(),
+            valid_from=epoch_start(epoch),
+            issue_until=epoch_end(epoch),
+            valid_until=epoch_end(epoch) + timedelta(days=3),
+        )
+        answer = IssuerKeysResponse(
+            variant="RSABSSA-SHA384-PSS-Randomized",
+            current_epoch=epoch,
+            epoch_seconds=EPOCH_SECONDS,
+            keys=[key],
+        )
+        return web.json_response(answer.model_dump(mode="json"))
+
+    async def tokens(self, request: web.Request) -> web.Response:
+        asked = TokenRequest.model_validate(await request.json())
+        body = TokenRequestBody.model_validate_json(base64.b64decode(asked.request))
+        signatures = [
+            base64.b64encode(blindrsa.blind_sign(self._issuer(), base64.b64decode(m))).decode()
+            for m in body.blinded_messages
+        ]
+        self.tokens_issued += len(signatures)
+        answer = TokenResponse(
+            epoch=body.epoch, key_id=body.key_id, blind_signatures=signatures, remaining=1000
+        )
+        return web.json_response(answer.model_dump(mode="json"))
 
     async def measurements(self, request: web.Request) -> web.Response:
         self.requests += 1
-        items = IngestRequest.model_validate(await request.json()).measurements
+        batch = IngestRequest.model_validate(await request.json())
+        items = batch.measurements
+        if batch.token is not None:
+            token = batch.token
+            parts = TokenParts.decode(token.epoch, token.key_id, token.ephemeral_public_key, token.token)
+            verify_token(parts, self._issuer().public_key())
+            self.token_batches += 1
         if self.raw_next:
             return self._raw(*self.raw_next.pop(0))
         if self.fail_next:

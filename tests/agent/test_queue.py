@@ -13,7 +13,7 @@ import pytest
 
 from gatewatch.agent.queue import MeasurementQueue, QueueFull
 from gatewatch.agent.settings import QueueSettings
-from gatewatch.core.envelope import sign, verify
+from gatewatch.core.envelope import public_key_bytes, sign, verify
 
 from .conftest import make_measurement
 
@@ -158,3 +158,14 @@ def test_sigkill_mid_write_leaves_a_consistent_queue_with_every_committed_row(tm
             assert payload == row.payload
         counts = queue.counts()
         assert counts["pending"] + counts["sent"] == len(rows)
+
+
+def test_rows_queued_unsigned_are_signed_for_identified_mode(tmp_path, signing_key) -> None:
+    with MeasurementQueue(tmp_path / "q.sqlite3") as queue:
+        m = make_measurement()
+        queue.enqueue(m.measurement_uid, m.to_json_bytes(), None)  # the unlinkable mode's way
+        assert queue.pending()[0].signature == ""
+        assert queue.sign_unsigned(lambda payload: sign(payload, signing_key)) == 1
+        row = queue.pending()[0]
+        assert verify(row.envelope) == (m.to_json_bytes(), public_key_bytes(signing_key))
+        assert queue.sign_unsigned(lambda payload: sign(payload, signing_key)) == 0

@@ -7,6 +7,7 @@ emulated network is the end-to-end test's job; here what matters is what the run
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import json
 import socket
@@ -20,12 +21,14 @@ from gatewatch.agent.anonymise import SCRUBBED
 from gatewatch.agent.build import bytes_received
 from gatewatch.agent.collector_api import geolocate, make_session
 from gatewatch.agent.minimise import BODY_POLICY_ANNOTATION, CANDIDATE_BODIES, DROPPED, FULL_BODIES
+from gatewatch.agent.pseudonym import PSEUDONYM_ANNOTATION
 from gatewatch.agent.queue import MeasurementQueue
 from gatewatch.agent.run_records import LAST_RUN_KEY, RunEvent, RunOptions
 from gatewatch.agent.runner import run_pass
 from gatewatch.agent.settings import QueueSettings
 from gatewatch.agent.testlists import TestListEntry
 from gatewatch.agent.upload import RetryPolicy
+from gatewatch.core.envelope import public_key_bytes
 from gatewatch.core.measurement import Measurement, WebTestKeys
 from gatewatch.core.vocabulary import WITHHELD_ASN, WITHHELD_CC
 from gatewatch.core.wire import Geolocation
@@ -352,3 +355,50 @@ async def test_the_reverse_dns_name_of_our_address_is_scrubbed_too(collector, qu
 
 def recorded_keys() -> WebTestKeys:
     return echoing_keys().model_copy(update={"control": None, "verdict": None})
+
+
+# --- issue 12: unlinkable by default, identified on request -------------------------------------------------
+async def test_by_default_a_pass_uploads_token_batches_without_the_long_term_key(
+    collector, queue, signing_key
+) -> None:
+    summary = await run_pass(
+        entries(4), _options(collector, upload_batch=2), queue, signing_key, measure=recorded
+    )
+    assert summary.upload is not None and summary.upload.accepted == 4
+    assert collector.token_batches == 2 and collector.tokens_issued >= 2  # fetched before measuring
+    # Queued unsigned (the batch signs); each measurement's test_start_time is its own start, so nothing
+    # pass-wide links the pass's batches.
+    rows = queue.recent(10)
+    assert {(row.signature, row.public_key) for row in rows} == {("", "")}
+    for payload in collector.stored.values():
+        m = Measurement.model_validate_json(payload)
+        assert m.test_start_time == m.measurement_start_time
+
+
+async def test_identified_mode_signs_with_the_long_term_key_and_keeps_the_pass_start(
+    collector, queue, signing_key
+) -> None:
+    summary = await run_pass(
+        entries(3), _options(collector, identified=True), queue, signing_key, measure=recorded
+    )
+    assert summary.upload is not None and summary.upload.accepted == 3
+    assert collector.token_batches == 0 and collector.tokens_issued == 0
+    own = base64.b64encode(public_key_bytes(signing_key)).decode()
+    assert {row.public_key for row in queue.recent(10)} == {own}
+    starts = {Measurement.model_validate_json(p).test_start_time for p in collector.stored.values()}
+    assert len(starts) == 1
+
+
+async def test_the_network_pseudonym_is_given_only_when_asked_for(collector, queue, signing_key) -> None:
+    await run_pass(entries(2), _options(collector), queue, signing_key, measure=recorded)
+    assert all(
+        PSEUDONYM_ANNOTATION not in Measurement.model_validate_json(p).annotations
+        for p in collector.stored.values()
+    )
+    options = _options(collector, upload_batch=1, pseudonym_secret=bytes(range(32)))
+    await run_pass(entries(3), options, queue, signing_key, measure=recorded)
+    values = {
+        Measurement.model_validate_json(p).annotations.get(PSEUDONYM_ANNOTATION)
+        for p in collector.stored.values()
+    }
+    assert len(values - {None}) == 1  # three batches, one (network, week): one value

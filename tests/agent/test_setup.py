@@ -115,3 +115,15 @@ def test_bad_settings_are_refused_with_a_reason(tmp_path: Path, text: str) -> No
     path.write_text(text)
     with pytest.raises(SettingsError, match="agent.toml"):
         load_settings(path)
+
+
+def test_unlinkable_uploads_are_the_default_and_identified_mode_is_a_setting(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    assert not load_settings(path).identified and not load_settings(path).network_pseudonym
+    path.write_text('identified = true\n[tokens]\nlow = 2\nhigh = 5\ninvite_code = "lab"\n')
+    settings = load_settings(path)
+    assert settings.identified and (settings.tokens.low, settings.tokens.high) == (2, 5)
+    assert settings.tokens.invite_code == "lab"
+    path.write_text("[tokens]\nlw = 2\n")
+    with pytest.raises(SettingsError, match="lw"):
+        load_settings(path)

@@ -4,6 +4,7 @@ measurements."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import shutil
 import subprocess
@@ -18,7 +19,8 @@ import asyncpg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gatewatch.core import envelope
+from gatewatch.core import blindrsa, envelope, wire
+from gatewatch.core.batch_token import PREFIX_BYTES, token_message
 from gatewatch.core.measurement import Measurement, WebTestKeys, utc_now
 
 # Debian keeps the server binaries off PATH, one directory per major version (newest first).
@@ -173,6 +175,8 @@ async def serve_collector(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitab
 
     async def serve(**overrides: Any) -> ServedCollector:
         overrides.setdefault("db", f"sqlite:///{tmp_path / f'served{len(runners)}.db'}")
+        # These tests sign with a long-term key (identified mode); the token mode has its own tests.
+        overrides.setdefault("accept_identified", True)
         app = create_app(Settings(**overrides), registry=CollectorRegistry())
         runner = CollectorRunner(app)
         await runner.setup()
@@ -184,3 +188,75 @@ async def serve_collector(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitab
     yield serve
     for runner in runners:
         await runner.cleanup()
+
+
+# --- unlinkable batches (issue 12): tokens as an agent gets and spends them ---------------------------------
+@dataclass
+class HeldToken:
+    """A finalised token and the ephemeral key its batch signs with."""
+
+    ephemeral: Ed25519PrivateKey
+    token: wire.BatchToken
+
+    def batch(self, measurements: list[Measurement], key: Ed25519PrivateKey | None = None) -> dict[str, Any]:
+        """The ingest body of a batch spending this token, each item signed by ``key`` (the ephemeral key
+        unless another is given)."""
+        signer = key or self.ephemeral
+        return {
+            "measurements": [envelope.sign(m.to_json_bytes(), signer).model_dump() for m in measurements],
+            "token": self.token.model_dump(),
+        }
+
+
+def token_request(
+    long_term: Ed25519PrivateKey, epoch: int, key_id: str, blinded: list[bytes], **changes: Any
+) -> dict[str, Any]:
+    """A signed ``POST /api/v1/tokens`` body."""
+    fields: dict[str, Any] = dict(
+        public_key=base64.b64encode(envelope.public_key_bytes(long_term)).decode(),
+        epoch=epoch,
+        key_id=key_id,
+        blinded_messages=[base64.b64encode(b).decode() for b in blinded],
+        timestamp=utc_now(),
+        nonce=base64.b64encode(os.urandom(18)).decode(),
+    )
+    fields.update(changes)
+    signed = wire.TokenRequestBody(**fields).model_dump_json(exclude_none=True).encode()
+    return {
+        "request": base64.b64encode(signed).decode(),
+        "signature": base64.b64encode(long_term.sign(signed)).decode(),
+    }
+
+
+async def fetch_tokens(
+    client: Any, long_term: Ed25519PrivateKey, count: int = 1, *, epoch: int | None = None, **changes: Any
+) -> list[HeldToken]:
+    """``count`` tokens from the collector behind ``client`` (an aiohttp test client), as an agent gets
+    them: blinded, signed, finalised and checked."""
+    published = wire.IssuerKeysResponse.model_validate(await (await client.get("/api/v1/issuer-keys")).json())
+    epoch = published.current_epoch if epoch is None else epoch
+    key = next(k for k in published.keys if k.epoch == epoch)
+    issuer = blindrsa.public_key_from_spki(base64.b64decode(key.public_key))
+    pending = []
+    for _ in range(count):
+        ephemeral = Ed25519PrivateKey.generate()
+        prepared = blindrsa.prepare(token_message(epoch, key.key_id, envelope.public_key_bytes(ephemeral)))
+        blinded, inverse = blindrsa.blind(issuer, prepared)
+        pending.append((ephemeral, prepared, blinded, inverse))
+    body = token_request(long_term, epoch, key.key_id, [p[2] for p in pending], **changes)
+    response = await client.post("/api/v1/tokens", json=body)
+    assert response.status == 200, await response.text()
+    answer = wire.TokenResponse.model_validate(await response.json())
+    held = []
+    for (ephemeral, prepared, _, inverse), blind_signature in zip(
+        pending, answer.blind_signatures, strict=True
+    ):
+        signature = blindrsa.finalize(issuer, prepared, base64.b64decode(blind_signature), inverse)
+        token = wire.BatchToken(
+            epoch=epoch,
+            key_id=key.key_id,
+            ephemeral_public_key=base64.b64encode(envelope.public_key_bytes(ephemeral)).decode(),
+            token=base64.b64encode(prepared[:PREFIX_BYTES] + signature).decode(),
+        )
+        held.append(HeldToken(ephemeral, token))
+    return held

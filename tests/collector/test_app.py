@@ -13,7 +13,7 @@ from gatewatch.collector.settings import Settings
 
 @pytest.fixture
 async def client(aiohttp_client, store_url: str):
-    return await aiohttp_client(create_app(Settings(db=store_url)))
+    return await aiohttp_client(create_app(Settings(db=store_url, accept_identified=True)))
 
 
 async def test_healthz(client) -> None:

@@ -51,7 +51,9 @@ class Collector:
     def start(self) -> Collector:
         command = [*collector_command(), "serve", "--listen", "127.0.0.1:0", "--db", self.db, *self.args]
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            # These tests sign with a long-term key (identified mode); the token mode has its own tests.
+            env = os.environ | {"GATEWATCH_ACCEPT_IDENTIFIED": "true"}
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             for entry in self.log_entries():

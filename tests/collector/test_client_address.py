@@ -31,6 +31,7 @@ def settings(tmp_path: Path) -> Settings:
         asn_db=(asn,),
         country_db=(country,),
         trusted_proxies=("127.65.0.0/16", "127.70.0.0/16"),
+        accept_identified=True,
     )
 
 
@@ -69,7 +70,7 @@ async def test_anyone_else_cannot_choose_its_address(connect_from) -> None:
 
 
 async def test_without_trusted_proxies_the_headers_are_ignored(connect_from, settings) -> None:
-    client = await connect_from(PROXY, Settings(db=settings.db))
+    client = await connect_from(PROXY, Settings(db=settings.db, accept_identified=True))
     assert await seen_as(client, {"X-Forwarded-For": "127.1.2.3"}) == PROXY
 
 

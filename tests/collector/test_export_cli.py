@@ -53,7 +53,7 @@ async def filled(aiohttp_client, store_url: str, make_measurement, sign) -> dict
         ),
         "kh-today": make_measurement(probe_cc="KH", probe_asn="AS17976", measurement_start_time=now),
     }
-    client = await aiohttp_client(create_app(Settings(db=store_url)))
+    client = await aiohttp_client(create_app(Settings(db=store_url, accept_identified=True)))
     response = await client.post(
         "/api/v1/measurements", json={"measurements": [sign(m) for m in made.values()]}
     )

@@ -27,6 +27,7 @@ from gatewatch.collector.exports import (
 from gatewatch.collector.store.base import StoredMeasurement
 from gatewatch.core.measurement import Measurement, WebTestKeys
 from gatewatch.core.verdicts import Fingerprint, Verdict
+from gatewatch.core.vocabulary import SCHEME_LONGTERM
 
 START = datetime(2026, 11, 23, 13, 40, 5, tzinfo=UTC)
 OONI_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
@@ -113,7 +114,8 @@ def parquet_rows(data: bytes, tmp_path: Path) -> tuple[list[tuple[str, str]], li
         # Timestamps as epoch seconds: fetching TIMESTAMPTZ as Python objects would need pytz.
         values = con.execute(
             "SELECT measurement_uid, epoch(measurement_start_time), probe_cc, probe_asn, test_name, input,"
-            " domain, blocking, anomaly, technique, fingerprint_key, epoch(received_at), flags"
+            " domain, blocking, anomaly, technique, fingerprint_key, epoch(received_at), flags,"
+            " signature_scheme, payload, signature, ephemeral_public_key, token, token_epoch, token_key_id"
             f" FROM '{path}'"
         ).fetchall()
     return types, values
@@ -268,6 +270,13 @@ async def test_parquet_round_trip_with_types(tmp_path: Path) -> None:
         "fingerprint_key": "VARCHAR",
         "received_at": "TIMESTAMP WITH TIME ZONE",
         "flags": "VARCHAR[]",
+        "signature_scheme": "VARCHAR",
+        "payload": "VARCHAR",
+        "signature": "VARCHAR",
+        "ephemeral_public_key": "VARCHAR",
+        "token": "VARCHAR",
+        "token_epoch": "BIGINT",
+        "token_key_id": "VARCHAR",
     }
     assert [name for name, _ in types] == list(CSV_COLUMNS)
     expected = [
@@ -285,6 +294,8 @@ async def test_parquet_round_trip_with_types(tmp_path: Path) -> None:
             r.fingerprint_key,
             START.replace(minute=0, second=0).timestamp(),  # the hour, as in every export
             list(r.flags),
+            SCHEME_LONGTERM,  # rows signed by a long-term key: the scheme only, never that key
+            *[None] * 6,
         )
         for r in rows
     ]

@@ -36,7 +36,9 @@ def registry() -> CollectorRegistry:
 @pytest.fixture
 def make_client(aiohttp_client, store_url: str, registry: CollectorRegistry):
     async def make(**overrides: Any):
-        app = create_app(Settings(db=store_url, **overrides), registry=registry)
+        app = create_app(
+            Settings(db=store_url, **({"accept_identified": True} | overrides)), registry=registry
+        )
         return await aiohttp_client(app)
 
     return make

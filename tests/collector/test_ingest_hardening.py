@@ -43,7 +43,7 @@ def registry() -> CollectorRegistry:
 
 @pytest.fixture
 async def client(aiohttp_client, store_url: str, registry: CollectorRegistry):
-    return await aiohttp_client(create_app(Settings(db=store_url), registry=registry))
+    return await aiohttp_client(create_app(Settings(db=store_url, accept_identified=True), registry=registry))
 
 
 def requests_total(registry: CollectorRegistry) -> dict[str, float]:
@@ -195,8 +195,10 @@ async def test_two_payloads_under_one_uid_in_one_batch(client, sign, make_measur
 async def test_every_error_of_the_upload_endpoint_is_counted_once(
     aiohttp_client, tmp_path, sign, registry
 ) -> None:
-    app = create_app(Settings(db=f"sqlite:///{tmp_path / 'x.db'}", max_body_bytes=4096, key_burst=1),
-                     registry=registry)  # fmt: skip
+    settings = Settings(
+        db=f"sqlite:///{tmp_path / 'x.db'}", max_body_bytes=4096, key_burst=1, accept_identified=True
+    )
+    app = create_app(settings, registry=registry)
     client = await aiohttp_client(app)
     json_type = {"Content-Type": "application/json"}
     attempts = [
@@ -220,7 +222,7 @@ async def test_every_error_of_the_upload_endpoint_is_counted_once(
 
 
 async def test_a_bug_in_ingest_is_a_counted_500(aiohttp_client, tmp_path, sign, registry) -> None:
-    app = create_app(Settings(db=f"sqlite:///{tmp_path / 'x.db'}"), registry=registry)
+    app = create_app(Settings(db=f"sqlite:///{tmp_path / 'x.db'}", accept_identified=True), registry=registry)
     app[RATE_LIMIT_KEY] = None  # type: ignore[assignment]  # a bug: the rate limiter is missing
     client = await aiohttp_client(app)
     response = await client.post(URL, json={"measurements": [sign()]})
@@ -251,7 +253,7 @@ EMBEDDING_127 = ("::7f50:9", "64:ff9b::7f50:9", "2002:7f50:9::1")
 async def test_ipv6_forms_of_an_allowed_ipv4_address_are_judged_bogons(
     aiohttp_client, store_url, sign, make_measurement
 ) -> None:
-    app = create_app(Settings(db=store_url, control_allow_net=("127.0.0.0/8",)))
+    app = create_app(Settings(db=store_url, control_allow_net=("127.0.0.0/8",), accept_identified=True))
     client = await aiohttp_client(app)
     measurements = {
         address: make_measurement(test_keys=_keys_answering(address)) for address in EMBEDDING_127

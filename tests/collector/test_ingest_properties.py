@@ -98,7 +98,15 @@ items = (
 @pytest.fixture
 async def client(aiohttp_client, store_url: str):
     # A large allowance: these tests are about content, not the rate limit.
-    app = create_app(Settings(db=store_url, key_burst=1_000_000, key_rate=1000.0, max_body_bytes=1_000_000))
+    app = create_app(
+        Settings(
+            db=store_url,
+            accept_identified=True,
+            key_burst=1_000_000,
+            key_rate=1000.0,
+            max_body_bytes=1_000_000,
+        )
+    )
     return await aiohttp_client(app)
 
 
@@ -138,3 +146,27 @@ async def test_documents_of_any_shape(client, body: Any) -> None:
 async def test_bytes_of_anything(client, body: bytes, content_type: str) -> None:
     headers = {"Content-Type": content_type} if content_type else {}
     await check(await client.post(URL, data=body, headers=headers))
+
+
+# Tokens of any shape (issue 12): a well-formed-looking one that does not verify, and arbitrary JSON.
+_b64_text = st.binary(max_size=300).map(lambda b: base64.b64encode(b).decode())
+tokens = (
+    st.fixed_dictionaries(
+        {
+            "epoch": st.integers(min_value=-5, max_value=2**64),
+            "key_id": st.text("0123456789abcdef", min_size=0, max_size=70),
+            "ephemeral_public_key": _b64_text,
+            "token": _b64_text,
+        }
+    )
+    | json_values
+)
+
+
+@PROPERTY_SETTINGS
+@given(token=tokens, batch=st.lists(items, max_size=3))
+async def test_tokens_of_any_shape_are_refused_with_a_reason(client, token: Any, batch: list[Any]) -> None:
+    response = await client.post(URL, json={"measurements": batch, "token": token})
+    await check(response)
+    if token is not None:  # null is "no token": this collector also accepts identified batches
+        assert response.status in (400, 403)

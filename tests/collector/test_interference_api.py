@@ -37,6 +37,7 @@ def settings_for(tmp_path: Path, lab: Lab) -> Settings:
         control_resolver=lab.resolver,
         ca_file=lab.ca_file,
         control_allow_net=("127.0.0.0/8",),
+        accept_identified=True,
     )
 
 
@@ -122,7 +123,9 @@ async def test_gateway_and_isp_rows_survive_a_restart(
 
 @pytest.mark.parametrize("query", ["cc=XLX", "cc=1", "cc=", "scope=global", "scope=gateway,sometimes"])
 async def test_bad_queries_are_400(aiohttp_client, tmp_path: Path, query: str) -> None:
-    client = await aiohttp_client(create_app(Settings(db=f"sqlite:///{tmp_path / 'i.db'}")))
+    client = await aiohttp_client(
+        create_app(Settings(db=f"sqlite:///{tmp_path / 'i.db'}", accept_identified=True))
+    )
     response = await client.get(f"{PATH}?{query}")
     assert response.status == 400
     body = await response.json()

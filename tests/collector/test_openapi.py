@@ -35,7 +35,7 @@ def wire(app: web.Application) -> web.Application:
 
 @pytest.fixture
 def app(tmp_path: Path) -> web.Application:
-    return wire(create_app(Settings(db=f"sqlite:///{tmp_path / 'gatewatch.db'}")))
+    return wire(create_app(Settings(db=f"sqlite:///{tmp_path / 'gatewatch.db'}", accept_identified=True)))
 
 
 @pytest.fixture

@@ -63,7 +63,7 @@ def wire(app: web.Application) -> web.Application:
 
 @pytest.fixture
 async def client(aiohttp_client, store_url: str):
-    return await aiohttp_client(wire(create_app(Settings(db=store_url))))
+    return await aiohttp_client(wire(create_app(Settings(db=store_url, accept_identified=True))))
 
 
 def make_row(
@@ -429,7 +429,7 @@ async def test_export_round_trips(client, fmt: str, tmp_path: Path) -> None:
         by_uid = {r.measurement_uid: r for r in wanted}
         for doc in docs:
             row = by_uid[doc["measurement_uid"]]
-            assert set(doc) - {"analysis"} <= set(Measurement.model_fields)
+            assert set(doc) - {"analysis", "signed"} <= set(Measurement.model_fields)
             assert doc["measurement_start_time"] == row.measurement_start_time.strftime("%Y-%m-%d %H:%M:%S")
             assert doc["analysis"]["blocking"] == {"false": False, "null": None}.get(
                 row.blocking, row.blocking
@@ -516,7 +516,7 @@ async def test_client_disconnect_mid_export_is_not_an_error(
     store_url: str, caplog: pytest.LogCaptureFixture, handler_cancellation: bool
 ) -> None:
     caplog.set_level(logging.INFO)
-    app = wire(create_app(Settings(db=store_url)))
+    app = wire(create_app(Settings(db=store_url, accept_identified=True)))
     async with serve(app, handler_cancellation) as address:
         await app[STORE_KEY].insert_many(big_dataset(1500), [(SIGNATURE, PUBLIC_KEY)] * 1500)
         reader, writer = await start_export(address, "format=jsonl")
@@ -532,7 +532,7 @@ async def test_client_disconnect_mid_export_is_not_an_error(
 
 
 async def test_a_store_failure_mid_export_truncates_the_download(store_url: str, caplog) -> None:
-    app = wire(create_app(Settings(db=store_url)))
+    app = wire(create_app(Settings(db=store_url, accept_identified=True)))
     async with serve(app, handler_cancellation=False) as address:
         # More rows than one store page (the export reads 1000 at a time): the second read fails.
         await app[STORE_KEY].insert_many(big_dataset(2500), [(SIGNATURE, PUBLIC_KEY)] * 2500)

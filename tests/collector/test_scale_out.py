@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import signal
 import subprocess
@@ -79,7 +80,11 @@ class Collector:
         command = [console_script(COLLECTOR), "serve", "--listen", "127.0.0.1:0", "--db", self.db]
         command += ["--asn-db", str(asn_csv), "--country-db", str(country_csv)]
         with log.open("wb") as out:
-            self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+            # These uploads sign with a long-term key (identified mode); tokens have their own tests.
+            env = os.environ | {"GATEWATCH_ACCEPT_IDENTIFIED": "true"}
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env
+            )
         self.port = 0
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:

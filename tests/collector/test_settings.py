@@ -14,6 +14,7 @@ from gatewatch.collector.settings import (
     parse_resolver,
     parse_test_lists,
 )
+from gatewatch.core.vocabulary import ENROLMENT_INVITE, ENROLMENT_OPEN
 
 
 def test_defaults() -> None:
@@ -130,3 +131,30 @@ def test_parse_resolver() -> None:
     assert parse_resolver("127.53.0.1:5353") == ("127.53.0.1", 5353)
     assert parse_resolver("[2001:db8::1]:53") == ("2001:db8::1", 53)
     assert parse_resolver("2001:db8::1") == ("2001:db8::1", 53)
+
+
+def test_unlinkable_mode_is_the_default_and_identified_mode_must_be_asked_for(tmp_path: Path) -> None:
+    s = Settings()
+    assert (s.accept_identified, s.identified_keys, s.enrolment) == (False, (), ENROLMENT_OPEN)
+    config = tmp_path / "collector.toml"
+    config.write_text('enrolment = "invite"\ninvite_codes = ["a", "b"]\ntoken_quota = 50\n')
+    env = {"GATEWATCH_ACCEPT_IDENTIFIED": "true", "GATEWATCH_IDENTIFIED_KEYS": "AAAA,BBBB"}
+    s = load_settings(env=env, config_file=config)
+    assert (s.enrolment, s.invite_codes, s.token_quota) == (ENROLMENT_INVITE, ("a", "b"), 50)
+    assert s.accept_identified and s.identified_keys == ("AAAA", "BBBB")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"enrolment": "anyone"},
+        {"enrolment": ENROLMENT_INVITE},  # without codes
+        {"token_quota": 0},
+        {"issuer_key_bits": 1024},
+        {"pow_bits": 0},
+        {"token_request_skew_seconds": 0},
+    ],
+)
+def test_bad_token_settings_are_named(changes: dict[str, object]) -> None:
+    with pytest.raises(SettingsError, match=next(iter(changes)).split("_")[0]):
+        Settings(**changes)  # type: ignore[arg-type]

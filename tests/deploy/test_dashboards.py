@@ -12,7 +12,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from gatewatch.collector.metrics import IngestMetrics
+from gatewatch.collector.metrics import IngestMetrics, TokenMetrics
 from gatewatch.core.vocabulary import BLOCKING_LABELS, SCOPES, TECHNIQUES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,6 +68,7 @@ def _ingest_label_values() -> dict[tuple[str, str], set[str]]:
     """(series, label) -> every value the ingest metrics expose (they pre-create each combination)."""
     registry = CollectorRegistry()
     IngestMetrics.register(registry)
+    TokenMetrics.register(registry)
     values: dict[tuple[str, str], set[str]] = {}
     for family in registry.collect():
         for sample in family.samples:

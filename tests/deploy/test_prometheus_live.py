@@ -24,7 +24,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from gatewatch.collector.aggregate import InterferenceAggregate
-from gatewatch.collector.metrics import IngestMetrics, metrics_response
+from gatewatch.collector.metrics import IngestMetrics, TokenMetrics, metrics_response
 from gatewatch.collector.metrics_interference import register_interference_metrics
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
@@ -78,6 +78,7 @@ async def test_every_panel_query_returns_data(generator: ModuleType, tmp_path: P
     aggregate = InterferenceAggregate(refresh_interval=0.5)
     register_interference_metrics(registry, aggregate)
     ingest = IngestMetrics.register(registry)
+    TokenMetrics.register(registry)
     # a gateway-level block (same fingerprint in both networks) and an ISP-level one (one network only)
     aggregate.add_rows([row("AS64501", "gw.lab", True), row("AS64502", "gw.lab", True)])
     aggregate.add_rows([row("AS64501", "isp.lab", True, "tls.reset", "k2"), row("AS64502", "isp.lab", False)])

@@ -5,6 +5,7 @@ series Grafana reads."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import importlib.util
 import json
@@ -20,8 +21,12 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gatewatch.agent.batches import TokenBatches
+from gatewatch.agent.collector_api import make_session
 from gatewatch.agent.queue import MeasurementQueue
+from gatewatch.agent.tokens import TokenWallet, TopUpPolicy
 from gatewatch.lab.lab import Lab
 
 from .conftest import CENSORED, NetworkPass
@@ -121,19 +126,31 @@ def prometheus(collector: CollectorProcess, tmp_path: Path) -> Iterator[Promethe
         server.stop()
 
 
-def post_tampered(collector: CollectorProcess, done: NetworkPass) -> dict[str, Any]:
-    """A submission whose payload no longer matches its signature, as from a broken or forging client:
-    the collector must refuse it, and the health dashboard shows the refusal."""
+def post_tampered(collector: CollectorProcess, done: NetworkPass, workdir: Path) -> dict[str, Any]:
+    """A submission whose payload no longer matches its signature, as from a broken or forging client
+    holding a valid token (the real agent's wallet and batch, then the payload altered): the collector
+    must refuse the item, and the health dashboard shows the refusal."""
     with MeasurementQueue(done.queue_path) as queue:
         [row] = queue.recent(1)
-    envelope = row.envelope.model_dump()
-    envelope["payload"] = base64.b64encode(
-        row.payload.replace(b'"probe_cc":"XL"', b'"probe_cc":"ZZ"')
-    ).decode()
-    assert envelope["payload"] != row.envelope.payload
+
+    async def forge() -> dict[str, Any]:
+        with MeasurementQueue(workdir / "forger.sqlite3") as forger:
+            wallet = TokenWallet(forger)
+            async with make_session() as session:
+                await wallet.top_up(session, [collector.url], Ed25519PrivateKey.generate(), TopUpPolicy(1, 1))
+            forger.enqueue(row.measurement_uid, row.payload, None)
+            batch = TokenBatches(forger, wallet).seal(forger.pending(1, unbatched=True))
+        assert batch is not None
+        envelope = batch[0].envelope.model_dump()
+        envelope["payload"] = base64.b64encode(
+            row.payload.replace(b'"probe_cc":"XL"', b'"probe_cc":"ZZ"')
+        ).decode()
+        assert envelope["payload"] != batch[0].envelope.payload
+        return {"measurements": [envelope], "token": batch.token.model_dump()}
+
     request = urllib.request.Request(
         collector.url + "/api/v1/measurements",
-        data=json.dumps({"measurements": [envelope]}).encode(),
+        data=json.dumps(asyncio.run(forge())).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -145,7 +162,11 @@ def expected_scopes(lab: Lab) -> dict[str, str]:
 
 
 def test_every_panel_has_data_and_gateway_is_told_from_isp(
-    lab: Lab, collector: CollectorProcess, passes: dict[str, NetworkPass], prometheus: Prometheus
+    lab: Lab,
+    collector: CollectorProcess,
+    passes: dict[str, NetworkPass],
+    prometheus: Prometheus,
+    tmp_path: Path,
 ) -> None:
     generator = load_generator()
     prometheus.wait_for("three scrapes of the collector", lambda: prometheus.scrapes() >= 3)
@@ -158,7 +179,7 @@ def test_every_panel_has_data_and_gateway_is_told_from_isp(
     for network, process in zip(CENSORED, running, strict=True):
         run = finish_agent(process)
         assert run.returncode == 0, f"{network}:\n{run.stdout}\n{run.stderr}"
-    [refused] = post_tampered(collector, passes["isp-a"])["results"]
+    [refused] = post_tampered(collector, passes["isp-a"], tmp_path)["results"]
     assert refused["status"] == "rejected", refused
     # rate() needs two samples of a series in its window: wait for several scrapes of the newest one.
     prometheus.wait_for(

@@ -19,6 +19,8 @@ from gatewatch.collector.store import (
 from gatewatch.collector.store.migrations import POSTGRES, SQLITE
 from gatewatch.core.measurement import new_measurement_uid
 
+LATEST = SQLITE[-1][0]
+
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
