@@ -62,6 +62,12 @@ BENCHES: tuple[Bench, ...] = (
     Bench("geoip.py", (), None),
     Bench("ingest_bomb.py", (), ("--mib", "64", "--rounds", "1"), baseline="the old reading path, same bomb"),
     Bench("blindrsa.py", (), ("--repeats", "2", "--ops", "10"), baseline="OpenSSL RSA-PSS, Ed25519"),
+    Bench(
+        "batch_verify.py",
+        (),
+        ("--repeats", "2", "--measurements", "200", "--issue", "8"),
+        baseline="plain Ed25519 per measurement",
+    ),
     Bench("upload_transports.py", (), ("20", "16"), baseline="a direct upload"),
     Bench("agent_ui.py", (), ("--requests", "100"), baseline="Python with the agent's CLI loaded"),
     Bench("netns_trace.py", (), None, needs_root=True, baseline="the web measurement of the same URL"),

@@ -26,8 +26,8 @@ from gatewatch.collector.metrics_interference import (
     register_interference_metrics,
 )
 from gatewatch.core import vocabulary
-from gatewatch.core.measurement import WebTestKeys
-from gatewatch.core.observations import HopProbe, PacketTrace, TracedPacket
+
+from ..conftest import traced_payload
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -91,17 +91,6 @@ def test_values_for_a_gateway_and_an_isp_block() -> None:
     assert value("gatewatch_interference_rows_unexported") == 0
     # a domain with no interference never becomes a label
     assert not [s for s in samples(registry) if s[1].get("domain") == "fine.example"]
-
-
-def traced_payload(injection_hop: int, arrival_ttl: int) -> bytes:
-    """A stored measurement's bytes whose TLS trace located an injector (issue 17's packet evidence)."""
-    first = TracedPacket(delay=0.001, ttl=arrival_ttl, ip_id=0x2E2E, df=True, protocol="tcp", tcp_flags="R",
-                         tcp_window=4321, payload_size=0)  # fmt: skip
-    hops = [*(HopProbe(ttl=t, answered=False) for t in range(1, injection_hop)),
-            HopProbe(ttl=injection_hop, answered=True, first=first)]  # fmt: skip
-    trace = PacketTrace(trigger="tls", hostname="gw.example", status="traced", hops=hops,
-                        control_answer_hop=injection_hop + 1, injection_hop=injection_hop)  # fmt: skip
-    return WebTestKeys(packet_traces=[trace]).model_dump_json().join(['{"test_keys":', "}"]).encode()
 
 
 def test_exposition_names_are_the_declared_ones() -> None:

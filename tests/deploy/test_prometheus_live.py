@@ -27,6 +27,8 @@ from gatewatch.collector.aggregate import InterferenceAggregate
 from gatewatch.collector.metrics import IngestMetrics, TokenMetrics, metrics_response
 from gatewatch.collector.metrics_interference import register_interference_metrics
 
+from ..conftest import traced_payload
+
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 ALERTS = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
 _uids = iter(range(10**9))
@@ -80,7 +82,10 @@ async def test_every_panel_query_returns_data(generator: ModuleType, tmp_path: P
     ingest = IngestMetrics.register(registry)
     TokenMetrics.register(registry)
     # a gateway-level block (same fingerprint in both networks) and an ISP-level one (one network only)
-    aggregate.add_rows([row("AS64501", "gw.lab", True), row("AS64502", "gw.lab", True)])
+    # (both located the same injector by packet traces: the packet-evidence table's data)
+    gateway_rows = [row("AS64501", "gw.lab", True), row("AS64502", "gw.lab", True)]
+    gateway_rows[0].payload, gateway_rows[1].payload = traced_payload(3, 59), traced_payload(2, 60)
+    aggregate.add_rows(gateway_rows)
     aggregate.add_rows([row("AS64501", "isp.lab", True, "tls.reset", "k2"), row("AS64502", "isp.lab", False)])
 
     async def metrics(_request: web.Request) -> web.Response:
