@@ -33,6 +33,7 @@ from gatewatch.core.measurement import Measurement, format_utc, ooni_time
 from gatewatch.core.vocabulary import blocking_value
 from gatewatch.core.wire import MeasurementRow
 
+from .ooni_format import ooni_measurement
 from .store.base import StoredMeasurement
 
 __all__ = [
@@ -44,8 +45,10 @@ __all__ = [
     "export",
     "export_csv",
     "export_jsonl",
+    "export_ooni",
     "export_parquet",
     "jsonl_line",
+    "ooni_line",
     "judgement",
     "measurement_row",
     "ooni_document",
@@ -54,11 +57,12 @@ __all__ = [
 
 CHUNK_SIZE = 64 * 1024
 RECEIVED_AT_PRECISION: Final = "hour"  # what the API's and the exports' received_at are truncated to
-EXPORT_FORMATS = ("jsonl", "csv", "parquet")
+EXPORT_FORMATS = ("jsonl", "csv", "parquet", "ooni")
 MEDIA_TYPES = {
     "jsonl": "application/x-ndjson",
     "csv": "text/csv; charset=utf-8",
     "parquet": "application/vnd.apache.parquet",
+    "ooni": "application/x-ndjson",  # OONI's own JSON Lines (ooni_format.py)
 }
 # The flattened summary: the CSV's columns, and the Parquet file's with these types.
 _COLUMN_TYPES = {
@@ -163,6 +167,11 @@ def jsonl_line(row: StoredMeasurement) -> bytes:
     return _json_line(ooni_document(row))
 
 
+def ooni_line(row: StoredMeasurement) -> bytes:
+    """One OONI Web Connectivity measurement (:mod:`.ooni_format`) as a JSON Lines record."""
+    return _json_line(ooni_measurement(row, judgement(row)))
+
+
 def _summary(row: StoredMeasurement) -> tuple[Any, ...]:
     return (
         row.measurement_uid,
@@ -229,6 +238,13 @@ def export_csv(
 ) -> AsyncIterator[bytes]:
     """The flattened summary, header first (just the header for an empty selection)."""
     return _chunked(rows, csv_line, csv_header(), chunk_size)
+
+
+def export_ooni(
+    rows: AsyncIterable[StoredMeasurement], *, chunk_size: int = CHUNK_SIZE
+) -> AsyncIterator[bytes]:
+    """One OONI Web Connectivity measurement per line, as OONI's tools read them (``ooni_format.py``)."""
+    return _chunked(rows, ooni_line, b"", chunk_size)
 
 
 def _staging_line(row: StoredMeasurement) -> bytes:
@@ -298,4 +314,6 @@ def export(
         return export_csv(rows, chunk_size=chunk_size)
     if fmt == "parquet":
         return export_parquet(rows, chunk_size=chunk_size)
+    if fmt == "ooni":
+        return export_ooni(rows, chunk_size=chunk_size)
     raise ValueError(f"unknown export format {fmt!r} (expected one of {', '.join(EXPORT_FORMATS)})")
