@@ -1,4 +1,5 @@
-"""``gatewatch-collector``: ``serve`` the HTTP API, ``migrate`` a database, ``export`` daily files.
+"""``gatewatch-collector``: ``serve`` the HTTP API, ``migrate`` a database, ``export`` daily files,
+``import-ooni`` OONI's published measurements.
 
 Flags override ``GATEWATCH_*`` environment variables, which override the ``--config`` TOML file.
 """
@@ -260,6 +261,47 @@ def export(
     for path in written:
         typer.echo(str(path))
     log.info("exported", extra={"files": len(written), "format": fmt})
+
+
+@cli.command("import-ooni")
+def import_ooni(
+    files: Annotated[
+        list[Path], typer.Argument(help="OONI measurement files: JSONL or JSONL.gz.", metavar="FILE")
+    ],
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Judge OONI Web Connectivity measurements with gatewatch's analysis and store them, marked as imported
+    and unsigned (flag ooni_import). Lines that are not Web Connectivity, or cannot be read, are skipped and
+    counted; importing a file again stores nothing twice."""
+    from gatewatch.analysis import load_default_fingerprints
+
+    from .import_ooni import import_files
+
+    for path in files:
+        if not path.is_file():
+            raise typer.BadParameter(f"{path}: not a readable file")
+    settings = _settings({"db": db}, config)
+    configure_logging(settings.log_level)
+
+    async def run() -> Any:
+        fingerprints = load_default_fingerprints()
+        store = await open_store(settings.db)
+        try:
+            return await import_files(files, store, fingerprints, routable=settings.control_allow_net)
+        finally:
+            await store.close()
+
+    try:
+        report = asyncio.run(run())
+    except (StoreError, OSError, EOFError) as exc:  # EOFError: a truncated .gz
+        log.error("import failed", extra={"error": str(exc)})
+        raise typer.Exit(1) from None
+    skipped = ", ".join(f"{reason} {count}" for reason, count in sorted(report.skipped.items())) or "none"
+    typer.echo(
+        f"lines {report.lines}, imported {report.imported}, already stored {report.duplicates}, "
+        f"skipped {sum(report.skipped.values())} ({skipped})"
+    )
 
 
 def main() -> None:

@@ -111,8 +111,11 @@ TECHNIQUES: Final[tuple[str, ...]] = (
 ASN_MISMATCH: Final = "asn_mismatch"  # the claimed probe_asn contradicts where the upload came from
 CC_MISMATCH: Final = "cc_mismatch"  # likewise the claimed probe_cc
 ANALYSIS_ERROR: Final = "analysis_error"  # the analysis crashed: stored with blocking null
+# Imported from OONI's published data (gatewatch-collector import-ooni): unsigned, no volunteer's key vouches
+# for it, so signature checks skip it. Its payload also carries the annotation gatewatch_import.
+OONI_IMPORT: Final = "ooni_import"
 MISMATCH_FLAGS: Final = frozenset({ASN_MISMATCH, CC_MISMATCH})
-FLAGS: Final[tuple[str, ...]] = (ASN_MISMATCH, CC_MISMATCH, ANALYSIS_ERROR)
+FLAGS: Final[tuple[str, ...]] = (ASN_MISMATCH, CC_MISMATCH, ANALYSIS_ERROR, OONI_IMPORT)
 
 # --- attribution -----------------------------------------------------------------------------------------
 # Where interference with a domain in a country happens: every network (the gateway), some (an ISP), none,
