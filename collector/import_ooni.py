@@ -22,43 +22,38 @@ input and start time), so importing the same file twice stores each measurement 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import gzip
 import hashlib
 import ipaddress
 import json
 import re
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from pydantic import ValidationError
 
 from gatewatch.analysis import analyse
 from gatewatch.analysis.fingerprints import FingerprintDB
-from gatewatch.core.control import ControlObservations
 from gatewatch.core.measurement import Measurement, WebTestKeys
-from gatewatch.core.observations import (
-    Certificate,
-    DNSAnswer,
-    DNSQuery,
-    HTTPRequest,
-    HTTPResponse,
-    HTTPTransaction,
-    TCPConnect,
-    TLSHandshake,
-)
 from gatewatch.core.verdicts import Verdict
 from gatewatch.core.vocabulary import ANALYSIS_ERROR, INVALID_JSON, OONI_IMPORT, UNSTORABLE
-from gatewatch.probes.http import extract_title
 
 from .ingest import _stored_row as stored_row  # one definition of what a stored row holds
 from .ingest import rederive_dns_answers
-from .ooni_format import DNS_RCODES, OONI_TEST_NAME
+from .ooni_format import OONI_TEST_NAME
+from .ooni_observations import (
+    control,
+    dicts,
+    dns_query,
+    http_transaction,
+    seconds,
+    tcp_connect,
+    tls_handshake,
+)
 from .store.base import Store, StoredMeasurement, UnstorableError
 
 __all__ = [
@@ -72,8 +67,8 @@ __all__ = [
 
 IMPORT_SCHEME: Final = "ooni-import/1"  # the payload annotation's value: what made this row, and how
 IMPORT_ANNOTATION: Final = "gatewatch_import"
-_RCODE_NAMES: Final = {number: name for name, number in DNS_RCODES.items()}
 _SCRUBBED: Final = "[scrubbed]"
+T = TypeVar("T")
 _MAX_LINE: Final = 16 * 1024 * 1024  # OONI's own measurements stay far below; anything larger is skipped
 
 
@@ -148,209 +143,9 @@ def measurement_uid(raw: dict[str, Any], started: datetime) -> str:
     return str(uuid.UUID(int=value))
 
 
-def _dicts(value: Any) -> list[dict[str, Any]]:
-    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
-
-
-def _seconds(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
-
-
-def _text(value: Any) -> str | None:
-    """OONI's MaybeBinaryData: a string, or ``{"format": "base64", "data": ...}``."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and value.get("format") == "base64" and isinstance(value.get("data"), str):
-        try:
-            return base64.b64decode(value["data"]).decode("utf-8", "replace")
-        except (binascii.Error, ValueError):
-            return None
-    return None
-
-
-def _answer(answer: dict[str, Any]) -> DNSAnswer | None:
-    if answer.get("answer_type") not in ("A", "AAAA", "CNAME"):
-        return None
-    fields = {k: answer.get(k) for k in ("answer_type", "ipv4", "ipv6", "hostname", "ttl", "asn")}
-    try:
-        return DNSAnswer.model_validate({k: v for k, v in fields.items() if v is not None})
-    except ValidationError:
-        return None
-
-
-def _query(query: dict[str, Any]) -> DNSQuery | None:
-    if query.get("query_type") not in ("A", "AAAA") or not isinstance(query.get("hostname"), str):
-        return None  # gatewatch asks A and AAAA only; OONI's other types have no place here
-    engine = query.get("engine")
-    rcode = query.get("rcode")
-    answers = [a for a in map(_answer, _dicts(query.get("answers"))) if a is not None]
-    return DNSQuery(
-        engine=engine if engine in ("udp", "tcp") else "system",  # getaddrinfo, system, doh, dot, ...
-        resolver_address=str(query.get("resolver_address") or ""),
-        hostname=query["hostname"],
-        query_type=query["query_type"],
-        t0=_seconds(query.get("t0")),
-        t=_seconds(query.get("t")),
-        failure=query.get("failure") if isinstance(query.get("failure"), str) else None,
-        rcode=_RCODE_NAMES.get(rcode, str(rcode)) if isinstance(rcode, int) else None,
-        answers=answers,
-    )
-
-
-def _connect(connect: dict[str, Any]) -> TCPConnect | None:
-    status = connect.get("status") if isinstance(connect.get("status"), dict) else {}
-    try:
-        return TCPConnect(
-            ip=str(connect["ip"]),
-            port=int(connect["port"]),
-            t0=_seconds(connect.get("t0")),
-            t=_seconds(connect.get("t")),
-            success=bool(status.get("success")),
-            failure=status.get("failure") if isinstance(status.get("failure"), str) else None,
-        )
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def _certificate(entry: Any) -> Certificate | None:
-    from cryptography import x509  # the collector's own dependency; only needed for TLS entries
-
-    data = _binary(entry)
-    if data is None:
-        return None
-    try:
-        cert = x509.load_der_x509_certificate(data)
-        try:
-            sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            names = [str(n) for n in sans.get_values_for_type(x509.DNSName)]
-        except x509.ExtensionNotFound:
-            names = []
-        return Certificate(
-            subject=cert.subject.rfc4514_string(),
-            issuer=cert.issuer.rfc4514_string(),
-            sans=names,
-            not_before=cert.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            not_after=cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            sha256=hashlib.sha256(data).hexdigest(),
-            der_b64=base64.b64encode(data).decode(),
-        )
-    except (ValueError, TypeError):
-        return None
-
-
-def _binary(entry: Any) -> bytes | None:
-    if isinstance(entry, dict) and entry.get("format") == "base64" and isinstance(entry.get("data"), str):
-        try:
-            return base64.b64decode(entry["data"], validate=True)
-        except (binascii.Error, ValueError):
-            return None
-    return None
-
-
-def _handshake(handshake: dict[str, Any]) -> TLSHandshake | None:
-    failure = handshake.get("failure") if isinstance(handshake.get("failure"), str) else None
-    certificates = [c for c in map(_certificate, handshake.get("peer_certificates") or []) if c is not None]
-    try:
-        return TLSHandshake(
-            address=str(handshake.get("address") or ""),
-            server_name=str(handshake.get("server_name") or ""),
-            t0=_seconds(handshake.get("t0")),
-            t=_seconds(handshake.get("t")),
-            failure=failure,
-            tls_version=handshake.get("tls_version") or None,
-            cipher_suite=handshake.get("cipher_suite") or None,
-            negotiated_protocol=handshake.get("negotiated_protocol") or None,
-            peer_certificates=certificates,
-            # OONI's probes verify the chain unless told not to: a verified handshake that succeeded.
-            validated=failure is None and not handshake.get("no_tls_verify"),
-        )
-    except ValidationError:
-        return None
-
-
-def _headers(part: dict[str, Any]) -> list[tuple[str, str]]:
-    pairs = part.get("headers_list")
-    if isinstance(pairs, list) and pairs:
-        out = []
-        for pair in pairs:
-            if isinstance(pair, list) and len(pair) == 2:
-                name, value = _text(pair[0]), _text(pair[1])
-                if name is not None and value is not None:
-                    out.append((name, value))
-        return out
-    headers = part.get("headers")
-    if isinstance(headers, dict):
-        return [(str(k), v) for k, v in headers.items() if isinstance(v, str)]
-    return []
-
-
-def _transaction(entry: dict[str, Any]) -> HTTPTransaction | None:
-    request = entry.get("request") if isinstance(entry.get("request"), dict) else {}
-    url = request.get("url")
-    if not isinstance(url, str) or not url:
-        return None
-    response = entry.get("response") if isinstance(entry.get("response"), dict) else {}
-    parsed_response = None
-    if isinstance(response.get("code"), int) and response.get("code"):
-        body = _text(response.get("body"))
-        body_bytes = _binary(response.get("body")) or (body or "").encode("utf-8", "replace")
-        parsed_response = HTTPResponse(
-            code=response["code"],
-            headers=_headers(response),
-            body=body,
-            body_is_truncated=bool(response.get("body_is_truncated")),
-            body_length=len(body_bytes),
-            body_sha256=hashlib.sha256(body_bytes).hexdigest() if body is not None else None,
-            title=extract_title(body_bytes) if body is not None else None,
-        )
-    return HTTPTransaction(
-        t0=_seconds(entry.get("t0")),
-        t=_seconds(entry.get("t")),
-        address=entry.get("address") if isinstance(entry.get("address"), str) else None,
-        transport="tls" if url.lower().startswith("https:") else "tcp",
-        request=HTTPRequest(method=str(request.get("method") or "GET"), url=url, headers=_headers(request)),
-        response=parsed_response,
-        failure=entry.get("failure") if isinstance(entry.get("failure"), str) else None,
-    )
-
-
-def _statuses(entries: Any, *extra: str) -> dict[str, dict[str, Any]]:
-    """OONI's control ``{"ip:port": {status, failure, ...}}`` keeping what gatewatch's control holds."""
-    if not isinstance(entries, dict):
-        return {}
-    return {
-        str(key): {"status": bool(v.get("status")), "failure": v.get("failure")}
-        | {name: v.get(name) or "" for name in extra}
-        for key, v in entries.items()
-        if isinstance(v, dict)
-    }
-
-
-def _control_http(http: dict[str, Any]) -> dict[str, Any]:
-    shaped = {
-        k: http.get(k) for k in ("failure", "status_code", "title", "body_length") if http.get(k) is not None
-    }
-    if isinstance(shaped.get("status_code"), int) and shaped["status_code"] < 0:
-        del shaped["status_code"]  # OONI's test helper writes -1 when its fetch failed
-    headers = http.get("headers") if isinstance(http.get("headers"), dict) else {}
-    return shaped | {"headers": {k: v for k, v in headers.items() if isinstance(v, str)}}
-
-
-def _control(keys: dict[str, Any]) -> ControlObservations | None:
-    control = keys.get("control")
-    if not isinstance(control, dict) or not isinstance(control.get("dns"), dict):
-        return None
-    http = control.get("http_request") if isinstance(control.get("http_request"), dict) else {}
-    shaped = {
-        "dns": {"failure": control["dns"].get("failure"), "addrs": control["dns"].get("addrs") or []},
-        "tcp_connect": _statuses(control.get("tcp_connect")),
-        "tls_handshake": _statuses(control.get("tls_handshake"), "server_name"),
-        "http_request": _control_http(http),
-    }
-    try:
-        return ControlObservations.model_validate(shaped)
-    except ValidationError:
-        return None
+def _read(reader: Callable[[dict[str, Any]], T | None], entries: list[dict[str, Any]], limit: int) -> list[T]:
+    """The entries ``reader`` could map, at most ``limit`` (the measurement model's bound)."""
+    return [item for item in map(reader, entries) if item is not None][:limit]
 
 
 def measurement_from_ooni(line: bytes) -> Measurement:
@@ -371,14 +166,18 @@ def measurement_from_ooni(line: bytes) -> Measurement:
     url = url[0] if isinstance(url, list) and url else url
     if not isinstance(url, str) or not url:
         raise NotImportable("no_input")
-    control = _control(keys)
+    control_observations = control(keys)
     test_keys = WebTestKeys(
-        queries=[q for q in map(_query, _dicts(keys.get("queries"))) if q is not None][:64],
-        tcp_connect=[c for c in map(_connect, _dicts(keys.get("tcp_connect"))) if c is not None][:64],
-        tls_handshakes=[h for h in map(_handshake, _dicts(keys.get("tls_handshakes"))) if h is not None][:64],
+        queries=[q for q in map(dns_query, dicts(keys.get("queries"))) if q is not None][:64],
+        tcp_connect=[c for c in map(tcp_connect, dicts(keys.get("tcp_connect"))) if c is not None][:64],
+        tls_handshakes=[h for h in map(tls_handshake, dicts(keys.get("tls_handshakes"))) if h is not None][
+            :64
+        ],
         # OONI lists the last hop first; gatewatch the first hop first.
-        requests=[t for t in map(_transaction, reversed(_dicts(keys.get("requests")))) if t is not None][:32],
-        control=control,
+        requests=[t for t in map(http_transaction, reversed(dicts(keys.get("requests")))) if t is not None][
+            :32
+        ],
+        control=control_observations,
         control_failure=keys.get("control_failure") if isinstance(keys.get("control_failure"), str) else None,
     )
     annotations = {IMPORT_ANNOTATION: IMPORT_SCHEME, "ooni_test_name": OONI_TEST_NAME}
@@ -389,7 +188,7 @@ def measurement_from_ooni(line: bytes) -> Measurement:
         "measurement_uid": measurement_uid(raw, started),
         "measurement_start_time": started,
         "test_start_time": _time(raw.get("test_start_time") or raw.get("measurement_start_time")),
-        "test_runtime": max(_seconds(raw.get("test_runtime")), 0.0),
+        "test_runtime": max(seconds(raw.get("test_runtime")), 0.0),
         "input": url,
         "software_name": str(raw.get("software_name") or "ooniprobe")[:64],
         "software_version": str(raw.get("software_version") or "")[:64],
