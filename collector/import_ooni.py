@@ -39,12 +39,13 @@ from pydantic import ValidationError
 from gatewatch.analysis import analyse
 from gatewatch.analysis.fingerprints import FingerprintDB
 from gatewatch.core.measurement import Measurement, WebTestKeys
+from gatewatch.core.observations import DNSQuery
 from gatewatch.core.verdicts import Verdict
 from gatewatch.core.vocabulary import ANALYSIS_ERROR, INVALID_JSON, OONI_IMPORT, UNSTORABLE
 
 from .ingest import _stored_row as stored_row  # one definition of what a stored row holds
 from .ingest import rederive_dns_answers
-from .ooni_format import OONI_TEST_NAME
+from .ooni_format import GATEWATCH_KEY, OONI_TEST_NAME
 from .ooni_observations import (
     control,
     dicts,
@@ -148,6 +149,15 @@ def _read(reader: Callable[[dict[str, Any]], T | None], entries: list[dict[str, 
     return [item for item in map(reader, entries) if item is not None][:limit]
 
 
+def _queries(keys: dict[str, Any]) -> list[DNSQuery]:
+    extras = keys.get(GATEWATCH_KEY, {}).get("queries") if isinstance(keys.get(GATEWATCH_KEY), dict) else None
+    queries = dicts(keys.get("queries"))
+    if not isinstance(extras, list) or len(extras) != len(queries):
+        extras = [None] * len(queries)
+    mapped = (dns_query(query, extra) for query, extra in zip(queries, extras, strict=True))
+    return [q for q in mapped if q is not None][:64]
+
+
 def measurement_from_ooni(line: bytes) -> Measurement:
     """One OONI Web Connectivity measurement (one JSON line) as a gatewatch measurement; raises
     :class:`NotImportable` with a short reason."""
@@ -168,15 +178,11 @@ def measurement_from_ooni(line: bytes) -> Measurement:
         raise NotImportable("no_input")
     control_observations = control(keys)
     test_keys = WebTestKeys(
-        queries=[q for q in map(dns_query, dicts(keys.get("queries"))) if q is not None][:64],
-        tcp_connect=[c for c in map(tcp_connect, dicts(keys.get("tcp_connect"))) if c is not None][:64],
-        tls_handshakes=[h for h in map(tls_handshake, dicts(keys.get("tls_handshakes"))) if h is not None][
-            :64
-        ],
+        queries=_queries(keys),
+        tcp_connect=_read(tcp_connect, dicts(keys.get("tcp_connect")), 64),
+        tls_handshakes=_read(tls_handshake, dicts(keys.get("tls_handshakes")), 64),
         # OONI lists the last hop first; gatewatch the first hop first.
-        requests=[t for t in map(http_transaction, reversed(dicts(keys.get("requests")))) if t is not None][
-            :32
-        ],
+        requests=_read(http_transaction, list(reversed(dicts(keys.get("requests")))), 32),
         control=control_observations,
         control_failure=keys.get("control_failure") if isinstance(keys.get("control_failure"), str) else None,
     )

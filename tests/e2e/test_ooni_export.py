@@ -10,12 +10,20 @@ download machinery, which this test has no use for).
 
 from __future__ import annotations
 
+import gzip
 import json
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gatewatch.core.vocabulary import blocking_value
+from gatewatch.analysis import load_default_fingerprints
+from gatewatch.collector.import_ooni import judge_ooni
+from gatewatch.core import vocabulary as V
+from gatewatch.core.vocabulary import OONI_IMPORT, blocking_value
+from gatewatch.lab.scripts import COLLECTOR, console_script
 
 from .conftest import NetworkPass
 from .harness import CollectorProcess, read_stored
@@ -75,3 +83,55 @@ def test_every_exported_row_loads_as_web_connectivity(
         # gatewatch's own verdict, under its one extra key.
         assert raw["test_keys"]["gatewatch"]["analysis"]["fingerprint_key"] == row.fingerprint_key
     assert seen_https and seen_rcode and seen_blocked_connect
+
+
+def test_the_ooni_export_imported_back_gets_the_same_verdicts(
+    collector: CollectorProcess, passes: dict[str, NetworkPass], tmp_path: Path
+) -> None:
+    """import-ooni over the export of the lab run: gatewatch's analysis, run again on OONI's shapes, reaches
+    the verdict the collector reached on the native measurements (nothing the verdicts need is lost)."""
+    stored = {row.measurement_uid: row for row in read_stored(collector.db_path)}
+    status, body = collector.get("/api/v1/measurements/export?format=ooni")
+    assert status == 200
+    export = tmp_path / "lab.ooni.jsonl.gz"
+    export.write_bytes(gzip.compress(body))
+    db = tmp_path / "imported.db"
+    done = subprocess.run(
+        [console_script(COLLECTOR), "import-ooni", "--db", f"sqlite:///{db}", str(export)],
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    imported = read_stored(db)
+    assert len(imported) == len(stored)
+    differ = []
+    for row in imported:
+        payload = json.loads(row.payload)
+        original = stored[payload["annotations"]["ooni_measurement_uid"]]
+        assert row.flags == (OONI_IMPORT,), row.flags
+        assert (row.probe_cc, row.probe_asn) == (original.probe_cc, original.probe_asn)
+        was, now = (original.blocking, original.technique), (row.blocking, row.technique)
+        if was != now:
+            differ.append(f"{original.input}: {was} -> {now}")
+    assert not differ, "\n".join(differ)
+
+
+def test_ooni_fields_alone_reach_the_same_blocking(
+    collector: CollectorProcess, passes: dict[str, NetworkPass]
+) -> None:
+    """Without gatewatch's extra key (as OONI's own data is), every row still gets the collector's blocking
+    value; only the technique of an injected DNS answer differs (OONI keeps one reply per query, so a second,
+    forged reply cannot be seen: the forged address is judged by what it is instead)."""
+    stored = {row.measurement_uid: row for row in read_stored(collector.db_path)}
+    status, body = collector.get("/api/v1/measurements/export?format=ooni")
+    assert status == 200
+    fingerprints = load_default_fingerprints()
+    now = datetime.now(UTC)
+    for line in body.splitlines():
+        doc = json.loads(line)
+        del doc["test_keys"]["gatewatch"]
+        original = stored[doc["measurement_uid"]]
+        row = judge_ooni(json.dumps(doc).encode(), fingerprints, (), now)
+        assert row.blocking == original.blocking, original.input
+        if original.technique != V.DNS_INJECTION:
+            assert row.technique == original.technique, original.input
