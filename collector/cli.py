@@ -205,11 +205,18 @@ def _export_filter(filters: dict[str, str | None]) -> MeasurementFilter:
 
 @cli.command()
 def export(
-    out: Annotated[Path, typer.Option("--out", help="Folder for YYYY-MM-DD/<cc>/measurements.*.gz.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for date=YYYY-MM-DD/cc=XX/measurements.* and manifest.json.")
+    ],
     db: DbOption = None,
     config: ConfigOption = None,
     fmt: Annotated[
-        str, typer.Option("--format", help="jsonl (OONI measurement JSON) or csv (summary).")
+        str,
+        typer.Option(
+            "--format",
+            help="jsonl (measurements with the server's verdict), csv or parquet (the summary), "
+            "ooni (OONI Web Connectivity).",
+        ),
     ] = "jsonl",
     cc: Annotated[str | None, typer.Option("--cc", help="Country code, e.g. KH.")] = None,
     asn: Annotated[str | None, typer.Option("--asn", help="Network, e.g. AS64501.")] = None,
@@ -227,7 +234,8 @@ def export(
         str | None, typer.Option("--blocking", help="false, dns, tcp_ip, http-failure, ...")
     ] = None,
 ) -> None:
-    """Write the selected measurements as daily, per-country gzip files (replacing those days' files)."""
+    """Write the selected measurements as daily, per-country files (replacing those days' files), hive-style
+    (date=YYYY-MM-DD/cc=XX/), with a manifest of row counts and SHA-256 sums."""
     if fmt not in PARTITION_FORMATS:
         raise typer.BadParameter(f"--format: one of {', '.join(PARTITION_FORMATS)}")
     selection = _export_filter(

@@ -37,9 +37,11 @@ from .ooni_format import ooni_measurement
 from .store.base import StoredMeasurement
 
 __all__ = [
+    "COLUMN_TYPES",
     "CSV_COLUMNS",
     "EXPORT_FORMATS",
     "MEDIA_TYPES",
+    "convert_to_parquet",
     "csv_header",
     "csv_line",
     "export",
@@ -53,6 +55,7 @@ __all__ = [
     "measurement_row",
     "ooni_document",
     "public_received_at",
+    "staging_line",
 ]
 
 CHUNK_SIZE = 64 * 1024
@@ -78,10 +81,13 @@ _COLUMN_TYPES = {
     "technique": "VARCHAR",
     "fingerprint_key": "VARCHAR",
     "received_at": "TIMESTAMPTZ",
-    # e.g. "asn_mismatch": kept-but-flagged submissions must be tellable apart (";"-joined in CSV)
+    # e.g. "asn_mismatch": kept-but-flagged submissions must be tellable apart (CSV: a JSON array text)
     "flags": "VARCHAR[]",
 }
 CSV_COLUMNS = tuple(_COLUMN_TYPES)
+# Each CSV column's DuckDB type, for readers that should not guess (a CSV whose rows all say blocking
+# "false" would read as BOOLEAN): read_csv(..., types=COLUMN_TYPES). Published in the export manifest.
+COLUMN_TYPES: Final[dict[str, str]] = dict(_COLUMN_TYPES)
 
 # Only what the measurement format defines is published (an allowlist, not a denylist of known leaks).
 _MEASUREMENT_KEYS = frozenset(Measurement.model_fields)
@@ -206,7 +212,9 @@ def csv_line(row: StoredMeasurement) -> bytes:
     values[8] = "true" if row.anomaly else "false"
     values[9] = row.technique or ""
     values[10] = row.fingerprint_key or ""
-    values[12] = ";".join(row.flags)
+    # A JSON array text: never empty (so no reader guesses a number), one element per flag, and
+    # DuckDB casts it to VARCHAR[] as it is ('["asn_mismatch"]'::VARCHAR[]); json.loads in Python.
+    values[12] = json.dumps(list(row.flags), separators=(",", ":"))
     return _csv_text(values)
 
 
@@ -247,7 +255,7 @@ def export_ooni(
     return _chunked(rows, ooni_line, b"", chunk_size)
 
 
-def _staging_line(row: StoredMeasurement) -> bytes:
+def staging_line(row: StoredMeasurement) -> bytes:
     record = dict(zip(CSV_COLUMNS, _summary(row), strict=True))
     text = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
     # duckdb refuses a lone surrogate (valid JSON escape, no Unicode character): "?" as in the CSV.
@@ -263,7 +271,8 @@ def _sql_text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _convert_to_parquet(staging: Path, target: Path, memory_limit: str, threads: int) -> None:
+def convert_to_parquet(staging: Path, target: Path, memory_limit: str = "256MB", threads: int = 1) -> None:
+    """A staging file of :func:`staging_line` records to a Parquet file with the summary's types."""
     columns = "{" + ", ".join(f"{_sql_text(k)}: {_sql_text(v)}" for k, v in _COLUMN_TYPES.items()) + "}"
     config = {"memory_limit": memory_limit, "threads": str(threads), "temp_directory": str(staging.parent)}
     with duckdb.connect(":memory:", config=config) as con:
@@ -292,9 +301,9 @@ async def export_parquet(
     try:
         staging, target = workdir / "rows.jsonl", workdir / "measurements.parquet"
         with staging.open("wb") as out:
-            async for chunk in _chunked(rows, _staging_line, b"", chunk_size):
+            async for chunk in _chunked(rows, staging_line, b"", chunk_size):
                 out.write(chunk)
-        await asyncio.to_thread(_convert_to_parquet, staging, target, memory_limit, threads)
+        await asyncio.to_thread(convert_to_parquet, staging, target, memory_limit, threads)
         staging.unlink()
         with target.open("rb") as source:
             while chunk := source.read(chunk_size):
