@@ -127,10 +127,30 @@ def _write_manifest(out_dir: Path, written: dict[Path, int], fmt: str) -> None:
     os.replace(partial, out_dir / MANIFEST_NAME)
 
 
-def _open(path: Path, spec: PartitionFormat, append: bool, compresslevel: int) -> IO[bytes]:
+class _GzipWriter:
+    """A gzip member appended to a file, reproducible: no time and no file name in its header, so the same
+    rows give the same bytes (and the same SHA-256 in the manifest) on every run."""
+
+    def __init__(self, path: Path, append: bool, compresslevel: int) -> None:
+        self._raw = path.open("ab" if append else "wb")
+        self._gzip = gzip.GzipFile(
+            filename="", mode="wb", compresslevel=compresslevel, fileobj=self._raw, mtime=0
+        )
+
+    def write(self, data: bytes) -> int:
+        return self._gzip.write(data)
+
+    def close(self) -> None:
+        try:
+            self._gzip.close()
+        finally:
+            self._raw.close()
+
+
+def _open(path: Path, spec: PartitionFormat, append: bool, compresslevel: int) -> IO[bytes] | _GzipWriter:
     if spec.staged:
         return path.open("ab" if append else "wb")
-    return gzip.open(path, "ab" if append else "wb", compresslevel=compresslevel)
+    return _GzipWriter(path, append, compresslevel)
 
 
 def _work_path(final: Path, spec: PartitionFormat) -> Path:
@@ -154,7 +174,9 @@ async def _write_rows(
     written: dict[Path, int],
 ) -> None:
     """Every row into its file's work path; ``written`` gets each final path begun and its row count."""
-    open_files: OrderedDict[Path, IO[bytes]] = OrderedDict()  # final path → writer, least recent first
+    open_files: OrderedDict[Path, IO[bytes] | _GzipWriter] = (
+        OrderedDict()
+    )  # final path → writer, least recent first
     try:
         async for row in rows:
             final = out_dir / partition_path(row, fmt)
