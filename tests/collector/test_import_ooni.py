@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from gatewatch.analysis import load_default_fingerprints
@@ -25,9 +27,9 @@ from gatewatch.collector.import_ooni import (
     judge_ooni,
     measurement_from_ooni,
 )
-from gatewatch.collector.settings import Settings
+from gatewatch.collector.settings import Settings as CollectorSettings
 from gatewatch.collector.store import MeasurementFilter, open_store
-from gatewatch.core.vocabulary import OONI_IMPORT
+from gatewatch.core.vocabulary import ANALYSIS_ERROR, OONI_IMPORT
 
 SITE_IP = "93.184.216.34"
 INJECTED_IP = "10.10.34.35"
@@ -266,7 +268,7 @@ async def test_import_command_stores_judged_unsigned_rows_and_the_api_attributes
     assert again.returncode == 0 and b"imported 0, already stored 12" in again.stdout, again.stdout
     assert len(await stored_rows(db)) == 12
 
-    client = await aiohttp_client(create_app(Settings(db=db)))
+    client = await aiohttp_client(create_app(CollectorSettings(db=db)))
     response = await client.get("/api/v1/interference", params={"cc": "XL"})
     assert response.status == 200
     rows_by_domain = {row["domain"]: row for row in (await response.json())["results"]}
@@ -281,3 +283,53 @@ def test_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["import-ooni", "--db", db, str(tmp_path / "no")])
     assert result.exit_code == 2 and "readable" in result.output, result.output
     assert not (tmp_path / "x.db").exists()
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+PATHS = [
+    ("test_keys",),
+    ("test_keys", "queries"),
+    ("test_keys", "queries", 0),
+    ("test_keys", "queries", 0, "answers"),
+    ("test_keys", "queries", 0, "rcode"),
+    ("test_keys", "tcp_connect", 0, "status"),
+    ("test_keys", "tcp_connect", 0, "port"),
+    ("test_keys", "requests", 0, "request"),
+    ("test_keys", "requests", 0, "response", "body"),
+    ("test_keys", "requests", 0, "response", "headers_list"),
+    ("test_keys", "control"),
+    ("test_keys", "control", "tcp_connect"),
+    ("test_keys", "control", "http_request", "status_code"),
+    ("test_keys", "gatewatch"),
+    ("probe_ip",),
+    ("test_runtime",),
+    ("annotations",),
+]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(PATHS), value=JSON_VALUES)
+def test_any_value_anywhere_is_imported_or_skipped_never_a_crash(
+    path: tuple[Any, ...], value: Any, fingerprints: Any
+) -> None:
+    """One odd field costs that entry or that line (NotImportable), never the import."""
+    doc = ooni_web_connectivity(started=datetime(2026, 11, 23, 13, 40, tzinfo=UTC))
+    target: Any = doc
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    try:
+        raw = json.dumps(doc).encode()
+    except ValueError:  # a float JSON cannot carry
+        return
+    try:
+        row = judge_ooni(raw, fingerprints, (), datetime.now(UTC))
+    except NotImportable:
+        return
+    assert row.flags in ((OONI_IMPORT,), (OONI_IMPORT, ANALYSIS_ERROR))
