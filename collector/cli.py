@@ -278,25 +278,35 @@ def import_ooni(
     ],
     db: DbOption = None,
     config: ConfigOption = None,
+    asn_db: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--asn-db", help="IP→ASN database (CSV or MMDB) for the DNS answers' networks; repeatable."
+        ),
+    ] = None,
 ) -> None:
     """Judge OONI Web Connectivity measurements with gatewatch's analysis and store them, marked as imported
     and unsigned (flag ooni_import). Lines that are not Web Connectivity, or cannot be read, are skipped and
     counted; importing a file again stores nothing twice."""
     from gatewatch.analysis import load_default_fingerprints
 
+    from .geoip import GeoDB
     from .import_ooni import import_files
 
     for path in files:
         if not path.is_file():
             raise typer.BadParameter(f"{path}: not a readable file")
-    settings = _settings({"db": db}, config)
+    settings = _settings({"db": db, "asn_db": asn_db}, config)
     configure_logging(settings.log_level)
 
     async def run() -> Any:
         fingerprints = load_default_fingerprints()
+        geo = GeoDB.load(settings.asn_db) if settings.asn_db else None
         store = await open_store(settings.db)
         try:
-            return await import_files(files, store, fingerprints, routable=settings.control_allow_net)
+            return await import_files(
+                files, store, fingerprints, routable=settings.control_allow_net, geo=geo
+            )
         finally:
             await store.close()
 

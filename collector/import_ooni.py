@@ -43,6 +43,7 @@ from gatewatch.core.observations import DNSQuery
 from gatewatch.core.verdicts import Verdict
 from gatewatch.core.vocabulary import ANALYSIS_ERROR, INVALID_JSON, OONI_IMPORT, UNSTORABLE
 
+from .appkeys import GeoLookup
 from .ingest import _stored_row as stored_row  # one definition of what a stored row holds
 from .ingest import rederive_dns_answers
 from .ooni_format import GATEWATCH_KEY, OONI_TEST_NAME
@@ -212,13 +213,18 @@ def measurement_from_ooni(line: bytes) -> Measurement:
 
 
 def judge_ooni(
-    line: bytes, fingerprints: FingerprintDB, routable: tuple[str, ...], now: datetime
+    line: bytes,
+    fingerprints: FingerprintDB,
+    routable: tuple[str, ...],
+    now: datetime,
+    geo: GeoLookup | None = None,
 ) -> StoredMeasurement:
-    """One OONI line, mapped, judged by gatewatch's analysis and made a store row marked as imported."""
+    """One OONI line, mapped, judged by gatewatch's analysis and made a store row marked as imported. Each
+    DNS answer's ``bogon`` and ``asn`` are recomputed as on ingest (``asn`` from ``geo``, None without)."""
     m = measurement_from_ooni(line)
     flags: tuple[str, ...] = (OONI_IMPORT,)
     try:
-        keys = rederive_dns_answers(m.test_keys, routable, None)
+        keys = rederive_dns_answers(m.test_keys, routable, geo)
         verdict = analyse(m.input, keys, keys.control, fingerprints)
     except Exception:  # as on ingest: a bug in the analysis costs one verdict, not the import
         verdict, flags = Verdict(blocking=None, accessible=None), (OONI_IMPORT, ANALYSIS_ERROR)
@@ -231,6 +237,7 @@ async def import_files(
     fingerprints: FingerprintDB,
     *,
     routable: tuple[str, ...] = (),
+    geo: GeoLookup | None = None,
     batch: int = 500,
 ) -> ImportReport:
     """Import every line of ``paths`` into ``store`` (one bad line is skipped and counted, never fatal)."""
@@ -261,7 +268,7 @@ async def import_files(
                 report.skip("too_large")
                 continue
             try:
-                pending.append(judge_ooni(line, fingerprints, routable, datetime.now(UTC)))
+                pending.append(judge_ooni(line, fingerprints, routable, datetime.now(UTC), geo))
             except NotImportable as exc:
                 report.skip(str(exc))
                 continue

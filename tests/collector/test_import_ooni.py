@@ -333,3 +333,16 @@ def test_any_value_anywhere_is_imported_or_skipped_never_a_crash(
     except NotImportable:
         return
     assert row.flags in ((OONI_IMPORT,), (OONI_IMPORT, ANALYSIS_ERROR))
+
+
+def test_an_asn_database_is_used_for_the_dns_answers(tmp_path: Path) -> None:
+    asn = tmp_path / "asn.csv"
+    asn.write_text("93.184.216.0,93.184.216.255,15133,Example Net\n")
+    source = tmp_path / "one.jsonl"
+    source.write_bytes(line(ooni_web_connectivity(injected=False, host="open.example")))
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    result = CliRunner().invoke(cli, ["import-ooni", "--db", db, "--asn-db", str(asn), str(source)])
+    assert result.exit_code == 0, result.output
+    assert "imported 1" in result.output
+    (row,) = asyncio.run(stored_rows(db))
+    assert row.blocking == "false" and row.flags == (OONI_IMPORT,)
