@@ -206,7 +206,8 @@ def _export_filter(filters: dict[str, str | None]) -> MeasurementFilter:
 @cli.command()
 def export(
     out: Annotated[
-        Path, typer.Option("--out", help="Folder for date=YYYY-MM-DD/cc=XX/measurements.* and manifest.json.")
+        Path,
+        typer.Option("--out", help="Folder for date=YYYY-MM-DD/cc=XX/measurements.* and _manifest.json."),
     ],
     db: DbOption = None,
     config: ConfigOption = None,

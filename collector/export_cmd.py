@@ -7,7 +7,7 @@ and ``cc`` as columns)::
     OUT/date=YYYY-MM-DD/cc=XX/measurements.csv.gz          --format csv
     OUT/date=YYYY-MM-DD/cc=XX/measurements.ooni.jsonl.gz   --format ooni
     OUT/date=YYYY-MM-DD/cc=XX/measurements.parquet         --format parquet
-    OUT/manifest.json                                      every file: format, rows, bytes, sha256
+    OUT/_manifest.json                                      every file: format, rows, bytes, sha256
 
 The day is the measurement's start time in UTC. Rows arrive in the store's order (by start time), so the
 files being written are mostly one day's; at most ``max_open`` are open at once and the least recently used
@@ -55,7 +55,7 @@ from .store.base import StoredMeasurement
 
 __all__ = ["MANIFEST_NAME", "PARTITION_FORMATS", "PartitionFormat", "export_partitioned", "partition_path"]
 
-MANIFEST_NAME = "manifest.json"
+MANIFEST_NAME = "_manifest.json"
 MANIFEST_VERSION = 1
 
 
@@ -210,7 +210,7 @@ async def export_partitioned(
     max_open: int = 32,
     compresslevel: int = 6,
 ) -> list[Path]:
-    """Write every row to its day's and country's file and update ``OUT/manifest.json``; returns the data
+    """Write every row to its day's and country's file and update ``OUT/_manifest.json``; returns the data
     files written, sorted.
 
     The file writes are blocking: this is meant for the command line, not the serving event loop.

@@ -278,7 +278,7 @@ def convert_to_parquet(staging: Path, target: Path, memory_limit: str = "256MB",
     with duckdb.connect(":memory:", config=config) as con:
         con.execute(
             f"COPY (SELECT * FROM read_json({_sql_text(str(staging))}, format = 'newline_delimited',"
-            f" auto_detect = false, columns = {columns}))"
+            f" auto_detect = false, hive_partitioning = false, columns = {columns}))"
             f" TO {_sql_text(str(target))}"
             f" (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {_ROW_GROUP_ROWS})"
         )

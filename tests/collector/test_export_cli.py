@@ -40,7 +40,7 @@ async def run_export(db: str, out: Path, *args: str) -> subprocess.CompletedProc
 def files_under(out: Path) -> list[str]:
     """The data files (the manifest is checked on its own)."""
     return sorted(
-        str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"
+        str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != "_manifest.json"
     )
 
 
@@ -187,7 +187,7 @@ async def test_every_format_is_one_hive_tree_with_a_manifest(
         by_file.setdefault(f"{day_dir(m)}/cc={m.probe_cc}/{FILE_NAMES[fmt]}", set()).add(m.measurement_uid)
     assert files_under(out) == sorted(by_file)
 
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "_manifest.json").read_text())
     assert [entry["path"] for entry in manifest["files"]] == sorted(by_file)
     for entry in manifest["files"]:
         data = (out / entry["path"]).read_bytes()
@@ -207,6 +207,15 @@ async def test_every_format_is_one_hive_tree_with_a_manifest(
         assert (row["cc"], str(row["date"])) == (m.probe_cc, m.measurement_start_time.strftime("%Y-%m-%d"))
     if fmt == "ooni":
         assert {r["test_name"] for r in rows} == {"web_connectivity"}
+    if fmt == "parquet":  # pandas over pyarrow: the whole tree in one call too, the manifest left out
+        pandas = pytest.importorskip(
+            "pandas", reason="pandas is not installed: DuckDB's reading is checked above"
+        )
+        pytest.importorskip("pyarrow", reason="pyarrow is not installed: DuckDB's reading is checked above")
+        frame = pandas.read_parquet(out)
+        assert set(frame["measurement_uid"]) == {m.measurement_uid for m in filled.values()}
+        assert set(frame["cc"].astype(str)) == {m.probe_cc for m in filled.values()}
+        assert list(frame["flags"].map(list)) == [[]] * len(filled) and frame["anomaly"].dtype == bool
 
 
 async def test_a_rerun_keeps_the_manifest_entries_of_other_days(
@@ -214,10 +223,10 @@ async def test_a_rerun_keeps_the_manifest_entries_of_other_days(
 ) -> None:
     out = tmp_path / "tree"
     assert (await run_export(store_url, out)).returncode == 0
-    everything = json.loads((out / "manifest.json").read_text())["files"]
+    everything = json.loads((out / "_manifest.json").read_text())["files"]
     today = filled["xl-a-today"].measurement_start_time.isoformat()
     assert (await run_export(store_url, out, "--since", today)).returncode == 0
-    again = json.loads((out / "manifest.json").read_text())["files"]
+    again = json.loads((out / "_manifest.json").read_text())["files"]
     assert [(e["path"], e["rows"], e["sha256"]) for e in again] == [
         (e["path"], e["rows"], e["sha256"]) for e in everything
     ]
@@ -230,7 +239,7 @@ async def test_csv_types_survive_the_round_trip(
     text, anomaly a boolean, times with their zone, blocking text (even where every row says false)."""
     out = tmp_path / "csv"
     assert (await run_export(store_url, out, "--format", "csv")).returncode == 0
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "_manifest.json").read_text())
     types = "{" + ", ".join(f"'{k}': '{v}'" for k, v in manifest["csv_types"].items()) + "}"
     with duckdb.connect() as con:
         relation = con.sql(

@@ -333,7 +333,7 @@ async def test_partition_layout_by_utc_day_and_country(tmp_path: Path) -> None:
         "date=2026-11-24/cc=MM/measurements.jsonl.gz",
         "date=2026-11-24/cc=ZZ/measurements.jsonl.gz",
     ]
-    assert _files(tmp_path) == sorted([*(f"out/{r}" for r in relative), "out/manifest.json"])
+    assert _files(tmp_path) == sorted([*(f"out/{r}" for r in relative), "out/_manifest.json"])
     first_day = [json.loads(line)["measurement_uid"] for line in _read_gzip_lines(written[0])]
     assert first_day == [rows[0].measurement_uid, rows[1].measurement_uid]
 
@@ -367,7 +367,7 @@ async def test_partitioned_rerun_replaces_and_failure_keeps_previous(tmp_path: P
         await export_partitioned(failing(), tmp_path)
     assert again[0].read_bytes() == before
     # no .partial left behind
-    assert _files(tmp_path) == ["date=2026-11-23/cc=KH/measurements.jsonl.gz", "manifest.json"]
+    assert _files(tmp_path) == ["_manifest.json", "date=2026-11-23/cc=KH/measurements.jsonl.gz"]
 
 
 async def test_partitioned_refuses_unknown_format(tmp_path: Path) -> None:
