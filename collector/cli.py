@@ -1,4 +1,5 @@
-"""``gatewatch-collector``: ``serve`` the HTTP API, ``migrate`` a database, ``export`` daily files.
+"""``gatewatch-collector``: ``serve`` the HTTP API, ``migrate`` a database, ``export`` daily files,
+``import-ooni`` OONI's published measurements.
 
 Flags override ``GATEWATCH_*`` environment variables, which override the ``--config`` TOML file.
 """
@@ -205,11 +206,19 @@ def _export_filter(filters: dict[str, str | None]) -> MeasurementFilter:
 
 @cli.command()
 def export(
-    out: Annotated[Path, typer.Option("--out", help="Folder for YYYY-MM-DD/<cc>/measurements.*.gz.")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Folder for date=YYYY-MM-DD/cc=XX/measurements.* and _manifest.json."),
+    ],
     db: DbOption = None,
     config: ConfigOption = None,
     fmt: Annotated[
-        str, typer.Option("--format", help="jsonl (OONI measurement JSON) or csv (summary).")
+        str,
+        typer.Option(
+            "--format",
+            help="jsonl (measurements with the server's verdict), csv or parquet (the summary), "
+            "ooni (OONI Web Connectivity).",
+        ),
     ] = "jsonl",
     cc: Annotated[str | None, typer.Option("--cc", help="Country code, e.g. KH.")] = None,
     asn: Annotated[str | None, typer.Option("--asn", help="Network, e.g. AS64501.")] = None,
@@ -227,7 +236,8 @@ def export(
         str | None, typer.Option("--blocking", help="false, dns, tcp_ip, http-failure, ...")
     ] = None,
 ) -> None:
-    """Write the selected measurements as daily, per-country gzip files (replacing those days' files)."""
+    """Write the selected measurements as daily, per-country files (replacing those days' files), hive-style
+    (date=YYYY-MM-DD/cc=XX/), with a manifest of row counts and SHA-256 sums."""
     if fmt not in PARTITION_FORMATS:
         raise typer.BadParameter(f"--format: one of {', '.join(PARTITION_FORMATS)}")
     selection = _export_filter(
@@ -282,10 +292,62 @@ def verify(
         typer.echo(f"FAIL {failure.measurement_uid} (record {failure.line}): {failure.reason}")
     typer.echo(
         f"{report.verified} verified, {len(report.failures)} failed, "
-        f"{report.unverifiable} signed by a long-term key (not verifiable from an export)"
+        f"{report.unverifiable} signed by a long-term key (not verifiable from an export), "
+        f"{report.unsigned} imported from OONI (unsigned)"
     )
     if report.failures:
         raise typer.Exit(1)
+
+
+@cli.command("import-ooni")
+def import_ooni(
+    files: Annotated[
+        list[Path], typer.Argument(help="OONI measurement files: JSONL or JSONL.gz.", metavar="FILE")
+    ],
+    db: DbOption = None,
+    config: ConfigOption = None,
+    asn_db: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--asn-db", help="IP→ASN database (CSV or MMDB) for the DNS answers' networks; repeatable."
+        ),
+    ] = None,
+) -> None:
+    """Judge OONI Web Connectivity measurements with gatewatch's analysis and store them, marked as imported
+    and unsigned (flag ooni_import). Lines that are not Web Connectivity, or cannot be read, are skipped and
+    counted; importing a file again stores nothing twice."""
+    from gatewatch.analysis import load_default_fingerprints
+
+    from .geoip import GeoDB
+    from .import_ooni import import_files
+
+    for path in files:
+        if not path.is_file():
+            raise typer.BadParameter(f"{path}: not a readable file")
+    settings = _settings({"db": db, "asn_db": asn_db}, config)
+    configure_logging(settings.log_level)
+
+    async def run() -> Any:
+        fingerprints = load_default_fingerprints()
+        geo = GeoDB.load(settings.asn_db) if settings.asn_db else None
+        store = await open_store(settings.db)
+        try:
+            return await import_files(
+                files, store, fingerprints, routable=settings.control_allow_net, geo=geo
+            )
+        finally:
+            await store.close()
+
+    try:
+        report = asyncio.run(run())
+    except (StoreError, OSError, EOFError) as exc:  # EOFError: a truncated .gz
+        log.error("import failed", extra={"error": str(exc)})
+        raise typer.Exit(1) from None
+    skipped = ", ".join(f"{reason} {count}" for reason, count in sorted(report.skipped.items())) or "none"
+    typer.echo(
+        f"lines {report.lines}, imported {report.imported}, already stored {report.duplicates}, "
+        f"skipped {sum(report.skipped.values())} ({skipped})"
+    )
 
 
 def main() -> None:

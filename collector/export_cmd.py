@@ -1,41 +1,81 @@
-"""Daily partitioned export files for ``gatewatch-collector export``.
+"""Daily partitioned export files for ``gatewatch-collector export``, in every format the API serves.
 
-Layout: ``OUT/YYYY-MM-DD/<cc>/measurements.jsonl.gz`` (or ``measurements.csv.gz``), the day being the
-measurement's start time in UTC. Rows arrive in the store's order (by start time), so the files being
-written are mostly one day's; at most ``max_open`` are open at once and the least recently used is
-closed when another is needed. Reopening one appends a new gzip member, which every gzip reader
-concatenates.
+Layout (hive-style, so that DuckDB, Spark, pyarrow and pandas read a whole tree in one call and get ``date``
+and ``cc`` as columns)::
+
+    OUT/date=YYYY-MM-DD/cc=XX/measurements.jsonl.gz        --format jsonl   (the default)
+    OUT/date=YYYY-MM-DD/cc=XX/measurements.csv.gz          --format csv
+    OUT/date=YYYY-MM-DD/cc=XX/measurements.ooni.jsonl.gz   --format ooni
+    OUT/date=YYYY-MM-DD/cc=XX/measurements.parquet         --format parquet
+    OUT/_manifest.json                                      every file: format, rows, bytes, sha256
+
+The day is the measurement's start time in UTC. Rows arrive in the store's order (by start time), so the
+files being written are mostly one day's; at most ``max_open`` are open at once and the least recently used
+is closed when another is needed. Reopening one appends a new gzip member, which every gzip reader
+concatenates. Parquet cannot be appended to: its rows are staged as JSON Lines per partition and each
+staging file is converted by duckdb (one thread, a memory limit) once every row is read.
 
 Each file is written under a ``.partial`` name and renamed when the whole export has succeeded, so a
-failed run leaves the previous complete files in place and no half-written one under the final name.
-A rerun over the same days replaces their files.
+failed run leaves the previous complete files (and manifest) in place and no half-written one under the
+final name. A rerun over the same days replaces their files and their manifest entries; the entries of
+files it did not touch are kept while those files exist.
+
+CSV encodes ``flags`` (a list) as a JSON array text (``[]``, ``["asn_mismatch"]``); the manifest's
+``csv_types`` gives every CSV column's type for readers that should not guess (docs/researchers.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import hashlib
+import json
 import os
 import re
 from collections import OrderedDict
 from collections.abc import AsyncIterable, Callable
-from datetime import UTC
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+from gatewatch.core.measurement import format_utc
 from gatewatch.core.vocabulary import WITHHELD_CC
 
-from .exports import csv_header, csv_line, jsonl_line
+from .exports import (
+    COLUMN_TYPES,
+    convert_to_parquet,
+    csv_header,
+    csv_line,
+    jsonl_line,
+    ooni_line,
+    staging_line,
+)
 from .store.base import StoredMeasurement
 
-__all__ = ["PARTITION_FORMATS", "export_partitioned", "partition_path"]
+__all__ = ["MANIFEST_NAME", "PARTITION_FORMATS", "PartitionFormat", "export_partitioned", "partition_path"]
 
-# format → (file name, encoder of one row, bytes written first in each new file)
-PARTITION_FORMATS: dict[str, tuple[str, Callable[[StoredMeasurement], bytes], bytes]] = {
-    "jsonl": ("measurements.jsonl.gz", jsonl_line, b""),
-    "csv": ("measurements.csv.gz", csv_line, csv_header()),
+MANIFEST_NAME = "_manifest.json"
+MANIFEST_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PartitionFormat:
+    file_name: str
+    encode: Callable[[StoredMeasurement], bytes]
+    header: bytes = b""
+    staged: bool = False  # written as JSON Lines first, then converted (Parquet)
+
+
+PARTITION_FORMATS: dict[str, PartitionFormat] = {
+    "jsonl": PartitionFormat("measurements.jsonl.gz", jsonl_line),
+    "csv": PartitionFormat("measurements.csv.gz", csv_line, csv_header()),
+    "parquet": PartitionFormat("measurements.parquet", staging_line, staged=True),
+    "ooni": PartitionFormat("measurements.ooni.jsonl.gz", ooni_line),
 }
 _CC = re.compile(r"[A-Z]{2}")
 _PARTIAL = ".partial"
+_STAGING = ".staging.jsonl"
 
 
 def partition_path(row: StoredMeasurement, fmt: str = "jsonl") -> Path:
@@ -43,7 +83,123 @@ def partition_path(row: StoredMeasurement, fmt: str = "jsonl") -> Path:
     day = row.measurement_start_time.astimezone(UTC).strftime("%Y-%m-%d")
     # Stored country codes are validated at ingest; anything else must still not become a path.
     cc = row.probe_cc if _CC.fullmatch(row.probe_cc) else WITHHELD_CC
-    return Path(day, cc, PARTITION_FORMATS[fmt][0])
+    return Path(f"date={day}", f"cc={cc}", PARTITION_FORMATS[fmt].file_name)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        while chunk := source.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _previous_entries(out_dir: Path) -> dict[str, dict[str, Any]]:
+    try:
+        manifest = json.loads((out_dir / MANIFEST_NAME).read_text())
+        return {entry["path"]: entry for entry in manifest["files"] if isinstance(entry, dict)}
+    except (OSError, ValueError, KeyError, TypeError):  # none yet, or not one this program wrote
+        return {}
+
+
+def _write_manifest(out_dir: Path, written: dict[Path, int], fmt: str) -> None:
+    entries = {
+        path: entry for path, entry in _previous_entries(out_dir).items() if (out_dir / path).is_file()
+    }
+    for final, rows in written.items():
+        relative = final.relative_to(out_dir).as_posix()
+        entries[relative] = {
+            "path": relative,
+            "format": fmt,
+            "rows": rows,
+            "bytes": final.stat().st_size,
+            "sha256": _sha256(final),
+        }
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "generated_at": format_utc(datetime.now(UTC)),
+        "partitioning": ["date", "cc"],
+        "csv_types": COLUMN_TYPES,
+        "files": [entries[path] for path in sorted(entries)],
+    }
+    partial = out_dir / (MANIFEST_NAME + _PARTIAL)
+    partial.write_text(json.dumps(manifest, indent=1) + "\n")
+    os.replace(partial, out_dir / MANIFEST_NAME)
+
+
+class _GzipWriter:
+    """A gzip member appended to a file, reproducible: no time and no file name in its header, so the same
+    rows give the same bytes (and the same SHA-256 in the manifest) on every run."""
+
+    def __init__(self, path: Path, append: bool, compresslevel: int) -> None:
+        self._raw = path.open("ab" if append else "wb")
+        self._gzip = gzip.GzipFile(
+            filename="", mode="wb", compresslevel=compresslevel, fileobj=self._raw, mtime=0
+        )
+
+    def write(self, data: bytes) -> int:
+        return self._gzip.write(data)
+
+    def close(self) -> None:
+        try:
+            self._gzip.close()
+        finally:
+            self._raw.close()
+
+
+def _open(path: Path, spec: PartitionFormat, append: bool, compresslevel: int) -> IO[bytes] | _GzipWriter:
+    if spec.staged:
+        return path.open("ab" if append else "wb")
+    return _GzipWriter(path, append, compresslevel)
+
+
+def _work_path(final: Path, spec: PartitionFormat) -> Path:
+    """Where a file is written before the export succeeds (for Parquet: its JSON Lines staging)."""
+    return final.with_name(final.name + (_STAGING if spec.staged else _PARTIAL))
+
+
+def _remove_work(written: dict[Path, int], spec: PartitionFormat) -> None:
+    for final in written:
+        _work_path(final, spec).unlink(missing_ok=True)
+        final.with_name(final.name + _PARTIAL).unlink(missing_ok=True)
+
+
+async def _write_rows(
+    rows: AsyncIterable[StoredMeasurement],
+    out_dir: Path,
+    fmt: str,
+    spec: PartitionFormat,
+    max_open: int,
+    compresslevel: int,
+    written: dict[Path, int],
+) -> None:
+    """Every row into its file's work path; ``written`` gets each final path begun and its row count."""
+    open_files: OrderedDict[Path, IO[bytes] | _GzipWriter] = (
+        OrderedDict()
+    )  # final path → writer, least recent first
+    try:
+        async for row in rows:
+            final = out_dir / partition_path(row, fmt)
+            writer = open_files.get(final)
+            if writer is not None:
+                open_files.move_to_end(final)
+            else:
+                if len(open_files) >= max_open:
+                    open_files.popitem(last=False)[1].close()
+                work = _work_path(final, spec)
+                if final in written:
+                    writer = _open(work, spec, True, compresslevel)
+                else:
+                    work.parent.mkdir(parents=True, exist_ok=True)
+                    writer = _open(work, spec, False, compresslevel)
+                    writer.write(spec.header)
+                    written[final] = 0
+                open_files[final] = writer
+            writer.write(spec.encode(row))
+            written[final] += 1
+    finally:
+        for writer in open_files.values():
+            writer.close()
 
 
 async def export_partitioned(
@@ -54,45 +210,30 @@ async def export_partitioned(
     max_open: int = 32,
     compresslevel: int = 6,
 ) -> list[Path]:
-    """Write every row to its day's and country's gzip file; returns the files written, sorted.
+    """Write every row to its day's and country's file and update ``OUT/_manifest.json``; returns the data
+    files written, sorted.
 
-    The gzip writes are blocking: this is meant for the command line, not the serving event loop.
+    The file writes are blocking: this is meant for the command line, not the serving event loop.
     """
     if fmt not in PARTITION_FORMATS:
         raise ValueError(f"unknown partition format {fmt!r} (expected one of {', '.join(PARTITION_FORMATS)})")
     if max_open < 1:
         raise ValueError("max_open must be at least 1")
-    _, encode, header = PARTITION_FORMATS[fmt]
+    spec = PARTITION_FORMATS[fmt]
     out_dir = Path(out_dir)
-    open_files: OrderedDict[Path, IO[bytes]] = OrderedDict()  # final path → writer, least recent first
-    written: set[Path] = set()  # final paths begun in this run
+    written: dict[Path, int] = {}
     try:
-        async for row in rows:
-            final = out_dir / partition_path(row, fmt)
-            writer = open_files.get(final)
-            if writer is not None:
-                open_files.move_to_end(final)
-            else:
-                if len(open_files) >= max_open:
-                    open_files.popitem(last=False)[1].close()
-                partial = final.with_name(final.name + _PARTIAL)
-                if final in written:
-                    writer = gzip.open(partial, "ab", compresslevel=compresslevel)
-                else:
-                    partial.parent.mkdir(parents=True, exist_ok=True)
-                    writer = gzip.open(partial, "wb", compresslevel=compresslevel)
-                    writer.write(header)
-                    written.add(final)
-                open_files[final] = writer
-            writer.write(encode(row))
+        await _write_rows(rows, out_dir, fmt, spec, max_open, compresslevel, written)
+        if spec.staged:
+            for final in written:
+                staging, partial = _work_path(final, spec), final.with_name(final.name + _PARTIAL)
+                await asyncio.to_thread(convert_to_parquet, staging, partial)
+                staging.unlink()
     except BaseException:
-        for writer in open_files.values():
-            writer.close()
-        for final in written:
-            final.with_name(final.name + _PARTIAL).unlink(missing_ok=True)
+        _remove_work(written, spec)
         raise
-    for writer in open_files.values():
-        writer.close()
     for final in written:
         os.replace(final.with_name(final.name + _PARTIAL), final)
+    if written:
+        _write_manifest(out_dir, written, fmt)
     return sorted(written)

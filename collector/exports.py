@@ -35,33 +35,40 @@ from gatewatch.core.measurement import Measurement, format_utc, ooni_time
 from gatewatch.core.vocabulary import SCHEME_BLIND_TOKEN, blocking_value
 from gatewatch.core.wire import MeasurementRow
 
+from .ooni_format import ooni_measurement
 from .store.base import StoredMeasurement
 
 __all__ = [
+    "COLUMN_TYPES",
     "CSV_COLUMNS",
     "EXPORT_FORMATS",
     "MEDIA_TYPES",
+    "convert_to_parquet",
     "csv_header",
     "csv_line",
     "export",
     "export_csv",
     "export_jsonl",
+    "export_ooni",
     "export_parquet",
     "jsonl_line",
+    "ooni_line",
     "judgement",
     "measurement_row",
     "ooni_document",
     "public_received_at",
     "signed_fields",
+    "staging_line",
 ]
 
 CHUNK_SIZE = 64 * 1024
 RECEIVED_AT_PRECISION: Final = "hour"  # what the API's and the exports' received_at are truncated to
-EXPORT_FORMATS = ("jsonl", "csv", "parquet")
+EXPORT_FORMATS = ("jsonl", "csv", "parquet", "ooni")
 MEDIA_TYPES = {
     "jsonl": "application/x-ndjson",
     "csv": "text/csv; charset=utf-8",
     "parquet": "application/vnd.apache.parquet",
+    "ooni": "application/x-ndjson",  # OONI's own JSON Lines (ooni_format.py)
 }
 # The flattened summary: the CSV's columns, and the Parquet file's with these types.
 _COLUMN_TYPES = {
@@ -77,7 +84,7 @@ _COLUMN_TYPES = {
     "technique": "VARCHAR",
     "fingerprint_key": "VARCHAR",
     "received_at": "TIMESTAMPTZ",
-    # e.g. "asn_mismatch": kept-but-flagged submissions must be tellable apart (";"-joined in CSV)
+    # e.g. "asn_mismatch": kept-but-flagged submissions must be tellable apart (CSV: a JSON array text)
     "flags": "VARCHAR[]",
     # How it is signed (issue 12), so that anyone can re-verify it offline with the published issuer keys
     # (``gatewatch-collector verify``): the scheme, and for "blind-token/1" the exact signed bytes, the
@@ -92,6 +99,9 @@ _COLUMN_TYPES = {
     "token_key_id": "VARCHAR",
 }
 CSV_COLUMNS = tuple(_COLUMN_TYPES)
+# Each CSV column's DuckDB type, for readers that should not guess (a CSV whose rows all say blocking
+# "false" would read as BOOLEAN): read_csv(..., types=COLUMN_TYPES). Published in the export manifest.
+COLUMN_TYPES: Final[dict[str, str]] = dict(_COLUMN_TYPES)
 
 # Only what the measurement format defines is published (an allowlist, not a denylist of known leaks).
 _MEASUREMENT_KEYS = frozenset(Measurement.model_fields)
@@ -199,6 +209,11 @@ def jsonl_line(row: StoredMeasurement) -> bytes:
     return _json_line(ooni_document(row))
 
 
+def ooni_line(row: StoredMeasurement) -> bytes:
+    """One OONI Web Connectivity measurement (:mod:`.ooni_format`) as a JSON Lines record."""
+    return _json_line(ooni_measurement(row, judgement(row)))
+
+
 def _summary(row: StoredMeasurement) -> tuple[Any, ...]:
     signed = signed_fields(row)
     return (
@@ -246,7 +261,9 @@ def csv_line(row: StoredMeasurement) -> bytes:
     values[8] = "true" if row.anomaly else "false"
     values[9] = row.technique or ""
     values[10] = row.fingerprint_key or ""
-    values[12] = ";".join(row.flags)
+    # A JSON array text: never empty (so no reader guesses a number), one element per flag, and
+    # DuckDB casts it to VARCHAR[] as it is ('["asn_mismatch"]'::VARCHAR[]); json.loads in Python.
+    values[12] = json.dumps(list(row.flags), separators=(",", ":"))
     return _csv_text(["" if value is None else value for value in values])
 
 
@@ -280,7 +297,14 @@ def export_csv(
     return _chunked(rows, csv_line, csv_header(), chunk_size)
 
 
-def _staging_line(row: StoredMeasurement) -> bytes:
+def export_ooni(
+    rows: AsyncIterable[StoredMeasurement], *, chunk_size: int = CHUNK_SIZE
+) -> AsyncIterator[bytes]:
+    """One OONI Web Connectivity measurement per line, as OONI's tools read them (``ooni_format.py``)."""
+    return _chunked(rows, ooni_line, b"", chunk_size)
+
+
+def staging_line(row: StoredMeasurement) -> bytes:
     record = dict(zip(CSV_COLUMNS, _summary(row), strict=True))
     text = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
     # duckdb refuses a lone surrogate (valid JSON escape, no Unicode character): "?" as in the CSV.
@@ -296,13 +320,14 @@ def _sql_text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _convert_to_parquet(staging: Path, target: Path, memory_limit: str, threads: int) -> None:
+def convert_to_parquet(staging: Path, target: Path, memory_limit: str = "256MB", threads: int = 1) -> None:
+    """A staging file of :func:`staging_line` records to a Parquet file with the summary's types."""
     columns = "{" + ", ".join(f"{_sql_text(k)}: {_sql_text(v)}" for k, v in _COLUMN_TYPES.items()) + "}"
     config = {"memory_limit": memory_limit, "threads": str(threads), "temp_directory": str(staging.parent)}
     with duckdb.connect(":memory:", config=config) as con:
         con.execute(
             f"COPY (SELECT * FROM read_json({_sql_text(str(staging))}, format = 'newline_delimited',"
-            f" auto_detect = false, columns = {columns}))"
+            f" auto_detect = false, hive_partitioning = false, columns = {columns}))"
             f" TO {_sql_text(str(target))}"
             f" (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {_ROW_GROUP_ROWS})"
         )
@@ -325,9 +350,9 @@ async def export_parquet(
     try:
         staging, target = workdir / "rows.jsonl", workdir / "measurements.parquet"
         with staging.open("wb") as out:
-            async for chunk in _chunked(rows, _staging_line, b"", chunk_size):
+            async for chunk in _chunked(rows, staging_line, b"", chunk_size):
                 out.write(chunk)
-        await asyncio.to_thread(_convert_to_parquet, staging, target, memory_limit, threads)
+        await asyncio.to_thread(convert_to_parquet, staging, target, memory_limit, threads)
         staging.unlink()
         with target.open("rb") as source:
             while chunk := source.read(chunk_size):
@@ -347,4 +372,6 @@ def export(
         return export_csv(rows, chunk_size=chunk_size)
     if fmt == "parquet":
         return export_parquet(rows, chunk_size=chunk_size)
+    if fmt == "ooni":
+        return export_ooni(rows, chunk_size=chunk_size)
     raise ValueError(f"unknown export format {fmt!r} (expected one of {', '.join(EXPORT_FORMATS)})")

@@ -95,10 +95,26 @@ class AccessLogger(AbstractAccessLogger):
         )
 
 
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not when the handler was made (a
+    command run in-process, e.g. by a test runner, may swap and close the stream it started with)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: IO[str]) -> None:
+        pass
+
+
 def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> None:
     """Route every logger (aiohttp's included) to one JSON-lines handler. Called by the CLI only: logging
     is process-wide, so an application factory must not touch it."""
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else _CurrentStderr()
     handler.setFormatter(JSONLineFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -121,8 +121,21 @@ def _export_content() -> dict[str, Any]:
         },
         "csv": {"type": "string", "description": "A header, then one summary row per measurement."},
         "parquet": {"type": "string", "contentMediaType": MEDIA_TYPES["parquet"]},
+        "ooni": {
+            "type": "string",
+            "description": "format=ooni: one OONI Web Connectivity measurement per line (OONI's data "
+            "formats), gatewatch's verdict and evidence under test_keys.gatewatch.",
+        },
     }
-    return {MEDIA_TYPES[fmt].split(";")[0]: {"schema": schemas[fmt]} for fmt in EXPORT_FORMATS}
+    content: dict[str, Any] = {}
+    for fmt in EXPORT_FORMATS:  # jsonl and ooni share a media type: one schema, both descriptions
+        media_type = MEDIA_TYPES[fmt].split(";")[0]
+        if media_type in content:
+            schema = content[media_type]["schema"]
+            schema["description"] = f"{schema['description']} Or, {schemas[fmt]['description']}"
+        else:
+            content[media_type] = {"schema": dict(schemas[fmt])}
+    return content
 
 
 def _ingest_and_listing() -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """The research API: ``GET /api/v1/measurements`` (a page of rows with the server's verdict) and
-``GET /api/v1/measurements/export`` (the whole selection, streamed as JSON Lines, CSV or Parquet).
+``GET /api/v1/measurements/export`` (the whole selection, streamed as JSON Lines, CSV, Parquet or OONI's
+Web Connectivity JSON Lines).
 
 Both take the same filters, described once in :data:`FILTER_PARAMETERS` (the OpenAPI document is built from
 that table, so the documentation cannot drift from what is parsed). A bad value is the client's fault and is
@@ -143,7 +144,8 @@ EXPORT_PARAMETERS: tuple[QueryParameter, ...] = (
         "format",
         {"type": "string", "enum": list(EXPORT_FORMATS), "default": DEFAULT_EXPORT_FORMAT},
         "jsonl: OONI-compatible measurements with the server's verdict under analysis; csv: a flattened "
-        "summary; parquet: the same summary, typed.",
+        "summary; parquet: the same summary, typed; ooni: OONI Web Connectivity measurements as OONI's own "
+        "tools load them, gatewatch's verdict and evidence under test_keys.gatewatch.",
     ),
     *FILTER_PARAMETERS,
 )
@@ -287,8 +289,11 @@ async def _list(request: web.Request) -> web.Response:
     return web.json_response({"results": [measurement_row(row) for row in rows], "next_cursor": next_cursor})
 
 
+_FILE_EXTENSIONS = {"ooni": "ooni.jsonl"}
+
+
 def _filename(fmt: str) -> str:
-    return f"gatewatch-measurements-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.{fmt}"
+    return f"gatewatch-measurements-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.{_FILE_EXTENSIONS.get(fmt, fmt)}"
 
 
 async def _close(stream: object) -> None:

@@ -43,6 +43,7 @@ from gatewatch.core.vocabulary import (
     FORGED_TOKEN,
     PAYLOAD_MISMATCH,
     SCHEME_BLIND_TOKEN,
+    SCHEME_UNSIGNED_IMPORT,
     UNKNOWN_KEY,
     WRONG_EPOCH,
 )
@@ -66,6 +67,7 @@ class Failure:
 class VerifyReport:
     verified: int = 0
     unverifiable: int = 0  # long-term-key rows: nothing to check them with
+    unsigned: int = 0  # imported OONI measurements (``import-ooni``): never signed, never counted as verified
     failures: list[Failure] = field(default_factory=list)
 
 
@@ -173,7 +175,11 @@ def verify_record(record: dict[str, Any], keys: dict[str, tuple[int, RSAPublicKe
 def verify_file(path: Path, keys: dict[str, tuple[int, RSAPublicKey]]) -> VerifyReport:
     report = VerifyReport()
     for number, record in enumerate(read_records(path), start=1):
-        if record.get("signature_scheme") != SCHEME_BLIND_TOKEN:
+        scheme = record.get("signature_scheme")
+        if scheme == SCHEME_UNSIGNED_IMPORT:
+            report.unsigned += 1
+            continue
+        if scheme != SCHEME_BLIND_TOKEN:
             report.unverifiable += 1
             continue
         reason = verify_record(record, keys)

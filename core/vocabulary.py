@@ -111,8 +111,11 @@ TECHNIQUES: Final[tuple[str, ...]] = (
 ASN_MISMATCH: Final = "asn_mismatch"  # the claimed probe_asn contradicts where the upload came from
 CC_MISMATCH: Final = "cc_mismatch"  # likewise the claimed probe_cc
 ANALYSIS_ERROR: Final = "analysis_error"  # the analysis crashed: stored with blocking null
+# Imported from OONI's published data (gatewatch-collector import-ooni): unsigned, no volunteer's key vouches
+# for it, so signature checks skip it. Its payload also carries the annotation gatewatch_import.
+OONI_IMPORT: Final = "ooni_import"
 MISMATCH_FLAGS: Final = frozenset({ASN_MISMATCH, CC_MISMATCH})
-FLAGS: Final[tuple[str, ...]] = (ASN_MISMATCH, CC_MISMATCH, ANALYSIS_ERROR)
+FLAGS: Final[tuple[str, ...]] = (ASN_MISMATCH, CC_MISMATCH, ANALYSIS_ERROR, OONI_IMPORT)
 
 # --- attribution -----------------------------------------------------------------------------------------
 # Where interference with a domain in a country happens: every network (the gateway), some (an ISP), none,
@@ -269,7 +272,9 @@ ENROLMENT_POLICIES: Final[tuple[str, ...]] = (ENROLMENT_OPEN, ENROLMENT_INVITE, 
 # How a stored measurement is signed (the exports' ``signature_scheme``).
 SCHEME_LONGTERM: Final = "ed25519-longterm/1"  # the agent's long-term key (before issue 12; identified mode)
 SCHEME_BLIND_TOKEN: Final = "blind-token/1"  # a per-batch ephemeral key certified by a blind-signed token
-SIGNATURE_SCHEMES: Final[tuple[str, ...]] = (SCHEME_LONGTERM, SCHEME_BLIND_TOKEN)
+# Not signed at all: OONI measurements judged by ``gatewatch-collector import-ooni`` (flag ``ooni_import``).
+SCHEME_UNSIGNED_IMPORT: Final = "ooni-import/1"
+SIGNATURE_SCHEMES: Final[tuple[str, ...]] = (SCHEME_LONGTERM, SCHEME_BLIND_TOKEN, SCHEME_UNSIGNED_IMPORT)
 # ``gatewatch-collector verify``: what an exported line states differs from the bytes that were signed.
 PAYLOAD_MISMATCH: Final = "payload_mismatch"
 

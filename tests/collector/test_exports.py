@@ -216,9 +216,9 @@ async def test_csv_round_trip_with_header_and_odd_inputs() -> None:
     )
     assert (first["blocking"], first["anomaly"], first["technique"]) == ("dns", "true", "dns.injection")
     assert first["fingerprint_key"] == rows[0].fingerprint_key
-    assert first["flags"] == "asn_mismatch;cc_mismatch"
+    assert json.loads(first["flags"]) == ["asn_mismatch", "cc_mismatch"]  # a JSON array text
     no_anomaly = (await collect(export_csv(rows_of([make_row(blocking="false")])))).decode().splitlines()[1]
-    assert no_anomaly.split(",")[7:13] == ["false", "false", "", "", "2026-11-23T13:00:00Z", ""]
+    assert no_anomaly.split(",")[7:13] == ["false", "false", "", "", "2026-11-23T13:00:00Z", "[]"]
 
 
 async def test_empty_selection_jsonl_and_csv() -> None:
@@ -339,12 +339,12 @@ async def test_partition_layout_by_utc_day_and_country(tmp_path: Path) -> None:
     written = await export_partitioned(rows_of(rows), tmp_path / "out")
     relative = [p.relative_to(tmp_path / "out").as_posix() for p in written]
     assert relative == [
-        "2026-11-23/KH/measurements.jsonl.gz",
-        "2026-11-24/KH/measurements.jsonl.gz",
-        "2026-11-24/MM/measurements.jsonl.gz",
-        "2026-11-24/ZZ/measurements.jsonl.gz",
+        "date=2026-11-23/cc=KH/measurements.jsonl.gz",
+        "date=2026-11-24/cc=KH/measurements.jsonl.gz",
+        "date=2026-11-24/cc=MM/measurements.jsonl.gz",
+        "date=2026-11-24/cc=ZZ/measurements.jsonl.gz",
     ]
-    assert _files(tmp_path) == [f"out/{r}" for r in relative]
+    assert _files(tmp_path) == sorted([*(f"out/{r}" for r in relative), "out/_manifest.json"])
     first_day = [json.loads(line)["measurement_uid"] for line in _read_gzip_lines(written[0])]
     assert first_day == [rows[0].measurement_uid, rows[1].measurement_uid]
 
@@ -354,8 +354,8 @@ async def test_partitioned_csv_with_one_open_file_reopens_and_appends(tmp_path: 
     rows = [make_row(i, cc=("KH", "MM")[i % 2], input=f"https://example.org/{i},\n") for i in range(10)]
     written = await export_partitioned(rows_of(rows), tmp_path, fmt="csv", max_open=1)
     assert [p.relative_to(tmp_path).as_posix() for p in written] == [
-        "2026-11-23/KH/measurements.csv.gz",
-        "2026-11-23/MM/measurements.csv.gz",
+        "date=2026-11-23/cc=KH/measurements.csv.gz",
+        "date=2026-11-23/cc=MM/measurements.csv.gz",
     ]
     with gzip.open(written[0], "rt", newline="") as handle:
         records = list(csv.reader(handle))
@@ -377,12 +377,13 @@ async def test_partitioned_rerun_replaces_and_failure_keeps_previous(tmp_path: P
     with pytest.raises(RuntimeError, match="store went away"):
         await export_partitioned(failing(), tmp_path)
     assert again[0].read_bytes() == before
-    assert _files(tmp_path) == ["2026-11-23/KH/measurements.jsonl.gz"]  # no .partial left behind
+    # no .partial left behind
+    assert _files(tmp_path) == ["_manifest.json", "date=2026-11-23/cc=KH/measurements.jsonl.gz"]
 
 
 async def test_partitioned_refuses_unknown_format(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="parquet"):
-        await export_partitioned(rows_of([]), tmp_path, fmt="parquet")
+    with pytest.raises(ValueError, match="xlsx"):
+        await export_partitioned(rows_of([]), tmp_path, fmt="xlsx")
     assert await export_partitioned(rows_of([]), tmp_path) == []
 
 

@@ -4,8 +4,8 @@ dots, then a page holding it in every spelling of :func:`gatewatch.lab.echo.addr
 title, response headers, a base64 token in a Set-Cookie). The real agent measures it from isp-a (default
 storage policy) and isp-b (``keep_full_bodies = true``, so the whole page is stored and its scrubbing is
 seen) and uploads to a real collector of this module's own. Afterwards no spelling of either agent's
-address is in the store's files, the collector's log, any export (JSONL, CSV and Parquet from the API,
-JSONL and CSV from ``gatewatch-collector export``), /metrics, the agents' files or their output."""
+address is in the store's files, the collector's log, any export (JSONL, CSV, Parquet and OONI's format,
+from the API and from ``gatewatch-collector export``), /metrics, the agents' files or their output."""
 
 from __future__ import annotations
 
@@ -142,12 +142,12 @@ def test_no_spelling_in_the_api_exports_or_metrics(spelled: SpelledRun, tmp_path
         status, body = collector.get(path)
         assert status == 200, (path, status)
         assert not leaks(body, spelled.addresses), path
-    for fmt in ("jsonl", "csv"):
+    for fmt in ("jsonl", "csv", "ooni"):
         status, body = collector.get(f"/api/v1/measurements/export?format={fmt}")
         assert status == 200, (fmt, status)
         assert body.count(b"echo.lab") >= len(SETTINGS), fmt
         assert not leaks(body, spelled.addresses), fmt
-        if fmt == "jsonl":
+        if fmt in ("jsonl", "ooni"):
             for line in body.splitlines():
                 assert not leaks(_decoded(line), spelled.addresses)
     status, body = collector.get("/api/v1/measurements/export?format=parquet")
@@ -161,8 +161,18 @@ def test_no_spelling_in_the_api_exports_or_metrics(spelled: SpelledRun, tmp_path
     assert not leaks(text + body, spelled.addresses)
 
 
+def _file_text(path: Path) -> bytes:
+    if path.suffix == ".gz":
+        return gzip.decompress(path.read_bytes())
+    if path.suffix == ".parquet":
+        duckdb = pytest.importorskip("duckdb")
+        rows = duckdb.sql(f"SELECT * FROM read_parquet('{path}')").fetchall()
+        return path.read_bytes() + "\n".join(map(repr, rows)).encode()
+    return path.read_bytes()
+
+
 def test_no_spelling_in_the_export_command(spelled: SpelledRun, tmp_path: Path) -> None:
-    for fmt in ("jsonl", "csv"):
+    for fmt in ("jsonl", "csv", "ooni", "parquet"):
         out = tmp_path / fmt
         done = subprocess.run(
             [console_script(COLLECTOR), "export", "--db", f"sqlite:///{spelled.collector.db_path}",
@@ -172,9 +182,7 @@ def test_no_spelling_in_the_export_command(spelled: SpelledRun, tmp_path: Path) 
         assert done.returncode == 0, done.stderr
         files = [p for p in out.rglob("*") if p.is_file()]
         assert files, fmt
-        exported = b"".join(
-            gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes() for p in files
-        )
+        exported = b"".join(map(_file_text, files))
         assert b"echo.lab" in exported, fmt
         assert not leaks(exported + done.stdout + done.stderr, spelled.addresses), fmt
 
