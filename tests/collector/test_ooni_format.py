@@ -254,7 +254,9 @@ async def _rows(rows: list[StoredMeasurement]) -> Any:
 async def test_the_api_serves_format_ooni(
     aiohttp_client: Any, tmp_path: Any, make_measurement: Any, sign: Any
 ) -> None:
-    client = await aiohttp_client(create_app(Settings(db=f"sqlite:///{tmp_path / 'db.sqlite'}")))
+    client = await aiohttp_client(
+        create_app(Settings(db=f"sqlite:///{tmp_path / 'db.sqlite'}", accept_identified=True))
+    )
     made = [make_measurement(), make_measurement(probe_cc="KH")]
     response = await client.post("/api/v1/measurements", json={"measurements": [sign(m) for m in made]})
     assert response.status == 200
