@@ -60,6 +60,9 @@ BENCHES: tuple[Bench, ...] = (
     Bench("lab_startup.py", (), ("2",)),
     Bench("web_measure.py", (), ("60", "8")),
     Bench("geoip.py", (), None),
+    Bench(
+        "fingerprints.py", (), ("--repeat", "1", "--budget", "0.05"), baseline="a bare loop testing every row"
+    ),
     Bench("ingest_bomb.py", (), ("--mib", "64", "--rounds", "1"), baseline="the old reading path, same bomb"),
     Bench("blindrsa.py", (), ("--repeats", "2", "--ops", "10"), baseline="OpenSSL RSA-PSS, Ed25519"),
     Bench("upload_transports.py", (), ("20", "16"), baseline="a direct upload"),
