@@ -54,6 +54,7 @@ BENCHES: tuple[Bench, ...] = (
         baseline="one collector process on the same PostgreSQL",
     ),
     Bench("export.py", (), ("--rows", "5000"), baseline='the "source only" line (making the rows)'),
+    Bench("store_pages.py", (), ("--rows", "2000", "20000"), baseline="one bare SELECT of the same rows"),
     Bench("metrics_render.py", (), ("--repeat", "2"), baseline="a scrape with nothing new"),
     Bench("tls_validate.py", (), ("20",)),
     Bench("anonymise.py", (), ("2",)),

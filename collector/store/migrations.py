@@ -51,6 +51,16 @@ SQLITE: tuple[Migration, ...] = (
             "CREATE INDEX measurements_by_domain ON measurements (domain, measurement_start_time)",
         ),
     ),
+    (
+        2,
+        (
+            # A domain's rows in page order (start time, uid): a page filtered by domain continues from
+            # its cursor instead of sorting every row of the domain again (the uid was missing).
+            "CREATE INDEX measurements_by_domain_page ON measurements"
+            " (domain, measurement_start_time, measurement_uid)",
+            "DROP INDEX measurements_by_domain",
+        ),
+    ),
 )
 
 POSTGRES: tuple[Migration, ...] = (
@@ -158,6 +168,15 @@ POSTGRES: tuple[Migration, ...] = (
             "CREATE INDEX measurements_by_domain ON measurements (domain, measurement_start_time)",
             # What other collectors stored lately (collector/peer_sync.py reads it every few seconds).
             "CREATE INDEX measurements_by_received ON measurements (received_at, measurement_uid)",
+        ),
+    ),
+    (
+        3,
+        (
+            # As SQLite's version 2: a domain's rows in page order, so a page continues from its cursor.
+            "CREATE INDEX measurements_by_domain_page ON measurements"
+            " (domain, measurement_start_time, measurement_uid)",
+            "DROP INDEX measurements_by_domain",
         ),
     ),
 )

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, TypeVar
 
 from .base import (
@@ -31,7 +32,7 @@ from .base import (
 )
 from .migrations import SQLITE
 
-__all__ = ["SQLiteStore"]
+__all__ = ["SQLiteStore", "page_sql"]
 
 _T = TypeVar("_T")
 
@@ -172,6 +173,16 @@ def _migrate(conn: sqlite3.Connection) -> int:
     return int(current)
 
 
+def page_sql(f: MeasurementFilter, after: tuple[datetime, str] | None) -> tuple[str, list[object]]:
+    """One page's query (its last parameter, the row limit, is left to the caller) and its parameters."""
+    where, params = filter_sql(f, lambda _n: "?", to_micros, after)
+    return (
+        f"SELECT {_COLUMNS} FROM measurements{where} ORDER BY measurement_start_time, measurement_uid"
+        " LIMIT ?",
+        params,
+    )
+
+
 class SQLiteStore:
     """See :class:`~.base.Store`."""
 
@@ -248,11 +259,7 @@ class SQLiteStore:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         after = decode_cursor(cursor) if cursor is not None else None
-        where, params = filter_sql(f, lambda _n: "?", to_micros, after)
-        sql = (
-            f"SELECT {_COLUMNS} FROM measurements{where} "
-            "ORDER BY measurement_start_time, measurement_uid LIMIT ?"
-        )
+        sql, params = page_sql(f, after)
         # One row more than asked tells whether another page exists, without a second query.
         fetched = await self._reader.run(lambda conn: conn.execute(sql, (*params, limit + 1)).fetchall())
         rows = [_from_row(values) for values in fetched[:limit]]
