@@ -69,6 +69,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("upload_transports.py", (), ("20", "16"), baseline="a direct upload"),
     Bench("agent_ui.py", (), ("--requests", "100"), baseline="Python with the agent's CLI loaded"),
     Bench("netns_trace.py", (), None, needs_root=True, baseline="the web measurement of the same URL"),
+    Bench("agent_startup.py", (), ("--repeat", "2"), baseline="python -c pass, same machine and run"),
     Bench("agent_run.py", (), None, needs_shared_lists=True),
     Bench("agent_lab.py", (), None, needs_shared_lists=True),
 )
