@@ -91,6 +91,9 @@ def _row_values(row: StoredMeasurement) -> tuple[Any, ...]:
     )
 
 
+_NO_FLAGS = "[]"  # what _row_values stores for a measurement without flags (most of them)
+
+
 def _from_row(values: tuple[Any, ...]) -> StoredMeasurement:
     return StoredMeasurement(
         measurement_uid=values[0],
@@ -107,7 +110,7 @@ def _from_row(values: tuple[Any, ...]) -> StoredMeasurement:
         fingerprint_key=values[11],
         verdict_json=values[12],
         payload=bytes(values[13]),
-        flags=tuple(json.loads(values[14])),
+        flags=() if values[14] == _NO_FLAGS else tuple(json.loads(values[14])),
     )
 
 
@@ -261,10 +264,14 @@ class SQLiteStore:
         after = decode_cursor(cursor) if cursor is not None else None
         sql, params = page_sql(f, after)
         # One row more than asked tells whether another page exists, without a second query.
-        fetched = await self._reader.run(lambda conn: conn.execute(sql, (*params, limit + 1)).fetchall())
-        rows = [_from_row(values) for values in fetched[:limit]]
-        next_cursor = encode_cursor(rows[-1]) if len(fetched) > limit else None
-        return rows, next_cursor
+
+        def read(conn: sqlite3.Connection) -> tuple[list[StoredMeasurement], bool]:
+            # Decoded on the reader's thread too: a page of an export is not decoded on the event loop.
+            fetched = conn.execute(sql, (*params, limit + 1)).fetchall()
+            return [_from_row(values) for values in fetched[:limit]], len(fetched) > limit
+
+        rows, more = await self._reader.run(read)
+        return rows, encode_cursor(rows[-1]) if more else None
 
     def iterate(self, f: MeasurementFilter, batch: int = 1000) -> AsyncIterator[StoredMeasurement]:
         return iterate_pages(self, f, batch)
