@@ -3,6 +3,7 @@ rebuild), at two table sizes in the same run: the µs per row should not grow wi
 
     python bench/store_pages.py                      # 20,000 and 200,000 rows, SQLite
     python bench/store_pages.py --rows 2000 20000
+    python bench/store_pages.py --postgres           # the same on a throwaway PostgreSQL cluster
 
 For each size a fresh SQLite store is filled (one real measurement payload, 30 s apart), then every row
 since the first quarter of the table is read four ways: through ``store.iterate`` (pages of 1,000 that
@@ -23,6 +24,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from gatewatch.collector.store import MeasurementFilter, StoredMeasurement, open_store
 from gatewatch.collector.store.base import to_micros
@@ -38,6 +40,7 @@ LABELS = {
     "raw pages, before": "bare pages bounded by since and cursor (before)",
 }
 _AFTER = "(measurement_start_time, measurement_uid) > (?, ?)"
+_PG_AFTER = "(measurement_start_time, measurement_uid) > ($1, $2)"
 _COLUMNS = "measurement_uid, measurement_start_time, payload, verdict_json"
 
 
@@ -128,14 +131,89 @@ async def _measure(count: int, folder: Path) -> dict[str, float]:
     return {name: seconds / expected * 1e6 for name, seconds in figures.items()}
 
 
-async def _main(sizes: list[int]) -> None:
-    results: dict[int, dict[str, float]] = {}
+async def _pg_pages(url: str, since: datetime, *, both_bounds: bool) -> int:
+    """``_raw_pages`` on PostgreSQL (asyncpg, one connection)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    count, after = 0, None
+    order = f" ORDER BY measurement_start_time, measurement_uid LIMIT {PAGE + 1}"
+    try:
+        while True:
+            if after is None:
+                sql = f"SELECT {_COLUMNS} FROM measurements WHERE measurement_start_time >= $1"
+                params: tuple[object, ...] = (since,)
+            elif both_bounds:
+                sql = (f"SELECT {_COLUMNS} FROM measurements WHERE measurement_start_time >= $1"
+                       " AND (measurement_start_time, measurement_uid) > ($2, $3)")  # fmt: skip
+                params = (since, *after)
+            else:
+                sql = f"SELECT {_COLUMNS} FROM measurements WHERE {_PG_AFTER}"
+                params = after
+            fetched = await conn.fetch(sql + order, *params)
+            count += min(len(fetched), PAGE)
+            if len(fetched) <= PAGE:
+                return count
+            after = (fetched[PAGE - 1][1], fetched[PAGE - 1][0])
+    finally:
+        await conn.close()
+
+
+async def _measure_postgres(count: int, cluster: Any) -> dict[str, float]:
+    url = await cluster.new_database()
+    store = await open_store(url)
+    rows = _rows(count)
+    for i in range(0, count, 2000):
+        chunk = rows[i : i + 2000]
+        await store.insert_many(chunk, [(b"s" * 64, b"k" * 32)] * len(chunk))
+    since = START + timedelta(seconds=30 * (count // 4))
+    expected = count - count // 4
+    figures: dict[str, float] = {}
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    await conn.execute("VACUUM ANALYZE measurements")
+    bare_sql = (f"SELECT {_COLUMNS} FROM measurements WHERE measurement_start_time >= $1"
+                " ORDER BY measurement_start_time, measurement_uid")  # fmt: skip
+    await conn.fetch(bare_sql, since)  # warm the buffers: every way below reads warm
+    started = time.perf_counter()
+    assert len(await conn.fetch(bare_sql, since)) == expected
+    figures["bare"] = time.perf_counter() - started
+    await conn.close()
+    started = time.perf_counter()
+    seen = sum([1 async for _ in store.iterate(MeasurementFilter(since=since), batch=PAGE)])
+    figures["iterate"] = time.perf_counter() - started
+    assert seen == expected, (seen, expected)
+    for name, both in (("raw pages", False), ("raw pages, before", True)):
+        started = time.perf_counter()
+        assert await _pg_pages(url, since, both_bounds=both) == expected
+        figures[name] = time.perf_counter() - started
+    await store.close()
+    return {name: seconds / expected * 1e6 for name, seconds in figures.items()}
+
+
+async def _main(sizes: list[int], postgres: bool) -> None:
+    if postgres:
+        from ingest_scale import Cluster  # bench/ingest_scale.py: a throwaway cluster on a unix socket
+
+        results: dict[int, dict[str, float]] = {}
+        with Cluster() as cluster:
+            for count in sizes:
+                results[count] = await _measure_postgres(count, cluster)
+        _report(sizes, results, "PostgreSQL")
+        return
+    results = {}
     with tempfile.TemporaryDirectory(prefix="gatewatch-bench-") as folder:
         for count in sizes:
-            results[count] = figures = await _measure(count, Path(folder))
-            print(f"{count:,} rows (reading the last {count - count // 4:,}), µs per row:")
-            for name, label in LABELS.items():
-                print(f"  {label:<48} {figures[name]:8.2f}  {figures[name] / figures['bare']:.2f}x")
+            results[count] = await _measure(count, Path(folder))
+    _report(sizes, results, "SQLite")
+
+
+def _report(sizes: list[int], results: dict[int, dict[str, float]], dialect: str) -> None:
+    for count, figures in results.items():
+        print(f"{dialect}, {count:,} rows (reading the last {count - count // 4:,}), µs per row:")
+        for name, label in LABELS.items():
+            print(f"  {label:<48} {figures[name]:8.2f}  {figures[name] / figures['bare']:.2f}x")
     small, large = results[sizes[0]], results[sizes[-1]]
     print(f"µs per row at {sizes[-1]:,} rows / at {sizes[0]:,} rows (1.00: linear):")
     for name, label in LABELS.items():
@@ -145,7 +223,9 @@ async def _main(sizes: list[int]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[20_000, 200_000], help="table sizes")
-    asyncio.run(_main(parser.parse_args().rows))
+    parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL cluster, not SQLite")
+    args = parser.parse_args()
+    asyncio.run(_main(args.rows, args.postgres))
 
 
 if __name__ == "__main__":
