@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .display import JsonLogFormatter
 from .paths import DataPaths
-from .settings import AgentSettings, SettingsError, load_settings
 
+# Only typer and these option types at import: the command line's help, and commands that neither measure
+# nor upload, must not pay for the models, probes and analysis (tests/agent/test_cli_imports.py checks).
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from .settings import AgentSettings
 
 __all__ = [
     "EXIT_NOT_MEASURED",
@@ -96,6 +98,8 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 
 
 def setup_logging(verbose: bool) -> None:
+    from .display import JsonLogFormatter
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLogFormatter())
     root = logging.getLogger()
@@ -106,6 +110,8 @@ def setup_logging(verbose: bool) -> None:
 
 def load_settings_or_fail(paths: DataPaths, **overrides: object) -> AgentSettings:
     """``agent.toml`` with the command line's ``overrides``; a mistake in either is the volunteer's to fix."""
+    from .settings import SettingsError, load_settings
+
     try:
         settings = load_settings(paths.settings)
         return settings.with_overrides(**overrides) if overrides else settings

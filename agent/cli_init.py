@@ -9,8 +9,6 @@ from typing import Annotated
 import typer
 
 from .cli_common import DataDir, console, fail
-from .consent import CONSENT_VERSION, RISK_TEXT, load_consent, record_consent
-from .keys import fingerprint, load_or_create_key
 from .paths import DataPaths
 
 __all__ = ["init", "require_consent"]
@@ -45,6 +43,9 @@ def init(
     """Explain the risks, record your consent, create the data directory and signing key."""
     from rich.panel import Panel
 
+    from .consent import RISK_TEXT, record_consent
+    from .keys import fingerprint, load_or_create_key
+
     paths = DataPaths.at(data_dir)
     out = console()
     out.print(Panel(RISK_TEXT, title="Before you start", expand=False))
@@ -62,6 +63,8 @@ def init(
 
 
 def require_consent(paths: DataPaths) -> None:
+    from .consent import CONSENT_VERSION, load_consent
+
     record = load_consent(paths.consent)
     if record is None:
         raise fail("no consent recorded: run `gatewatch-agent init` first (it explains the risks)")

@@ -9,18 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .addresses import ATTEMPTS_KEY
 from .cli_common import DataDir, console
-from .consent import load_consent
-from .display import STOP_EXPLANATIONS, attempt_rows, results_table
-from .history import recent_results
-from .keys import SigningKeyError, fingerprint, load_key
 from .paths import DataPaths
-from .queue import MeasurementQueue
-from .run_records import LAST_RUN_KEY
-from .settings import SettingsError, load_settings
-from .tokens import TokenWallet
-from .upload import LAST_UPLOAD_ERROR_KEY, LAST_UPLOAD_KEY
 
 __all__ = ["results", "status"]
 
@@ -31,6 +21,16 @@ def status(
 ) -> None:
     """Consent, last run, what waits for upload and why, how each collector address answered the last
     attempts (direct, proxy, Tor, onion, fronted), quarantined measurements, key fingerprint."""
+    # Imported here, not with the command line: see cli_common.
+    from .addresses import ATTEMPTS_KEY
+    from .consent import load_consent
+    from .keys import SigningKeyError, fingerprint, load_key
+    from .queue import MeasurementQueue
+    from .run_records import LAST_RUN_KEY
+    from .settings import SettingsError, load_settings
+    from .tokens import TokenWallet
+    from .upload import LAST_UPLOAD_ERROR_KEY, LAST_UPLOAD_KEY
+
     paths = DataPaths.at(data_dir)
     record = load_consent(paths.consent)
     info: dict[str, Any] = {
@@ -73,6 +73,8 @@ def status(
 def _print_status(info: dict[str, Any]) -> None:
     from rich.table import Table
     from rich.text import Text
+
+    from .display import STOP_EXPLANATIONS, attempt_rows
 
     table = Table(show_header=False, title="gatewatch agent")
     consent = info["consent"]
@@ -133,6 +135,10 @@ def results(
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
 ) -> None:
     """Your own recent results (newest first)."""
+    from .display import results_table
+    from .history import recent_results
+    from .queue import MeasurementQueue
+
     paths = DataPaths.at(data_dir)
     if not paths.queue.exists():
         rows: list[dict[str, Any]] = []

@@ -4,23 +4,12 @@ the collector is reached (the probes never use them)."""
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import functools
-import random
-import signal
-import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from gatewatch.core.envelope import sign
-
 from .cli_common import (
-    EXIT_NOT_MEASURED,
-    EXIT_STILL_PENDING,
     CaFile,
     DataDir,
     PacketTraceFlag,
@@ -30,26 +19,7 @@ from .cli_common import (
     SourceAddress,
     Tor,
     TraceControlDomain,
-    console,
-    fail,
-    load_settings_or_fail,
-    log,
-    setup_logging,
 )
-from .cli_init import require_consent
-from .cli_test_list import NoTestList, load_test_list, report_problems, scheduled_test_list
-from .collector_api import make_session
-from .daemon import run_schedule
-from .display import STOP_EXPLANATIONS, ProgressDisplay, is_terminal, log_event, plain_summary, summary_table
-from .keys import SigningKeyError, load_key
-from .netinfo import NetworkView, observe_network
-from .paths import DataPaths
-from .pseudonym import load_or_create_secret
-from .queue import MeasurementQueue
-from .run_records import RunOptions, RunSummary
-from .runner import run_pass, token_batches
-from .settings import FULL_BODIES_WARNING, AgentSettings, SettingsError
-from .upload import Uploader, UploadReport
 
 __all__ = ["daemon", "run", "upload"]
 
@@ -65,54 +35,6 @@ UploadDelay = Annotated[
     ),
 ]
 InputFiles = Annotated[list[Path], typer.Option("--input-file", help="A Citizen Lab CSV test list.")]
-
-
-def _options(settings: AgentSettings, **flags: Any) -> RunOptions:
-    return RunOptions.from_settings(settings, **flags)
-
-
-async def _one_pass(
-    paths: DataPaths,
-    settings: AgentSettings,
-    options: RunOptions,
-    inputs: list[str],
-    files: list[Path],
-    *,
-    scheduled: bool = False,
-) -> RunSummary:
-    key = load_key(paths.key)
-    if settings.network_pseudonym:  # off by default: see agent/pseudonym.py for what it reveals
-        options = dataclasses.replace(options, pseudonym_secret=load_or_create_secret(paths.pseudonym_secret))
-    if options.keep_full_bodies:
-        typer.secho(FULL_BODIES_WARNING, fg="yellow", err=True)
-    if scheduled:
-        test_list = await scheduled_test_list(paths, settings, options, files)
-    else:
-        try:
-            test_list = await load_test_list(settings, options, inputs, files, copy=paths.test_list_copy)
-        except NoTestList as exc:
-            raise fail(str(exc), EXIT_NOT_MEASURED) from None
-    report_problems(test_list)
-    with MeasurementQueue(paths.queue, settings.queue) as queue:
-        if is_terminal():
-            with ProgressDisplay(console()) as on_event:
-                return await run_pass(test_list.entries, options, queue, key, on_event=on_event)
-        return await run_pass(test_list.entries, options, queue, key, on_event=log_event)
-
-
-def _print_summary(summary: RunSummary) -> None:
-    if is_terminal():
-        console().print(summary_table(summary))
-    else:
-        sys.stdout.write(plain_summary(summary))
-    if summary.stop_reason:
-        typer.secho(STOP_EXPLANATIONS.get(summary.stop_reason, summary.stop_reason), fg="yellow")
-        if summary.stop_detail:
-            typer.echo(f"  ({summary.stop_detail})")
-    if summary.upload is not None:
-        u = summary.upload
-        line = f"uploaded {u.delivered}, quarantined {u.quarantined}, waiting {u.still_pending}"
-        typer.echo(line + (f" (last error: {u.last_error})" if u.last_error else ""))
 
 
 def run(
@@ -148,41 +70,32 @@ def run(
 ) -> None:
     """Measure the test list once, then upload at once (unless --no-upload; --delay-upload waits first,
     as the daemon does)."""
-    setup_logging(verbose)
-    paths = DataPaths.at(data_dir)
-    require_consent(paths)
-    base = load_settings_or_fail(paths)
-    try:
-        settings = base.with_transport(proxy, tor, upload_delay).with_overrides(
-            collector_urls=collector,
-            control_url=control,
-            concurrency=concurrency,
-            max_runtime=max_runtime,
-            max_bytes=max_bytes,
-            skip_categories=[*base.skip_categories, *skip_category],
-        )
-    except SettingsError as exc:
-        raise fail(str(exc)) from None
-    options = _options(
-        settings,
+    from . import run_commands
+
+    run_commands.run(
+        collector=collector,
+        control=control,
+        inputs=inputs,
+        input_file=input_file,
         resolver=resolver,
         ca_file=ca_file,
         source_address=source_address,
-        routable=tuple(routable),
-        upload=not no_upload,
-        defer_upload=delay_upload and not no_upload,
+        routable=routable,
         packet_trace=packet_trace,
         trace_control_domain=trace_control_domain,
+        skip_category=skip_category,
+        data_dir=data_dir,
+        concurrency=concurrency,
+        max_runtime=max_runtime,
+        max_bytes=max_bytes,
+        no_upload=no_upload,
+        delay_upload=delay_upload,
+        upload_delay=upload_delay,
+        proxy=proxy,
+        tor=tor,
+        once=once,
+        verbose=verbose,
     )
-    try:
-        summary = asyncio.run(_one_pass(paths, settings, options, inputs, input_file))
-        if options.defer_upload:
-            summary.upload = asyncio.run(_delayed_flush(paths, settings, options))
-    except SigningKeyError as exc:
-        raise fail(str(exc)) from None
-    _print_summary(summary)
-    if summary.measured == 0 and summary.stop_reason in ("own_address_unknown", "queue_full"):
-        raise typer.Exit(EXIT_NOT_MEASURED)
 
 
 def daemon(
@@ -204,116 +117,23 @@ def daemon(
 ) -> None:
     """Run passes on a schedule (interval plus jitter, from agent.toml); for systemd. Each pass's upload
     waits a random upload_delay (5 to 60 minutes by default) so that it does not follow the probes."""
-    setup_logging(True)
-    paths = DataPaths.at(data_dir)
-    require_consent(paths)
-    settings = _transport_or_fail(
-        load_settings_or_fail(paths, collector_urls=collector), proxy, tor, upload_delay
-    )
-    options = _options(
-        settings,
-        run_type="timed",
+    from . import run_commands
+
+    run_commands.daemon(
+        data_dir=data_dir,
+        collector=collector,
+        input_file=input_file,
+        passes=passes,
         resolver=resolver,
         ca_file=ca_file,
         source_address=source_address,
-        routable=tuple(routable),
-        defer_upload=True,
+        routable=routable,
+        proxy=proxy,
+        tor=tor,
+        upload_delay=upload_delay,
         packet_trace=packet_trace,
         trace_control_domain=trace_control_domain,
     )
-    one_pass = functools.partial(_scheduled_pass, paths, settings, options, input_file)
-    flush = functools.partial(_logged_flush, paths, settings, options)
-    try:
-        asyncio.run(_schedule(one_pass, flush, settings, options, passes))
-    except SigningKeyError as exc:
-        raise fail(str(exc)) from None
-
-
-async def _scheduled_pass(
-    paths: DataPaths, settings: AgentSettings, options: RunOptions, files: list[Path]
-) -> str | None:
-    """One of the daemon's passes; its stop reason (None when it completed, or failed with a bug)."""
-    try:
-        summary = await _one_pass(paths, settings, options, [], files, scheduled=True)
-    except (SigningKeyError, typer.Exit):
-        raise  # the volunteer must act (key, settings): no later pass would do better
-    except Exception:  # a bug in one pass must not end the schedule: log it, try again next time
-        log.exception("pass failed", extra={"fields": {"event": "pass_failed"}})
-        return None
-    log.info("pass", extra={"fields": {"event": "pass_done", **summary.as_record()}})
-    return summary.stop_reason
-
-
-async def _schedule(
-    one_pass: Callable[[], Awaitable[str | None]],
-    flush: Callable[[], Awaitable[UploadReport]],
-    settings: AgentSettings,
-    options: RunOptions,
-    passes: int | None,
-) -> None:
-    """The daemon's passes until ``passes`` ran, or until SIGTERM or SIGINT (systemd stopping it)."""
-    task = asyncio.current_task()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        if task is not None:
-            loop.add_signal_handler(signum, task.cancel)
-
-    def observe() -> NetworkView:
-        return observe_network(None, options.source_address)
-
-    try:
-        await run_schedule(
-            one_pass,
-            interval=settings.daemon.interval,
-            jitter=settings.daemon.jitter,
-            observe=observe,
-            max_passes=passes,
-            upload=flush if settings.collector_addresses() else None,
-            upload_delay=settings.upload_delay,
-        )
-    except asyncio.CancelledError:
-        log.info("stopping", extra={"fields": {"event": "stopped"}})
-
-
-def _transport_or_fail(
-    settings: AgentSettings, proxy: str | None, tor: bool, upload_delay: str | None = None
-) -> AgentSettings:
-    try:
-        return settings.with_transport(proxy, tor, upload_delay)
-    except SettingsError as exc:
-        raise fail(str(exc)) from None
-
-
-async def _flush(paths: DataPaths, settings: AgentSettings, options: RunOptions) -> UploadReport:
-    """Upload what waits, by the settings' collector addresses and routes."""
-    with MeasurementQueue(paths.queue, settings.queue) as queue:
-        session = make_session(
-            source_address=options.source_address, ca_file=options.ca_file, route=options.route
-        )
-        async with session:
-            addresses = options.collector_addresses
-            batches = None
-            key = load_key(paths.key)
-            if settings.identified:  # rows queued unsigned before a switch to identified mode
-                queue.sign_unsigned(lambda payload: sign(payload, key))
-            else:
-                batches = await token_batches(options, queue, key, session)
-            uploader = Uploader(queue, addresses, session, batch_size=settings.upload_batch, batches=batches)
-            return await uploader.upload_pending()
-
-
-async def _logged_flush(paths: DataPaths, settings: AgentSettings, options: RunOptions) -> UploadReport:
-    """The daemon's upload, a random delay after its pass, logged as one event."""
-    report = await _flush(paths, settings, options)
-    log.info("upload", extra={"fields": {"event": "upload_done", **report.as_dict()}})
-    return report
-
-
-async def _delayed_flush(paths: DataPaths, settings: AgentSettings, options: RunOptions) -> UploadReport:
-    delay = random.SystemRandom().uniform(*settings.upload_delay)
-    typer.echo(f"uploading in {delay:.0f} s (--delay-upload)")
-    await asyncio.sleep(delay)
-    return await _flush(paths, settings, options)
 
 
 def upload(
@@ -327,22 +147,14 @@ def upload(
 ) -> None:
     """Deliver what waits in the queue, at once, without measuring (e.g. once a blocked collector is
     reachable)."""
-    setup_logging(verbose)
-    paths = DataPaths.at(data_dir)
-    require_consent(paths)
-    settings = _transport_or_fail(load_settings_or_fail(paths, collector_urls=collector), proxy, tor)
-    if not settings.collector_addresses():
-        raise fail("no collector: give --collector or set collector_urls in agent.toml")
-    if not paths.queue.exists():
-        typer.echo("nothing queued")
-        return
-    options = _options(settings, ca_file=ca_file, source_address=source_address)
-    try:
-        report = asyncio.run(_flush(paths, settings, options))
-    except SigningKeyError as exc:  # the key asks for the upload tokens (or signs, identified)
-        raise fail(str(exc)) from None
-    line = f"delivered {report.delivered} ({report.duplicates} already there), "
-    line += f"quarantined {report.quarantined}, still pending {report.still_pending}"
-    typer.echo(line + (f"; last error: {report.last_error}" if report.last_error else ""))
-    if report.still_pending:
-        raise typer.Exit(EXIT_STILL_PENDING)
+    from . import run_commands
+
+    run_commands.upload(
+        data_dir=data_dir,
+        collector=collector,
+        ca_file=ca_file,
+        source_address=source_address,
+        proxy=proxy,
+        tor=tor,
+        verbose=verbose,
+    )

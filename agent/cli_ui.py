@@ -6,7 +6,6 @@ it (the agent's memory goal, issue 4; ``tests/agent/ui/test_cli_ui.py`` checks).
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated
 
@@ -40,6 +39,7 @@ def ui(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Open the agent in your web browser: risks and consent, settings, run now, results, uploads."""
+    import asyncio
     import webbrowser
 
     from .ui.app import UiConfig

@@ -121,14 +121,20 @@ def title_match(response: HTTPResponse, control: ControlHTTP) -> bool | None:
 
 
 def _best_match(
-    requests: Sequence[HTTPTransaction], fingerprints: FingerprintDB | None, strength: str
+    requests: Sequence[HTTPTransaction],
+    fingerprints: FingerprintDB | None,
+    strength: str,
+    matched: dict[int, list[FingerprintMatch]],
 ) -> tuple[FingerprintMatch, HTTPResponse] | None:
     # Every hop counts: a redirect to a blocking host is itself the evidence (header.location rows).
+    # ``matched`` keeps each hop's matches by its index: the vague pass reuses the strong pass's work.
     if fingerprints is None:
         return None
-    for t in requests:
+    for index, t in enumerate(requests):
         if t.response is not None:
-            found = next((m for m in fingerprints.matches_http(t.response) if m.strength == strength), None)
+            if index not in matched:
+                matched[index] = fingerprints.matches_http(t.response)
+            found = next((m for m in matched[index] if m.strength == strength), None)
             if found is not None:
                 return found, t.response
     return None
@@ -146,7 +152,8 @@ def judge_http(
     if response is not None and ctl.body_sha256 and response.body_sha256 == ctl.body_sha256:
         return _compared(layer_verdict("http.identical_body"), response, ctl)
 
-    blockpage = _best_match(requests, fingerprints, "strong")
+    matched: dict[int, list[FingerprintMatch]] = {}
+    blockpage = _best_match(requests, fingerprints, "strong", matched)
     if blockpage is not None:
         found, page = blockpage
         fp = _blockpage(found, page)
@@ -170,7 +177,7 @@ def judge_http(
     if result.status_code_match and (result.body_length_match or result.headers_match or result.title_match):
         return result
 
-    vague = _best_match(requests, fingerprints, "vague")
+    vague = _best_match(requests, fingerprints, "vague", matched)
     if vague is not None:
         verdict = layer_verdict("http.diff_vague_fingerprint", fingerprint=_blockpage(*vague))
     else:

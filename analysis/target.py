@@ -19,6 +19,11 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 def normalise_ip(value: str) -> str:
     """The canonical text of an IP address (IPv6 compressed, lower case); other text is returned stripped."""
     text = value.strip().strip("[]")
+    if ":" not in text:
+        # Without a colon only IPv4 can parse, and Python's IPv4 parser accepts only its canonical text
+        # (four ASCII-decimal octets, no leading zeros): the answer is ``text`` either way, so skip the parse
+        # (it was a third of a verdict's re-derivation at ingest). tests/analysis/test_target.py checks.
+        return text
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:

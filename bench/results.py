@@ -55,12 +55,16 @@ BENCHES: tuple[Bench, ...] = (
     ),
     Bench("export.py", (), ("--rows", "5000"), baseline='the "source only" line (making the rows)'),
     Bench("import_ooni.py", (), ("--rows", "500"), baseline="a bare json.loads loop over the same lines"),
+    Bench("store_pages.py", (), ("--rows", "2000", "20000"), baseline="one bare SELECT of the same rows"),
     Bench("metrics_render.py", (), ("--repeat", "2"), baseline="a scrape with nothing new"),
     Bench("tls_validate.py", (), ("20",)),
     Bench("anonymise.py", (), ("2",)),
     Bench("lab_startup.py", (), ("2",)),
     Bench("web_measure.py", (), ("60", "8")),
     Bench("geoip.py", (), None),
+    Bench(
+        "fingerprints.py", (), ("--repeat", "1", "--budget", "0.05"), baseline="a bare loop testing every row"
+    ),
     Bench("ingest_bomb.py", (), ("--mib", "64", "--rounds", "1"), baseline="the old reading path, same bomb"),
     Bench("blindrsa.py", (), ("--repeats", "2", "--ops", "10"), baseline="OpenSSL RSA-PSS, Ed25519"),
     Bench(
@@ -72,6 +76,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("upload_transports.py", (), ("20", "16"), baseline="a direct upload"),
     Bench("agent_ui.py", (), ("--requests", "100"), baseline="Python with the agent's CLI loaded"),
     Bench("netns_trace.py", (), None, needs_root=True, baseline="the web measurement of the same URL"),
+    Bench("agent_startup.py", (), ("--repeat", "2"), baseline="python -c pass, same machine and run"),
     Bench("agent_run.py", (), None, needs_shared_lists=True),
     Bench("agent_lab.py", (), None, needs_shared_lists=True),
 )

@@ -87,6 +87,16 @@ SQLITE: tuple[Migration, ...] = (
             "CREATE TABLE token_nonces (nonce BLOB PRIMARY KEY, seen_at INTEGER NOT NULL)",
         ),
     ),
+    (
+        3,
+        (
+            # A domain's rows in page order (start time, uid): a page filtered by domain continues from
+            # its cursor instead of sorting every row of the domain again (the uid was missing).
+            "CREATE INDEX measurements_by_domain_page ON measurements"
+            " (domain, measurement_start_time, measurement_uid)",
+            "DROP INDEX measurements_by_domain",
+        ),
+    ),
 )
 
 POSTGRES: tuple[Migration, ...] = (
@@ -230,6 +240,15 @@ POSTGRES: tuple[Migration, ...] = (
             )""",
             "CREATE TABLE token_enrolled (key_hash BYTEA PRIMARY KEY)",
             "CREATE TABLE token_nonces (nonce BYTEA PRIMARY KEY, seen_at BIGINT NOT NULL)",
+        ),
+    ),
+    (
+        4,
+        (
+            # As SQLite's version 2: a domain's rows in page order, so a page continues from its cursor.
+            "CREATE INDEX measurements_by_domain_page ON measurements"
+            " (domain, measurement_start_time, measurement_uid)",
+            "DROP INDEX measurements_by_domain",
         ),
     ),
 )

@@ -36,7 +36,7 @@ from .base import (
 )
 from .migrations import SQLITE
 
-__all__ = ["SQLiteStore"]
+__all__ = ["SQLiteStore", "page_sql"]
 
 _T = TypeVar("_T")
 
@@ -106,6 +106,9 @@ def _blob(value: Any) -> bytes | None:
     return bytes(value) if value is not None else None
 
 
+_NO_FLAGS = "[]"  # what _row_values stores for a measurement without flags (most of them)
+
+
 def _from_row(values: tuple[Any, ...]) -> StoredMeasurement:
     return StoredMeasurement(
         measurement_uid=values[0],
@@ -122,7 +125,7 @@ def _from_row(values: tuple[Any, ...]) -> StoredMeasurement:
         fingerprint_key=values[11],
         verdict_json=values[12],
         payload=bytes(values[13]),
-        flags=tuple(json.loads(values[14])),
+        flags=() if values[14] == _NO_FLAGS else tuple(json.loads(values[14])),
         signature_scheme=values[15],
         signature=_blob(values[16]),
         ephemeral_key=_blob(values[17]),
@@ -192,6 +195,16 @@ def _migrate(conn: sqlite3.Connection) -> int:
             raise
     (current,) = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
     return int(current)
+
+
+def page_sql(f: MeasurementFilter, after: tuple[datetime, str] | None) -> tuple[str, list[object]]:
+    """One page's query (its last parameter, the row limit, is left to the caller) and its parameters."""
+    where, params = filter_sql(f, lambda _n: "?", to_micros, after)
+    return (
+        f"SELECT {_COLUMNS} FROM measurements{where} ORDER BY measurement_start_time, measurement_uid"
+        " LIMIT ?",
+        params,
+    )
 
 
 class SQLiteStore:
@@ -297,16 +310,16 @@ class SQLiteStore:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         after = decode_cursor(cursor) if cursor is not None else None
-        where, params = filter_sql(f, lambda _n: "?", to_micros, after)
-        sql = (
-            f"SELECT {_COLUMNS} FROM measurements{where} "
-            "ORDER BY measurement_start_time, measurement_uid LIMIT ?"
-        )
+        sql, params = page_sql(f, after)
         # One row more than asked tells whether another page exists, without a second query.
-        fetched = await self._reader.run(lambda conn: conn.execute(sql, (*params, limit + 1)).fetchall())
-        rows = [_from_row(values) for values in fetched[:limit]]
-        next_cursor = encode_cursor(rows[-1]) if len(fetched) > limit else None
-        return rows, next_cursor
+
+        def read(conn: sqlite3.Connection) -> tuple[list[StoredMeasurement], bool]:
+            # Decoded on the reader's thread too: a page of an export is not decoded on the event loop.
+            fetched = conn.execute(sql, (*params, limit + 1)).fetchall()
+            return [_from_row(values) for values in fetched[:limit]], len(fetched) > limit
+
+        rows, more = await self._reader.run(read)
+        return rows, encode_cursor(rows[-1]) if more else None
 
     def iterate(self, f: MeasurementFilter, batch: int = 1000) -> AsyncIterator[StoredMeasurement]:
         return iterate_pages(self, f, batch)

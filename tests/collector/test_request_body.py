@@ -216,7 +216,11 @@ async def test_a_client_leaving_mid_body_is_one_log_line(serve_collector, caplog
         await asyncio.sleep(0.05)
     assert metric(served.app, "unreadable_body") == 1
     # the aggregate's start-up rebuild may log meanwhile: only the upload path's records count here
-    ours = [r for r in caplog.records if r.name.startswith("gatewatch") and not r.name.endswith("interference_api")]
+    ours = [
+        r
+        for r in caplog.records
+        if r.name.startswith("gatewatch") and not r.name.endswith("interference_api")
+    ]
     assert [r.getMessage() for r in ours if r.levelno >= logging.INFO] == ["upload body unreadable"]
     assert not any(r.exc_info for r in caplog.records)
 
