@@ -24,7 +24,7 @@ from gatewatch.core.envelope import Envelope
 from gatewatch.core.measurement import Measurement
 from gatewatch.core.schema import write_or_print
 from gatewatch.core.verdicts import Verdict
-from gatewatch.core.vocabulary import SCOPES
+from gatewatch.core.vocabulary import INTERFERENCE_UNITS, SCOPES
 from gatewatch.core.wire import (
     MAX_CONTROL_BATCH,
     ControlBatchRequest,
@@ -284,10 +284,22 @@ def _test_list_and_interference() -> dict[str, Any]:
                         "explode": True,
                         "schema": {"type": "array", "items": {"enum": [*SCOPES, "all"]}},
                     },
+                    {
+                        "name": "per",
+                        "in": "query",
+                        "required": False,
+                        "description": "domain (default): one row per domain, rolled up from its URLs "
+                        "(interfered with when any of them is); url: one row per input URL, the unit "
+                        "attribution decides.",
+                        "schema": {"enum": list(INTERFERENCE_UNITS), "default": INTERFERENCE_UNITS[0]},
+                    },
                 ],
                 "responses": {
-                    "200": _json(_ref(InterferenceResponse), "One row per (country, domain) and scope."),
-                    "400": _error("A bad cc or scope."),
+                    "200": _json(
+                        _ref(InterferenceResponse),
+                        "One row per (country, domain) or (country, URL), and scope.",
+                    ),
+                    "400": _error("A bad cc, scope or per."),
                 },
             }
         },

@@ -119,9 +119,13 @@ FLAGS: Final[tuple[str, ...]] = (ASN_MISMATCH, CC_MISMATCH, ANALYSIS_ERROR)
 # or too few measurements to say.
 Scope = Literal["gateway", "isp", "none", "insufficient-data"]
 SCOPES: Final[tuple[str, ...]] = get_args(Scope)
-# One network's state for a domain.
+# One network's state for an input URL.
 NetworkCondition = Literal["affected", "clean", "flapping"]
 NETWORK_CONDITIONS: Final[tuple[str, ...]] = get_args(NetworkCondition)
+# What an attribution row is about: each input URL (the unit decided), or a domain (rolled up from its URLs:
+# interfered with when any of them is).
+InterferenceUnit = Literal["domain", "url"]
+INTERFERENCE_UNITS: Final[tuple[str, ...]] = get_args(InterferenceUnit)
 
 # --- withheld network and country (OONI's spelling) -------------------------------------------------------
 WITHHELD_ASN: Final = "AS0"  # also RFC 7607's reserved "no ASN": never one network

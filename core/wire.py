@@ -204,11 +204,22 @@ class InterferenceNetwork(_Model):
 
 
 class InterferenceRow(_Model):
-    """Whether interference with a domain in a country is gateway-level (one chokepoint for every network)
-    or confined to some networks, and on what evidence."""
+    """Whether interference with an input URL, or a domain, in a country is gateway-level (one chokepoint
+    for every network) or confined to some networks, and on what evidence.
+
+    A URL row (``input`` set) is attribution's own decision; a domain row (``input`` null) is its most
+    serious URL's row (``decided_by``): a domain is interfered with when any of its URLs is."""
 
     cc: _Cc
     domain: str
+    input: str | None = Field(description="The URL this row decides; null on a domain's roll-up.")
+    decided_by: str | None = Field(
+        description="The URL whose decision the row carries (on a domain row, its most serious URL)."
+    )
+    urls_measured: int = Field(ge=0, description="The domain's URLs measured in the window (a URL row: 1).")
+    urls_affected: int = Field(
+        ge=0, description="Of those, the URLs with gateway- or isp-level interference."
+    )
     scope: Scope
     rule_id: str = Field(description="The attribution rule that decided.")
     evidence: str

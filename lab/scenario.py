@@ -8,7 +8,7 @@ A scenario is TOML with an optional ``name``/``description``, optional lab-wide 
 
     [[domain]]
     name = "isp-blockpage.lab"
-    scheme = "http"                   # http | https
+    scheme = "http"                   # http | https, or both: ["http", "https"] (one URL each)
     behaviours = ["http_blockpage"]   # see BEHAVIOURS
     networks = ["isp-a"]              # "all" (every censored network: gateway-level) or a list (ISP-level)
     blocking = "http-diff"            # expected web_connectivity `blocking` in the affected networks
@@ -16,8 +16,12 @@ A scenario is TOML with an optional ``name``/``description``, optional lab-wide 
     exists = true                     # false: NXDOMAIN for everyone, the probe and the control alike
 
 ``blocking`` may also be a table per network (``{ isp-a = "http-diff" }``); networks a behaviour does not
-apply to, and the clean vantage, always expect ``false``. Loading validates everything and raises
-``ScenarioError`` naming the file, the domain and the problem.
+apply to, and the clean vantage, always expect ``false``. A domain measured over both schemes expects
+``blocking`` only on the URLs some behaviour can act on: ``http_blockpage`` acts on cleartext only and
+``tls_reset`` on a ClientHello only, so with one of them alone the other scheme's URL expects ``false``
+(the gateway filtering Host headers while HTTPS to the same host works, or SNI while http:// works).
+``expected_scope`` is the domain's: interfered with when any of its URLs is. Loading validates everything
+and raises ``ScenarioError`` naming the file, the domain and the problem.
 
 ``latency_ms`` emulates distance: the resolver delays each reply, and each web server delays the first byte
 after accepting, the TLS handshake and the HTTP response by that much, so a measurement through the lab
@@ -88,13 +92,29 @@ class ScenarioError(ValueError):
 @dataclass(frozen=True)
 class DomainSpec:
     name: str
-    scheme: str
+    scheme: str  # the first (or only) scheme it is measured with
     behaviours: tuple[str, ...]
     networks: tuple[str, ...]  # the networks the behaviours apply to ("all" already expanded)
     blocking: dict[str, object]  # expected `blocking` for every lab network, clean included
     expected_scope: str
     exists: bool = True
     notes: str = ""
+    also: tuple[str, ...] = ()  # further schemes it is measured with (one URL per scheme)
+
+    @property
+    def schemes(self) -> tuple[str, ...]:
+        return (self.scheme, *self.also)
+
+    def expected(self, network: str, scheme: str | None = None) -> object:
+        """The ``blocking`` expected from ``network`` for this domain's URL of ``scheme`` (default: its
+        first): ``false`` when none of its censoring behaviours can act on that scheme."""
+        scheme = scheme or self.scheme
+        acting = [
+            b
+            for b in self.behaviours
+            if b in CENSORING_BEHAVIOURS and _SCHEME_OF_BEHAVIOUR.get(b, scheme) == scheme
+        ]
+        return self.blocking[network] if acting else False
 
     def applies(self, behaviour: str, network: str | None) -> bool:
         """True when ``behaviour`` is switched on for clients of ``network``."""
@@ -209,15 +229,13 @@ def _parse_domain(table: dict[str, Any], where: str) -> DomainSpec:
     if not _HOSTNAME.match(name):
         raise ScenarioError(f"{where}: {name!r} is not a hostname")
     where = f"{where} {name!r}"
-    if "scheme" not in table:
-        raise ScenarioError(f"{where}: missing 'scheme' (one of {list(SCHEMES)})")
-    scheme = table["scheme"]
-    if scheme not in SCHEMES:
-        raise ScenarioError(f"{where}: scheme {scheme!r} is not one of {list(SCHEMES)}")
+    schemes = _schemes(table, where)
     behaviours = _behaviours(table.get("behaviours", []), where)
     for behaviour, needed in _SCHEME_OF_BEHAVIOUR.items():
-        if behaviour in behaviours and scheme != needed:
-            raise ScenarioError(f"{where}: behaviour {behaviour!r} needs scheme {needed!r}, not {scheme!r}")
+        if behaviour in behaviours and needed not in schemes:
+            raise ScenarioError(
+                f"{where}: behaviour {behaviour!r} needs scheme {needed!r}, not {', '.join(schemes)!r}"
+            )
     networks = _networks(table.get("networks", "all"), where)
     if not behaviours:
         networks = ()  # validated above, but nothing applies anywhere
@@ -238,7 +256,8 @@ def _parse_domain(table: dict[str, Any], where: str) -> DomainSpec:
         raise ScenarioError(f"{where}: expected_scope {scope!r} is not one of {list(EXPECTED_SCOPES)}")
     return DomainSpec(
         name=name,
-        scheme=scheme,
+        scheme=schemes[0],
+        also=schemes[1:],
         behaviours=behaviours,
         networks=networks,
         blocking=blocking,
@@ -246,6 +265,19 @@ def _parse_domain(table: dict[str, Any], where: str) -> DomainSpec:
         exists=exists,
         notes=_string(table.get("notes", ""), f"{where}: notes"),
     )
+
+
+def _schemes(table: dict[str, Any], where: str) -> tuple[str, ...]:
+    if "scheme" not in table:
+        raise ScenarioError(f"{where}: missing 'scheme' (one of {list(SCHEMES)}, or a list of them)")
+    value = table["scheme"]
+    schemes = value if isinstance(value, list) else [value]
+    if not schemes or len(set(map(str, schemes))) != len(schemes):
+        raise ScenarioError(f"{where}: scheme must be one of {list(SCHEMES)} or a list of them, each once")
+    for scheme in schemes:
+        if scheme not in SCHEMES:
+            raise ScenarioError(f"{where}: scheme {scheme!r} is not one of {list(SCHEMES)}")
+    return tuple(schemes)
 
 
 def _behaviours(value: object, where: str) -> tuple[str, ...]:

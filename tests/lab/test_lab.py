@@ -31,7 +31,11 @@ OONI_HEADER = [
 
 async def test_urls_carry_the_scheme_and_the_port(lab: Lab) -> None:
     urls = lab.urls()
-    assert len(urls) == len(lab.scenario.domains)
+    assert len(urls) == sum(len(d.schemes) for d in lab.scenario.domains) > len(lab.scenario.domains)
+    assert {u for u in urls if "hostfilter.lab" in u} == {
+        f"http://hostfilter.lab:{lab.http_port}/",
+        f"https://hostfilter.lab:{lab.https_port}/",
+    }
     assert lab.url("clean.lab") == f"http://clean.lab:{lab.http_port}/"
     assert lab.url("secure.lab") == f"https://secure.lab:{lab.https_port}/"
     assert lab.http_port != lab.https_port and 1024 <= min(lab.http_port, lab.https_port)
@@ -47,6 +51,10 @@ async def test_expected_blocking_by_url_or_domain(lab: Lab) -> None:
     assert lab.expected("isp-blockpage.lab", "isp-b") is False
     assert lab.expected(lab.url("blackhole.lab"), "isp-b") == "tcp_ip"
     assert lab.expected("injected.lab", "clean") is False
+    assert lab.expected(lab.url("hostfilter.lab", "http"), "isp-a") == "http-diff"
+    assert lab.expected(lab.url("hostfilter.lab", "https"), "isp-a") is False
+    assert lab.expected(lab.url("snifilter.lab", "https"), "isp-b") == "http-failure"
+    assert lab.expected(lab.url("snifilter.lab", "http"), "isp-b") is False
     with pytest.raises(KeyError):
         lab.expected("clean.lab", "isp-z")
     with pytest.raises(KeyError):
