@@ -33,7 +33,7 @@ def test_probes_only_demo_matches_the_scenario() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "22 measurements, all as expected" in done.stdout
+    assert "30 measurements, all as expected" in done.stdout
     for domain in ("injected.lab", "sni-reset.lab", "isp-blockpage.lab", "blackhole.lab"):
         assert domain in done.stdout
 
