@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -44,6 +45,7 @@ from .responses import error_response, model_response
 from .settings import Settings
 from .store import StoreError, open_store
 from .testlists import add_test_list_routes
+from .vouched_control import CONTROL_JUDGE_KEY, ControlJudge, ControlSigner, add_control_keys_route
 
 __all__ = ["add_health_routes", "add_metrics_routes", "control_settings", "create_app"]
 
@@ -188,7 +190,18 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     add_metrics_routes(app)
     add_ingest_routes(app)
     add_geolocate_routes(app)
-    add_control_routes(app, _control_service(app))
+    service = _control_service(app)
+    signer = ControlSigner.from_setting(
+        settings.control_signing_secret,
+        settings.control_key_period_seconds,
+        settings.max_age_seconds + settings.control_max_age_seconds,
+    )
+    add_control_keys_route(app, signer)
+    if settings.require_vouched_control:
+        app[CONTROL_JUDGE_KEY] = ControlJudge(
+            signer, timedelta(seconds=settings.control_max_age_seconds), service.latest
+        )
+    add_control_routes(app, service)
     add_test_list_routes(app)
     add_interference(app)  # after the store's context: its rebuild reads the store
     add_research_routes(app)

@@ -44,6 +44,7 @@ from gatewatch.core.vocabulary import (
     BATCH_TOO_LARGE,
     BODY_TOO_LARGE,
     CC_MISMATCH,
+    CONTROL_UNVERIFIED,
     INVALID_ENVELOPE,
     INVALID_JSON,
     INVALID_MEASUREMENT,
@@ -77,6 +78,7 @@ from .ratelimit import retry_after_seconds
 from .responses import error_response, model_response
 from .settings import Settings
 from .store.base import StoredMeasurement, StoreError, UnstorableError
+from .vouched_control import CONTROL_JUDGE_KEY, ControlJudge
 
 __all__ = [
     "INGEST_PATH",
@@ -231,6 +233,7 @@ def _judge_all(
     geo: GeoInfo | None,
     now: datetime,
     geodb: GeoLookup | None = None,
+    judge_control: ControlJudge | None = None,
 ) -> int:
     """Parse, check times and re-derive the verdict of every verified item (worker thread). ``geo`` is the
     submitting connection's network, ``geodb`` the databases for DNS answers. Returns how many items the
@@ -257,7 +260,12 @@ def _judge_all(
         flags = _mismatch_flags(m, geo)
         try:
             keys = rederive_dns_answers(m.test_keys, settings.control_allow_net, geodb)
-            verdict = analyse(m.input, keys, keys.control, fingerprints)
+            control = keys.control
+            if judge_control is not None:  # only a control the collector can authenticate (or none)
+                decided = judge_control(m, now)
+                control = decided.control
+                flags = (*flags, CONTROL_UNVERIFIED) if decided.unverified else flags
+            verdict = analyse(m.input, keys, control, fingerprints)
         except Exception as exc:  # a bug in the analysis must cost one verdict, not the item or the batch
             # The traceback is what fixing the bug needs; the log formatter masks any address it quotes.
             log.exception(
@@ -408,7 +416,14 @@ async def _ingest(request: web.Request, metrics: IngestMetrics) -> web.Response:
     geo = _connection_geo(request)
     now = datetime.now(UTC)
     failures = await asyncio.to_thread(
-        _judge_all, items, settings, request.app[FINGERPRINTS_KEY], geo, now, request.app[GEO_KEY]
+        _judge_all,
+        items,
+        settings,
+        request.app[FINGERPRINTS_KEY],
+        geo,
+        now,
+        request.app[GEO_KEY],
+        request.app.get(CONTROL_JUDGE_KEY),
     )
     if failures:
         metrics.analysis_errors.inc(failures)

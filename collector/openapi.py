@@ -29,6 +29,7 @@ from gatewatch.core.wire import (
     MAX_CONTROL_BATCH,
     ControlBatchRequest,
     ControlBatchResponse,
+    ControlKeys,
     ControlRequest,
     ErrorBody,
     Geolocation,
@@ -62,6 +63,7 @@ _MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
     (Geolocation, "serialization"),
     (ControlObservations, "serialization"),
     (ControlBatchResponse, "serialization"),
+    (ControlKeys, "serialization"),
     (MeasurementPage, "serialization"),
     (InterferenceResponse, "serialization"),
     (Verdict, "serialization"),
@@ -201,7 +203,10 @@ def _controls() -> dict[str, Any]:
                 "operationId": "control",
                 "summary": "Measure a URL from the collector's own, uncensored vantage point",
                 "description": "Destinations in private, loopback, link-local, multicast and reserved "
-                "ranges are never contacted unless the operator allowed them. Answers are cached briefly.",
+                "ranges are never contacted unless the operator allowed them. Answers are cached briefly. "
+                "The body is the control's JSON text exactly as the collector signed it; the header "
+                "Gatewatch-Control-Signature (key_id=...; measured_at=...; signature=...) vouches for it "
+                "(Ed25519, keys at GET /api/v1/control-keys).",
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": _ref(ControlRequest)}},
@@ -231,6 +236,13 @@ def _controls() -> dict[str, Any]:
                     "400": _error("The body is not a ControlBatchRequest (1 to 32 ControlRequests)."),
                     "413": _error("The body is too large."),
                 },
+            }
+        },
+        "/api/v1/control-keys": {
+            "get": {
+                "operationId": "controlKeys",
+                "summary": "The collector's control-signing keys (Ed25519, rotated) that ingest accepts",
+                "responses": {"200": _json(_ref(ControlKeys), "Key ids and public keys, newest first.")},
             }
         },
     }

@@ -111,8 +111,13 @@ TECHNIQUES: Final[tuple[str, ...]] = (
 ASN_MISMATCH: Final = "asn_mismatch"  # the claimed probe_asn contradicts where the upload came from
 CC_MISMATCH: Final = "cc_mismatch"  # likewise the claimed probe_cc
 ANALYSIS_ERROR: Final = "analysis_error"  # the analysis crashed: stored with blocking null
+# no control the collector could authenticate (vouched, or its own): stored with blocking null
+CONTROL_UNVERIFIED: Final = "control_unverified"
+# Why ingest could not use a measurement's vouched control (collector/vouched_control.py): logged.
+VouchRefusal = Literal["absent", "malformed", "unknown_key", "forged", "other_url", "too_old", "too_new"]
+VOUCH_REFUSALS: Final[tuple[str, ...]] = get_args(VouchRefusal)
 MISMATCH_FLAGS: Final = frozenset({ASN_MISMATCH, CC_MISMATCH})
-FLAGS: Final[tuple[str, ...]] = (ASN_MISMATCH, CC_MISMATCH, ANALYSIS_ERROR)
+FLAGS: Final[tuple[str, ...]] = (ASN_MISMATCH, CC_MISMATCH, ANALYSIS_ERROR, CONTROL_UNVERIFIED)
 
 # --- attribution -----------------------------------------------------------------------------------------
 # Where interference with a domain in a country happens: every network (the gateway), some (an ISP), none,

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from .control import ControlObservations
+from .control import ControlObservations, VouchedControl
 from .envelope import ENVELOPE_FORMAT, Envelope
 from .measurement import ASN, ASN_RE, CC_RE, CountryCode, UTCDateTime
 from .verdicts import Blocking, Verdict
@@ -31,6 +31,8 @@ __all__ = [
     "ControlBatchItem",
     "ControlBatchRequest",
     "ControlBatchResponse",
+    "ControlKey",
+    "ControlKeys",
     "ControlRequest",
     "ErrorBody",
     "Geolocation",
@@ -142,10 +144,14 @@ class ControlBatchRequest(_Model):
 
 class ControlBatchItem(_Model):
     """The answer to one request of a batch: its observations, or the error ``POST /api/v1/control``
-    would have answered for it alone (``invalid_input``, ``rate_limited``, ``control_timeout``)."""
+    would have answered for it alone (``invalid_input``, ``rate_limited``, ``control_timeout``).
+
+    ``vouch`` is the same control signed by the collector: the agent embeds it in its measurement
+    (``test_keys.control_vouch``), and ingest judges only against a control it can authenticate."""
 
     input: str
     control: ControlObservations | None = None
+    vouch: VouchedControl | None = None
     error: str | None = None
     detail: str | None = None
     retry_after: int | None = None  # seconds, with ``rate_limited``
@@ -155,6 +161,22 @@ class ControlBatchResponse(_Model):
     """Answer of ``POST /api/v1/controls``: one item per request, in the order asked."""
 
     results: list[ControlBatchItem]
+
+
+class ControlKey(_Model):
+    """One of the collector's control-signing keys (Ed25519), for the period it signs in."""
+
+    key_id: str
+    public_key: str = Field(description="base64 of the raw 32-byte Ed25519 public key")
+    not_before: _Time
+    not_after: _Time
+
+
+class ControlKeys(_Model):
+    """``GET /api/v1/control-keys``: the keys whose vouched controls ingest accepts, newest first."""
+
+    current: str = Field(description="The key id controls are signed with now.")
+    keys: list[ControlKey]
 
 
 # --- GET /api/v1/measurements ----------------------------------------------------------------------------
