@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from gatewatch.core.control import ControlObservations
+from gatewatch.core.control import VOUCH_HEADER, ControlObservations, VouchedControl, vouch_from_header
 from gatewatch.core.failures import classify
 from gatewatch.core.vocabulary import WITHHELD_ASN, WITHHELD_CC
 from gatewatch.core.wire import (
@@ -134,19 +134,32 @@ async def geolocate(session: HttpClient, bases: list[str]) -> Geolocation | ApiF
 
 async def request_control(
     session: HttpClient, base: str, request: ControlRequest
-) -> ControlObservations | ApiFailure:
-    data, error = await _json(session, "POST", api_url(base, "control"), request.model_dump(mode="json"))
-    if error is not None:
-        return ApiFailure(error, _host(base))
+) -> ControlObservations | VouchedControl | ApiFailure:
+    """One control; vouched for (its body's text signed, the signature in a header) by a collector that
+    signs its controls, else the bare observations."""
     try:
-        return ControlObservations.model_validate(data)
-    except ValidationError:
+        response = await session.request(
+            "POST", api_url(base, "control"), json_body=request.model_dump(mode="json")
+        )
+    except HttpClientError as exc:
+        return ApiFailure(exc.failure, _host(base))
+    if response.status != 200:
+        return ApiFailure(f"http_{response.status}", _host(base))
+    try:
+        text = response.text()
+        header = response.header(VOUCH_HEADER)
+        if header is not None:
+            vouch = vouch_from_header(header, request.input, text)
+            vouch.observations()  # it must be a control, too
+            return vouch
+        return ControlObservations.model_validate_json(text)
+    except ValueError:  # pydantic's ValidationError among them
         return ApiFailure(BAD_ANSWER, _host(base))
 
 
 async def request_controls(
     session: HttpClient, base: str, requests: list[ControlRequest]
-) -> list[ControlObservations | ApiFailure] | ApiFailure:
+) -> list[ControlObservations | VouchedControl | ApiFailure] | ApiFailure:
     """Several controls in one ``POST /api/v1/controls``, answered in the order asked; an ApiFailure for the
     whole batch when it got no usable answer (``http_404`` from a collector without the endpoint)."""
     body = ControlBatchRequest(requests=requests).model_dump(mode="json")
@@ -162,7 +175,13 @@ async def request_controls(
     return [_item_answer(item, base) for item in answer.results]
 
 
-def _item_answer(item: ControlBatchItem, base: str) -> ControlObservations | ApiFailure:
+def _item_answer(item: ControlBatchItem, base: str) -> ControlObservations | VouchedControl | ApiFailure:
+    if item.vouch is not None and item.vouch.input == item.input:
+        try:
+            item.vouch.observations()
+            return item.vouch
+        except ValidationError:
+            return ApiFailure(BAD_ANSWER, _host(base))
     if item.control is not None:
         return item.control
     status = CONTROL_ERROR_STATUS.get(item.error or "")

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gatewatch.core.control import ControlObservations
+from gatewatch.core.control import ControlObservations, VouchedControl
 from gatewatch.core.envelope import sign
 from gatewatch.core.measurement import Measurement, WebTestKeys, format_utc, utc_now
 from gatewatch.core.verdicts import Verdict
@@ -173,7 +173,7 @@ class _Pass:
         trace = Trace()
         # The control is asked for as soon as the probe has its addresses, and is measured by the
         # collector while the probe connects: a URL then costs the slower of the two, not their sum.
-        asked: list[asyncio.Future[tuple[ControlObservations | None, str | None]]] = []
+        asked: list[asyncio.Future[tuple[ControlObservations | None, str | None, VouchedControl | None]]] = []
 
         def ask_control(addresses: list[str]) -> None:
             if not asked:
@@ -183,7 +183,7 @@ class _Pass:
             keys = await self.measure(entry.url, self.config, trace=trace, on_resolved=ask_control)
             if not asked:  # no DNS step reported (a measure function without one): ask now
                 ask_control(_answered_addresses(keys))
-            control, control_failure = await asked[0]
+            control, control_failure, vouch = await asked[0]
         finally:
             for pending in asked:
                 pending.cancel()  # only if the measurement itself failed or was cancelled
@@ -199,7 +199,12 @@ class _Pass:
             except Exception:  # a bug in the analysis must not end the pass: no verdict for this URL
                 log.exception("analysis failed for %s", entry.url)
         keys = keys.model_copy(
-            update={"control": control, "control_failure": control_failure, "verdict": verdict}
+            update={
+                "control": control,
+                "control_vouch": vouch,
+                "control_failure": control_failure,
+                "verdict": verdict,
+            }
         )
         measurement = build_measurement(
             entry,
