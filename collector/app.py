@@ -32,6 +32,7 @@ from .appkeys import (
     STORE_KEY,
     InFlight,
 )
+from .confirm import add_confirm_routes
 from .control import ControlService, ControlSettings, add_control_routes
 from .geoip import GeoDB
 from .geolocate import add_geolocate_routes
@@ -203,6 +204,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         )
     add_control_routes(app, service)
     add_test_list_routes(app)
+    add_confirm_routes(app)
     add_interference(app)  # after the store's context: its rebuild reads the store
     add_research_routes(app)
     add_openapi_routes(app)

@@ -27,6 +27,7 @@ from gatewatch.core.verdicts import Verdict
 from gatewatch.core.vocabulary import INTERFERENCE_UNITS, SCOPES
 from gatewatch.core.wire import (
     MAX_CONTROL_BATCH,
+    ConfirmationList,
     ControlBatchRequest,
     ControlBatchResponse,
     ControlKeys,
@@ -64,6 +65,7 @@ _MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
     (ControlObservations, "serialization"),
     (ControlBatchResponse, "serialization"),
     (ControlKeys, "serialization"),
+    (ConfirmationList, "serialization"),
     (MeasurementPage, "serialization"),
     (InterferenceResponse, "serialization"),
     (Verdict, "serialization"),
@@ -235,6 +237,29 @@ def _controls() -> dict[str, Any]:
                     "200": _json(_ref(ControlBatchResponse), "One item per request, in the order asked."),
                     "400": _error("The body is not a ControlBatchRequest (1 to 32 ControlRequests)."),
                     "413": _error("The body is too large."),
+                },
+            }
+        },
+        "/api/v1/confirm": {
+            "get": {
+                "operationId": "confirm",
+                "summary": "Test-list URLs that just showed an anomaly in the country: measure them now",
+                "description": "Agents poll this about once a minute (with jitter, within their budget) "
+                "and measure the listed URLs at once, so that a block seen in one network is confirmed "
+                "(or not) by the others within minutes. Only URLs on the operator's test list, at most "
+                "20, and nothing about who reported them.",
+                "parameters": [
+                    {
+                        "name": "cc",
+                        "in": "query",
+                        "required": True,
+                        "description": "Country code.",
+                        "schema": {"type": "string", "pattern": "^[A-Za-z]{2}$"},
+                    }
+                ],
+                "responses": {
+                    "200": _json(_ref(ConfirmationList), "The URLs to measure now (often none)."),
+                    "400": _error("No or bad cc."),
                 },
             }
         },

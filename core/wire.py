@@ -31,6 +31,7 @@ __all__ = [
     "ControlBatchItem",
     "ControlBatchRequest",
     "ControlBatchResponse",
+    "ConfirmationList",
     "ControlKey",
     "ControlKeys",
     "ControlRequest",
@@ -161,6 +162,15 @@ class ControlBatchResponse(_Model):
     """Answer of ``POST /api/v1/controls``: one item per request, in the order asked."""
 
     results: list[ControlBatchItem]
+
+
+class ConfirmationList(_Model):
+    """``GET /api/v1/confirm?cc=XL``: test-list URLs that just showed an anomaly somewhere in the country,
+    for its agents to measure at once (nothing about who reported them)."""
+
+    cc: _Cc
+    urls: list[str]
+    poll_seconds: int = Field(ge=1, description="Poll about this often (add jitter).")
 
 
 class ControlKey(_Model):
