@@ -19,6 +19,7 @@ from gatewatch.core.failures import classify
 from gatewatch.core.vocabulary import WITHHELD_ASN, WITHHELD_CC
 from gatewatch.core.wire import (
     CONTROL_ERROR_STATUS,
+    ConfirmationList,
     ControlBatchItem,
     ControlBatchRequest,
     ControlBatchResponse,
@@ -186,6 +187,19 @@ def _item_answer(item: ControlBatchItem, base: str) -> ControlObservations | Vou
         return item.control
     status = CONTROL_ERROR_STATUS.get(item.error or "")
     return ApiFailure(f"http_{status}" if status else BAD_ANSWER, _host(base))
+
+
+async def fetch_confirmations(session: HttpClient, base: str, cc: str) -> list[str] | ApiFailure:
+    """The URLs the collector asks this country's agents to measure now (``GET /api/v1/confirm``); only
+    http(s) URLs are kept, at most 20."""
+    data, error = await _json(session, "GET", api_url(base, f"confirm?cc={cc}"))
+    if error is not None:
+        return ApiFailure(error, _host(base))
+    try:
+        answer = ConfirmationList.model_validate(data, extra=TOLERATED_EXTRA)
+    except ValidationError:
+        return ApiFailure(BAD_ANSWER, _host(base))
+    return [url for url in answer.urls if url.startswith(("http://", "https://"))][:20]
 
 
 async def fetch_test_list(session: HttpClient, bases: list[str], cc: str) -> str | ApiFailure:
