@@ -160,6 +160,14 @@ class Lab:
         port = self.https_port if scheme == "https" else self.http_port
         return f"{scheme}://{spec.name}:{port}/"
 
+    def switch(self, domain: str, on: bool) -> None:
+        """Turn the censor of ``domain`` on or off while the lab runs (its DNS, TLS and HTTP behaviours act
+        on the next query or connection). ``blackhole`` is fixed when the lab starts: a ValueError."""
+        spec = self.scenario.domain(domain)
+        if "blackhole" in spec.behaviours:
+            raise ValueError(f"{domain!r}: blackhole is set up when the lab starts; it cannot be switched")
+        spec.switch.on = on
+
     def rewrite_url(self, url: str) -> str:
         """A real URL pointed at the lab: its port replaced by the lab's for its scheme.
 

@@ -14,6 +14,7 @@ A scenario is TOML with an optional ``name``/``description``, optional lab-wide 
     blocking = "http-diff"            # expected web_connectivity `blocking` in the affected networks
     expected_scope = "isp"            # gateway | isp | none (derived when omitted)
     exists = true                     # false: NXDOMAIN for everyone, the probe and the control alike
+    switched_on = true                # false: the censor starts idle; Lab.switch(name, True) turns it on
 
 ``blocking`` may also be a table per network (``{ isp-a = "http-diff" }``); networks a behaviour does not
 apply to, and the clean vantage, always expect ``false``. A domain measured over both schemes expects
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ __all__ = [
     "BEHAVIOURS",
     "MAX_LATENCY_MS",
     "BLOCKING_VALUES",
+    "BlockSwitch",
     "CENSORING_BEHAVIOURS",
     "EXPECTED_SCOPES",
     "DomainSpec",
@@ -77,7 +79,17 @@ SCHEMES: tuple[str, ...] = ("http", "https")
 # and an SNI-triggered reset needs a ClientHello.
 _SCHEME_OF_BEHAVIOUR = {"tls_reset": "https", "http_blockpage": "http"}
 
-_DOMAIN_KEYS = {"name", "scheme", "behaviours", "networks", "blocking", "expected_scope", "exists", "notes"}
+_DOMAIN_KEYS = {
+    "name",
+    "scheme",
+    "behaviours",
+    "networks",
+    "blocking",
+    "expected_scope",
+    "exists",
+    "notes",
+    "switched_on",
+}
 _TOP_KEYS = {"name", "description", "domain", "latency_ms", "wildcard"}
 # Beyond this a typo (seconds written as milliseconds) would stall every test that uses the scenario.
 MAX_LATENCY_MS = 2000.0
@@ -87,6 +99,13 @@ _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a
 
 class ScenarioError(ValueError):
     """A scenario file is malformed; the message says where and why."""
+
+
+@dataclass
+class BlockSwitch:
+    """Whether a domain's censor acts now (a block switched on or off while the lab runs)."""
+
+    on: bool
 
 
 @dataclass(frozen=True)
@@ -100,6 +119,9 @@ class DomainSpec:
     exists: bool = True
     notes: str = ""
     also: tuple[str, ...] = ()  # further schemes it is measured with (one URL per scheme)
+    # Whether its censoring behaviours act now: switched at run time (Lab.switch), so it is state shared by
+    # every server that reads this spec, and not part of the spec's equality.
+    switch: BlockSwitch = field(default_factory=lambda: BlockSwitch(True), compare=False, repr=False)
 
     @property
     def schemes(self) -> tuple[str, ...]:
@@ -118,6 +140,8 @@ class DomainSpec:
 
     def applies(self, behaviour: str, network: str | None) -> bool:
         """True when ``behaviour`` is switched on for clients of ``network``."""
+        if behaviour in CENSORING_BEHAVIOURS and not self.switch.on:
+            return False
         return network is not None and behaviour in self.behaviours and network in self.networks
 
 
@@ -264,6 +288,7 @@ def _parse_domain(table: dict[str, Any], where: str) -> DomainSpec:
         expected_scope=scope,
         exists=exists,
         notes=_string(table.get("notes", ""), f"{where}: notes"),
+        switch=BlockSwitch(_switched_on(table, behaviours, where)),
     )
 
 
@@ -278,6 +303,13 @@ def _schemes(table: dict[str, Any], where: str) -> tuple[str, ...]:
         if scheme not in SCHEMES:
             raise ScenarioError(f"{where}: scheme {scheme!r} is not one of {list(SCHEMES)}")
     return tuple(schemes)
+
+
+def _switched_on(table: dict[str, Any], behaviours: tuple[str, ...], where: str) -> bool:
+    on = _flag(table.get("switched_on", True), f"{where}: switched_on")
+    if not on and "blackhole" in behaviours:
+        raise ScenarioError(f"{where}: blackhole is set up when the lab starts; it cannot start switched off")
+    return on
 
 
 def _behaviours(value: object, where: str) -> tuple[str, ...]:

@@ -192,3 +192,35 @@ def test_the_dns_fingerprint_matches_the_bogus_answer() -> None:
     row = rows["gatewatch_lab_bogus_ip"]
     assert (row["scope"], row["location_found"], row["pattern_type"]) == ("nat", "dns", "full")
     assert row["pattern"] == BOGUS_ADDRESS
+
+
+async def test_a_block_is_switched_on_and_off_while_the_lab_runs(tmp_path: Path) -> None:
+    """The time-to-alert benchmark switches a gateway block on at a random moment: DNS, TLS and HTTP
+    behaviours follow the switch on the next query or connection; a blackhole cannot be switched."""
+    from gatewatch.lab.pages import BLOCKPAGE_STATUS
+    from gatewatch.probes.web import measure
+
+    path = tmp_path / "switched.toml"
+    path.write_text(
+        '[[domain]]\nname = "later.lab"\nscheme = ["http", "https"]\nbehaviours = ["http_blockpage"]\n'
+        'blocking = "http-diff"\nswitched_on = false\n'
+        '[[domain]]\nname = "sni.lab"\nscheme = "https"\nbehaviours = ["tls_reset"]\n'
+        'blocking = "http-failure"\n'
+        '[[domain]]\nname = "hole.lab"\nscheme = "http"\nbehaviours = ["blackhole"]\nblocking = "tcp_ip"\n'
+    )
+    async with await Lab.start(path) as lab:
+        url, sni = lab.url("later.lab", "http"), lab.url("sni.lab")
+
+        async def status(target: str) -> object:
+            keys = await measure(target, lab.web_config("isp-a"))
+            final = keys.requests[-1]
+            return final.response.code if final.response is not None else final.failure
+
+        assert await status(url) == 200  # switched off at start: the real page
+        lab.switch("later.lab", True)
+        assert await status(url) == BLOCKPAGE_STATUS
+        assert await status(sni) == "connection_reset"
+        lab.switch("sni.lab", False)
+        assert await status(sni) == 200
+        with pytest.raises(ValueError, match="blackhole"):
+            lab.switch("hole.lab", True)

@@ -163,3 +163,12 @@ def test_a_domain_measured_over_both_schemes_expects_blocking_where_a_behaviour_
 def test_bad_scheme_lists_are_refused(schemes: str, error: str) -> None:
     with pytest.raises(ScenarioError, match=error):
         parse_scenario(f'[[domain]]\nname = "x.lab"\nscheme = {schemes}\n')
+
+
+def test_a_domain_may_start_switched_off_but_not_a_blackhole() -> None:
+    text = '[[domain]]\nname = "x.lab"\nscheme = "http"\nbehaviours = ["http_blockpage"]\nblocking = "http-diff"\n'
+    assert parse_scenario(text).domain("x.lab").switch.on
+    assert not parse_scenario(text + "switched_on = false\n").domain("x.lab").switch.on
+    hole = '[[domain]]\nname = "x.lab"\nscheme = "http"\nbehaviours = ["blackhole"]\nswitched_on = false\n'
+    with pytest.raises(ScenarioError, match="cannot start switched off"):
+        parse_scenario(hole)
