@@ -166,7 +166,8 @@ def test_bad_scheme_lists_are_refused(schemes: str, error: str) -> None:
 
 
 def test_a_domain_may_start_switched_off_but_not_a_blackhole() -> None:
-    text = '[[domain]]\nname = "x.lab"\nscheme = "http"\nbehaviours = ["http_blockpage"]\nblocking = "http-diff"\n'
+    text = '[[domain]]\nname = "x.lab"\nscheme = "http"\nbehaviours = ["http_blockpage"]\n'
+    text += 'blocking = "http-diff"\n'
     assert parse_scenario(text).domain("x.lab").switch.on
     assert not parse_scenario(text + "switched_on = false\n").domain("x.lab").switch.on
     hole = '[[domain]]\nname = "x.lab"\nscheme = "http"\nbehaviours = ["blackhole"]\nswitched_on = false\n'
