@@ -218,7 +218,7 @@ def one_run(args: argparse.Namespace, rng: random.Random, index: int) -> dict[st
             while time.monotonic() < end:
                 false_alerts |= run.firing()
                 time.sleep(POLL)
-            run.switch(True)
+            run.lab.switch(True)
             switched = time.monotonic()
             marks: dict[str, float] = {}
             deadline = switched + args.timeout_minutes * 60
