@@ -140,14 +140,18 @@ async def test_a_control_that_cannot_be_authenticated_gives_no_verdict(
 
 
 async def test_two_collectors_with_one_secret_accept_each_others_controls(
-    aiohttp_client: Any, tmp_path: Path, agent_key: Ed25519PrivateKey, make_measurement: Any
+    aiohttp_client: Any, tmp_path: Path, agent_key: Ed25519PrivateKey, make_measurement: Any, store_url: str
 ) -> None:
-    """The control is asked of one collector and the measurement uploaded to another (a load balancer);
-    a collector with another secret cannot authenticate it. The single control's signature travels in a
-    header over the body's text."""
+    """Two collector processes on one store (SQLite, or PostgreSQL as behind a load balancer): the control
+    is asked of one and the measurement uploaded to the other; a collector with another secret cannot
+    authenticate it. The single control's signature travels in a header over the body's text."""
     secret = "one-deployments-shared-secret-0123456789"
-    first = await app_client(aiohttp_client, tmp_path, secret, "first")
-    second = await app_client(aiohttp_client, tmp_path, secret, "second")
+
+    async def on_the_store() -> Any:
+        settings = Settings(db=store_url, control_signing_secret=secret)
+        return await aiohttp_client(create_app(settings))
+
+    first, second = await on_the_store(), await on_the_store()
     stranger = await app_client(aiohttp_client, tmp_path, OTHER_SECRET, "stranger")
     keys = ControlKeys.model_validate(await (await first.get("/api/v1/control-keys")).json())
     assert keys == ControlKeys.model_validate(await (await second.get("/api/v1/control-keys")).json())
