@@ -12,17 +12,18 @@ attempt's outcome is recorded in the session's :class:`~gatewatch.agent.addresse
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from pydantic import ValidationError
 
-from gatewatch.core.control import ControlObservations
+from gatewatch.core.control import VOUCH_HEADER, ControlObservations, VouchedControl, vouch_from_header
 from gatewatch.core.failures import classify
 from gatewatch.core.vocabulary import WITHHELD_ASN, WITHHELD_CC
 from gatewatch.core.wire import (
     CONTROL_ERROR_STATUS,
+    ConfirmationList,
     ControlBatchItem,
     ControlBatchRequest,
     ControlBatchResponse,
@@ -31,7 +32,7 @@ from gatewatch.core.wire import (
 )
 
 from .addresses import AttemptLog, CollectorAddress, Fallbacks, as_address
-from .http_client import DIRECT, HttpClient, HttpClientError
+from .http_client import DIRECT, HttpClient, HttpClientError, Response
 from .proxy import Route
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "Located",
     "api_url",
     "describe_failure",
+    "fetch_confirmations",
     "fetch_test_list",
     "geolocate",
     "locate_via",
@@ -129,15 +131,26 @@ def route_for(session: HttpClient, base: Address) -> Route:
     return session.route
 
 
+def _read_json(response: Response) -> Any:
+    return response.json()
+
+
 async def _json(
-    session: HttpClient, method: str, base: Address, path: str, body: Any = None
+    session: HttpClient,
+    method: str,
+    base: Address,
+    path: str,
+    body: Any = None,
+    read: Callable[[Response], Any] = _read_json,
 ) -> tuple[Any, None] | tuple[None, str]:
+    """One call; its answer as ``read`` makes it (JSON by default), or a failure string. ``read`` raises
+    ValueError (pydantic's ValidationError is one) for an answer that is not the contract's."""
     try:
         url = api_url(base, path)
         response = await session.request(method, url, json_body=body, route=route_for(session, base))
         if response.status != 200:
             return None, f"http_{response.status}"
-        return response.json(), None
+        return read(response), None
     except HttpClientError as exc:
         return None, exc.failure
     except ValueError:
@@ -220,15 +233,20 @@ _SAME_EVERYWHERE: Final = frozenset({"http_400", "http_404", "http_405"})
 
 
 async def _in_turn(
-    session: HttpClient, bases: Address | Fallbacks, method: str, path: str, body: Any
+    session: HttpClient,
+    bases: Address | Fallbacks,
+    method: str,
+    path: str,
+    body: Any,
+    read: Callable[[Response], Any] = _read_json,
 ) -> tuple[Any, None, Address] | tuple[None, str, Address]:
     """``_json`` at each of ``bases`` in turn until one answers (a single address: just that one)."""
     if not isinstance(bases, Fallbacks):
-        data, error = await _json(session, method, bases, path, body)
+        data, error = await _json(session, method, bases, path, body, read)
         return (data, None, bases) if error is None else (None, error, bases)
     error, address = "no collector configured", bases.addresses[0]
     for address in bases.in_turn():
-        data, failed = await _json(session, method, address, path, body)
+        data, failed = await _json(session, method, address, path, body, read)
         if failed is None:
             bases.answered(address)
             return data, None, address
@@ -241,19 +259,29 @@ async def _in_turn(
 
 async def request_control(
     session: HttpClient, base: Address | Fallbacks, request: ControlRequest
-) -> ControlObservations | ApiFailure:
-    data, error, base = await _in_turn(session, base, "POST", "control", request.model_dump(mode="json"))
+) -> ControlObservations | VouchedControl | ApiFailure:
+    """One control; vouched for (its body's text signed, the signature in a header) by a collector that
+    signs its controls, else the bare observations. Several addresses are tried in turn."""
+
+    def read(response: Response) -> ControlObservations | VouchedControl:
+        text = response.text()
+        header = response.header(VOUCH_HEADER)
+        if header is not None:
+            vouch = vouch_from_header(header, request.input, text)
+            vouch.observations()  # it must be a control, too
+            return vouch
+        return ControlObservations.model_validate_json(text)
+
+    body = request.model_dump(mode="json")
+    data, error, base = await _in_turn(session, base, "POST", "control", body, read)
     if error is not None:
         return ApiFailure(error, _host(base))
-    try:
-        return ControlObservations.model_validate(data)
-    except ValidationError:
-        return ApiFailure(BAD_ANSWER, _host(base))
+    return data  # type: ignore[no-any-return]
 
 
 async def request_controls(
     session: HttpClient, base: Address | Fallbacks, requests: list[ControlRequest]
-) -> list[ControlObservations | ApiFailure] | ApiFailure:
+) -> list[ControlObservations | VouchedControl | ApiFailure] | ApiFailure:
     """Several controls in one ``POST /api/v1/controls``, answered in the order asked; an ApiFailure for the
     whole batch when it got no usable answer (``http_404`` from a collector without the endpoint)."""
     body = ControlBatchRequest(requests=requests).model_dump(mode="json")
@@ -269,11 +297,30 @@ async def request_controls(
     return [_item_answer(item, base) for item in answer.results]
 
 
-def _item_answer(item: ControlBatchItem, base: Address) -> ControlObservations | ApiFailure:
+def _item_answer(item: ControlBatchItem, base: Address) -> ControlObservations | VouchedControl | ApiFailure:
+    if item.vouch is not None and item.vouch.input == item.input:
+        try:
+            item.vouch.observations()
+            return item.vouch
+        except ValidationError:
+            return ApiFailure(BAD_ANSWER, _host(base))
     if item.control is not None:
         return item.control
     status = CONTROL_ERROR_STATUS.get(item.error or "")
     return ApiFailure(f"http_{status}" if status else BAD_ANSWER, _host(base))
+
+
+async def fetch_confirmations(session: HttpClient, base: Address, cc: str) -> list[str] | ApiFailure:
+    """The URLs the collector asks this country's agents to measure now (``GET /api/v1/confirm``); only
+    http(s) URLs are kept, at most 20."""
+    data, error = await _json(session, "GET", base, f"confirm?cc={cc}")
+    if error is not None:
+        return ApiFailure(error, _host(base))
+    try:
+        answer = ConfirmationList.model_validate(data, extra=TOLERATED_EXTRA)
+    except ValidationError:
+        return ApiFailure(BAD_ANSWER, _host(base))
+    return [url for url in answer.urls if url.startswith(("http://", "https://"))][:20]
 
 
 async def fetch_test_list(session: HttpClient, bases: Sequence[Address], cc: str) -> str | ApiFailure:

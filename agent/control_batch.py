@@ -17,7 +17,7 @@ import asyncio
 import ipaddress
 from collections.abc import Awaitable, Callable, Iterable
 
-from gatewatch.core.control import ControlObservations
+from gatewatch.core.control import ControlObservations, VouchedControl
 from gatewatch.core.wire import MAX_CONTROL_BATCH, ControlRequest
 
 from .addresses import Fallbacks
@@ -27,7 +27,7 @@ from .http_client import HttpClient
 
 __all__ = ["ControlBatcher", "PassControls", "control_addresses"]
 
-Answer = ControlObservations | ApiFailure
+Answer = ControlObservations | VouchedControl | ApiFailure
 _NO_BATCH_ENDPOINT = ("http_404", "http_405")
 
 
@@ -139,15 +139,19 @@ class PassControls:
 
     async def ask(
         self, url: str, addresses: list[str], identity: Identity
-    ) -> tuple[ControlObservations | None, str | None]:
-        """(the control, None), or (None, the failure string the measurement records instead)."""
+    ) -> tuple[ControlObservations | None, str | None, VouchedControl | None]:
+        """(the control, None, the collector's vouch for it if it gave one), or (None, the failure string
+        the measurement records instead, None). The measurement embeds the vouch: the collector judges
+        only against a control it can authenticate."""
         if self.batcher is None:
-            return None, "no_control_configured"
+            return None, "no_control_configured", None
         request = ControlRequest(input=url, addrs=control_addresses(addresses, identity))
         answer = await self.batcher.ask(request)
         if isinstance(answer, ApiFailure):
-            return None, answer.failure
-        return answer, None
+            return None, answer.failure, None
+        if isinstance(answer, VouchedControl):
+            return answer.observations(), None, answer
+        return answer, None, None
 
     async def close(self) -> None:
         if self.batcher is not None:

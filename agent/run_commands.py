@@ -17,6 +17,7 @@ from typing import Any
 import typer
 
 from gatewatch.core.envelope import sign
+from gatewatch.core.vocabulary import WITHHELD_CC
 
 from .cli_common import (
     EXIT_NOT_MEASURED,
@@ -29,8 +30,8 @@ from .cli_common import (
 )
 from .cli_init import require_consent
 from .cli_test_list import NoTestList, load_test_list, report_problems, scheduled_test_list
-from .collector_api import make_session
-from .daemon import run_schedule
+from .collector_api import ApiFailure, fetch_confirmations, make_session, where_am_i
+from .daemon import MIN_GAP, ConfirmationBudget, SliceCursor, run_schedule
 from .display import STOP_EXPLANATIONS, ProgressDisplay, is_terminal, log_event, plain_summary, summary_table
 from .keys import SigningKeyError, load_key
 from .netinfo import NetworkView, observe_network
@@ -40,6 +41,7 @@ from .queue import MeasurementQueue
 from .run_records import RunOptions, RunSummary
 from .runner import run_pass, token_batches
 from .settings import FULL_BODIES_WARNING, AgentSettings, SettingsError
+from .testlists import TestListEntry
 from .upload import Uploader, UploadReport
 
 __all__ = ["daemon", "run", "upload"]  # called by cli_run with the options it read
@@ -57,6 +59,7 @@ async def _one_pass(
     files: list[Path],
     *,
     scheduled: bool = False,
+    select: Callable[[list[TestListEntry]], list[TestListEntry]] | None = None,
 ) -> RunSummary:
     key = load_key(paths.key)
     if settings.network_pseudonym:  # off by default: see agent/pseudonym.py for what it reveals
@@ -65,6 +68,8 @@ async def _one_pass(
         typer.secho(FULL_BODIES_WARNING, fg="yellow", err=True)
     if scheduled:
         test_list = await scheduled_test_list(paths, settings, options, files)
+        if select is not None:  # the daemon's slice of the list
+            test_list.entries = select(test_list.entries)
     else:
         try:
             test_list = await load_test_list(settings, options, inputs, files, copy=paths.test_list_copy)
@@ -192,20 +197,32 @@ def daemon(
         packet_trace=packet_trace,
         trace_control_domain=trace_control_domain,
     )
-    one_pass = functools.partial(_scheduled_pass, paths, settings, options, input_file)
+    cursor = SliceCursor(settings.daemon.slices)
+    one_pass = functools.partial(_scheduled_pass, paths, settings, options, input_file, cursor)
     flush = functools.partial(_logged_flush, paths, settings, options)
+    confirm = None
+    if settings.daemon.confirm_per_hour and settings.collector_addresses():
+        budget = ConfirmationBudget(per_hour=settings.daemon.confirm_per_hour)
+        # confirmations upload at once: their worth is in their speed (and they are few)
+        at_once = dataclasses.replace(options, defer_upload=False)
+        confirm = functools.partial(_confirm_once, paths, settings, at_once, budget, {})
     try:
-        asyncio.run(_schedule(one_pass, flush, settings, options, passes))
+        asyncio.run(_schedule(one_pass, flush, settings, options, passes, confirm))
     except SigningKeyError as exc:
         raise fail(str(exc)) from None
 
 
 async def _scheduled_pass(
-    paths: DataPaths, settings: AgentSettings, options: RunOptions, files: list[Path]
+    paths: DataPaths, settings: AgentSettings, options: RunOptions, files: list[Path], cursor: SliceCursor
 ) -> str | None:
-    """One of the daemon's passes; its stop reason (None when it completed, or failed with a bug)."""
+    """One of the daemon's passes (the next slice of the list); its stop reason (None when it completed,
+    or failed with a bug)."""
+
+    def select(entries: list[TestListEntry]) -> list[TestListEntry]:
+        return cursor.take(entries, lambda entry: entry.url)
+
     try:
-        summary = await _one_pass(paths, settings, options, [], files, scheduled=True)
+        summary = await _one_pass(paths, settings, options, [], files, scheduled=True, select=select)
     except (SigningKeyError, typer.Exit):
         raise  # the volunteer must act (key, settings): no later pass would do better
     except Exception:  # a bug in one pass must not end the schedule: log it, try again next time
@@ -215,12 +232,46 @@ async def _scheduled_pass(
     return summary.stop_reason
 
 
+async def _confirm_once(
+    paths: DataPaths,
+    settings: AgentSettings,
+    options: RunOptions,
+    budget: ConfirmationBudget,
+    where: dict[str, str],
+) -> int:
+    """Measure the collector's confirmation requests for our country at once (within ``budget``), and
+    upload at once; how many URLs were measured. ``where`` remembers the country once located."""
+    addresses = options.collector_addresses
+    async with make_session(
+        source_address=options.source_address, ca_file=options.ca_file, route=options.route
+    ) as session:
+        cc = settings.test_list_cc or options.probe_cc or where.get("cc")
+        if cc is None:
+            located = await where_am_i(session, addresses)
+            if isinstance(located, ApiFailure) or located.probe_cc == WITHHELD_CC:
+                return 0
+            cc = where["cc"] = located.probe_cc
+        urls: list[str] | ApiFailure = ApiFailure("no collector configured")
+        for address in addresses:  # in turn, by each address's route, until one answers
+            urls = await fetch_confirmations(session, address, cc)
+            if not isinstance(urls, ApiFailure):
+                break
+    if isinstance(urls, ApiFailure):
+        return 0
+    chosen = budget.take(urls)
+    if chosen:
+        summary = await _one_pass(paths, settings, options, chosen, [])
+        log.info("confirmation", extra={"fields": {"event": "confirmed", **summary.as_record()}})
+    return len(chosen)
+
+
 async def _schedule(
     one_pass: Callable[[], Awaitable[str | None]],
     flush: Callable[[], Awaitable[UploadReport]],
     settings: AgentSettings,
     options: RunOptions,
     passes: int | None,
+    confirm: Callable[[], Awaitable[object]] | None = None,
 ) -> None:
     """The daemon's passes until ``passes`` ran, or until SIGTERM or SIGINT (systemd stopping it)."""
     task = asyncio.current_task()
@@ -233,14 +284,17 @@ async def _schedule(
         return observe_network(None, options.source_address)
 
     try:
+        slices = settings.daemon.slices
         await run_schedule(
             one_pass,
-            interval=settings.daemon.interval,
-            jitter=settings.daemon.jitter,
+            interval=settings.daemon.interval / slices,
+            jitter=settings.daemon.jitter / slices,
             observe=observe,
             max_passes=passes,
+            min_gap=min(MIN_GAP, settings.daemon.interval / slices),
             upload=flush if settings.collector_addresses() else None,
             upload_delay=settings.upload_delay,
+            confirm=confirm,
         )
     except asyncio.CancelledError:
         log.info("stopping", extra={"fields": {"event": "stopped"}})

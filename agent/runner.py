@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gatewatch.analysis.fingerprints import FingerprintDB, load_default_fingerprints
-from gatewatch.core.control import ControlObservations
+from gatewatch.core.control import ControlObservations, VouchedControl
 from gatewatch.core.envelope import sign
 from gatewatch.core.measurement import Measurement, WebTestKeys, format_utc, utc_now
 from gatewatch.core.verdicts import Verdict
@@ -209,7 +209,7 @@ class _Pass:
         trace = Trace()
         # The control is asked for as soon as the probe has its addresses, and is measured by the
         # collector while the probe connects: a URL then costs the slower of the two, not their sum.
-        asked: list[asyncio.Future[tuple[ControlObservations | None, str | None]]] = []
+        asked: list[asyncio.Future[tuple[ControlObservations | None, str | None, VouchedControl | None]]] = []
 
         def ask_control(addresses: list[str]) -> None:
             if not asked:
@@ -219,7 +219,7 @@ class _Pass:
             keys = await self.measure(entry.url, self.config, trace=trace, on_resolved=ask_control)
             if not asked:  # no DNS step reported (a measure function without one): ask now
                 ask_control(_answered_addresses(keys))
-            control, control_failure = await asked[0]
+            control, control_failure, vouch = await asked[0]
         finally:
             for pending in asked:
                 pending.cancel()  # only if the measurement itself failed or was cancelled
@@ -235,7 +235,12 @@ class _Pass:
             except Exception:  # a bug in the analysis must not end the pass: no verdict for this URL
                 log.exception("analysis failed for %s", entry.url)
         keys = keys.model_copy(
-            update={"control": control, "control_failure": control_failure, "verdict": verdict}
+            update={
+                "control": control,
+                "control_vouch": vouch,
+                "control_failure": control_failure,
+                "verdict": verdict,
+            }
         )
         if self.options.packet_trace and verdict is not None and verdict.blocking:  # issue 17
             traces = await _packet_traces(entry.url, keys, control, self.options)

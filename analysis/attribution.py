@@ -1,6 +1,6 @@
 """Gateway or ISP? The scope of interference seen in one country (pure: records in, verdicts out).
 
-For each (country, domain) over a sliding window, every network (ASN) that measured the domain gets a
+For each (country, input URL) over a sliding window, every network (ASN) that measured the URL gets a
 *current state* from its own recent measurements (affected, clean or flapping: :mod:`.networks`), and a
 rule table turns the set of states into one scope:
 
@@ -11,6 +11,10 @@ rule table turns the set of states into one scope:
 - ``isp``: interference confined to some networks, or different fingerprints in different networks.
 - ``none``: every network is currently clean.
 - ``insufficient-data``: too few networks or measurements to say.
+
+Each domain also gets a row rolled up from its URLs' rows (:mod:`.url_rollup`: interfered with when any
+of its URLs is): ``attribute`` and ``attribute_domain`` answer with those, ``attribute_urls`` and
+``attribute_url`` with the URL rows.
 
 A flapping network is still counted as measured, so it lowers the share a gateway verdict needs, but it
 cannot make a verdict and cannot veto one.
@@ -38,7 +42,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -53,6 +57,7 @@ from .networks import (
     network_state,
 )
 from .packet_evidence import judge_packet_evidence
+from .url_rollup import INTERFERENCE_SCOPES, roll_up
 
 __all__ = [
     "RULES",
@@ -66,6 +71,8 @@ __all__ = [
     "StoredRow",
     "attribute",
     "attribute_domain",
+    "attribute_url",
+    "attribute_urls",
     "network_state",
 ]
 
@@ -120,8 +127,8 @@ RULES: Mapping[str, Rule] = {
 
 @dataclass(frozen=True)
 class InterferenceRow:
-    """One (country, domain) decision. GET /api/v1/interference serves it as
-    :class:`gatewatch.core.wire.InterferenceRow`."""
+    """One (country, input URL) decision, or a domain's roll-up of them (``input`` None). GET
+    /api/v1/interference serves it as :class:`gatewatch.core.wire.InterferenceRow`."""
 
     cc: str
     domain: str
@@ -139,17 +146,34 @@ class InterferenceRow:
     # Where on the path the tampering happens, from the agents' packet traces (:mod:`.packet_evidence`);
     # None when no agent traced the domain.
     packet_evidence: dict[str, Any] | None = field(default=None)
+    input: str | None = None  # the URL this row decides; None on a domain's roll-up
+    decided_by: str | None = None  # the URL whose row this is (a roll-up: the domain's most serious URL)
+    urls_measured: int = 1  # the domain's URLs measured in the window (a URL row: 1)
+    urls_affected: int = 0  # of those, the ones with gateway- or isp-level interference
 
 
 def attribute(
     observations: Iterable[Observation], now: datetime, settings: AttributionSettings | None = None
 ) -> list[InterferenceRow]:
-    """One row per (country, domain) found in ``observations``, sorted by country then domain."""
+    """One roll-up row per (country, domain) found in ``observations``, sorted by country then domain."""
+    by_domain: dict[tuple[str, str], list[InterferenceRow]] = defaultdict(list)
+    for row in attribute_urls(observations, now, settings):
+        by_domain[(row.cc, row.domain)].append(row)
+    return [roll_up(rows) for _, rows in sorted(by_domain.items())]
+
+
+def attribute_urls(
+    observations: Iterable[Observation], now: datetime, settings: AttributionSettings | None = None
+) -> list[InterferenceRow]:
+    """One row per (country, input URL) found in ``observations``, sorted by country, domain, URL."""
     settings = settings or AttributionSettings()
-    grouped: dict[tuple[str, str], list[Observation]] = defaultdict(list)
+    grouped: dict[tuple[str, str, str], list[Observation]] = defaultdict(list)
     for obs in observations:
-        grouped[(obs.probe_cc, obs.domain)].append(obs)
-    return [attribute_domain(cc, domain, obs, now, settings) for (cc, domain), obs in sorted(grouped.items())]
+        grouped[(obs.probe_cc, obs.domain, obs.input)].append(obs)
+    return [
+        attribute_url(cc, url, obs, now, settings, domain=domain)
+        for (cc, domain, url), obs in sorted(grouped.items())
+    ]
 
 
 def attribute_domain(
@@ -159,11 +183,33 @@ def attribute_domain(
     now: datetime,
     settings: AttributionSettings | None = None,
 ) -> InterferenceRow:
-    """The scope verdict for one (country, domain) from its measurements (any order; others are ignored)."""
+    """The scope verdict for one (country, domain), rolled up from its URLs' verdicts (any order; other
+    measurements are ignored)."""
     settings = settings or AttributionSettings()
-    by_network = network_histories(cc, domain, observations, now, settings)
+    observations = list(observations)
+    urls = sorted({o.input for o in observations if o.probe_cc == cc and o.domain == domain}) or [domain]
+    return roll_up(attribute_url(cc, url, observations, now, settings, domain=domain) for url in urls)
+
+
+def attribute_url(
+    cc: str,
+    url: str,
+    observations: Iterable[Observation],
+    now: datetime,
+    settings: AttributionSettings | None = None,
+    *,
+    domain: str | None = None,
+) -> InterferenceRow:
+    """The scope verdict for one (country, input URL) from its measurements (any order; others are ignored).
+
+    ``domain`` is the URL's host as the store keeps it (by default read from the measurements)."""
+    settings = settings or AttributionSettings()
+    by_network = network_histories(cc, url, observations, now, settings)
     states = tuple(network_state(asn, by_network[asn], settings) for asn in sorted(by_network))
-    return _row(cc, domain, _decide(states, settings), states, by_network, settings)
+    if domain is None:
+        domain = next((o.domain for obs in by_network.values() for o in obs), url)
+    row = _row(cc, domain, _decide(states, settings), states, by_network, settings)
+    return replace(row, input=url, decided_by=url, urls_affected=int(row.scope in INTERFERENCE_SCOPES))
 
 
 # --- the decision ---------------------------------------------------------------------------------------

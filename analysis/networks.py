@@ -60,7 +60,9 @@ class StoredRow(Protocol):
     @property
     def test_name(self) -> str: ...
     @property
-    def domain(self) -> str: ...
+    def input(self) -> str: ...  # the URL measured
+    @property
+    def domain(self) -> str: ...  # the URL's host
     @property
     def blocking(self) -> str: ...  # the server's verdict as a blocking label ("false", a layer, "null")
     @property
@@ -79,7 +81,8 @@ class Observation:
 
     probe_cc: str
     probe_asn: str
-    domain: str
+    input: str  # the URL measured: the unit of attribution
+    domain: str  # its host: the unit of the roll-up
     test_name: str
     seen_at: datetime  # UTC
     blocking: str  # a blocking label: "false", a blocking layer, or "null" (no verdict)
@@ -113,6 +116,7 @@ class Observation:
         return cls(
             probe_cc=row.probe_cc,
             probe_asn=row.probe_asn,
+            input=row.input,
             domain=row.domain,
             test_name=row.test_name,
             seen_at=seen,
@@ -171,17 +175,20 @@ class NetworkState:
 
 
 def network_histories(
-    cc: str, domain: str, observations: Iterable[Observation], now: datetime, settings: AttributionSettings
+    cc: str, url: str, observations: Iterable[Observation], now: datetime, settings: AttributionSettings
 ) -> dict[str, list[Observation]]:
-    """Per network, its judged measurements of ``domain`` in ``cc`` that speak for it and fall in the window
-    ending at ``now`` (plus the allowed clock skew), oldest first."""
+    """Per network, its judged measurements of the input ``url`` in ``cc`` that speak for it and fall in the
+    window ending at ``now`` (plus the allowed clock skew), oldest first.
+
+    The unit is the URL, not its domain: ``http://`` and ``https://`` of one host (or two paths) can be
+    treated differently by a censor, and the latest measurement of one must not hide the other's state."""
     now = as_utc(now)
     oldest, newest = now - settings.window, now + settings.max_clock_skew
     by_network: dict[str, list[Observation]] = defaultdict(list)
     for obs in observations:
         if (
             obs.probe_cc == cc
-            and obs.domain == domain
+            and obs.input == url
             and obs.judged
             and obs.speaks_for_network
             and oldest < obs.seen_at <= newest

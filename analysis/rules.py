@@ -157,6 +157,14 @@ RULES: tuple[Rule, ...] = (
         "tcp_ip",
     ),
     Rule(
+        "tcp.redirect_blocked",
+        "tcp_ip",
+        "interference",
+        "A redirect led to another port and every connection of that hop failed while the control got a "
+        "page: the failing step was the connect.",
+        "tcp_ip",
+    ),
+    Rule(
         "tcp.both_failed",
         "tcp_ip",
         "unavailable",
@@ -176,6 +184,14 @@ RULES: tuple[Rule, ...] = (
         "interference",
         "Every TLS handshake for the host failed (reset, timeout, alert, bad certificate) while the "
         "control's handshake for the same name succeeded.",
+        "http-failure",
+    ),
+    Rule(
+        "tls.redirect_blocked",
+        "tls",
+        "interference",
+        "A redirect led to an https:// URL and every TLS handshake of that hop failed (reset, timeout, "
+        "alert) while the control got a page: the failing step was the handshake, as OONI classifies it.",
         "http-failure",
     ),
     Rule(

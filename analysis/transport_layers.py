@@ -14,14 +14,14 @@ from typing import Final
 from gatewatch.core import failures as F
 from gatewatch.core import vocabulary as V
 from gatewatch.core.control import ControlObservations
-from gatewatch.core.observations import TCPConnect, TLSHandshake
+from gatewatch.core.observations import HTTPTransaction, TCPConnect, TLSHandshake
 from gatewatch.core.verdicts import Fingerprint, LayerVerdict
 
 from .dns_layer import DNSResult
 from .rules import layer_verdict
 from .target import Target, endpoint, normalise_ip, split_endpoint
 
-__all__ = ["dns_is_trusted", "judge_tcp", "judge_tls"]
+__all__ = ["dns_is_trusted", "judge_failed_redirect", "judge_tcp", "judge_tls"]
 
 _TCP_TECHNIQUES: Final[dict[str, str]] = {
     F.CONNECTION_REFUSED: V.TCP_REFUSED,
@@ -124,3 +124,49 @@ def judge_tls(
     if control_failures and not control_reached:
         return layer_verdict("tls.both_failed" if failure in control_failures else "tls.control_failed")
     return layer_verdict("tls.failed_untested")
+
+
+def judge_failed_redirect(
+    target: Target,
+    requests: Sequence[HTTPTransaction],
+    connects: Sequence[TCPConnect],
+    handshakes: Sequence[TLSHandshake],
+) -> LayerVerdict | None:
+    """The step that failed, when the request that failed was a redirect hop to another port or host.
+
+    OONI classifies a failure by the operation that failed, not by the request it belonged to: a redirect
+    from ``http://`` to ``https://`` whose TLS handshake is reset is TLS interference (``tls.reset``), not
+    an HTTP failure. The first hop's own connects and handshakes are judged by :func:`judge_tcp` and
+    :func:`judge_tls`; this looks only at a later hop that got no response. None when it cannot tell
+    (the hop's DNS failed, or its records cannot be told from the first hop's)."""
+    if len(requests) < 2 or requests[-1].response is not None or requests[-1].failure is None:
+        return None
+    hop = Target.parse(requests[-1].request.url)
+    if (hop.host, hop.port) == (target.host, target.port):
+        return None
+    if hop.is_https:
+        mine = [
+            h
+            for h in handshakes
+            if hop.same_host(h.server_name) and (split_endpoint(h.address) or ("", -1))[1] == hop.port
+        ]
+        if mine and all(h.failure is not None for h in mine):
+            failure = _dominant(h.failure for h in mine)
+            fp = Fingerprint(
+                technique=_TLS_TECHNIQUES.get(failure, V.TLS_FAILURE), stage="tls", failure=failure
+            )
+            reason = f"The redirect to {hop.host}:{hop.port} failed in its TLS handshake ({failure})."
+            return layer_verdict("tls.redirect_blocked", reason=reason, fingerprint=fp)
+        if mine:
+            return None
+    if hop.port == target.port:
+        return None  # its connects cannot be told from the first hop's
+    tried = [c for c in connects if c.port == hop.port]
+    if tried and not any(c.success for c in tried):
+        failure = _dominant(c.failure for c in tried)
+        fp = Fingerprint(
+            technique=_TCP_TECHNIQUES.get(failure, V.TCP_FAILURE), stage="tcp_ip", failure=failure
+        )
+        reason = f"The redirect to {hop.host}:{hop.port} failed to connect ({failure})."
+        return layer_verdict("tcp.redirect_blocked", reason=reason, fingerprint=fp)
+    return None

@@ -21,7 +21,7 @@ from .fingerprints import FingerprintDB
 from .http_layer import HTTPResult, judge_http
 from .rules import layer_verdict, rule
 from .target import Target
-from .transport_layers import judge_tcp, judge_tls
+from .transport_layers import judge_failed_redirect, judge_tcp, judge_tls
 
 __all__ = ["analyse"]
 
@@ -99,6 +99,11 @@ def analyse(
     tcp = judge_tcp(target, keys.tcp_connect, dns, control)
     tls = judge_tls(target, keys.tls_handshakes, dns, control)
     http = judge_http(keys.requests, control, fingerprints)
+    if http.verdict is not None and http.verdict.rule_id == "http.failure":
+        # Classified by the step that failed: a redirect hop's reset handshake is TLS interference.
+        step = judge_failed_redirect(target, keys.requests, keys.tcp_connect, keys.tls_handshakes)
+        if step is not None:
+            http = HTTPResult(step)
 
     dns_verdict = dns.verdict
     if dns_verdict.rule_id == "dns.inconsistent" and http.verdict is not None:

@@ -73,6 +73,7 @@ def row(uid: int, cc: str, asn: str, domain: str, blocked: bool, minutes: int, t
         probe_cc=cc,
         probe_asn=asn,
         test_name=test,
+        input=f"https://{domain}/",
         domain=domain,
         blocking=blocking or ("dns" if blocked else NOT_BLOCKED),
         anomaly=blocked,

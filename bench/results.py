@@ -77,6 +77,12 @@ BENCHES: tuple[Bench, ...] = (
     Bench("agent_ui.py", (), ("--requests", "100"), baseline="Python with the agent's CLI loaded"),
     Bench("netns_trace.py", (), None, needs_root=True, baseline="the web measurement of the same URL"),
     Bench("agent_startup.py", (), ("--repeat", "2"), baseline="python -c pass, same machine and run"),
+    Bench(
+        "time_to_alert.py",
+        ("--runs", "1", "--interval", "480", "--slices", "4", "--urls", "8", "--timeout-minutes", "10"),
+        None,
+        baseline="the switch-on moment (minutes to firing; false alerts before it)",
+    ),
     Bench("agent_run.py", (), None, needs_shared_lists=True),
     Bench("agent_lab.py", (), None, needs_shared_lists=True),
 )

@@ -3,16 +3,18 @@
 Fed on ingest (``add_rows``) and rebuilt from the store on start (``rebuild``). Every row is cheap to add:
 a few dictionary updates and an insertion into a list of at most ``recent_measurements`` items. Nothing
 is computed per row beyond that; attribution verdicts are recomputed in ``refresh`` only for the
-(country, domain) pairs that changed (``dirty``), and at most ``refresh_key_budget`` of them per call, so
-that a scrape or an API call never stalls the event loop for long, even right after a rebuild.
+(country, domain, input URL) keys that changed (``dirty``), and at most ``refresh_key_budget`` of them per
+call, so that a scrape or an API call never stalls the event loop for long, even right after a rebuild.
+Attribution's unit is the input URL; each domain touched by a refresh gets its row rolled up again from
+its URLs' rows (``analysis.url_rollup``: interfered with when any of its URLs is).
 
 Thread safety: /metrics renders in a worker thread (collector/metrics.py) while ingest adds rows on the
 event loop, so every public method holds one lock. Each holds it briefly: a batch of rows, or one refresh
 within its key budget.
 
 What is kept, and why it is enough:
-- per (country, domain, network): the latest ``recent_measurements`` judged measurements (all that a
-  network's state depends on), plus the earliest in-window anomaly per fingerprint (for ``first_seen``;
+- per (country, domain, input URL, network): the latest ``recent_measurements`` judged measurements (all
+  that a network's state depends on), plus the earliest in-window anomaly per fingerprint (for ``first_seen``;
   once that one leaves the window, first_seen becomes the oldest sighting still kept);
 - per (country, network): judged and anomalous counts over the window, in time buckets, for the anomaly
   ratio gauges;
@@ -44,8 +46,9 @@ from gatewatch.analysis.attribution import (
     InterferenceRow,
     Observation,
     StoredRow,
-    attribute_domain,
+    attribute_url,
 )
+from gatewatch.analysis.url_rollup import roll_up
 from gatewatch.core.vocabulary import Scope
 
 __all__ = ["AggregateSnapshot", "InterferenceAggregate"]
@@ -58,6 +61,9 @@ REPORTED_SCOPES: frozenset[Scope] = frozenset({"gateway", "isp"})
 # Memory guards against rows an attacker could invent (a free-form test name, endless domains).
 MAX_TEST_NAMES = 32
 MAX_FINGERPRINTS_PER_NETWORK = 4
+
+_Url = tuple[str, str, str]  # (country, domain, input URL): attribution's unit
+_Domain = tuple[str, str]  # (country, domain): the roll-up's unit
 
 
 @dataclass(slots=True)
@@ -76,9 +82,10 @@ class AggregateSnapshot:
     totals: Mapping[tuple[str, str, str], tuple[int, int]]
     # (cc, asn) -> (judged measurements, anomalies) in the window
     networks: Mapping[tuple[str, str], tuple[int, int]]
-    # current gateway and isp verdicts
+    # current gateway and isp verdicts: per domain (rolled up), and per URL
     rows: tuple[InterferenceRow, ...]
-    pending: int  # (country, domain) pairs whose verdict still waits to be recomputed
+    pending: int  # (country, domain, URL) keys whose verdict still waits to be recomputed
+    url_rows: tuple[InterferenceRow, ...] = ()
 
 
 def _locked(method: Callable[P, R]) -> Callable[P, R]:
@@ -114,11 +121,13 @@ class InterferenceAggregate:
 
     def _reset(self) -> None:
         self._totals: dict[tuple[str, str, str], list[int]] = {}
-        self._histories: dict[tuple[str, str], dict[str, _NetworkHistory]] = {}
+        self._histories: dict[_Url, dict[str, _NetworkHistory]] = {}
+        self._urls: dict[_Domain, dict[str, None]] = {}  # each domain's URLs with a history
         self._buckets: dict[tuple[str, str], dict[int, list[int]]] = {}
         self._network_totals: dict[tuple[str, str], list[int]] = {}
-        self._rows: dict[tuple[str, str], InterferenceRow] = {}
-        self._dirty: dict[tuple[str, str], None] = {}  # insertion-ordered set: oldest change first
+        self._rows: dict[_Url, InterferenceRow] = {}  # URL rows in REPORTED_SCOPES
+        self._domain_rows: dict[_Domain, InterferenceRow] = {}  # their roll-ups
+        self._dirty: dict[_Url, None] = {}  # insertion-ordered set: oldest change first
         self._test_names: set[str] = set()
         self._generation = 0
         self._snapshot: AggregateSnapshot | None = None
@@ -196,13 +205,14 @@ class InterferenceAggregate:
             # outside the window.
             return
         self._add_to_network_window(obs)
-        pair = (obs.probe_cc, obs.domain)
+        pair = (obs.probe_cc, obs.domain, obs.input)
         networks = self._histories.get(pair)
         if networks is None:
             if len(self._histories) >= self._max_pairs:
                 self.dropped_pairs += 1
                 return
             networks = self._histories[pair] = {}
+            self._urls.setdefault((obs.probe_cc, obs.domain), {})[obs.input] = None
         history = networks.get(obs.probe_asn)
         if history is None:
             history = networks[obs.probe_asn] = _NetworkHistory()
@@ -267,6 +277,10 @@ class InterferenceAggregate:
                 self._dirty[pair] = None
             if not networks:
                 del self._histories[pair]
+                urls = self._urls[pair[:2]]
+                del urls[pair[2]]
+                if not urls:
+                    del self._urls[pair[:2]]
         oldest_bucket = int(oldest.timestamp()) // self._bucket_seconds
         for key, buckets in list(self._buckets.items()):
             running = self._network_totals[key]
@@ -290,6 +304,7 @@ class InterferenceAggregate:
             self.prune(now)
         budget = self._refresh_key_budget if key_budget is None else key_budget
         done = 0
+        touched: dict[_Domain, None] = {}
         while self._dirty and done < budget:
             pair = next(iter(self._dirty))
             del self._dirty[pair]
@@ -298,12 +313,25 @@ class InterferenceAggregate:
                 self._rows[pair] = row
             else:
                 self._rows.pop(pair, None)
+            touched[pair[:2]] = None
             done += 1
+        for domain in touched:
+            rolled = self._roll_up(domain, self._rows)
+            if rolled is None:
+                self._domain_rows.pop(domain, None)
+            else:
+                self._domain_rows[domain] = rolled
         if done:
             self._generation += 1
         return done
 
-    def _compute(self, pair: tuple[str, str], now: datetime) -> InterferenceRow | None:
+    def _roll_up(self, domain: _Domain, url_rows: Mapping[_Url, InterferenceRow]) -> InterferenceRow | None:
+        """The domain's row from the rows of its URLs found in ``url_rows`` (None when there are none)."""
+        urls = self._urls.get(domain, {})
+        rows = [url_rows[(*domain, url)] for url in urls if (*domain, url) in url_rows]
+        return roll_up(rows, len(urls)) if rows else None
+
+    def _compute(self, pair: _Url, now: datetime) -> InterferenceRow | None:
         networks = self._histories.get(pair)
         if not networks:
             return None
@@ -313,7 +341,8 @@ class InterferenceAggregate:
             # the earliest anomalies only add to first_seen; skip those already among the recent ones
             recent_ids = {id(o) for o in history.recent}
             observations += [o for o in history.earliest.values() if id(o) not in recent_ids]
-        return attribute_domain(pair[0], pair[1], observations, now, self.settings)
+        cc, domain, url = pair
+        return attribute_url(cc, url, observations, now, self.settings, domain=domain)
 
     @_locked
     def snapshot(self) -> AggregateSnapshot:
@@ -327,31 +356,45 @@ class InterferenceAggregate:
                     generation=self._generation,
                     totals={k: (v[0], v[1]) for k, v in self._totals.items()},
                     networks={k: (v[0], v[1]) for k, v in self._network_totals.items() if v[0] > 0},
-                    rows=tuple(self._rows[k] for k in sorted(self._rows)),
+                    rows=tuple(self._domain_rows[k] for k in sorted(self._domain_rows)),
                     pending=len(self._dirty),
+                    url_rows=tuple(self._rows[k] for k in sorted(self._rows)),
                 )
             self._snapshot_at = time.monotonic()
         return self._snapshot
 
     @_locked
     def interference(
-        self, cc: str | None = None, now: datetime | None = None, *, scopes: Collection[str] | None = None
+        self,
+        cc: str | None = None,
+        now: datetime | None = None,
+        *,
+        scopes: Collection[str] | None = None,
+        urls: bool = False,
     ) -> list[InterferenceRow]:
-        """Attribution rows (all scopes unless ``scopes`` narrows them), for one country or all.
+        """Attribution rows (all scopes unless ``scopes`` narrows them), for one country or all: one per
+        domain (rolled up from its URLs), or with ``urls`` one per input URL.
 
         Gateway and isp rows for the present come from the maintained verdicts; asking for other scopes,
-        or for another ``now``, computes the verdicts of the country's pairs afresh."""
+        or for another ``now``, computes the verdicts of the country's URLs afresh."""
         wanted = frozenset(scopes) if scopes is not None else None
         if now is None and wanted is not None and wanted <= REPORTED_SCOPES:
             at = self._clock()
             self.refresh(at)
             fresh = {p: self._compute(p, at) for p in self._dirty if cc is None or p[0] == cc}
             kept = {p: r for p, r in self._rows.items() if (cc is None or p[0] == cc) and p not in fresh}
-            rows = [r for _, r in sorted({**kept, **fresh}.items()) if r is not None]
+            url_rows = {
+                p: r for p, r in {**kept, **fresh}.items() if r is not None and r.scope in REPORTED_SCOPES
+            }
         else:
             at = now or self._clock()
-            pairs = sorted(p for p in self._histories if cc is None or p[0] == cc)
-            rows = [r for r in (self._compute(p, at) for p in pairs) if r is not None]
+            pairs = [p for p in self._histories if cc is None or p[0] == cc]
+            url_rows = {p: r for p, r in ((p, self._compute(p, at)) for p in pairs) if r is not None}
+        if urls:
+            rows = [r for _, r in sorted(url_rows.items())]
+        else:
+            domains = sorted({p[:2] for p in url_rows})
+            rows = [r for r in (self._roll_up(d, url_rows) for d in domains) if r is not None]
         return [r for r in rows if wanted is None or r.scope in wanted]
 
     @property

@@ -37,6 +37,7 @@ from .appkeys import (
     STORE_KEY,
     InFlight,
 )
+from .confirm import add_confirm_routes
 from .control import ControlService, ControlSettings, add_control_routes
 from .geoip import GeoDB
 from .geolocate import add_geolocate_routes
@@ -53,6 +54,7 @@ from .settings import Settings
 from .store import StoreError, open_store
 from .testlists import add_test_list_routes
 from .tokens import add_token_routes
+from .vouched_control import CONTROL_JUDGE_KEY, ControlJudge, ControlSigner, add_control_keys_route
 
 __all__ = ["add_health_routes", "add_metrics_routes", "control_settings", "create_app", "server_options"]
 
@@ -251,8 +253,20 @@ def create_app(
     add_issuer_routes(app)
     add_token_routes(app)
     add_geolocate_routes(app)
-    add_control_routes(app, _control_service(app))
+    service = _control_service(app)
+    signer = ControlSigner.from_setting(
+        settings.control_signing_secret,
+        settings.control_key_period_seconds,
+        settings.max_age_seconds + settings.control_max_age_seconds,
+    )
+    add_control_keys_route(app, signer)
+    if settings.require_vouched_control:
+        app[CONTROL_JUDGE_KEY] = ControlJudge(
+            signer, timedelta(seconds=settings.control_max_age_seconds), service.latest
+        )
+    add_control_routes(app, service)
     add_test_list_routes(app)
+    add_confirm_routes(app)
     add_interference(app)  # after the store's context: its rebuild reads the store
     add_research_routes(app)
     add_openapi_routes(app)

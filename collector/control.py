@@ -20,6 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -28,7 +29,7 @@ from pydantic import ValidationError
 
 from gatewatch.analysis import summarise
 from gatewatch.core.bogons import is_bogon
-from gatewatch.core.control import ControlObservations
+from gatewatch.core.control import VOUCH_HEADER, ControlObservations, vouch_header
 from gatewatch.core.vocabulary import (
     BODY_TOO_LARGE,
     CONTROL_TIMEOUT,
@@ -50,6 +51,7 @@ from gatewatch.probes.web import measure
 
 from .ratelimit import TokenBuckets, retry_after_seconds
 from .responses import error_response
+from .vouched_control import CONTROL_SIGNER_KEY
 
 __all__ = [
     "CONTROL_BATCH_PATH",
@@ -121,6 +123,13 @@ class ControlService:
     )
     _slots: asyncio.Semaphore | None = None
     _budget: TokenBuckets | None = None
+    # The latest control measured for each URL, and when (UTC): what ingest may judge against when a
+    # measurement carries no control it can authenticate (collector/vouched_control.py).
+    _latest: OrderedDict[str, tuple[datetime, ControlObservations]] = field(default_factory=OrderedDict)
+
+    def latest(self, url: str) -> tuple[datetime, ControlObservations] | None:
+        """This process's latest control of ``url`` and when it was measured (safe from a worker thread)."""
+        return self._latest.get(url)
 
     def usable_addrs(self, addrs: list[str]) -> tuple[str, ...]:
         """The agent's addresses the control may try: public ones, or inside an allowed range."""
@@ -155,6 +164,10 @@ class ControlService:
         self._cache[key] = (time.monotonic(), task.result())
         while len(self._cache) > self.settings.cache_entries:
             self._cache.popitem(last=False)
+        self._latest[key[0]] = (datetime.now(UTC), task.result())
+        self._latest.move_to_end(key[0])
+        while len(self._latest) > self.settings.cache_entries:
+            self._latest.popitem(last=False)
 
     async def _measure(self, url: str, addrs: tuple[str, ...]) -> ControlObservations:
         if self._slots is None:
@@ -247,7 +260,10 @@ async def handle_control(request: web.Request) -> web.Response:
         return control_request
     item = await _answer(request.app[CONTROL_SERVICE_KEY], control_request)
     if item.control is not None:
-        return web.json_response(text=item.control.model_dump_json())
+        # The body is the control's JSON text exactly as signed; the signature travels in a header.
+        vouch = request.app[CONTROL_SIGNER_KEY].sign(item.input, item.control)
+        headers = {VOUCH_HEADER: vouch_header(vouch)}
+        return web.json_response(text=vouch.control, headers=headers)
     assert item.error in CONTROL_ERROR_STATUS, item.error  # _answer gives observations or one of these
     headers = {"Retry-After": str(item.retry_after)} if item.retry_after is not None else None
     return error_response(CONTROL_ERROR_STATUS[item.error], item.error, item.detail or "", headers)
@@ -260,7 +276,13 @@ async def handle_controls(request: web.Request) -> web.Response:
     if isinstance(batch, web.Response):
         return batch
     service = request.app[CONTROL_SERVICE_KEY]
-    items = await asyncio.gather(*(_answer(service, one) for one in batch.requests))
+    signer = request.app[CONTROL_SIGNER_KEY]
+    items = [
+        item
+        if item.control is None
+        else item.model_copy(update={"vouch": signer.sign(item.input, item.control)})
+        for item in await asyncio.gather(*(_answer(service, one) for one in batch.requests))
+    ]
     return web.json_response(text=ControlBatchResponse(results=list(items)).model_dump_json())
 
 

@@ -44,6 +44,7 @@ from gatewatch.core.vocabulary import (
     BAD_SIGNATURE,
     BATCH_TOO_LARGE,
     CC_MISMATCH,
+    CONTROL_UNVERIFIED,
     DOUBLE_SPEND,
     INTERNAL_ERROR,
     INVALID_ENVELOPE,
@@ -84,6 +85,7 @@ from .request_body import UPLOAD_SLOTS_KEY, RequestRefused, UploadSlots, read_bo
 from .responses import model_response
 from .settings import Settings
 from .store.base import DoubleSpend, StoredMeasurement, StoreError, UnstorableError
+from .vouched_control import CONTROL_JUDGE_KEY, ControlJudge
 
 __all__ = [
     "INGEST_PATH",
@@ -206,6 +208,7 @@ def _judge_all(
     geo: GeoInfo | None,
     now: datetime,
     geodb: GeoLookup | None = None,
+    judge_control: ControlJudge | None = None,
 ) -> int:
     """Parse, check times and re-derive the verdict of every verified item (worker thread). ``geo`` is the
     submitting connection's network, ``geodb`` the databases for DNS answers. Returns how many items the
@@ -232,7 +235,12 @@ def _judge_all(
         flags = _mismatch_flags(m, geo)
         try:
             keys = rederive_dns_answers(m.test_keys, settings.control_allow_net, geodb)
-            verdict = analyse(m.input, keys, keys.control, fingerprints)
+            control = keys.control
+            if judge_control is not None:  # only a control the collector can authenticate (or none)
+                decided = judge_control(m, now)
+                control = decided.control
+                flags = (*flags, CONTROL_UNVERIFIED) if decided.unverified else flags
+            verdict = analyse(m.input, keys, control, fingerprints)
         except Exception as exc:  # a bug in the analysis must cost one verdict, not the item or the batch
             # The traceback is what fixing the bug needs; the log formatter masks any address it quotes.
             log.exception(
@@ -411,7 +419,14 @@ async def _ingest(request: web.Request, metrics: IngestMetrics) -> web.Response:
     geo = _connection_geo(request)
     now = datetime.now(UTC)
     failures = await asyncio.to_thread(
-        _judge_all, items, settings, request.app[FINGERPRINTS_KEY], geo, now, request.app[GEO_KEY]
+        _judge_all,
+        items,
+        settings,
+        request.app[FINGERPRINTS_KEY],
+        geo,
+        now,
+        request.app[GEO_KEY],
+        request.app.get(CONTROL_JUDGE_KEY),
     )
     if failures:
         metrics.analysis_errors.inc(failures)

@@ -10,8 +10,10 @@
 Query parameters of the endpoint: ``cc`` (optional, a two-letter country code: all countries when
 absent) and ``scope`` (optional, comma-separated or repeated, among ``gateway``, ``isp``, ``none``,
 ``insufficient-data``; default ``gateway,isp``, the rows the collector keeps current. The other scopes
-are computed on request, so they cost more). The answer is the wire's :class:`InterferenceResponse`,
-converted from the analysis's rows.
+are computed on request, so they cost more), and ``per`` (optional: ``domain``, the default, one row per
+domain rolled up from its URLs, interfered with when any of them is; or ``url``, one row per input URL,
+the unit attribution decides). The answer is the wire's :class:`InterferenceResponse`, converted from
+the analysis's rows.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from aiohttp import web
 
 from gatewatch.analysis.attribution import AttributionSettings
-from gatewatch.core.vocabulary import SCOPES
+from gatewatch.core.vocabulary import INTERFERENCE_UNITS, SCOPES
 from gatewatch.core.wire import InterferenceResponse, InterferenceRow
 
 from .aggregate import InterferenceAggregate
@@ -102,9 +104,14 @@ async def handle_interference(request: web.Request) -> web.Response:
     if cc is not None and not _CC.match(cc):
         raise web.HTTPBadRequest(text="cc must be a two-letter country code")
     scopes = _scopes(request)
+    per = request.query.get("per", INTERFERENCE_UNITS[0])
+    if per not in INTERFERENCE_UNITS:
+        raise web.HTTPBadRequest(text=f"per must be one of {', '.join(INTERFERENCE_UNITS)}")
     aggregate = request.app[AGGREGATE_KEY]
-    # Off the event loop: scopes other than gateway/isp are computed afresh for every (country, domain).
-    rows = await asyncio.to_thread(aggregate.interference, cc.upper() if cc else None, scopes=scopes)
+    # Off the event loop: scopes other than gateway/isp are computed afresh for every (country, URL).
+    rows = await asyncio.to_thread(
+        aggregate.interference, cc.upper() if cc else None, scopes=scopes, urls=per == "url"
+    )
     # The analysis's dataclasses, read attribute by attribute into the wire's models.
     answer = InterferenceResponse(
         results=[InterferenceRow.model_validate(row, from_attributes=True) for row in rows]

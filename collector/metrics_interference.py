@@ -17,11 +17,13 @@ gatewatch_interference_scope{cc,domain,technique,scope}     MAX_INTERFERENCE_ROW
 gatewatch_interference_networks_affected{cc,domain,technique}  MAX_INTERFERENCE_ROWS
 gatewatch_interference_networks_measured{cc,domain,technique}  MAX_INTERFERENCE_ROWS
 gatewatch_interference_packet_evidence{cc,domain,rule,supports}  MAX_INTERFERENCE_ROWS
+gatewatch_interference_scheme_urls{cc,domain,scheme,            len(URL_SCHEMES) x MAX_INTERFERENCE_ROWS
+                                   technique,scope}
 gatewatch_countries_gateway_interference                    1
 gatewatch_interference_rows_unexported                      1
 ==========================================================  ===========================================
 
-``SERIES_BUDGET`` is the sum (under 8,000). The rules behind it:
+``SERIES_BUDGET`` is the sum (under 9,500). The rules behind it:
 
 - ``cc``: the first ``MAX_COUNTRIES`` countries seen keep their own label for the collector's lifetime (so
   counters stay monotonic); any later country is ``other``.
@@ -33,6 +35,12 @@ gatewatch_interference_rows_unexported                      1
   by networks affected); a domain that is not a plain host name (an IP literal, say) is never a label.
   Rows left out are counted in ``gatewatch_interference_rows_unexported``. Countries labelled ``other``
   get no interference rows (their rows could not be told apart).
+- per-URL attribution reaches the metrics without a URL label (a path is free text): the domain gauges
+  carry each domain's roll-up (interfered with when any of its URLs is), and
+  ``gatewatch_interference_scheme_urls`` splits an exported domain by scheme (``http``/``https``; other
+  schemes are not exported): how many of that scheme's URLs have interference, with the scope and
+  technique of the most serious one. That is what tells Host filtering of ``http://`` from SNI filtering of
+  ``https://`` on one dashboard. The per-URL rows themselves are in ``GET /api/v1/interference?per=url``.
 - ``technique``: one of ``TECHNIQUE_LABELS``: every technique of :mod:`gatewatch.core.vocabulary` (so
   each is its own series), ``unknown`` when the verdict has none, ``other`` for a name outside the
   vocabulary. It does not multiply the budget: a row has one technique, and rows are capped.
@@ -52,12 +60,14 @@ import re
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from urllib.parse import urlsplit
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from gatewatch.analysis.attribution import InterferenceRow
 from gatewatch.analysis.packet_evidence import PACKET_RULES
+from gatewatch.analysis.url_rollup import seriousness
 from gatewatch.core import vocabulary
 
 from .aggregate import AggregateSnapshot, InterferenceAggregate
@@ -71,6 +81,7 @@ __all__ = [
     "METRIC_NAMES",
     "SERIES_BUDGET",
     "TECHNIQUE_LABELS",
+    "URL_SCHEMES",
     "TEST_LABELS",
     "InterferenceCollector",
     "register_interference_metrics",
@@ -87,6 +98,7 @@ TEST_LABELS = ("web", "web_connectivity", OTHER)
 BLOCKING_LABELS = (*vocabulary.BLOCKING_LABELS, OTHER)
 UNKNOWN_TECHNIQUE = "unknown"  # a row whose verdict names no technique
 TECHNIQUE_LABELS = (*vocabulary.TECHNIQUES, UNKNOWN_TECHNIQUE, OTHER)
+URL_SCHEMES = ("http", "https")
 
 MEASUREMENTS = "gatewatch_measurements"  # exposed with the _total suffix
 ANOMALIES = "gatewatch_anomalies"
@@ -95,6 +107,7 @@ NETWORK_MEASUREMENTS = "gatewatch_network_measurements"
 SCOPE = "gatewatch_interference_scope"
 AFFECTED = "gatewatch_interference_networks_affected"
 MEASURED = "gatewatch_interference_networks_measured"
+SCHEME_URLS = "gatewatch_interference_scheme_urls"
 COUNTRIES_GATEWAY = "gatewatch_countries_gateway_interference"
 UNEXPORTED = "gatewatch_interference_rows_unexported"
 PACKET_EVIDENCE = "gatewatch_interference_packet_evidence"  # issue 17
@@ -107,6 +120,7 @@ METRIC_NAMES = (
     SCOPE,
     AFFECTED,
     MEASURED,
+    SCHEME_URLS,
     COUNTRIES_GATEWAY,
     UNEXPORTED,
     PACKET_EVIDENCE,
@@ -114,7 +128,7 @@ METRIC_NAMES = (
 
 _PER_COUNTRY_TESTS = (MAX_COUNTRIES + 1) * len(TEST_LABELS) * len(BLOCKING_LABELS)
 _PER_NETWORK = (MAX_COUNTRIES + 1) * (MAX_NETWORKS_PER_COUNTRY + 1)
-SERIES_BUDGET = 2 * _PER_COUNTRY_TESTS + 2 * _PER_NETWORK + 4 * MAX_INTERFERENCE_ROWS + 2
+SERIES_BUDGET = 2 * _PER_COUNTRY_TESTS + 2 * _PER_NETWORK + (4 + len(URL_SCHEMES)) * MAX_INTERFERENCE_ROWS + 2
 
 _CountryLabel = Callable[[str], str]
 _CC = re.compile(r"^[A-Z]{2}$")
@@ -185,6 +199,7 @@ class InterferenceCollector(Collector):
             scope,
             affected,
             measured,
+            scheme_urls,
             gateway,
             unexported,
             packet_evidence,
@@ -226,6 +241,9 @@ class InterferenceCollector(Collector):
                 packet_evidence.add_metric(
                     (cc, row.domain, evidence["rule_id"], supports), evidence["networks_located"]
                 )
+        for (cc, domain, scheme), (count, worst) in _by_scheme(snapshot.url_rows, exported).items():
+            labels = (self._country(cc), domain, scheme, _technique(worst.technique), worst.scope)
+            scheme_urls.add_metric(labels, count)
         gateway.add_metric((), len({r.cc for r in snapshot.rows if r.scope == "gateway"}))
         unexported.add_metric((), left_out)
         return [
@@ -236,6 +254,7 @@ class InterferenceCollector(Collector):
             scope,
             affected,
             measured,
+            scheme_urls,
             gateway,
             unexported,
             packet_evidence,
@@ -255,6 +274,8 @@ _FAMILY_TABLE: tuple[tuple[type[Metric], str, str, tuple[str, ...]], ...] = (
      ("cc", "domain", "technique", "scope")),
     (GaugeMetricFamily, AFFECTED, "Networks showing the interference (gateway: the same fingerprint)", _ROW),
     (GaugeMetricFamily, MEASURED, "Networks that measured the domain in the window", _ROW),
+    (GaugeMetricFamily, SCHEME_URLS, "URLs of the domain and scheme with gateway- or ISP-level interference "
+     "(technique, scope: the most serious one's)", ("cc", "domain", "scheme", "technique", "scope")),
     (GaugeMetricFamily, COUNTRIES_GATEWAY, "Countries with at least one gateway-level interference now", ()),
     (GaugeMetricFamily, UNEXPORTED, "Gateway or ISP rows left out of the metrics by the budget", ()),
     (GaugeMetricFamily, PACKET_EVIDENCE, "Networks whose packet traces located an injector, by evidence rule",
@@ -308,6 +329,22 @@ def _capped_rows(
         per_country[cc] += 1
         kept.append(row)
     return kept, len(eligible) - len(kept)
+
+
+def _by_scheme(
+    url_rows: Sequence[InterferenceRow], exported: Sequence[InterferenceRow]
+) -> dict[tuple[str, str, str], tuple[int, InterferenceRow]]:
+    """Per exported (country, domain) and scheme: how many URLs have interference, and the most serious."""
+    domains = {(row.cc, row.domain) for row in exported}
+    out: dict[tuple[str, str, str], tuple[int, InterferenceRow]] = {}
+    for row in sorted(url_rows, key=seriousness):
+        scheme = urlsplit(row.input or "").scheme.lower()
+        if (row.cc, row.domain) not in domains or scheme not in URL_SCHEMES:
+            continue
+        key = (row.cc, row.domain, scheme)
+        count, worst = out.get(key, (0, row))
+        out[key] = (count + 1, worst)
+    return out
 
 
 def register_interference_metrics(

@@ -24,11 +24,13 @@ from gatewatch.core.envelope import Envelope
 from gatewatch.core.measurement import Measurement
 from gatewatch.core.schema import write_or_print
 from gatewatch.core.verdicts import Verdict
-from gatewatch.core.vocabulary import SCOPES
+from gatewatch.core.vocabulary import INTERFERENCE_UNITS, SCOPES
 from gatewatch.core.wire import (
     MAX_CONTROL_BATCH,
+    ConfirmationList,
     ControlBatchRequest,
     ControlBatchResponse,
+    ControlKeys,
     ControlRequest,
     ErrorBody,
     Geolocation,
@@ -70,6 +72,8 @@ _MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
     (Geolocation, "serialization"),
     (ControlObservations, "serialization"),
     (ControlBatchResponse, "serialization"),
+    (ControlKeys, "serialization"),
+    (ConfirmationList, "serialization"),
     (MeasurementPage, "serialization"),
     (InterferenceResponse, "serialization"),
     (Verdict, "serialization"),
@@ -228,7 +232,10 @@ def _controls() -> dict[str, Any]:
                 "operationId": "control",
                 "summary": "Measure a URL from the collector's own, uncensored vantage point",
                 "description": "Destinations in private, loopback, link-local, multicast and reserved "
-                "ranges are never contacted unless the operator allowed them. Answers are cached briefly.",
+                "ranges are never contacted unless the operator allowed them. Answers are cached briefly. "
+                "The body is the control's JSON text exactly as the collector signed it; the header "
+                "Gatewatch-Control-Signature (key_id=...; measured_at=...; signature=...) vouches for it "
+                "(Ed25519, keys at GET /api/v1/control-keys).",
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": _ref(ControlRequest)}},
@@ -258,6 +265,36 @@ def _controls() -> dict[str, Any]:
                     "400": _error("The body is not a ControlBatchRequest (1 to 32 ControlRequests)."),
                     "413": _error("The body is too large."),
                 },
+            }
+        },
+        "/api/v1/confirm": {
+            "get": {
+                "operationId": "confirm",
+                "summary": "Test-list URLs that just showed an anomaly in the country: measure them now",
+                "description": "Agents poll this about once a minute (with jitter, within their budget) "
+                "and measure the listed URLs at once, so that a block seen in one network is confirmed "
+                "(or not) by the others within minutes. Only URLs on the operator's test list, at most "
+                "20, and nothing about who reported them.",
+                "parameters": [
+                    {
+                        "name": "cc",
+                        "in": "query",
+                        "required": True,
+                        "description": "Country code.",
+                        "schema": {"type": "string", "pattern": "^[A-Za-z]{2}$"},
+                    }
+                ],
+                "responses": {
+                    "200": _json(_ref(ConfirmationList), "The URLs to measure now (often none)."),
+                    "400": _error("No or bad cc."),
+                },
+            }
+        },
+        "/api/v1/control-keys": {
+            "get": {
+                "operationId": "controlKeys",
+                "summary": "The collector's control-signing keys (Ed25519, rotated) that ingest accepts",
+                "responses": {"200": _json(_ref(ControlKeys), "Key ids and public keys, newest first.")},
             }
         },
     }
@@ -311,10 +348,22 @@ def _test_list_and_interference() -> dict[str, Any]:
                         "explode": True,
                         "schema": {"type": "array", "items": {"enum": [*SCOPES, "all"]}},
                     },
+                    {
+                        "name": "per",
+                        "in": "query",
+                        "required": False,
+                        "description": "domain (default): one row per domain, rolled up from its URLs "
+                        "(interfered with when any of them is); url: one row per input URL, the unit "
+                        "attribution decides.",
+                        "schema": {"enum": list(INTERFERENCE_UNITS), "default": INTERFERENCE_UNITS[0]},
+                    },
                 ],
                 "responses": {
-                    "200": _json(_ref(InterferenceResponse), "One row per (country, domain) and scope."),
-                    "400": _error("A bad cc or scope."),
+                    "200": _json(
+                        _ref(InterferenceResponse),
+                        "One row per (country, domain) or (country, URL), and scope.",
+                    ),
+                    "400": _error("A bad cc, scope or per."),
                 },
             }
         },

@@ -135,6 +135,15 @@ class Settings:
     control_concurrency: int = 16
     control_rate: float = 5.0
     control_burst: int = 50
+    # Vouched controls (collector/vouched_control.py): the secret every collector process of a deployment
+    # shares, from which the rotating control-signing keys are derived ("" = a random one per process: it
+    # vouches for its own controls only); the rotation period; how much earlier than a measurement its
+    # control may have been measured; and whether ingest judges only against a control it can authenticate
+    # (off: the agent's embedded control is judged as given, as before vouching existed).
+    control_signing_secret: str = ""
+    control_key_period_seconds: float = 86_400.0
+    control_max_age_seconds: float = 3_600.0
+    require_vouched_control: bool = True
     # Test lists served by GET /api/v1/test-list: "CC=FILE" (Citizen Lab CSV); CC "global" is appended to
     # every country's list and served alone for countries without one.
     test_list: tuple[str, ...] = ()
@@ -182,6 +191,8 @@ class Settings:
             "header_timeout_seconds",
             "body_timeout_seconds",
             "control_rate",
+            "control_key_period_seconds",
+            "control_max_age_seconds",
             "attribution_window_seconds",
         ):
             if not getattr(self, name) > 0:
@@ -195,6 +206,8 @@ class Settings:
             raise SettingsError("control_cache_seconds: must not be negative")
         if self.control_resolver:
             parse_resolver(self.control_resolver)
+        if self.control_signing_secret and len(self.control_signing_secret) < 32:
+            raise SettingsError("control_signing_secret: at least 32 characters")
         for name in ("control_allow_net", "trusted_proxies"):
             for cidr in getattr(self, name):
                 try:

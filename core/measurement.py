@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
 
-from .control import ControlObservations
+from .control import ControlObservations, VouchedControl
 from .observations import DNSQuery, HTTPTransaction, PacketTrace, TCPConnect, TLSHandshake
 from .verdicts import Verdict
 from .vocabulary import WITHHELD_ASN, WITHHELD_CC
@@ -143,6 +143,9 @@ class WebTestKeys(BaseModel):
     requests: list[HTTPTransaction] = Field(default_factory=list, max_length=32)
     # The control the agent compared against, as received (the collector keeps it with the measurement).
     control: ControlObservations | None = None
+    # The same control as the collector signed it (ingest judges only against a control it can
+    # authenticate); absent when the collector does not vouch for its controls.
+    control_vouch: VouchedControl | None = None
     control_failure: str | None = None
     # The agent's own verdict. The collector never trusts it: it re-derives its own from the
     # observations and the control with the same analysis code.

@@ -114,17 +114,26 @@ ANALYSIS_ERROR: Final = "analysis_error"  # the analysis crashed: stored with bl
 # Imported from OONI's published data (gatewatch-collector import-ooni): unsigned, no volunteer's key vouches
 # for it, so signature checks skip it. Its payload also carries the annotation gatewatch_import.
 OONI_IMPORT: Final = "ooni_import"
+# no control the collector could authenticate (vouched, or its own): stored with blocking null
+CONTROL_UNVERIFIED: Final = "control_unverified"
+# Why ingest could not use a measurement's vouched control (collector/vouched_control.py): logged.
+VouchRefusal = Literal["absent", "malformed", "unknown_key", "forged", "other_url", "too_old", "too_new"]
+VOUCH_REFUSALS: Final[tuple[str, ...]] = get_args(VouchRefusal)
 MISMATCH_FLAGS: Final = frozenset({ASN_MISMATCH, CC_MISMATCH})
-FLAGS: Final[tuple[str, ...]] = (ASN_MISMATCH, CC_MISMATCH, ANALYSIS_ERROR, OONI_IMPORT)
+FLAGS: Final[tuple[str, ...]] = (ASN_MISMATCH, CC_MISMATCH, ANALYSIS_ERROR, OONI_IMPORT, CONTROL_UNVERIFIED)
 
 # --- attribution -----------------------------------------------------------------------------------------
 # Where interference with a domain in a country happens: every network (the gateway), some (an ISP), none,
 # or too few measurements to say.
 Scope = Literal["gateway", "isp", "none", "insufficient-data"]
 SCOPES: Final[tuple[str, ...]] = get_args(Scope)
-# One network's state for a domain.
+# One network's state for an input URL.
 NetworkCondition = Literal["affected", "clean", "flapping"]
 NETWORK_CONDITIONS: Final[tuple[str, ...]] = get_args(NetworkCondition)
+# What an attribution row is about: each input URL (the unit decided), or a domain (rolled up from its URLs:
+# interfered with when any of them is).
+InterferenceUnit = Literal["domain", "url"]
+INTERFERENCE_UNITS: Final[tuple[str, ...]] = get_args(InterferenceUnit)
 
 # --- packet-level evidence (the agent's optional privileged trace step) -----------------------------------
 # Which flow a trace re-sends: a DNS query, a TLS ClientHello, an HTTP request.

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from .control import ControlObservations
+from .control import ControlObservations, VouchedControl
 from .envelope import ENVELOPE_FORMAT, Envelope
 from .measurement import ASN, ASN_RE, CC_RE, CountryCode, UTCDateTime
 from .verdicts import Blocking, Verdict
@@ -31,6 +31,9 @@ __all__ = [
     "ControlBatchItem",
     "ControlBatchRequest",
     "ControlBatchResponse",
+    "ConfirmationList",
+    "ControlKey",
+    "ControlKeys",
     "ControlRequest",
     "ErrorBody",
     "Geolocation",
@@ -217,10 +220,14 @@ class ControlBatchRequest(_Model):
 
 class ControlBatchItem(_Model):
     """The answer to one request of a batch: its observations, or the error ``POST /api/v1/control``
-    would have answered for it alone (``invalid_input``, ``rate_limited``, ``control_timeout``)."""
+    would have answered for it alone (``invalid_input``, ``rate_limited``, ``control_timeout``).
+
+    ``vouch`` is the same control signed by the collector: the agent embeds it in its measurement
+    (``test_keys.control_vouch``), and ingest judges only against a control it can authenticate."""
 
     input: str
     control: ControlObservations | None = None
+    vouch: VouchedControl | None = None
     error: str | None = None
     detail: str | None = None
     retry_after: int | None = None  # seconds, with ``rate_limited``
@@ -230,6 +237,31 @@ class ControlBatchResponse(_Model):
     """Answer of ``POST /api/v1/controls``: one item per request, in the order asked."""
 
     results: list[ControlBatchItem]
+
+
+class ConfirmationList(_Model):
+    """``GET /api/v1/confirm?cc=XL``: test-list URLs that just showed an anomaly somewhere in the country,
+    for its agents to measure at once (nothing about who reported them)."""
+
+    cc: _Cc
+    urls: list[str]
+    poll_seconds: int = Field(ge=1, description="Poll about this often (add jitter).")
+
+
+class ControlKey(_Model):
+    """One of the collector's control-signing keys (Ed25519), for the period it signs in."""
+
+    key_id: str
+    public_key: str = Field(description="base64 of the raw 32-byte Ed25519 public key")
+    not_before: _Time
+    not_after: _Time
+
+
+class ControlKeys(_Model):
+    """``GET /api/v1/control-keys``: the keys whose vouched controls ingest accepts, newest first."""
+
+    current: str = Field(description="The key id controls are signed with now.")
+    keys: list[ControlKey]
 
 
 # --- GET /api/v1/measurements ----------------------------------------------------------------------------
@@ -281,11 +313,22 @@ class InterferenceNetwork(_Model):
 
 
 class InterferenceRow(_Model):
-    """Whether interference with a domain in a country is gateway-level (one chokepoint for every network)
-    or confined to some networks, and on what evidence."""
+    """Whether interference with an input URL, or a domain, in a country is gateway-level (one chokepoint
+    for every network) or confined to some networks, and on what evidence.
+
+    A URL row (``input`` set) is attribution's own decision; a domain row (``input`` null) is its most
+    serious URL's row (``decided_by``): a domain is interfered with when any of its URLs is."""
 
     cc: _Cc
     domain: str
+    input: str | None = Field(description="The URL this row decides; null on a domain's roll-up.")
+    decided_by: str | None = Field(
+        description="The URL whose decision the row carries (on a domain row, its most serious URL)."
+    )
+    urls_measured: int = Field(ge=0, description="The domain's URLs measured in the window (a URL row: 1).")
+    urls_affected: int = Field(
+        ge=0, description="Of those, the URLs with gateway- or isp-level interference."
+    )
     scope: Scope
     rule_id: str = Field(description="The attribution rule that decided.")
     evidence: str

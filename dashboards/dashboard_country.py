@@ -1,4 +1,5 @@
-"""The country dashboard: one country's networks and, for each blocked domain, gateway or ISPs?
+"""The country dashboard: one country's networks and, for each blocked domain, gateway or ISPs, and on
+which scheme?
 
 Part of ``dashboards/generate.py``.
 """
@@ -51,6 +52,25 @@ COUNTRY = Dashboard(
                     "options": {
                         "excludeByName": {"Time": True, "__name__": True, "Value #A": True, "cc": True},
                         "renameByName": {"Value #B": "networks affected", "Value #C": "networks measured"},
+                    },
+                },
+            ],
+        ),
+        Panel(
+            "Which scheme: http:// or https://",
+            "table",
+            [Target('gatewatch_interference_scheme_urls{cc="$cc"}', instant=True, table=True)],
+            description="Per blocked domain and scheme, the URLs with interference and the scope and "
+            "technique of the most serious one: Host filtering hits http:// only, SNI filtering https:// "
+            "only. A domain counts as blocked (in the table above) when any of its URLs is; the URLs "
+            "themselves are in GET /api/v1/interference?per=url.",
+            width=24,
+            transformations=[
+                {
+                    "id": "organize",
+                    "options": {
+                        "excludeByName": {"Time": True, "__name__": True, "cc": True},
+                        "renameByName": {"Value": "URLs affected"},
                     },
                 },
             ],

@@ -148,13 +148,25 @@ class Lab:
     # --- what the probes and the tests need to know ---------------------------------------------------
 
     def urls(self) -> list[str]:
-        """One URL per scenario domain, in scenario order, with the lab's port."""
-        return [self.url(d.name) for d in self.scenario.domains]
+        """One URL per scenario domain and scheme, in scenario order, with the lab's port."""
+        return [self.url(d.name, scheme) for d in self.scenario.domains for scheme in d.schemes]
 
-    def url(self, domain: str) -> str:
+    def url(self, domain: str, scheme: str | None = None) -> str:
+        """The domain's URL (of ``scheme``, by default the domain's first) with the lab's port."""
         spec = self.scenario.domain(domain)
-        port = self.https_port if spec.scheme == "https" else self.http_port
-        return f"{spec.scheme}://{spec.name}:{port}/"
+        scheme = scheme or spec.scheme
+        if scheme not in spec.schemes:
+            raise KeyError(f"{domain!r} is not measured over {scheme!r} in scenario {self.scenario.name!r}")
+        port = self.https_port if scheme == "https" else self.http_port
+        return f"{scheme}://{spec.name}:{port}/"
+
+    def switch(self, domain: str, on: bool) -> None:
+        """Turn the censor of ``domain`` on or off while the lab runs (its DNS, TLS and HTTP behaviours act
+        on the next query or connection). ``blackhole`` is fixed when the lab starts: a ValueError."""
+        spec = self.scenario.domain(domain)
+        if "blackhole" in spec.behaviours:
+            raise ValueError(f"{domain!r}: blackhole is set up when the lab starts; it cannot be switched")
+        spec.switch.on = on
 
     def rewrite_url(self, url: str) -> str:
         """A real URL pointed at the lab: its port replaced by the lab's for its scheme.
@@ -202,10 +214,11 @@ class Lab:
         """The web_connectivity ``blocking`` value the scenario expects for this URL from ``network``."""
         if network not in self.networks:
             raise KeyError(f"unknown lab network {network!r} (known: {list(self.networks)})")
-        host = urlsplit(url_or_domain).hostname if "://" in url_or_domain else url_or_domain
+        parts = urlsplit(url_or_domain) if "://" in url_or_domain else None
+        host = parts.hostname if parts is not None else url_or_domain
         if self._is_wildcard(host or "") or host in self.wildcard_addresses:
             return False  # wildcard sites are clean for everyone, by name or by address
-        return self.scenario.domain(host or "").blocking[network]
+        return self.scenario.domain(host or "").expected(network, parts.scheme if parts else None)
 
     def _is_wildcard(self, name: str) -> bool:
         return bool(self.wildcard_addresses) and name not in self.scenario and is_wildcard_name(name)

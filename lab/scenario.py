@@ -8,16 +8,21 @@ A scenario is TOML with an optional ``name``/``description``, optional lab-wide 
 
     [[domain]]
     name = "isp-blockpage.lab"
-    scheme = "http"                   # http | https
+    scheme = "http"                   # http | https, or both: ["http", "https"] (one URL each)
     behaviours = ["http_blockpage"]   # see BEHAVIOURS
     networks = ["isp-a"]              # "all" (every censored network: gateway-level) or a list (ISP-level)
     blocking = "http-diff"            # expected web_connectivity `blocking` in the affected networks
     expected_scope = "isp"            # gateway | isp | none (derived when omitted)
     exists = true                     # false: NXDOMAIN for everyone, the probe and the control alike
+    switched_on = true                # false: the censor starts idle; Lab.switch(name, True) turns it on
 
 ``blocking`` may also be a table per network (``{ isp-a = "http-diff" }``); networks a behaviour does not
-apply to, and the clean vantage, always expect ``false``. Loading validates everything and raises
-``ScenarioError`` naming the file, the domain and the problem.
+apply to, and the clean vantage, always expect ``false``. A domain measured over both schemes expects
+``blocking`` only on the URLs some behaviour can act on: ``http_blockpage`` acts on cleartext only and
+``tls_reset`` on a ClientHello only, so with one of them alone the other scheme's URL expects ``false``
+(the gateway filtering Host headers while HTTPS to the same host works, or SNI while http:// works).
+``expected_scope`` is the domain's: interfered with when any of its URLs is. Loading validates everything
+and raises ``ScenarioError`` naming the file, the domain and the problem.
 
 ``latency_ms`` emulates distance: the resolver delays each reply, and each web server delays the first byte
 after accepting, the TLS handshake and the HTTP response by that much, so a measurement through the lab
@@ -30,7 +35,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -43,6 +48,7 @@ __all__ = [
     "BEHAVIOURS",
     "MAX_LATENCY_MS",
     "BLOCKING_VALUES",
+    "BlockSwitch",
     "CENSORING_BEHAVIOURS",
     "EXPECTED_SCOPES",
     "DomainSpec",
@@ -73,7 +79,17 @@ SCHEMES: tuple[str, ...] = ("http", "https")
 # and an SNI-triggered reset needs a ClientHello.
 _SCHEME_OF_BEHAVIOUR = {"tls_reset": "https", "http_blockpage": "http"}
 
-_DOMAIN_KEYS = {"name", "scheme", "behaviours", "networks", "blocking", "expected_scope", "exists", "notes"}
+_DOMAIN_KEYS = {
+    "name",
+    "scheme",
+    "behaviours",
+    "networks",
+    "blocking",
+    "expected_scope",
+    "exists",
+    "notes",
+    "switched_on",
+}
 _TOP_KEYS = {"name", "description", "domain", "latency_ms", "wildcard"}
 # Beyond this a typo (seconds written as milliseconds) would stall every test that uses the scenario.
 MAX_LATENCY_MS = 2000.0
@@ -85,19 +101,47 @@ class ScenarioError(ValueError):
     """A scenario file is malformed; the message says where and why."""
 
 
+@dataclass
+class BlockSwitch:
+    """Whether a domain's censor acts now (a block switched on or off while the lab runs)."""
+
+    on: bool
+
+
 @dataclass(frozen=True)
 class DomainSpec:
     name: str
-    scheme: str
+    scheme: str  # the first (or only) scheme it is measured with
     behaviours: tuple[str, ...]
     networks: tuple[str, ...]  # the networks the behaviours apply to ("all" already expanded)
     blocking: dict[str, object]  # expected `blocking` for every lab network, clean included
     expected_scope: str
     exists: bool = True
     notes: str = ""
+    also: tuple[str, ...] = ()  # further schemes it is measured with (one URL per scheme)
+    # Whether its censoring behaviours act now: switched at run time (Lab.switch), so it is state shared by
+    # every server that reads this spec, and not part of the spec's equality.
+    switch: BlockSwitch = field(default_factory=lambda: BlockSwitch(True), compare=False, repr=False)
+
+    @property
+    def schemes(self) -> tuple[str, ...]:
+        return (self.scheme, *self.also)
+
+    def expected(self, network: str, scheme: str | None = None) -> object:
+        """The ``blocking`` expected from ``network`` for this domain's URL of ``scheme`` (default: its
+        first): ``false`` when none of its censoring behaviours can act on that scheme."""
+        scheme = scheme or self.scheme
+        acting = [
+            b
+            for b in self.behaviours
+            if b in CENSORING_BEHAVIOURS and _SCHEME_OF_BEHAVIOUR.get(b, scheme) == scheme
+        ]
+        return self.blocking[network] if acting else False
 
     def applies(self, behaviour: str, network: str | None) -> bool:
         """True when ``behaviour`` is switched on for clients of ``network``."""
+        if behaviour in CENSORING_BEHAVIOURS and not self.switch.on:
+            return False
         return network is not None and behaviour in self.behaviours and network in self.networks
 
 
@@ -209,15 +253,13 @@ def _parse_domain(table: dict[str, Any], where: str) -> DomainSpec:
     if not _HOSTNAME.match(name):
         raise ScenarioError(f"{where}: {name!r} is not a hostname")
     where = f"{where} {name!r}"
-    if "scheme" not in table:
-        raise ScenarioError(f"{where}: missing 'scheme' (one of {list(SCHEMES)})")
-    scheme = table["scheme"]
-    if scheme not in SCHEMES:
-        raise ScenarioError(f"{where}: scheme {scheme!r} is not one of {list(SCHEMES)}")
+    schemes = _schemes(table, where)
     behaviours = _behaviours(table.get("behaviours", []), where)
     for behaviour, needed in _SCHEME_OF_BEHAVIOUR.items():
-        if behaviour in behaviours and scheme != needed:
-            raise ScenarioError(f"{where}: behaviour {behaviour!r} needs scheme {needed!r}, not {scheme!r}")
+        if behaviour in behaviours and needed not in schemes:
+            raise ScenarioError(
+                f"{where}: behaviour {behaviour!r} needs scheme {needed!r}, not {', '.join(schemes)!r}"
+            )
     networks = _networks(table.get("networks", "all"), where)
     if not behaviours:
         networks = ()  # validated above, but nothing applies anywhere
@@ -238,14 +280,36 @@ def _parse_domain(table: dict[str, Any], where: str) -> DomainSpec:
         raise ScenarioError(f"{where}: expected_scope {scope!r} is not one of {list(EXPECTED_SCOPES)}")
     return DomainSpec(
         name=name,
-        scheme=scheme,
+        scheme=schemes[0],
+        also=schemes[1:],
         behaviours=behaviours,
         networks=networks,
         blocking=blocking,
         expected_scope=scope,
         exists=exists,
         notes=_string(table.get("notes", ""), f"{where}: notes"),
+        switch=BlockSwitch(_switched_on(table, behaviours, where)),
     )
+
+
+def _schemes(table: dict[str, Any], where: str) -> tuple[str, ...]:
+    if "scheme" not in table:
+        raise ScenarioError(f"{where}: missing 'scheme' (one of {list(SCHEMES)}, or a list of them)")
+    value = table["scheme"]
+    schemes = value if isinstance(value, list) else [value]
+    if not schemes or len(set(map(str, schemes))) != len(schemes):
+        raise ScenarioError(f"{where}: scheme must be one of {list(SCHEMES)} or a list of them, each once")
+    for scheme in schemes:
+        if scheme not in SCHEMES:
+            raise ScenarioError(f"{where}: scheme {scheme!r} is not one of {list(SCHEMES)}")
+    return tuple(schemes)
+
+
+def _switched_on(table: dict[str, Any], behaviours: tuple[str, ...], where: str) -> bool:
+    on = _flag(table.get("switched_on", True), f"{where}: switched_on")
+    if not on and "blackhole" in behaviours:
+        raise ScenarioError(f"{where}: blackhole is set up when the lab starts; it cannot start switched off")
+    return on
 
 
 def _behaviours(value: object, where: str) -> tuple[str, ...]:

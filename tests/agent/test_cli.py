@@ -252,6 +252,8 @@ def test_the_daemon_falls_back_to_the_last_list_fetched(tmp_path: Path) -> None:
     data = tmp_path / "d"
     _init(data)
     paths = DataPaths.at(data)
+    # one slice: the pass takes the whole list (by default a pass takes one slice of 24)
+    paths.settings.write_text(paths.settings.read_text() + "\n[daemon]\nslices = 1\n")
     fetched = (
         "url,category_code,category_description,date_added,source,notes\n"
         "http://127.0.0.1:9/a,NEWS,,,,\nhttp://127.0.0.1:9/b,NEWS,,,,\n"

@@ -4,7 +4,7 @@ import itertools
 import random
 import time
 
-from gatewatch.agent.daemon import run_schedule
+from gatewatch.agent.daemon import ConfirmationBudget, SliceCursor, run_schedule
 from gatewatch.agent.netinfo import NetworkView, default_gateways, local_address_toward
 
 
@@ -95,3 +95,49 @@ async def test_an_upload_that_fails_does_not_end_the_schedule() -> None:
         upload=broken_upload,
     )  # fmt: skip
     assert passes == 2 and len(calls) == 2
+
+
+def test_slices_cover_the_list_once_per_round_and_differ_between_agents() -> None:
+    urls = [f"https://site{i}.example/" for i in range(200)]
+    cursor = SliceCursor(slices=8, salt="agent-1")
+    rounds = [cursor.take(urls, str) for _ in range(8)]
+    assert sorted(u for r in rounds for u in r) == sorted(urls)  # every URL once in a round of 8 passes
+    assert max(map(len, rounds)) < 50  # small paced passes, not one burst
+    assert cursor.index == 0 and cursor.take(urls, str) == rounds[0]  # the next round repeats the order
+    other = SliceCursor(slices=8, salt="agent-2")
+    assert other.take(urls, str) != rounds[0]  # another agent measures a URL at another moment
+    assert SliceCursor(slices=1).take(urls, str) == urls
+
+
+def test_the_confirmation_budget_caps_the_hour_and_skips_urls_just_measured() -> None:
+    now = [0.0]
+    budget = ConfirmationBudget(per_hour=3, same_url_gap=600, clock=lambda: now[0])
+    assert budget.take(["a", "b", "a"]) == ["a", "b"]
+    assert budget.take(["a", "c", "d"]) == ["c"]  # a was just measured; the hour's budget is then spent
+    now[0] = 700.0
+    assert budget.take(["a"]) == []  # still within the hour
+    now[0] = 3700.0
+    assert budget.take(["a", "e", "f", "g"]) == ["a", "e", "f"]
+
+
+async def test_confirmation_requests_are_polled_between_passes_with_jitter() -> None:
+    """The daemon asks for confirmation requests about every ``confirm_every`` seconds while it waits for
+    its next pass; a failing poll does not end the schedule."""
+    polls: list[float] = []
+
+    async def one_pass() -> str | None:
+        return None
+
+    async def confirm() -> None:
+        polls.append(time.monotonic())
+        if len(polls) == 2:
+            raise RuntimeError("collector unreachable")
+
+    same = NetworkView("192.168.1.5", ())
+    started = time.monotonic()
+    await run_schedule(
+        one_pass, interval=0.5, jitter=0, observe=lambda: same, max_passes=2, rng=random.Random(3),
+        min_gap=0.0, poll=0.05, confirm=confirm, confirm_every=0.1,
+    )  # fmt: skip
+    assert 3 <= len(polls) <= 7, polls  # 0.5 s of waiting, one poll every 0.075-0.125 s
+    assert all(p - started < 1.0 for p in polls)

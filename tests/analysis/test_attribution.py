@@ -43,6 +43,7 @@ def history(asn: str, symbols: str, hours_ago: float = 2.0, step_minutes: float 
             Observation(
                 probe_cc=CC,
                 probe_asn=asn,
+                input=f"https://{DOMAIN}/",
                 domain=DOMAIN,
                 test_name="web",
                 seen_at=start + timedelta(minutes=step_minutes * i),
@@ -241,6 +242,7 @@ def stored_row(**changes: object) -> SimpleNamespace:
         "probe_cc": "XL",
         "probe_asn": "AS1",
         "test_name": "web",
+        "input": "https://d.example/",
         "domain": "d.example",
         "blocking": "dns",
         "anomaly": True,

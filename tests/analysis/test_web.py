@@ -761,3 +761,43 @@ def test_no_request_and_no_reason_is_no_verdict() -> None:
     verdict = analyse(HTTP_URL, keys, clean_control(HTTP_URL))
     assert verdict.blocking is None
     assert verdict.layers[-1].rule_id == "http.not_attempted"
+
+
+def _redirect_to_https(hop_failure: str, *, handshakes: bool = True) -> WebTestKeys:
+    """http:// answers 301 to https:// on the same host; that hop got no response."""
+    moved = response(body="", code=301, headers=[("Location", HTTPS_URL)], title="")
+    failed = HTTPTransaction(
+        t0=0.5, t=0.6, transport="tls", request=HTTPRequest(url=HTTPS_URL), failure=hop_failure
+    )
+    return WebTestKeys(
+        queries=[query(SITE_IPS, asn=SITE_ASN)],
+        tcp_connect=[connect(ip, 80) for ip in SITE_IPS]
+        + [connect(ip, 443, None if handshakes else hop_failure) for ip in SITE_IPS],
+        tls_handshakes=[handshake(ip, 443, hop_failure, "after_client_hello") for ip in SITE_IPS]
+        if handshakes
+        else [],
+        requests=[transaction(HTTP_URL, moved), failed],
+    )
+
+
+def test_a_redirect_whose_tls_handshake_is_reset_is_tls_interference() -> None:
+    """OONI classifies by the step that failed: the redirect hop's reset handshake is a TLS reset, not an
+    HTTP failure (the blocking value stays OONI's ``http-failure``: its vocabulary has no TLS value)."""
+    verdict = analyse(HTTP_URL, _redirect_to_https("connection_reset"), clean_control(HTTP_URL), FINGERPRINTS)
+    deciding = next(lv for lv in verdict.layers if lv.outcome == "interference")
+    assert (deciding.rule_id, deciding.layer) == ("tls.redirect_blocked", "tls")
+    assert verdict.blocking == "http-failure" and verdict.fingerprint is not None
+    assert (verdict.fingerprint.technique, verdict.fingerprint.stage) == ("tls.reset", "tls")
+    # ... and a redirect hop whose connects time out is TCP interference
+    blackholed = analyse(
+        HTTP_URL, _redirect_to_https("generic_timeout_error", handshakes=False), clean_control(HTTP_URL)
+    )
+    assert blackholed.blocking == "tcp_ip" and blackholed.fingerprint is not None
+    assert blackholed.fingerprint.technique == "tcp.timeout"
+    # a first hop that failed by itself is still judged by its own layers
+    own = analyse(
+        HTTPS_URL,
+        _update(clean_keys(HTTPS_URL), requests=[transaction(HTTPS_URL, failure="connection_reset")]),
+        clean_control(HTTPS_URL),
+    )
+    assert [lv.rule_id for lv in own.layers][-1] == "http.failure"

@@ -19,6 +19,7 @@ import asyncpg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gatewatch.collector.vouched_control import ControlSigner
 from gatewatch.core import blindrsa, envelope, wire
 from gatewatch.core.batch_token import PREFIX_BYTES, token_message
 from gatewatch.core.measurement import Measurement, WebTestKeys, utc_now
@@ -110,6 +111,22 @@ def agent_key() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
 
 
+# The control-signing secret of the apps these tests build (Settings(control_signing_secret=...)): a test
+# measurement's control is vouched for with it, as the collector's own control endpoint would.
+CONTROL_SECRET = "tests-control-signing-secret-0123456789"
+TEST_SIGNER = ControlSigner(CONTROL_SECRET.encode())
+
+
+def vouched(m: Measurement) -> Measurement:
+    """``m`` with its embedded control vouched for (signed as measured when ``m`` began), unless it has
+    none or already carries a vouch."""
+    keys = m.test_keys
+    if keys.control is None or keys.control_vouch is not None:
+        return m
+    vouch = TEST_SIGNER.sign(m.input, keys.control, m.measurement_start_time)
+    return m.model_copy(update={"test_keys": keys.model_copy(update={"control_vouch": vouch})})
+
+
 def _make_measurement(**changes: Any) -> Measurement:
     """A valid measurement with an empty observation set (the analysis judges it; no network needed)."""
     now = utc_now()
@@ -137,6 +154,7 @@ def sign(agent_key: Ed25519PrivateKey) -> Callable[..., dict[str, Any]]:
 
     def sign_(m: Measurement | None = None, key: Ed25519PrivateKey | None = None) -> dict[str, Any]:
         m = m if m is not None else _make_measurement()
+        m = vouched(m)
         return envelope.sign(m.to_json_bytes(), key or agent_key).model_dump()
 
     return sign_
@@ -177,6 +195,7 @@ async def serve_collector(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitab
         overrides.setdefault("db", f"sqlite:///{tmp_path / f'served{len(runners)}.db'}")
         # These tests sign with a long-term key (identified mode); the token mode has its own tests.
         overrides.setdefault("accept_identified", True)
+        overrides.setdefault("control_signing_secret", CONTROL_SECRET)  # the `sign` fixture's vouches
         app = create_app(Settings(**overrides), registry=CollectorRegistry())
         runner = CollectorRunner(app)
         await runner.setup()

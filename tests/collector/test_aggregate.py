@@ -11,7 +11,13 @@ from typing import get_type_hints
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gatewatch.analysis.attribution import AttributionSettings, Observation, StoredRow, attribute
+from gatewatch.analysis.attribution import (
+    AttributionSettings,
+    Observation,
+    StoredRow,
+    attribute,
+    attribute_urls,
+)
 from gatewatch.collector.aggregate import InterferenceAggregate
 from gatewatch.collector.store.base import StoredMeasurement
 from gatewatch.core.vocabulary import TECHNIQUES
@@ -31,7 +37,14 @@ _uid = iter(range(10**9))
 
 
 def row(
-    asn: str, state: str, minutes_ago: float, *, cc: str = "XL", domain: str = "a.example", clock_at=T0
+    asn: str,
+    state: str,
+    minutes_ago: float,
+    *,
+    cc: str = "XL",
+    domain: str = "a.example",
+    scheme: str = "https",
+    clock_at=T0,
 ) -> StoredMeasurement:
     """The store's row; state: "F"/"G" interference with that fingerprint, "." clean, "?" no verdict."""
     blocking = {"F": "dns", "G": "http-failure", ".": "false", "?": "null"}[state]
@@ -48,7 +61,7 @@ def row(
         anomaly=state in "FG",
         technique={"F": "dns.injection", "G": "tls.reset"}.get(state),
         fingerprint_key={"F": "fpF", "G": "fpG"}.get(state),
-        input=f"https://{domain}/",
+        input=f"{scheme}://{domain}/",
         verdict_json="{}",
         payload=b"{}",
     )
@@ -70,6 +83,7 @@ def test_the_stores_row_is_what_attribution_reads() -> None:
     assert obs == Observation(
         probe_cc="XL",
         probe_asn="AS1",
+        input="https://a.example/",
         domain="a.example",
         test_name="web",
         seen_at=stored.measurement_start_time,
@@ -164,7 +178,7 @@ def test_out_of_order_rows_and_bounded_history() -> None:
     # a late upload of an old clean measurement does not outweigh newer anomalies
     agg.add_rows([row("AS1", ".", 60), row("AS2", ".", 50)])
     assert scopes(agg) == {("XL", "a.example"): "gateway"}
-    history = agg._histories[("XL", "a.example")]["AS1"]
+    history = agg._histories[("XL", "a.example", "https://a.example/")]["AS1"]
     assert len(history.recent) == agg.settings.recent_measurements
     # but a late one that is the newest measurement does change the state
     agg.add_rows([row("AS2", ".", 1)])
@@ -237,6 +251,7 @@ history_strategy = st.lists(
         st.sampled_from(["F", "G", ".", "?"]),
         st.integers(min_value=0, max_value=26 * 60),  # minutes ago: some beyond the 24 h window
         st.sampled_from(["a.example", "b.example"]),
+        st.sampled_from(["http", "https"]),
     ),
     min_size=5,
     max_size=80,
@@ -245,10 +260,12 @@ history_strategy = st.lists(
 
 @settings(max_examples=150, deadline=None)
 @given(history_strategy, st.integers(min_value=1, max_value=20))
-def test_aggregate_agrees_with_pure_attribution(events: list[tuple[str, str, int, str]], batch: int) -> None:
+def test_aggregate_agrees_with_pure_attribution(
+    events: list[tuple[str, str, int, str, str]], batch: int
+) -> None:
     clock = Clock(T0)
     agg = make(clock)
-    rows = [row(asn, state, minutes, domain=domain) for asn, state, minutes, domain in events]
+    rows = [row(asn, state, minutes, domain=d, scheme=scheme) for asn, state, minutes, d, scheme in events]
     for i in range(0, len(rows), batch):
         agg.add_rows(rows[i : i + batch])
     expected = [
@@ -257,7 +274,18 @@ def test_aggregate_agrees_with_pure_attribution(events: list[tuple[str, str, int
     got = agg.interference(now=T0)
 
     def essentials(r):  # what retention may not change (examples may differ: only recent ones are kept)
-        return (r.cc, r.domain, r.scope, r.rule_id, r.technique, r.fingerprint_key, r.networks_affected,
-                r.networks_measured, r.first_seen, r.last_seen, r.networks)  # fmt: skip
+        return (r.cc, r.domain, r.input, r.decided_by, r.urls_measured, r.urls_affected, r.scope, r.rule_id,
+                r.technique, r.fingerprint_key, r.networks_affected, r.networks_measured, r.first_seen,
+                r.last_seen, r.networks)  # fmt: skip
 
     assert [essentials(r) for r in got] == [essentials(r) for r in expected]
+    # per URL too, and the maintained gateway/isp rows are the same as those computed afresh
+    observations = list(map(Observation.from_row, rows))
+    expected_urls = [r for r in attribute_urls(observations, T0, AttributionSettings()) if r.networks]
+    assert [essentials(r) for r in agg.interference(now=T0, urls=True)] == [
+        essentials(r) for r in expected_urls
+    ]
+    reported = ("gateway", "isp")
+    assert [essentials(r) for r in agg.interference(scopes=reported)] == [
+        essentials(r) for r in expected if r.scope in reported
+    ]

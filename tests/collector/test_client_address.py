@@ -15,6 +15,8 @@ from gatewatch.collector.settings import Settings, SettingsError, load_settings
 from gatewatch.collector.store import MeasurementFilter
 from gatewatch.lab import NETWORKS, Lab
 
+from .conftest import CONTROL_SECRET
+
 PROXY = "127.65.0.10"  # in isp-a's range, which these tests declare to be the operator's load balancer
 OUTSIDER = "127.66.0.10"  # in isp-b's range: not a proxy
 ISP_B = NETWORKS["isp-b"]
@@ -32,6 +34,7 @@ def settings(tmp_path: Path) -> Settings:
         country_db=(country,),
         trusted_proxies=("127.65.0.0/16", "127.70.0.0/16"),
         accept_identified=True,
+        control_signing_secret=CONTROL_SECRET,
     )
 
 
@@ -70,7 +73,9 @@ async def test_anyone_else_cannot_choose_its_address(connect_from) -> None:
 
 
 async def test_without_trusted_proxies_the_headers_are_ignored(connect_from, settings) -> None:
-    client = await connect_from(PROXY, Settings(db=settings.db, accept_identified=True))
+    client = await connect_from(
+        PROXY, Settings(db=settings.db, accept_identified=True, control_signing_secret=CONTROL_SECRET)
+    )
     assert await seen_as(client, {"X-Forwarded-For": "127.1.2.3"}) == PROXY
 
 

@@ -25,6 +25,8 @@ from gatewatch.core.measurement import WebTestKeys, utc_now
 from gatewatch.core.observations import DNSAnswer, DNSQuery, DNSReply
 from gatewatch.core.verdicts import Verdict
 
+from .conftest import CONTROL_SECRET, vouched
+
 URL = "/api/v1/measurements"
 
 
@@ -36,6 +38,7 @@ def registry() -> CollectorRegistry:
 @pytest.fixture
 def make_client(aiohttp_client, store_url: str, registry: CollectorRegistry):
     async def make(**overrides: Any):
+        overrides.setdefault("control_signing_secret", CONTROL_SECRET)
         app = create_app(
             Settings(db=store_url, **({"accept_identified": True} | overrides)), registry=registry
         )
@@ -441,7 +444,7 @@ async def test_agent_supplied_bogon_and_asn_are_recomputed(make_client, sign, ma
         # another network's address, passed off as the site's ASN
         "forged_asn": (answered_keys("127.90.0.1", bogon=False, asn=64600), ("dns", "dns.inconsistent")),
     }
-    measurements = {name: make_measurement(test_keys=keys) for name, (keys, _) in cases.items()}
+    measurements = {name: vouched(make_measurement(test_keys=keys)) for name, (keys, _) in cases.items()}
     assert {r["status"] for r in await post(client, *map(sign, measurements.values()))} == {"accepted"}
     rows = {r.measurement_uid: r for r in await stored(client)}
     for name, (_, expected) in cases.items():

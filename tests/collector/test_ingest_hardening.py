@@ -26,6 +26,8 @@ from gatewatch.core.measurement import Measurement, WebTestKeys, new_measurement
 from gatewatch.core.observations import DNSAnswer, DNSQuery, DNSReply
 from gatewatch.core.vocabulary import UID_CONFLICT
 
+from .conftest import CONTROL_SECRET
+
 URL = "/api/v1/measurements"
 # Valid ISO 8601 times whose UTC form leaves years 1-9999 (the two, and the widest offsets).
 EDGE_TIMES = (
@@ -253,7 +255,14 @@ EMBEDDING_127 = ("::7f50:9", "64:ff9b::7f50:9", "2002:7f50:9::1")
 async def test_ipv6_forms_of_an_allowed_ipv4_address_are_judged_bogons(
     aiohttp_client, store_url, sign, make_measurement
 ) -> None:
-    app = create_app(Settings(db=store_url, control_allow_net=("127.0.0.0/8",), accept_identified=True))
+    app = create_app(
+        Settings(
+            db=store_url,
+            control_allow_net=("127.0.0.0/8",),
+            accept_identified=True,
+            control_signing_secret=CONTROL_SECRET,
+        )
+    )
     client = await aiohttp_client(app)
     measurements = {
         address: make_measurement(test_keys=_keys_answering(address)) for address in EMBEDDING_127

@@ -121,7 +121,9 @@ async def test_gateway_and_isp_rows_survive_a_restart(
     assert set(await interference(restarted, "")) == {"blockpage.lab", "isp-blockpage.lab"}
 
 
-@pytest.mark.parametrize("query", ["cc=XLX", "cc=1", "cc=", "scope=global", "scope=gateway,sometimes"])
+@pytest.mark.parametrize(
+    "query", ["cc=XLX", "cc=1", "cc=", "scope=global", "scope=gateway,sometimes", "per=path", "per="]
+)
 async def test_bad_queries_are_400(aiohttp_client, tmp_path: Path, query: str) -> None:
     client = await aiohttp_client(
         create_app(Settings(db=f"sqlite:///{tmp_path / 'i.db'}", accept_identified=True))

@@ -23,6 +23,7 @@ from gatewatch.collector.metrics_interference import (
     SERIES_BUDGET,
     TECHNIQUE_LABELS,
     TEST_LABELS,
+    URL_SCHEMES,
     register_interference_metrics,
 )
 from gatewatch.core import vocabulary
@@ -42,6 +43,7 @@ def row(
         probe_cc=cc,
         probe_asn=asn,
         test_name="web",
+        input=f"https://{domain}/",
         domain=domain,
         blocking="dns" if blocked else "false",
         anomaly=blocked,
@@ -232,6 +234,7 @@ def synthetic_rows() -> Iterator[SimpleNamespace]:
                 probe_cc=cc,
                 probe_asn=f"AS{64_000 + network}",
                 test_name=f"custom-{agent}" if agent % 10 == 0 and j == 0 else "web",
+                input=f"{('http', 'https')[agent % 2]}://d{domain}.example/",
                 domain=f"d{domain}.example",
                 blocking="dns" if blocked else "false",
                 anomaly=blocked,
@@ -257,6 +260,8 @@ def test_cardinality_budget_at_scale() -> None:
     assert len(ccs) == MAX_COUNTRIES + 1 and "other" in ccs
     assert per_metric["gatewatch_interference_scope"] == MAX_INTERFERENCE_ROWS
     assert per_metric["gatewatch_interference_networks_affected"] == MAX_INTERFERENCE_ROWS
+    scheme_series = per_metric["gatewatch_interference_scheme_urls"]
+    assert MAX_INTERFERENCE_ROWS <= scheme_series <= 2 * MAX_INTERFERENCE_ROWS
     rows_per_country = Counter(lab["cc"] for n, lab, _ in all_samples if n == "gatewatch_interference_scope")
     assert max(rows_per_country.values()) == MAX_DOMAINS_PER_COUNTRY
     assert registry.get_sample_value("gatewatch_interference_rows_unexported") > 0
@@ -266,6 +271,7 @@ def test_cardinality_budget_at_scale() -> None:
         assert labels.get("test", "web") in TEST_LABELS
         assert labels.get("blocking", "false") in BLOCKING_LABELS
         assert labels.get("technique", "other") in TECHNIQUE_LABELS
+        assert labels.get("scheme", "http") in URL_SCHEMES
         assert re.fullmatch(r"AS\d+|other", labels.get("asn", "other"))
         for value in labels.values():
             try:
@@ -273,3 +279,27 @@ def test_cardinality_budget_at_scale() -> None:
             except ValueError:
                 continue
             raise AssertionError(f"{name} carries an address: {labels}")
+
+
+def test_a_domain_blocked_on_one_scheme_only() -> None:
+    """Host filtering of http:// while https:// works: the domain's gauges carry its roll-up (gateway), and
+    the scheme series says which scheme it is; the clean scheme gets no series."""
+    rows = []
+    for asn in ("AS1", "AS2", "AS3"):
+        for minutes in (30, 20, 10):
+            rows.append(
+                row("XL", asn, "mixed.example", True, minutes, input="http://mixed.example/",
+                    blocking="http-diff", technique="http.blockpage", measurement_uid=f"h-{asn}-{minutes}")
+            )  # fmt: skip
+            rows.append(
+                row("XL", asn, "mixed.example", False, minutes - 1, input="https://mixed.example/",
+                    measurement_uid=f"s-{asn}-{minutes}")
+            )  # fmt: skip
+    registry, _ = setup(rows)
+    domain = {"cc": "XL", "domain": "mixed.example", "technique": "http.blockpage"}
+    assert registry.get_sample_value("gatewatch_interference_scope", {**domain, "scope": "gateway"}) == 1
+    assert registry.get_sample_value("gatewatch_interference_networks_affected", domain) == 3
+    scheme = {"cc": "XL", "domain": "mixed.example", "technique": "http.blockpage", "scope": "gateway"}
+    assert registry.get_sample_value("gatewatch_interference_scheme_urls", {**scheme, "scheme": "http"}) == 1
+    series = [s for s in samples(registry) if s[0] == "gatewatch_interference_scheme_urls"]
+    assert [labels["scheme"] for _, labels, _ in series] == ["http"]

@@ -43,7 +43,7 @@ from gatewatch.lab.networks import HOSTING
 from gatewatch.lab.scripts import COLLECTOR, console_script
 from gatewatch.probes.web import measure
 
-from .conftest import create_database
+from .conftest import CONTROL_SECRET, create_database, vouched
 
 pytestmark = [pytest.mark.postgres, pytest.mark.lab, pytest.mark.slow]
 
@@ -81,7 +81,10 @@ class Collector:
         command += ["--asn-db", str(asn_csv), "--country-db", str(country_csv)]
         with log.open("wb") as out:
             # These uploads sign with a long-term key (identified mode); tokens have their own tests.
-            env = os.environ | {"GATEWATCH_ACCEPT_IDENTIFIED": "true"}
+            env = os.environ | {
+                "GATEWATCH_ACCEPT_IDENTIFIED": "true",
+                "GATEWATCH_CONTROL_SIGNING_SECRET": CONTROL_SECRET,
+            }
             self.process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env
             )
@@ -170,6 +173,7 @@ def _uploads(
                         probe_cc="ZZ" if withheld else vantage.cc,
                         test_keys=templates[(network, domain)],
                     )
+                    m = vouched(m)  # its control signed under the collectors' shared secret (issue 13)
                     envelopes.append(envelope.sign(m.to_json_bytes(), key).model_dump(mode="json"))
                     uids.append(m.measurement_uid)
                     ccs.append(m.probe_cc)

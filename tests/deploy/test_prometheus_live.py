@@ -45,6 +45,7 @@ def row(
         probe_cc="XL",
         probe_asn=asn,
         test_name="web",
+        input=f"http://{domain}/",
         domain=domain,
         blocking="dns" if blocked else "false",
         anomaly=blocked,

@@ -29,7 +29,8 @@ def test_one_scheduled_pass_measures_and_delivers(
     if lab.blackhole_mode not in (None, "bpf"):
         pytest.skip(f"blackhole mode {lab.blackhole_mode!r}: the control is dropped too on this kernel")
     data_dir = tmp_path / "agent"
-    init_agent(data_dir)
+    # one slice: this pass takes the whole list (the daemon's default spreads it over 24 passes)
+    init_agent(data_dir, "[daemon]\nslices = 1\n")
     test_list = tmp_path / "list.csv"
     with test_list.open("w", encoding="utf-8", newline="") as out:
         writer = csv.writer(out)

@@ -31,7 +31,11 @@ OONI_HEADER = [
 
 async def test_urls_carry_the_scheme_and_the_port(lab: Lab) -> None:
     urls = lab.urls()
-    assert len(urls) == len(lab.scenario.domains)
+    assert len(urls) == sum(len(d.schemes) for d in lab.scenario.domains) > len(lab.scenario.domains)
+    assert {u for u in urls if "hostfilter.lab" in u} == {
+        f"http://hostfilter.lab:{lab.http_port}/",
+        f"https://hostfilter.lab:{lab.https_port}/",
+    }
     assert lab.url("clean.lab") == f"http://clean.lab:{lab.http_port}/"
     assert lab.url("secure.lab") == f"https://secure.lab:{lab.https_port}/"
     assert lab.http_port != lab.https_port and 1024 <= min(lab.http_port, lab.https_port)
@@ -47,6 +51,10 @@ async def test_expected_blocking_by_url_or_domain(lab: Lab) -> None:
     assert lab.expected("isp-blockpage.lab", "isp-b") is False
     assert lab.expected(lab.url("blackhole.lab"), "isp-b") == "tcp_ip"
     assert lab.expected("injected.lab", "clean") is False
+    assert lab.expected(lab.url("hostfilter.lab", "http"), "isp-a") == "http-diff"
+    assert lab.expected(lab.url("hostfilter.lab", "https"), "isp-a") is False
+    assert lab.expected(lab.url("snifilter.lab", "https"), "isp-b") == "http-failure"
+    assert lab.expected(lab.url("snifilter.lab", "http"), "isp-b") is False
     with pytest.raises(KeyError):
         lab.expected("clean.lab", "isp-z")
     with pytest.raises(KeyError):
@@ -184,3 +192,35 @@ def test_the_dns_fingerprint_matches_the_bogus_answer() -> None:
     row = rows["gatewatch_lab_bogus_ip"]
     assert (row["scope"], row["location_found"], row["pattern_type"]) == ("nat", "dns", "full")
     assert row["pattern"] == BOGUS_ADDRESS
+
+
+async def test_a_block_is_switched_on_and_off_while_the_lab_runs(tmp_path: Path) -> None:
+    """The time-to-alert benchmark switches a gateway block on at a random moment: DNS, TLS and HTTP
+    behaviours follow the switch on the next query or connection; a blackhole cannot be switched."""
+    from gatewatch.lab.pages import BLOCKPAGE_STATUS
+    from gatewatch.probes.web import measure
+
+    path = tmp_path / "switched.toml"
+    path.write_text(
+        '[[domain]]\nname = "later.lab"\nscheme = ["http", "https"]\nbehaviours = ["http_blockpage"]\n'
+        'blocking = "http-diff"\nswitched_on = false\n'
+        '[[domain]]\nname = "sni.lab"\nscheme = "https"\nbehaviours = ["tls_reset"]\n'
+        'blocking = "http-failure"\n'
+        '[[domain]]\nname = "hole.lab"\nscheme = "http"\nbehaviours = ["blackhole"]\nblocking = "tcp_ip"\n'
+    )
+    async with await Lab.start(path) as lab:
+        url, sni = lab.url("later.lab", "http"), lab.url("sni.lab")
+
+        async def status(target: str) -> object:
+            keys = await measure(target, lab.web_config("isp-a"))
+            final = keys.requests[-1]
+            return final.response.code if final.response is not None else final.failure
+
+        assert await status(url) == 200  # switched off at start: the real page
+        lab.switch("later.lab", True)
+        assert await status(url) == BLOCKPAGE_STATUS
+        assert await status(sni) == "connection_reset"
+        lab.switch("sni.lab", False)
+        assert await status(sni) == 200
+        with pytest.raises(ValueError, match="blackhole"):
+            lab.switch("hole.lab", True)

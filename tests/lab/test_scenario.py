@@ -22,6 +22,8 @@ EXPECTED_DEFAULT = {
     "isp-blockpage.lab": ("http", {"clean": False, "isp-a": "http-diff", "isp-b": False}, "isp"),
     "nonexistent.lab": ("http", {"clean": False, "isp-a": False, "isp-b": False}, "none"),
     "echo.lab": ("http", {"clean": False, "isp-a": False, "isp-b": False}, "none"),
+    "hostfilter.lab": ("http", {"clean": False, "isp-a": "http-diff", "isp-b": "http-diff"}, "gateway"),
+    "snifilter.lab": ("http", {"clean": False, "isp-a": "http-failure", "isp-b": "http-failure"}, "gateway"),
 }
 
 
@@ -132,3 +134,42 @@ def test_the_expectable_scopes_are_the_vocabulary_s_but_insufficient_data() -> N
         assert parse_scenario(text).domain("x.lab").expected_scope == scope
     # and what a scenario derives when it does not say is one of them
     assert {d.expected_scope for d in load_scenario().domains} <= set(EXPECTED_SCOPES)
+
+
+def test_a_domain_measured_over_both_schemes_expects_blocking_where_a_behaviour_acts() -> None:
+    """Host filtering acts on http:// only and SNI filtering on https:// only: the other scheme's URL of the
+    same domain expects false, and the domain's scope is the gateway's (interfered when any URL is)."""
+    scenario = load_scenario("default")
+    host, sni = scenario.domain("hostfilter.lab"), scenario.domain("snifilter.lab")
+    assert host.schemes == sni.schemes == ("http", "https")
+    assert (host.expected("isp-a", "http"), host.expected("isp-a", "https")) == ("http-diff", False)
+    assert (sni.expected("isp-b", "http"), sni.expected("isp-b", "https")) == (False, "http-failure")
+    assert host.expected("clean", "http") is False and host.expected_scope == sni.expected_scope == "gateway"
+    # a behaviour of no scheme (DNS) acts on every URL
+    text = '[[domain]]\nname = "x.lab"\nscheme = ["http", "https"]\n'
+    dns = parse_scenario(text + 'behaviours = ["resolver_nxdomain"]\nblocking = "dns"\n').domain("x.lab")
+    assert dns.expected("isp-a", "http") == dns.expected("isp-a", "https") == "dns"
+
+
+@pytest.mark.parametrize(
+    ("schemes", "error"),
+    [
+        ("[]", "each once"),
+        ('["http", "http"]', "each once"),
+        ('["http", "gopher"]', "'gopher'"),
+        ("3", "scheme 3 "),
+    ],
+)
+def test_bad_scheme_lists_are_refused(schemes: str, error: str) -> None:
+    with pytest.raises(ScenarioError, match=error):
+        parse_scenario(f'[[domain]]\nname = "x.lab"\nscheme = {schemes}\n')
+
+
+def test_a_domain_may_start_switched_off_but_not_a_blackhole() -> None:
+    text = '[[domain]]\nname = "x.lab"\nscheme = "http"\nbehaviours = ["http_blockpage"]\n'
+    text += 'blocking = "http-diff"\n'
+    assert parse_scenario(text).domain("x.lab").switch.on
+    assert not parse_scenario(text + "switched_on = false\n").domain("x.lab").switch.on
+    hole = '[[domain]]\nname = "x.lab"\nscheme = "http"\nbehaviours = ["blackhole"]\nswitched_on = false\n'
+    with pytest.raises(ScenarioError, match="cannot start switched off"):
+        parse_scenario(hole)
