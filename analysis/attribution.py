@@ -121,6 +121,19 @@ RULES: Mapping[str, Rule] = {
             "isp",
             "a shared fingerprint, but in too small a share of the networks measured",
         ),
+        # Issue 17: where agents took packet traces, they settle what content fingerprints cannot.
+        Rule(
+            "scope.gateway.same_injector",
+            "gateway",
+            "networks see different content, but their packet traces locate one injector: the same "
+            "injected-packet signature at the same distance before the server, from several networks",
+        ),
+        Rule(
+            "scope.isp.different_injectors",
+            "isp",
+            "the same fingerprint in several networks, but their packet traces locate different injectors "
+            "(another signature or distance): the same list applied by several boxes, not one chokepoint",
+        ),
     )
 }
 
@@ -208,7 +221,10 @@ def attribute_url(
     states = tuple(network_state(asn, by_network[asn], settings) for asn in sorted(by_network))
     if domain is None:
         domain = next((o.domain for obs in by_network.values() for o in obs), url)
-    row = _row(cc, domain, _decide(states, settings), states, by_network, settings)
+    traced = (s for obs in by_network.values() for o in obs for s in o.packet_sightings)
+    evidence = judge_packet_evidence(traced)
+    decision = _refined_by_packets(_decide(states, settings), evidence)
+    row = _row(cc, domain, decision, states, by_network, settings, evidence)
     return replace(row, input=url, decided_by=url, urls_affected=int(row.scope in INTERFERENCE_SCOPES))
 
 
@@ -392,6 +408,24 @@ def _low_share(tally: _Tally, shared: _Shared, settings: AttributionSettings) ->
 # --- the row --------------------------------------------------------------------------------------------
 
 
+def _refined_by_packets(decision: _Decision, evidence: dict[str, Any] | None) -> _Decision:
+    """Packet evidence weighs in only where the agents traced (``evidence`` from
+    :func:`.packet_evidence.judge_packet_evidence`), and only where content cannot tell: networks that see
+    different blockpages or failures but one injector (one box on the shared path that several ISPs'
+    traffic crosses) are the gateway; one fingerprint everywhere but different injectors (another IP ID,
+    TTL or window, or another distance before the server) is one list applied by several boxes: the ISPs.
+    A single located network, or none, changes nothing."""
+    supports = evidence.get("supports") if evidence else None
+    if evidence is None or supports is None:
+        return decision
+    said = f"{decision.evidence}; packet traces: {evidence['summary']}"
+    if supports == "gateway" and decision.rule_id == "scope.isp.no_shared_fingerprint":
+        return _Decision("scope.gateway.same_injector", said, decision.involved)
+    if supports == "isp" and decision.rule_id == "scope.gateway.same_fingerprint":
+        return _Decision("scope.isp.different_injectors", said, decision.involved, decision.key)
+    return decision
+
+
 def _row(
     cc: str,
     domain: str,
@@ -399,6 +433,7 @@ def _row(
     states: tuple[NetworkState, ...],
     by_network: Mapping[str, list[Observation]],
     settings: AttributionSettings,
+    packet_evidence: dict[str, Any] | None = None,
 ) -> InterferenceRow:
     rule = RULES[decision.rule_id]
     key, involved = decision.key, decision.involved
@@ -439,10 +474,7 @@ def _row(
             o.measurement_uid for o in reversed(examples[-settings.max_examples :])
         ),
         networks=states,
-        # Issue 17: packet-level evidence, judged apart (analysis/packet_evidence.py).
-        packet_evidence=judge_packet_evidence(
-            s for obs in by_network.values() for o in obs for s in o.packet_sightings
-        ),
+        packet_evidence=packet_evidence,  # issue 17: analysis/packet_evidence.py
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+from gatewatch.analysis.attribution import RULES, AttributionSettings, attribute
+from gatewatch.analysis.networks import Observation
 from gatewatch.analysis.packet_evidence import judge_packet_evidence, sightings_from_payload
 from gatewatch.core.observations import HopProbe, PacketTrace, TracedPacket
 
@@ -97,3 +99,58 @@ def test_a_ttl_copying_injector_is_recognised_and_its_ttl_not_compared() -> None
     (a,), (b,) = _seen("AS1", copying_a), _seen("AS2", copying_b)
     assert a.ttl_copying and b.ttl_copying and a.signature.initial_ttl is None
     assert judge_packet_evidence([a, b])["supports"] == "gateway"
+
+
+# --- attribution uses the evidence (analysis/attribution.py) --------------------------------------------
+
+
+def _history(asn: str, key: str, trace: PacketTrace | None) -> list[Observation]:
+    """Three anomalous measurements of one network, the latest carrying ``trace`` (when given)."""
+    return [
+        Observation(
+            probe_cc="XL",
+            probe_asn=asn,
+            input="https://blocked.example/",
+            domain="blocked.example",
+            test_name="web",
+            seen_at=T0 - timedelta(minutes=30 - 10 * i),
+            blocking="http-failure",
+            anomaly=True,
+            technique="tls.reset",
+            fingerprint_key=key,
+            measurement_uid=f"{asn}-{i}",
+            packet_sightings=_seen(asn, trace, at=T0) if trace is not None and i == 2 else (),
+        )  # fmt: skip
+        for i in range(3)
+    ]
+
+
+def _decided(*networks: tuple[str, str, PacketTrace | None]) -> tuple[str, str]:
+    observations = [o for asn, key, trace in networks for o in _history(asn, key, trace)]
+    [row] = attribute(observations, T0 + timedelta(minutes=1), AttributionSettings())
+    return row.rule_id, row.scope
+
+
+def test_one_injector_behind_different_content_is_the_gateway() -> None:
+    # Each ISP shows its own blockpage or failure (no shared fingerprint), but one box injected them all.
+    untraced = _decided(("AS1", "fpA", None), ("AS2", "fpB", None), ("AS3", "fpC", None))
+    assert untraced == ("scope.isp.no_shared_fingerprint", "isp")
+    traced = _decided(
+        ("AS1", "fpA", _trace(3, 4, 59)), ("AS2", "fpB", _trace(2, 3, 60)), ("AS3", "fpC", _trace(2, 3, 60))
+    )
+    assert traced == ("scope.gateway.same_injector", "gateway") and RULES[traced[0]].scope == "gateway"
+
+
+def test_one_fingerprint_from_different_injectors_is_the_isps() -> None:
+    # One blocklist everywhere (the same fingerprint), applied by a box of each ISP's own.
+    untraced = _decided(("AS1", "fp", None), ("AS2", "fp", None), ("AS3", "fp", None))
+    assert untraced == ("scope.gateway.same_fingerprint", "gateway")
+    traced = _decided(
+        ("AS1", "fp", _trace(3, 4, 59)), ("AS2", "fp", _trace(2, 3, 60, ip_id=7)), ("AS3", "fp", None)
+    )
+    assert traced == ("scope.isp.different_injectors", "isp")
+
+
+def test_a_single_located_network_changes_nothing() -> None:
+    decided = _decided(("AS1", "fp", _trace(3, 4, 59)), ("AS2", "fp", None), ("AS3", "fp", None))
+    assert decided == ("scope.gateway.same_fingerprint", "gateway")
