@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from gatewatch.collector.app import create_app
 from gatewatch.collector.logging import AccessLogger
 from gatewatch.collector.settings import Settings
+from gatewatch.collector.vouched_control import ControlSigner
 from gatewatch.core import envelope
 from gatewatch.core.control import ControlDNS, ControlHTTP, ControlObservations, ControlTCP
 from gatewatch.core.measurement import Measurement, WebTestKeys, utc_now
@@ -63,9 +64,17 @@ def page_load_keys() -> WebTestKeys:
     return WebTestKeys(queries=[query], tcp_connect=[connect], requests=[http], control=control)
 
 
+# The collector's control-signing secret here: each measurement carries its control vouched for, as an
+# agent's does, so that ingest judges it (without a vouch it would store no verdict and skip the analysis).
+CONTROL_SECRET = "bench-control-signing-secret-0123456789abcdef"
+
+
 def signed_batches(count: int) -> list[list[dict[str, Any]]]:
     """One key per batch, as if each batch came from its own agent."""
     keys = page_load_keys()
+    assert keys.control is not None
+    vouch = ControlSigner(CONTROL_SECRET.encode()).sign("http://site.lab/", keys.control, utc_now())
+    keys = keys.model_copy(update={"control_vouch": vouch})
     batches = []
     for start in range(0, count, BATCH):
         key = Ed25519PrivateKey.generate()
@@ -89,7 +98,12 @@ def signed_batches(count: int) -> list[list[dict[str, Any]]]:
 async def upload(batches: list[list[dict[str, Any]]], concurrency: int, db: Path) -> float:
     # Identified batches (no token): this figure is ingest itself; bench/batch_verify.py adds the tokens.
     settings = Settings(
-        db=f"sqlite:///{db}", key_burst=1_000_000, key_rate=1_000.0, max_batch=BATCH, accept_identified=True
+        db=f"sqlite:///{db}",
+        key_burst=1_000_000,
+        key_rate=1_000.0,
+        max_batch=BATCH,
+        accept_identified=True,
+        control_signing_secret=CONTROL_SECRET,
     )
     runner = web.AppRunner(create_app(settings), access_log_class=AccessLogger)
     await runner.setup()

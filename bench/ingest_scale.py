@@ -105,6 +105,8 @@ def start_collector(db: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     env = {
         **os.environ,
         "GATEWATCH_KEY_RATE": "1000",
+        "GATEWATCH_ACCEPT_IDENTIFIED": "true",  # identified batches: the tokens are bench/batch_verify.py's
+        "GATEWATCH_CONTROL_SIGNING_SECRET": ingest.CONTROL_SECRET,
         "GATEWATCH_KEY_BURST": "1000000",
         "GATEWATCH_LOG_LEVEL": "INFO",
     }
