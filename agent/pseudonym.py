@@ -15,16 +15,27 @@ bytes this agent keeps in its data directory (0600) and never sends. What it rev
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gatewatch.core.batch_token import epoch_of
 from gatewatch.core.measurement import Measurement
 from gatewatch.core.vocabulary import WITHHELD_ASN
 
-__all__ = ["PSEUDONYM_ANNOTATION", "load_or_create_secret", "network_pseudonym", "with_pseudonym"]
+if TYPE_CHECKING:
+    from .run_records import RunOptions
+
+__all__ = [
+    "PSEUDONYM_ANNOTATION",
+    "load_or_create_secret",
+    "network_pseudonym",
+    "with_pseudonym",
+    "with_secret",
+]
 
 PSEUDONYM_ANNOTATION = "network_pseudonym"
 _CONTEXT = b"gatewatch-pseudonym/1"
@@ -63,3 +74,11 @@ def with_pseudonym(measurement: Measurement, secret: bytes) -> Measurement:
         return measurement
     annotations = {**measurement.annotations, PSEUDONYM_ANNOTATION: value}
     return measurement.model_copy(update={"annotations": annotations})
+
+
+def with_secret(options: RunOptions, enabled: bool, path: Path) -> RunOptions:
+    """``options`` carrying the pseudonym secret when the volunteer turned the pseudonym on (agent.toml's
+    ``network_pseudonym``), for every kind of pass alike (``run``, ``daemon``, the page)."""
+    if not enabled:
+        return options
+    return dataclasses.replace(options, pseudonym_secret=load_or_create_secret(path))

@@ -16,7 +16,6 @@ from typing import Any
 
 import typer
 
-from gatewatch.core.envelope import sign
 from gatewatch.core.vocabulary import WITHHELD_CC
 
 from .cli_common import (
@@ -32,17 +31,18 @@ from .cli_init import require_consent
 from .cli_test_list import NoTestList, load_test_list, report_problems, scheduled_test_list
 from .collector_api import ApiFailure, fetch_confirmations, make_session, where_am_i
 from .daemon import MIN_GAP, ConfirmationBudget, SliceCursor, run_schedule
+from .deliver import upload_waiting
 from .display import STOP_EXPLANATIONS, ProgressDisplay, is_terminal, log_event, plain_summary, summary_table
 from .keys import SigningKeyError, load_key
 from .netinfo import NetworkView, observe_network
 from .paths import DataPaths
-from .pseudonym import load_or_create_secret
+from .pseudonym import with_secret
 from .queue import MeasurementQueue
 from .run_records import RunOptions, RunSummary
-from .runner import run_pass, token_batches
+from .runner import run_pass
 from .settings import FULL_BODIES_WARNING, AgentSettings, SettingsError
 from .testlists import TestListEntry
-from .upload import Uploader, UploadReport
+from .upload import UploadReport
 
 __all__ = ["daemon", "run", "upload"]  # called by cli_run with the options it read
 
@@ -62,8 +62,7 @@ async def _one_pass(
     select: Callable[[list[TestListEntry]], list[TestListEntry]] | None = None,
 ) -> RunSummary:
     key = load_key(paths.key)
-    if settings.network_pseudonym:  # off by default: see agent/pseudonym.py for what it reveals
-        options = dataclasses.replace(options, pseudonym_secret=load_or_create_secret(paths.pseudonym_secret))
+    options = with_secret(options, settings.network_pseudonym, paths.pseudonym_secret)  # off by default
     if options.keep_full_bodies:
         typer.secho(FULL_BODIES_WARNING, fg="yellow", err=True)
     if scheduled:
@@ -198,14 +197,15 @@ def daemon(
         trace_control_domain=trace_control_domain,
     )
     cursor = SliceCursor(settings.daemon.slices)
-    one_pass = functools.partial(_scheduled_pass, paths, settings, options, input_file, cursor)
+    where: dict[str, str] = {}  # the country the confirmation polls ask for: found again after each pass
+    one_pass = functools.partial(_scheduled_pass, paths, settings, options, input_file, cursor, where)
     flush = functools.partial(_logged_flush, paths, settings, options)
     confirm = None
     if settings.daemon.confirm_per_hour and settings.collector_addresses():
         budget = ConfirmationBudget(per_hour=settings.daemon.confirm_per_hour)
         # confirmations upload at once: their worth is in their speed (and they are few)
-        at_once = dataclasses.replace(options, defer_upload=False)
-        confirm = functools.partial(_confirm_once, paths, settings, at_once, budget, {})
+        at_once = dataclasses.replace(options, defer_upload=False, confirmation=True)
+        confirm = functools.partial(_confirm_once, paths, settings, at_once, budget, where)
     try:
         asyncio.run(_schedule(one_pass, flush, settings, options, passes, confirm))
     except SigningKeyError as exc:
@@ -213,10 +213,17 @@ def daemon(
 
 
 async def _scheduled_pass(
-    paths: DataPaths, settings: AgentSettings, options: RunOptions, files: list[Path], cursor: SliceCursor
+    paths: DataPaths,
+    settings: AgentSettings,
+    options: RunOptions,
+    files: list[Path],
+    cursor: SliceCursor,
+    where: dict[str, str],
 ) -> str | None:
     """One of the daemon's passes (the next slice of the list); its stop reason (None when it completed,
-    or failed with a bug)."""
+    or failed with a bug). ``where`` (the confirmation polls' country) is forgotten: the machine may have
+    moved, and the next poll asks again."""
+    where.clear()
 
     def select(entries: list[TestListEntry]) -> list[TestListEntry]:
         return cursor.take(entries, lambda entry: entry.url)
@@ -309,27 +316,9 @@ def _transport_or_fail(
         raise fail(str(exc)) from None
 
 
-async def _flush(paths: DataPaths, settings: AgentSettings, options: RunOptions) -> UploadReport:
-    """Upload what waits, by the settings' collector addresses and routes."""
-    with MeasurementQueue(paths.queue, settings.queue) as queue:
-        session = make_session(
-            source_address=options.source_address, ca_file=options.ca_file, route=options.route
-        )
-        async with session:
-            addresses = options.collector_addresses
-            batches = None
-            key = load_key(paths.key)
-            if settings.identified:  # rows queued unsigned before a switch to identified mode
-                queue.sign_unsigned(lambda payload: sign(payload, key))
-            else:
-                batches = await token_batches(options, queue, key, session)
-            uploader = Uploader(queue, addresses, session, batch_size=settings.upload_batch, batches=batches)
-            return await uploader.upload_pending()
-
-
 async def _logged_flush(paths: DataPaths, settings: AgentSettings, options: RunOptions) -> UploadReport:
     """The daemon's upload, a random delay after its pass, logged as one event."""
-    report = await _flush(paths, settings, options)
+    report = await upload_waiting(paths, settings, options, top_up=False)
     log.info("upload", extra={"fields": {"event": "upload_done", **report.as_dict()}})
     return report
 
@@ -338,7 +327,7 @@ async def _delayed_flush(paths: DataPaths, settings: AgentSettings, options: Run
     delay = random.SystemRandom().uniform(*settings.upload_delay)
     typer.echo(f"uploading in {delay:.0f} s (--delay-upload)")
     await asyncio.sleep(delay)
-    return await _flush(paths, settings, options)
+    return await upload_waiting(paths, settings, options)
 
 
 def upload(
@@ -357,7 +346,7 @@ def upload(
         return
     options = _options(settings, ca_file=ca_file, source_address=source_address)
     try:
-        report = asyncio.run(_flush(paths, settings, options))
+        report = asyncio.run(upload_waiting(paths, settings, options))
     except SigningKeyError as exc:  # the key asks for the upload tokens (or signs, identified)
         raise fail(str(exc)) from None
     line = f"delivered {report.delivered} ({report.duplicates} already there), "

@@ -59,6 +59,10 @@ class RunOptions:
     max_bytes: int | None = None
     upload: bool = True
     defer_upload: bool = False  # queue for upload but leave the upload to the caller (the daemon's delay)
+    # A confirmation pass (the collector asked this country's agents to measure a few URLs now): it uploads
+    # only its own measurements, at once (the rest keeps its delay), and fetches no tokens (issuance and
+    # the uploads that spend them stay a pass apart).
+    confirmation: bool = False
     upload_batch: int = 50
     ipv6: bool = True  # False: DNS is asked for A records only
     upload_retry: RetryPolicy = field(default_factory=RetryPolicy)

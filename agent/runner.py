@@ -391,6 +391,7 @@ async def run_pass(
                 batch_size=options.upload_batch,
                 policy=options.upload_retry,
                 batches=batches,
+                only=summary.measurement_uids if options.confirmation else None,
             )
             summary.upload = await uploader.upload_pending()
             state.emit("uploaded", message=summary.upload.last_error)
@@ -405,9 +406,10 @@ async def token_batches(
     options: RunOptions, queue: MeasurementQueue, key: Ed25519PrivateKey, session: HttpClient
 ) -> TokenBatches:
     """The wallet, topped up now, before measuring: issuance and the uploads that spend its tokens are
-    then a pass apart (agent/tokens.py). A failure is logged; the upload then uses what the wallet holds."""
+    then a pass apart (agent/tokens.py). A failure is logged; the upload then uses what the wallet holds.
+    A confirmation pass fetches none: it uploads seconds after it starts."""
     wallet = TokenWallet(queue)
-    if options.upload and options.collector_addresses:
+    if options.upload and options.collector_addresses and not options.confirmation:
         try:
             added = await wallet.top_up(
                 session,

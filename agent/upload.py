@@ -23,7 +23,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,6 +181,7 @@ class Uploader:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         max_failed_batches: int = 3,
         batches: TokenBatches | None = None,
+        only: Collection[str] | None = None,
     ) -> None:
         if not collector_urls:
             raise ValueError("no collector URL to upload to")
@@ -196,17 +197,28 @@ class Uploader:
         # Unlinkable mode (the default, issue 12): every batch spends a token and is signed by its own
         # ephemeral key; None: identified mode, the rows are signed already by the long-term key.
         self.batches = batches
+        # Only these measurements (a confirmation pass's, sent at once), not everything that waits: the rest
+        # keeps its random delay after the probes (agent/daemon.py).
+        self.only = frozenset(only) if only is not None else None
 
     def _next_batch(self, after: int) -> list[QueuedMeasurement]:
-        rows = self.queue.pending(self.batch_size, after=after, unbatched=self.batches is not None)
         batch: list[QueuedMeasurement] = []
         size = 0
-        for row in rows:
-            if batch and size + len(row.payload) > self.batch_bytes:
-                break
-            batch.append(row)
-            size += len(row.payload)
+        while rows := self.queue.pending(self.batch_size, after=after, unbatched=self.batches is not None):
+            for row in rows:
+                after = row.row_id
+                if self.only is not None and row.measurement_uid not in self.only:
+                    continue
+                if batch and (len(batch) >= self.batch_size or size + len(row.payload) > self.batch_bytes):
+                    return batch
+                batch.append(row)
+                size += len(row.payload)
+            if self.only is None or len(batch) >= self.batch_size:
+                return batch
         return batch
+
+    def _wanted(self, batch: SealedBatch) -> bool:
+        return self.only is None or all(row.measurement_uid in self.only for row in batch)
 
     async def upload_pending(self) -> UploadReport:
         """One pass over what is pending now. A batch that fails every attempt stays pending and the next
@@ -216,7 +228,9 @@ class Uploader:
         after = 0
         failed_in_a_row = 0
         # Batches sealed before (a crash, a failed attempt) go first, exactly as they were sealed.
-        resent: list[list[QueuedMeasurement]] = list(self.batches.open_batches()) if self.batches else []
+        resent: list[list[QueuedMeasurement]] = (
+            [b for b in self.batches.open_batches() if self._wanted(b)] if self.batches else []
+        )
         while batch := (resent.pop(0) if resent else self._next_batch(after)):
             if not isinstance(batch, SealedBatch):
                 after = batch[-1].row_id

@@ -50,8 +50,7 @@ from gatewatch.core.vocabulary import (
 )
 
 from .appkeys import GeoLookup
-from .ingest import _stored_row as stored_row  # one definition of what a stored row holds
-from .ingest import rederive_dns_answers
+from .judging import rederive_dns_answers, stored_row
 from .ooni_format import GATEWATCH_KEY, OONI_TEST_NAME
 from .ooni_observations import (
     control,

@@ -26,24 +26,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from gatewatch.analysis import analyse
 from gatewatch.analysis.fingerprints import FingerprintDB
-from gatewatch.core.bogons import is_bogon
 from gatewatch.core.envelope import Envelope, EnvelopeError, verify
-from gatewatch.core.measurement import Measurement, WebTestKeys
-from gatewatch.core.observations import DNSAnswer, DNSQuery
-from gatewatch.core.verdicts import Verdict
+from gatewatch.core.measurement import Measurement
 from gatewatch.core.vocabulary import (
     ANALYSIS_ERROR,
-    ASN_MISMATCH,
     BAD_SIGNATURE,
     BATCH_TOO_LARGE,
-    CC_MISMATCH,
     CONTROL_UNVERIFIED,
     DOUBLE_SPEND,
     INTERNAL_ERROR,
@@ -59,9 +53,6 @@ from gatewatch.core.vocabulary import (
     UID_CONFLICT,
     UNSTORABLE,
     UNSUPPORTED_MEDIA_TYPE,
-    WITHHELD_ASN,
-    WITHHELD_CC,
-    blocking_label,
 )
 from gatewatch.core.wire import IngestItemResult, IngestResponse, ItemStatus
 
@@ -79,6 +70,7 @@ from .appkeys import (
 from .batch_auth import BATCH_AUTH_KEY, REPLAYED_KEY, count_batch
 from .client_address import client_address
 from .geoip import GeoInfo
+from .judging import NO_VERDICT, mismatch_flags, rederive_dns_answers, stored_row
 from .metrics import IngestMetrics, item_reason_label
 from .ratelimit import retry_after_seconds
 from .request_body import UPLOAD_SLOTS_KEY, RequestRefused, UploadSlots, read_body
@@ -91,8 +83,6 @@ __all__ = [
     "INGEST_PATH",
     "RequestRefused",
     "add_ingest_routes",
-    "domain_of",
-    "rederive_dns_answers",
 ]
 
 INGEST_PATH = "/api/v1/measurements"
@@ -122,13 +112,6 @@ class _Item:
         return IngestItemResult(
             index=self.index, measurement_uid=self.measurement_uid, status=self.status, reason=self.reason
         )
-
-
-def domain_of(url: str) -> str:
-    try:
-        return (urlsplit(url).hostname or "").lower()
-    except ValueError:  # e.g. an unbalanced "[" in the host part
-        return ""
 
 
 def _batch(body: bytes, max_batch: int) -> tuple[list[Any], Any]:
@@ -167,40 +150,6 @@ def _verify_all(raw: Sequence[Any]) -> list[_Item]:
     return items
 
 
-def _rederive_answer(answer: DNSAnswer, routable: tuple[str, ...], geo: GeoLookup | None) -> DNSAnswer:
-    address = answer.address
-    if address is None:  # a CNAME: no address, so neither a bogon nor in a network
-        return answer.model_copy(update={"bogon": False, "asn": None})
-    info = geo.lookup(address) if geo is not None else None
-    return answer.model_copy(
-        update={"bogon": is_bogon(address, routable), "asn": info.asn if info is not None else None}
-    )
-
-
-def rederive_dns_answers(keys: WebTestKeys, routable: tuple[str, ...], geo: GeoLookup | None) -> WebTestKeys:
-    """``keys`` with each DNS answer's ``bogon`` and ``asn`` recomputed by the collector (copies: the
-    parsed measurement and the signed bytes are untouched). ``routable`` names the non-public ranges
-    that are real in this deployment (``control_allow_net``)."""
-
-    def query(q: DNSQuery) -> DNSQuery:
-        return q.model_copy(
-            update={
-                "answers": [_rederive_answer(a, routable, geo) for a in q.answers],
-                "replies": [
-                    r.model_copy(update={"answers": [_rederive_answer(a, routable, geo) for a in r.answers]})
-                    for r in q.replies
-                ],
-            }
-        )
-
-    return keys.model_copy(update={"queries": [query(q) for q in keys.queries]})
-
-
-# Stored when the analysis itself fails: no verdict, and a flag saying why (the collector's bug to fix and
-# re-judge; the agent did nothing wrong, and a rejection would be quarantined on its side for good).
-_NO_VERDICT = Verdict(blocking=None, accessible=None)
-
-
 def _judge_all(
     items: Sequence[_Item],
     settings: Settings,
@@ -232,7 +181,7 @@ def _judge_all(
         if m.measurement_start_time < oldest:
             item.reject(TOO_OLD)
             continue
-        flags = _mismatch_flags(m, geo)
+        flags = mismatch_flags(m, geo)
         try:
             keys = rederive_dns_answers(m.test_keys, settings.control_allow_net, geodb)
             control = keys.control
@@ -247,48 +196,11 @@ def _judge_all(
                 "analysis failed",
                 extra={"measurement_uid": m.measurement_uid, "error_type": type(exc).__name__},
             )
-            verdict = _NO_VERDICT
+            verdict = NO_VERDICT
             flags = (*flags, ANALYSIS_ERROR)
             failures += 1
-        item.row = _stored_row(m, verdict, flags, item.payload, now)
+        item.row = stored_row(m, verdict, flags, item.payload, now)
     return failures
-
-
-def _stored_row(
-    m: Measurement, verdict: Verdict, flags: tuple[str, ...], payload: bytes, now: datetime
-) -> StoredMeasurement:
-    """What the store keeps: the signed bytes as they came, and the server's own verdict beside them."""
-    fingerprint = verdict.fingerprint
-    return StoredMeasurement(
-        measurement_uid=m.measurement_uid,
-        received_at=now,
-        measurement_start_time=m.measurement_start_time,
-        probe_cc=m.probe_cc,
-        probe_asn=m.probe_asn,
-        test_name=m.test_name,
-        input=m.input,
-        domain=domain_of(m.input),
-        blocking=blocking_label(verdict.blocking),
-        anomaly=verdict.anomaly,
-        technique=fingerprint.technique if fingerprint else None,
-        fingerprint_key=fingerprint.key if fingerprint else None,
-        verdict_json=verdict.model_dump_json(),
-        payload=payload,
-        flags=flags,
-    )
-
-
-def _mismatch_flags(m: Measurement, geo: GeoInfo | None) -> tuple[str, ...]:
-    """Claims that disagree with where the upload came from are kept, but marked (as OONI does). A
-    withheld value (AS0, ZZ) is not a disagreement."""
-    if geo is None:
-        return ()
-    flags: list[str] = []
-    if geo.asn is not None and m.probe_asn != WITHHELD_ASN and m.probe_asn != f"AS{geo.asn}":
-        flags.append(ASN_MISMATCH)
-    if geo.cc is not None and m.probe_cc != WITHHELD_CC and m.probe_cc != geo.cc.upper():
-        flags.append(CC_MISMATCH)
-    return tuple(flags)
 
 
 def _rate_limit(request: web.Request, items: Sequence[_Item]) -> None:

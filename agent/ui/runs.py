@@ -12,16 +12,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..cli_test_list import NoTestList, load_test_list
-from ..collector_api import make_session
 from ..consent import load_consent
+from ..deliver import upload_waiting
 from ..display import STOP_EXPLANATIONS
 from ..keys import SigningKeyError, load_key
 from ..paths import DataPaths
+from ..pseudonym import with_secret
 from ..queue import MeasurementQueue
 from ..run_records import RunEvent, RunOptions, RunSummary
 from ..runner import run_pass
 from ..settings import AgentSettings, SettingsError, load_settings
-from ..upload import Uploader, UploadReport
+from ..upload import UploadReport
 
 __all__ = ["LabFlags", "Progress", "RunController", "RunRefused"]
 
@@ -119,9 +120,10 @@ class RunController:
         if record is None or not record.current:
             raise RunRefused("consent is needed first (the risks page)")
         settings = self._settings()
-        if not settings.collector_urls and not self.flags.input_files:
+        if not settings.collector_addresses() and not self.flags.input_files:
             raise RunRefused("no collector is set: add one in the settings")
         options = RunOptions.from_settings(settings, **self.flags.run_flags())
+        options = with_secret(options, settings.network_pseudonym, self.paths.pseudonym_secret)
         self.progress = Progress(phase="preparing", max_runtime=options.max_runtime)
         self.task = asyncio.create_task(self._run(settings, options), name="gatewatch-ui-run")
 
@@ -179,7 +181,7 @@ class RunController:
         if self.busy:
             raise RunRefused("a run is going on: it uploads what waits when it ends")
         settings = self._settings()
-        if not settings.collector_urls:
+        if not settings.collector_addresses():
             raise RunRefused("no collector is set: add one in the settings")
         if not settings.upload:
             raise RunRefused("uploads are turned off in the settings")
@@ -188,16 +190,15 @@ class RunController:
         reports: list[UploadReport] = []
 
         async def deliver() -> None:
-            with MeasurementQueue(self.paths.queue, settings.queue) as queue:
-                session = make_session(source_address=self.flags.source_address, ca_file=self.flags.ca_file)
-                async with session:
-                    uploader = Uploader(
-                        queue, settings.collector_urls, session, batch_size=settings.upload_batch
-                    )
-                    reports.append(await uploader.upload_pending())
+            # As the CLI's `upload`: the settings' addresses and routes (proxy, Tor), upload tokens.
+            options = RunOptions.from_settings(settings, **self.flags.run_flags())
+            reports.append(await upload_waiting(self.paths, settings, options))
 
         self.task = asyncio.create_task(deliver(), name="gatewatch-ui-upload")
-        await self.task
+        try:
+            await self.task
+        except SigningKeyError as exc:  # the key asks for the upload tokens (or signs, identified)
+            raise RunRefused(str(exc)) from None
         return reports[0]
 
 

@@ -63,6 +63,17 @@ async def test_everything_arrives_once_and_duplicates_count_as_delivered(collect
         assert collector.stored[uid] == queue.get(uid).payload  # type: ignore[union-attr]
 
 
+async def test_only_the_named_measurements_go_the_rest_keeps_waiting(collector, fill_queue) -> None:
+    """A confirmation pass uploads its own measurements at once; what else waits keeps its random delay
+    after the probes (agent/daemon.py), so it must not ride along."""
+    queue, uids = fill_queue(9)
+    chosen = {uids[1], uids[4], uids[8]}  # scattered, across several pages of the queue
+    async with make_session() as session:
+        report = await _uploader(queue, [collector.url], session, batch_size=2, only=chosen).upload_pending()
+    assert set(collector.stored) == chosen and report.accepted == 3 and report.requests == 2
+    assert queue.counts()["sent"] == 3 and queue.counts()["pending"] == 6
+
+
 async def test_a_lost_answer_is_resent_and_answered_as_duplicate(collector, fill_queue) -> None:
     queue, uids = fill_queue(4)
     collector.lose_answer_after_store = 1

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from gatewatch.analysis import analyse
 from gatewatch.collector.app import create_app
 from gatewatch.collector.appkeys import INGEST_HOOKS_KEY, STORE_KEY
-from gatewatch.collector.ingest import rederive_dns_answers
+from gatewatch.collector.judging import rederive_dns_answers
 from gatewatch.collector.logging import JSONLineFormatter
 from gatewatch.collector.settings import Settings
 from gatewatch.collector.store import MeasurementFilter, StoredMeasurement

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from gatewatch.collector.app import create_app
 from gatewatch.collector.appkeys import RATE_LIMIT_KEY, STORE_KEY
-from gatewatch.collector.ingest import rederive_dns_answers
+from gatewatch.collector.judging import rederive_dns_answers
 from gatewatch.collector.metrics import REQUEST_RESULTS
 from gatewatch.collector.settings import Settings
 from gatewatch.collector.store import MeasurementFilter, StoredMeasurement

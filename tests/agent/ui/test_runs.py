@@ -13,11 +13,9 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gatewatch.agent.queue import MeasurementQueue
 from gatewatch.agent.ui.runs import LabFlags, Progress
-from gatewatch.core.envelope import sign
 
 from ..collector_contract import ContractCollector
 from ..conftest import make_measurement
@@ -94,13 +92,11 @@ def test_retry_delivers_what_waits(tmp_path: Path, contract_collector: ContractC
         assert server.post("/consent", consent_form()).status == 303
         url = contract_collector.url  # type: ignore[attr-defined]
         (server.data_dir / "agent.toml").write_text(f'collector_urls = ["{url}"]\n')
-        key = Ed25519PrivateKey.generate()
         uids = []
         with MeasurementQueue(server.data_dir / "queue.sqlite3") as queue:
-            for i in range(3):
+            for i in range(3):  # queued unsigned, as a pass queues them by default: the batch signs
                 m = make_measurement(url=f"http://site{i}.example/")
-                payload = m.to_json_bytes()
-                queue.enqueue(m.measurement_uid, payload, sign(payload, key))
+                queue.enqueue(m.measurement_uid, m.to_json_bytes(), None)
                 uids.append(m.measurement_uid)
         before = server.request("GET", "/queue").text
         assert 'id="count-pending">3<' in before and 'id="retry" disabled' not in before
@@ -110,6 +106,9 @@ def test_retry_delivers_what_waits(tmp_path: Path, contract_collector: ContractC
         assert "Uploaded 3, rejected 0, still waiting 0" in page
         assert 'id="count-pending">0<' in page and 'id="count-sent">3<' in page
         assert set(contract_collector.stored) == set(uids)
+        assert (
+            contract_collector.token_batches >= 1
+        )  # as the CLI's upload: a token per batch, no long-term key
         (server.data_dir / "agent.toml").write_text(f'collector_urls = ["{url}"]\nupload = false\n')
         refused = server.post("/queue/retry")
         assert "uploads are turned off" in server.request("GET", refused.headers["location"]).text
