@@ -20,25 +20,36 @@ sighting is 4 KiB.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from gatewatch.core.vocabulary import WITHHELD_CC
 from gatewatch.core.wire import MAX_SIGHTING_BODY, MAX_SIGHTING_URLS, Sighting
 
-if TYPE_CHECKING:  # run_records imports the upload, which imports the collector calls, which import this
-    from .run_records import UrlResult
-
-__all__ = ["BODY_BUCKETS", "MAX_URL_LENGTH", "choose_sighting", "sighting_body"]
+__all__ = ["BODY_BUCKETS", "MAX_URL_LENGTH", "UrlOutcome", "choose_sighting", "sighting_body"]
 
 BODY_BUCKETS = (4096, 8192, MAX_SIGHTING_BODY)  # bytes: each sighting's body is exactly one of these
 MAX_URL_LENGTH = 1024  # the wire's bound on one sighted URL
 
 
-def _anomalous(result: UrlResult) -> bool:
+class UrlOutcome(Protocol):
+    """What a pass found for one URL, as :class:`~gatewatch.agent.run_records.UrlResult` holds it (named
+    by shape: run_records imports the upload, which imports the collector calls, which import this)."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def blocking(self) -> str | bool | None: ...
+    @property
+    def control_failure(self) -> str | None: ...
+    @property
+    def blocked(self) -> bool: ...
+
+
+def _anomalous(result: UrlOutcome) -> bool:
     return result.blocked and result.control_failure is None
 
 
-def choose_sighting(results: Iterable[UrlResult], cc: str) -> Sighting | None:
+def choose_sighting(results: Iterable[UrlOutcome], cc: str) -> Sighting | None:
     """The sighting a pass's ``results`` make for country ``cc``, or None (nothing anomalous, the line
     looks down, or the country is withheld)."""
     if not cc or cc.upper() == WITHHELD_CC:

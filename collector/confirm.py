@@ -122,11 +122,14 @@ class ConfirmationBoard:
             self._latest.popitem(last=False)
 
     def add_sighting(self, cc: str, urls: Iterable[str]) -> None:
-        """List ``urls`` (already checked against the country's test list) as sighted in ``cc`` now; when
-        the country holds ``MAX_SIGHTING_URLS``, each new URL replaces its oldest sighted one."""
+        """List ``urls`` (already checked against the country's test list) as sighted in ``cc`` now, unless
+        a judged anomaly lists them already; when the country holds ``MAX_SIGHTING_URLS``, each new URL
+        replaces its oldest sighted one."""
         now = self._clock()
         sighted = self._sighted.setdefault(cc, OrderedDict())
         for url in urls:
+            if self._latest.get((cc, url), -float("inf")) >= now - self._window:
+                continue  # listed already because of a judged anomaly: no sighted slot spent on it
             sighted[url] = now
             sighted.move_to_end(url)
             while len(sighted) > MAX_SIGHTING_URLS:
