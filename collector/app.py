@@ -48,6 +48,7 @@ from .metrics import (
     REQUEST_RESULTS,
     SIGHTING_METRICS_KEY,
     TOKEN_METRICS_KEY,
+    ControlMetrics,
     IngestMetrics,
     SightingMetrics,
     TokenMetrics,
@@ -269,9 +270,13 @@ def create_app(
         settings.max_age_seconds + settings.control_max_age_seconds,
     )
     add_control_keys_route(app, signer)
+    control_metrics = ControlMetrics.register(registry)  # always exposed: zero when nothing is judged
     if settings.require_vouched_control:
         app[CONTROL_JUDGE_KEY] = ControlJudge(
-            signer, timedelta(seconds=settings.control_max_age_seconds), service.latest
+            signer,
+            timedelta(seconds=settings.control_max_age_seconds),
+            service.latest,
+            control_metrics,
         )
     add_control_routes(app, service)
     add_test_list_routes(app)

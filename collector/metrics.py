@@ -35,6 +35,10 @@ from gatewatch.core.vocabulary import (
     TOO_MANY_UPLOADS,
     UNREADABLE_BODY,
     UNSUPPORTED_MEDIA_TYPE,
+    VOUCH_REFUSALS,
+    VOUCH_SOURCES,
+    VouchRefusal,
+    VouchSource,
 )
 from gatewatch.core.wire import ItemStatus
 
@@ -47,6 +51,7 @@ __all__ = [
     "SIGHTING_RESULTS",
     "TOKEN_METRICS_KEY",
     "BATCH_RESULTS",
+    "ControlMetrics",
     "IngestMetrics",
     "SightingMetrics",
     "TokenMetrics",
@@ -186,6 +191,37 @@ class TokenMetrics:
 
 
 TOKEN_METRICS_KEY: web.AppKey[TokenMetrics] = web.AppKey("gatewatch_token_metrics", TokenMetrics)
+
+
+@dataclass(frozen=True)
+class ControlMetrics:
+    """Which control each measurement was judged against at ingest (collector/vouched_control.py): its own
+    vouched control (``refusal=""``), else the collector's own recent control of the URL, else none (stored
+    without a verdict); with why the embedded vouch was refused. ``absent`` is an agent that sent none (an
+    old agent, or a control it could not fetch); ``forged``/``other_url`` is a lying or tampered agent."""
+
+    controls: Counter
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> ControlMetrics:
+        metrics = cls(
+            controls=Counter(
+                "gatewatch_ingest_controls",
+                "Measurements judged at ingest, by where their control came from (vouched, own_cache, none) "
+                "and why the control they embedded was refused (empty when it was used).",
+                ["source", "refusal"],
+                registry=registry,
+            )
+        )
+        metrics.controls.labels(source="vouched", refusal="")
+        for source in VOUCH_SOURCES:
+            if source != "vouched":
+                for refusal in VOUCH_REFUSALS:
+                    metrics.controls.labels(source=source, refusal=refusal)
+        return metrics
+
+    def count(self, source: VouchSource, refusal: VouchRefusal | None) -> None:
+        self.controls.labels(source=source, refusal=refusal or "").inc()
 
 
 # How a sighting (POST /api/v1/confirm) was answered: accepted (some URL listed), rejected (none could
