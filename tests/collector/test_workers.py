@@ -192,13 +192,16 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def test_metrics_add_up_across_workers(served: Served, sign: Any, make_measurement: Any) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    batches = [
-        [sign(make_measurement(), key) for _ in range(5)]
-        for key in (Ed25519PrivateKey.generate() for _ in range(12))
+    rounds = [
+        [
+            [sign(make_measurement(), key) for _ in range(5)]
+            for key in (Ed25519PrivateKey.generate() for _ in range(6))
+        ]
+        for _ in range(10)
     ]
-    total = sum(len(b) for b in batches)
+    sent: list[list[dict[str, Any]]] = []
 
-    async def run() -> tuple[set[str], list[tuple[str, str]]]:
+    async def run() -> tuple[set[str], list[tuple[str, str]], int]:
         by: set[str] = set()
         scrapes: list[tuple[str, str]] = []
         connector = aiohttp.TCPConnector(force_close=True)
@@ -212,7 +215,13 @@ def test_metrics_add_up_across_workers(served: Served, sign: Any, make_measureme
                     assert {item["status"] for item in body["results"]} == {"accepted"}
                     by.add(r.headers[WORKER_HEADER])
 
-            await asyncio.gather(*(post(batch) for batch in batches))  # at once: both workers take some
+            # Six at once, round after round, until both workers have taken some (bounded).
+            for batches in rounds:
+                await asyncio.gather(*(post(batch) for batch in batches))
+                sent.extend(batches)
+                if len(by) == 2:
+                    break
+            total = sum(len(b) for b in sent)
             # The custom counters reach the other workers within a snapshot interval: scrape until every
             # answer adds up (bounded), keeping one scrape per worker.
             deadline = time.monotonic() + 20
@@ -226,18 +235,18 @@ def test_metrics_add_up_across_workers(served: Served, sign: Any, make_measureme
                         per_worker[r.headers[WORKER_HEADER]] = text
                 await asyncio.sleep(0.1)
             scrapes = list(per_worker.items())
-        return by, scrapes
+        return by, scrapes, total
 
     assert len(asyncio.run(_workers_answering(served.url, 2))) == 2  # both started
-    workers, scrapes = asyncio.run(run())
+    workers, scrapes, total = asyncio.run(run())
     assert len(workers) == 2, "the uploads were spread over both workers (new connection each)"
     assert len(scrapes) == 2, "both workers' /metrics add up to every measurement"
     for _, text in scrapes:
         samples = _samples(text)
         accepted = (("reason", ""), ("result", "accepted"))
         assert samples[("gatewatch_ingest_items_total", accepted)] == total
-        assert samples[("gatewatch_ingest_requests_total", (("result", "ok"),))] >= len(batches)
-        assert samples[("gatewatch_ingest_request_seconds_count", ())] >= len(batches)
+        assert samples[("gatewatch_ingest_requests_total", (("result", "ok"),))] == len(sent)
+        assert samples[("gatewatch_ingest_request_seconds_count", ())] == len(sent)
         last = [k for k in samples if k[0] == "gatewatch_ingest_last_accepted_timestamp_seconds"]
         assert last == [("gatewatch_ingest_last_accepted_timestamp_seconds", ())]  # one series, no pid
         assert samples[last[0]] > time.time() - 120
