@@ -250,3 +250,32 @@ def test_metrics_add_up_across_workers(served: Served, sign: Any, make_measureme
         last = [k for k in samples if k[0] == "gatewatch_ingest_last_accepted_timestamp_seconds"]
         assert last == [("gatewatch_ingest_last_accepted_timestamp_seconds", ())]  # one series, no pid
         assert samples[last[0]] > time.time() - 120
+
+
+@pytest.mark.postgres
+def test_the_parent_gives_up_when_workers_cannot_start(pg_cluster: PostgresCluster, tmp_path: Path) -> None:
+    """Workers that die young again and again (no such database) are restarted with back-off, then the
+    parent stops and exits 1, as one collector that cannot reach its store does."""
+    log = tmp_path / "collector.log"
+    missing = pg_cluster.url("no_such_database")
+    command = [
+        console_script(COLLECTOR),
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        missing,
+        "--workers",
+        "2",
+    ]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    try:
+        assert process.wait(timeout=180) == 1
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+    messages = [json.loads(line).get("msg") for line in log.read_text().splitlines() if line.startswith("{")]
+    assert "workers keep failing to start: stopping" in messages
+    assert messages.count("worker exited: restarting") >= 5
