@@ -17,8 +17,9 @@ CPU accounting (from /proc, over each upload phase): the collector's processes, 
 generator's, and what else the machine ran (other sessions share its cores). The ceilings: how many times
 the one-process run's total CPU use (collector + PostgreSQL + client, in cores) fits in all the machine's
 cores, and in the cores the other load measured during the pair left; and the idle-machine projection:
-one process bound by its one thread (its CPU per measurement), two by all the cores over everything's
-CPU per measurement, at most 2x (a projection from the CPU figures, not a measurement).
+one process bound by its one thread (its CPU per measurement), two by their two threads or by all the
+cores over everything's CPU per measurement in the two-process run (a projection from the CPU figures,
+not a measurement).
 """
 
 from __future__ import annotations
@@ -327,9 +328,13 @@ def main() -> None:
         max(cores - (one.others_cores + two.others_cores) / 2, 0.1) / (one.ours / one.wall)
         for one, two in pairs
     ]
-    # If nothing else ran: one process is bound by its one thread (its collector CPU per measurement), two by
-    # the cores over everything's CPU per measurement (collector, PostgreSQL, client), at most 2x.
-    projected = [min(2.0, cores * one.collector_cpu / one.ours) for one, _ in pairs]
+    # If nothing else ran: one process is bound by its one thread (its collector CPU per measurement), two
+    # by their two threads or by the cores over everything's CPU per measurement (collectors, PostgreSQL,
+    # client), whichever is lower; CPU per measurement as each run measured it.
+    projected = [
+        min(2 * one.collector_cpu / two.collector_cpu, cores * one.collector_cpu / two.ours)
+        for one, two in pairs
+    ]
     print(
         f"measurements: {args.count} per run, batches of {ingest.BATCH}, {args.concurrency} uploads in"
         f" flight, a connection each; PostgreSQL fsync on; {cores} logical cores shared by the collectors,"
