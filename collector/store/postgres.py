@@ -296,20 +296,40 @@ class PostgresStore:
         next_cursor = encode_cursor(rows[-1]) if len(fetched) > limit else None
         return rows, next_cursor
 
-    async def received_after(
+    async def received_keys_after(
         self, after: tuple[datetime, str], before: datetime, started_since: datetime, limit: int
-    ) -> list[StoredMeasurement]:
-        """Rows received after ``after`` (received_at, uid) and before ``before``, in that order, whose start
-        time is at least ``started_since`` (which keeps the scan to the recent partitions): what the other
-        collectors on this database stored lately (collector/peer_sync.py)."""
+    ) -> list[tuple[datetime, str]]:
+        """(received_at, uid) of the rows received after ``after`` and before ``before``, in that order,
+        whose start time is at least ``started_since`` (which keeps the scan to the recent partitions): what
+        the collectors on this database stored lately (collector/peer_sync.py). Keys only: a look goes back
+        over rows it has seen, and those need not travel again."""
         sql = (
-            f"SELECT {_COLUMNS} FROM measurements WHERE (received_at, measurement_uid) > ($1, $2)"
-            " AND received_at < $3 AND measurement_start_time >= $4"
+            "SELECT received_at, measurement_uid FROM measurements"
+            " WHERE (received_at, measurement_uid) > ($1, $2) AND received_at < $3"
+            " AND measurement_start_time >= $4"
             " ORDER BY received_at, measurement_uid LIMIT $5"
         )
         try:
             async with self._pool.acquire() as conn:
                 fetched = await conn.fetch(sql, after[0], after[1], before, started_since, limit)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreError(f"postgresql: {exc}") from exc
+        return [(record[0], record[1]) for record in fetched]
+
+    async def received_rows(
+        self, keys: Sequence[tuple[datetime, str]], started_since: datetime
+    ) -> list[StoredMeasurement]:
+        """The rows of ``keys`` (from :meth:`received_keys_after`, same ``started_since``), in key order."""
+        if not keys:
+            return []
+        sql = (
+            f"SELECT {_COLUMNS} FROM measurements WHERE measurement_start_time >= $3"
+            " AND (received_at, measurement_uid) IN (SELECT * FROM unnest($1::timestamptz[], $2::text[]))"
+            " ORDER BY received_at, measurement_uid"
+        )
+        try:
+            async with self._pool.acquire() as conn:
+                fetched = await conn.fetch(sql, [k[0] for k in keys], [k[1] for k in keys], started_since)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"postgresql: {exc}") from exc
         return [_from_record(record) for record in fetched]
