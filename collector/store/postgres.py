@@ -319,17 +319,22 @@ class PostgresStore:
     async def received_rows(
         self, keys: Sequence[tuple[datetime, str]], started_since: datetime
     ) -> list[StoredMeasurement]:
-        """The rows of ``keys`` (from :meth:`received_keys_after`, same ``started_since``), in key order."""
+        """The rows of ``keys`` (one page of :meth:`received_keys_after`, same ``started_since``), in key
+        order. The keys' received_at range bounds the scan (the page's rows by the received_at index)."""
         if not keys:
             return []
         sql = (
-            f"SELECT {_COLUMNS} FROM measurements WHERE measurement_start_time >= $3"
+            f"SELECT {_COLUMNS} FROM measurements WHERE received_at BETWEEN $3 AND $4"
+            " AND measurement_start_time >= $5"
             " AND (received_at, measurement_uid) IN (SELECT * FROM unnest($1::timestamptz[], $2::text[]))"
             " ORDER BY received_at, measurement_uid"
         )
+        times = [k[0] for k in keys]
         try:
             async with self._pool.acquire() as conn:
-                fetched = await conn.fetch(sql, [k[0] for k in keys], [k[1] for k in keys], started_since)
+                fetched = await conn.fetch(
+                    sql, times, [k[1] for k in keys], min(times), max(times), started_since
+                )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"postgresql: {exc}") from exc
         return [_from_record(record) for record in fetched]
