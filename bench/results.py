@@ -49,7 +49,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench(
         "ingest_scale.py",
         (),
-        ("--count", "600"),
+        ("--count", "2000", "--repeat", "1"),
         needs_postgres=True,
         baseline="one collector process on the same PostgreSQL",
     ),

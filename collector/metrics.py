@@ -134,6 +134,7 @@ class IngestMetrics:
                 "gatewatch_ingest_last_accepted_timestamp_seconds",
                 "Unix time at which a measurement was last accepted (alert when it stops moving).",
                 registry=registry,
+                multiprocess_mode="max",  # serve --workers: the latest of any worker (workers_metrics.py)
             ),
             analysis_errors=Counter(
                 "gatewatch_ingest_analysis_errors",
