@@ -97,6 +97,24 @@ SQLITE: tuple[Migration, ...] = (
             "DROP INDEX measurements_by_domain",
         ),
     ),
+    (
+        4,
+        (
+            # Issue 16, stored bytes. Verdicts are stored deflated (store/verdict_codec.py) from now on, in
+            # the same column (SQLite keeps a BLOB in a TEXT column as it is; rows stored before keep their
+            # JSON text, read as it is). `envelopes` rows are small and keyed by the uid: WITHOUT ROWID
+            # keeps each once, in the primary key's B-tree, instead of a table and an index of the uid.
+            """CREATE TABLE envelopes_v4 (
+                measurement_uid TEXT PRIMARY KEY REFERENCES measurements (measurement_uid),
+                signature BLOB NOT NULL,
+                public_key BLOB NOT NULL
+            ) WITHOUT ROWID""",
+            "INSERT INTO envelopes_v4 (measurement_uid, signature, public_key)"
+            " SELECT measurement_uid, signature, public_key FROM envelopes",
+            "DROP TABLE envelopes",
+            "ALTER TABLE envelopes_v4 RENAME TO envelopes",
+        ),
+    ),
 )
 
 POSTGRES: tuple[Migration, ...] = (

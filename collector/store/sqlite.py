@@ -35,6 +35,7 @@ from .base import (
     to_micros,
 )
 from .migrations import SQLITE
+from .verdict_codec import decode_verdict, encode_verdict
 
 __all__ = ["SQLiteStore", "page_sql"]
 
@@ -90,7 +91,7 @@ def _row_values(row: StoredMeasurement) -> tuple[Any, ...]:
         int(row.anomaly),
         row.technique,
         row.fingerprint_key,
-        row.verdict_json,
+        encode_verdict(row.verdict_json),
         row.payload,
         json.dumps(list(row.flags)),
         row.signature_scheme,
@@ -123,7 +124,7 @@ def _from_row(values: tuple[Any, ...]) -> StoredMeasurement:
         anomaly=bool(values[9]),
         technique=values[10],
         fingerprint_key=values[11],
-        verdict_json=values[12],
+        verdict_json=decode_verdict(values[12]),
         payload=bytes(values[13]),
         flags=() if values[14] == _NO_FLAGS else tuple(json.loads(values[14])),
         signature_scheme=values[15],
@@ -239,9 +240,9 @@ class SQLiteStore:
     ) -> BatchOutcome:
         if len(rows) != len(envelopes):
             raise ValueError("one envelope per row")
-        values = [_row_values(row) for row in rows]
 
         def insert(conn: sqlite3.Connection) -> BatchOutcome:
+            values = [_row_values(row) for row in rows]  # on the writer's thread, not the event loop
             inserted: list[bool] = []
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -258,7 +259,7 @@ class SQLiteStore:
                 raise
             return BatchOutcome(inserted, replayed)
 
-        if not values and spend is None:
+        if not rows and spend is None:
             return BatchOutcome([])
         try:
             return await self._writer.run(insert)
