@@ -41,15 +41,23 @@ __all__ = ["SQLiteStore", "page_sql"]
 
 _T = TypeVar("_T")
 
-_COLUMNS = (
+_OWN_COLUMNS = (
     "measurement_uid, received_at, measurement_start_time, probe_cc, probe_asn, test_name, input, domain, "
     "blocking, anomaly, technique, fingerprint_key, verdict_json, payload, flags, signature_scheme, "
     "signature, ephemeral_key, token, token_epoch, token_key_id"
 )
 _INSERT = (
-    f"INSERT INTO measurements ({_COLUMNS}) VALUES ({', '.join(['?'] * 21)}) "
+    f"INSERT INTO measurements ({_OWN_COLUMNS}, token_ref) VALUES ({', '.join(['?'] * 22)}) "
     "ON CONFLICT (measurement_uid) DO NOTHING"
 )
+# A token-signed row's token, ephemeral key, epoch and key id are kept once per batch (migration 4,
+# sqlite_tokens.batch_token_ref); rows stored before hold them inline.
+_COLUMNS = _OWN_COLUMNS.replace(
+    "ephemeral_key, token, token_epoch, token_key_id",
+    "coalesce(ephemeral_key, batch_ephemeral_key), coalesce(token, batch_token), "
+    "coalesce(token_epoch, batch_epoch), coalesce(token_key_id, batch_key_id)",
+)
+_FROM = "measurements LEFT JOIN batch_tokens USING (token_ref)"
 _BUSY_TIMEOUT = 30.0  # seconds a connection waits for another's write lock
 _INSERT_ENVELOPE = "INSERT INTO envelopes (measurement_uid, signature, public_key) VALUES (?, ?, ?)"
 
@@ -77,7 +85,10 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-def _row_values(row: StoredMeasurement) -> tuple[Any, ...]:
+def _row_values(row: StoredMeasurement, token_ref: int | None = None) -> tuple[Any, ...]:
+    """The row's columns in _INSERT's order; with ``token_ref`` its token's four columns are left empty
+    (the batch's row in ``batch_tokens`` holds them)."""
+    inline = token_ref is None
     return (
         row.measurement_uid,
         to_micros(row.received_at),
@@ -96,10 +107,11 @@ def _row_values(row: StoredMeasurement) -> tuple[Any, ...]:
         json.dumps(list(row.flags)),
         row.signature_scheme,
         row.signature,
-        row.ephemeral_key,
-        row.token,
-        row.token_epoch,
-        row.token_key_id,
+        row.ephemeral_key if inline else None,
+        row.token if inline else None,
+        row.token_epoch if inline else None,
+        row.token_key_id if inline else None,
+        token_ref,
     )
 
 
@@ -202,8 +214,7 @@ def page_sql(f: MeasurementFilter, after: tuple[datetime, str] | None) -> tuple[
     """One page's query (its last parameter, the row limit, is left to the caller) and its parameters."""
     where, params = filter_sql(f, lambda _n: "?", to_micros, after)
     return (
-        f"SELECT {_COLUMNS} FROM measurements{where} ORDER BY measurement_start_time, measurement_uid"
-        " LIMIT ?",
+        f"SELECT {_COLUMNS} FROM {_FROM}{where} ORDER BY measurement_start_time, measurement_uid LIMIT ?",
         params,
     )
 
@@ -242,11 +253,13 @@ class SQLiteStore:
             raise ValueError("one envelope per row")
 
         def insert(conn: sqlite3.Connection) -> BatchOutcome:
-            values = [_row_values(row) for row in rows]  # on the writer's thread, not the event loop
             inserted: list[bool] = []
             conn.execute("BEGIN IMMEDIATE")
             try:
                 replayed = sqlite_tokens.spend(conn, spend) if spend is not None else False
+                # Built on the writer's thread, not the event loop.
+                refs: dict[tuple[object, ...], int] = {}
+                values = [_row_values(row, sqlite_tokens.batch_token_ref(conn, row, refs)) for row in rows]
                 for row_values, envelope in zip(values, envelopes, strict=True):
                     new = conn.execute(_INSERT, row_values).rowcount == 1
                     if new and envelope is not None:
