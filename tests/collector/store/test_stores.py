@@ -18,6 +18,7 @@ from gatewatch.collector.store import (
 )
 from gatewatch.collector.store.migrations import POSTGRES, SQLITE
 from gatewatch.core.measurement import new_measurement_uid
+from gatewatch.core.vocabulary import SCHEME_BLIND_TOKEN
 
 LATEST = SQLITE[-1][0]
 
@@ -255,7 +256,7 @@ async def test_token_signed_rows_round_trip(store) -> None:
     once per batch), beside rows of another batch and rows signed with a long-term key."""
 
     def signed(n: int, batch: int) -> StoredMeasurement:
-        return row(n, signature_scheme="ed25519-blind-token/1", signature=bytes([n]) * 64,
+        return row(n, signature_scheme=SCHEME_BLIND_TOKEN, signature=bytes([n]) * 64,
                    ephemeral_key=bytes([batch]) * 32, token=bytes([batch]) * 288, token_epoch=2900 + batch,
                    token_key_id=f"ik-{batch}")  # fmt: skip
 
