@@ -3,7 +3,8 @@
 sqlite3 blocks, so every call runs on a worker thread that owns its connection (one writer, one reader:
 WAL lets the reader see committed rows while a write is under way). ``synchronous=FULL`` makes each
 commit durable before :meth:`SQLiteStore.insert_many` returns, which is what lets the collector
-acknowledge a measurement: a kill -9 (or power loss) afterwards cannot lose it.
+acknowledge a measurement: a kill -9 (or power loss) afterwards cannot lose it. Batches that arrive while
+a commit is under way are committed together, each in its own savepoint (sqlite_group_commit.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -26,7 +28,6 @@ from .base import (
     StoredMeasurement,
     StoreError,
     TokenSpend,
-    UnstorableError,
     decode_cursor,
     encode_cursor,
     filter_sql,
@@ -35,6 +36,7 @@ from .base import (
     to_micros,
 )
 from .migrations import SQLITE
+from .sqlite_group_commit import GroupCommit
 from .verdict_codec import decode_verdict, encode_verdict
 
 __all__ = ["SQLiteStore", "page_sql"]
@@ -210,6 +212,27 @@ def _migrate(conn: sqlite3.Connection) -> int:
     return int(current)
 
 
+@dataclass(frozen=True)
+class _Batch:
+    rows: Sequence[StoredMeasurement]
+    envelopes: Sequence[tuple[bytes, bytes] | None]
+    spend: TokenSpend | None
+
+
+def _write_batch(conn: sqlite3.Connection, batch: _Batch) -> BatchOutcome:
+    """One batch's rows, envelopes and token, in the caller's transaction (a savepoint of a group)."""
+    replayed = sqlite_tokens.spend(conn, batch.spend) if batch.spend is not None else False
+    refs: dict[tuple[object, ...], int] = {}
+    inserted: list[bool] = []
+    for row, envelope in zip(batch.rows, batch.envelopes, strict=True):
+        row_values = _row_values(row, sqlite_tokens.batch_token_ref(conn, row, refs))
+        new = conn.execute(_INSERT, row_values).rowcount == 1
+        if new and envelope is not None:
+            conn.execute(_INSERT_ENVELOPE, (row_values[0], *envelope))
+        inserted.append(new)
+    return BatchOutcome(inserted, replayed)
+
+
 def page_sql(f: MeasurementFilter, after: tuple[datetime, str] | None) -> tuple[str, list[object]]:
     """One page's query (its last parameter, the row limit, is left to the caller) and its parameters."""
     where, params = filter_sql(f, lambda _n: "?", to_micros, after)
@@ -226,6 +249,7 @@ class SQLiteStore:
         self.path = path
         self._writer = _Worker(path, "gatewatch-sqlite-writer")
         self._reader = _Worker(path, "gatewatch-sqlite-reader")
+        self._group_commit: GroupCommit[_Batch, BatchOutcome] = GroupCommit(self._writer.run, _write_batch)
         self.schema_version = 0
 
     @classmethod
@@ -252,36 +276,9 @@ class SQLiteStore:
         if len(rows) != len(envelopes):
             raise ValueError("one envelope per row")
 
-        def insert(conn: sqlite3.Connection) -> BatchOutcome:
-            inserted: list[bool] = []
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                replayed = sqlite_tokens.spend(conn, spend) if spend is not None else False
-                # Built on the writer's thread, not the event loop.
-                refs: dict[tuple[object, ...], int] = {}
-                values = [_row_values(row, sqlite_tokens.batch_token_ref(conn, row, refs)) for row in rows]
-                for row_values, envelope in zip(values, envelopes, strict=True):
-                    new = conn.execute(_INSERT, row_values).rowcount == 1
-                    if new and envelope is not None:
-                        conn.execute(_INSERT_ENVELOPE, (row_values[0], *envelope))
-                    inserted.append(new)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            return BatchOutcome(inserted, replayed)
-
         if not rows and spend is None:
             return BatchOutcome([])
-        try:
-            return await self._writer.run(insert)
-        except UnicodeEncodeError as exc:  # a lone surrogate cannot become UTF-8 (a NUL can, and is kept)
-            raise UnstorableError(f"sqlite: {exc.reason}") from None
-        except StoreError as exc:
-            if isinstance(exc.__cause__, sqlite3.DataError):  # e.g. a string or blob too big
-                raise UnstorableError(str(exc)) from exc
-            raise
+        return await self._group_commit.write(_Batch(rows, envelopes, spend))
 
     async def issuer_keys(self) -> list[IssuerKeyRecord]:
         return await self._reader.run(sqlite_tokens.issuer_keys)
@@ -342,5 +339,6 @@ class SQLiteStore:
         await self._reader.run(lambda conn: conn.execute("SELECT count(*) FROM schema_migrations").fetchone())
 
     async def close(self) -> None:
+        await self._group_commit.drain()
         await self._writer.close()
         await self._reader.close()
