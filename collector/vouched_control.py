@@ -82,6 +82,17 @@ def _period_key(secret: bytes, period: int) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(derived)
 
 
+def _fields_digest(vouch: VouchedControl) -> bytes:
+    """SHA-256 over what the signature covers (key id, URL, time, control text), each length-prefixed: equal
+    digests mean equal signed bytes, without building the canonical JSON (the cache's key)."""
+    digest = hashlib.sha256()
+    for field_value in (vouch.key_id, vouch.input, vouch.measured_at.isoformat(), vouch.control):
+        encoded = field_value.encode("utf-8", "surrogatepass")  # never fails: a lone surrogate too
+        digest.update(len(encoded).to_bytes(8, "big"))
+        digest.update(encoded)
+    return digest.digest()
+
+
 def _raw(public: Ed25519PublicKey) -> bytes:
     return public.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
@@ -95,7 +106,7 @@ class ControlSigner:
     # Periods back from the current one whose keys are still accepted (and published).
     accepted_periods: int = 31
     _keys: dict[int, tuple[str, Ed25519PrivateKey]] = field(default_factory=dict, repr=False)
-    # (key id, SHA-256 of the signed bytes) -> our own signature of them and the control they hold: many
+    # (key id, _fields_digest) -> our own signature of them and the control they hold: many
     # measurements carry one vouched control, so most checks are one lookup (see :meth:`check`).
     _checked: dict[tuple[str, bytes], tuple[bytes, ControlObservations | None]] = field(
         default_factory=dict, repr=False
@@ -150,10 +161,10 @@ class ControlSigner:
             given = base64.b64decode(vouch.signature, validate=True)
         except (binascii.Error, ValueError):
             return False, None
-        signed = vouch.signed_bytes()
-        cache_key = (vouch.key_id, hashlib.sha256(signed).digest())
+        cache_key = (vouch.key_id, _fields_digest(vouch))
         known = self._checked.get(cache_key)
         if known is None:
+            signed = vouch.signed_bytes()
             try:
                 control: ControlObservations | None = vouch.observations()
             except ValidationError:
