@@ -160,8 +160,11 @@ def check_batch(
 ) -> tuple[list[Item], int]:
     """Verify every item (on ``verifiers``, in chunks; None: here, one after the other) and judge each
     verified one whose key ``may_sign`` in this batch, the judging of a chunk overlapping the verification
-    of the next. Returns the items in order and how many analyses failed. Runs on a worker thread."""
+    of the next (a batch of one chunk is verified here: nothing to overlap). Returns the items in order and
+    how many analyses failed. Runs on a worker thread."""
     starts = range(0, len(raw), VERIFY_CHUNK)
+    if len(raw) <= VERIFY_CHUNK:
+        verifiers = None  # one chunk: nothing to overlap
     if verifiers is None:
         chunks: list[Callable[[], list[Item]]] = [
             lambda s=s: verify_items(raw[s : s + VERIFY_CHUNK], s) for s in starts
