@@ -61,7 +61,8 @@ BODY = "<html><head><title>Example</title></head><body>" + "content " * 200 + "<
 
 
 def page_load_keys() -> WebTestKeys:
-    answer = DNSAnswer(answer_type="A", ipv4="127.80.0.5", ttl=300)
+    # bogon as the agent computes it (127/8 is one): the collector re-derives the same value, copying nothing
+    answer = DNSAnswer(answer_type="A", ipv4="127.80.0.5", ttl=300, bogon=True)
     query = DNSQuery(resolver_address="127.53.0.1:53", hostname="site.lab", query_type="A", t0=0.0,
                      t=0.01, rcode="NOERROR", answers=[answer])  # fmt: skip
     connect = TCPConnect(ip="127.80.0.5", port=80, t0=0.01, t=0.02, success=True)
