@@ -181,6 +181,37 @@ SQLITE: tuple[Migration, ...] = (
             "DROP INDEX measurements_by_domain",
         ),
     ),
+    (
+        4,
+        (
+            # Issue 16, stored bytes. Verdicts are stored deflated (store/verdict_codec.py) from now on, in
+            # the same column (SQLite keeps a BLOB in a TEXT column as it is; rows stored before keep their
+            # JSON text, read as it is). `envelopes` rows are small and keyed by the uid: WITHOUT ROWID
+            # keeps each once, in the primary key's B-tree, instead of a table and an index of the uid.
+            """CREATE TABLE envelopes_v4 (
+                measurement_uid TEXT PRIMARY KEY REFERENCES measurements (measurement_uid),
+                signature BLOB NOT NULL,
+                public_key BLOB NOT NULL
+            ) WITHOUT ROWID""",
+            "INSERT INTO envelopes_v4 (measurement_uid, signature, public_key)"
+            " SELECT measurement_uid, signature, public_key FROM envelopes",
+            "DROP TABLE envelopes",
+            "ALTER TABLE envelopes_v4 RENAME TO envelopes",
+            # A batch's token, ephemeral key, epoch and key id, once per batch (~330 bytes that each of its
+            # measurements held); rows stored before keep them inline (read with coalesce, sqlite.py).
+            """CREATE TABLE batch_tokens (
+                token_ref INTEGER PRIMARY KEY,
+                batch_token BLOB NOT NULL,
+                batch_ephemeral_key BLOB NOT NULL,
+                batch_epoch INTEGER NOT NULL,
+                batch_key_id TEXT NOT NULL
+            )""",
+            # Looked up by its token when the batch's rows are written (a resend finds it again).
+            "CREATE UNIQUE INDEX batch_tokens_by_token ON batch_tokens"
+            " (batch_token, batch_ephemeral_key, batch_epoch, batch_key_id)",
+            "ALTER TABLE measurements ADD COLUMN token_ref INTEGER REFERENCES batch_tokens (token_ref)",
+        ),
+    ),
 )
 
 POSTGRES: tuple[Migration, ...] = (

@@ -116,6 +116,47 @@ def test_every_refusal_of_authenticate(make_measurement: Any) -> None:
     assert authenticate(stranger, m, TEST_SIGNER, age, now) == "unknown_key"
 
 
+def test_the_check_by_re_signing_agrees_with_verification(make_measurement: Any) -> None:
+    """Ingest checks a vouch by signing its bytes again (Ed25519 is deterministic) and comparing, with the
+    answer cached: every signature our key makes verifies, and any other signature, of the same bytes or
+    by another key, is refused, before and after the same bytes were seen with a good signature."""
+    now = datetime.now(UTC)
+    m = nxdomain_measurement(make_measurement)
+    signer = ControlSigner(CONTROL_SECRET.encode())
+    good = signer.sign(m.input, CONTROL, m.measurement_start_time)
+    public = signer.public_key(good.key_id, now)
+    assert public is not None
+    public.verify(base64.b64decode(good.signature), good.signed_bytes())  # what the check stands in for
+    other_bytes = signer.sign(m.input, INVENTED, m.measurement_start_time).signature
+    by_stranger = ControlSigner(OTHER_SECRET.encode()).sign(m.input, CONTROL, m.measurement_start_time)
+    flipped = bytearray(base64.b64decode(good.signature))
+    flipped[-1] ^= 1
+    forgeries = [
+        good.model_copy(update={"signature": other_bytes}),  # our signature, of another control
+        good.model_copy(update={"signature": by_stranger.signature}),  # another key's, of these bytes
+        good.model_copy(update={"signature": base64.b64encode(bytes(flipped)).decode()}),
+        good.model_copy(update={"signature": base64.b64encode(bytes(64)).decode()}),
+        good.model_copy(update={"signature": ""}),
+    ]
+    age = timedelta(hours=1)
+    fresh = ControlSigner(CONTROL_SECRET.encode())
+    assert [authenticate(f, m, fresh, age, now) for f in forgeries] == ["forged"] * len(forgeries)  # uncached
+    assert authenticate(good, m, fresh, age, now) == CONTROL
+    assert [authenticate(f, m, fresh, age, now) for f in forgeries] == ["forged"] * len(forgeries)  # cached
+    assert authenticate(good, m, fresh, age, now) == CONTROL
+
+
+def test_the_check_cache_is_bounded(make_measurement: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gatewatch.collector.vouched_control.CHECKED_CACHE_SIZE", 3)
+    m = nxdomain_measurement(make_measurement)
+    signer = ControlSigner(CONTROL_SECRET.encode())
+    now = datetime.now(UTC)
+    for seconds in range(10):
+        vouch = signer.sign(m.input, CONTROL, m.measurement_start_time - timedelta(seconds=seconds))
+        assert authenticate(vouch, m, signer, timedelta(hours=1), now) == CONTROL
+    assert len(signer._checked) == 3
+
+
 async def test_a_vouched_control_decides_not_the_one_the_agent_claims(
     aiohttp_client: Any, tmp_path: Path, agent_key: Ed25519PrivateKey, make_measurement: Any
 ) -> None:
