@@ -17,6 +17,7 @@ payload stays the exact bytes that were signed.
 from __future__ import annotations
 
 import asyncio
+import base64
 import inspect
 import json
 import logging
@@ -94,12 +95,36 @@ def _batch(body: bytes, max_batch: int) -> tuple[list[Any], Any]:
     return items, document.get("token")
 
 
+def _claimed_keys(raw: Sequence[Any]) -> set[bytes]:
+    """The public keys the items of an identified batch claim (not yet verified)."""
+    keys = set()
+    for item in raw:
+        claimed = item.get("public_key") if isinstance(item, dict) else None
+        if isinstance(claimed, str) and len(claimed) <= 64:
+            try:
+                keys.add(base64.b64decode(claimed, validate=True))
+            except ValueError:  # binascii.Error too: the item's own check rejects it
+                pass
+    return keys
+
+
 def _rate_limit(request: web.Request, items: Sequence[Item]) -> None:
     """Charge each key that signed something in this batch. Only verified keys are charged, so nobody can
     exhaust another agent's allowance by sending its public key with garbage signatures."""
     buckets = request.app[RATE_LIMIT_KEY]
     keys = {item.public_key for item in items if item.status == "verified"}
-    wait = max((buckets.take(key) for key in keys), default=0.0)
+    _refuse_after(max((buckets.take(key) for key in keys), default=0.0))
+
+
+def _rate_limit_early(request: web.Request, raw: Sequence[Any]) -> None:
+    """Before any verification or judging: refuse a batch when a key it claims has no allowance left now
+    (nothing is spent; a forged claim of that key would be refused by the key's own limit anyway), so that
+    an over-limit key costs the collector no CPU."""
+    buckets = request.app[RATE_LIMIT_KEY]
+    _refuse_after(max((buckets.due(key) for key in _claimed_keys(raw)), default=0.0))
+
+
+def _refuse_after(wait: float) -> None:
     if wait > 0:
         seconds = retry_after_seconds(wait)
         raise RequestRefused(
@@ -230,6 +255,8 @@ async def _ingest(request: web.Request, metrics: IngestMetrics) -> web.Response:
         request.app.get(CONTROL_JUDGE_KEY),
     )
     ephemeral = auth.token.ephemeral_public_key if auth.token is not None else None
+    if ephemeral is None:
+        _rate_limit_early(request, raw)
     items, failures = await asyncio.to_thread(
         check_batch,
         raw,
