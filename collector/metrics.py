@@ -7,19 +7,11 @@ work before the first event.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import get_args
 
 from aiohttp import web
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from gatewatch.core.vocabulary import (
     BODY_TIMEOUT,
@@ -37,6 +29,8 @@ from gatewatch.core.vocabulary import (
     UNSUPPORTED_MEDIA_TYPE,
 )
 from gatewatch.core.wire import ItemStatus
+
+from .exposition import serve_metrics
 
 __all__ = [
     "ITEM_REASONS",
@@ -185,7 +179,7 @@ class TokenMetrics:
 TOKEN_METRICS_KEY: web.AppKey[TokenMetrics] = web.AppKey("gatewatch_token_metrics", TokenMetrics)
 
 
-async def metrics_response(registry: CollectorRegistry) -> web.Response:
-    """The registry in Prometheus' text format. Rendering walks every series, so it runs off the loop."""
-    body = await asyncio.to_thread(generate_latest, registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+async def metrics_response(registry: CollectorRegistry, request: web.Request | None = None) -> web.Response:
+    """The registry as ``request`` asks for it (collector/exposition.py: a cached text page, gzip if
+    accepted, OpenMetrics through prometheus_client). Rendering runs off the loop."""
+    return await serve_metrics(registry, request)

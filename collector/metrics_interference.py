@@ -51,7 +51,8 @@ gatewatch_interference_rows_unexported                      1
 Never an IP address, an agent key, a full URL or free text.
 
 Scrape cost: ``collect()`` reads the aggregate's snapshot (refreshed at most every few seconds, within a
-key budget) and rebuilds the metric families only when the snapshot changed.
+key budget) and rebuilds the metric families only when the snapshot changed; ``cache_key()`` tells
+collector/exposition.py when its cached text of these families must be rendered again.
 """
 
 from __future__ import annotations
@@ -174,6 +175,12 @@ class InterferenceCollector(Collector):
     def describe(self) -> Iterable[Metric]:
         # Names only, so registering does not compute anything.
         return _families()
+
+    def cache_key(self) -> int:
+        """Changes whenever ``collect()`` may give something new (collector/exposition.py keeps the rendered
+        text until then): the snapshot's generation, refreshed at most every refresh_interval."""
+        with self._lock:
+            return self._aggregate.snapshot().generation
 
     def collect(self) -> Iterable[Metric]:
         with self._lock:
