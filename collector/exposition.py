@@ -72,8 +72,9 @@ _Lines = dict[tuple[str, tuple[tuple[str, str], ...]], tuple[float, object, str]
 
 
 def _same(old: float, new: float) -> bool:
-    """Whether ``new`` prints as ``old`` did: equal, of one type, and not 0.0 against -0.0."""
-    if old != new or type(old) is not type(new):
+    """Whether ``new`` prints as ``old`` did (floatToGoString converts to float first): equal, and not 0.0
+    against -0.0."""
+    if old != new:
         return False
     return new != 0 or math.copysign(1, old) == math.copysign(1, new)
 
