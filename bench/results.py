@@ -56,7 +56,12 @@ BENCHES: tuple[Bench, ...] = (
     Bench("export.py", (), ("--rows", "5000"), baseline='the "source only" line (making the rows)'),
     Bench("import_ooni.py", (), ("--rows", "500"), baseline="a bare json.loads loop over the same lines"),
     Bench("store_pages.py", (), ("--rows", "2000", "20000"), baseline="one bare SELECT of the same rows"),
-    Bench("metrics_render.py", (), ("--repeat", "2"), baseline="a bare client_python registry of the same series"),
+    Bench(
+        "metrics_render.py",
+        (),
+        ("--repeat", "2"),
+        baseline="a bare client_python registry of the same series",
+    ),
     Bench(
         "scrape_latency.py",
         (),
