@@ -13,8 +13,8 @@ Here a registry's page is kept between scrapes:
   never stale.
 - Each sample's line is remembered with its value, so a re-render after a change formats only the values
   that changed; the work runs in a worker thread and yields the GIL between families.
-- A scraper that accepts gzip (Prometheus does) gets the page compressed once per page version (zlib
-  releases the GIL while it compresses).
+- A scraper that accepts gzip (Prometheus does) gets one gzip member made of deflate pieces: a keyed
+  collector's piece is compressed once per version of its text, the few kB of the rest at each change.
 
 Content negotiation: the cached page is the text format 0.0.4, served when the ``Accept`` header admits it
 (no header, ``*/*``, ``text/*``, ``text/plain`` without another version or escaping). Any other
@@ -25,29 +25,33 @@ target info) go through prometheus_client's own ``choose_encoder`` and rendering
 from __future__ import annotations
 
 import asyncio
-import gzip
 import math
 import os
+import struct
 import threading
 import time
 import weakref
+import zlib
 from collections.abc import Hashable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.openmetrics.exposition import escape_label_name, escape_metric_name
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 __all__ = [
     "MetricsPage",
+    "SeriesFamily",
     "accepts_cached_text",
     "accepts_gzip",
     "metrics_page",
     "render_families",
+    "render_series",
     "serve_metrics",
 ]
 
@@ -69,6 +73,8 @@ def _help(text: str) -> str:
 
 # (sample name, labels) -> (value, timestamp, its line): a value that did not change is not formatted again
 _Lines = dict[tuple[str, tuple[tuple[str, str], ...]], tuple[float, object, str]]
+# (sample name, label values) -> (value, its line), for SeriesFamily samples
+_SeriesLines = dict[tuple[str, tuple[str, ...]], tuple[float, str]]
 
 
 def _same(old: float, new: float) -> bool:
@@ -118,6 +124,51 @@ def _render_family(metric: Metric, lines: _Lines, out: list[str]) -> None:
         out.extend(split_lines)
 
 
+@dataclass(frozen=True)
+class SeriesFamily:
+    """A counter or gauge family as (label values, value) pairs: what a collector with many series hands the
+    page directly (no Metric, no dictionary per sample). Counters carry no ``_created`` sample."""
+
+    name: str  # without the counter's _total
+    type: Literal["counter", "gauge"]
+    documentation: str
+    labelnames: tuple[str, ...]
+    samples: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
+
+    def to_metric(self) -> Metric:
+        kind = CounterMetricFamily if self.type == "counter" else GaugeMetricFamily
+        metric = kind(self.name, self.documentation, labels=list(self.labelnames))
+        for values, value in self.samples:
+            metric.add_metric(values, value)
+        return metric
+
+
+def render_series(families: Iterable[SeriesFamily], lines: _SeriesLines) -> str:
+    """Series families in the text format, exactly as ``generate_latest`` writes their ``to_metric()``."""
+    out: list[str] = []
+    for family in families:
+        name = family.name + _NAME_SUFFIX.get(family.type, "")
+        escaped = escape_metric_name(name)
+        out.append(f"# HELP {escaped} {_help(family.documentation)}\n# TYPE {escaped} {family.type}\n")
+        labels = [escape_label_name(label) for label in family.labelnames]
+        order = sorted(range(len(labels)), key=lambda i: family.labelnames[i])
+        for values, value in family.samples:
+            key = (name, values)
+            known = lines.get(key)
+            if known is not None and _same(known[0], value):
+                out.append(known[1])
+                continue
+            pairs = ",".join(f'{labels[i]}="{_label_value(values[i])}"' for i in order)
+            line = f"{escaped}{{{pairs}}} " if pairs else escaped + " "
+            line += floatToGoString(value) + "\n"
+            lines[key] = (value, line)
+            out.append(line)
+        time.sleep(0)  # let the event loop's thread take the GIL between families
+    if len(lines) > _LINE_CACHE_LIMIT:
+        lines.clear()
+    return "".join(out)
+
+
 def render_families(families: Iterable[Metric], lines: _Lines | None = None) -> str:
     """Families in Prometheus' text format 0.0.4, as ``generate_latest`` writes them; ``lines`` keeps the
     formatted (name, labels) part of each line between calls."""
@@ -134,18 +185,35 @@ def render_families(families: Iterable[Metric], lines: _Lines | None = None) -> 
 @dataclass
 class _Part:
     key: Hashable
-    text: str
-    lines: _Lines
+    data: bytes  # the collector's text, encoded
+    lines: dict  # _Lines, or _SeriesLines for a collector with series()
+    deflated: bytes | None = None  # data as raw deflate blocks, made on the first gzip scrape
+
+
+# A gzip member with no name and no time (RFC 1952); the deflate stream follows, then CRC-32 and size.
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+
+
+def _deflate(data: bytes) -> bytes:
+    """``data`` as raw deflate blocks that end on a byte boundary and refer to nothing before them: such
+    pieces, joined and closed by a final block, are one valid deflate stream (what pigz does)."""
+    compressor = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+
+
+_FINAL_BLOCK = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS).flush(zlib.Z_FINISH)
 
 
 class MetricsPage:
-    """A registry's page, with each keyed collector's text kept until its ``cache_key()`` changes."""
+    """A registry's page, with each keyed collector's text (and its compressed form) kept until its
+    ``cache_key()`` changes."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._registry = registry
         self._parts: weakref.WeakKeyDictionary[Collector, _Part] = weakref.WeakKeyDictionary()
         self._dynamic_lines: _Lines = {}
         self._lock = threading.Lock()  # one render at a time: they share the caches
+        self._segments: list[tuple[bytes, _Part | None]] = []  # the last page, piece by piece
         self._body = b""
         self._gzipped: bytes | None = None
 
@@ -163,39 +231,60 @@ class MetricsPage:
         with self._registry._lock:
             return list(self._registry._collector_to_names)
 
+    def _part(self, collector: Collector, key: Hashable) -> _Part:
+        part = self._parts.get(collector)
+        if part is not None and part.key == key:
+            return part
+        lines = part.lines if part is not None else {}
+        series = getattr(collector, "series", None)
+        if series is not None:
+            text = render_series(series(), lines)
+        else:
+            text = render_families(collector.collect(), lines)
+        # Stored under the key read before collecting: if the collector moved on meanwhile, the next scrape
+        # renders once more (never a stale text under a newer key).
+        part = self._parts[collector] = _Part(key, text.encode("utf-8"), lines)
+        return part
+
     def render(self) -> bytes:
         """The page now (call it in a worker thread: a keyed collector's re-render walks its series)."""
         with self._lock:
-            texts: list[str] = []
+            segments: list[tuple[bytes, _Part | None]] = []
             for collector in self._collectors():
                 cache_key = getattr(collector, "cache_key", None)
                 if cache_key is None:
-                    texts.append(render_families(collector.collect(), self._dynamic_lines))
-                    continue
-                key = cache_key()
-                part = self._parts.get(collector)
-                if part is None or part.key != key:
-                    lines = part.lines if part is not None else {}
-                    # Stored under the key read before collecting: if the collector moved on meanwhile,
-                    # the next scrape renders once more (never a stale text under a newer key).
-                    text = render_families(collector.collect(), lines)
-                    part = self._parts[collector] = _Part(key, text, lines)
-                texts.append(part.text)
-            body = "".join(texts).encode("utf-8")
+                    segments.append(
+                        (render_families(collector.collect(), self._dynamic_lines).encode(), None)
+                    )
+                else:
+                    part = self._part(collector, cache_key())
+                    segments.append((part.data, part))
+            body = b"".join(data for data, _part in segments)
+            self._segments = segments
             if body != self._body:
                 self._body, self._gzipped = body, None
             return self._body
 
     def body(self, *, compressed: bool = False) -> bytes:
-        """The page now, gzip-compressed if asked (once per page version). Call it in a worker thread: a
-        keyed collector's re-render walks its series."""
+        """The page now, gzip-compressed if asked. Call it in a worker thread. Compressed, the page is one
+        gzip member whose deflate stream is made of pieces: each keyed collector's piece is compressed
+        once per version of its text, the rest (a few kB) at every change (zlib lets go of the GIL)."""
         body = self.render()
         if not compressed:
             return body
         with self._lock:
             if self._gzipped is None:  # render() drops it when the page changes
-                # zlib lets go of the GIL while it compresses
-                self._gzipped = gzip.compress(self._body, compresslevel=_GZIP_LEVEL, mtime=0)
+                pieces, crc = [_GZIP_HEADER], 0
+                for data, part in self._segments:
+                    crc = zlib.crc32(data, crc)
+                    if part is None:
+                        pieces.append(_deflate(data))
+                    else:
+                        if part.deflated is None:
+                            part.deflated = _deflate(data)
+                        pieces.append(part.deflated)
+                pieces += [_FINAL_BLOCK, struct.pack("<II", crc, len(self._body) & 0xFFFFFFFF)]
+                self._gzipped = b"".join(pieces)
             return self._gzipped
 
 

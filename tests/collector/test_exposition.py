@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import math
 import time
+import zlib
 from collections.abc import Hashable, Iterable
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -24,10 +25,12 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 from gatewatch.collector.aggregate import InterferenceAggregate
 from gatewatch.collector.exposition import (
     MetricsPage,
+    SeriesFamily,
     accepts_cached_text,
     accepts_gzip,
     metrics_page,
     render_families,
+    render_series,
 )
 from gatewatch.collector.metrics import IngestMetrics, TokenMetrics, metrics_response
 from gatewatch.collector.metrics_interference import register_interference_metrics
@@ -122,6 +125,26 @@ def test_the_page_is_generate_latest_byte_for_byte_after_any_updates(batches) ->
                 custom.version += 1
         assert page.render() == text_latest(registry)
         assert page.render() == text_latest(registry)  # served from the cache: still the same
+
+
+series_samples = st.lists(st.tuples(st.tuples(label_values, label_values), values), max_size=6)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["counter", "gauge"]), series_samples), min_size=1, max_size=4))
+def test_series_families_render_as_their_metrics_do(updates) -> None:
+    # one family per kind, updated again and again: the remembered lines must follow every change
+    lines: dict = {}
+    for kind, samples in updates:
+        deduplicated = list(dict(samples).items())  # a series appears once in a family
+        families = [
+            SeriesFamily(
+                "series_" + kind, kind, 'Help "quoted" \\ back\nslash', ("zeta", "alpha"), deduplicated
+            ),
+            SeriesFamily("series_plain", "gauge", "No labels", (), [((), 1.5)] if samples else []),
+        ]
+        metrics = SimpleNamespace(collect=lambda families=families: [f.to_metric() for f in families])
+        assert render_series(families, lines) == text_latest(metrics).decode()
 
 
 def test_the_interference_page_is_generate_latest_after_ingest() -> None:
@@ -250,15 +273,30 @@ async def scrape(aiohttp_client, app_registry: CollectorRegistry):
     return get
 
 
-async def test_gzip_is_served_when_accepted_and_cached_per_version(scrape, app_registry) -> None:
+def single_gzip_member(body: bytes) -> bytes:
+    """What a reader that stops after the first member (aiohttp's, curl's) gets: it must be everything."""
+    reader = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    text = reader.decompress(body)
+    assert reader.eof and not reader.unused_data
+    return text
+
+
+async def test_gzip_is_served_when_accepted_and_compressed_piece_by_piece(scrape, app_registry) -> None:
     response, body = await scrape(**{"Accept-Encoding": "gzip", "Accept": PROMETHEUS_2_ACCEPT})
     assert response.headers["Content-Encoding"] == "gzip"
     assert response.headers["Content-Type"] == CONTENT_TYPE_PLAIN_0_0_4
-    assert gzip.decompress(body) == text_latest(app_registry)
+    assert gzip.decompress(body) == single_gzip_member(body) == text_latest(app_registry)
     page = metrics_page(app_registry)
     assert page.body(compressed=True) is page.body(compressed=True)  # nothing changed: compressed once
     _, again = await scrape(**{"Accept-Encoding": "gzip"})
     assert again == body
+    # an ingest counter moves: a new page, whose interference piece is the one compressed before
+    [interference] = [c for c in app_registry._collector_to_names if hasattr(c, "cache_key")]
+    piece = page._parts[interference].deflated
+    app_registry._names_to_collectors["gatewatch_ingest_requests"].labels(result="ok").inc()
+    _, changed = await scrape(**{"Accept-Encoding": "gzip"})
+    assert single_gzip_member(changed) == text_latest(app_registry) != gzip.decompress(body)
+    assert piece is not None and page._parts[interference].deflated is piece
     response, plain = await scrape(**{"Accept-Encoding": "identity"})
     assert "Content-Encoding" not in response.headers
     assert plain == text_latest(app_registry)
