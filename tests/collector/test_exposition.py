@@ -3,6 +3,7 @@ within the interference snapshot's refresh interval; gzip; content negotiation; 
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import math
 import time
@@ -188,6 +189,30 @@ def test_interference_series_are_stale_at_most_the_refresh_interval() -> None:
     third = page.render()
     assert b'gatewatch_network_measurements{asn="AS2",cc="XL"} 1.0' in third
     assert third == text_latest(registry)
+
+
+async def test_pages_rendered_in_threads_while_rows_arrive() -> None:
+    # /metrics renders in worker threads while ingest adds rows on the loop; two scrapes may overlap
+    registry = CollectorRegistry()
+    metrics = IngestMetrics.register(registry)
+    aggregate = InterferenceAggregate(clock=lambda: NOW, refresh_interval=0.0, refresh_key_budget=10**9)
+    register_interference_metrics(registry, aggregate)
+    page = MetricsPage(registry)
+
+    def scrapes(compressed: bool) -> None:
+        for _ in range(20):
+            page.body(compressed=compressed)
+
+    renders = [asyncio.create_task(asyncio.to_thread(scrapes, gz)) for gz in (False, True)]
+    for batch in range(150):
+        aggregate.add_rows(
+            row(batch * 20 + k, "XL", f"AS{batch % 13 + 1}", f"d{batch}.example", True, k) for k in range(20)
+        )
+        metrics.requests.labels(result="ok").inc()
+        await asyncio.sleep(0)
+    await asyncio.gather(*renders)
+    assert page.render() == text_latest(registry)
+    assert gzip.decompress(page.body(compressed=True)) == text_latest(registry)
 
 
 def test_render_families_formats_only_values_that_changed() -> None:
