@@ -51,8 +51,10 @@ gatewatch_interference_rows_unexported                      1
 Never an IP address, an agent key, a full URL or free text.
 
 Scrape cost: ``collect()`` reads the aggregate's snapshot (refreshed at most every few seconds, within a
-key budget) and rebuilds the metric families only when the snapshot changed; ``cache_key()`` tells
-collector/exposition.py when its cached text of these families must be rendered again.
+key budget) and rebuilds the families only when the snapshot changed. The /metrics page
+(collector/exposition.py) asks ``cache_key()`` whether its text must be rendered again and renders it from
+``series()`` (label-value tuples: no Metric, no dictionary per sample); ``collect()`` gives the same
+families as prometheus_client Metrics, for ``generate_latest``, OpenMetrics and ``get_sample_value``.
 """
 
 from __future__ import annotations
