@@ -41,6 +41,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.openmetrics.exposition import escape_label_name, escape_metric_name
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
@@ -170,8 +171,8 @@ def render_series(families: Iterable[SeriesFamily], lines: _SeriesLines) -> str:
 
 
 def render_families(families: Iterable[Metric], lines: _Lines | None = None) -> str:
-    """Families in Prometheus' text format 0.0.4, as ``generate_latest`` writes them; ``lines`` keeps the
-    formatted (name, labels) part of each line between calls."""
+    """Families in Prometheus' text format 0.0.4, as ``generate_latest`` writes them; ``lines`` keeps each
+    sample's line with its value between calls."""
     out: list[str] = []
     lines = {} if lines is None else lines
     for metric in families:
@@ -223,7 +224,7 @@ class MetricsPage:
             return False
         if type(self._registry) is not CollectorRegistry or getattr(self._registry, "_target_info", None):
             return False
-        return not any(type(c).__name__ == "MultiProcessCollector" for c in self._collectors())
+        return not any(isinstance(c, MultiProcessCollector) for c in self._collectors())
 
     def _collectors(self) -> list[Collector]:
         # The registry's own order (what CollectorRegistry.collect walks); read under its lock.
