@@ -1,5 +1,8 @@
 """Ingest-health metrics, all defined here against a registry passed in (tests use a fresh one).
 
+They are prometheus_client's types, tracked (collector/tracked_metrics.py): the /metrics page renders them
+again only after one of them changed.
+
 The names are an interface: dashboards and alerts key on them. Every label comes from a small fixed set
 (never an address, a key or a URL); values are pre-created at zero so that ``rate()`` and absence alerts
 work before the first event.
@@ -11,7 +14,7 @@ from dataclasses import dataclass
 from typing import get_args
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
 from gatewatch.core.vocabulary import (
     BODY_TIMEOUT,
@@ -31,6 +34,7 @@ from gatewatch.core.vocabulary import (
 from gatewatch.core.wire import ItemStatus
 
 from .exposition import serve_metrics
+from .tracked_metrics import TrackedCounter, TrackedGauge, TrackedHistogram
 
 __all__ = [
     "ITEM_REASONS",
@@ -81,47 +85,47 @@ def item_reason_label(reason: str) -> str:
 
 @dataclass(frozen=True)
 class IngestMetrics:
-    requests: Counter
-    items: Counter
-    request_seconds: Histogram
-    store_seconds: Histogram
-    last_accepted: Gauge
-    analysis_errors: Counter
+    requests: TrackedCounter
+    items: TrackedCounter
+    request_seconds: TrackedHistogram
+    store_seconds: TrackedHistogram
+    last_accepted: TrackedGauge
+    analysis_errors: TrackedCounter
 
     @classmethod
     def register(cls, registry: CollectorRegistry) -> IngestMetrics:
         metrics = cls(
-            requests=Counter(
+            requests=TrackedCounter(
                 "gatewatch_ingest_requests",
                 "Measurement upload requests, by outcome of the whole request.",
                 ["result"],
                 registry=registry,
             ),
-            items=Counter(
+            items=TrackedCounter(
                 "gatewatch_ingest_items",
                 "Measurements in upload requests, by outcome and rejection reason.",
                 ["result", "reason"],
                 registry=registry,
             ),
-            request_seconds=Histogram(
+            request_seconds=TrackedHistogram(
                 "gatewatch_ingest_request_seconds",
                 "Time to answer a measurement upload request.",
                 buckets=_FAST_BUCKETS,
                 registry=registry,
             ),
-            store_seconds=Histogram(
+            store_seconds=TrackedHistogram(
                 "gatewatch_store_seconds",
                 "Time spent in store operations (an insert includes its durable commit).",
                 ["operation"],
                 buckets=_FAST_BUCKETS,
                 registry=registry,
             ),
-            last_accepted=Gauge(
+            last_accepted=TrackedGauge(
                 "gatewatch_ingest_last_accepted_timestamp_seconds",
                 "Unix time at which a measurement was last accepted (alert when it stops moving).",
                 registry=registry,
             ),
-            analysis_errors=Counter(
+            analysis_errors=TrackedCounter(
                 "gatewatch_ingest_analysis_errors",
                 "Measurements stored without a verdict because the analysis failed (a collector bug: the "
                 "items are flagged analysis_error and accepted).",
@@ -147,27 +151,29 @@ TOKEN_REQUEST_RESULTS: tuple[str, ...] = ("ok", *TOKEN_ERRORS)
 
 @dataclass(frozen=True)
 class TokenMetrics:
-    batches: Counter
-    requests: Counter
-    issued: Counter
+    batches: TrackedCounter
+    requests: TrackedCounter
+    issued: TrackedCounter
 
     @classmethod
     def register(cls, registry: CollectorRegistry) -> TokenMetrics:
         metrics = cls(
-            batches=Counter(
+            batches=TrackedCounter(
                 "gatewatch_ingest_batches",
                 "Upload batches by how their signing was judged: token, identified, replayed_batch, or the "
                 "reason the batch was refused (forged_token, wrong_epoch, unknown_key, double_spend, ...).",
                 ["result"],
                 registry=registry,
             ),
-            requests=Counter(
+            requests=TrackedCounter(
                 "gatewatch_token_requests",
                 "Token issuance requests, by outcome (ok, or the refusal's reason).",
                 ["result"],
                 registry=registry,
             ),
-            issued=Counter("gatewatch_tokens_issued", "Blind signatures issued (tokens).", registry=registry),
+            issued=TrackedCounter(
+                "gatewatch_tokens_issued", "Blind signatures issued (tokens).", registry=registry
+            ),
         )
         for result in BATCH_RESULTS:
             metrics.batches.labels(result=result)

@@ -11,6 +11,7 @@ import zlib
 from collections.abc import Hashable, Iterable
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -34,7 +35,8 @@ from gatewatch.collector.exposition import (
     render_series,
 )
 from gatewatch.collector.metrics import IngestMetrics, TokenMetrics, metrics_response
-from gatewatch.collector.metrics_interference import register_interference_metrics
+from gatewatch.collector.metrics_interference import InterferenceCollector, register_interference_metrics
+from gatewatch.collector.tracked_metrics import TrackedCounter, TrackedGauge, TrackedHistogram
 
 OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0"
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -105,22 +107,40 @@ operations = st.lists(
 @settings(max_examples=150, deadline=None)
 @given(st.lists(operations, min_size=1, max_size=4))
 def test_the_page_is_generate_latest_byte_for_byte_after_any_updates(batches) -> None:
+    # plain metrics (rendered at every scrape), tracked ones (rendered after a change) and a keyed collector
     registry = CollectorRegistry()
-    counter = Counter("demo_events", "Events by kind", ["kind"], registry=registry)
-    gauge = Gauge("demo_level", "A level \\ with a backslash", ["a", "b"], registry=registry)
-    histogram = Histogram("demo_seconds", "Durations", ["op"], registry=registry)
+    counters = [
+        Counter("demo_events", "Events by kind", ["kind"], registry=registry),
+        TrackedCounter("tracked_events", "Tracked events", ["kind"], registry=registry),
+    ]
+    gauges = [
+        Gauge("demo_level", "A level \\ with a backslash", ["a", "b"], registry=registry),
+        TrackedGauge("tracked_level", "A tracked level", ["a", "b"], registry=registry),
+    ]
+    histograms = [
+        Histogram("demo_seconds", "Durations", ["op"], registry=registry),
+        TrackedHistogram("tracked_seconds", "Tracked durations", ["op"], registry=registry),
+    ]
     custom = VersionedCollector()
     registry.register(custom)
     page = MetricsPage(registry)
+    children: dict[tuple[str, ...], Any] = {}  # held, as handlers hold them: labels() is called once
+
+    def child(metric: Any, *labels: str) -> Any:
+        key = (metric._name, *labels)
+        if key not in children:
+            children[key] = metric.labels(*labels)
+        return children[key]
+
     for batch in batches:
-        for operation, first, second, value in batch:
+        for step, (operation, first, second, value) in enumerate(batch):
             finite = value if isinstance(value, int) or math.isfinite(value) else 1.0
             if operation == "inc":
-                counter.labels(kind=first).inc(abs(finite))
+                child(counters[step % 2], first).inc(abs(finite))
             elif operation == "set":
-                gauge.labels(a=first, b=second).set(value)
+                child(gauges[step % 2], first, second).set(value)
             elif operation == "observe":
-                histogram.labels(op=first).observe(finite)
+                child(histograms[step % 2], first).observe(finite)
             else:
                 custom.values[(first, second)] = float(value)
                 custom.version += 1
@@ -316,7 +336,7 @@ async def test_gzip_is_served_when_accepted_and_compressed_piece_by_piece(scrape
     _, again = await scrape(**{"Accept-Encoding": "gzip"})
     assert again == body
     # an ingest counter moves: a new page, whose interference piece is the one compressed before
-    [interference] = [c for c in app_registry._collector_to_names if hasattr(c, "cache_key")]
+    [interference] = [c for c in app_registry._collector_to_names if isinstance(c, InterferenceCollector)]
     piece = page._parts[interference].deflated
     app_registry._names_to_collectors["gatewatch_ingest_requests"].labels(result="ok").inc()
     _, changed = await scrape(**{"Accept-Encoding": "gzip"})
