@@ -8,9 +8,9 @@ Here a registry's page is kept between scrapes:
   ``generate_latest`` gives (tests/collector/test_exposition.py proves it byte for byte).
 - A collector that has a ``cache_key()`` method (the interference collector: its aggregate snapshot's
   generation) is rendered again only when that key changes. Its snapshot refreshes at most every
-  ``refresh_interval`` (5 s), which is also the staleness bound of those series. Collectors without a key
-  (the ingest counters and histograms: a few hundred series) are rendered at every scrape, so they are
-  never stale.
+  ``refresh_interval`` (5 s), which is also the staleness bound of those series. The ingest metrics are
+  keyed too (collector/tracked_metrics.py: a change count bumped after every change), so they are never
+  stale. Collectors without a key are rendered at every scrape.
 - Each sample's line is remembered with its value, so a re-render after a change formats only the values
   that changed. The work runs in a worker thread; the interpreter hands the GIL to the event loop's thread
   every switch interval (5 ms), and a time.sleep(0) between families would give the CPU away on a busy
