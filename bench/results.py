@@ -94,6 +94,12 @@ BENCHES: tuple[Bench, ...] = (
         None,
         baseline="the switch-on moment (minutes to firing; false alerts before it)",
     ),
+    Bench(
+        "sighting_latency.py",
+        (),
+        ("--runs", "1"),
+        baseline="the same daemons with sightings off (observation to gateway verdict, time scale 1/60)",
+    ),
     Bench("agent_run.py", (), None, needs_shared_lists=True),
     Bench("agent_lab.py", (), None, needs_shared_lists=True),
 )

@@ -30,6 +30,10 @@ from gatewatch.core.vocabulary import (
     TOO_MANY_UPLOADS,
     UNREADABLE_BODY,
     UNSUPPORTED_MEDIA_TYPE,
+    VOUCH_REFUSALS,
+    VOUCH_SOURCES,
+    VouchRefusal,
+    VouchSource,
 )
 from gatewatch.core.wire import ItemStatus
 
@@ -41,9 +45,13 @@ __all__ = [
     "ITEM_RESULTS",
     "REQUEST_RESULTS",
     "STORE_OPERATIONS",
+    "SIGHTING_METRICS_KEY",
+    "SIGHTING_RESULTS",
     "TOKEN_METRICS_KEY",
     "BATCH_RESULTS",
+    "ControlMetrics",
     "IngestMetrics",
+    "SightingMetrics",
     "TokenMetrics",
     "item_reason_label",
     "metrics_response",
@@ -183,6 +191,73 @@ class TokenMetrics:
 
 
 TOKEN_METRICS_KEY: web.AppKey[TokenMetrics] = web.AppKey("gatewatch_token_metrics", TokenMetrics)
+
+
+@dataclass(frozen=True)
+class ControlMetrics:
+    """Which control each measurement was judged against at ingest (collector/vouched_control.py): its own
+    vouched control (``refusal=""``), else the collector's own recent control of the URL, else none (stored
+    without a verdict); with why the embedded vouch was refused. ``absent`` is an agent that sent none (an
+    old agent, or a control it could not fetch); ``forged``/``other_url`` is a lying or tampered agent."""
+
+    controls: TrackedCounter
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> ControlMetrics:
+        metrics = cls(
+            controls=TrackedCounter(
+                "gatewatch_ingest_controls",
+                "Measurements judged at ingest, by where their control came from (vouched, own_cache, none) "
+                "and why the control they embedded was refused (empty when it was used).",
+                ["source", "refusal"],
+                registry=registry,
+            )
+        )
+        metrics.controls.labels(source="vouched", refusal="")
+        for source in VOUCH_SOURCES:
+            if source != "vouched":
+                for refusal in VOUCH_REFUSALS:
+                    metrics.controls.labels(source=source, refusal=refusal)
+        return metrics
+
+    def count(self, source: VouchSource, refusal: VouchRefusal | None) -> None:
+        self.controls.labels(source=source, refusal=refusal or "").inc()
+
+
+# How a sighting (POST /api/v1/confirm) was answered: accepted (some URL listed), rejected (none could
+# be: 422 nothing_listable), invalid (422: not a Sighting, or the withheld country), bad_request (400: not
+# JSON, unreadable), too_large (413), rate_limited (429).
+SIGHTING_RESULTS: tuple[str, ...] = (
+    "accepted",
+    "rejected",
+    "invalid",
+    "bad_request",
+    "too_large",
+    RATE_LIMITED,
+)
+
+
+@dataclass(frozen=True)
+class SightingMetrics:
+    sightings: TrackedCounter
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> SightingMetrics:
+        metrics = cls(
+            sightings=TrackedCounter(
+                "gatewatch_sightings",
+                "Sightings (POST /api/v1/confirm: test-list URLs an agent just found anomalous, before its "
+                "upload), by how they were answered. Nothing about the sender is counted.",
+                ["result"],
+                registry=registry,
+            )
+        )
+        for result in SIGHTING_RESULTS:
+            metrics.sightings.labels(result=result)
+        return metrics
+
+
+SIGHTING_METRICS_KEY: web.AppKey[SightingMetrics] = web.AppKey("gatewatch_sighting_metrics", SightingMetrics)
 
 
 async def metrics_response(registry: CollectorRegistry, request: web.Request | None = None) -> web.Response:

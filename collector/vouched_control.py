@@ -22,7 +22,11 @@ Ingest (:func:`control_for_judgement`) judges a measurement only against a contr
    when the agent had embedded a control (one that came without any has no verdict, as before).
 
 Each refusal has a reason (``forged``, ``unknown_key``, ``other_url``, ``too_old``, ...), logged with the
-measurement uid and counted; it never fails the item.
+measurement uid and counted (``gatewatch_ingest_controls_total{source, refusal}``); it never fails the item.
+
+Ingest does not fetch a control of its own for an upload that lacks an authentic one: uploads arrive after
+the agent's upload delay (minutes to an hour), so a control measured then is outside ``CONTROL_AFTER_START``
+and would not describe the moment the agent measured.
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal
 
 from aiohttp import web
 from cryptography.exceptions import InvalidSignature
@@ -47,9 +50,10 @@ from pydantic import ValidationError
 
 from gatewatch.core.control import ControlObservations, VouchedControl
 from gatewatch.core.measurement import Measurement
-from gatewatch.core.vocabulary import TOO_OLD, UNKNOWN_KEY, VouchRefusal
+from gatewatch.core.vocabulary import TOO_OLD, UNKNOWN_KEY, VouchRefusal, VouchSource
 from gatewatch.core.wire import ControlKey, ControlKeys
 
+from .metrics import ControlMetrics
 from .responses import model_response
 
 __all__ = [
@@ -165,7 +169,7 @@ class Vouching:
     """What ingest decided about a measurement's control."""
 
     control: ControlObservations | None  # what to judge against; None: no verdict
-    source: Literal["vouched", "own_cache", "none"]
+    source: VouchSource
     refusal: Refusal | None = None  # why the embedded vouch was not used (None when it was)
     # The agent embedded a control, but none could be authenticated: stored with the flag
     # control_unverified (a measurement that came with no control at all has no verdict, unflagged).
@@ -226,6 +230,7 @@ class ControlJudge:
     max_age: timedelta
     # This process's latest control of a URL and when it was measured (the control service's).
     latest: Callable[[str], tuple[datetime, ControlObservations] | None]
+    metrics: ControlMetrics | None = None  # each decision counted by source and refusal
 
     def __call__(self, m: Measurement, now: datetime) -> Vouching:
         own = self.latest(m.input)
@@ -234,7 +239,10 @@ class ControlJudge:
             <= own[0]
             <= m.measurement_start_time + CONTROL_AFTER_START
         )
-        return control_for_judgement(m, self.signer, self.max_age, now, own[1] if own and fits else None)
+        found = control_for_judgement(m, self.signer, self.max_age, now, own[1] if own and fits else None)
+        if self.metrics is not None:
+            self.metrics.count(found.source, found.refusal)
+        return found
 
 
 CONTROL_SIGNER_KEY = web.AppKey("gatewatch_control_signer", ControlSigner)

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gatewatch.collector.app import create_app
-from gatewatch.collector.appkeys import STORE_KEY
+from gatewatch.collector.appkeys import REGISTRY_KEY, STORE_KEY
 from gatewatch.collector.settings import Settings
 from gatewatch.collector.store import MeasurementFilter, StoredMeasurement
 from gatewatch.collector.vouched_control import ControlSigner, authenticate
@@ -72,6 +72,12 @@ async def ingest(client: Any, key: Ed25519PrivateKey, m: Measurement) -> StoredM
     return next(r for r in rows if r.measurement_uid == m.measurement_uid)
 
 
+def controls_counted(client: Any, source: str, refusal: str) -> float:
+    """gatewatch_ingest_controls_total for one (source, refusal): what an operator's dashboard shows."""
+    labels = {"source": source, "refusal": refusal}
+    return client.app[REGISTRY_KEY].get_sample_value("gatewatch_ingest_controls_total", labels) or 0.0
+
+
 def test_signatures_rotate_and_old_or_future_keys_are_unknown() -> None:
     signer = ControlSigner(CONTROL_SECRET.encode(), period_seconds=3600, accepted_periods=2)
     now = datetime(2026, 12, 4, 12, 30, tzinfo=UTC)
@@ -117,8 +123,10 @@ async def test_a_vouched_control_decides_not_the_one_the_agent_claims(
     m = nxdomain_measurement(make_measurement, INVENTED)  # the agent claims "NXDOMAIN for everyone"
     vouch = TEST_SIGNER.sign(m.input, CONTROL, m.measurement_start_time)
     m = m.model_copy(update={"test_keys": m.test_keys.model_copy(update={"control_vouch": vouch})})
+    assert controls_counted(client, "vouched", "") == 0.0  # pre-created at zero
     row = await ingest(client, agent_key, m)
     assert (row.blocking, row.flags) == ("dns", ())  # judged against the vouched control
+    assert controls_counted(client, "vouched", "") == 1.0
 
 
 @pytest.mark.parametrize("case", ["forged", "other_url", "replayed_old", "unknown_key", "none"])
@@ -140,6 +148,11 @@ async def test_a_control_that_cannot_be_authenticated_gives_no_verdict(
     m = m.model_copy(update={"test_keys": m.test_keys.model_copy(update={"control_vouch": vouch})})
     row = await ingest(client, agent_key, m)
     assert (row.blocking, row.anomaly, row.flags) == ("null", False, (CONTROL_UNVERIFIED,))
+    # counted with its reason, so that an operator sees lying agents (forged, other_url) apart from
+    # old agents (absent) and clocks or replays (too_old)
+    refusal = {"replayed_old": "too_old", "none": "absent"}.get(case, case)
+    assert controls_counted(client, "none", refusal) == 1.0
+    assert controls_counted(client, "vouched", "") == 0.0
 
 
 async def test_two_collectors_with_one_secret_accept_each_others_controls(
