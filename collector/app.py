@@ -180,7 +180,7 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    return await metrics_response(request.app[REGISTRY_KEY])
+    return await metrics_response(request.app[REGISTRY_KEY], request)
 
 
 def add_health_routes(app: web.Application) -> None:

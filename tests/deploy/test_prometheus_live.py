@@ -24,7 +24,13 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from gatewatch.collector.aggregate import InterferenceAggregate
-from gatewatch.collector.metrics import ControlMetrics, IngestMetrics, TokenMetrics, metrics_response
+from gatewatch.collector.metrics import (
+    ControlMetrics,
+    IngestMetrics,
+    SightingMetrics,
+    TokenMetrics,
+    metrics_response,
+)
 from gatewatch.collector.metrics_interference import register_interference_metrics
 
 from ..conftest import traced_payload
@@ -83,6 +89,7 @@ async def test_every_panel_query_returns_data(generator: ModuleType, tmp_path: P
     ingest = IngestMetrics.register(registry)
     TokenMetrics.register(registry)
     controls = ControlMetrics.register(registry)
+    SightingMetrics.register(registry)  # the collector-health panel of sightings
     # a gateway-level block (same fingerprint in both networks) and an ISP-level one (one network only)
     # (both located the same injector by packet traces: the packet-evidence table's data)
     gateway_rows = [row("AS64501", "gw.lab", True), row("AS64502", "gw.lab", True)]
