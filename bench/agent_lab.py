@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from agent_imports import EXIT_RECORD
+from agent_imports import EXIT_RECORD, PROFILE_ENV
 from probe_floor import floor_pass, spread, start_lab, stop_lab
 
 from gatewatch.lab.scripts import COLLECTOR, console_script
@@ -232,8 +232,10 @@ def run_agent(
         "--max-runtime", "3000",
     ]  # fmt: skip
     command += ["--collector", collector] if collector else ["--no-upload"]
+    # cProfile (CPU time) around the whole agent process: its figures then include the profiler's cost.
+    env = {**os.environ, PROFILE_ENV: str(args.profile)} if args.profile is not None else None
     started = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     log = AgentLog(proc.stderr, proc.pid)
     # wait4 reaps this one child and returns its own rusage: the lab and the collector are not in it.
     _, status, usage = os.wait4(proc.pid, 0)
@@ -436,6 +438,7 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--limit", type=int, default=None, help="Only the first N URLs (a quick try).")
     parser.add_argument("--no-upload", action="store_true", help="No collector: no control, no upload.")
+    parser.add_argument("--profile", type=Path, default=None, help="Write the agent's cProfile stats here.")
     parser.add_argument(
         "--repeat",
         type=int,
