@@ -106,7 +106,14 @@ BENCHES: tuple[Bench, ...] = (
         baseline="the same daemons with sightings off (observation to gateway verdict, time scale 1/60)",
     ),
     Bench("agent_run.py", (), None, needs_shared_lists=True),
-    Bench("agent_lab.py", (), None, needs_shared_lists=True),
+    Bench(
+        "agent_lab.py",
+        ("--repeat", "3"),
+        None,
+        needs_shared_lists=True,
+        baseline="the bare DNS+TCP+TLS+HTTP loop (probe_floor.py), same URLs and lab, before each pass",
+    ),
+    Bench("probe_floor.py", (), ("--limit", "50", "--repeat", "1"), needs_shared_lists=True),
 )
 # Scripts under bench/ that are not benchmarks themselves.
 HELPERS = frozenset({"agent_imports.py", "results.py", "__main__.py"})
