@@ -37,7 +37,8 @@ from gatewatch.core.vocabulary import (
 from gatewatch.core.wire import MAX_PAGE_ROWS
 
 from .appkeys import METRICS_KEY, STORE_KEY
-from .exports import EXPORT_FORMATS, MEDIA_TYPES, export, measurement_row
+from .export_stream import stream_export
+from .exports import EXPORT_FORMATS, MEDIA_TYPES, measurement_row
 from .responses import error_response
 from .store.base import CursorError, MeasurementFilter, decode_cursor
 
@@ -60,8 +61,6 @@ EXPORT_PATH = "/api/v1/measurements/export"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = MAX_PAGE_ROWS
 DEFAULT_EXPORT_FORMAT = "jsonl"
-# Rows the export pulls from the store at a time: its memory bound, whatever the selection's size.
-EXPORT_BATCH = 1000
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +309,7 @@ async def _export(request: web.Request) -> web.StreamResponse:
         f = parse_filter(query)
     except BadQuery as bad:
         return bad.response()
-    stream = export(fmt, request.app[STORE_KEY].iterate(f, batch=EXPORT_BATCH))
+    stream = stream_export(request.app[STORE_KEY], fmt, f)  # produced on a worker thread
     try:
         # The first chunk is read before any header is sent, so that a store that is down at the start is
         # an honest 503 (from the app's error middleware) rather than an empty 200.
