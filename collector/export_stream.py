@@ -84,7 +84,9 @@ def _stored_pages(bridge: _Bridge, store: Store, f: MeasurementFilter) -> Iterat
             return
 
 
-def _sqlite_summary_pages(bridge: _Bridge, store: SQLiteStore, f: MeasurementFilter) -> Iterator[bytes] | None:
+def _sqlite_summary_pages(
+    bridge: _Bridge, store: SQLiteStore, f: MeasurementFilter
+) -> Iterator[bytes] | None:
     """The summary's CSV records page by page from SQL, or None where SQLite's time formatting would
     differ from Python's (export_rows.py)."""
     if not bridge.wait(store.read(summary_sql_applies)):
