@@ -14,7 +14,9 @@ when the client goes away the thread stops at its next chunk and the staging fil
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import shutil
+import sqlite3
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -70,8 +72,11 @@ class _Bridge:
         for start in range(0, len(view), chunk_size):
             self.put(bytes(view[start : start + chunk_size]))
 
+    def submit(self, coroutine: Coroutine[Any, Any, _T]) -> concurrent.futures.Future[_T]:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
     def wait(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+        return self.submit(coroutine).result()
 
 
 def _stored_pages(bridge: _Bridge, store: Store, f: MeasurementFilter) -> Iterator[list[StoredMeasurement]]:
@@ -88,21 +93,22 @@ def _sqlite_summary_pages(
     bridge: _Bridge, store: SQLiteStore, f: MeasurementFilter
 ) -> Iterator[bytes] | None:
     """The summary's CSV records page by page from SQL, or None where SQLite's time formatting would
-    differ from Python's (export_rows.py)."""
+    differ from Python's (export_rows.py). The next page is read (sqlite3 releases the GIL while SQLite
+    works) while this one is encoded."""
     if not bridge.wait(store.read(summary_sql_applies)):
         return None
-    pages = summary_pages  # a generator per export, advanced one page at a time on the reader thread
+    pages: Iterator[list[tuple[Any, ...]]] | None = None
+
+    def next_page(conn: sqlite3.Connection) -> list[tuple[Any, ...]] | None:
+        nonlocal pages
+        if pages is None:
+            pages = summary_pages(conn, f, PAGE_ROWS)
+        return next(pages, None)
 
     def generate() -> Iterator[bytes]:
-        iterator: Iterator[list[tuple[Any, ...]]] | None = None
-
-        def next_page(conn: Any) -> list[tuple[Any, ...]] | None:
-            nonlocal iterator
-            if iterator is None:
-                iterator = pages(conn, f, PAGE_ROWS)
-            return next(iterator, None)
-
-        while (rows := bridge.wait(store.read(next_page))) is not None:
+        reading = bridge.submit(store.read(next_page))
+        while (rows := reading.result()) is not None:
+            reading = bridge.submit(store.read(next_page))
             yield csv_rows(rows)
 
     return generate()

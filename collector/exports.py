@@ -35,7 +35,6 @@ from gatewatch.core.measurement import Measurement, format_utc, ooni_time
 from gatewatch.core.vocabulary import SCHEME_BLIND_TOKEN, blocking_value
 from gatewatch.core.wire import MeasurementRow
 
-from .export_rows import csv_rows
 from .ooni_format import ooni_measurement
 from .store.base import StoredMeasurement
 
@@ -251,9 +250,15 @@ def csv_header() -> bytes:
     return buffer.getvalue().encode()
 
 
+def _b64_or_none(value: Any) -> Any:
+    return base64.b64encode(value).decode() if isinstance(value, bytes) else value
+
+
 def csv_line(row: StoredMeasurement) -> bytes:
-    """One CSV record (``\\r\\n``-terminated, quoted by the csv module where needed)."""
-    return csv_rows([summary_values(row)])
+    """One CSV record (``\\r\\n``-terminated, quoted by the csv module where needed; None empty)."""
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(map(_b64_or_none, summary_values(row)))
+    return buffer.getvalue().encode("utf-8", "replace")  # "replace": lone surrogates have no UTF-8 form
 
 
 async def _chunked(

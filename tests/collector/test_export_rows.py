@@ -39,6 +39,9 @@ def varied_rows() -> list[StoredMeasurement]:
         flags = (("asn_mismatch",), (), ("asn_mismatch", "ooni_import"))[i % 3]
         start = START + timedelta(minutes=i // 2, microseconds=999_999 * (i % 2))  # ties and sub-seconds
         row = make_row(i, input=text, cc=("KH", "MM")[i % 2], start=start, blocking=blocking, flags=flags)
+        if i % 5 == 1:  # every text column is quoted alike, whatever a store holds
+            odd = ODD_INPUTS[i % len(ODD_INPUTS)]
+            row = replace(row, technique=odd, fingerprint_key=odd, domain=odd, probe_asn=odd, test_name=odd)
         rows.append(token_signed(row, i) if i % 4 == 0 else row)
     return rows
 
