@@ -193,9 +193,8 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(Path(args.child[0]), args.child[1], int(args.child[2]))))
         return
-    print(
-        f"{'what':<20} {'rows':>8} {'seconds':>8} {'rows/s':>9} {'ratio':>6} {'output MiB':>10} {'peak RSS':>9}"
-    )
+    header = ("what", "rows", "seconds", "rows/s", "ratio", "output MiB", "peak RSS")
+    print(f"{header[0]:<20} " + " ".join(f"{cell:>9}" for cell in header[1:]))
     with tempfile.TemporaryDirectory(prefix="gatewatch-bench-export-") as tmp:
         for rows in args.rows:
             path = Path(tmp) / f"store-{rows}.db"
@@ -215,8 +214,8 @@ def main() -> None:
             for what, result in results.items():
                 ratio = result["rows_per_s"] / results[base[what]]["rows_per_s"] if what in base else 1.0
                 print(
-                    f"{what:<20} {rows:>8} {result['seconds']:>8} {result['rows_per_s']:>9} {ratio:>6.2f}"
-                    f" {result['output_mib']:>10} {result['peak_rss_mib']:>8}M"
+                    f"{what:<20} {rows:>9} {result['seconds']:>9} {result['rows_per_s']:>9} {ratio:>9.2f}"
+                    f" {result['output_mib']:>9} {result['peak_rss_mib']:>8}M"
                 )
             path.unlink()
 

@@ -80,9 +80,12 @@ class _Bridge:
 
 
 def _stored_pages(bridge: _Bridge, store: Store, f: MeasurementFilter) -> Iterator[list[StoredMeasurement]]:
-    cursor: str | None = None
+    """Pages of stored rows; the next is read while the caller encodes this one."""
+    reading = bridge.submit(store.page(f, None, _LINE_ROWS))
     while True:
-        rows, cursor = bridge.wait(store.page(f, cursor, _LINE_ROWS))
+        rows, cursor = reading.result()
+        if cursor is not None:
+            reading = bridge.submit(store.page(f, cursor, _LINE_ROWS))
         if rows:
             yield rows
         if cursor is None:

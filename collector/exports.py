@@ -197,12 +197,17 @@ def ooni_document(row: StoredMeasurement) -> dict[str, Any]:
     return doc
 
 
+# Built once: json.dumps with options builds a new encoder on every call (a few µs a row).
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_JSON_ASCII = json.JSONEncoder(separators=(",", ":"))
+
+
 def _json_line(obj: Any) -> bytes:
     try:
-        return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        return (_JSON.encode(obj) + "\n").encode()
     except UnicodeEncodeError:
         # A lone surrogate (a JSON "\\ud800" escape in a payload) has no UTF-8 form: escape it instead.
-        return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
+        return (_JSON_ASCII.encode(obj) + "\n").encode()
 
 
 def jsonl_line(row: StoredMeasurement) -> bytes:
