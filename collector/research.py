@@ -36,7 +36,8 @@ from gatewatch.core.vocabulary import (
 )
 from gatewatch.core.wire import MAX_PAGE_ROWS
 
-from .appkeys import METRICS_KEY, STORE_KEY
+from .appkeys import METRICS_KEY, SETTINGS_KEY, STORE_KEY
+from .export_process import PROCESS_FORMATS, process_export
 from .export_stream import stream_export
 from .exports import EXPORT_FORMATS, MEDIA_TYPES, measurement_row
 from .responses import error_response
@@ -309,7 +310,13 @@ async def _export(request: web.Request) -> web.StreamResponse:
         f = parse_filter(query)
     except BadQuery as bad:
         return bad.response()
-    stream = stream_export(request.app[STORE_KEY], fmt, f)  # produced on a worker thread
+    store = request.app[STORE_KEY]
+    if fmt in PROCESS_FORMATS:
+        # Encoded in Python row by row: in a child process, so that it does not take the GIL from ingest.
+        await store.ping()  # a store that is down is a 503 here, as for the other formats
+        stream = process_export(request.app[SETTINGS_KEY].db, fmt, f)
+    else:
+        stream = stream_export(store, fmt, f)  # produced on a worker thread (DuckDB and SQLite do the work)
     try:
         # The first chunk is read before any header is sent, so that a store that is down at the start is
         # an honest 503 (from the app's error middleware) rather than an empty 200.

@@ -532,11 +532,13 @@ async def test_client_disconnect_mid_export_is_not_an_error(
 
 
 async def test_a_store_failure_mid_export_truncates_the_download(store_url: str, caplog) -> None:
+    # CSV is read through the app's own store (JSON Lines by a child process with its own connection:
+    # its failure mid-way is tests/collector/test_export_process.py's).
     app = wire(create_app(Settings(db=store_url, accept_identified=True)))
     async with serve(app, handler_cancellation=False) as address:
-        # More rows than one store page (the export reads 1000 at a time): the second read fails.
-        await app[STORE_KEY].insert_many(big_dataset(2500), [(SIGNATURE, PUBLIC_KEY)] * 2500)
-        reader, writer = await start_export(address, "format=jsonl")
+        # More rows than one store page (the export reads 2000 at a time): a later read fails.
+        await app[STORE_KEY].insert_many(big_dataset(6000), [(SIGNATURE, PUBLIC_KEY)] * 6000)
+        reader, writer = await start_export(address, "format=csv")
         await app[STORE_KEY].close()
         received = bytearray()
         async with asyncio.timeout(10):
