@@ -4,7 +4,8 @@ A worker thread keeps the event loop free, but not the GIL: encoding ~20-40k JSO
 thread of the serving process raised ingest p99 about 6.5x (bench/export_soak.py). A child process
 (``python -m gatewatch.collector.export_process DB FORMAT FILTER``) opens the store itself, runs the same
 :func:`.export_stream.stream_export` and writes the bytes to its stdout; the serving process only relays
-them. Its memory is bounded as in the thread (a slow client fills the pipe and the child waits).
+them. Its memory is bounded as in the thread (a slow client fills the pipe and the child waits). The child
+runs at a lower priority (``nice`` 10), so that on a busy machine the export waits rather than ingest.
 
 A failure in the child (the store unreachable, a bug) ends it with a message on stderr and a non-zero
 status: before any byte that is an answer of 503 (``store_unavailable``) or 500, after them a truncated
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import asdict
@@ -29,6 +31,7 @@ from .store.base import MeasurementFilter, StoreError
 __all__ = ["PROCESS_FORMATS", "filter_from_json", "filter_to_json", "process_export"]
 
 PROCESS_FORMATS: Final = frozenset({"jsonl", "ooni"})
+_NICENESS: Final = 10  # the child's scheduling priority, below the collector's
 _STORE_FAILED: Final = 3  # the child's exit status when its store failed (the others: a bug)
 _TIME_FIELDS: Final = ("since", "until")
 
@@ -91,6 +94,8 @@ async def _export_to_stdout(db: str, fmt: str, f: MeasurementFilter) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     db, fmt, filter_json = sys.argv[1:] if argv is None else argv
+    # Behind the serving process on a busy machine: an export may take longer, ingest should not.
+    os.nice(_NICENESS)
     try:
         asyncio.run(_export_to_stdout(db, fmt, filter_from_json(filter_json)))
     except StoreError as exc:
