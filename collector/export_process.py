@@ -1,7 +1,8 @@
-"""An API export in a child process, for the formats whose rows are encoded in Python (JSON Lines, OONI).
+"""An API export made by a child process, so that it takes neither the event loop nor the GIL from ingest.
 
-A worker thread keeps the event loop free, but not the GIL: encoding ~20-40k JSON documents a second on a
-thread of the serving process raised ingest p99 about 6.5x (bench/export_soak.py). A child process
+A worker thread keeps the event loop free, but not the GIL: on a thread of the serving process a JSON
+Lines export raised ingest p99 about 6.5x and a CSV one about 5x (bench/export_soak.py; a CSV row still
+costs Python a join and, token-signed, a base64). A child process
 (``python -m gatewatch.collector.export_process DB FORMAT FILTER``) opens the store itself, runs the same
 :func:`.export_stream.stream_export` and writes the bytes to its stdout; the serving process only relays
 them. Its memory is bounded as in the thread (a slow client fills the pipe and the child waits). The child
@@ -28,9 +29,8 @@ from .exports import CHUNK_SIZE
 from .store import open_store
 from .store.base import MeasurementFilter, StoreError
 
-__all__ = ["PROCESS_FORMATS", "filter_from_json", "filter_to_json", "process_export"]
+__all__ = ["filter_from_json", "filter_to_json", "process_export"]
 
-PROCESS_FORMATS: Final = frozenset({"jsonl", "ooni"})
 _NICENESS: Final = 10  # the child's scheduling priority, below the collector's
 _STORE_FAILED: Final = 3  # the child's exit status when its store failed (the others: a bug)
 _TIME_FIELDS: Final = ("since", "until")
@@ -75,10 +75,24 @@ async def process_export(
                 raise StoreError(message)
             raise RuntimeError(f"the export process failed ({status}): {message}")
     finally:
-        if child.returncode is None:  # the client went away, or the server is stopping
-            child.kill()
-            await child.wait()
-        errors.cancel()
+        # Also when the client went away or the handler is cancelled (the server stopping): the child is
+        # ended and reaped, and its pipes read to their end so that asyncio closes its transport.
+        reaping = asyncio.ensure_future(_reap(child, errors))
+        _REAPING.add(reaping)
+        reaping.add_done_callback(_REAPING.discard)
+        await asyncio.shield(reaping)
+
+
+_REAPING: set[asyncio.Future[None]] = set()  # kept referenced until done
+
+
+async def _reap(child: asyncio.subprocess.Process, errors: asyncio.Future[bytes]) -> None:
+    if child.returncode is None:
+        child.kill()
+    assert child.stdout is not None
+    await child.stdout.read()  # what is left in the pipe (at most its buffer): the child is gone
+    await errors
+    await child.wait()
 
 
 async def _export_to_stdout(db: str, fmt: str, f: MeasurementFilter) -> None:

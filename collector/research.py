@@ -37,8 +37,7 @@ from gatewatch.core.vocabulary import (
 from gatewatch.core.wire import MAX_PAGE_ROWS
 
 from .appkeys import METRICS_KEY, SETTINGS_KEY, STORE_KEY
-from .export_process import PROCESS_FORMATS, process_export
-from .export_stream import stream_export
+from .export_process import process_export
 from .exports import EXPORT_FORMATS, MEDIA_TYPES, measurement_row
 from .responses import error_response
 from .store.base import CursorError, MeasurementFilter, decode_cursor
@@ -310,13 +309,10 @@ async def _export(request: web.Request) -> web.StreamResponse:
         f = parse_filter(query)
     except BadQuery as bad:
         return bad.response()
-    store = request.app[STORE_KEY]
-    if fmt in PROCESS_FORMATS:
-        # Encoded in Python row by row: in a child process, so that it does not take the GIL from ingest.
-        await store.ping()  # a store that is down is a 503 here, as for the other formats
-        stream = process_export(request.app[SETTINGS_KEY].db, fmt, f)
-    else:
-        stream = stream_export(store, fmt, f)  # produced on a worker thread (DuckDB and SQLite do the work)
+    # Made by a child process, so that neither the event loop nor the GIL is taken from ingest. A store
+    # that is down is a 503 here (the child would only find out after the headers).
+    await request.app[STORE_KEY].ping()
+    stream = process_export(request.app[SETTINGS_KEY].db, fmt, f)
     try:
         # The first chunk is read before any header is sent, so that a store that is down at the start is
         # an honest 503 (from the app's error middleware) rather than an empty 200.
