@@ -1,11 +1,11 @@
-"""An API export produced on a worker thread and streamed to the response through a bounded queue.
+"""An export produced on a worker thread and streamed to its consumer through a bounded queue.
 
-The event loop only relays chunks: reading, encoding and (for Parquet) the DuckDB conversion all happen
-off it, so an export does not hold up ingest or /metrics while it runs. Pages are still read through the
-store (its own reader thread for SQLite, its pool for PostgreSQL), so a store that closes or fails mid-way
-fails the export as before. For SQLite the CSV/Parquet summary is read as ready-made text
-(:mod:`.export_rows`); every other case encodes :class:`StoredMeasurement` pages with the same functions
-as :mod:`.exports`, so the bytes are the same either way.
+The API runs this in a child process of its own (export_process.py: the GIL stays with ingest). Wherever
+it runs, the event loop only relays chunks: reading, encoding and (for Parquet) the DuckDB conversion all
+happen off it. Pages are read through the store (its reader thread for SQLite, its pool for PostgreSQL),
+so a store that closes or fails mid-way fails the export. For SQLite the CSV/Parquet summary is read as
+ready-made text (:mod:`.export_rows`); every other case encodes :class:`StoredMeasurement` pages with the
+same functions as :mod:`.exports`, so the bytes are the same either way.
 
 Memory is bounded by one page being encoded plus ``QUEUE_CHUNKS`` chunks waiting for a slow client;
 when the client goes away the thread stops at its next chunk and the staging files are removed.
@@ -100,9 +100,9 @@ def _sqlite_summary_pages(
     works) while this one is encoded."""
     if not bridge.wait(store.read(summary_sql_applies)):
         return None
-    pages: Iterator[list[tuple[Any, ...]]] | None = None
+    pages: Iterator[list[str]] | None = None
 
-    def next_page(conn: sqlite3.Connection) -> list[tuple[Any, ...]] | None:
+    def next_page(conn: sqlite3.Connection) -> list[str] | None:
         nonlocal pages
         if pages is None:
             pages = summary_pages(conn, f, PAGE_ROWS)
@@ -110,9 +110,9 @@ def _sqlite_summary_pages(
 
     def generate() -> Iterator[bytes]:
         reading = bridge.submit(store.read(next_page))
-        while (rows := reading.result()) is not None:
+        while (lines := reading.result()) is not None:
             reading = bridge.submit(store.read(next_page))
-            yield csv_rows(rows)
+            yield csv_rows(lines)
 
     return generate()
 
