@@ -5,14 +5,16 @@
     python bench/export.py --token-share 0        # every row signed by a long-term key (no payload in CSV)
 
 The store is filled once per size through ``SQLiteStore.insert_many`` (half the rows token-signed by
-default, so that the CSV and Parquet carry their signed payload, base64). Each export runs the API's path
-(``export_stream.stream_export``: pages read through the store, encoded on a worker thread) in a child
-process of its own, so that its peak RSS is its own; "memory flat" compares those peaks across sizes.
+default, so that the CSV and Parquet carry their signed payload, base64). Each export runs the API's engine
+(``export_stream.stream_export``: pages read through the store, encoded on a worker thread; the API runs
+it in a child process, export_process.py) in a child process of its own, so that its peak RSS is its
+own; "memory flat" compares those peaks across sizes.
 
 Baselines, same run and same rows: ``duckdb COPY csv|parquet`` is DuckDB writing the same summary from a
 table it already holds (loaded untimed; one thread, as the export's conversion); ``bare json`` reads the
 stored payloads with sqlite3 and round-trips each through ``json.loads``/``json.dumps``, the least a JSON
-Lines export that re-encodes every measurement must do.
+Lines export that re-encodes every measurement must do. ``partitioned-*`` is ``gatewatch-collector export``
+(daily gzip files per country, rows encoded one by one on the event loop).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import asyncio
 import json
 import resource
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -32,6 +35,7 @@ from pathlib import Path
 
 import duckdb
 
+from gatewatch.collector.export_cmd import export_partitioned
 from gatewatch.collector.export_stream import stream_export
 from gatewatch.collector.exports import COLUMN_TYPES, duckdb_config
 from gatewatch.collector.store.base import MeasurementFilter, StoredMeasurement
@@ -40,7 +44,7 @@ from gatewatch.core.measurement import Measurement, WebTestKeys
 from gatewatch.core.verdicts import Fingerprint, Verdict
 from gatewatch.core.vocabulary import DNS_INJECTION, SCHEME_BLIND_TOKEN
 
-FORMATS = ("csv", "parquet", "jsonl", "ooni")
+FORMATS = ("csv", "parquet", "jsonl", "ooni", "partitioned-csv", "partitioned-jsonl")
 BASELINES = ("duckdb COPY csv", "duckdb COPY parquet", "bare json")
 START = datetime(2026, 11, 1, tzinfo=UTC)
 INSERT_BATCH = 5000
@@ -119,8 +123,14 @@ async def run_export(path: Path, fmt: str) -> int:
     store = await SQLiteStore.open(str(path))
     size = 0
     try:
-        async for chunk in stream_export(store, fmt, MeasurementFilter(), tmp_dir=path.parent):
-            size += len(chunk)
+        if fmt.startswith("partitioned-"):  # gatewatch-collector export: daily files, row by row
+            out = path.parent / f"tree-{fmt}"
+            files = await export_partitioned(store.iterate(MeasurementFilter()), out, fmt.split("-")[1])
+            size = sum(file.stat().st_size for file in files)
+            shutil.rmtree(out)
+        else:
+            async for chunk in stream_export(store, fmt, MeasurementFilter(), tmp_dir=path.parent):
+                size += len(chunk)
     finally:
         await store.close()
     return size
@@ -206,6 +216,8 @@ def main() -> None:
                     subprocess.run(command, check=True, capture_output=True, text=True).stdout
                 )
             base = {
+                "partitioned-csv": "duckdb COPY csv",
+                "partitioned-jsonl": "bare json",
                 "csv": "duckdb COPY csv",
                 "parquet": "duckdb COPY parquet",
                 "jsonl": "bare json",
