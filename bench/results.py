@@ -58,7 +58,18 @@ BENCHES: tuple[Bench, ...] = (
         needs_postgres=True,
         baseline="one collector process on the same PostgreSQL",
     ),
-    Bench("export.py", (), ("--rows", "5000"), baseline='the "source only" line (making the rows)'),
+    Bench(
+        "export.py",
+        (),
+        ("--rows", "5000"),
+        baseline="DuckDB COPY of the same summary (CSV, Parquet); a bare json loads/dumps loop (JSON Lines)",
+    ),
+    Bench(
+        "export_soak.py",
+        (),
+        ("--rows", "5000", "--seconds", "5"),
+        baseline="the same ingest with no export running",
+    ),
     Bench("import_ooni.py", (), ("--rows", "500"), baseline="a bare json.loads loop over the same lines"),
     Bench("store_pages.py", (), ("--rows", "2000", "20000"), baseline="one bare SELECT of the same rows"),
     Bench(

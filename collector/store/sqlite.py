@@ -335,6 +335,11 @@ class SQLiteStore:
     def iterate(self, f: MeasurementFilter, batch: int = 1000) -> AsyncIterator[StoredMeasurement]:
         return iterate_pages(self, f, batch)
 
+    async def read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``fn(connection)`` on the reader's thread, for reads the interface has no method for (an
+        export's summary in bulk, collector/export_rows.py). ``fn`` must only read."""
+        return await self._reader.run(fn)
+
     async def ping(self) -> None:
         await self._reader.run(lambda conn: conn.execute("SELECT count(*) FROM schema_migrations").fetchone())
 
