@@ -65,6 +65,9 @@ def serve(
     max_concurrent_uploads: Annotated[
         int | None, typer.Option("--max-concurrent-uploads", help="Uploads read at once; more get 503.")
     ] = None,
+    max_concurrent_exports: Annotated[
+        int | None, typer.Option("--max-concurrent-exports", help="API exports run at once; more get 503.")
+    ] = None,
     control_resolver: Annotated[
         str | None, typer.Option("--control-resolver", help="IP[:PORT] the control's own probes ask.")
     ] = None,
@@ -125,6 +128,7 @@ def serve(
         "header_timeout_seconds": header_timeout_seconds,
         "body_timeout_seconds": body_timeout_seconds,
         "max_concurrent_uploads": max_concurrent_uploads,
+        "max_concurrent_exports": max_concurrent_exports,
         "control_resolver": control_resolver,
         "ca_file": ca_file,
         "control_allow_net": control_allow_net,

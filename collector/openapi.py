@@ -216,7 +216,11 @@ def _export_and_geolocate() -> dict[str, Any]:
                         "content": _export_content(),
                     },
                     "400": _BAD_QUERY,
-                    "503": _STORE_DOWN,
+                    "503": _error(
+                        "The store is unreachable (store_unavailable), or this collector already runs "
+                        "max_concurrent_exports exports (too_many_exports): try again later.",
+                        _RETRY_AFTER,
+                    ),
                 },
             }
         },

@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 from multidict import MultiMapping
@@ -32,6 +32,7 @@ from gatewatch.core.vocabulary import (
     INVALID_CURSOR,
     INVALID_PARAMETER,
     REPEATED_PARAMETER,
+    TOO_MANY_EXPORTS,
     UNKNOWN_PARAMETER,
 )
 from gatewatch.core.wire import MAX_PAGE_ROWS
@@ -309,8 +310,23 @@ async def _export(request: web.Request) -> web.StreamResponse:
         f = parse_filter(query)
     except BadQuery as bad:
         return bad.response()
-    # Made by a child process, so that neither the event loop nor the GIL is taken from ingest. A store
-    # that is down is a 503 here (the child would only find out after the headers).
+    # Made by a child process, so that neither the event loop nor the GIL is taken from ingest; a few at
+    # once (max_concurrent_exports), so that exports cannot crowd the host out.
+    running = request.app[EXPORTS_RUNNING_KEY]
+    if running.count >= request.app[SETTINGS_KEY].max_concurrent_exports:
+        return error_response(
+            503, TOO_MANY_EXPORTS, "too many exports at once; retry later",
+            {"Retry-After": str(_EXPORT_RETRY_AFTER)},
+        )  # fmt: skip
+    running.count += 1
+    try:
+        return await _stream_export(request, fmt, f)
+    finally:
+        running.count -= 1
+
+
+async def _stream_export(request: web.Request, fmt: str, f: MeasurementFilter) -> web.StreamResponse:
+    # A store that is down is a 503 here (the child would only find out after the headers).
     await request.app[STORE_KEY].ping()
     stream = process_export(request.app[SETTINGS_KEY].db, fmt, f)
     try:
@@ -348,7 +364,19 @@ async def _export(request: web.Request) -> web.StreamResponse:
     return response
 
 
+_EXPORT_RETRY_AFTER = 30  # seconds: an export takes seconds to minutes
+
+
+@dataclass
+class RunningExports:
+    count: int = 0
+
+
+EXPORTS_RUNNING_KEY: Final = web.AppKey("gatewatch_exports_running", RunningExports)
+
+
 def add_research_routes(app: web.Application) -> None:
+    app[EXPORTS_RUNNING_KEY] = RunningExports()
     app.router.add_get(LIST_PATH, _list)
     # No HEAD: it would run the whole export only for its body to be thrown away.
     app.router.add_get(EXPORT_PATH, _export, allow_head=False)

@@ -112,6 +112,9 @@ class Settings:
     header_timeout_seconds: float = 15.0
     body_timeout_seconds: float = 60.0
     max_concurrent_uploads: int = 32
+    # Each API export is a child process (export_process.py): at most this many at once per collector
+    # process, the rest 503 + Retry-After (a researcher's script retries; nobody can fork the host to death).
+    max_concurrent_exports: int = 2
     # Per-public-key token bucket: sustained requests per second, burst, and how many keys are remembered.
     key_rate: float = 1.0
     key_burst: int = 30
@@ -176,6 +179,7 @@ class Settings:
             "max_body_bytes",
             "max_batch",
             "max_concurrent_uploads",
+            "max_concurrent_exports",
             "key_burst",
             "rate_limit_keys",
             "control_concurrency",

@@ -200,6 +200,7 @@ UNDECODABLE_BODY: Final = "undecodable_body"  # not in its Content-Encoding (not
 UNSUPPORTED_CONTENT_ENCODING: Final = "unsupported_content_encoding"
 BODY_TIMEOUT: Final = "body_timeout"  # the body did not arrive in time
 TOO_MANY_UPLOADS: Final = "too_many_uploads"  # the process is at its cap of concurrent uploads
+TOO_MANY_EXPORTS: Final = "too_many_exports"  # the process is at its cap of concurrent API exports
 MALFORMED_HTTP: Final = "malformed_http"  # the request itself is not HTTP the server can parse
 UNSUPPORTED_MEDIA_TYPE: Final = "unsupported_media_type"
 RATE_LIMITED: Final = "rate_limited"

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import duckdb
 import pytest
 from aiohttp import web
@@ -560,3 +561,20 @@ async def test_a_store_down_before_the_export_starts_is_503(client) -> None:
         response = await client.get(path)
         assert response.status == 503
         assert (await response.json())["error"] == "store_unavailable"
+
+
+async def test_exports_beyond_the_cap_are_503_and_a_finished_one_frees_its_slot(store_url: str) -> None:
+    # Each API export is a child process: a collector runs at most max_concurrent_exports at once.
+    app = wire(create_app(Settings(db=store_url, accept_identified=True, max_concurrent_exports=1)))
+    async with serve(app, handler_cancellation=False) as address:
+        await app[STORE_KEY].insert_many(big_dataset(1500), [(SIGNATURE, PUBLIC_KEY)] * 1500)
+        reader, writer = await start_export(address, "format=jsonl")  # held open, read no further
+        async with aiohttp.ClientSession() as session:
+            url = f"http://{address[0]}:{address[1]}{EXPORT_PATH}?format=csv"
+            async with session.get(url) as refused:
+                assert refused.status == 503 and int(refused.headers["Retry-After"]) >= 1
+                assert (await refused.json())["error"] == "too_many_exports"
+            writer.close()
+            await wait_until_idle(app)
+            async with session.get(url) as served:
+                assert served.status == 200 and (await served.read()).startswith(b"measurement_uid")
