@@ -25,6 +25,7 @@ from typing import Any, Final
 from gatewatch.core.vocabulary import SCHEME_BLIND_TOKEN
 
 from .store.base import MeasurementFilter, filter_sql, from_micros, to_micros
+from .store.sqlite import ROWS, TOKEN_COLUMNS
 
 __all__ = ["PAGE_ROWS", "csv_rows", "summary_pages", "summary_sql_applies"]
 
@@ -62,15 +63,16 @@ _HEAD = " || ',' || ".join(
     ]
 )
 _CRLF = "char(13, 10)"
-_TAIL = f"coalesce(CAST(token_epoch AS TEXT), '') || ',' || {_quoted('token_key_id')} || {_CRLF}"
+_EPOCH, _KEY_ID = TOKEN_COLUMNS["token_epoch"], TOKEN_COLUMNS["token_key_id"]
+_TAIL = f"coalesce(CAST({_EPOCH} AS TEXT), '') || ',' || {_quoted(_KEY_ID)} || {_CRLF}"
 # Exact, for any stored text: a row not signed by a token is its whole line; a token-signed one is its
 # head, the four blobs (base64 in Python: SQLite has no base64) and its tail (epoch and issuer key id).
 _QUOTED_ROW = (
     f"CASE WHEN {_TOKEN_SIGNED} THEN {_HEAD} || ',' ELSE {_HEAD} || ',,,,,,' || {_CRLF} END, "
     f"CASE WHEN {_TOKEN_SIGNED} THEN payload END, "
     f"CASE WHEN {_TOKEN_SIGNED} THEN signature END, "
-    f"CASE WHEN {_TOKEN_SIGNED} THEN ephemeral_key END, "
-    f"CASE WHEN {_TOKEN_SIGNED} THEN token END, "
+    f"CASE WHEN {_TOKEN_SIGNED} THEN {TOKEN_COLUMNS['ephemeral_key']} END, "
+    f"CASE WHEN {_TOKEN_SIGNED} THEN {TOKEN_COLUMNS['token']} END, "
     f"CASE WHEN {_TOKEN_SIGNED} THEN {_TAIL} END"
 )
 # Fast, for the usual row: the head's plain fields joined by a unit separator (U+001F), which Python
@@ -98,8 +100,8 @@ _PLAIN_ROW = (
     + f", {_quoted('json(flags)')}, "
     + f"CASE WHEN {_TOKEN_SIGNED} THEN payload END, "
     f"CASE WHEN {_TOKEN_SIGNED} THEN signature END, "
-    f"CASE WHEN {_TOKEN_SIGNED} THEN ephemeral_key END, "
-    f"CASE WHEN {_TOKEN_SIGNED} THEN token END, "
+    f"CASE WHEN {_TOKEN_SIGNED} THEN {TOKEN_COLUMNS['ephemeral_key']} END, "
+    f"CASE WHEN {_TOKEN_SIGNED} THEN {TOKEN_COLUMNS['token']} END, "
     f"CASE WHEN {_TOKEN_SIGNED} THEN {_TAIL} END, "
     "measurement_uid"
 )
@@ -122,8 +124,7 @@ def summary_pages(
     while True:
         where, params = filter_sql(f, lambda _n: "?", to_micros, after)
         sql = (
-            f"SELECT {_PLAIN_ROW} FROM measurements{where}"
-            " ORDER BY measurement_start_time, measurement_uid LIMIT ?"
+            f"SELECT {_PLAIN_ROW} FROM {ROWS}{where} ORDER BY measurement_start_time, measurement_uid LIMIT ?"
         )
         rows = conn.execute(sql, (*params, page_rows)).fetchall()
         if rows:
@@ -158,7 +159,7 @@ def _plain_line(row: Sequence[Any]) -> str | None:
 
 
 def _quoted_line(conn: sqlite3.Connection, uid: str) -> str:
-    row = conn.execute(f"SELECT {_QUOTED_ROW} FROM measurements WHERE measurement_uid = ?", (uid,)).fetchone()
+    row = conn.execute(f"SELECT {_QUOTED_ROW} FROM {ROWS} WHERE measurement_uid = ?", (uid,)).fetchone()
     return _signed_line(row[0], row[1:6]) if row[5] is not None else row[0]
 
 

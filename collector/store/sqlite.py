@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from . import sqlite_tokens
 from .base import (
@@ -54,12 +54,16 @@ _INSERT = (
 )
 # A token-signed row's token, ephemeral key, epoch and key id are kept once per batch (migration 4,
 # sqlite_tokens.batch_token_ref); rows stored before hold them inline.
-_COLUMNS = _OWN_COLUMNS.replace(
-    "ephemeral_key, token, token_epoch, token_key_id",
-    "coalesce(ephemeral_key, batch_ephemeral_key), coalesce(token, batch_token), "
-    "coalesce(token_epoch, batch_epoch), coalesce(token_key_id, batch_key_id)",
-)
-_FROM = "measurements LEFT JOIN batch_tokens USING (token_ref)"
+# Every read of a row is FROM ROWS, these four columns through TOKEN_COLUMNS (export_rows.py too).
+TOKEN_COLUMNS: Final = {
+    "ephemeral_key": "coalesce(ephemeral_key, batch_ephemeral_key)",
+    "token": "coalesce(token, batch_token)",
+    "token_epoch": "coalesce(token_epoch, batch_epoch)",
+    "token_key_id": "coalesce(token_key_id, batch_key_id)",
+}
+ROWS: Final = "measurements LEFT JOIN batch_tokens USING (token_ref)"
+_COLUMNS = _OWN_COLUMNS.replace(", ".join(TOKEN_COLUMNS), ", ".join(TOKEN_COLUMNS.values()))
+_FROM = ROWS
 _BUSY_TIMEOUT = 30.0  # seconds a connection waits for another's write lock
 _INSERT_ENVELOPE = "INSERT INTO envelopes (measurement_uid, signature, public_key) VALUES (?, ?, ?)"
 
