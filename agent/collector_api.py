@@ -23,17 +23,21 @@ from gatewatch.core.failures import classify
 from gatewatch.core.vocabulary import WITHHELD_ASN, WITHHELD_CC
 from gatewatch.core.wire import (
     CONTROL_ERROR_STATUS,
+    MAX_CONFIRM_LIST,
     ConfirmationList,
     ControlBatchItem,
     ControlBatchRequest,
     ControlBatchResponse,
     ControlRequest,
     Geolocation,
+    Sighting,
+    SightingAnswer,
 )
 
 from .addresses import AttemptLog, CollectorAddress, Fallbacks, as_address
 from .http_client import DIRECT, HttpClient, HttpClientError, Response
 from .proxy import Route
+from .sightings import sighting_body
 
 __all__ = [
     "BAD_ANSWER",
@@ -50,6 +54,7 @@ __all__ = [
     "geolocate",
     "locate_via",
     "make_session",
+    "report_sighting",
     "read_geolocation",
     "request_control",
     "request_controls",
@@ -320,7 +325,41 @@ async def fetch_confirmations(session: HttpClient, base: Address, cc: str) -> li
         answer = ConfirmationList.model_validate(data, extra=TOLERATED_EXTRA)
     except ValidationError:
         return ApiFailure(BAD_ANSWER, _host(base))
-    return [url for url in answer.urls if url.startswith(("http://", "https://"))][:20]
+    return [url for url in answer.urls if url.startswith(("http://", "https://"))][:MAX_CONFIRM_LIST]
+
+
+async def report_sighting(
+    session: HttpClient, bases: Sequence[Address], sighting: Sighting
+) -> SightingAnswer | ApiFailure:
+    """Tell the collector which test-list URLs a pass just found anomalous (``POST /api/v1/confirm``), by
+    each address's route in turn until one answers; the body padded to a fixed size (agent/sightings.py).
+    A 422 (none of them listable) is an answer too: a failure string, not worth the next address."""
+    failure = ApiFailure("no collector configured")
+    body = sighting_body(sighting)
+    for base in bases:
+        try:
+            response = await session.request(
+                "POST",
+                api_url(base, "confirm"),
+                body=body,
+                content_type="application/json",
+                route=route_for(session, base),
+            )
+        except HttpClientError as exc:
+            failure = ApiFailure(exc.failure, _host(base))
+            record_attempt(session, "sighting", base, exc.failure)
+            continue
+        record_attempt(session, "sighting", base, None)
+        if response.status != 200:
+            failure = ApiFailure(f"http_{response.status}", _host(base))
+            if response.status in (400, 413, 422):
+                break  # what the next address would answer the same way
+            continue
+        try:
+            return SightingAnswer.model_validate(response.json(), extra=TOLERATED_EXTRA)
+        except ValueError:
+            return ApiFailure(BAD_ANSWER, _host(base))
+    return failure
 
 
 async def fetch_test_list(session: HttpClient, bases: Sequence[Address], cc: str) -> str | ApiFailure:

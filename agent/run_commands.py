@@ -17,6 +17,7 @@ from typing import Any
 import typer
 
 from gatewatch.core.vocabulary import WITHHELD_CC
+from gatewatch.core.wire import Sighting, SightingAnswer
 
 from .cli_common import (
     EXIT_NOT_MEASURED,
@@ -29,7 +30,7 @@ from .cli_common import (
 )
 from .cli_init import require_consent
 from .cli_test_list import NoTestList, load_test_list, report_problems, scheduled_test_list
-from .collector_api import ApiFailure, fetch_confirmations, make_session, where_am_i
+from .collector_api import ApiFailure, fetch_confirmations, make_session, report_sighting, where_am_i
 from .daemon import MIN_GAP, ConfirmationBudget, SliceCursor, run_schedule
 from .deliver import upload_waiting
 from .display import STOP_EXPLANATIONS, ProgressDisplay, is_terminal, log_event, plain_summary, summary_table
@@ -41,6 +42,7 @@ from .queue import MeasurementQueue
 from .run_records import RunOptions, RunSummary
 from .runner import run_pass
 from .settings import FULL_BODIES_WARNING, AgentSettings, SettingsError
+from .sightings import choose_sighting
 from .testlists import TestListEntry
 from .upload import UploadReport
 
@@ -198,14 +200,16 @@ def daemon(
     )
     cursor = SliceCursor(settings.daemon.slices)
     where: dict[str, str] = {}  # the country the confirmation polls ask for: found again after each pass
-    one_pass = functools.partial(_scheduled_pass, paths, settings, options, input_file, cursor, where)
+    outbox: list[Sighting] = []  # the last pass's sighting, sent with the next poll
+    one_pass = functools.partial(_scheduled_pass, paths, settings, options, input_file, cursor, where, outbox)
     flush = functools.partial(_logged_flush, paths, settings, options)
     confirm = None
-    if settings.daemon.confirm_per_hour and settings.collector_addresses():
+    wanted = settings.daemon.confirm_per_hour or settings.daemon.sightings
+    if wanted and settings.collector_addresses():
         budget = ConfirmationBudget(per_hour=settings.daemon.confirm_per_hour)
         # confirmations upload at once: their worth is in their speed (and they are few)
         at_once = dataclasses.replace(options, defer_upload=False, confirmation=True)
-        confirm = functools.partial(_confirm_once, paths, settings, at_once, budget, where)
+        confirm = functools.partial(_confirm_once, paths, settings, at_once, budget, where, outbox)
     try:
         asyncio.run(_schedule(one_pass, flush, settings, options, passes, confirm))
     except SigningKeyError as exc:
@@ -219,10 +223,12 @@ async def _scheduled_pass(
     files: list[Path],
     cursor: SliceCursor,
     where: dict[str, str],
+    outbox: list[Sighting],
 ) -> str | None:
     """One of the daemon's passes (the next slice of the list); its stop reason (None when it completed,
     or failed with a bug). ``where`` (the confirmation polls' country) is forgotten: the machine may have
-    moved, and the next poll asks again."""
+    moved, and the next poll asks again. When sightings are on, the pass's sighting (if its results make
+    one) waits in ``outbox`` for the next poll."""
     where.clear()
 
     def select(entries: list[TestListEntry]) -> list[TestListEntry]:
@@ -236,6 +242,9 @@ async def _scheduled_pass(
         log.exception("pass failed", extra={"fields": {"event": "pass_failed"}})
         return None
     log.info("pass", extra={"fields": {"event": "pass_done", **summary.as_record()}})
+    sighting = choose_sighting(summary.results, summary.probe_cc) if settings.daemon.sightings else None
+    if sighting is not None:
+        outbox[:] = [sighting]  # a newer pass's sighting replaces one not sent yet
     return summary.stop_reason
 
 
@@ -245,13 +254,23 @@ async def _confirm_once(
     options: RunOptions,
     budget: ConfirmationBudget,
     where: dict[str, str],
+    outbox: list[Sighting] | None = None,
 ) -> int:
-    """Measure the collector's confirmation requests for our country at once (within ``budget``), and
-    upload at once; how many URLs were measured. ``where`` remembers the country once located."""
+    """Send the last pass's sighting, if one waits in ``outbox``; then measure the collector's confirmation
+    requests for our country at once (within ``budget``), and upload at once; how many URLs were measured.
+    ``where`` remembers the country once located.
+
+    The sighting goes with a poll rather than right after the pass: an on-path observer then sees the same
+    connection to the collector about once a minute whether or not the pass found anything."""
     addresses = options.collector_addresses
     async with make_session(
         source_address=options.source_address, ca_file=options.ca_file, route=options.route
     ) as session:
+        if outbox:
+            answer = await report_sighting(session, addresses, outbox.pop())
+            _log_sighting(answer)
+        if not settings.daemon.confirm_per_hour:
+            return 0
         cc = settings.test_list_cc or options.probe_cc or where.get("cc")
         if cc is None:
             located = await where_am_i(session, addresses)
@@ -270,6 +289,15 @@ async def _confirm_once(
         summary = await _one_pass(paths, settings, options, chosen, [])
         log.info("confirmation", extra={"fields": {"event": "confirmed", **summary.as_record()}})
     return len(chosen)
+
+
+def _log_sighting(answer: SightingAnswer | ApiFailure) -> None:
+    """One event per sighting sent: how many URLs the collector listed (never which), or why none."""
+    if isinstance(answer, ApiFailure):
+        log.info("sighting", extra={"fields": {"event": "sighting_failed", "error": str(answer)}})
+    else:
+        fields = {"event": "sighting_sent", "listed": len(answer.accepted)}
+        log.info("sighting", extra={"fields": fields})
 
 
 async def _schedule(
@@ -302,6 +330,7 @@ async def _schedule(
             upload=flush if settings.collector_addresses() else None,
             upload_delay=settings.upload_delay,
             confirm=confirm,
+            confirm_every=settings.daemon.confirm_poll,
         )
     except asyncio.CancelledError:
         log.info("stopping", extra={"fields": {"event": "stopped"}})

@@ -92,6 +92,12 @@ class DaemonSettings(_Section):
     # Measure the collector's confirmation requests (URLs that just showed an anomaly in the country) at
     # once, at most this many URLs an hour; 0 turns them off.
     confirm_per_hour: int = Field(default=30, ge=0, le=600)
+    # Ask for confirmation requests about this often (seconds, plus or minus a quarter at random).
+    confirm_poll: float = Field(default=60.0, ge=1, le=3600)
+    # After a pass that found anomalies, tell the collector which test-list URLs looked anomalous (nothing
+    # else: no measurement, no key, no network), with the next confirmation poll, so that the country's
+    # agents confirm them at once while this pass's uploads keep their delay (agent/sightings.py).
+    sightings: bool = True
 
 
 # The daemon's wait between a pass and its upload (seconds, drawn at random in the range): the gateway sees

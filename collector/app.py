@@ -44,7 +44,15 @@ from .geolocate import add_geolocate_routes
 from .ingest import INGEST_PATH, add_ingest_routes
 from .interference_api import add_interference
 from .issuer import ISSUER_KEY, Clock, Issuer, add_issuer_routes
-from .metrics import REQUEST_RESULTS, TOKEN_METRICS_KEY, IngestMetrics, TokenMetrics, metrics_response
+from .metrics import (
+    REQUEST_RESULTS,
+    SIGHTING_METRICS_KEY,
+    TOKEN_METRICS_KEY,
+    IngestMetrics,
+    SightingMetrics,
+    TokenMetrics,
+    metrics_response,
+)
 from .openapi import add_openapi_routes
 from .ratelimit import TokenBuckets
 from .request_body import RequestRefused
@@ -243,6 +251,7 @@ def create_app(
     app[INGEST_HOOKS_KEY] = []
     app[RATE_LIMIT_KEY] = TokenBuckets(settings.key_rate, settings.key_burst, settings.rate_limit_keys)
     app[TOKEN_METRICS_KEY] = TokenMetrics.register(registry)
+    app[SIGHTING_METRICS_KEY] = SightingMetrics.register(registry)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_issuer_ctx(clock))  # ``clock``: tests move time to see keys rotate
     app.cleanup_ctx.append(_geo_ctx)

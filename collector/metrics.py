@@ -43,9 +43,12 @@ __all__ = [
     "ITEM_RESULTS",
     "REQUEST_RESULTS",
     "STORE_OPERATIONS",
+    "SIGHTING_METRICS_KEY",
+    "SIGHTING_RESULTS",
     "TOKEN_METRICS_KEY",
     "BATCH_RESULTS",
     "IngestMetrics",
+    "SightingMetrics",
     "TokenMetrics",
     "item_reason_label",
     "metrics_response",
@@ -183,6 +186,42 @@ class TokenMetrics:
 
 
 TOKEN_METRICS_KEY: web.AppKey[TokenMetrics] = web.AppKey("gatewatch_token_metrics", TokenMetrics)
+
+
+# How a sighting (POST /api/v1/confirm) was answered: accepted (some URL listed), rejected (none could
+# be: 422 nothing_listable), invalid (422: not a Sighting, or the withheld country), bad_request (400: not
+# JSON, unreadable), too_large (413), rate_limited (429).
+SIGHTING_RESULTS: tuple[str, ...] = (
+    "accepted",
+    "rejected",
+    "invalid",
+    "bad_request",
+    "too_large",
+    RATE_LIMITED,
+)
+
+
+@dataclass(frozen=True)
+class SightingMetrics:
+    sightings: Counter
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> SightingMetrics:
+        metrics = cls(
+            sightings=Counter(
+                "gatewatch_sightings",
+                "Sightings (POST /api/v1/confirm: test-list URLs an agent just found anomalous, before its "
+                "upload), by how they were answered. Nothing about the sender is counted.",
+                ["result"],
+                registry=registry,
+            )
+        )
+        for result in SIGHTING_RESULTS:
+            metrics.sightings.labels(result=result)
+        return metrics
+
+
+SIGHTING_METRICS_KEY: web.AppKey[SightingMetrics] = web.AppKey("gatewatch_sighting_metrics", SightingMetrics)
 
 
 async def metrics_response(registry: CollectorRegistry) -> web.Response:

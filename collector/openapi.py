@@ -27,6 +27,8 @@ from gatewatch.core.verdicts import Verdict
 from gatewatch.core.vocabulary import INTERFERENCE_UNITS, SCOPES
 from gatewatch.core.wire import (
     MAX_CONTROL_BATCH,
+    MAX_SIGHTING_BODY,
+    MAX_SIGHTING_URLS,
     ConfirmationList,
     ControlBatchRequest,
     ControlBatchResponse,
@@ -39,6 +41,8 @@ from gatewatch.core.wire import (
     InterferenceResponse,
     IssuerKeysResponse,
     MeasurementPage,
+    Sighting,
+    SightingAnswer,
     Status,
     TokenRequest,
     TokenRequestBody,
@@ -74,6 +78,8 @@ _MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
     (ControlBatchResponse, "serialization"),
     (ControlKeys, "serialization"),
     (ConfirmationList, "serialization"),
+    (Sighting, "validation"),
+    (SightingAnswer, "serialization"),
     (MeasurementPage, "serialization"),
     (InterferenceResponse, "serialization"),
     (Verdict, "serialization"),
@@ -288,7 +294,32 @@ def _controls() -> dict[str, Any]:
                     "200": _json(_ref(ConfirmationList), "The URLs to measure now (often none)."),
                     "400": _error("No or bad cc."),
                 },
-            }
+            },
+            "post": {
+                "operationId": "sighting",
+                "summary": "A sighting: test-list URLs a pass just found anomalous, before its upload",
+                "description": "Right after a scheduled pass that found anomalies, an agent names which "
+                "test-list URLs looked anomalous in its country (nothing else: no measurement, key, token "
+                "or network), so that the country's agents confirm them at once while the pass's own "
+                "uploads keep their privacy delay. The body is padded with JSON whitespace to a fixed "
+                f"size. Accepted URLs are listed by GET for 5 minutes, at most {MAX_SIGHTING_URLS} per "
+                "country, after (and never instead of) the URLs listed because of judged anomalies. "
+                "Nothing about the sender is kept.",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref(Sighting)}},
+                },
+                "responses": {
+                    "200": _json(_ref(SightingAnswer), "The URLs now listed, and each refused one's reason."),
+                    "400": _error("The body is not JSON (invalid_json), or could not be read."),
+                    "413": _error(f"The body is larger than {MAX_SIGHTING_BODY} bytes."),
+                    "422": _error(
+                        "Not a Sighting (invalid_request), the withheld country (invalid_cc), or no URL "
+                        "could be listed (nothing_listable: not on the country's test list, or malformed)."
+                    ),
+                    "429": _error("Too many sightings for this country just now.", _RETRY_AFTER),
+                },
+            },
         },
         "/api/v1/control-keys": {
             "get": {

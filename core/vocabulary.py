@@ -210,6 +210,8 @@ INVALID_CURSOR: Final = "invalid_cursor"
 NOT_FOUND: Final = "not_found"
 METHOD_NOT_ALLOWED: Final = "method_not_allowed"
 INTERNAL_ERROR: Final = "internal_error"
+# A sighting (POST /api/v1/confirm) none of whose URLs could be listed (each URL's own reason says why).
+NOTHING_LISTABLE: Final = "nothing_listable"
 REQUEST_ERRORS: Final[tuple[str, ...]] = (
     INVALID_JSON,
     INVALID_REQUEST,
@@ -234,12 +236,18 @@ REQUEST_ERRORS: Final[tuple[str, ...]] = (
     NOT_FOUND,
     METHOD_NOT_ALLOWED,
     INTERNAL_ERROR,
+    NOTHING_LISTABLE,
 )
 # Besides these, an HTTP error aiohttp raises itself (an unknown path, a wrong method) is answered with its
 # reason phrase in snake case (``not_found``, ``method_not_allowed``).
 # Refusals of an ingest request that are about the batch's content: the agent narrows them down by
 # halving the batch and quarantines a single item refused so. Others (rate_limited, ...) are retried.
 CONTENT_REFUSALS: Final = frozenset({INVALID_JSON, INVALID_REQUEST, BATCH_TOO_LARGE, BODY_TOO_LARGE})
+# Why one URL of a sighting was not listed for confirmation: not on the country's public test list, or not
+# an http(s) URL with a host (``INVALID_INPUT``).
+SightingRefusal = Literal["not_listed", "invalid_input"]
+SIGHTING_REJECTIONS: Final[tuple[str, ...]] = get_args(SightingRefusal)
+NOT_LISTED: Final = "not_listed"
 # The errors one control of a batch can carry instead of its observations.
 CONTROL_ERRORS: Final[tuple[str, ...]] = (INVALID_INPUT, RATE_LIMITED, CONTROL_TIMEOUT)
 

@@ -22,6 +22,7 @@ from .vocabulary import (
     RATE_LIMITED,
     NetworkCondition,
     Scope,
+    SightingRefusal,
 )
 
 __all__ = [
@@ -34,6 +35,13 @@ __all__ = [
     "ConfirmationList",
     "ControlKey",
     "ControlKeys",
+    "MAX_CONFIRM_LIST",
+    "MAX_JUDGED_CONFIRMATIONS",
+    "MAX_SIGHTING_BODY",
+    "MAX_SIGHTING_URLS",
+    "Sighting",
+    "SightingAnswer",
+    "SightingRejection",
     "ControlRequest",
     "ErrorBody",
     "Geolocation",
@@ -237,6 +245,40 @@ class ControlBatchResponse(_Model):
     """Answer of ``POST /api/v1/controls``: one item per request, in the order asked."""
 
     results: list[ControlBatchItem]
+
+
+# --- POST /api/v1/confirm (a sighting) -------------------------------------------------------------------
+MAX_SIGHTING_URLS = 10  # URLs one sighting may name; also what the collector lists per country from them
+MAX_JUDGED_CONFIRMATIONS = 20  # URLs GET /api/v1/confirm lists because of stored, judged anomalies
+MAX_CONFIRM_LIST = MAX_JUDGED_CONFIRMATIONS + MAX_SIGHTING_URLS  # the most it lists: judged, then sighted
+MAX_SIGHTING_BODY = 16 * 1024  # bytes: the collector refuses a larger body (413); the agent pads below it
+_SightingUrl = Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class Sighting(_Model):
+    """Body of ``POST /api/v1/confirm``: test-list URLs a pass just found anomalous in the country, so that
+    the country's agents confirm them at once while the measurements keep their upload delay.
+
+    Nothing else: no measurement, key, token, signature or network, nothing that links it to a volunteer.
+    The agent pads the body with JSON whitespace to a fixed size bucket (agent/sightings.py), so its length
+    does not tell how many URLs it names."""
+
+    cc: _Cc
+    urls: list[_SightingUrl] = Field(min_length=1, max_length=MAX_SIGHTING_URLS)
+
+
+class SightingRejection(_Model):
+    """One URL of a sighting that was not listed, and why (``not_listed``, ``invalid_input``)."""
+
+    url: str
+    reason: SightingRefusal
+
+
+class SightingAnswer(_Model):
+    """Answer of ``POST /api/v1/confirm``: the URLs now listed for the country's agents, and the others."""
+
+    accepted: list[str]
+    rejected: list[SightingRejection] = Field(default_factory=list)
 
 
 class ConfirmationList(_Model):
