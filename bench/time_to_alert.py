@@ -69,6 +69,7 @@ RULES = REPO / "deploy" / "prometheus" / "alerts.yml"
 SCRAPE = "15s"  # deploy/prometheus/prometheus.yml's
 GATEWAY_ALERT, ISP_ALERT = "GatewayInterferenceBegan", "IspInterferenceAppeared"
 POLL = 5.0
+STOP = threading.Event()  # Ctrl-C: every run ends at its next poll and stops what it started
 STARTUP_TIMEOUT = 90.0
 DAEMON = DaemonSettings()  # the agent's defaults, read from the agent itself
 
@@ -312,9 +313,9 @@ class Watch:
         return firing
 
     def idle_until(self, moment: float) -> None:
-        while (left := moment - time.monotonic()) > 0:
+        while (left := moment - time.monotonic()) > 0 and not STOP.is_set():
             self.look()
-            time.sleep(min(POLL, left))
+            STOP.wait(min(POLL, left))
 
 
 @contextlib.contextmanager
@@ -345,17 +346,19 @@ def one_run(args: argparse.Namespace, seed: int, index: int) -> dict[str, Any]:
             watch.expected |= {(GATEWAY_ALERT, d) for d in run.blocked}
             marks: dict[str, float] = {}
             deadline = switched + args.timeout_minutes * 60
-            while time.monotonic() < deadline and "alert" not in marks:
+            while time.monotonic() < deadline and "alert" not in marks and not STOP.is_set():
                 now = time.monotonic() - switched
                 if "stored" not in marks and (measured := run.first_anomaly()) is not None:
                     marks["stored"], marks["measured"] = now, max(0.0, measured - switched_wall)
                 if "verdict" not in marks and run.gateway():
                     marks["verdict"] = now
-                if "pending" not in marks and any(a[0] == GATEWAY_ALERT for a in run.alerts("pending")):
+                if "pending" not in marks and any(
+                    a[0] == GATEWAY_ALERT and a[1] in run.blocked for a in run.alerts("pending")
+                ):
                     marks["pending"] = now
                 if any(a[0] == GATEWAY_ALERT and a[1] in run.blocked for a in watch.look()):
                     marks["alert"] = now
-                time.sleep(POLL)
+                STOP.wait(POLL)
             result: dict[str, Any] = {"run": index, **{k: round(v / 60, 2) for k, v in marks.items()}}
             result["false_alerts"] = sorted(f"{name}:{domain}" for name, domain in watch.false)
             print(json.dumps(result), flush=True)
@@ -433,7 +436,14 @@ def main() -> int:
     rng = random.Random(args.seed)
     seeds = [rng.randrange(2**32) for _ in range(args.runs + 1)]
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
-        results = list(pool.map(lambda i: one_run(args, seeds[i], i), range(args.runs)))
+        futures = [pool.submit(one_run, args, seeds[i], i) for i in range(args.runs)]
+        try:
+            results = [future.result() for future in futures]
+        except KeyboardInterrupt:
+            STOP.set()  # the pool's exit waits for each run to stop its processes
+            for future in futures:
+                future.cancel()
+            raise
     if results:
         report(args, results, baseline)
     if args.clean_minutes:
