@@ -24,12 +24,13 @@ folders of its own (``--parallel`` runs several at once):
 The block is switched on at a random moment after every agent has started. A run ends when Prometheus
 shows GatewayInterferenceBegan firing for a blocked domain, or at ``--timeout-minutes``.
 
-Prints per run the minutes from switch-on to: the first blocked URL measured (its stored start time), the
-first such anomaly stored, the gateway verdict, the alert pending and firing; the false alerts (any alert
-but GatewayInterferenceBegan for a blocked domain after switch-on and IspInterferenceAppeared for an
-ISP-only one); then the medians. The same-run baseline is the schedule's: the time from a random moment to
-the first slice of any agent that holds a blocked URL, drawn from the daemon's settings (interval, jitter,
-slices, list size, blocked URLs, agents); the figures are given as a ratio to its median.
+Prints per run the minutes from switch-on to: the first blocked URL measured (its start time, read from
+the agents' queues once they stopped: the sighting), the first such anomaly stored, the gateway verdict,
+the alert pending and firing; the false alerts (any alert but GatewayInterferenceBegan for a blocked
+domain after switch-on and IspInterferenceAppeared for an ISP-only one); then the medians. The same-run
+baseline is the schedule's (bench/sighting_schedule.py): the median time from a random moment to the
+first slice of any agent that holds a blocked URL, drawn from the daemon's settings (interval, jitter,
+slices), the blocked URLs and the agents; each median is also given as a ratio to it.
 ``--runs 0 --clean-minutes 30`` runs a clean stretch instead (the category never switched on).
 """
 
@@ -59,6 +60,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sighting_schedule import schedule_baseline
+
+from gatewatch.agent.queue import MeasurementQueue
 from gatewatch.agent.settings import DaemonSettings
 from gatewatch.lab import Lab
 from gatewatch.lab.networks import CENSORED_NETWORKS
@@ -83,39 +87,6 @@ def free_port() -> int:
 def get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=10) as answer:
         return json.load(answer)
-
-
-# --- the schedule baseline (pure) ----------------------------------------------------------------------
-
-
-def first_sighting(
-    rng: random.Random, *, interval: float, jitter: float, slices: int, blocked: int, agents: int
-) -> float:
-    """One draw of the seconds from a random moment to the first slice (of any agent) holding a blocked
-    URL. Each agent's slices come every interval/slices plus up to jitter/slices, at a phase of its own;
-    each URL falls in a slice by a salted hash (uniform, per agent): a blocked URL is first reached after
-    the minimum over the blocked URLs of their slices' distance from the agent's next slice."""
-    best = float("inf")
-    for _ in range(agents):
-        gap = interval / slices + rng.uniform(0, jitter / slices)
-        ahead = min(rng.randrange(slices) for _ in range(blocked)) if blocked else slices
-        at = rng.uniform(0, gap)  # the next slice: the moment is uniform within the current gap
-        for _ in range(ahead):
-            at += interval / slices + rng.uniform(0, jitter / slices)
-        best = min(best, at)
-    return best
-
-
-def schedule_baseline(slices: int, blocked: int, agents: int, draws: int = 20_000, seed: int = 1) -> float:
-    """The median minutes to the first sighting on the daemon's default interval and jitter."""
-    rng = random.Random(seed)
-    samples = [
-        first_sighting(
-            rng, interval=DAEMON.interval, jitter=DAEMON.jitter, slices=slices, blocked=blocked, agents=agents
-        )
-        for _ in range(draws)
-    ]
-    return statistics.median(samples) / 60
 
 
 # --- one lab system --------------------------------------------------------------------------------------
@@ -177,6 +148,7 @@ class Run:
     def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
         self.args, self.workdir = args, workdir
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.agent_dirs: list[Path] = []
         self.blocked, self.isp_only, wild = scenario(
             workdir / "scenario.toml", args.urls, args.blocked, args.isp_only
         )
@@ -227,6 +199,7 @@ class Run:
     def start_agent(self, network: str, n: int) -> None:
         lab, agent = self.lab.lab, console_script(AGENT)
         data = self.workdir / f"agent-{network}-{n}"
+        self.agent_dirs.append(data)
         subprocess.run([agent, "init", "--yes", "--data-dir", str(data)], check=True, capture_output=True)
         toml = f'collector_urls = ["{self.collector}/"]\n'
         if self.args.slices is not None:  # only to compare with another slice count
@@ -271,7 +244,7 @@ class Run:
         """The start time (epoch seconds) of the earliest stored anomaly of a blocked domain, or None."""
         page = get_json(f"{self.collector}/api/v1/measurements?anomaly=true&limit=1000")
         times = [
-            datetime.fromisoformat(row["measurement_start_time"].replace("Z", "+00:00")).timestamp()
+            utc_seconds(row["measurement_start_time"])
             for row in page["results"]
             if row["domain"] in self.blocked
         ]
@@ -281,7 +254,21 @@ class Run:
         rows = get_json(f"{self.collector}/api/v1/interference?cc=XL")["results"]
         return any(r["domain"] in self.blocked and r["scope"] == "gateway" for r in rows)
 
-    def stop(self) -> None:
+    def first_sighting(self, since: float) -> float | None:
+        """The start time (epoch seconds) of the first measurement of a blocked URL made at or after
+        ``since`` by any agent, stored or still waiting its upload delay (the agents' queues: read once
+        they have stopped). The lab blocks every such URL from ``since`` on, so each is a sighting."""
+        times = []
+        for data in self.agent_dirs:
+            with MeasurementQueue(data / "queue.sqlite3") as queue:
+                rows = [row.measurement() for row in queue.recent(10_000)]
+            for row in rows:
+                started = utc_seconds(row["measurement_start_time"])
+                if urllib.parse.urlsplit(row["input"]).hostname in self.blocked and started >= since - 1:
+                    times.append(started)
+        return min(times, default=None)
+
+    def stop_processes(self) -> None:
         for proc in reversed(self.processes):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -291,7 +278,14 @@ class Run:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+
+    def stop(self) -> None:
+        self.stop_processes()
         self.lab.stop()
+
+
+def utc_seconds(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def category(url: str) -> str:
@@ -348,8 +342,8 @@ def one_run(args: argparse.Namespace, seed: int, index: int) -> dict[str, Any]:
             deadline = switched + args.timeout_minutes * 60
             while time.monotonic() < deadline and "alert" not in marks and not STOP.is_set():
                 now = time.monotonic() - switched
-                if "stored" not in marks and (measured := run.first_anomaly()) is not None:
-                    marks["stored"], marks["measured"] = now, max(0.0, measured - switched_wall)
+                if "stored" not in marks and run.first_anomaly() is not None:
+                    marks["stored"] = now
                 if "verdict" not in marks and run.gateway():
                     marks["verdict"] = now
                 if "pending" not in marks and any(
@@ -359,6 +353,9 @@ def one_run(args: argparse.Namespace, seed: int, index: int) -> dict[str, Any]:
                 if any(a[0] == GATEWAY_ALERT and a[1] in run.blocked for a in watch.look()):
                     marks["alert"] = now
                 STOP.wait(POLL)
+            run.stop_processes()
+            if (sighted := run.first_sighting(switched_wall)) is not None:
+                marks["sighted"] = max(0.0, sighted - switched_wall)
             result: dict[str, Any] = {"run": index, **{k: round(v / 60, 2) for k, v in marks.items()}}
             result["false_alerts"] = sorted(f"{name}:{domain}" for name, domain in watch.false)
             print(json.dumps(result), flush=True)
@@ -388,7 +385,7 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], baseline: fl
     alerted = [r["alert"] for r in results if "alert" in r]
     print(f"runs: {len(results)}, alerted: {len(alerted)} (timeout {args.timeout_minutes:g} min)")
     for name, words in (
-        ("measured", "a blocked URL measured"),
+        ("sighted", "a blocked URL first measured"),
         ("stored", "its anomaly stored"),
         ("verdict", "the gateway verdict"),
         ("pending", "the alert pending"),

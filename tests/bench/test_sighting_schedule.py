@@ -1,6 +1,6 @@
-"""bench/time_to_alert.py's schedule baseline (pure): the time from a random moment to the first slice of any
-agent that holds a blocked URL. The benchmark itself needs Prometheus and runs for many minutes: it is run
-by ``python -m bench``, never here."""
+"""bench/sighting_schedule.py (pure), the schedule baseline of bench/time_to_alert.py: the time from a random
+moment to the first slice of any agent that holds a blocked URL. The benchmark itself needs Prometheus and
+runs for many minutes: it is run by ``python -m bench``, never here."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ HOUR = 3600.0
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    name = "gatewatch_bench_time_to_alert"
+    name = "gatewatch_bench_sighting_schedule"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "bench" / "time_to_alert.py")
+        spec = importlib.util.spec_from_file_location(name, REPO / "bench" / "sighting_schedule.py")
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
