@@ -87,7 +87,9 @@ BENCHES: tuple[Bench, ...] = (
     Bench("agent_lab.py", (), None, needs_shared_lists=True),
 )
 # Scripts under bench/ that are not benchmarks themselves.
-HELPERS = frozenset({"agent_imports.py", "results.py", "sighting_schedule.py", "__main__.py"})
+HELPERS = frozenset(
+    {"agent_imports.py", "alert_system.py", "results.py", "sighting_schedule.py", "__main__.py"}
+)
 
 _NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
 

@@ -14,7 +14,7 @@ import statistics
 
 from gatewatch.agent.settings import DaemonSettings
 
-__all__ = ["first_sighting", "schedule_baseline"]
+__all__ = ["DAEMON", "first_sighting", "schedule_baseline"]
 
 DAEMON = DaemonSettings()  # the agent's defaults, read from the agent itself
 
