@@ -169,15 +169,16 @@ class Run:
 
     def start_agents(
         self, rng: random.Random, slice_period: float, idle_until: Callable[[float], None]
-    ) -> None:
-        """Every agent at a random moment within one slice period (unaligned, as volunteers' are), after
-        ``idle_until`` (which watches the alerts meanwhile) returns."""
+    ) -> float:
+        """Every agent at a random moment within one slice period from now (unaligned, as volunteers' are),
+        each once ``idle_until`` (which watches the alerts meanwhile) returns; when that period began."""
         agents = [(net, n) for net in CENSORED_NETWORKS for n in range(self.args.agents_per_network)]
         offsets = sorted((rng.uniform(0, slice_period), agent) for agent in agents)
         began = time.monotonic()
         for offset, (network, n) in offsets:
             idle_until(began + offset)
             self.start_daemon(network, n)
+        return began
 
     def prepare_agent(self, network: str, n: int) -> Path:
         data = self.workdir / f"agent-{network}-{n}"

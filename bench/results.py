@@ -79,7 +79,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("agent_startup.py", (), ("--repeat", "2"), baseline="python -c pass, same machine and run"),
     Bench(
         "time_to_alert.py",
-        ("--runs", "1", "--timeout-minutes", "6"),
+        ("--runs", "1", "--timeout-minutes", "6"),  # about 13 min at most (FULL_TIMEOUT: 15)
         None,
         baseline="the schedule's median minutes to a first sighting, from the daemon's settings",
     ),

@@ -24,8 +24,10 @@ folders of its own (``--parallel`` runs several at once):
               latest measurement of every URL is clean when the block begins;
   prometheus  Debian's ``prometheus`` with deploy/prometheus/alerts.yml as shipped, scraping every 15 s as
               deploy/prometheus/prometheus.yml does.
-The block is switched on at a random moment after every agent has started. A run ends when Prometheus
-shows GatewayInterferenceBegan firing for a blocked domain, or at ``--timeout-minutes``.
+The block is switched on one slice period (and half a minute) after the first agent could start: each
+agent's slices then come at a uniformly random phase of their own, as for a block switched on at random.
+A run ends when Prometheus shows GatewayInterferenceBegan firing for a blocked domain, or at
+``--timeout-minutes``.
 
 Prints per run the minutes from switch-on to: the first blocked URL measured (its start time, read from
 the agents' queues once they stopped: the sighting), the first such anomaly stored, the gateway verdict,
@@ -60,6 +62,7 @@ from sighting_schedule import schedule_baseline
 from gatewatch.lab.networks import CENSORED_NETWORKS
 
 POLL = 5.0
+SETTLE = 30.0  # seconds after the last agent may have started before the switch: its first pass is done
 STOP = threading.Event()  # Ctrl-C: every run ends at its next poll and stops what it started
 
 
@@ -104,9 +107,10 @@ def one_run(args: argparse.Namespace, seed: int, index: int) -> dict[str, Any]:
             if args.history:
                 run.measure_history()
             watch = Watch(run)
-            run.start_agents(rng, slice_period, watch.idle_until)
-            # every agent has started; a random moment within the next half slice period
-            watch.idle_until(time.monotonic() + 30 + rng.uniform(0, slice_period / 2))
+            began = run.start_agents(rng, slice_period, watch.idle_until)
+            # A fixed moment after every agent started, each at a uniform moment of one slice period: each
+            # agent's schedule is then at a uniform phase of its own, as for a block switched on at random.
+            watch.idle_until(began + slice_period + SETTLE)
             run.lab.switch(run.blocked, True)
             switched, switched_wall = time.monotonic(), time.time()
             watch.expected |= {(GATEWAY_ALERT, d) for d in run.blocked}
