@@ -376,7 +376,8 @@ async def run_pass(
         if options.identified:  # rows queued unsigned before a switch to identified mode
             queue.sign_unsigned(lambda payload: sign(payload, key))
         if await state.locate():
-            await _measure_all(state)
+            with queue.one_sync():  # one fsync for the pass's measurements, before any upload
+                await _measure_all(state)
             if options.upload and state.summary.measurement_uids:
                 await state.confirm_address()
         summary = state.summary

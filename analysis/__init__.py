@@ -17,15 +17,8 @@ Names (techniques, blocking values, scopes) come from :mod:`gatewatch.core.vocab
 
 from __future__ import annotations
 
-from .attribution import (
-    AttributionSettings,
-    InterferenceRow,
-    NetworkState,
-    Observation,
-    StoredRow,
-    attribute,
-    attribute_domain,
-)
+from typing import TYPE_CHECKING, Any
+
 from .fingerprints import (
     BlockingFingerprint,
     FingerprintDB,
@@ -36,6 +29,40 @@ from .fingerprints import (
 from .rules import RULES, Rule
 from .summarise import summarise
 from .web import analyse
+
+if TYPE_CHECKING:
+    from .attribution import (
+        AttributionSettings,
+        InterferenceRow,
+        NetworkState,
+        Observation,
+        StoredRow,
+        attribute,
+        attribute_domain,
+    )
+
+# The many-measurements stage is the collector's: an agent judging one measurement never loads it
+# (start-up, issue 16). Its names are still importable from here.
+_ATTRIBUTION = frozenset(
+    {
+        "AttributionSettings",
+        "InterferenceRow",
+        "NetworkState",
+        "Observation",
+        "StoredRow",
+        "attribute",
+        "attribute_domain",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ATTRIBUTION:
+        from . import attribution
+
+        return getattr(attribution, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "RULES",

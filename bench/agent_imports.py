@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import sys
 
 EXIT_RECORD = "exit"  # the record's "bench" value, which agent_lab.py looks for
+# When set, the agent runs under cProfile timed by CPU (process_time), and the stats go to this file.
+PROFILE_ENV = "GATEWATCH_BENCH_PROFILE"
 WATCHED = ("scapy", "aiohttp")
 
 
@@ -26,6 +29,13 @@ if __name__ == "__main__":
     # atexit runs after typer's SystemExit, so every import of the whole run is seen. The agent is imported
     # only here, so that agent_lab.py can read EXIT_RECORD without importing it.
     atexit.register(_report)
+    if os.environ.get(PROFILE_ENV):
+        import cProfile
+        import time
+
+        profile = cProfile.Profile(time.process_time)  # CPU, not wall: waiting on the lab is not a cost
+        atexit.register(lambda: profile.dump_stats(os.environ[PROFILE_ENV]))
+        profile.enable()
     from gatewatch.agent.cli import main
 
     sys.argv[0] = "gatewatch-agent"  # the name the agent's help and errors give, as its console script

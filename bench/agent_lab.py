@@ -1,7 +1,7 @@
 """The real agent over the real test lists (kh + global) through the emulated network: peak RSS and wall time.
 
     python bench/agent_lab.py [--latency-ms 20] [--concurrency 32] [--lists ../shared/data/test-lists]
-                              [--limit N] [--no-upload]
+                              [--limit N] [--no-upload] [--repeat N]
 
 Three processes, everything on 127.0.0.0/8 (nothing leaves the machine):
   lab        ``Lab(latency_ms=..., wildcard=True)`` (a child process): every unlisted name is a clean site,
@@ -35,6 +35,11 @@ Certificates of the lab's wildcard sites are issued before the pass, as real sit
 The agent's peak RSS comes from wait4() on its process alone (the lab and collector are not counted).
 Whether scapy or aiohttp was imported is read inside the agent process at exit. Prints figures; asserts
 nothing.
+
+``--repeat N`` (N >= 2) runs N passes, each after a pass of the bare DNS+TCP+TLS+HTTP loop of
+bench/probe_floor.py over the same lab URLs at the same concurrency (in this process, while the agent is
+not running), and prints the agent's CPU per URL (its whole process) and its measuring time per URL, each
+over the loop's, median and spread. The main figures are then the last pass's.
 """
 
 from __future__ import annotations
@@ -43,7 +48,6 @@ import argparse
 import csv
 import ipaddress
 import json
-import multiprocessing as mp
 import os
 import socket
 import subprocess
@@ -56,7 +60,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from agent_imports import EXIT_RECORD
+from agent_imports import EXIT_RECORD, PROFILE_ENV
+from probe_floor import floor_pass, spread, start_lab, stop_lab
 
 from gatewatch.lab.scripts import COLLECTOR, console_script
 
@@ -211,9 +216,9 @@ class AgentLog:
 
 
 def run_agent(
-    args: argparse.Namespace, tmp: Path, lab: dict[str, Any], collector: str | None
+    args: argparse.Namespace, tmp: Path, lab: dict[str, Any], collector: str | None, name: str = "agent"
 ) -> dict[str, Any]:
-    data_dir = tmp / "agent"
+    data_dir = tmp / name
     subprocess.run([*AGENT, "init", "--yes", "--data-dir", str(data_dir)], check=True, capture_output=True)
     command = [
         *AGENT, "run",
@@ -227,8 +232,10 @@ def run_agent(
         "--max-runtime", "3000",
     ]  # fmt: skip
     command += ["--collector", collector] if collector else ["--no-upload"]
+    # cProfile (CPU time) around the whole agent process: its figures then include the profiler's cost.
+    env = {**os.environ, PROFILE_ENV: str(args.profile)} if args.profile is not None else None
     started = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     log = AgentLog(proc.stderr, proc.pid)
     # wait4 reaps this one child and returns its own rusage: the lab and the collector are not in it.
     _, status, usage = os.wait4(proc.pid, 0)
@@ -291,22 +298,14 @@ def main(args: argparse.Namespace) -> int:
         return 0
     categories = read_urls(args.lists)
     urls = list(categories)[: args.limit]
+    floors: list[dict[str, float]] = []
+    results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="gatewatch-agent-lab-") as tmp_name:
         tmp = Path(tmp_name)
-        context = mp.get_context("spawn")
-        parent, child = context.Pipe()
-        stop = context.Event()
-        lab_proc = context.Process(
-            target=serve_lab, args=(child, stop, args.latency_ms, urls, tmp_name), daemon=True
-        )
-        lab_proc.start()
+        lab_proc, parent, stop, lab = start_lab(args.latency_ms, urls, tmp_name)
         collector_proc: subprocess.Popen[bytes] | None = None
-        others: dict[str, Any] = {"lab_cpu_s": None, "collector_cpu_s": None}
+        others: dict[str, Any] = {"lab_cpu_s": None, "collector_cpu_s": None, "lab_prepared": lab["prepared"]}
         try:
-            if not parent.poll(STARTUP_TIMEOUT):
-                raise RuntimeError("the lab did not start")
-            lab = parent.recv()
-            others["lab_prepared"] = lab["prepared"]
             pairs = [(url, lab_url) for url, lab_url in lab["urls"] if lab_url is not None]
             write_lab_list(tmp / "lab-list.csv", pairs, categories)
             collector = None
@@ -315,19 +314,45 @@ def main(args: argparse.Namespace) -> int:
                 collector = f"http://127.0.0.1:{port}/"
                 collector_proc = start_collector(args, tmp, lab, port)
                 wait_ready(f"{collector}readyz", collector_proc)
-            result = run_agent(args, tmp, lab, collector)
+            for run in range(args.repeat):  # the floor and the agent alternate, so both see the same load
+                if args.repeat > 1:
+                    lab_urls = [lab_url for _, lab_url in pairs]
+                    floors.append(floor_pass(lab_urls, args.concurrency, lab["ca_file"], lab["resolver"]))
+                results.append(run_agent(args, tmp, lab, collector, f"agent-{run}"))
         finally:
             if collector_proc is not None:
                 others["collector_cpu_s"] = stop_collector(collector_proc)
-            stop.set()
-            if parent.poll(15):
-                others["lab_cpu_s"] = parent.recv()["cpu_s"]
-            lab_proc.join(timeout=10)
-            if lab_proc.is_alive():
-                lab_proc.kill()
-                lab_proc.join(timeout=5)
-    print_figures(args, urls, pairs, result, collector is not None, others)
+            others["lab_cpu_s"] = stop_lab(lab_proc, parent, stop)
+    if args.repeat > 1:
+        others["lab_cpu_s"] = others["collector_cpu_s"] = None  # spent over every pass, the floor's too
+    print_figures(args, urls, pairs, results[-1], collector is not None, others)
+    if floors:
+        print_floor_ratios(pairs, floors, results)
     return 0
+
+
+def print_floor_ratios(
+    pairs: list[tuple[str, str]], floors: list[dict[str, float]], results: list[dict[str, Any]]
+) -> None:
+    """The agent's CPU (its whole process: start-up, measuring, upload) and measuring time per URL, each
+    over the bare loop's (bench/probe_floor.py) in the same run, median and spread over the passes."""
+    n = max(1, len(pairs))
+    cpu_ratios, wall_ratios = [], []
+    for floor, result in zip(floors, results, strict=True):
+        usage, times = result["usage"], result["log"].times
+        cpu_ratios.append((usage.ru_utime + usage.ru_stime) / n * 1000 / floor["cpu_ms_per_url"])
+        if {"started", "stopped"} <= times.keys():
+            wall_ratios.append((times["stopped"] - times["started"]) / n * 1000 / floor["wall_ms_per_url"])
+    agent_cpu = [1000 * (r["usage"].ru_utime + r["usage"].ru_stime) / n for r in results]
+    figures = {
+        "passes": len(floors),
+        "floor_cpu_ms_per_url": spread([f["cpu_ms_per_url"] for f in floors]),
+        "floor_wall_ms_per_url": spread([f["wall_ms_per_url"] for f in floors]),
+        "agent_cpu_ms_per_url": spread(agent_cpu),
+        "agent_cpu_over_floor": spread(cpu_ratios),
+        "agent_measuring_over_floor_wall": spread(wall_ratios) if wall_ratios else None,
+    }
+    print(json.dumps(figures, indent=2))
 
 
 def stop_collector(proc: subprocess.Popen[bytes]) -> float | None:
@@ -413,4 +438,11 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--limit", type=int, default=None, help="Only the first N URLs (a quick try).")
     parser.add_argument("--no-upload", action="store_true", help="No collector: no control, no upload.")
+    parser.add_argument("--profile", type=Path, default=None, help="Write the agent's cProfile stats here.")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="Passes; with 2 or more the bare loop (probe_floor.py) runs before each; prints the ratio.",
+    )
     sys.exit(main(parser.parse_args()))

@@ -1,11 +1,20 @@
-"""Export throughput and peak memory, per format, for synthetic stored measurements.
+"""Export rows/s from a real SQLite store, per format, beside bare baselines measured in the same run.
 
-    python bench/export.py                  # 100,000 rows, every format, one child process each
-    python bench/export.py --rows 20000 --format jsonl
+    python bench/export.py                        # 200,000 and 400,000 rows
+    python bench/export.py --rows 20000           # one size
+    python bench/export.py --token-share 0        # every row signed by a long-term key (no payload in CSV)
 
-Each format runs in its own process so that its peak RSS is its own. Rows are made on demand from one
-real measurement payload (as the store's iterator hands them out), so the source holds no memory; the
-"source only" line is the cost of making the rows, included in every other figure.
+The store is filled once per size through ``SQLiteStore.insert_many`` (half the rows token-signed by
+default, so that the CSV and Parquet carry their signed payload, base64). Each export runs the API's engine
+(``export_stream.stream_export``: pages read through the store, encoded on a worker thread; the API runs
+it in a child process, export_process.py) in a child process of its own, so that its peak RSS is its
+own; "memory flat" compares those peaks across sizes.
+
+Baselines, same run and same rows: ``duckdb COPY csv|parquet`` is DuckDB writing the same summary from a
+table it already holds (loaded untimed; one thread, as the export's conversion); ``bare json`` reads the
+stored payloads with sqlite3 and round-trips each through ``json.loads``/``json.dumps``, the least a JSON
+Lines export that re-encodes every measurement must do. ``partitioned-*`` is ``gatewatch-collector export``
+(daily gzip files per country, rows encoded one by one on the event loop).
 """
 
 from __future__ import annotations
@@ -14,24 +23,31 @@ import argparse
 import asyncio
 import json
 import resource
+import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
+
 from gatewatch.collector.export_cmd import export_partitioned
-from gatewatch.collector.exports import export
-from gatewatch.collector.store.base import StoredMeasurement
+from gatewatch.collector.export_stream import stream_export
+from gatewatch.collector.exports import COLUMN_TYPES, duckdb_config
+from gatewatch.collector.store.base import MeasurementFilter, StoredMeasurement
+from gatewatch.collector.store.sqlite import SQLiteStore
 from gatewatch.core.measurement import Measurement, WebTestKeys
 from gatewatch.core.verdicts import Fingerprint, Verdict
-from gatewatch.core.vocabulary import DNS_INJECTION
+from gatewatch.core.vocabulary import DNS_INJECTION, SCHEME_BLIND_TOKEN
 
-FORMATS = ("source", "jsonl", "csv", "parquet", "partitioned-jsonl", "partitioned-csv")
+FORMATS = ("csv", "parquet", "jsonl", "ooni", "partitioned-csv", "partitioned-jsonl")
+BASELINES = ("duckdb COPY csv", "duckdb COPY parquet", "bare json")
 START = datetime(2026, 11, 1, tzinfo=UTC)
+INSERT_BATCH = 5000
 
 
 def _template() -> StoredMeasurement:
@@ -66,42 +82,112 @@ def _template() -> StoredMeasurement:
     )
 
 
-async def synthetic(count: int) -> AsyncIterator[StoredMeasurement]:
-    template = _template()
-    for i in range(count):
-        when = START + timedelta(seconds=30 * i)  # 100,000 rows span about 35 days
-        yield replace(
-            template,
-            measurement_uid=f"{i:08d}-0000-7000-8000-000000000000",
-            input=f"https://example.org/{i}",
-            probe_cc=("KH", "MM", "TH", "VN")[i % 4],
-            measurement_start_time=when,
-            received_at=when + timedelta(minutes=2),
+def synthetic(index: int, template: StoredMeasurement, token_every: int) -> StoredMeasurement:
+    when = START + timedelta(seconds=30 * index)
+    row = replace(
+        template,
+        measurement_uid=f"{index:08d}-0000-7000-8000-000000000000",
+        input=f"https://example.org/{index}",
+        probe_cc=("KH", "MM", "TH", "VN")[index % 4],
+        measurement_start_time=when,
+        received_at=when + timedelta(minutes=2),
+    )
+    if token_every and index % token_every == 0:
+        row = replace(
+            row,
+            signature_scheme=SCHEME_BLIND_TOKEN,
+            signature=b"\x01" * 64,
+            ephemeral_key=b"\x02" * 32,
+            token=b"\x03" * 288,
+            token_epoch=2900,
+            token_key_id="k" * 16,
         )
+    return row
 
 
-async def run_one(fmt: str, rows: int) -> dict[str, float | int | str]:
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    started = time.perf_counter()
+async def fill(path: Path, rows: int, token_share: float) -> None:
+    store = await SQLiteStore.open(str(path))
+    template = _template()
+    token_every = round(1 / token_share) if token_share > 0 else 0
+    try:
+        for first in range(0, rows, INSERT_BATCH):
+            batch = [
+                synthetic(i, template, token_every) for i in range(first, min(rows, first + INSERT_BATCH))
+            ]
+            await store.insert_many(batch, [None] * len(batch))
+    finally:
+        await store.close()
+
+
+async def run_export(path: Path, fmt: str) -> int:
+    store = await SQLiteStore.open(str(path))
     size = 0
-    if fmt == "source":
-        async for _ in synthetic(rows):
-            pass
-    elif fmt.startswith("partitioned-"):
-        with tempfile.TemporaryDirectory(prefix="gatewatch-bench-") as out:
-            files = await export_partitioned(synthetic(rows), Path(out), fmt.removeprefix("partitioned-"))
-            size = sum(path.stat().st_size for path in files)
-    else:
-        async for chunk in export(fmt, synthetic(rows)):
-            size += len(chunk)
-    elapsed = time.perf_counter() - started
+    try:
+        if fmt.startswith("partitioned-"):  # gatewatch-collector export: daily files, row by row
+            out = path.parent / f"tree-{fmt}"
+            files = await export_partitioned(store.iterate(MeasurementFilter()), out, fmt.split("-")[1])
+            size = sum(file.stat().st_size for file in files)
+            shutil.rmtree(out)
+        else:
+            async for chunk in stream_export(store, fmt, MeasurementFilter(), tmp_dir=path.parent):
+                size += len(chunk)
+    finally:
+        await store.close()
+    return size
+
+
+def run_baseline(path: Path, which: str) -> int:
+    if which == "bare json":
+        size = 0
+        with sqlite3.connect(path) as conn:
+            cursor = conn.execute("SELECT payload FROM measurements ORDER BY measurement_start_time")
+            while rows := cursor.fetchmany(2000):
+                for (payload,) in rows:
+                    size += len(json.dumps(json.loads(payload), ensure_ascii=False, separators=(",", ":")))
+        return size
+    fmt = which.rsplit(" ", 1)[1]
+    csv_path = path.with_suffix(".summary.csv")
+    if not csv_path.exists():  # the same summary, made once (untimed: DuckDB's own load is not the figure)
+        csv_path.write_bytes(asyncio.run(_summary_csv(path)))
+    with duckdb.connect(":memory:", config=duckdb_config(threads=1, temp_directory=str(path.parent))) as con:
+        columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in COLUMN_TYPES.items()) + "}"
+        con.execute(
+            f"CREATE TABLE t AS SELECT * FROM read_csv('{csv_path}', header = true, columns = {columns})"
+        )
+        target = path.with_suffix(f".copy.{fmt}")
+        started = time.perf_counter()
+        options = (
+            "FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 50000" if fmt == "parquet" else "FORMAT csv"
+        )
+        con.execute(f"COPY t TO '{target}' ({options})")
+        global _COPY_SECONDS
+        _COPY_SECONDS = time.perf_counter() - started
+        size = target.stat().st_size
+        target.unlink()
+        return size
+
+
+_COPY_SECONDS = 0.0
+
+
+async def _summary_csv(path: Path) -> bytes:
+    store = await SQLiteStore.open(str(path))
+    try:
+        return b"".join([chunk async for chunk in stream_export(store, "csv", MeasurementFilter())])
+    finally:
+        await store.close()
+
+
+def child(path: Path, what: str, rows: int) -> dict[str, object]:
+    started = time.perf_counter()
+    size = run_baseline(path, what) if what in BASELINES else asyncio.run(run_export(path, what))
+    elapsed = _COPY_SECONDS if what.startswith("duckdb") else time.perf_counter() - started
     return {
-        "format": fmt,
+        "what": what,
         "rows": rows,
-        "seconds": round(elapsed, 2),
+        "seconds": round(elapsed, 3),
         "rows_per_s": round(rows / elapsed),
         "output_mib": round(size / 2**20, 1),
-        "rss_before_mib": round(rss_before / 1024, 1),  # ru_maxrss is in KiB on Linux
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
@@ -110,29 +196,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--format", choices=FORMATS, help="run one format in this process (JSON line out)")
+    parser.add_argument("--rows", type=int, nargs="+", default=[200_000, 400_000])
+    parser.add_argument("--token-share", type=float, default=0.5, help="share of token-signed rows")
+    parser.add_argument("--child", nargs=3, metavar=("DB", "WHAT", "ROWS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.format:
-        print(json.dumps(asyncio.run(run_one(args.format, args.rows))))
+    if args.child:
+        print(json.dumps(child(Path(args.child[0]), args.child[1], int(args.child[2]))))
         return
-    widths = (-18, 8, 8, 9, 11, 11, 9)  # negative: left-aligned
-
-    def line(*cells: object) -> str:
-        return " ".join(
-            f"{cell!s:<{-w}}" if w < 0 else f"{cell!s:>{w}}" for cell, w in zip(cells, widths, strict=True)
-        )
-
-    print(line("format", "rows", "seconds", "rows/s", "output MiB", "RSS before", "peak RSS"))
-    for fmt in FORMATS:
-        child = [sys.executable, __file__, "--format", fmt, "--rows", str(args.rows)]
-        result = json.loads(subprocess.run(child, check=True, capture_output=True, text=True).stdout)
-        keys = ("rows", "seconds", "rows_per_s", "output_mib")
-        print(
-            line(
-                fmt, *(result[k] for k in keys), f"{result['rss_before_mib']}M", f"{result['peak_rss_mib']}M"
-            )
-        )
+    header = ("what", "rows", "seconds", "rows/s", "ratio", "output MiB", "peak RSS")
+    print(f"{header[0]:<20} " + " ".join(f"{cell:>9}" for cell in header[1:]))
+    with tempfile.TemporaryDirectory(prefix="gatewatch-bench-export-") as tmp:
+        for rows in args.rows:
+            path = Path(tmp) / f"store-{rows}.db"
+            asyncio.run(fill(path, rows, args.token_share))
+            results = {}
+            for what in (*BASELINES, *FORMATS):
+                command = [sys.executable, __file__, "--child", str(path), what, str(rows)]
+                results[what] = json.loads(
+                    subprocess.run(command, check=True, capture_output=True, text=True).stdout
+                )
+            base = {
+                "partitioned-csv": "duckdb COPY csv",
+                "partitioned-jsonl": "bare json",
+                "csv": "duckdb COPY csv",
+                "parquet": "duckdb COPY parquet",
+                "jsonl": "bare json",
+                "ooni": "bare json",
+            }
+            for what, result in results.items():
+                ratio = result["rows_per_s"] / results[base[what]]["rows_per_s"] if what in base else 1.0
+                print(
+                    f"{what:<20} {rows:>9} {result['seconds']:>9} {result['rows_per_s']:>9} {ratio:>9.2f}"
+                    f" {result['output_mib']:>9} {result['peak_rss_mib']:>8}M"
+                )
+            path.unlink()
 
 
 if __name__ == "__main__":

@@ -1,13 +1,23 @@
-"""Ingest throughput through the real application, next to the bare Ed25519 verification rate.
+"""Ingest throughput through the real application, as a ratio to bare Ed25519 verification of the same
+envelopes measured in the same run; and the stored bytes per measurement, as a ratio to the signed payload.
 
-    python bench/ingest.py                    # 5,000 measurements in batches of 100, SQLite
-    python bench/ingest.py --count 20000 --concurrency 4
+    python bench/ingest.py                             # 3,000 measurements, batches of 1, 10 and 100,
+                                                       # identified and with a token, 3 repeats
+    python bench/ingest.py --count 20000 --concurrency 4 --batches 100 --modes token
 
 The collector runs in this process behind a real TCP listener on 127.0.0.1 (routing, middlewares,
-verification, validation, re-analysis, durable SQLite commit, metrics), and the client uploads
-pre-signed measurements over loopback. The same payloads are then verified bare (one Ed25519 check each)
-and through ``envelope.verify`` (base64 and checks included), so the ratio shows how much of ingest is
-the signature. The measurements look like a real page load: DNS, TCP, one HTTP exchange, a control.
+verification, validation, re-analysis against the vouched control, durable SQLite commit, metrics), and
+the client uploads pre-signed measurements over loopback. ``identified``: each batch signed by an agent's
+long-term key; ``token``: each batch carries a blind-signed token from the collector's issuer (checked and
+spent per batch, as issue 12's unlinkable uploads do) and is signed by its ephemeral key. Right after each
+upload the same envelopes are verified bare (one Ed25519 check each): ingest / bare is the figure (issue 16:
+>= 0.6 at batches of 100, >= 0.4 at 10). "by CPU": the same ratio from CPU time (this process's, the client
+included, over the bare loop's), steadier than wall time when other work shares the cores, but blind to
+what threads overlap and to waiting on the disk. Batches of 1 upload a fifth of the count. Bytes: what
+the SQLite file (WAL checkpointed) grew by over an empty store's, per measurement, over the signed
+payload's size (goal <= 1.2). Medians and the spread
+(min-max) over the repeats. The measurements look like a real page load: DNS, TCP, one HTTP exchange, a
+vouched control.
 """
 
 from __future__ import annotations
@@ -15,7 +25,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import logging
+import sqlite3
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -26,10 +39,12 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gatewatch.collector.app import create_app
+from gatewatch.collector.issuer import ISSUER_KEY
 from gatewatch.collector.logging import AccessLogger
 from gatewatch.collector.settings import Settings
 from gatewatch.collector.vouched_control import ControlSigner
-from gatewatch.core import envelope
+from gatewatch.core import blindrsa, envelope
+from gatewatch.core.batch_token import PREFIX_BYTES, token_message
 from gatewatch.core.control import ControlDNS, ControlHTTP, ControlObservations, ControlTCP
 from gatewatch.core.measurement import Measurement, WebTestKeys, utc_now
 from gatewatch.core.observations import (
@@ -46,7 +61,8 @@ BODY = "<html><head><title>Example</title></head><body>" + "content " * 200 + "<
 
 
 def page_load_keys() -> WebTestKeys:
-    answer = DNSAnswer(answer_type="A", ipv4="127.80.0.5", ttl=300)
+    # bogon as the agent computes it (127/8 is one): the collector re-derives the same value, copying nothing
+    answer = DNSAnswer(answer_type="A", ipv4="127.80.0.5", ttl=300, bogon=True)
     query = DNSQuery(resolver_address="127.53.0.1:53", hostname="site.lab", query_type="A", t0=0.0,
                      t=0.01, rcode="NOERROR", answers=[answer])  # fmt: skip
     connect = TCPConnect(ip="127.80.0.5", port=80, t0=0.01, t=0.02, success=True)
@@ -69,17 +85,23 @@ def page_load_keys() -> WebTestKeys:
 CONTROL_SECRET = "bench-control-signing-secret-0123456789abcdef"
 
 
-def signed_batches(count: int) -> list[list[dict[str, Any]]]:
+def signed_batches(count: int, size: int = BATCH) -> list[list[dict[str, Any]]]:
     """One key per batch, as if each batch came from its own agent."""
+    return [items for _, items in keyed_batches(count, size)]
+
+
+def keyed_batches(count: int, size: int = BATCH) -> list[tuple[Ed25519PrivateKey, list[dict[str, Any]]]]:
+    """Batches of ``size`` signed envelopes, each with the key that signed it (its ephemeral key when the
+    batch carries a token)."""
     keys = page_load_keys()
     assert keys.control is not None
     vouch = ControlSigner(CONTROL_SECRET.encode()).sign("http://site.lab/", keys.control, utc_now())
     keys = keys.model_copy(update={"control_vouch": vouch})
     batches = []
-    for start in range(0, count, BATCH):
+    for start in range(0, count, size):
         key = Ed25519PrivateKey.generate()
         batch = []
-        for _ in range(min(BATCH, count - start)):
+        for _ in range(min(size, count - start)):
             now = utc_now()
             m = Measurement(
                 measurement_start_time=now,
@@ -91,43 +113,95 @@ def signed_batches(count: int) -> list[list[dict[str, Any]]]:
                 test_keys=keys,
             )
             batch.append(envelope.sign(m.to_json_bytes(), key).model_dump())
-        batches.append(batch)
+        batches.append((key, batch))
     return batches
 
 
-async def upload(batches: list[list[dict[str, Any]]], concurrency: int, db: Path) -> float:
-    # Identified batches (no token): this figure is ingest itself; bench/batch_verify.py adds the tokens.
+async def _tokens(app: web.Application, keys: list[Ed25519PrivateKey]) -> list[dict[str, Any]]:
+    """A token per batch from the app's own issuer, as an agent would have fetched it (blinded, signed,
+    unblinded: the issuance's cost is not part of the figure)."""
+    issuer = app[ISSUER_KEY]
+    epoch = issuer.current_epoch()
+    signing = await issuer.signing_key(epoch)
+    assert signing is not None and signing.private_key is not None
+    public = signing.public_key
+    tokens = []
+    for key in keys:
+        ephemeral = envelope.public_key_bytes(key)
+        prepared = blindrsa.prepare(token_message(epoch, signing.key_id, ephemeral))
+        blinded, inverse = blindrsa.blind(public, prepared)
+        signature = blindrsa.finalize(
+            public, prepared, blindrsa.blind_sign(signing.private_key, blinded), inverse
+        )
+        tokens.append({
+            "epoch": epoch,
+            "key_id": signing.key_id,
+            "ephemeral_public_key": base64.b64encode(ephemeral).decode(),
+            "token": base64.b64encode(prepared[:PREFIX_BYTES] + signature).decode(),
+        })  # fmt: skip
+    return tokens
+
+
+async def upload(
+    batches: list[list[dict[str, Any]]],
+    concurrency: int,
+    db: Path,
+    keys: list[Ed25519PrivateKey] | None = None,
+) -> tuple[float, float]:
+    """Seconds to ingest ``batches`` (wall, and CPU of this process: the collector's threads and the
+    client's): identified (``keys`` None), else each with a token for its key."""
     settings = Settings(
         db=f"sqlite:///{db}",
         key_burst=1_000_000,
         key_rate=1_000.0,
         max_batch=BATCH,
-        accept_identified=True,
+        accept_identified=keys is None,
         control_signing_secret=CONTROL_SECRET,
     )
-    runner = web.AppRunner(create_app(settings), access_log_class=AccessLogger)
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log_class=AccessLogger)
     await runner.setup()
+    tokens = await _tokens(app, keys) if keys is not None else [None] * len(batches)
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
     url = f"http://127.0.0.1:{port}/api/v1/measurements"
-    queue = list(reversed(batches))
+    # The bodies are encoded before the clock starts: the agents' JSON encoding is not the collector's work.
+    bodies = [
+        json.dumps({"measurements": batch} | ({"token": token} if token is not None else {})).encode()
+        for batch, token in zip(batches, tokens, strict=True)
+    ]
+    queue = list(reversed(bodies))
+    headers = {"Content-Type": "application/json"}
     try:
         async with aiohttp.ClientSession() as session:
 
             async def worker() -> None:
                 while queue:
-                    batch = queue.pop()
-                    async with session.post(url, json={"measurements": batch}) as response:
-                        results = (await response.json())["results"]
-                    if response.status != 200 or {r["status"] for r in results} != {"accepted"}:
+                    async with session.post(url, data=queue.pop(), headers=headers) as response:
+                        answer = await response.read()
+                    results = json.loads(answer)["results"]
+                    if response.status != 200 or any(r["status"] != "accepted" for r in results):
                         raise SystemExit(f"unexpected answer {response.status}: {results[:1]}")
 
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             await asyncio.gather(*(worker() for _ in range(concurrency)))
-            return time.perf_counter() - started
+            return time.perf_counter() - started, time.process_time() - cpu
     finally:
         await runner.cleanup()
+
+
+def bare_verify_cpu(batches: list[list[dict[str, Any]]]) -> float:
+    """CPU seconds per bare Ed25519 verification of these envelopes."""
+    decoded = [
+        (base64.b64decode(i["public_key"]), base64.b64decode(i["signature"]), base64.b64decode(i["payload"]))
+        for batch in batches
+        for i in batch
+    ]
+    started = time.process_time()
+    for public, signature, payload in decoded:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, payload)
+    return (time.process_time() - started) / len(decoded)
 
 
 def verify_rates(batches: list[list[dict[str, Any]]]) -> tuple[float, float]:
@@ -148,25 +222,73 @@ def verify_rates(batches: list[list[dict[str, Any]]]) -> tuple[float, float]:
     return bare, wrapped
 
 
+def stored_bytes(db: Path) -> int:
+    """The SQLite file's size once its write-ahead log is folded in."""
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    return db.stat().st_size
+
+
+def _one_run(count: int, size: int, mode: str, concurrency: int) -> tuple[float, float, float, float]:
+    """Ingest rate, bare verify rate of the same envelopes (right after), bare verify CPU / ingest CPU per
+    measurement, stored bytes / payload."""
+    keyed = keyed_batches(count, size)
+    batches = [items for _, items in keyed]
+    with tempfile.TemporaryDirectory(prefix="gatewatch-bench-") as tmp:
+        db = Path(tmp) / "bench.db"
+        keys = [key for key, _ in keyed] if mode == "token" else None
+        empty = Path(tmp) / "empty.db"
+        asyncio.run(upload([], concurrency, empty, [] if keys is not None else None))
+        seconds, cpu = asyncio.run(upload(batches, concurrency, db, keys))
+        payload_bytes = sum(len(base64.b64decode(i["payload"])) for b in batches for i in b)
+        stored = stored_bytes(db) - stored_bytes(empty)  # the measurements' bytes, not the empty schema's
+    bare, _ = verify_rates(batches)
+    return count / seconds, bare, bare_verify_cpu(batches) / (cpu / count), stored / payload_bytes
+
+
+def _show(values: list[float], digits: int = 3) -> str:
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=5000, help="measurements to upload")
+    parser.add_argument(
+        "--count", type=int, default=3000, help="measurements per run (batches of 1: a fifth)"
+    )
+    parser.add_argument("--batches", default="1,10,100", help="batch sizes, comma-separated (at most 100)")
+    parser.add_argument("--modes", default="identified,token", help="identified and/or token")
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=1, help="uploads in flight at once")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    sizes = [int(size) for size in args.batches.split(",")]
+    modes = args.modes.split(",")
+    if any(not 1 <= size <= BATCH for size in sizes) or set(modes) - {"identified", "token"}:
+        raise SystemExit(f"batch sizes 1..{BATCH}; modes identified, token")
 
-    batches = signed_batches(args.count)
-    payload_bytes = len(base64.b64decode(batches[0][0]["payload"]))
-    with tempfile.TemporaryDirectory(prefix="gatewatch-bench-") as tmp:
-        seconds = asyncio.run(upload(batches, args.concurrency, Path(tmp) / "bench.db"))
-    ingest_rate = args.count / seconds
-    bare, wrapped = verify_rates(batches)
-    print(f"measurements: {args.count} in batches of {BATCH}, {payload_bytes} B each, concurrency "
-          f"{args.concurrency}, SQLite (WAL, synchronous=FULL)")  # fmt: skip
-    print(f"ingest through the app:   {ingest_rate:10.0f} measurements/s  ({seconds:.2f} s)")
-    print(f"bare Ed25519 verify:      {bare:10.0f} verifications/s")
-    print(f"envelope.verify:          {wrapped:10.0f} verifications/s")
-    print(f"ingest / bare verify:     {ingest_rate / bare:10.3f}")
+    payload_bytes = len(base64.b64decode(signed_batches(1)[0][0]["payload"]))
+    print(f"measurements: {args.count} per run ({args.count // 5} in batches of 1), {payload_bytes} B "
+          f"payload each, concurrency {args.concurrency}, SQLite (WAL, synchronous=FULL), "
+          f"{args.repeats} repeats")  # fmt: skip
+    print("median (min-max) over the repeats; each ratio is to the bare verify rate of the same run")
+    for mode in modes:
+        for size in sizes:
+            count = max(size, args.count // 5) if size == 1 else args.count
+            rates, bares, ratios, cpu_ratios, stored = [], [], [], [], []
+            for _ in range(args.repeats):
+                rate, bare, cpu_ratio, bytes_ratio = _one_run(count, size, mode, args.concurrency)
+                cpu_ratios.append(cpu_ratio)
+                rates.append(rate)
+                bares.append(bare)
+                ratios.append(rate / bare)
+                stored.append(bytes_ratio)
+            label = f"{mode:10s} batch {size:>3}"
+            print(f"{label}: ingest {_show(rates, 0)}/s, bare verify {_show(bares, 0)}/s, ingest / bare "
+                  f"verify {_show(ratios)}, by CPU {_show(cpu_ratios)}, stored bytes / payload "
+                  f"{_show(stored)}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -2,9 +2,13 @@
 
 Fills an aggregate so that every capped label set is full (MAX_COUNTRIES countries plus "other", every
 test and blocking label, MAX_NETWORKS_PER_COUNTRY networks plus "other" per country, MAX_INTERFERENCE_ROWS
-gateway rows), then prints the series count and how long rendering takes: the first scrape after a change
-(snapshot and families rebuilt), a scrape with nothing new (families reused), and the cost of adding rows
-and of the incremental verdict refresh that the next scrape pays.
+gateway rows), then prints the series count and how long rendering takes, as a ratio to the same-run
+baseline: a bare client_python registry of the same series (plain Gauges holding the values, and the same
+ingest metrics) rendered by ``generate_latest``. Measured: the served page (collector/exposition.py) with
+nothing new since the last scrape, and after an ingest when every scrape sees a new snapshot (the
+aggregate's refresh interval is 0 here; the app's is 5 s, so at most one scrape per 5 s pays this), plain
+and gzip; ``generate_latest`` over the app's registry (the path before the cache); and the cost of adding
+rows and of the incremental verdict refresh that the next scrape pays.
 
     python bench/metrics_render.py [--repeat 20]
 """
@@ -19,10 +23,12 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.metrics_core import Metric
 
 from gatewatch.collector.aggregate import InterferenceAggregate
-from gatewatch.collector.metrics import IngestMetrics
+from gatewatch.collector.exposition import MetricsPage
+from gatewatch.collector.metrics import REQUEST_RESULTS, IngestMetrics
 from gatewatch.collector.metrics_interference import (
     BLOCKING_LABELS,
     MAX_COUNTRIES,
@@ -92,9 +98,24 @@ def timed(fn: Callable[[], object], repeat: int) -> list[float]:
     return out
 
 
-def describe(label: str, millis: list[float]) -> None:
+def describe(label: str, millis: list[float], baseline: list[float] | None = None) -> None:
     p95 = sorted(millis)[max(0, round(len(millis) * 0.95) - 1)]
-    print(f"{label:<58} median {statistics.median(millis):8.2f} ms   p95 {p95:8.2f} ms   (n={len(millis)})")
+    median = statistics.median(millis)
+    ratio = f"   {median / statistics.median(baseline):6.3f}x baseline" if baseline else ""
+    print(f"{label:<58} median {median:8.2f} ms   p95 {p95:8.2f} ms   (n={len(millis)}){ratio}")
+
+
+def bare_registry(families: list[Metric]) -> CollectorRegistry:
+    """The same series in a plain client_python registry: a Gauge per family, named as exposed."""
+    registry = CollectorRegistry()
+    IngestMetrics.register(registry)
+    for family in families:
+        names = sorted({name for s in family.samples for name in s.labels}) or []
+        exposed = family.name + ("_total" if family.type == "counter" else "")
+        gauge = Gauge(exposed, family.documentation, names, registry=registry)
+        for sample in family.samples:
+            (gauge.labels(**sample.labels) if names else gauge).set(sample.value)
+    return registry
 
 
 def main() -> None:
@@ -104,7 +125,7 @@ def main() -> None:
 
     aggregate = InterferenceAggregate(clock=lambda: NOW, refresh_interval=0.0, refresh_key_budget=10**9)
     registry = CollectorRegistry()
-    IngestMetrics.register(registry)
+    ingest_metrics = IngestMetrics.register(registry)
     collector = register_interference_metrics(registry, aggregate)
     start = time.perf_counter()
     added = aggregate.add_rows(rows())
@@ -125,20 +146,44 @@ def main() -> None:
     print(f"/metrics body              {len(body):>10,}  bytes, {lines:,} lines (with ingest metrics)")
     print(f"peak RSS                   {peak / 2**20:>10.1f}  MiB (the whole process)")
 
-    # Nothing changed since the last scrape: the families are reused.
+    bare = bare_registry(list(collector.collect()))
+    bare_lines = generate_latest(bare).count(b"\n")
+    baseline = timed(lambda: generate_latest(bare), args.repeat)
+    describe(f"baseline: bare client_python registry ({bare_lines:,} lines)", baseline)
+    before = timed(lambda: generate_latest(registry), args.repeat)
+    describe("generate_latest(app registry) (before the cache)", before, baseline)
+
+    # Nothing changed since the last scrape: the cached texts are served.
+    page = MetricsPage(registry)
+    assert page.render() == generate_latest(registry)
+    describe("served page, nothing new since the last scrape", timed(page.render, args.repeat), baseline)
     describe(
-        "render, nothing new since the last scrape", timed(lambda: generate_latest(registry), args.repeat)
+        "served page gzip, nothing new", timed(lambda: page.body(compressed=True), args.repeat), baseline
     )
 
-    # A few rows arrived: a new snapshot, a refresh of the changed pairs, families rebuilt.
+    # A few rows arrived (and a request was counted): a new snapshot, families rebuilt, changed lines redone.
     counter = iter(range(10**9))
 
-    def after_ingest() -> None:
+    def ingest() -> None:
         n = next(counter)
         aggregate.add_rows([row(10**8 + n, "AA", "AS64000", f"d{n % 5}.example", True, 0)])
-        generate_latest(registry)
+        ingest_metrics.requests.labels(result=REQUEST_RESULTS[0]).inc()
 
-    describe("render after ingest (snapshot + families rebuilt)", timed(after_ingest, args.repeat))
+    def after_ingest(render: Callable[[], object]) -> Callable[[], object]:
+        def run() -> object:
+            ingest()
+            return render()
+
+        return run
+
+    served = timed(after_ingest(page.render), args.repeat)
+    describe("served page after ingest (new snapshot each scrape)", served, baseline)
+    gzipped = timed(after_ingest(lambda: page.body(compressed=True)), args.repeat)
+    describe("served page gzip after ingest", gzipped, baseline)
+    describe("generate_latest after ingest (before the cache)",
+             timed(after_ingest(lambda: generate_latest(registry)), args.repeat), baseline)  # fmt: skip
+    assert page.render() == generate_latest(registry)
+    print(f"gzip page                  {len(page.body(compressed=True)):>10,}  bytes")
 
     batch = [
         row(2 * 10**8 + i, "AB", f"AS{64_100 + i % 15}", f"d{i % 5}.example", True, 0) for i in range(1_000)

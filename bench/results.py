@@ -45,18 +45,45 @@ class Bench:
 
 
 BENCHES: tuple[Bench, ...] = (
-    Bench("ingest.py", (), ("--count", "500"), baseline="bare Ed25519 verification, same payloads"),
+    Bench(
+        "ingest.py",
+        (),
+        ("--count", "500", "--repeats", "1"),
+        baseline="bare Ed25519 verification, same payloads",
+    ),
     Bench(
         "ingest_scale.py",
         (),
-        ("--count", "600"),
+        ("--count", "2000", "--repeat", "1"),
         needs_postgres=True,
         baseline="one collector process on the same PostgreSQL",
     ),
-    Bench("export.py", (), ("--rows", "5000"), baseline='the "source only" line (making the rows)'),
+    Bench(
+        "export.py",
+        (),
+        ("--rows", "5000"),
+        baseline="DuckDB COPY of the same summary (CSV, Parquet); a bare json loads/dumps loop (JSON Lines)",
+    ),
+    Bench(
+        "export_soak.py",
+        (),
+        ("--rows", "5000", "--seconds", "5"),
+        baseline="the same ingest with no export running",
+    ),
     Bench("import_ooni.py", (), ("--rows", "500"), baseline="a bare json.loads loop over the same lines"),
     Bench("store_pages.py", (), ("--rows", "2000", "20000"), baseline="one bare SELECT of the same rows"),
-    Bench("metrics_render.py", (), ("--repeat", "2"), baseline="a scrape with nothing new"),
+    Bench(
+        "metrics_render.py",
+        (),
+        ("--repeat", "2"),
+        baseline="a bare client_python registry of the same series",
+    ),
+    Bench(
+        "scrape_latency.py",
+        (),
+        ("--rounds", "1", "--requests", "30"),
+        baseline="ingest latency with no scrape, same round",
+    ),
     Bench("tls_validate.py", (), ("20",)),
     Bench("anonymise.py", (), ("2",)),
     Bench("lab_startup.py", (), ("2",)),
@@ -83,8 +110,21 @@ BENCHES: tuple[Bench, ...] = (
         None,
         baseline="the schedule's median minutes to a first sighting, from the daemon's settings",
     ),
+    Bench(
+        "sighting_latency.py",
+        (),
+        ("--runs", "1"),
+        baseline="the same daemons with sightings off (observation to gateway verdict, time scale 1/60)",
+    ),
     Bench("agent_run.py", (), None, needs_shared_lists=True),
-    Bench("agent_lab.py", (), None, needs_shared_lists=True),
+    Bench(
+        "agent_lab.py",
+        ("--repeat", "3"),
+        None,
+        needs_shared_lists=True,
+        baseline="the bare DNS+TCP+TLS+HTTP loop (probe_floor.py), same URLs and lab, before each pass",
+    ),
+    Bench("probe_floor.py", (), ("--limit", "50", "--repeat", "1"), needs_shared_lists=True),
 )
 # Scripts under bench/ that are not benchmarks themselves.
 HELPERS = frozenset(

@@ -8,7 +8,7 @@ call, so that a scrape or an API call never stalls the event loop for long, even
 Attribution's unit is the input URL; each domain touched by a refresh gets its row rolled up again from
 its URLs' rows (``analysis.url_rollup``: interfered with when any of its URLs is).
 
-Thread safety: /metrics renders in a worker thread (collector/metrics.py) while ingest adds rows on the
+Thread safety: /metrics renders in a worker thread (collector/exposition.py) while ingest adds rows on the
 event loop, so every public method holds one lock. Each holds it briefly: a batch of rows, or one refresh
 within its key budget.
 

@@ -48,6 +48,7 @@ from .metrics import (
     REQUEST_RESULTS,
     SIGHTING_METRICS_KEY,
     TOKEN_METRICS_KEY,
+    ControlMetrics,
     IngestMetrics,
     SightingMetrics,
     TokenMetrics,
@@ -179,7 +180,7 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    return await metrics_response(request.app[REGISTRY_KEY])
+    return await metrics_response(request.app[REGISTRY_KEY], request)
 
 
 def add_health_routes(app: web.Application) -> None:
@@ -269,9 +270,13 @@ def create_app(
         settings.max_age_seconds + settings.control_max_age_seconds,
     )
     add_control_keys_route(app, signer)
+    control_metrics = ControlMetrics.register(registry)  # always exposed: zero when nothing is judged
     if settings.require_vouched_control:
         app[CONTROL_JUDGE_KEY] = ControlJudge(
-            signer, timedelta(seconds=settings.control_max_age_seconds), service.latest
+            signer,
+            timedelta(seconds=settings.control_max_age_seconds),
+            service.latest,
+            control_metrics,
         )
     add_control_routes(app, service)
     add_test_list_routes(app)

@@ -89,12 +89,37 @@ REPLAYED_KEY: web.RequestKey[bool] = web.RequestKey("gatewatch_replayed_batch", 
 
 
 def batch_digest(raw_items: Sequence[Any]) -> bytes:
-    """What identifies a batch's content: its envelopes, in order (a resend sends the same ones)."""
+    """What identifies a batch's content: its envelopes, in order (a resend sends the same ones). Each is
+    hashed as its canonical JSON (sorted keys, no spaces, ASCII): stored digests compare across versions."""
     digest = hashlib.sha256()
     for item in raw_items:
-        text = json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        text = _plain_envelope_json(item)
+        if text is None:
+            text = json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         digest.update(hashlib.sha256(text.encode()).digest())
     return digest.digest()
+
+
+_ENVELOPE_KEYS = ("format", "payload", "public_key", "signature")  # sorted
+
+
+def _plain_envelope_json(item: Any) -> str | None:
+    """The canonical JSON of an envelope whose four values are strings JSON writes as they are (printable
+    ASCII without quotes or backslashes: base64), built without the encoder (~10x faster for the 5 kB of a
+    measurement); None for anything else. Equal to ``json.dumps`` of it (tested)."""
+    if type(item) is not dict or len(item) != len(_ENVELOPE_KEYS):
+        return None
+    values = []
+    for key in _ENVELOPE_KEYS:
+        value = item.get(key)
+        if type(value) is not str or not (value.isascii() and value.isprintable()):
+            return None
+        if '"' in value or "\\" in value:
+            return None
+        values.append(value)
+    return (
+        "{" + ",".join(f'"{key}":"{value}"' for key, value in zip(_ENVELOPE_KEYS, values, strict=True)) + "}"
+    )
 
 
 async def authorise(request: web.Request, token_value: Any, raw_items: Sequence[Any]) -> BatchAuth:

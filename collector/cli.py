@@ -8,22 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from aiohttp import web
 
-from .app import create_app
-from .appkeys import INFLIGHT_KEY
 from .export_cmd import PARTITION_FORMATS, export_partitioned
-from .http_server import CollectorRunner
-from .logging import ACCESS_LOGGER_NAME, AccessLogger, configure_logging
+from .logging import configure_logging
 from .research import BadQuery, parse_filter
+from .serve import serve_app
 from .settings import Settings, SettingsError, load_settings
 from .store import MeasurementFilter, StoreError, open_store
 from .verify_cmd import load_issuer_keys, verify_file
+from .workers import MAX_WORKERS, WorkersError, check_workers, run_workers
 
 __all__ = ["cli", "main"]
 
@@ -39,38 +36,6 @@ def _settings(flags: dict[str, Any], config: Path | None) -> Settings:
         return load_settings(flags, config_file=config)
     except SettingsError as exc:
         raise typer.BadParameter(str(exc)) from None
-
-
-async def _serve(settings: Settings) -> None:
-    app = create_app(settings)
-    runner = CollectorRunner(
-        app,
-        access_log_class=AccessLogger,
-        access_log=logging.getLogger(ACCESS_LOGGER_NAME),
-        shutdown_timeout=settings.shutdown_timeout,
-    )
-    await runner.setup()  # opens the store (applying migrations) before anything is accepted
-    try:
-        site = web.TCPSite(runner, settings.listen_host, settings.listen_port)
-        await site.start()
-        # The port alone: log lines mask addresses, and the bound port matters when 0 was asked for.
-        for address in runner.addresses:
-            log.info("listening", extra={"port": address[1]})
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
-        log.info("stopping: finishing requests in flight", extra={"timeout_s": settings.shutdown_timeout})
-        await site.stop()  # no new connections
-        try:
-            async with asyncio.timeout(settings.shutdown_timeout):
-                await app[INFLIGHT_KEY].drain()
-        except TimeoutError:
-            log.warning("requests still in flight at the deadline", extra={"count": app[INFLIGHT_KEY].count})
-    finally:
-        await runner.cleanup()  # close connections, then the store
-    log.info("stopped")
 
 
 # Long because typer reads each option from the signature: one parameter (and one flag entry) per setting.
@@ -141,6 +106,13 @@ def serve(
     attribution_gateway_share: Annotated[
         float | None, typer.Option("--attribution-gateway-share", help="Share of networks measured, (0, 1].")
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            help=f"Processes serving the listening socket (1-{MAX_WORKERS}; above 1: PostgreSQL only).",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the collector's HTTP API until SIGINT or SIGTERM."""
     flags = {
@@ -167,9 +139,16 @@ def serve(
         "attribution_gateway_share": attribution_gateway_share,
     }
     settings = _settings(flags, config)
+    try:
+        check_workers(settings.db, workers)
+    except WorkersError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--workers") from None
     configure_logging(settings.log_level)
     try:
-        asyncio.run(_serve(settings))
+        if workers == 1:
+            asyncio.run(serve_app(settings))
+        else:
+            raise typer.Exit(run_workers(settings, workers))
     except (StoreError, OSError, SettingsError) as exc:  # SettingsError: e.g. an unreadable test list
         log.error("cannot serve", extra={"error": str(exc)})
         raise typer.Exit(1) from None

@@ -12,7 +12,7 @@ and ``cc`` as columns)::
 The day is the measurement's start time in UTC. Rows arrive in the store's order (by start time), so the
 files being written are mostly one day's; at most ``max_open`` are open at once and the least recently used
 is closed when another is needed. Reopening one appends a new gzip member, which every gzip reader
-concatenates. Parquet cannot be appended to: its rows are staged as JSON Lines per partition and each
+concatenates. Parquet cannot be appended to: its rows are staged as CSV per partition and each
 staging file is converted by duckdb (one thread, a memory limit) once every row is read.
 
 Each file is written under a ``.partial`` name and renamed when the whole export has succeeded, so a
@@ -49,7 +49,6 @@ from .exports import (
     csv_line,
     jsonl_line,
     ooni_line,
-    staging_line,
 )
 from .store.base import StoredMeasurement
 
@@ -64,18 +63,18 @@ class PartitionFormat:
     file_name: str
     encode: Callable[[StoredMeasurement], bytes]
     header: bytes = b""
-    staged: bool = False  # written as JSON Lines first, then converted (Parquet)
+    staged: bool = False  # written as CSV first, then converted (Parquet)
 
 
 PARTITION_FORMATS: dict[str, PartitionFormat] = {
     "jsonl": PartitionFormat("measurements.jsonl.gz", jsonl_line),
     "csv": PartitionFormat("measurements.csv.gz", csv_line, csv_header()),
-    "parquet": PartitionFormat("measurements.parquet", staging_line, staged=True),
+    "parquet": PartitionFormat("measurements.parquet", csv_line, csv_header(), staged=True),
     "ooni": PartitionFormat("measurements.ooni.jsonl.gz", ooni_line),
 }
 _CC = re.compile(r"[A-Z]{2}")
 _PARTIAL = ".partial"
-_STAGING = ".staging.jsonl"
+_STAGING = ".staging.csv"
 
 
 def partition_path(row: StoredMeasurement, fmt: str = "jsonl") -> Path:

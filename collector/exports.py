@@ -58,7 +58,8 @@ __all__ = [
     "ooni_document",
     "public_received_at",
     "signed_fields",
-    "staging_line",
+    "summary_values",
+    "duckdb_config",
 ]
 
 CHUNK_SIZE = 64 * 1024
@@ -196,12 +197,17 @@ def ooni_document(row: StoredMeasurement) -> dict[str, Any]:
     return doc
 
 
+# Built once: json.dumps with options builds a new encoder on every call (a few µs a row).
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_JSON_ASCII = json.JSONEncoder(separators=(",", ":"))
+
+
 def _json_line(obj: Any) -> bytes:
     try:
-        return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        return (_JSON.encode(obj) + "\n").encode()
     except UnicodeEncodeError:
         # A lone surrogate (a JSON "\\ud800" escape in a payload) has no UTF-8 form: escape it instead.
-        return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
+        return (_JSON_ASCII.encode(obj) + "\n").encode()
 
 
 def jsonl_line(row: StoredMeasurement) -> bytes:
@@ -214,8 +220,12 @@ def ooni_line(row: StoredMeasurement) -> bytes:
     return _json_line(ooni_measurement(row, judgement(row)))
 
 
-def _summary(row: StoredMeasurement) -> tuple[Any, ...]:
-    signed = signed_fields(row)
+def summary_values(row: StoredMeasurement) -> tuple[Any, ...]:
+    """The row's flattened summary in ``CSV_COLUMNS``' order, as :mod:`.export_rows` reads it from SQLite:
+    ``anomaly`` ``true``/``false``, an absent technique or fingerprint ``""``, ``flags`` a JSON array text
+    (never empty, so no reader guesses a number; DuckDB casts it to VARCHAR[] as it is), and the signed
+    columns (blobs still bytes) only for token-signed rows."""
+    token_signed = row.signature_scheme == SCHEME_BLIND_TOKEN
     return (
         row.measurement_uid,
         format_utc(row.measurement_start_time),
@@ -225,46 +235,35 @@ def _summary(row: StoredMeasurement) -> tuple[Any, ...]:
         row.input,
         row.domain,
         row.blocking,
-        row.anomaly,
-        row.technique,
-        row.fingerprint_key,
+        "true" if row.anomaly else "false",
+        row.technique or "",
+        row.fingerprint_key or "",
         public_received_at(row.received_at),
-        row.flags,
-        *(signed.get(name) for name in _SIGNED_COLUMNS),
+        json.dumps(list(row.flags), separators=(",", ":")),
+        row.signature_scheme,
+        *(
+            (row.payload, row.signature, row.ephemeral_key, row.token, row.token_epoch, row.token_key_id)
+            if token_signed
+            else (None,) * 6
+        ),
     )
 
 
-_SIGNED_COLUMNS = (
-    "signature_scheme",
-    "payload",
-    "signature",
-    "ephemeral_public_key",
-    "token",
-    "token_epoch",
-    "token_key_id",
-)
-
-
-def _csv_text(values: tuple[Any, ...] | list[str]) -> bytes:
-    buffer = io.StringIO()
-    csv.writer(buffer).writerow(values)
-    return buffer.getvalue().encode("utf-8", "replace")  # "replace": lone surrogates have no UTF-8 form
-
-
 def csv_header() -> bytes:
-    return _csv_text(list(CSV_COLUMNS))
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(CSV_COLUMNS)
+    return buffer.getvalue().encode()
+
+
+def _b64_or_none(value: Any) -> Any:
+    return base64.b64encode(value).decode() if isinstance(value, bytes) else value
 
 
 def csv_line(row: StoredMeasurement) -> bytes:
-    """One CSV record (``\\r\\n``-terminated, quoted by the csv module where needed)."""
-    values = list(_summary(row))
-    values[8] = "true" if row.anomaly else "false"
-    values[9] = row.technique or ""
-    values[10] = row.fingerprint_key or ""
-    # A JSON array text: never empty (so no reader guesses a number), one element per flag, and
-    # DuckDB casts it to VARCHAR[] as it is ('["asn_mismatch"]'::VARCHAR[]); json.loads in Python.
-    values[12] = json.dumps(list(row.flags), separators=(",", ":"))
-    return _csv_text(["" if value is None else value for value in values])
+    """One CSV record (``\\r\\n``-terminated, quoted by the csv module where needed; None empty)."""
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(map(_b64_or_none, summary_values(row)))
+    return buffer.getvalue().encode("utf-8", "replace")  # "replace": lone surrogates have no UTF-8 form
 
 
 async def _chunked(
@@ -304,13 +303,6 @@ def export_ooni(
     return _chunked(rows, ooni_line, b"", chunk_size)
 
 
-def staging_line(row: StoredMeasurement) -> bytes:
-    record = dict(zip(CSV_COLUMNS, _summary(row), strict=True))
-    text = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
-    # duckdb refuses a lone surrogate (valid JSON escape, no Unicode character): "?" as in the CSV.
-    return text.encode("utf-8", "replace")
-
-
 # duckdb holds about one row group in memory while writing: with its default (122,880 rows) bench/export.py
 # peaks near 220 MiB RSS, with 50,000 near 150 MiB whatever the row count; still a fair size for readers.
 _ROW_GROUP_ROWS = 50_000
@@ -320,14 +312,34 @@ def _sql_text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+# Columns the store never leaves empty: an empty CSV field there is an empty string, not NULL. (The CSV
+# writes an absent technique or fingerprint as "": in Parquet they are NULL, as an empty one would be.)
+_NOT_NULL = ("measurement_uid", "probe_cc", "probe_asn", "test_name", "input", "domain", "blocking")
+
+
+def duckdb_config(memory_limit: str = "256MB", threads: int = 1, temp_directory: str = "") -> dict[str, str]:
+    """DuckDB's settings for an export: bounded memory and threads, and never an extension fetched or
+    loaded on its own (the collector may have no network; the CSV and Parquet readers are built in)."""
+    config = {
+        "memory_limit": memory_limit,
+        "threads": str(threads),
+        "autoinstall_known_extensions": "false",
+        "autoload_known_extensions": "false",
+    }
+    if temp_directory:
+        config["temp_directory"] = temp_directory
+    return config
+
+
 def convert_to_parquet(staging: Path, target: Path, memory_limit: str = "256MB", threads: int = 1) -> None:
-    """A staging file of :func:`staging_line` records to a Parquet file with the summary's types."""
+    """A staging file of CSV records (:func:`csv_header` first) to a Parquet file with the summary's types."""
     columns = "{" + ", ".join(f"{_sql_text(k)}: {_sql_text(v)}" for k, v in _COLUMN_TYPES.items()) + "}"
-    config = {"memory_limit": memory_limit, "threads": str(threads), "temp_directory": str(staging.parent)}
+    config = duckdb_config(memory_limit, threads, str(staging.parent))
     with duckdb.connect(":memory:", config=config) as con:
         con.execute(
-            f"COPY (SELECT * FROM read_json({_sql_text(str(staging))}, format = 'newline_delimited',"
-            f" auto_detect = false, hive_partitioning = false, columns = {columns}))"
+            f"COPY (SELECT * FROM read_csv({_sql_text(str(staging))}, header = true, auto_detect = false,"
+            f" hive_partitioning = false, quote = '\"', escape = '\"', columns = {columns},"
+            f" force_not_null = [{', '.join(map(_sql_text, _NOT_NULL))}]))"
             f" TO {_sql_text(str(target))}"
             f" (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {_ROW_GROUP_ROWS})"
         )
@@ -350,7 +362,7 @@ async def export_parquet(
     try:
         staging, target = workdir / "rows.jsonl", workdir / "measurements.parquet"
         with staging.open("wb") as out:
-            async for chunk in _chunked(rows, staging_line, b"", chunk_size):
+            async for chunk in _chunked(rows, csv_line, csv_header(), chunk_size):
                 out.write(chunk)
         await asyncio.to_thread(convert_to_parquet, staging, target, memory_limit, threads)
         staging.unlink()

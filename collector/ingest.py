@@ -22,39 +22,28 @@ import inspect
 import json
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
-from pydantic import ValidationError
 
-from gatewatch.analysis import analyse
-from gatewatch.analysis.fingerprints import FingerprintDB
-from gatewatch.core.envelope import Envelope, EnvelopeError, verify
-from gatewatch.core.measurement import Measurement
 from gatewatch.core.vocabulary import (
-    ANALYSIS_ERROR,
     BAD_SIGNATURE,
     BATCH_TOO_LARGE,
-    CONTROL_UNVERIFIED,
     DOUBLE_SPEND,
     INTERNAL_ERROR,
-    INVALID_ENVELOPE,
     INVALID_JSON,
-    INVALID_MEASUREMENT,
     INVALID_REQUEST,
     RATE_LIMITED,
     REPLAYED_BATCH,
     STORE_UNAVAILABLE,
-    TOO_FAR_IN_FUTURE,
-    TOO_OLD,
     UID_CONFLICT,
     UNSTORABLE,
     UNSUPPORTED_MEDIA_TYPE,
 )
-from gatewatch.core.wire import IngestItemResult, IngestResponse, ItemStatus
+from gatewatch.core.wire import IngestResponse
 
 from . import batch_auth
 from .appkeys import (
@@ -65,19 +54,17 @@ from .appkeys import (
     RATE_LIMIT_KEY,
     SETTINGS_KEY,
     STORE_KEY,
-    GeoLookup,
 )
 from .batch_auth import BATCH_AUTH_KEY, REPLAYED_KEY, count_batch
 from .client_address import client_address
 from .geoip import GeoInfo
-from .judging import NO_VERDICT, mismatch_flags, rederive_dns_answers, stored_row
+from .ingest_checks import Item, Judging, check_batch
 from .metrics import IngestMetrics, item_reason_label
 from .ratelimit import retry_after_seconds
 from .request_body import UPLOAD_SLOTS_KEY, RequestRefused, UploadSlots, read_body
 from .responses import model_response
-from .settings import Settings
 from .store.base import DoubleSpend, StoredMeasurement, StoreError, UnstorableError
-from .vouched_control import CONTROL_JUDGE_KEY, ControlJudge
+from .vouched_control import CONTROL_JUDGE_KEY
 
 __all__ = [
     "INGEST_PATH",
@@ -86,32 +73,11 @@ __all__ = [
 ]
 
 INGEST_PATH = "/api/v1/measurements"
+VERIFIER_THREADS = 2
+# Bodies up to this size are parsed on the event loop (~0.2 ms of JSON, about what handing it to a thread and
+# back costs); larger ones on a worker thread.
+INLINE_JSON_BYTES = 64 * 1024
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Item:
-    """One entry of the batch on its way through the checks."""
-
-    index: int
-    measurement_uid: str | None = None
-    # "verified" while the item is on its way: by the answer it is one of the wire's statuses.
-    status: ItemStatus | Literal["verified"] = "rejected"
-    reason: str | None = None
-    payload: bytes = b""
-    signature: bytes = b""
-    public_key: bytes = b""
-    row: StoredMeasurement | None = None
-
-    def reject(self, reason: str) -> None:
-        self.status, self.reason = "rejected", reason
-
-    def as_result(self) -> IngestItemResult:
-        if self.status == "verified":  # every verified item is judged, then stored or rejected
-            raise RuntimeError(f"item {self.index} was never judged")
-        return IngestItemResult(
-            index=self.index, measurement_uid=self.measurement_uid, status=self.status, reason=self.reason
-        )
 
 
 def _batch(body: bytes, max_batch: int) -> tuple[list[Any], Any]:
@@ -129,86 +95,36 @@ def _batch(body: bytes, max_batch: int) -> tuple[list[Any], Any]:
     return items, document.get("token")
 
 
-def _verify_all(raw: Sequence[Any]) -> list[_Item]:
-    """Envelope shape and signature of every item (CPU-bound: runs on a worker thread)."""
-    items: list[_Item] = []
-    for index, value in enumerate(raw):
-        item = _Item(index)
-        items.append(item)
-        try:
-            envelope = Envelope.model_validate(value)
-            item.payload, item.public_key = verify(envelope)
-        except ValidationError:
-            item.reject(INVALID_ENVELOPE)
-            continue
-        except EnvelopeError as exc:
-            item.reject(exc.reason)
-            continue
-        # verify() accepted the base64; decoding it again cannot fail.
-        item.signature = base64.b64decode(envelope.signature, validate=True)
-        item.status = "verified"
-    return items
+def _claimed_keys(raw: Sequence[Any]) -> set[bytes]:
+    """The public keys the items of an identified batch claim (not yet verified)."""
+    keys = set()
+    for item in raw:
+        claimed = item.get("public_key") if isinstance(item, dict) else None
+        if isinstance(claimed, str) and len(claimed) <= 64:
+            try:
+                keys.add(base64.b64decode(claimed, validate=True))
+            except ValueError:  # binascii.Error too: the item's own check rejects it
+                pass
+    return keys
 
 
-def _judge_all(
-    items: Sequence[_Item],
-    settings: Settings,
-    fingerprints: FingerprintDB,
-    geo: GeoInfo | None,
-    now: datetime,
-    geodb: GeoLookup | None = None,
-    judge_control: ControlJudge | None = None,
-) -> int:
-    """Parse, check times and re-derive the verdict of every verified item (worker thread). ``geo`` is the
-    submitting connection's network, ``geodb`` the databases for DNS answers. Returns how many items the
-    analysis failed on."""
-    newest = now + timedelta(seconds=settings.max_future_seconds)
-    oldest = now - timedelta(seconds=settings.max_age_seconds)
-    failures = 0
-    for item in items:
-        if item.status != "verified":
-            continue
-        try:
-            m = Measurement.model_validate_json(item.payload)
-        except ValidationError as exc:
-            not_json = any(error["type"] == "json_invalid" for error in exc.errors())
-            item.reject(INVALID_JSON if not_json else INVALID_MEASUREMENT)
-            continue
-        item.measurement_uid = m.measurement_uid
-        if m.measurement_start_time > newest:
-            item.reject(TOO_FAR_IN_FUTURE)
-            continue
-        if m.measurement_start_time < oldest:
-            item.reject(TOO_OLD)
-            continue
-        flags = mismatch_flags(m, geo)
-        try:
-            keys = rederive_dns_answers(m.test_keys, settings.control_allow_net, geodb)
-            control = keys.control
-            if judge_control is not None:  # only a control the collector can authenticate (or none)
-                decided = judge_control(m, now)
-                control = decided.control
-                flags = (*flags, CONTROL_UNVERIFIED) if decided.unverified else flags
-            verdict = analyse(m.input, keys, control, fingerprints)
-        except Exception as exc:  # a bug in the analysis must cost one verdict, not the item or the batch
-            # The traceback is what fixing the bug needs; the log formatter masks any address it quotes.
-            log.exception(
-                "analysis failed",
-                extra={"measurement_uid": m.measurement_uid, "error_type": type(exc).__name__},
-            )
-            verdict = NO_VERDICT
-            flags = (*flags, ANALYSIS_ERROR)
-            failures += 1
-        item.row = stored_row(m, verdict, flags, item.payload, now)
-    return failures
-
-
-def _rate_limit(request: web.Request, items: Sequence[_Item]) -> None:
+def _rate_limit(request: web.Request, items: Sequence[Item]) -> None:
     """Charge each key that signed something in this batch. Only verified keys are charged, so nobody can
     exhaust another agent's allowance by sending its public key with garbage signatures."""
     buckets = request.app[RATE_LIMIT_KEY]
     keys = {item.public_key for item in items if item.status == "verified"}
-    wait = max((buckets.take(key) for key in keys), default=0.0)
+    _refuse_after(max((buckets.take(key) for key in keys), default=0.0))
+
+
+def _rate_limit_early(request: web.Request, raw: Sequence[Any]) -> None:
+    """Before any verification or judging: refuse a batch when a key it claims has no allowance left now
+    (nothing is spent; a forged claim of that key would be refused by the key's own limit anyway), so that
+    an over-limit key costs the collector no CPU."""
+    buckets = request.app[RATE_LIMIT_KEY]
+    _refuse_after(max((buckets.due(key) for key in _claimed_keys(raw)), default=0.0))
+
+
+def _refuse_after(wait: float) -> None:
     if wait > 0:
         seconds = retry_after_seconds(wait)
         raise RequestRefused(
@@ -226,7 +142,7 @@ def _connection_geo(request: web.Request) -> GeoInfo | None:
     return geo.lookup(address)
 
 
-async def _insert(request: web.Request, pending: Sequence[_Item], metrics: IngestMetrics) -> list[bool]:
+async def _insert(request: web.Request, pending: Sequence[Item], metrics: IngestMetrics) -> list[bool]:
     started = time.perf_counter()
     auth = request[BATCH_AUTH_KEY]
     try:
@@ -253,13 +169,13 @@ async def _insert(request: web.Request, pending: Sequence[_Item], metrics: Inges
 
 
 async def _store(
-    request: web.Request, items: Sequence[_Item], metrics: IngestMetrics
+    request: web.Request, items: Sequence[Item], metrics: IngestMetrics
 ) -> list[StoredMeasurement]:
     pending = [item for item in items if item.row is not None]
     if not pending:
         return []
     try:
-        outcomes: list[tuple[_Item, bool]] = list(
+        outcomes: list[tuple[Item, bool]] = list(
             zip(pending, await _insert(request, pending, metrics), strict=True)
         )
     except UnstorableError:
@@ -311,7 +227,7 @@ async def _run_hooks(request: web.Request, rows: Sequence[StoredMeasurement]) ->
             log.exception("ingest hook failed", extra={"hook": getattr(hook, "__qualname__", repr(hook))})
 
 
-def _count(metrics: IngestMetrics, items: Sequence[_Item]) -> None:
+def _count(metrics: IngestMetrics, items: Sequence[Item]) -> None:
     for item in items:
         reason = item_reason_label(item.reason or "") if item.status == "rejected" else ""
         metrics.items.labels(result=item.status, reason=reason).inc()
@@ -324,22 +240,32 @@ async def _ingest(request: web.Request, metrics: IngestMetrics) -> web.Response:
     if request.content_type != "application/json":
         raise RequestRefused(415, UNSUPPORTED_MEDIA_TYPE, "send application/json", UNSUPPORTED_MEDIA_TYPE)
     body = await read_body(request, settings.max_body_bytes, settings.body_timeout_seconds)
-    raw, token = await asyncio.to_thread(_batch, body, settings.max_batch)  # megabytes of JSON: off the loop
-    items = await asyncio.to_thread(_verify_all, raw)
-    await _authorise(request, token, raw, items)
-    _rate_limit(request, items)
-    geo = _connection_geo(request)
-    now = datetime.now(UTC)
-    failures = await asyncio.to_thread(
-        _judge_all,
-        items,
+    if len(body) <= INLINE_JSON_BYTES:  # a few items: parsing costs less than a hop to a thread and back
+        raw, token = _batch(body, settings.max_batch)
+    else:  # megabytes of JSON: off the loop
+        raw, token = await asyncio.to_thread(_batch, body, settings.max_batch)
+    # The token first: a batch it refuses costs no verification.
+    auth = await _authorise(request, token, raw)
+    judging = Judging(
         settings,
         request.app[FINGERPRINTS_KEY],
-        geo,
-        now,
+        _connection_geo(request),
+        datetime.now(UTC),
         request.app[GEO_KEY],
         request.app.get(CONTROL_JUDGE_KEY),
     )
+    ephemeral = auth.token.ephemeral_public_key if auth.token is not None else None
+    if ephemeral is None:
+        _rate_limit_early(request, raw)
+    items, failures = await asyncio.to_thread(
+        check_batch,
+        raw,
+        judging,
+        request.app[VERIFIERS_KEY],
+        (lambda key: key == ephemeral) if ephemeral is not None else (lambda key: True),
+    )
+    _check_keys(request, auth, items)
+    _rate_limit(request, items)
     if failures:
         metrics.analysis_errors.inc(failures)
     _token_rows(request, items)
@@ -351,22 +277,35 @@ async def _ingest(request: web.Request, metrics: IngestMetrics) -> web.Response:
     return model_response(IngestResponse(results=[item.as_result() for item in items]))
 
 
-async def _authorise(request: web.Request, token: Any, raw: Sequence[Any], items: Sequence[_Item]) -> None:
-    """The batch's token or identified key (batch_auth.py); an item signed by another key than the
-    token's ephemeral one is rejected ``bad_signature``."""
+def _refused(request: web.Request, refused: batch_auth.BatchRefused) -> RequestRefused:
+    count_batch(request, refused.reason)
+    return RequestRefused(refused.status, refused.reason, refused.detail, "token_refused")
+
+
+async def _authorise(request: web.Request, token: Any, raw: Sequence[Any]) -> batch_auth.BatchAuth:
+    """The batch's token, or that identified batches are accepted (batch_auth.py)."""
     request[REPLAYED_KEY] = False
     try:
         auth = request[BATCH_AUTH_KEY] = await batch_auth.authorise(request, token, raw)
-        keys = [item.public_key if item.status == "verified" else None for item in items]
-        for item, allowed in zip(items, batch_auth.check_items(request, auth, keys), strict=True):
-            if item.status == "verified" and not allowed:
-                item.reject(BAD_SIGNATURE)
     except batch_auth.BatchRefused as refused:
-        count_batch(request, refused.reason)
-        raise RequestRefused(refused.status, refused.reason, refused.detail, "token_refused") from None
+        raise _refused(request, refused) from None
+    return auth
 
 
-def _token_rows(request: web.Request, items: Sequence[_Item]) -> None:
+def _check_keys(request: web.Request, auth: batch_auth.BatchAuth, items: Sequence[Item]) -> None:
+    """An item signed by another key than the token's ephemeral one is rejected ``bad_signature``; an
+    identified key not listed (when keys are listed) refuses the batch."""
+    keys = [item.public_key if item.status == "verified" else None for item in items]
+    try:
+        allowed_items = batch_auth.check_items(request, auth, keys)
+    except batch_auth.BatchRefused as refused:
+        raise _refused(request, refused) from None
+    for item, allowed in zip(items, allowed_items, strict=True):
+        if item.status == "verified" and not allowed:
+            item.reject(BAD_SIGNATURE)
+
+
+def _token_rows(request: web.Request, items: Sequence[Item]) -> None:
     token = request[BATCH_AUTH_KEY].token
     for item in items:
         if token is not None and item.row is not None:
@@ -399,6 +338,21 @@ async def handle_measurements(request: web.Request) -> web.Response:
         metrics.request_seconds.observe(time.perf_counter() - started)
 
 
+VERIFIERS_KEY = web.AppKey("gatewatch_verifiers", ThreadPoolExecutor)
+
+
+async def _verifiers_ctx(app: web.Application) -> AsyncIterator[None]:
+    # Two threads: verification runs beside the judging thread (check_batch), and two batches' at once.
+    app[VERIFIERS_KEY] = ThreadPoolExecutor(
+        max_workers=VERIFIER_THREADS, thread_name_prefix="gatewatch-verify"
+    )
+    try:
+        yield
+    finally:
+        app[VERIFIERS_KEY].shutdown(wait=False, cancel_futures=True)
+
+
 def add_ingest_routes(app: web.Application) -> None:
     app[UPLOAD_SLOTS_KEY] = UploadSlots(app[SETTINGS_KEY].max_concurrent_uploads)
+    app.cleanup_ctx.append(_verifiers_ctx)
     app.router.add_post(INGEST_PATH, handle_measurements)

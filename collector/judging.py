@@ -30,30 +30,46 @@ def domain_of(url: str) -> str:
 def _rederive_answer(answer: DNSAnswer, routable: tuple[str, ...], geo: GeoLookup | None) -> DNSAnswer:
     address = answer.address
     if address is None:  # a CNAME: no address, so neither a bogon nor in a network
-        return answer.model_copy(update={"bogon": False, "asn": None})
-    info = geo.lookup(address) if geo is not None else None
-    return answer.model_copy(
-        update={"bogon": is_bogon(address, routable), "asn": info.asn if info is not None else None}
-    )
+        bogon, asn = False, None
+    else:
+        info = geo.lookup(address) if geo is not None else None
+        bogon, asn = is_bogon(address, routable), info.asn if info is not None else None
+    if answer.bogon == bogon and answer.asn == asn:
+        return answer  # what the agent said: the (frozen) answer as it is, no copy
+    return answer.model_copy(update={"bogon": bogon, "asn": asn})
+
+
+def _rederive_answers(
+    answers: list[DNSAnswer], routable: tuple[str, ...], geo: GeoLookup | None
+) -> list[DNSAnswer] | None:
+    """The answers re-derived, or None when each is as the agent said."""
+    rederived = [_rederive_answer(a, routable, geo) for a in answers]
+    return None if all(new is old for new, old in zip(rederived, answers, strict=True)) else rederived
 
 
 def rederive_dns_answers(keys: WebTestKeys, routable: tuple[str, ...], geo: GeoLookup | None) -> WebTestKeys:
-    """``keys`` with each DNS answer's ``bogon`` and ``asn`` recomputed by the collector (copies: the
-    parsed measurement and the signed bytes are untouched). ``routable`` names the non-public ranges
-    that are real in this deployment (``control_allow_net``)."""
+    """``keys`` with each DNS answer's ``bogon`` and ``asn`` recomputed by the collector (copies where a
+    value changes: the parsed measurement and the signed bytes are untouched). ``routable`` names the
+    non-public ranges that are real in this deployment (``control_allow_net``)."""
 
     def query(q: DNSQuery) -> DNSQuery:
+        answers = _rederive_answers(q.answers, routable, geo)
+        replies = [(r, _rederive_answers(r.answers, routable, geo)) for r in q.replies]
+        if answers is None and all(new is None for _, new in replies):
+            return q
         return q.model_copy(
             update={
-                "answers": [_rederive_answer(a, routable, geo) for a in q.answers],
+                "answers": q.answers if answers is None else answers,
                 "replies": [
-                    r.model_copy(update={"answers": [_rederive_answer(a, routable, geo) for a in r.answers]})
-                    for r in q.replies
+                    r if new is None else r.model_copy(update={"answers": new}) for r, new in replies
                 ],
             }
         )
 
-    return keys.model_copy(update={"queries": [query(q) for q in keys.queries]})
+    queries = [query(q) for q in keys.queries]
+    if all(new is old for new, old in zip(queries, keys.queries, strict=True)):
+        return keys
+    return keys.model_copy(update={"queries": queries})
 
 
 # Stored when the analysis itself fails: no verdict, and a flag saying why (the collector's bug to fix and

@@ -1,5 +1,8 @@
 """Ingest-health metrics, all defined here against a registry passed in (tests use a fresh one).
 
+They are prometheus_client's types, tracked (collector/tracked_metrics.py): the /metrics page renders them
+again only after one of them changed.
+
 The names are an interface: dashboards and alerts key on them. Every label comes from a small fixed set
 (never an address, a key or a URL); values are pre-created at zero so that ``rate()`` and absence alerts
 work before the first event.
@@ -7,19 +10,11 @@ work before the first event.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import get_args
 
 from aiohttp import web
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry
 
 from gatewatch.core.vocabulary import (
     BODY_TIMEOUT,
@@ -35,8 +30,15 @@ from gatewatch.core.vocabulary import (
     TOO_MANY_UPLOADS,
     UNREADABLE_BODY,
     UNSUPPORTED_MEDIA_TYPE,
+    VOUCH_REFUSALS,
+    VOUCH_SOURCES,
+    VouchRefusal,
+    VouchSource,
 )
 from gatewatch.core.wire import ItemStatus
+
+from .exposition import serve_metrics
+from .tracked_metrics import TrackedCounter, TrackedGauge, TrackedHistogram
 
 __all__ = [
     "ITEM_REASONS",
@@ -47,6 +49,7 @@ __all__ = [
     "SIGHTING_RESULTS",
     "TOKEN_METRICS_KEY",
     "BATCH_RESULTS",
+    "ControlMetrics",
     "IngestMetrics",
     "SightingMetrics",
     "TokenMetrics",
@@ -90,47 +93,48 @@ def item_reason_label(reason: str) -> str:
 
 @dataclass(frozen=True)
 class IngestMetrics:
-    requests: Counter
-    items: Counter
-    request_seconds: Histogram
-    store_seconds: Histogram
-    last_accepted: Gauge
-    analysis_errors: Counter
+    requests: TrackedCounter
+    items: TrackedCounter
+    request_seconds: TrackedHistogram
+    store_seconds: TrackedHistogram
+    last_accepted: TrackedGauge
+    analysis_errors: TrackedCounter
 
     @classmethod
     def register(cls, registry: CollectorRegistry) -> IngestMetrics:
         metrics = cls(
-            requests=Counter(
+            requests=TrackedCounter(
                 "gatewatch_ingest_requests",
                 "Measurement upload requests, by outcome of the whole request.",
                 ["result"],
                 registry=registry,
             ),
-            items=Counter(
+            items=TrackedCounter(
                 "gatewatch_ingest_items",
                 "Measurements in upload requests, by outcome and rejection reason.",
                 ["result", "reason"],
                 registry=registry,
             ),
-            request_seconds=Histogram(
+            request_seconds=TrackedHistogram(
                 "gatewatch_ingest_request_seconds",
                 "Time to answer a measurement upload request.",
                 buckets=_FAST_BUCKETS,
                 registry=registry,
             ),
-            store_seconds=Histogram(
+            store_seconds=TrackedHistogram(
                 "gatewatch_store_seconds",
                 "Time spent in store operations (an insert includes its durable commit).",
                 ["operation"],
                 buckets=_FAST_BUCKETS,
                 registry=registry,
             ),
-            last_accepted=Gauge(
+            last_accepted=TrackedGauge(
                 "gatewatch_ingest_last_accepted_timestamp_seconds",
                 "Unix time at which a measurement was last accepted (alert when it stops moving).",
                 registry=registry,
+                multiprocess_mode="max",  # serve --workers: the latest of any worker (workers_metrics.py)
             ),
-            analysis_errors=Counter(
+            analysis_errors=TrackedCounter(
                 "gatewatch_ingest_analysis_errors",
                 "Measurements stored without a verdict because the analysis failed (a collector bug: the "
                 "items are flagged analysis_error and accepted).",
@@ -156,27 +160,29 @@ TOKEN_REQUEST_RESULTS: tuple[str, ...] = ("ok", *TOKEN_ERRORS)
 
 @dataclass(frozen=True)
 class TokenMetrics:
-    batches: Counter
-    requests: Counter
-    issued: Counter
+    batches: TrackedCounter
+    requests: TrackedCounter
+    issued: TrackedCounter
 
     @classmethod
     def register(cls, registry: CollectorRegistry) -> TokenMetrics:
         metrics = cls(
-            batches=Counter(
+            batches=TrackedCounter(
                 "gatewatch_ingest_batches",
                 "Upload batches by how their signing was judged: token, identified, replayed_batch, or the "
                 "reason the batch was refused (forged_token, wrong_epoch, unknown_key, double_spend, ...).",
                 ["result"],
                 registry=registry,
             ),
-            requests=Counter(
+            requests=TrackedCounter(
                 "gatewatch_token_requests",
                 "Token issuance requests, by outcome (ok, or the refusal's reason).",
                 ["result"],
                 registry=registry,
             ),
-            issued=Counter("gatewatch_tokens_issued", "Blind signatures issued (tokens).", registry=registry),
+            issued=TrackedCounter(
+                "gatewatch_tokens_issued", "Blind signatures issued (tokens).", registry=registry
+            ),
         )
         for result in BATCH_RESULTS:
             metrics.batches.labels(result=result)
@@ -186,6 +192,37 @@ class TokenMetrics:
 
 
 TOKEN_METRICS_KEY: web.AppKey[TokenMetrics] = web.AppKey("gatewatch_token_metrics", TokenMetrics)
+
+
+@dataclass(frozen=True)
+class ControlMetrics:
+    """Which control each measurement was judged against at ingest (collector/vouched_control.py): its own
+    vouched control (``refusal=""``), else the collector's own recent control of the URL, else none (stored
+    without a verdict); with why the embedded vouch was refused. ``absent`` is an agent that sent none (an
+    old agent, or a control it could not fetch); ``forged``/``other_url`` is a lying or tampered agent."""
+
+    controls: TrackedCounter
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> ControlMetrics:
+        metrics = cls(
+            controls=TrackedCounter(
+                "gatewatch_ingest_controls",
+                "Measurements judged at ingest, by where their control came from (vouched, own_cache, none) "
+                "and why the control they embedded was refused (empty when it was used).",
+                ["source", "refusal"],
+                registry=registry,
+            )
+        )
+        metrics.controls.labels(source="vouched", refusal="")
+        for source in VOUCH_SOURCES:
+            if source != "vouched":
+                for refusal in VOUCH_REFUSALS:
+                    metrics.controls.labels(source=source, refusal=refusal)
+        return metrics
+
+    def count(self, source: VouchSource, refusal: VouchRefusal | None) -> None:
+        self.controls.labels(source=source, refusal=refusal or "").inc()
 
 
 # How a sighting (POST /api/v1/confirm) was answered: accepted (some URL listed), rejected (none could
@@ -203,12 +240,12 @@ SIGHTING_RESULTS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class SightingMetrics:
-    sightings: Counter
+    sightings: TrackedCounter
 
     @classmethod
     def register(cls, registry: CollectorRegistry) -> SightingMetrics:
         metrics = cls(
-            sightings=Counter(
+            sightings=TrackedCounter(
                 "gatewatch_sightings",
                 "Sightings (POST /api/v1/confirm: test-list URLs an agent just found anomalous, before its "
                 "upload), by how they were answered. Nothing about the sender is counted.",
@@ -224,7 +261,7 @@ class SightingMetrics:
 SIGHTING_METRICS_KEY: web.AppKey[SightingMetrics] = web.AppKey("gatewatch_sighting_metrics", SightingMetrics)
 
 
-async def metrics_response(registry: CollectorRegistry) -> web.Response:
-    """The registry in Prometheus' text format. Rendering walks every series, so it runs off the loop."""
-    body = await asyncio.to_thread(generate_latest, registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+async def metrics_response(registry: CollectorRegistry, request: web.Request | None = None) -> web.Response:
+    """The registry as ``request`` asks for it (collector/exposition.py: a cached text page, gzip if
+    accepted, OpenMetrics through prometheus_client). Rendering runs off the loop."""
+    return await serve_metrics(registry, request)

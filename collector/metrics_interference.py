@@ -51,7 +51,10 @@ gatewatch_interference_rows_unexported                      1
 Never an IP address, an agent key, a full URL or free text.
 
 Scrape cost: ``collect()`` reads the aggregate's snapshot (refreshed at most every few seconds, within a
-key budget) and rebuilds the metric families only when the snapshot changed.
+key budget) and rebuilds the families only when the snapshot changed. The /metrics page
+(collector/exposition.py) asks ``cache_key()`` whether its text must be rendered again and renders it from
+``series()`` (label-value tuples: no Metric, no dictionary per sample); ``collect()`` gives the same
+families as prometheus_client Metrics, for ``generate_latest``, OpenMetrics and ``get_sample_value``.
 """
 
 from __future__ import annotations
@@ -60,9 +63,10 @@ import re
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from typing import Literal
 from urllib.parse import urlsplit
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from gatewatch.analysis.attribution import InterferenceRow
@@ -71,6 +75,7 @@ from gatewatch.analysis.url_rollup import seriousness
 from gatewatch.core import vocabulary
 
 from .aggregate import AggregateSnapshot, InterferenceAggregate
+from .exposition import SeriesFamily
 
 __all__ = [
     "BLOCKING_LABELS",
@@ -167,21 +172,40 @@ class InterferenceCollector(Collector):
         self._aggregate = aggregate
         self._countries: dict[str, str] = {}  # cc -> its label, stable for the collector's lifetime
         self._built_for: int | None = None
-        self._families: list[Metric] = []
+        self._series: list[SeriesFamily] = []
+        self._families: list[Metric] | None = None  # the Metric form of _series, made when asked
         # /metrics renders in a worker thread; two scrapes at once must not interleave the label bookkeeping.
         self._lock = threading.Lock()
 
     def describe(self) -> Iterable[Metric]:
         # Names only, so registering does not compute anything.
-        return _families()
+        return [family.to_metric() for family in _series_families()]
+
+    def cache_key(self) -> int:
+        """Changes whenever ``collect()`` may give something new (collector/exposition.py keeps the rendered
+        text until then): the snapshot's generation, refreshed at most every refresh_interval."""
+        with self._lock:
+            return self._aggregate.snapshot().generation
+
+    def series(self) -> list[SeriesFamily]:
+        """The families as label-value pairs (what collector/exposition.py renders the page from)."""
+        with self._lock:
+            return self._current()
 
     def collect(self) -> Iterable[Metric]:
         with self._lock:
-            snapshot = self._aggregate.snapshot()
-            if snapshot.generation != self._built_for:
-                self._families = self._build(snapshot)
-                self._built_for = snapshot.generation
+            series = self._current()
+            if self._families is None:
+                self._families = [family.to_metric() for family in series]
             return self._families
+
+    def _current(self) -> list[SeriesFamily]:
+        snapshot = self._aggregate.snapshot()
+        if snapshot.generation != self._built_for:
+            self._series = self._build(snapshot)
+            self._families = None
+            self._built_for = snapshot.generation
+        return self._series
 
     def _country(self, cc: str) -> str:
         label = self._countries.get(cc)
@@ -190,7 +214,7 @@ class InterferenceCollector(Collector):
             label = self._countries[cc] = cc if ok else OTHER
         return label
 
-    def _build(self, snapshot: AggregateSnapshot) -> list[Metric]:
+    def _build(self, snapshot: AggregateSnapshot) -> list[SeriesFamily]:
         (
             measurements,
             anomalies,
@@ -203,7 +227,7 @@ class InterferenceCollector(Collector):
             gateway,
             unexported,
             packet_evidence,
-        ) = _families()
+        ) = families = _series_families()
         # Countries are labelled in order of first appearance; among those that first appear in the same
         # snapshot, the busiest go first (so a cap, if reached, leaves the smallest ones as "other").
         seen: dict[str, int] = defaultdict(int)
@@ -222,69 +246,57 @@ class InterferenceCollector(Collector):
             totals[key][0] += count
             totals[key][1] += anomalous
         for labels, (count, anomalous) in sorted(totals.items()):
-            measurements.add_metric(labels, count)
-            anomalies.add_metric(labels, anomalous)
+            measurements.samples.append((labels, count))
+            anomalies.samples.append((labels, anomalous))
 
         for (cc, asn), (judged, anomalous) in _capped_networks(snapshot, self._country):
-            ratio.add_metric((cc, asn), anomalous / judged)
-            network_measurements.add_metric((cc, asn), judged)
+            ratio.samples.append(((cc, asn), anomalous / judged))
+            network_measurements.samples.append(((cc, asn), judged))
 
         exported, left_out = _capped_rows(snapshot.rows, self._country)
         for row in exported:
             cc, technique = self._country(row.cc), _technique(row.technique)
-            scope.add_metric((cc, row.domain, technique, row.scope), 1)
-            affected.add_metric((cc, row.domain, technique), row.networks_affected)
-            measured.add_metric((cc, row.domain, technique), row.networks_measured)
+            scope.samples.append(((cc, row.domain, technique, row.scope), 1))
+            affected.samples.append(((cc, row.domain, technique), row.networks_affected))
+            measured.samples.append(((cc, row.domain, technique), row.networks_measured))
             evidence = row.packet_evidence
             if evidence and evidence.get("rule_id") in PACKET_RULES:
                 supports = evidence.get("supports") or "none"
-                packet_evidence.add_metric(
-                    (cc, row.domain, evidence["rule_id"], supports), evidence["networks_located"]
+                packet_evidence.samples.append(
+                    ((cc, row.domain, evidence["rule_id"], supports), evidence["networks_located"])
                 )
         for (cc, domain, scheme), (count, worst) in _by_scheme(snapshot.url_rows, exported).items():
             labels = (self._country(cc), domain, scheme, _technique(worst.technique), worst.scope)
-            scheme_urls.add_metric(labels, count)
-        gateway.add_metric((), len({r.cc for r in snapshot.rows if r.scope == "gateway"}))
-        unexported.add_metric((), left_out)
-        return [
-            measurements,
-            anomalies,
-            ratio,
-            network_measurements,
-            scope,
-            affected,
-            measured,
-            scheme_urls,
-            gateway,
-            unexported,
-            packet_evidence,
-        ]
+            scheme_urls.samples.append((labels, count))
+        gateway.samples.append(((), len({r.cc for r in snapshot.rows if r.scope == "gateway"})))
+        unexported.samples.append(((), left_out))
+        return families
 
 
 _CC_TEST_BLOCKING = ("cc", "test", "blocking")
 _ROW = ("cc", "domain", "technique")
 # (family type, name, help, labels), in the order _build fills them.
-_FAMILY_TABLE: tuple[tuple[type[Metric], str, str, tuple[str, ...]], ...] = (
-    (CounterMetricFamily, MEASUREMENTS, "Measurements, by country, test and verdict", _CC_TEST_BLOCKING),
-    (CounterMetricFamily, ANOMALIES, "Anomalies, by country, test and verdict", _CC_TEST_BLOCKING),
-    (GaugeMetricFamily, NETWORK_RATIO, "Anomalous share of a network's judged measurements in the window",
+_FAMILY_TABLE: tuple[tuple[Literal["counter", "gauge"], str, str, tuple[str, ...]], ...] = (
+    ("counter", MEASUREMENTS, "Measurements, by country, test and verdict", _CC_TEST_BLOCKING),
+    ("counter", ANOMALIES, "Anomalies, by country, test and verdict", _CC_TEST_BLOCKING),
+    ("gauge", NETWORK_RATIO, "Anomalous share of a network's judged measurements in the window",
      ("cc", "asn")),
-    (GaugeMetricFamily, NETWORK_MEASUREMENTS, "Judged measurements in the window per network", ("cc", "asn")),
-    (GaugeMetricFamily, SCOPE, "1 per (country, domain) whose interference is now gateway- or ISP-level",
+    ("gauge", NETWORK_MEASUREMENTS, "Judged measurements in the window per network", ("cc", "asn")),
+    ("gauge", SCOPE, "1 per (country, domain) whose interference is now gateway- or ISP-level",
      ("cc", "domain", "technique", "scope")),
-    (GaugeMetricFamily, AFFECTED, "Networks showing the interference (gateway: the same fingerprint)", _ROW),
-    (GaugeMetricFamily, MEASURED, "Networks that measured the domain in the window", _ROW),
-    (GaugeMetricFamily, SCHEME_URLS, "URLs of the domain and scheme with gateway- or ISP-level interference "
+    ("gauge", AFFECTED, "Networks showing the interference (gateway: the same fingerprint)", _ROW),
+    ("gauge", MEASURED, "Networks that measured the domain in the window", _ROW),
+    ("gauge", SCHEME_URLS, "URLs of the domain and scheme with gateway- or ISP-level interference "
      "(technique, scope: the most serious one's)", ("cc", "domain", "scheme", "technique", "scope")),
-    (GaugeMetricFamily, COUNTRIES_GATEWAY, "Countries with at least one gateway-level interference now", ()),
-    (GaugeMetricFamily, UNEXPORTED, "Gateway or ISP rows left out of the metrics by the budget", ()),
-    (GaugeMetricFamily, PACKET_EVIDENCE, "Networks whose packet traces located an injector, by evidence rule",
+    ("gauge", COUNTRIES_GATEWAY, "Countries with at least one gateway-level interference now", ()),
+    ("gauge", UNEXPORTED, "Gateway or ISP rows left out of the metrics by the budget", ()),
+    ("gauge", PACKET_EVIDENCE, "Networks whose packet traces located an injector, by evidence rule",
      ("cc", "domain", "rule", "supports")),
 )  # fmt: skip
 
 
-def _families() -> list[Metric]:
-    return [kind(name, help_text, labels=list(labels)) for kind, name, help_text, labels in _FAMILY_TABLE]
+def _series_families() -> list[SeriesFamily]:
+    return [SeriesFamily(name, kind, help_text, labels) for kind, name, help_text, labels in _FAMILY_TABLE]
 
 
 def _capped_networks(

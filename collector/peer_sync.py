@@ -3,9 +3,10 @@ with what the others store, so that every collector behind a load balancer answe
 ``GET /api/v1/interference`` and exports the interference metrics alike.
 
 How: each collector rebuilds its window from the store on start (interference_api.py), adds what it
-ingests itself (an ingest hook), and every ``SYNC_INTERVAL`` seconds reads the rows stored since its last
-look (by ``received_at``, indexed by migration 2) and adds those it does not hold yet, without counting
-them (the collector that ingested a row counts it: the counters of all collectors add up to the truth).
+ingests itself (an ingest hook), and every ``SYNC_INTERVAL`` seconds reads the keys of the rows stored since
+its last look (by ``received_at``, indexed by migration 2), then the rows it does not hold yet, and adds
+those without counting them (the collector that ingested a row counts it: the counters of all collectors
+add up to the truth).
 
 Two margins keep this exact. A row's ``received_at`` is taken before its transaction commits (and comes
 from the clock of the collector that received it), so each look starts ``OVERLAP`` before the newest
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
@@ -42,8 +43,12 @@ log = logging.getLogger(__name__)
 class SharedStore(Protocol):
     """A store several collectors write to (PostgreSQL); SQLite belongs to one process and has no need."""
 
-    async def received_after(
+    async def received_keys_after(
         self, after: tuple[datetime, str], before: datetime, started_since: datetime, limit: int
+    ) -> list[tuple[datetime, str]]: ...
+
+    async def received_rows(
+        self, keys: Sequence[tuple[datetime, str]], started_since: datetime
     ) -> list[StoredMeasurement]: ...
 
 
@@ -85,16 +90,19 @@ class PeerSync:
         after = (self._watermark - OVERLAP, "")
         added = 0
         for _ in range(MAX_PAGES):
-            rows = await self._store.received_after(after, now - SETTLE, started_since, PAGE)
-            new = [row for row in rows if row.measurement_uid not in self._seen]
-            if new:
-                added += self._aggregate.add_rows(new, counted=False)
-            for row in rows:
-                self._seen[row.measurement_uid] = row.received_at
-            if rows:
-                after = (rows[-1].received_at, rows[-1].measurement_uid)
-                self._watermark = max(self._watermark, rows[-1].received_at)
-            if len(rows) < PAGE:
+            # Keys first: most of a look's keys are of rows already held (the overlap, this collector's
+            # own), and only the others' rows are read whole.
+            keys = await self._store.received_keys_after(after, now - SETTLE, started_since, PAGE)
+            unseen = [key for key in keys if key[1] not in self._seen]
+            if unseen:
+                rows = await self._store.received_rows(unseen, started_since)
+                added += self._aggregate.add_rows(rows, counted=False)
+            for received_at, uid in keys:
+                self._seen[uid] = received_at
+            if keys:
+                after = keys[-1]
+                self._watermark = max(self._watermark, keys[-1][0])
+            if len(keys) < PAGE:
                 break
         floor = self._watermark - OVERLAP
         self._seen = {uid: at for uid, at in self._seen.items() if at >= floor}

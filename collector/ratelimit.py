@@ -51,6 +51,12 @@ class TokenBuckets:
         self._remember(key, tokens, now)
         return (1.0 - tokens) / self.rate
 
+    def due(self, key: bytes) -> float:
+        """The seconds until ``key`` may spend a token (0.0: now), spending nothing."""
+        tokens, at = self._buckets.get(key, (float(self.burst), self._clock()))
+        tokens = min(float(self.burst), tokens + (self._clock() - at) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
     def _remember(self, key: bytes, tokens: float, now: float) -> None:
         self._buckets[key] = (tokens, now)  # re-inserted at the end: most recently seen
         while len(self._buckets) > self.max_keys:

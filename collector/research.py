@@ -36,8 +36,9 @@ from gatewatch.core.vocabulary import (
 )
 from gatewatch.core.wire import MAX_PAGE_ROWS
 
-from .appkeys import METRICS_KEY, STORE_KEY
-from .exports import EXPORT_FORMATS, MEDIA_TYPES, export, measurement_row
+from .appkeys import METRICS_KEY, SETTINGS_KEY, STORE_KEY
+from .export_process import process_export
+from .exports import EXPORT_FORMATS, MEDIA_TYPES, measurement_row
 from .responses import error_response
 from .store.base import CursorError, MeasurementFilter, decode_cursor
 
@@ -60,8 +61,6 @@ EXPORT_PATH = "/api/v1/measurements/export"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = MAX_PAGE_ROWS
 DEFAULT_EXPORT_FORMAT = "jsonl"
-# Rows the export pulls from the store at a time: its memory bound, whatever the selection's size.
-EXPORT_BATCH = 1000
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +309,10 @@ async def _export(request: web.Request) -> web.StreamResponse:
         f = parse_filter(query)
     except BadQuery as bad:
         return bad.response()
-    stream = export(fmt, request.app[STORE_KEY].iterate(f, batch=EXPORT_BATCH))
+    # Made by a child process, so that neither the event loop nor the GIL is taken from ingest. A store
+    # that is down is a 503 here (the child would only find out after the headers).
+    await request.app[STORE_KEY].ping()
+    stream = process_export(request.app[SETTINGS_KEY].db, fmt, f)
     try:
         # The first chunk is read before any header is sent, so that a store that is down at the start is
         # an honest 503 (from the app's error middleware) rather than an empty 200.

@@ -119,6 +119,10 @@ CONTROL_UNVERIFIED: Final = "control_unverified"
 # Why ingest could not use a measurement's vouched control (collector/vouched_control.py): logged.
 VouchRefusal = Literal["absent", "malformed", "unknown_key", "forged", "other_url", "too_old", "too_new"]
 VOUCH_REFUSALS: Final[tuple[str, ...]] = get_args(VouchRefusal)
+# Where the control a measurement was judged against came from: its own vouched control, the collector's own
+# recent control of the URL, or none (no verdict). Counted in gatewatch_ingest_controls_total.
+VouchSource = Literal["vouched", "own_cache", "none"]
+VOUCH_SOURCES: Final[tuple[str, ...]] = get_args(VouchSource)
 MISMATCH_FLAGS: Final = frozenset({ASN_MISMATCH, CC_MISMATCH})
 FLAGS: Final[tuple[str, ...]] = (ASN_MISMATCH, CC_MISMATCH, ANALYSIS_ERROR, OONI_IMPORT, CONTROL_UNVERIFIED)
 

@@ -66,7 +66,9 @@ __all__ = [
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: a model's validator is built when it is first used, not at import, so a process pays
+    # only for the wire models it speaks (the agent's `run` uses a few; start-up, issue 16).
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 # The measurement's types check these shapes in a validator, which JSON Schema cannot see: the document

@@ -61,6 +61,30 @@ HEALTH = Dashboard(
             unit="reqps",
         ),
         Panel(
+            "Measurements judged per second, by where their control came from and why an embedded one was "
+            "refused",
+            "timeseries",
+            [
+                Target(
+                    "sum by (source, refusal) (rate(gatewatch_ingest_controls_total[$__rate_interval]))",
+                    legend="{{source}} {{refusal}}",
+                )
+            ],
+            unit="reqps",
+        ),
+        Panel(
+            "Sightings per second by result (test-list URLs agents report before their delayed upload; "
+            "rate_limited or rejected in bulk is someone flooding)",
+            "timeseries",
+            [
+                Target(
+                    "sum by (result) (rate(gatewatch_sightings_total[$__rate_interval]))",
+                    legend="{{result}}",
+                )
+            ],
+            unit="reqps",
+        ),
+        Panel(
             "Tokens issued per second, and token requests by result",
             "timeseries",
             [

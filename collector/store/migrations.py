@@ -7,7 +7,7 @@ No table has a column for an address: nothing stored identifies a volunteer.
 
 from __future__ import annotations
 
-__all__ = ["PARTITION_FUNCTION", "POSTGRES", "SQLITE", "Migration"]
+__all__ = ["BATCH_FUNCTION", "DOUBLE_SPEND_STATE", "PARTITION_FUNCTION", "POSTGRES", "SQLITE", "Migration"]
 
 Migration = tuple[int, tuple[str, ...]]  # (version, statements)
 
@@ -16,6 +16,90 @@ Migration = tuple[int, tuple[str, ...]]  # (version, statements)
 # first. Collectors call it for each month they are about to write to (postgres.py); an advisory lock makes
 # concurrent calls from several collectors safe.
 PARTITION_FUNCTION = "gatewatch_measurement_partition"
+
+# PostgreSQL from version 5: `SELECT * FROM gatewatch_store_batch(...)` stores a whole batch in one round trip
+# and one statement (so atomically, without BEGIN/COMMIT round trips): the batch's token spent (or found
+# spent on this very batch: `replayed`; on another: SQLSTATE DOUBLE_SPEND_STATE), its envelopes claimed
+# (`ON CONFLICT DO NOTHING`: the primary key settles duplicates, also between collectors) and the rows of
+# the claimed ones inserted; `stored` names the uids that were new. Arrays rather than one jsonb: asyncpg
+# sends them in binary, so payloads travel as they are (no base64, no JSON parsing on the server).
+BATCH_FUNCTION = "gatewatch_store_batch"
+DOUBLE_SPEND_STATE = "GW001"
+
+_STORE_BATCH = f"""CREATE FUNCTION {BATCH_FUNCTION}(
+    in_spent_id BYTEA, in_batch_digest BYTEA, in_epoch BIGINT, in_key_id TEXT,
+    in_uids TEXT[], in_signatures BYTEA[], in_public_keys BYTEA[],
+    in_received_at TIMESTAMPTZ[], in_start_times TIMESTAMPTZ[], in_ccs TEXT[], in_asns TEXT[],
+    in_test_names TEXT[], in_inputs TEXT[], in_domains TEXT[], in_blocking TEXT[], in_anomalies BOOLEAN[],
+    in_techniques TEXT[], in_fp_keys TEXT[], in_verdicts TEXT[], in_payloads BYTEA[], in_flags TEXT[],
+    in_schemes TEXT[], in_row_signatures BYTEA[], in_ephemeral_keys BYTEA[], in_tokens BYTEA[],
+    in_token_epochs BIGINT[], in_token_key_ids TEXT[],
+    OUT replayed BOOLEAN, OUT stored TEXT[]
+) LANGUAGE plpgsql AS $$
+DECLARE
+    known BYTEA;
+BEGIN
+    replayed := FALSE;
+    IF in_spent_id IS NOT NULL THEN
+        -- Of two collectors racing the same token, the second waits here for the first to commit.
+        INSERT INTO spent_tokens (spent_id, batch_digest, epoch, key_id)
+            VALUES (in_spent_id, in_batch_digest, in_epoch, in_key_id)
+            ON CONFLICT (spent_id) DO NOTHING;
+        IF NOT FOUND THEN
+            SELECT batch_digest INTO known FROM spent_tokens WHERE spent_id = in_spent_id;
+            IF known IS DISTINCT FROM in_batch_digest THEN
+                RAISE EXCEPTION 'the token was spent on another batch' USING ERRCODE = '{DOUBLE_SPEND_STATE}';
+            END IF;
+            replayed := TRUE;
+        END IF;
+    END IF;
+    -- unnest() of a 2-D array would flatten it, so each row's flags travel as one JSON text.
+    WITH claimed AS (
+        INSERT INTO envelopes (measurement_uid, signature, public_key)
+        SELECT * FROM unnest(in_uids, in_signatures, in_public_keys)
+        ON CONFLICT (measurement_uid) DO NOTHING
+        RETURNING measurement_uid
+    ), kept AS (
+        INSERT INTO measurements (
+            measurement_uid, received_at, measurement_start_time, probe_cc, probe_asn, test_name, input,
+            domain, blocking, anomaly, technique, fingerprint_key, verdict_json, payload, flags,
+            signature_scheme, signature, ephemeral_key, token, token_epoch, token_key_id)
+        SELECT m.uid, m.received_at, m.start_time, m.cc, m.asn, m.test_name, m.input, m.domain, m.blocking,
+               m.anomaly, m.technique, m.fp_key, m.verdict, m.payload,
+               ARRAY(SELECT json_array_elements_text(m.flags::json)), m.scheme, m.signature,
+               m.ephemeral_key, m.token, m.token_epoch, m.token_key_id
+        FROM unnest(
+            in_uids, in_received_at, in_start_times, in_ccs, in_asns, in_test_names, in_inputs, in_domains,
+            in_blocking, in_anomalies, in_techniques, in_fp_keys, in_verdicts, in_payloads, in_flags,
+            in_schemes, in_row_signatures, in_ephemeral_keys, in_tokens, in_token_epochs, in_token_key_ids
+        ) AS m(uid, received_at, start_time, cc, asn, test_name, input, domain, blocking, anomaly,
+               technique, fp_key, verdict, payload, flags, scheme, signature, ephemeral_key, token,
+               token_epoch, token_key_id)
+        JOIN claimed ON claimed.measurement_uid = m.uid
+        RETURNING measurement_uid
+    )
+    SELECT coalesce(array_agg(measurement_uid), '{{}}') INTO stored FROM kept;
+END
+$$"""
+
+# lz4 compresses and decompresses the large values (the signed payload, the verdict) several times faster
+# than PostgreSQL's default pglz; a server built without lz4 (or older than 14) keeps pglz. Values already
+# stored keep their compression until rewritten.
+_LZ4_PAYLOADS = """DO $$
+DECLARE
+    part REGCLASS;
+BEGIN
+    -- The parent (whose setting new partitions take) and each existing partition: it does not recurse.
+    FOR part IN SELECT 'measurements'::regclass UNION ALL
+                SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = 'measurements'::regclass
+    LOOP
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN payload SET COMPRESSION lz4,'
+                       ' ALTER COLUMN verdict_json SET COMPRESSION lz4', part);
+    END LOOP;
+EXCEPTION WHEN feature_not_supported OR syntax_error OR invalid_parameter_value THEN
+    RAISE NOTICE 'lz4 compression not available: payloads keep the default';
+END
+$$"""
 
 SQLITE: tuple[Migration, ...] = (
     (
@@ -95,6 +179,37 @@ SQLITE: tuple[Migration, ...] = (
             "CREATE INDEX measurements_by_domain_page ON measurements"
             " (domain, measurement_start_time, measurement_uid)",
             "DROP INDEX measurements_by_domain",
+        ),
+    ),
+    (
+        4,
+        (
+            # Issue 16, stored bytes. Verdicts are stored deflated (store/verdict_codec.py) from now on, in
+            # the same column (SQLite keeps a BLOB in a TEXT column as it is; rows stored before keep their
+            # JSON text, read as it is). `envelopes` rows are small and keyed by the uid: WITHOUT ROWID
+            # keeps each once, in the primary key's B-tree, instead of a table and an index of the uid.
+            """CREATE TABLE envelopes_v4 (
+                measurement_uid TEXT PRIMARY KEY REFERENCES measurements (measurement_uid),
+                signature BLOB NOT NULL,
+                public_key BLOB NOT NULL
+            ) WITHOUT ROWID""",
+            "INSERT INTO envelopes_v4 (measurement_uid, signature, public_key)"
+            " SELECT measurement_uid, signature, public_key FROM envelopes",
+            "DROP TABLE envelopes",
+            "ALTER TABLE envelopes_v4 RENAME TO envelopes",
+            # A batch's token, ephemeral key, epoch and key id, once per batch (~330 bytes that each of its
+            # measurements held); rows stored before keep them inline (read with coalesce, sqlite.py).
+            """CREATE TABLE batch_tokens (
+                token_ref INTEGER PRIMARY KEY,
+                batch_token BLOB NOT NULL,
+                batch_ephemeral_key BLOB NOT NULL,
+                batch_epoch INTEGER NOT NULL,
+                batch_key_id TEXT NOT NULL
+            )""",
+            # Looked up by its token when the batch's rows are written (a resend finds it again).
+            "CREATE UNIQUE INDEX batch_tokens_by_token ON batch_tokens"
+            " (batch_token, batch_ephemeral_key, batch_epoch, batch_key_id)",
+            "ALTER TABLE measurements ADD COLUMN token_ref INTEGER REFERENCES batch_tokens (token_ref)",
         ),
     ),
 )
@@ -249,6 +364,14 @@ POSTGRES: tuple[Migration, ...] = (
             "CREATE INDEX measurements_by_domain_page ON measurements"
             " (domain, measurement_start_time, measurement_uid)",
             "DROP INDEX measurements_by_domain",
+        ),
+    ),
+    (
+        5,
+        (
+            # Issue 16: a batch in one round trip (postgres.py), and lz4 for the large values.
+            _STORE_BATCH,
+            _LZ4_PAYLOADS,
         ),
     ),
 )

@@ -1,10 +1,11 @@
 """The shared store: PostgreSQL through an asyncpg pool, for several collectors behind a load balancer.
 
-Duplicates are settled by the primary key of ``envelopes`` (``ON CONFLICT DO NOTHING``), written first in
-the same transaction as the measurement, so two collectors receiving the same measurement at once still
-store it once and tell exactly one submitter "accepted". ``measurements`` is partitioned by month of
-``measurement_start_time`` (migration 2): before writing, a collector makes sure the months of its batch
-have their partition (rows of a month without one would still land in the default partition).
+Duplicates are settled by the primary key of ``envelopes`` (``ON CONFLICT DO NOTHING``), written in the
+same statement as the measurement (a batch is one call of migration 5's function: one round trip), so two
+collectors receiving the same measurement at once still store it once and tell exactly one submitter
+"accepted". ``measurements`` is partitioned by month of ``measurement_start_time`` (migration 2): before
+writing, a collector makes sure the months of its batch have their partition (rows of a month without one
+would still land in the default partition).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncpg
 from . import postgres_tokens
 from .base import (
     BatchOutcome,
+    DoubleSpend,
     IssuerKeyRecord,
     MeasurementFilter,
     StoredMeasurement,
@@ -31,7 +33,7 @@ from .base import (
     filter_sql,
     iterate_pages,
 )
-from .migrations import PARTITION_FUNCTION, POSTGRES
+from .migrations import BATCH_FUNCTION, DOUBLE_SPEND_STATE, PARTITION_FUNCTION, POSTGRES
 
 __all__ = ["PostgresStore"]
 
@@ -40,28 +42,20 @@ _COLUMNS = (
     "blocking, anomaly, technique, fingerprint_key, verdict_json, payload, flags, signature_scheme, "
     "signature, ephemeral_key, token, token_epoch, token_key_id"
 )
-# The batch's envelopes in one statement: RETURNING names the uids that were new (the others are duplicates).
-_CLAIM = """
-INSERT INTO envelopes (measurement_uid, signature, public_key)
-SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[])
-ON CONFLICT (measurement_uid) DO NOTHING
-RETURNING measurement_uid
-"""
-# Then the new measurements, in one statement. unnest() of a 2-D array would flatten it, so each row's flags
-# travel as one JSON text and are decoded in SQL.
-_INSERT = f"""
-INSERT INTO measurements ({_COLUMNS})
-SELECT m.uid, m.received_at, m.start_time, m.cc, m.asn, m.test_name, m.input, m.domain, m.blocking,
-       m.anomaly, m.technique, m.fp_key, m.verdict, m.payload,
-       ARRAY(SELECT json_array_elements_text(m.flags::json)), m.scheme, m.signature, m.ephemeral_key,
-       m.token, m.token_epoch, m.token_key_id
-FROM unnest(
-    $1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[],
-    $8::text[], $9::text[], $10::boolean[], $11::text[], $12::text[], $13::text[], $14::bytea[], $15::text[],
-    $16::text[], $17::bytea[], $18::bytea[], $19::bytea[], $20::bigint[], $21::text[]
-) AS m(uid, received_at, start_time, cc, asn, test_name, input, domain, blocking, anomaly, technique,
-       fp_key, verdict, payload, flags, scheme, signature, ephemeral_key, token, token_epoch, token_key_id)
-"""
+# The whole batch in one statement and one round trip: migration 5's function (its parameters in order:
+# the token's four, the envelopes' three, then the rows' columns as _columns gives them).
+_BATCH_TYPES = (
+    "bytea", "bytea", "bigint", "text",  # the token (all NULL without one)
+    "text[]", "bytea[]", "bytea[]",  # the envelopes: uid, signature, public key
+    "timestamptz[]", "timestamptz[]", "text[]", "text[]", "text[]", "text[]", "text[]", "text[]", "boolean[]",
+    "text[]", "text[]", "text[]", "bytea[]", "text[]", "text[]", "bytea[]", "bytea[]", "bytea[]", "bigint[]",
+    "text[]",
+)  # fmt: skip
+_STORE_BATCH = (
+    f"SELECT replayed, stored FROM {BATCH_FUNCTION}("
+    + ", ".join(f"${n}::{kind}" for n, kind in enumerate(_BATCH_TYPES, 1))
+    + ")"
+)
 _SELECT_PAYLOADS = "SELECT measurement_uid, payload FROM measurements WHERE measurement_uid = ANY($1::text[])"
 _ENSURE_PARTITION = f"SELECT {PARTITION_FUNCTION}($1::date)"
 # Any constant shared by every gatewatch collector: serialises concurrent migrations across processes.
@@ -122,9 +116,9 @@ async def _migrate(conn: Any) -> int:
 
 
 def _columns(rows: Sequence[StoredMeasurement]) -> list[list[Any]]:
-    """The rows as one array per column, in ``_INSERT``'s parameter order."""
+    """The rows as one array per column, in the batch function's order (after the uids it shares with the
+    envelopes)."""
     return [
-        [r.measurement_uid for r in rows],
         [r.received_at for r in rows],
         [r.measurement_start_time for r in rows],
         [r.probe_cc for r in rows],
@@ -220,26 +214,28 @@ class PostgresStore:
             first_index.setdefault(row.measurement_uid, index)
         unique = [rows[i] for i in first_index.values()]
         await self._ensure_partitions({_month(r.measurement_start_time) for r in unique})
+        token = (spend.spent_id, spend.batch_digest, spend.epoch, spend.key_id) if spend else (None,) * 4
+        envelope_columns = [
+            [r.measurement_uid for r in unique],
+            [envelopes[i][0] for i in first_index.values()],
+            [envelopes[i][1] for i in first_index.values()],
+        ]
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                # The token first: of two collectors racing it, the second waits here for the first.
-                replayed = await postgres_tokens.spend(conn, spend) if spend is not None else False
-                claimed = await conn.fetch(
-                    _CLAIM,
-                    [r.measurement_uid for r in unique],
-                    [envelopes[i][0] for i in first_index.values()],
-                    [envelopes[i][1] for i in first_index.values()],
-                )
-                new = {record[0] for record in claimed}
-                kept = [r for r in unique if r.measurement_uid in new]
-                if kept:
-                    await conn.execute(_INSERT, *_columns(kept))
-        except asyncpg.DataError as exc:
-            # Class 22 (e.g. "invalid byte sequence for encoding UTF8: 0x00" for a NUL in text) and asyncpg's
-            # own encoding errors: the data is at fault, and the transaction rolled back.
-            raise UnstorableError(f"postgresql: {exc}") from exc
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            async with self._pool.acquire() as conn:
+                # One statement: atomic without a transaction block (so without its two round trips).
+                record = await conn.fetchrow(_STORE_BATCH, *token, *envelope_columns, *_columns(unique))
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate == DOUBLE_SPEND_STATE:
+                raise DoubleSpend("the token was spent on another batch") from None
+            if isinstance(exc, asyncpg.DataError):
+                # Class 22 (e.g. "invalid byte sequence for encoding UTF8: 0x00" for a NUL in text) and
+                # asyncpg's own encoding errors: the data is at fault, and the statement rolled back.
+                raise UnstorableError(f"postgresql: {exc}") from exc
             raise StoreError(f"postgresql: {exc}") from exc
+        except (OSError, asyncpg.InterfaceError) as exc:
+            raise StoreError(f"postgresql: {exc}") from exc
+        new = set(record["stored"])
+        replayed = bool(record["replayed"])
         # A repeat of a uid earlier in the same batch is a duplicate, like a repeat from an earlier batch.
         inserted = [
             row.measurement_uid in new and first_index[row.measurement_uid] == i for i, row in enumerate(rows)
@@ -300,20 +296,45 @@ class PostgresStore:
         next_cursor = encode_cursor(rows[-1]) if len(fetched) > limit else None
         return rows, next_cursor
 
-    async def received_after(
+    async def received_keys_after(
         self, after: tuple[datetime, str], before: datetime, started_since: datetime, limit: int
-    ) -> list[StoredMeasurement]:
-        """Rows received after ``after`` (received_at, uid) and before ``before``, in that order, whose start
-        time is at least ``started_since`` (which keeps the scan to the recent partitions): what the other
-        collectors on this database stored lately (collector/peer_sync.py)."""
+    ) -> list[tuple[datetime, str]]:
+        """(received_at, uid) of the rows received after ``after`` and before ``before``, in that order,
+        whose start time is at least ``started_since`` (which keeps the scan to the recent partitions): what
+        the collectors on this database stored lately (collector/peer_sync.py). Keys only: a look goes back
+        over rows it has seen, and those need not travel again."""
         sql = (
-            f"SELECT {_COLUMNS} FROM measurements WHERE (received_at, measurement_uid) > ($1, $2)"
-            " AND received_at < $3 AND measurement_start_time >= $4"
+            "SELECT received_at, measurement_uid FROM measurements"
+            " WHERE (received_at, measurement_uid) > ($1, $2) AND received_at < $3"
+            " AND measurement_start_time >= $4"
             " ORDER BY received_at, measurement_uid LIMIT $5"
         )
         try:
             async with self._pool.acquire() as conn:
                 fetched = await conn.fetch(sql, after[0], after[1], before, started_since, limit)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreError(f"postgresql: {exc}") from exc
+        return [(record[0], record[1]) for record in fetched]
+
+    async def received_rows(
+        self, keys: Sequence[tuple[datetime, str]], started_since: datetime
+    ) -> list[StoredMeasurement]:
+        """The rows of ``keys`` (one page of :meth:`received_keys_after`, same ``started_since``), in key
+        order. The keys' received_at range bounds the scan (the page's rows by the received_at index)."""
+        if not keys:
+            return []
+        sql = (
+            f"SELECT {_COLUMNS} FROM measurements WHERE received_at BETWEEN $3 AND $4"
+            " AND measurement_start_time >= $5"
+            " AND (received_at, measurement_uid) IN (SELECT * FROM unnest($1::timestamptz[], $2::text[]))"
+            " ORDER BY received_at, measurement_uid"
+        )
+        times = [k[0] for k in keys]
+        try:
+            async with self._pool.acquire() as conn:
+                fetched = await conn.fetch(
+                    sql, times, [k[1] for k in keys], min(times), max(times), started_since
+                )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"postgresql: {exc}") from exc
         return [_from_record(record) for record in fetched]

@@ -1,7 +1,8 @@
 """The PostgreSQL store's token tables (issue 12): spent tokens, issuer keys, issuance quotas and nonces.
 
-The spent-token table's primary key settles a race: of two collectors inserting the same token, the
-second waits for the first's transaction and then finds the row, so exactly one batch is accepted.
+A batch's token is spent by migration 5's batch function (postgres.py), in the statement that stores the
+batch: the spent-token table's primary key settles a race, as of two collectors inserting the same token
+the second waits for the first's statement and then finds the row, so exactly one batch is accepted.
 """
 
 from __future__ import annotations
@@ -11,30 +12,11 @@ from typing import Any
 
 from gatewatch.core.vocabulary import ENROLMENT_REQUIRED, QUOTA_EXCEEDED, REPLAYED_REQUEST
 
-from .base import DoubleSpend, IssuanceRefused, IssuerKeyRecord, TokenSpend
+from .base import IssuanceRefused, IssuerKeyRecord
 
-__all__ = ["add_issuer_key", "charge_tokens", "issuer_keys", "retire_issuer_keys", "spend"]
+__all__ = ["add_issuer_key", "charge_tokens", "issuer_keys", "retire_issuer_keys"]
 
 NONCE_MEMORY = timedelta(days=1)
-
-
-async def spend(conn: Any, token: TokenSpend) -> bool:
-    """Mark the token spent (in the caller's transaction); True when it was spent on this batch already.
-    Raises :class:`DoubleSpend` when it was spent on another."""
-    inserted = await conn.fetchval(
-        "INSERT INTO spent_tokens (spent_id, batch_digest, epoch, key_id) VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT (spent_id) DO NOTHING RETURNING 1",
-        token.spent_id,
-        token.batch_digest,
-        token.epoch,
-        token.key_id,
-    )
-    if inserted:
-        return False
-    digest = await conn.fetchval("SELECT batch_digest FROM spent_tokens WHERE spent_id = $1", token.spent_id)
-    if bytes(digest) != token.batch_digest:
-        raise DoubleSpend("the token was spent on another batch")
-    return True
 
 
 def _record(row: Any) -> IssuerKeyRecord:

@@ -3,7 +3,8 @@
 sqlite3 blocks, so every call runs on a worker thread that owns its connection (one writer, one reader:
 WAL lets the reader see committed rows while a write is under way). ``synchronous=FULL`` makes each
 commit durable before :meth:`SQLiteStore.insert_many` returns, which is what lets the collector
-acknowledge a measurement: a kill -9 (or power loss) afterwards cannot lose it.
+acknowledge a measurement: a kill -9 (or power loss) afterwards cannot lose it. Batches that arrive while
+a commit is under way are committed together, each in its own savepoint (sqlite_group_commit.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -26,7 +28,6 @@ from .base import (
     StoredMeasurement,
     StoreError,
     TokenSpend,
-    UnstorableError,
     decode_cursor,
     encode_cursor,
     filter_sql,
@@ -35,20 +36,30 @@ from .base import (
     to_micros,
 )
 from .migrations import SQLITE
+from .sqlite_group_commit import GroupCommit
+from .verdict_codec import decode_verdict, encode_verdict
 
 __all__ = ["SQLiteStore", "page_sql"]
 
 _T = TypeVar("_T")
 
-_COLUMNS = (
+_OWN_COLUMNS = (
     "measurement_uid, received_at, measurement_start_time, probe_cc, probe_asn, test_name, input, domain, "
     "blocking, anomaly, technique, fingerprint_key, verdict_json, payload, flags, signature_scheme, "
     "signature, ephemeral_key, token, token_epoch, token_key_id"
 )
 _INSERT = (
-    f"INSERT INTO measurements ({_COLUMNS}) VALUES ({', '.join(['?'] * 21)}) "
+    f"INSERT INTO measurements ({_OWN_COLUMNS}, token_ref) VALUES ({', '.join(['?'] * 22)}) "
     "ON CONFLICT (measurement_uid) DO NOTHING"
 )
+# A token-signed row's token, ephemeral key, epoch and key id are kept once per batch (migration 4,
+# sqlite_tokens.batch_token_ref); rows stored before hold them inline.
+_COLUMNS = _OWN_COLUMNS.replace(
+    "ephemeral_key, token, token_epoch, token_key_id",
+    "coalesce(ephemeral_key, batch_ephemeral_key), coalesce(token, batch_token), "
+    "coalesce(token_epoch, batch_epoch), coalesce(token_key_id, batch_key_id)",
+)
+_FROM = "measurements LEFT JOIN batch_tokens USING (token_ref)"
 _BUSY_TIMEOUT = 30.0  # seconds a connection waits for another's write lock
 _INSERT_ENVELOPE = "INSERT INTO envelopes (measurement_uid, signature, public_key) VALUES (?, ?, ?)"
 
@@ -76,7 +87,10 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-def _row_values(row: StoredMeasurement) -> tuple[Any, ...]:
+def _row_values(row: StoredMeasurement, token_ref: int | None = None) -> tuple[Any, ...]:
+    """The row's columns in _INSERT's order; with ``token_ref`` its token's four columns are left empty
+    (the batch's row in ``batch_tokens`` holds them)."""
+    inline = token_ref is None
     return (
         row.measurement_uid,
         to_micros(row.received_at),
@@ -90,15 +104,16 @@ def _row_values(row: StoredMeasurement) -> tuple[Any, ...]:
         int(row.anomaly),
         row.technique,
         row.fingerprint_key,
-        row.verdict_json,
+        encode_verdict(row.verdict_json),
         row.payload,
         json.dumps(list(row.flags)),
         row.signature_scheme,
         row.signature,
-        row.ephemeral_key,
-        row.token,
-        row.token_epoch,
-        row.token_key_id,
+        row.ephemeral_key if inline else None,
+        row.token if inline else None,
+        row.token_epoch if inline else None,
+        row.token_key_id if inline else None,
+        token_ref,
     )
 
 
@@ -123,7 +138,7 @@ def _from_row(values: tuple[Any, ...]) -> StoredMeasurement:
         anomaly=bool(values[9]),
         technique=values[10],
         fingerprint_key=values[11],
-        verdict_json=values[12],
+        verdict_json=decode_verdict(values[12]),
         payload=bytes(values[13]),
         flags=() if values[14] == _NO_FLAGS else tuple(json.loads(values[14])),
         signature_scheme=values[15],
@@ -197,12 +212,32 @@ def _migrate(conn: sqlite3.Connection) -> int:
     return int(current)
 
 
+@dataclass(frozen=True)
+class _Batch:
+    rows: Sequence[StoredMeasurement]
+    envelopes: Sequence[tuple[bytes, bytes] | None]
+    spend: TokenSpend | None
+
+
+def _write_batch(conn: sqlite3.Connection, batch: _Batch) -> BatchOutcome:
+    """One batch's rows, envelopes and token, in the caller's transaction (a savepoint of a group)."""
+    replayed = sqlite_tokens.spend(conn, batch.spend) if batch.spend is not None else False
+    refs: dict[tuple[object, ...], int] = {}
+    inserted: list[bool] = []
+    for row, envelope in zip(batch.rows, batch.envelopes, strict=True):
+        row_values = _row_values(row, sqlite_tokens.batch_token_ref(conn, row, refs))
+        new = conn.execute(_INSERT, row_values).rowcount == 1
+        if new and envelope is not None:
+            conn.execute(_INSERT_ENVELOPE, (row_values[0], *envelope))
+        inserted.append(new)
+    return BatchOutcome(inserted, replayed)
+
+
 def page_sql(f: MeasurementFilter, after: tuple[datetime, str] | None) -> tuple[str, list[object]]:
     """One page's query (its last parameter, the row limit, is left to the caller) and its parameters."""
     where, params = filter_sql(f, lambda _n: "?", to_micros, after)
     return (
-        f"SELECT {_COLUMNS} FROM measurements{where} ORDER BY measurement_start_time, measurement_uid"
-        " LIMIT ?",
+        f"SELECT {_COLUMNS} FROM {_FROM}{where} ORDER BY measurement_start_time, measurement_uid LIMIT ?",
         params,
     )
 
@@ -214,6 +249,7 @@ class SQLiteStore:
         self.path = path
         self._writer = _Worker(path, "gatewatch-sqlite-writer")
         self._reader = _Worker(path, "gatewatch-sqlite-reader")
+        self._group_commit: GroupCommit[_Batch, BatchOutcome] = GroupCommit(self._writer.run, _write_batch)
         self.schema_version = 0
 
     @classmethod
@@ -239,35 +275,10 @@ class SQLiteStore:
     ) -> BatchOutcome:
         if len(rows) != len(envelopes):
             raise ValueError("one envelope per row")
-        values = [_row_values(row) for row in rows]
 
-        def insert(conn: sqlite3.Connection) -> BatchOutcome:
-            inserted: list[bool] = []
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                replayed = sqlite_tokens.spend(conn, spend) if spend is not None else False
-                for row_values, envelope in zip(values, envelopes, strict=True):
-                    new = conn.execute(_INSERT, row_values).rowcount == 1
-                    if new and envelope is not None:
-                        conn.execute(_INSERT_ENVELOPE, (row_values[0], *envelope))
-                    inserted.append(new)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            return BatchOutcome(inserted, replayed)
-
-        if not values and spend is None:
+        if not rows and spend is None:
             return BatchOutcome([])
-        try:
-            return await self._writer.run(insert)
-        except UnicodeEncodeError as exc:  # a lone surrogate cannot become UTF-8 (a NUL can, and is kept)
-            raise UnstorableError(f"sqlite: {exc.reason}") from None
-        except StoreError as exc:
-            if isinstance(exc.__cause__, sqlite3.DataError):  # e.g. a string or blob too big
-                raise UnstorableError(str(exc)) from exc
-            raise
+        return await self._group_commit.write(_Batch(rows, envelopes, spend))
 
     async def issuer_keys(self) -> list[IssuerKeyRecord]:
         return await self._reader.run(sqlite_tokens.issuer_keys)
@@ -324,9 +335,15 @@ class SQLiteStore:
     def iterate(self, f: MeasurementFilter, batch: int = 1000) -> AsyncIterator[StoredMeasurement]:
         return iterate_pages(self, f, batch)
 
+    async def read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``fn(connection)`` on the reader's thread, for reads the interface has no method for (an
+        export's summary in bulk, collector/export_rows.py). ``fn`` must only read."""
+        return await self._reader.run(fn)
+
     async def ping(self) -> None:
         await self._reader.run(lambda conn: conn.execute("SELECT count(*) FROM schema_migrations").fetchone())
 
     async def close(self) -> None:
+        await self._group_commit.drain()
         await self._writer.close()
         await self._reader.close()

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 from gatewatch.core.vocabulary import ENROLMENT_REQUIRED, QUOTA_EXCEEDED, REPLAYED_REQUEST
 
-from .base import DoubleSpend, IssuanceRefused, IssuerKeyRecord, TokenSpend
+from .base import DoubleSpend, IssuanceRefused, IssuerKeyRecord, StoredMeasurement, TokenSpend
 
 __all__ = ["add_issuer_key", "charge_tokens", "issuer_keys", "retire_issuer_keys", "spend"]
 
@@ -116,3 +116,34 @@ def charge_tokens(
             (key_hash, epoch, count),
         )
     return quota - issued - count
+
+
+def batch_token_ref(
+    conn: sqlite3.Connection, row: StoredMeasurement, known: dict[tuple[object, ...], int]
+) -> int | None:
+    """The ``batch_tokens`` row of a token-signed row's token (made on first use); None for a row signed
+    otherwise. A batch's measurements share one token: it is kept once, not once per measurement.
+    ``known``: the references found so far in this transaction."""
+    if row.token is None or row.ephemeral_key is None or row.token_epoch is None or row.token_key_id is None:
+        return None
+    parts = (row.token, row.ephemeral_key, row.token_epoch, row.token_key_id)
+    if parts in known:
+        return known[parts]
+    known[parts] = _token_ref(conn, parts)
+    return known[parts]
+
+
+def _token_ref(conn: sqlite3.Connection, parts: tuple[object, ...]) -> int:
+    found = conn.execute(
+        "SELECT token_ref FROM batch_tokens WHERE batch_token = ? AND batch_ephemeral_key = ?"
+        " AND batch_epoch = ? AND batch_key_id = ?",
+        parts,
+    ).fetchone()
+    if found is not None:
+        return int(found[0])
+    cursor = conn.execute(
+        "INSERT INTO batch_tokens (batch_token, batch_ephemeral_key, batch_epoch, batch_key_id)"
+        " VALUES (?, ?, ?, ?)",
+        parts,
+    )
+    return int(cursor.lastrowid or 0)

@@ -69,3 +69,30 @@ def test_each_command_help_loads_none_of_them(command: str) -> None:
 def test_the_heavy_modules_exist_so_the_check_is_not_vacuous() -> None:
     code = "import gatewatch.agent.run_commands, gatewatch.agent.ui.app"
     assert set(_loaded_after(code)) >= {"pydantic", "gatewatch.core.measurement", "gatewatch.agent.runner"}
+
+
+# What a pass of `run` needs no part of: the collector's many-measurements analysis (attribution).
+COLLECTOR_SIDE = ("gatewatch.analysis.attribution", "gatewatch.analysis.networks", "aiohttp")
+
+
+def test_a_pass_loads_no_collector_side_analysis() -> None:
+    watched = json.dumps(COLLECTOR_SIDE)
+    code = (
+        "import gatewatch.agent.run_commands, gatewatch.agent.runner, gatewatch.probes.web\n"
+        "from gatewatch.analysis import analyse, load_default_fingerprints\n"
+        f"print(json.dumps([m for m in {watched} if m in sys.modules]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", f"import json, sys\n{code}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+    # ... and the names stay importable from the package, loaded when asked for.
+    code = "from gatewatch.analysis import attribute, StoredRow; import sys; print(attribute.__module__)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "gatewatch.analysis.attribution"

@@ -108,6 +108,22 @@ def test_meta_and_pragmas(tmp_path: Path) -> None:
     db.close()
 
 
+def test_one_sync_relaxes_the_per_commit_fsync_only_inside_the_block(tmp_path: Path) -> None:
+    with MeasurementQueue(tmp_path / "q.sqlite3") as queue:
+        assert queue.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        with queue.one_sync():
+            assert queue.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+            queue.enqueue("uid-1", b"{}", None)
+        assert queue.db.execute("PRAGMA synchronous").fetchone()[0] == 2
+        with pytest.raises(RuntimeError), queue.one_sync():
+            raise RuntimeError("a pass that fails still leaves the queue as it found it")
+        assert queue.db.execute("PRAGMA synchronous").fetchone()[0] == 2
+        assert (tmp_path / "q.sqlite3-wal").exists()
+        queue.sync()
+    with MeasurementQueue(tmp_path / "q.sqlite3") as queue:
+        assert queue.get("uid-1") is not None
+
+
 _WRITER = textwrap.dedent(
     """
     import sys
@@ -118,6 +134,8 @@ _WRITER = textwrap.dedent(
 
     queue = MeasurementQueue(__import__("pathlib").Path(sys.argv[1]))
     key = Ed25519PrivateKey.generate()
+    block = queue.one_sync() if sys.argv[2:] == ["one_sync"] else __import__("contextlib").nullcontext()
+    block.__enter__()
     for i in range(100000):  # bounded; the test kills it long before
         m = Measurement(measurement_start_time=utc_now(), test_start_time=utc_now(), test_runtime=0,
                         input=f"http://site{i}.example/", test_keys=WebTestKeys())
@@ -130,9 +148,14 @@ _WRITER = textwrap.dedent(
 )
 
 
-def test_sigkill_mid_write_leaves_a_consistent_queue_with_every_committed_row(tmp_path: Path) -> None:
+@pytest.mark.parametrize("block", ["", "one_sync"])
+def test_sigkill_mid_write_leaves_a_consistent_queue_with_every_committed_row(
+    tmp_path: Path, block: str
+) -> None:
+    """Also inside ``one_sync`` (a pass measuring): a commit is in the operating system's hands at once."""
     path = tmp_path / "queue.sqlite3"
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    command = [sys.executable, "-c", _WRITER, str(path), *([block] if block else [])]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     committed: list[str] = []
     deadline = time.monotonic() + 20

@@ -10,8 +10,12 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gatewatch.agent.collector_api import ApiFailure, make_session, report_sighting
-from gatewatch.agent.run_records import UrlResult
+from gatewatch.agent.collector_api import ApiFailure, fetch_confirmations, make_session, report_sighting
+from gatewatch.agent.daemon import ConfirmationBudget
+from gatewatch.agent.paths import DataPaths
+from gatewatch.agent.run_commands import _confirm_once
+from gatewatch.agent.run_records import RunOptions, UrlResult
+from gatewatch.agent.settings import AgentSettings, DaemonSettings
 from gatewatch.agent.sightings import BODY_BUCKETS, MAX_URL_LENGTH, choose_sighting, sighting_body
 from gatewatch.collector.app import create_app
 from gatewatch.collector.settings import Settings
@@ -103,3 +107,27 @@ async def test_report_sighting_reaches_the_real_collector(aiohttp_server: Any, t
             session, ["http://127.0.0.1:9", base], Sighting(cc="XL", urls=["http://x.lab/"])
         )
         assert isinstance(unreachable, SightingAnswer)  # the next address, by its own route
+
+
+async def test_the_daemons_poll_sends_the_waiting_sighting_and_survives_a_collector_down(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """``_confirm_once`` (the daemon's poll) sends what the last pass sighted, once; an unreachable
+    collector is a logged failure, never an exception that would end the daemon."""
+    listed = tmp_path / "global.csv"
+    listed.write_text("url,category_code\nhttp://x.lab/,NEWS\n")
+    settings = Settings(db=f"sqlite:///{tmp_path / 'c.db'}", test_list=(f"global={listed}",))
+    server = await aiohttp_server(create_app(settings, registry=CollectorRegistry()), host="127.0.0.1")
+    budget = ConfirmationBudget(per_hour=30)
+    for collector, listed_after in (
+        ("http://127.0.0.1:9", []),
+        (f"http://127.0.0.1:{server.port}", ["http://x.lab/"]),
+    ):
+        agent = AgentSettings(collector_urls=[collector], daemon=DaemonSettings(confirm_per_hour=0))
+        outbox = [Sighting(cc="XL", urls=["http://x.lab/"])]
+        measured = await _confirm_once(
+            DataPaths.at(tmp_path / "agent"), agent, RunOptions.from_settings(agent), budget, {}, outbox
+        )
+        assert measured == 0 and outbox == []  # sent (or given up) once: the next poll does not resend it
+        async with make_session() as session:
+            assert await fetch_confirmations(session, f"http://127.0.0.1:{server.port}", "XL") == listed_after

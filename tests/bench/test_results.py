@@ -54,12 +54,12 @@ def test_figure_lines_keep_the_lines_with_numbers(results: ModuleType) -> None:
 
 def test_the_report_holds_machine_date_command_baselines_and_figures(results: ModuleType) -> None:
     ingest = next(b for b in results.BENCHES if b.name == "ingest.py")
-    lab = next(b for b in results.BENCHES if b.name == "agent_lab.py")
+    lab = next(b for b in results.BENCHES if b.name == "agent_run.py")
     runs = [
         results.BenchRun(
             ingest, "python bench/ingest.py", 1.5, 0, "", "rate: 2270 /s\n", figures=["rate: 2270 /s"]
         ),
-        results.BenchRun(lab, "python bench/agent_lab.py", skipped="needs the shared test lists"),
+        results.BenchRun(lab, "python bench/agent_run.py", skipped="needs the shared test lists"),
     ]
     report = results.render(
         machine={"CPU": "test CPU, 2 logical cores"},
@@ -74,7 +74,7 @@ def test_the_report_holds_machine_date_command_baselines_and_figures(results: Mo
     assert "| after / before | 0.800 | 1.000 |" in report
     assert "| `ingest.py` | ok | 1.5 | bare Ed25519 verification, same payloads |" in report
     assert (
-        "| `agent_lab.py` | skipped: needs the shared test lists | 0.0 | the machine baseline above |"
+        "| `agent_run.py` | skipped: needs the shared test lists | 0.0 | the machine baseline above |"
         in report
     )
     assert "rate: 2270 /s" in report

@@ -4,15 +4,20 @@ real application on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from gatewatch.collector.app import create_app
 from gatewatch.collector.appkeys import STORE_KEY
+from gatewatch.collector.batch_auth import batch_digest
 from gatewatch.collector.settings import Settings
 from gatewatch.collector.store import MeasurementFilter
 from gatewatch.core import envelope
@@ -234,3 +239,37 @@ async def test_issuer_keys_rotate_weekly_with_overlap_and_stay_published(client,
     ) == (timedelta(seconds=Settings().token_overlap_seconds))
     records = await client.app[STORE_KEY].issuer_keys()
     assert [r.private_key is None for r in records] == [True, True, False, False]  # retired past epochs
+
+
+def _reference_digest(raw_items: list[Any]) -> bytes:
+    """batch_digest as first defined: each item's canonical JSON through the encoder (stored digests)."""
+    digest = hashlib.sha256()
+    for item in raw_items:
+        text = json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        digest.update(hashlib.sha256(text.encode()).digest())
+    return digest.digest()
+
+
+_ENVELOPE_VALUES = st.one_of(st.text(), st.text(alphabet='AZaz09+/="\\\x7f\x1f é'), st.integers(), st.none())
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.fixed_dictionaries(
+                {k: _ENVELOPE_VALUES for k in ("format", "payload", "public_key", "signature")}
+            ),
+            st.dictionaries(st.sampled_from(["format", "payload", "signature", "extra"]), _ENVELOPE_VALUES),
+            st.lists(st.text(), max_size=2),
+        ),
+        max_size=4,
+    )
+)
+def test_batch_digest_is_the_canonical_json_digest_whatever_the_items(items: list[Any]) -> None:
+    assert batch_digest(items) == _reference_digest(items)
+
+
+def test_batch_digest_of_real_envelopes(sign: Any) -> None:
+    items = [sign() for _ in range(3)]
+    assert batch_digest(items) == _reference_digest(items)
+    assert batch_digest(items) != batch_digest(items[::-1])

@@ -244,6 +244,17 @@ async def test_rate_limit_per_key(make_client, sign, make_measurement, agent_key
     assert (await post(client, sign(key=victim)))[0]["status"] == "accepted"
 
 
+async def test_an_over_limit_key_is_refused_before_any_verification(make_client, sign) -> None:
+    client = await make_client(key_burst=1, key_rate=0.01)
+    assert (await post(client, sign()))[0]["status"] == "accepted"
+    # the key has no allowance left: its next batch is refused before verification (a signature that
+    # would not verify shows it: verified, this item would be rejected as bad_signature with a 200)
+    broken = sign() | {"signature": base64.b64encode(bytes(64)).decode()}
+    response = await client.post(URL, json={"measurements": [broken]})
+    assert response.status == 429 and (await response.json())["error"] == "rate_limited"
+    assert int(response.headers["Retry-After"]) >= 1
+
+
 def write_geo(tmp_path: Path) -> tuple[Path, Path]:
     """ip-location-db style CSVs placing all of loopback in AS64500, country XA."""
     asn = tmp_path / "asn.csv"

@@ -67,3 +67,36 @@ async def test_rows_of_other_collectors_are_added_once_and_not_counted(pg_cluste
     finally:
         await here.close()
         await there.close()
+
+
+async def test_a_look_reads_whole_only_the_rows_it_does_not_hold(pg_cluster) -> None:
+    """Each look goes back ``OVERLAP`` over rows already held: only their keys travel again."""
+    url = await create_database(pg_cluster)
+    here, there = await open_store(url), await open_store(url)
+    try:
+        now = datetime.now(UTC).replace(microsecond=0)
+        clock = Clock(now)
+        sync = PeerSync(InterferenceAggregate(clock=clock), here, clock=clock)
+        read_whole: list[int] = []
+        real = here.received_rows
+
+        async def counting(keys, started_since):  # type: ignore[no-untyped-def]
+            read_whole.append(len(keys))
+            return await real(keys, started_since)
+
+        here.received_rows = counting  # type: ignore[method-assign]
+        theirs = [fresh(f"AS{i}", "F", now - timedelta(seconds=10 - i)) for i in range(5)]
+        assert await there.insert_many(theirs, [(b"s", b"k")] * 5) == [True] * 5
+        mine = fresh("AS9", ".", now - timedelta(seconds=3))
+        assert await here.insert_many([mine], [(b"s", b"k")]) == [True]
+        sync.remember([mine])
+        assert await sync.step() == 5
+        assert read_whole == [5]  # theirs, not mine
+        later = fresh("AS7", "F", now - timedelta(seconds=2))
+        assert await there.insert_many([later], [(b"s", b"k")]) == [True]
+        clock.now = now + timedelta(seconds=2)
+        assert await sync.step() == 1
+        assert read_whole == [5, 1]  # the overlap's six held rows went as keys only
+    finally:
+        await here.close()
+        await there.close()

@@ -51,3 +51,13 @@ def test_retry_after_seconds() -> None:
 def test_rejects_nonsense_parameters() -> None:
     with pytest.raises(ValueError):
         TokenBuckets(rate=0, burst=1, max_keys=1)
+
+
+def test_due_tells_the_wait_and_spends_nothing() -> None:
+    clock = Clock()
+    buckets = TokenBuckets(rate=2.0, burst=1, max_keys=10, clock=clock)
+    assert buckets.due(b"a") == 0.0 and buckets.due(b"a") == 0.0  # an unknown key: allowed, nothing spent
+    assert buckets.take(b"a") == 0.0
+    assert buckets.due(b"a") == pytest.approx(0.5) == buckets.take(b"a")
+    clock.now += 0.5
+    assert buckets.due(b"a") == 0.0 and buckets.take(b"a") == 0.0

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gatewatch.collector.app import create_app
-from gatewatch.collector.appkeys import STORE_KEY
+from gatewatch.collector.appkeys import REGISTRY_KEY, STORE_KEY
 from gatewatch.collector.settings import Settings
 from gatewatch.collector.store import MeasurementFilter, StoredMeasurement
 from gatewatch.collector.vouched_control import ControlSigner, authenticate
@@ -72,6 +72,12 @@ async def ingest(client: Any, key: Ed25519PrivateKey, m: Measurement) -> StoredM
     return next(r for r in rows if r.measurement_uid == m.measurement_uid)
 
 
+def controls_counted(client: Any, source: str, refusal: str) -> float:
+    """gatewatch_ingest_controls_total for one (source, refusal): what an operator's dashboard shows."""
+    labels = {"source": source, "refusal": refusal}
+    return client.app[REGISTRY_KEY].get_sample_value("gatewatch_ingest_controls_total", labels) or 0.0
+
+
 def test_signatures_rotate_and_old_or_future_keys_are_unknown() -> None:
     signer = ControlSigner(CONTROL_SECRET.encode(), period_seconds=3600, accepted_periods=2)
     now = datetime(2026, 12, 4, 12, 30, tzinfo=UTC)
@@ -110,6 +116,47 @@ def test_every_refusal_of_authenticate(make_measurement: Any) -> None:
     assert authenticate(stranger, m, TEST_SIGNER, age, now) == "unknown_key"
 
 
+def test_the_check_by_re_signing_agrees_with_verification(make_measurement: Any) -> None:
+    """Ingest checks a vouch by signing its bytes again (Ed25519 is deterministic) and comparing, with the
+    answer cached: every signature our key makes verifies, and any other signature, of the same bytes or
+    by another key, is refused, before and after the same bytes were seen with a good signature."""
+    now = datetime.now(UTC)
+    m = nxdomain_measurement(make_measurement)
+    signer = ControlSigner(CONTROL_SECRET.encode())
+    good = signer.sign(m.input, CONTROL, m.measurement_start_time)
+    public = signer.public_key(good.key_id, now)
+    assert public is not None
+    public.verify(base64.b64decode(good.signature), good.signed_bytes())  # what the check stands in for
+    other_bytes = signer.sign(m.input, INVENTED, m.measurement_start_time).signature
+    by_stranger = ControlSigner(OTHER_SECRET.encode()).sign(m.input, CONTROL, m.measurement_start_time)
+    flipped = bytearray(base64.b64decode(good.signature))
+    flipped[-1] ^= 1
+    forgeries = [
+        good.model_copy(update={"signature": other_bytes}),  # our signature, of another control
+        good.model_copy(update={"signature": by_stranger.signature}),  # another key's, of these bytes
+        good.model_copy(update={"signature": base64.b64encode(bytes(flipped)).decode()}),
+        good.model_copy(update={"signature": base64.b64encode(bytes(64)).decode()}),
+        good.model_copy(update={"signature": ""}),
+    ]
+    age = timedelta(hours=1)
+    fresh = ControlSigner(CONTROL_SECRET.encode())
+    assert [authenticate(f, m, fresh, age, now) for f in forgeries] == ["forged"] * len(forgeries)  # uncached
+    assert authenticate(good, m, fresh, age, now) == CONTROL
+    assert [authenticate(f, m, fresh, age, now) for f in forgeries] == ["forged"] * len(forgeries)  # cached
+    assert authenticate(good, m, fresh, age, now) == CONTROL
+
+
+def test_the_check_cache_is_bounded(make_measurement: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gatewatch.collector.vouched_control.CHECKED_CACHE_SIZE", 3)
+    m = nxdomain_measurement(make_measurement)
+    signer = ControlSigner(CONTROL_SECRET.encode())
+    now = datetime.now(UTC)
+    for seconds in range(10):
+        vouch = signer.sign(m.input, CONTROL, m.measurement_start_time - timedelta(seconds=seconds))
+        assert authenticate(vouch, m, signer, timedelta(hours=1), now) == CONTROL
+    assert len(signer._checked) == 3
+
+
 async def test_a_vouched_control_decides_not_the_one_the_agent_claims(
     aiohttp_client: Any, tmp_path: Path, agent_key: Ed25519PrivateKey, make_measurement: Any
 ) -> None:
@@ -117,8 +164,10 @@ async def test_a_vouched_control_decides_not_the_one_the_agent_claims(
     m = nxdomain_measurement(make_measurement, INVENTED)  # the agent claims "NXDOMAIN for everyone"
     vouch = TEST_SIGNER.sign(m.input, CONTROL, m.measurement_start_time)
     m = m.model_copy(update={"test_keys": m.test_keys.model_copy(update={"control_vouch": vouch})})
+    assert controls_counted(client, "vouched", "") == 0.0  # pre-created at zero
     row = await ingest(client, agent_key, m)
     assert (row.blocking, row.flags) == ("dns", ())  # judged against the vouched control
+    assert controls_counted(client, "vouched", "") == 1.0
 
 
 @pytest.mark.parametrize("case", ["forged", "other_url", "replayed_old", "unknown_key", "none"])
@@ -140,6 +189,11 @@ async def test_a_control_that_cannot_be_authenticated_gives_no_verdict(
     m = m.model_copy(update={"test_keys": m.test_keys.model_copy(update={"control_vouch": vouch})})
     row = await ingest(client, agent_key, m)
     assert (row.blocking, row.anomaly, row.flags) == ("null", False, (CONTROL_UNVERIFIED,))
+    # counted with its reason, so that an operator sees lying agents (forged, other_url) apart from
+    # old agents (absent) and clocks or replays (too_old)
+    refusal = {"replayed_old": "too_old", "none": "absent"}.get(case, case)
+    assert controls_counted(client, "none", refusal) == 1.0
+    assert controls_counted(client, "vouched", "") == 0.0
 
 
 async def test_two_collectors_with_one_secret_accept_each_others_controls(

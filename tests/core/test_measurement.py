@@ -7,6 +7,8 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from gatewatch.core.measurement import (
@@ -132,3 +134,15 @@ def test_a_time_whose_utc_form_leaves_the_calendar_is_a_validation_error(when: s
         with pytest.raises(TimeOutOfRange):
             convert(aware)
     assert issubclass(TimeOutOfRange, ValueError)
+
+
+@given(
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+    st.sampled_from([None, UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]),
+)
+def test_time_texts_are_strftimes(when: datetime, zone: timezone | None) -> None:
+    """format_utc and ooni_time take a faster way than strftime; the text is strftime's, in every year."""
+    when = when.replace(tzinfo=zone)
+    utc = as_utc(when)
+    assert format_utc(when) == utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert ooni_time(when) == utc.strftime("%Y-%m-%d %H:%M:%S")

@@ -12,7 +12,7 @@ from types import ModuleType
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gatewatch.collector.metrics import IngestMetrics, TokenMetrics
+from gatewatch.collector.metrics import ControlMetrics, IngestMetrics, SightingMetrics, TokenMetrics
 from gatewatch.collector.metrics_interference import METRIC_NAMES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,6 +47,8 @@ def known_metrics() -> frozenset[str]:
     registry = CollectorRegistry()
     IngestMetrics.register(registry)
     TokenMetrics.register(registry)
+    ControlMetrics.register(registry)
+    SightingMetrics.register(registry)
     ingest = {sample.name for family in registry.collect() for sample in family.samples}
     # histograms: a _bucket series exists per bucket even before the first observation
     assert "gatewatch_ingest_request_seconds_bucket" in ingest

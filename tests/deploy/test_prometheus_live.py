@@ -24,7 +24,13 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from gatewatch.collector.aggregate import InterferenceAggregate
-from gatewatch.collector.metrics import IngestMetrics, TokenMetrics, metrics_response
+from gatewatch.collector.metrics import (
+    ControlMetrics,
+    IngestMetrics,
+    SightingMetrics,
+    TokenMetrics,
+    metrics_response,
+)
 from gatewatch.collector.metrics_interference import register_interference_metrics
 
 from ..conftest import traced_payload
@@ -82,6 +88,8 @@ async def test_every_panel_query_returns_data(generator: ModuleType, tmp_path: P
     register_interference_metrics(registry, aggregate)
     ingest = IngestMetrics.register(registry)
     TokenMetrics.register(registry)
+    controls = ControlMetrics.register(registry)
+    SightingMetrics.register(registry)  # the collector-health panel of sightings
     # a gateway-level block (same fingerprint in both networks) and an ISP-level one (one network only)
     # (both located the same injector by packet traces: the packet-evidence table's data)
     gateway_rows = [row("AS64501", "gw.lab", True), row("AS64502", "gw.lab", True)]
@@ -123,6 +131,8 @@ async def test_every_panel_query_returns_data(generator: ModuleType, tmp_path: P
             ingest.request_seconds.observe(0.02)
             ingest.store_seconds.labels(operation="insert").observe(0.002)
             ingest.last_accepted.set(time.time())
+            controls.count("vouched", None)
+            controls.count("own_cache", "absent")
             aggregate.add_rows([row("AS64501", "gw.lab", True), row("AS64502", "clean.lab", False)])
             await asyncio.sleep(1)
             try:

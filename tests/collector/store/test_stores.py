@@ -18,6 +18,7 @@ from gatewatch.collector.store import (
 )
 from gatewatch.collector.store.migrations import POSTGRES, SQLITE
 from gatewatch.core.measurement import new_measurement_uid
+from gatewatch.core.vocabulary import SCHEME_BLIND_TOKEN
 
 LATEST = SQLITE[-1][0]
 
@@ -248,3 +249,22 @@ async def test_unreachable_postgres_is_a_store_error(tmp_path, pg_cluster) -> No
 async def test_unknown_url_scheme() -> None:
     with pytest.raises(ValueError):
         await open_store("mysql://nope")
+
+
+async def test_token_signed_rows_round_trip(store) -> None:
+    """A batch's token, ephemeral key, epoch and key id come back on each of its rows (SQLite keeps them
+    once per batch), beside rows of another batch and rows signed with a long-term key."""
+
+    def signed(n: int, batch: int) -> StoredMeasurement:
+        return row(n, signature_scheme=SCHEME_BLIND_TOKEN, signature=bytes([n]) * 64,
+                   ephemeral_key=bytes([batch]) * 32, token=bytes([batch]) * 288, token_epoch=2900 + batch,
+                   token_key_id=f"ik-{batch}")  # fmt: skip
+
+    first = [signed(n, 1) for n in range(3)]
+    second = [signed(n, 2) for n in range(3, 5)]
+    plain = [row(5)]
+    for rows in (first, second, plain):
+        assert await store.insert_many(rows, [envelope_of(r) for r in rows]) == [True] * len(rows)
+    assert await store.insert_many(first[:1], [envelope_of(first[0])]) == [False]  # a resend
+    stored, _ = await store.page(MeasurementFilter(), None, 100)
+    assert stored == [*first, *second, *plain]

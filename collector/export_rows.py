@@ -1,0 +1,172 @@
+"""The export's flattened summary (CSV, and Parquet through it) read as text straight from SQLite.
+
+The summary of a row is what :func:`.exports.summary_values` makes of a :class:`StoredMeasurement`; for the
+SQLite store one SELECT writes each row's CSV line itself (times formatted, ``anomaly`` as
+``true``/``false``, ``flags`` a compact JSON array, every text field quoted as ``csv.writer`` quotes it), so
+that no Python object is built per row and no Python loop looks at each character (``csv.writer`` spends
+~10 ns a character, and a token-signed row carries its payload in base64). Only the token rows' blobs are
+base64-encoded in Python (SQLite has no base64). tests/collector/test_export_rows.py checks byte for byte
+that both ways give the same CSV.
+
+SQLite's ``strftime`` agrees with Python's only for years 1970-9999 (Python does not zero-pad years
+below 1000, and integer division rounds negative times the other way): :func:`summary_sql_applies` says
+whether every stored start time is in that range (``received_at`` is the collector's own clock).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import sqlite3
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from gatewatch.core.vocabulary import SCHEME_BLIND_TOKEN
+
+from .store.base import MeasurementFilter, filter_sql, from_micros, to_micros
+
+__all__ = ["PAGE_ROWS", "csv_rows", "summary_pages", "summary_sql_applies"]
+
+PAGE_ROWS: Final = 2000  # rows read per query: no read transaction stays open while a client is slow
+
+_LOWEST, _HIGHEST = to_micros(datetime(1970, 1, 1, tzinfo=UTC)), to_micros(datetime(9999, 12, 31, tzinfo=UTC))
+
+
+def _quoted(expression: str) -> str:
+    """SQL for the CSV field of a text value, as Python's csv module writes it (QUOTE_MINIMAL): quoted,
+    with inner quotes doubled, when it holds a comma, a quote, CR or LF; NULL as an empty field."""
+    return (
+        f"CASE WHEN instr({expression}, ',') OR instr({expression}, '\"')"
+        f" OR instr({expression}, char(13)) OR instr({expression}, char(10))"
+        f" THEN '\"' || replace({expression}, '\"', '\"\"') || '\"' ELSE coalesce({expression}, '') END"
+    )
+
+
+_TOKEN_SIGNED = f"signature_scheme = '{SCHEME_BLIND_TOKEN}'"
+# Everything up to the signed blobs, in CSV_COLUMNS' order (exports.py), as one text per row.
+_HEAD = " || ',' || ".join(
+    [
+        _quoted("measurement_uid"),
+        "strftime('%Y-%m-%dT%H:%M:%SZ', measurement_start_time / 1000000, 'unixepoch')",
+        *(
+            _quoted(column)
+            for column in ("probe_cc", "probe_asn", "test_name", "input", "domain", "blocking")
+        ),
+        "CASE WHEN anomaly THEN 'true' ELSE 'false' END",
+        _quoted("technique"),
+        _quoted("fingerprint_key"),
+        "strftime('%Y-%m-%dT%H:00:00Z', received_at / 1000000, 'unixepoch')",
+        _quoted("json(flags)"),
+        _quoted("signature_scheme"),
+    ]
+)
+_CRLF = "char(13, 10)"
+_TAIL = f"coalesce(CAST(token_epoch AS TEXT), '') || ',' || {_quoted('token_key_id')} || {_CRLF}"
+# Exact, for any stored text: a row not signed by a token is its whole line; a token-signed one is its
+# head, the four blobs (base64 in Python: SQLite has no base64) and its tail (epoch and issuer key id).
+_QUOTED_ROW = (
+    f"CASE WHEN {_TOKEN_SIGNED} THEN {_HEAD} || ',' ELSE {_HEAD} || ',,,,,,' || {_CRLF} END, "
+    f"CASE WHEN {_TOKEN_SIGNED} THEN payload END, "
+    f"CASE WHEN {_TOKEN_SIGNED} THEN signature END, "
+    f"CASE WHEN {_TOKEN_SIGNED} THEN ephemeral_key END, "
+    f"CASE WHEN {_TOKEN_SIGNED} THEN token END, "
+    f"CASE WHEN {_TOKEN_SIGNED} THEN {_TAIL} END"
+)
+# Fast, for the usual row: the head's plain fields joined by a unit separator (U+001F), which Python
+# turns into commas when no field needs quoting (no comma, quote, CR or LF, and no U+001F of its own);
+# quoting every field in SQL costs four instr() calls a field. ``flags`` is quoted here (a non-empty JSON
+# array of strings always holds quotes). Any other row is read again through _QUOTED_ROW.
+_SEPARATOR = "\x1f"
+_PLAIN_FIELDS = [
+    "measurement_uid",
+    "strftime('%Y-%m-%dT%H:%M:%SZ', measurement_start_time / 1000000, 'unixepoch')",
+    "probe_cc",
+    "probe_asn",
+    "test_name",
+    "input",
+    "domain",
+    "blocking",
+    "CASE WHEN anomaly THEN 'true' ELSE 'false' END",
+    "coalesce(technique, '')",
+    "coalesce(fingerprint_key, '')",
+    "strftime('%Y-%m-%dT%H:00:00Z', received_at / 1000000, 'unixepoch')",
+    "signature_scheme",
+]
+_PLAIN_ROW = (
+    " || char(31) || ".join(_PLAIN_FIELDS)
+    + f", {_quoted('json(flags)')}, "
+    + f"CASE WHEN {_TOKEN_SIGNED} THEN payload END, "
+    f"CASE WHEN {_TOKEN_SIGNED} THEN signature END, "
+    f"CASE WHEN {_TOKEN_SIGNED} THEN ephemeral_key END, "
+    f"CASE WHEN {_TOKEN_SIGNED} THEN token END, "
+    f"CASE WHEN {_TOKEN_SIGNED} THEN {_TAIL} END, "
+    "measurement_uid"
+)
+_NEEDS_QUOTES = re.compile('[,"\r\n]')
+
+
+def summary_sql_applies(conn: sqlite3.Connection) -> bool:
+    """Whether every stored start time formats the same in SQLite as in Python (two index lookups)."""
+    low, high = conn.execute(
+        "SELECT min(measurement_start_time), max(measurement_start_time) FROM measurements"
+    ).fetchone()
+    return low is None or (low >= _LOWEST and high < _HIGHEST)
+
+
+def summary_pages(
+    conn: sqlite3.Connection, f: MeasurementFilter, page_rows: int = PAGE_ROWS
+) -> Iterator[list[str]]:
+    """The selection's CSV lines in the store's order (start time, uid), a keyset page at a time."""
+    after: tuple[datetime, str] | None = None
+    while True:
+        where, params = filter_sql(f, lambda _n: "?", to_micros, after)
+        sql = (
+            f"SELECT {_PLAIN_ROW} FROM measurements{where}"
+            " ORDER BY measurement_start_time, measurement_uid LIMIT ?"
+        )
+        rows = conn.execute(sql, (*params, page_rows)).fetchall()
+        if rows:
+            yield [_plain_line(row) or _quoted_line(conn, row[7]) for row in rows]
+        if len(rows) < page_rows:
+            return
+        uid = rows[-1][7]
+        (start,) = conn.execute(
+            "SELECT measurement_start_time FROM measurements WHERE measurement_uid = ?", (uid,)
+        ).fetchone()
+        after = (from_micros(start), uid)
+
+
+def _b64(value: bytes | None) -> str:
+    return base64.b64encode(value).decode() if value is not None else ""
+
+
+def _signed_line(head: str, row: Sequence[Any]) -> str:
+    if row[4] is None:  # not token-signed: the signed columns are empty
+        return head + ",,,,,\r\n"
+    return f"{head}{_b64(row[0])},{_b64(row[1])},{_b64(row[2])},{_b64(row[3])},{row[4]}"
+
+
+def _plain_line(row: Sequence[Any]) -> str | None:
+    plain = row[0]
+    if _NEEDS_QUOTES.search(plain) or plain.count(_SEPARATOR) != len(_PLAIN_FIELDS) - 1:
+        return None
+    fields = plain.replace(_SEPARATOR, ",")
+    # ``fields`` ends with the scheme, which comes after ``flags`` in CSV_COLUMNS.
+    before_scheme, scheme = fields.rsplit(",", 1)
+    return _signed_line(f"{before_scheme},{row[1]},{scheme},", row[2:7])
+
+
+def _quoted_line(conn: sqlite3.Connection, uid: str) -> str:
+    row = conn.execute(f"SELECT {_QUOTED_ROW} FROM measurements WHERE measurement_uid = ?", (uid,)).fetchone()
+    return _signed_line(row[0], row[1:6]) if row[5] is not None else row[0]
+
+
+def csv_rows(lines: Sequence[str]) -> bytes:
+    """A page of :func:`summary_pages` as CSV bytes, exactly as ``csv.writer`` writes
+    :func:`.exports.summary_values` (tests/collector/test_export_rows.py)."""
+    text = "".join(lines)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate has no UTF-8 form: "?" as csv_line writes it
+        return text.encode("utf-8", "replace")

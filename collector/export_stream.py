@@ -1,0 +1,199 @@
+"""An export produced on a worker thread and streamed to its consumer through a bounded queue.
+
+The API runs this in a child process of its own (export_process.py: the GIL stays with ingest). Wherever
+it runs, the event loop only relays chunks: reading, encoding and (for Parquet) the DuckDB conversion all
+happen off it. Pages are read through the store (its reader thread for SQLite, its pool for PostgreSQL),
+so a store that closes or fails mid-way fails the export. For SQLite the CSV/Parquet summary is read as
+ready-made text (:mod:`.export_rows`); every other case encodes :class:`StoredMeasurement` pages with the
+same functions as :mod:`.exports`, so the bytes are the same either way.
+
+Memory is bounded by one page being encoded plus ``QUEUE_CHUNKS`` chunks waiting for a slow client;
+when the client goes away the thread stops at its next chunk and the staging files are removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import shutil
+import sqlite3
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from .export_rows import PAGE_ROWS, csv_rows, summary_pages, summary_sql_applies
+from .exports import CHUNK_SIZE, convert_to_parquet, csv_header, csv_line, jsonl_line, ooni_line
+from .store.base import MeasurementFilter, Store, StoredMeasurement
+from .store.sqlite import SQLiteStore
+
+__all__ = ["QUEUE_CHUNKS", "stream_export"]
+
+QUEUE_CHUNKS: Final = 4  # chunks the worker may be ahead of the client
+_LINE_ROWS: Final = 500  # StoredMeasurement rows per page (JSON Lines pages are a few MB)
+_T = TypeVar("_T")
+_LINE_ENCODERS: dict[str, Callable[[StoredMeasurement], bytes]] = {
+    "jsonl": jsonl_line,
+    "ooni": ooni_line,
+    "csv": csv_line,
+    "parquet": csv_line,  # staged as CSV
+}
+
+
+class _Abandoned(Exception):
+    """The client went away: the worker stops."""
+
+
+class _End:
+    pass
+
+
+class _Bridge:
+    """The worker thread's side: hand chunks to the loop (blocking while the queue is full) and run the
+    store's coroutines on the loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any]) -> None:
+        self.loop = loop
+        self.queue = queue
+        self.slots = threading.Semaphore(QUEUE_CHUNKS)
+        self.stopped = threading.Event()
+
+    def put(self, item: object) -> None:
+        while not self.slots.acquire(timeout=0.1):
+            if self.stopped.is_set():
+                raise _Abandoned
+        if self.stopped.is_set():
+            raise _Abandoned
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+
+    def send(self, data: bytes, chunk_size: int) -> None:
+        view = memoryview(data)
+        for start in range(0, len(view), chunk_size):
+            self.put(bytes(view[start : start + chunk_size]))
+
+    def submit(self, coroutine: Coroutine[Any, Any, _T]) -> concurrent.futures.Future[_T]:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+    def wait(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
+        return self.submit(coroutine).result()
+
+
+def _stored_pages(bridge: _Bridge, store: Store, f: MeasurementFilter) -> Iterator[list[StoredMeasurement]]:
+    """Pages of stored rows; the next is read while the caller encodes this one."""
+    reading = bridge.submit(store.page(f, None, _LINE_ROWS))
+    while True:
+        rows, cursor = reading.result()
+        if cursor is not None:
+            reading = bridge.submit(store.page(f, cursor, _LINE_ROWS))
+        if rows:
+            yield rows
+        if cursor is None:
+            return
+
+
+def _sqlite_summary_pages(
+    bridge: _Bridge, store: SQLiteStore, f: MeasurementFilter
+) -> Iterator[bytes] | None:
+    """The summary's CSV records page by page from SQL, or None where SQLite's time formatting would
+    differ from Python's (export_rows.py). The next page is read (sqlite3 releases the GIL while SQLite
+    works) while this one is encoded."""
+    if not bridge.wait(store.read(summary_sql_applies)):
+        return None
+    pages: Iterator[list[str]] | None = None
+
+    def next_page(conn: sqlite3.Connection) -> list[str] | None:
+        nonlocal pages
+        if pages is None:
+            pages = summary_pages(conn, f, PAGE_ROWS)
+        return next(pages, None)
+
+    def generate() -> Iterator[bytes]:
+        reading = bridge.submit(store.read(next_page))
+        while (lines := reading.result()) is not None:
+            reading = bridge.submit(store.read(next_page))
+            yield csv_rows(lines)
+
+    return generate()
+
+
+def _encoded_pages(bridge: _Bridge, store: Store, fmt: str, f: MeasurementFilter) -> Iterator[bytes]:
+    if fmt in ("csv", "parquet") and isinstance(store, SQLiteStore):
+        summary = _sqlite_summary_pages(bridge, store, f)
+        if summary is not None:
+            return summary
+    encode = _LINE_ENCODERS[fmt]
+    return (b"".join(map(encode, rows)) for rows in _stored_pages(bridge, store, f))
+
+
+def _produce(
+    bridge: _Bridge, store: Store, fmt: str, f: MeasurementFilter, chunk_size: int, tmp_dir: Path | None
+) -> None:
+    if fmt != "parquet":
+        if fmt == "csv":
+            bridge.put(csv_header())
+        for data in _encoded_pages(bridge, store, fmt, f):
+            bridge.send(data, chunk_size)
+        return
+    workdir = Path(tempfile.mkdtemp(prefix="gatewatch-export-", dir=tmp_dir))
+    try:
+        staging, target = workdir / "rows.csv", workdir / "measurements.parquet"
+        with staging.open("wb") as out:
+            out.write(csv_header())
+            for data in _encoded_pages(bridge, store, fmt, f):
+                out.write(data)
+        convert_to_parquet(staging, target)
+        staging.unlink()
+        with target.open("rb") as source:
+            while chunk := source.read(chunk_size):
+                bridge.put(chunk)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(bridge: _Bridge, produce: Callable[[], None]) -> None:
+    try:
+        produce()
+        bridge.put(_End())
+    except _Abandoned:
+        return
+    except BaseException as exc:  # handed to the response, which cuts the download (or answers 503)
+        try:
+            bridge.put(exc)
+        except (_Abandoned, RuntimeError):  # RuntimeError: the loop is closed
+            return
+
+
+async def stream_export(
+    store: Store,
+    fmt: str,
+    f: MeasurementFilter,
+    *,
+    chunk_size: int = CHUNK_SIZE,
+    tmp_dir: Path | None = None,
+) -> AsyncIterator[bytes]:
+    """The selection in ``fmt`` (one of ``exports.EXPORT_FORMATS``), produced on a worker thread."""
+    if fmt not in _LINE_ENCODERS:
+        raise ValueError(f"unknown export format {fmt!r}")
+    loop = asyncio.get_running_loop()
+    bridge = _Bridge(loop, asyncio.Queue())
+    worker = threading.Thread(
+        target=_run,
+        args=(bridge, lambda: _produce(bridge, store, fmt, f, chunk_size, tmp_dir)),
+        name="gatewatch-export",
+        daemon=True,
+    )
+    worker.start()
+    try:
+        while True:
+            item = await bridge.queue.get()
+            bridge.slots.release()
+            if isinstance(item, _End):
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        bridge.stopped.set()
+        # The worker notices within 0.1 s (or after its current page); then its staging files are gone.
+        await asyncio.to_thread(worker.join, 30)
