@@ -4,6 +4,7 @@ country (a copy kept, for the daemon's passes when the collector cannot be reach
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import typer
@@ -17,11 +18,21 @@ from .run_records import RunOptions
 from .settings import AgentSettings
 from .testlists import TestList, entries_from_urls, parse_test_list, read_test_list
 
-__all__ = ["NoTestList", "load_test_list", "report_problems", "scheduled_test_list"]
+__all__ = ["LIST_REUSE", "NoTestList", "load_test_list", "report_problems", "scheduled_test_list"]
+
+LIST_REUSE = 3600.0  # the daemon fetches the collector's list at most once an hour (seconds)
 
 
 class NoTestList(Exception):
     """The collector's test list could not be fetched (the reason is the message)."""
+
+
+def _younger_than(path: Path, seconds: float) -> bool:
+    try:
+        age = time.time() - path.stat().st_mtime
+    except OSError:
+        return False
+    return 0 <= age < seconds  # a copy from the future (the clock was set back) is fetched again
 
 
 def _keep_copy(path: Path, text: str) -> None:
@@ -74,10 +85,26 @@ async def load_test_list(
 
 
 async def scheduled_test_list(
-    paths: DataPaths, settings: AgentSettings, options: RunOptions, files: list[Path]
+    paths: DataPaths,
+    settings: AgentSettings,
+    options: RunOptions,
+    files: list[Path],
+    reuse_for: float = LIST_REUSE,
 ) -> TestList:
-    """The daemon's list: fetched, else the last one fetched, else none (the pass then only uploads
-    what waits): one unreachable collector must not end the daemon or its schedule."""
+    """The daemon's list: the copy fetched less than ``reuse_for`` seconds ago, else fetched, else the last
+    one fetched, else none (the pass then only uploads what waits): one unreachable collector must not end
+    the daemon or its schedule.
+
+    A pass is one slice of the list, but each fetch brings all of it (about 180 kB for a country's list
+    and the global one): fetched for every slice, the list would cost a volunteer's line more than the
+    slices' measurements save. Fetched at most once in ``reuse_for``, a changed list (or a new country's,
+    after the machine moved) is measured within that time."""
+    if not files and _younger_than(paths.test_list_copy, reuse_for):
+        kept = read_test_list(
+            paths.test_list_copy, include=settings.include_categories, exclude=settings.skip_categories
+        )
+        if kept.entries:
+            return kept
     try:
         return await load_test_list(settings, options, [], files, copy=paths.test_list_copy)
     except NoTestList as exc:

@@ -88,7 +88,7 @@ class DaemonSettings(_Section):
     interval: float = Field(default=6 * 3600, gt=0)  # seconds between passes
     jitter: float = Field(default=1800, ge=0)  # up to this much added at random, so agents do not align
     # A pass is spread over its interval in this many slices (one every interval / slices): the same load.
-    slices: int = Field(default=24, ge=1, le=1000)
+    slices: int = Field(default=72, ge=1, le=1000)
     # Measure the collector's confirmation requests (URLs that just showed an anomaly in the country) at
     # once, at most this many URLs an hour; 0 turns them off.
     confirm_per_hour: int = Field(default=30, ge=0, le=600)

@@ -41,6 +41,7 @@ NETWORKS: dict[str, LabNetwork] = {
         LabNetwork(CLEAN, "127.0.0.1/32", "127.0.0.1", 64500, "Lab Transit", "XT"),
         LabNetwork("isp-a", "127.65.0.0/16", "127.65.0.10", 64501, "Lab ISP A", "XL"),
         LabNetwork("isp-b", "127.66.0.0/16", "127.66.0.10", 64502, "Lab ISP B", "XL"),
+        LabNetwork("isp-c", "127.67.0.0/16", "127.67.0.10", 64503, "Lab ISP C", "XL"),
     )
 }
 # "all" in a scenario means these: every network behind the national gateway, never the control vantage.

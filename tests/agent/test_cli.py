@@ -3,10 +3,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from aiohttp import web
 from typer.testing import CliRunner
 
 from gatewatch.agent.cli import app
+from gatewatch.agent.cli_test_list import LIST_REUSE
 from gatewatch.agent.consent import load_consent
 from gatewatch.agent.paths import DataPaths
 from gatewatch.agent.queue import MeasurementQueue
@@ -252,7 +255,7 @@ def test_the_daemon_falls_back_to_the_last_list_fetched(tmp_path: Path) -> None:
     data = tmp_path / "d"
     _init(data)
     paths = DataPaths.at(data)
-    # one slice: the pass takes the whole list (by default a pass takes one slice of 24)
+    # one slice: the pass takes the whole list (by default a pass takes one slice of 72)
     paths.settings.write_text(paths.settings.read_text() + "\n[daemon]\nslices = 1\n")
     fetched = (
         "url,category_code,category_description,date_added,source,notes\n"
@@ -264,6 +267,7 @@ def test_the_daemon_falls_back_to_the_last_list_fetched(tmp_path: Path) -> None:
         first = _daemon_once(data, url)
     assert first.exit_code == 0, first.output
     assert paths.test_list_copy.read_text() == fetched
+    _age(paths.test_list_copy, LIST_REUSE + 60)  # old enough to be fetched again
     with _contract_collector(ContractCollector()) as url:  # the list cannot be fetched any more
         result = _daemon_once(data, url)
     assert result.exit_code == 0, result.output
@@ -271,3 +275,39 @@ def test_the_daemon_falls_back_to_the_last_list_fetched(tmp_path: Path) -> None:
         last_run = after.get_meta("last_run")
     assert last_run is not None and last_run["total"] == 2
     assert last_run["stop_reason"] == "own_address_unknown"
+
+
+def _age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def _last_total(paths: DataPaths) -> int:
+    with MeasurementQueue(paths.queue) as queue:
+        last_run = queue.get_meta("last_run")
+    assert last_run is not None
+    return int(last_run["total"])
+
+
+def test_the_daemon_fetches_the_list_at_most_once_an_hour(tmp_path: Path) -> None:
+    """Each pass is one slice, but a fetch brings the whole list: a copy younger than LIST_REUSE is
+    measured again instead, and an older one is fetched afresh."""
+    data = tmp_path / "d"
+    _init(data)
+    paths = DataPaths.at(data)
+    paths.settings.write_text(paths.settings.read_text() + "\n[daemon]\nslices = 1\n")
+    header = "url,category_code,category_description,date_added,source,notes\n"
+    two = header + "http://127.0.0.1:9/a,NEWS,,,,\nhttp://127.0.0.1:9/b,NEWS,,,,\n"
+    three = two + "http://127.0.0.1:9/c,NEWS,,,,\n"
+    with _contract_collector(ContractCollector(test_list=two)) as url:
+        assert _daemon_once(data, url).exit_code == 0
+    assert _last_total(paths) == 2
+    with _contract_collector(ContractCollector(test_list=three)) as url:
+        assert _daemon_once(data, url).exit_code == 0
+    assert _last_total(paths) == 2  # the copy fetched a moment ago, not the collector's new list
+    assert paths.test_list_copy.read_text() == two
+    _age(paths.test_list_copy, LIST_REUSE + 60)
+    with _contract_collector(ContractCollector(test_list=three)) as url:
+        assert _daemon_once(data, url).exit_code == 0
+    assert _last_total(paths) == 3
+    assert paths.test_list_copy.read_text() == three

@@ -31,7 +31,7 @@ async def geolocate_from(aiohttp_client, settings: Settings, source: str) -> tup
     return response.status, await response.json(), response.headers.get("Cache-Control", "")
 
 
-@pytest.mark.parametrize("network", ["isp-a", "isp-b", "clean"])
+@pytest.mark.parametrize("network", ["isp-a", "isp-b", "isp-c", "clean"])
 async def test_the_callers_network_from_the_databases(aiohttp_client, tmp_path, lab_geo, network) -> None:
     asn, country = lab_geo
     settings = Settings(db=f"sqlite:///{tmp_path / 'g.db'}", asn_db=(asn,), country_db=(country,))

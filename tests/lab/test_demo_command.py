@@ -19,8 +19,8 @@ LAB_CLI = [console_script(LAB)]  # the README's command, as installed
 def test_system_demo_matches_the_scenario() -> None:
     done = subprocess.run([*LAB_CLI, "demo"], capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
-    # 15 URLs (hostfilter.lab and snifilter.lab over both schemes) from 2 networks; 9 domains interfered with
-    assert "30 measurements stored, 9 domains attributed: all as the scenario expects" in done.stdout
+    # 15 URLs (hostfilter.lab and snifilter.lab over both schemes) from 3 networks; 9 domains interfered with
+    assert "45 measurements stored, 9 domains attributed: all as the scenario expects" in done.stdout
     assert "scope.gateway.same_fingerprint" in done.stdout and "scope.isp.single_network" in done.stdout
 
 
@@ -33,7 +33,7 @@ def test_probes_only_demo_matches_the_scenario() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "30 measurements, all as expected" in done.stdout
+    assert "45 measurements, all as expected" in done.stdout
     for domain in ("injected.lab", "sni-reset.lab", "isp-blockpage.lab", "blackhole.lab"):
         assert domain in done.stdout
 

@@ -164,7 +164,7 @@ def test_the_cli_serves_for_a_duration_and_writes_geolocation(tmp_path: Path) ->
     assert "127.53.0.1:" in result.output
     assert "http://clean.lab:" in result.output and "https://secure.lab:" in result.output
     assert "isp-a" in result.output and "AS64501" in result.output
-    assert (tmp_path / "a.csv").read_text().count("\n") == 5
+    assert (tmp_path / "a.csv").read_text().count("\n") == 6
 
 
 def test_the_cli_reports_a_bad_scenario(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.lab
 
 LATENCY_MS = 60
 LATENCY = LATENCY_MS / 1000
-SOURCES = {"clean": "127.0.0.1", "isp-a": "127.65.0.10", "isp-b": "127.66.0.10"}
+SOURCES = {"clean": "127.0.0.1", "isp-a": "127.65.0.10", "isp-b": "127.66.0.10", "isp-c": "127.67.0.10"}
 DOMAIN = '[[domain]]\nname = "x.lab"\nscheme = "http"\n'
 
 

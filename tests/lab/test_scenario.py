@@ -11,19 +11,43 @@ from gatewatch.lab.scenario import EXPECTED_SCOPES, ScenarioError, load_scenario
 
 EXPECTED_DEFAULT = {
     # domain: (scheme, {network: blocking}, scope)
-    "clean.lab": ("http", {"clean": False, "isp-a": False, "isp-b": False}, "none"),
-    "secure.lab": ("https", {"clean": False, "isp-a": False, "isp-b": False}, "none"),
-    "injected.lab": ("http", {"clean": False, "isp-a": "dns", "isp-b": "dns"}, "gateway"),
-    "nxdomain.lab": ("http", {"clean": False, "isp-a": "dns", "isp-b": "dns"}, "gateway"),
-    "bogus.lab": ("http", {"clean": False, "isp-a": "dns", "isp-b": "dns"}, "gateway"),
-    "sni-reset.lab": ("https", {"clean": False, "isp-a": "http-failure", "isp-b": "http-failure"}, "gateway"),
-    "blockpage.lab": ("http", {"clean": False, "isp-a": "http-diff", "isp-b": "http-diff"}, "gateway"),
-    "blackhole.lab": ("http", {"clean": False, "isp-a": "tcp_ip", "isp-b": "tcp_ip"}, "gateway"),
-    "isp-blockpage.lab": ("http", {"clean": False, "isp-a": "http-diff", "isp-b": False}, "isp"),
-    "nonexistent.lab": ("http", {"clean": False, "isp-a": False, "isp-b": False}, "none"),
-    "echo.lab": ("http", {"clean": False, "isp-a": False, "isp-b": False}, "none"),
-    "hostfilter.lab": ("http", {"clean": False, "isp-a": "http-diff", "isp-b": "http-diff"}, "gateway"),
-    "snifilter.lab": ("http", {"clean": False, "isp-a": "http-failure", "isp-b": "http-failure"}, "gateway"),
+    "clean.lab": ("http", {"clean": False, "isp-a": False, "isp-b": False, "isp-c": False}, "none"),
+    "secure.lab": ("https", {"clean": False, "isp-a": False, "isp-b": False, "isp-c": False}, "none"),
+    "injected.lab": ("http", {"clean": False, "isp-a": "dns", "isp-b": "dns", "isp-c": "dns"}, "gateway"),
+    "nxdomain.lab": ("http", {"clean": False, "isp-a": "dns", "isp-b": "dns", "isp-c": "dns"}, "gateway"),
+    "bogus.lab": ("http", {"clean": False, "isp-a": "dns", "isp-b": "dns", "isp-c": "dns"}, "gateway"),
+    "sni-reset.lab": (
+        "https",
+        {"clean": False, "isp-a": "http-failure", "isp-b": "http-failure", "isp-c": "http-failure"},
+        "gateway",
+    ),
+    "blockpage.lab": (
+        "http",
+        {"clean": False, "isp-a": "http-diff", "isp-b": "http-diff", "isp-c": "http-diff"},
+        "gateway",
+    ),
+    "blackhole.lab": (
+        "http",
+        {"clean": False, "isp-a": "tcp_ip", "isp-b": "tcp_ip", "isp-c": "tcp_ip"},
+        "gateway",
+    ),
+    "isp-blockpage.lab": (
+        "http",
+        {"clean": False, "isp-a": "http-diff", "isp-b": False, "isp-c": False},
+        "isp",
+    ),
+    "nonexistent.lab": ("http", {"clean": False, "isp-a": False, "isp-b": False, "isp-c": False}, "none"),
+    "echo.lab": ("http", {"clean": False, "isp-a": False, "isp-b": False, "isp-c": False}, "none"),
+    "hostfilter.lab": (
+        "http",
+        {"clean": False, "isp-a": "http-diff", "isp-b": "http-diff", "isp-c": "http-diff"},
+        "gateway",
+    ),
+    "snifilter.lab": (
+        "http",
+        {"clean": False, "isp-a": "http-failure", "isp-b": "http-failure", "isp-c": "http-failure"},
+        "gateway",
+    ),
 }
 
 
@@ -34,7 +58,7 @@ def test_default_scenario_holds_every_required_domain() -> None:
         assert (spec.scheme, spec.blocking, spec.expected_scope) == (scheme, blocking, scope), name
     assert not scenario.domain("nonexistent.lab").exists
     assert scenario.domain("isp-blockpage.lab").networks == ("isp-a",)
-    assert scenario.domain("blackhole.lab").networks == ("isp-a", "isp-b")
+    assert scenario.domain("blackhole.lab").networks == ("isp-a", "isp-b", "isp-c")
 
 
 def test_a_scenario_loads_from_a_path(tmp_path: Path) -> None:
@@ -49,6 +73,7 @@ def test_a_scenario_loads_from_a_path(tmp_path: Path) -> None:
         "clean": False,
         "isp-a": "http-failure",
         "isp-b": "http-failure",
+        "isp-c": "http-failure",
     }
     assert scenario.domain("X.LAB.").name == "x.lab"  # lookups are case- and dot-insensitive
     assert load_scenario(scenario) is scenario

@@ -14,6 +14,7 @@ import pytest_asyncio
 from gatewatch.core.vocabulary import TECHNIQUES
 from gatewatch.lab import Lab
 from gatewatch.lab.demo import DemoRow, measure_lab
+from gatewatch.lab.networks import CENSORED_NETWORKS
 
 pytestmark = pytest.mark.lab
 
@@ -32,11 +33,11 @@ def test_every_domain_matches_the_scenario(rows: dict[tuple[str, str], DemoRow])
         if not r.as_expected
     }
     assert not wrong
-    assert {network for network, _ in rows} == {"isp-a", "isp-b"}
+    assert {network for network, _ in rows} == {"isp-a", "isp-b", "isp-c"}
 
 
 def test_clean_domains_show_no_interference(rows: dict[tuple[str, str], DemoRow]) -> None:
-    for network in ("isp-a", "isp-b"):
+    for network in CENSORED_NETWORKS:
         for domain in ("clean.lab", "secure.lab"):
             r = rows[(network, domain)]
             assert r.verdict.blocking is False

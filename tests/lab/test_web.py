@@ -14,7 +14,7 @@ from .conftest import connect, http_get, https_get, tls_client_context
 
 pytestmark = pytest.mark.lab
 
-SOURCES = {"clean": "127.0.0.1", "isp-a": "127.65.0.10", "isp-b": "127.66.0.10"}
+SOURCES = {"clean": "127.0.0.1", "isp-a": "127.65.0.10", "isp-b": "127.66.0.10", "isp-c": "127.67.0.10"}
 
 
 async def get(lab: Lab, network: str, domain: str, *, host: str | None = None, method: str = "GET"):
