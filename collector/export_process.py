@@ -3,7 +3,9 @@
 A worker thread keeps the event loop free, but not the GIL: on a thread of the serving process a JSON
 Lines export raised ingest p99 about 6.5x and a CSV one about 5x (bench/export_soak.py; a CSV row still
 costs Python a join and, token-signed, a base64). A child process
-(``python -m gatewatch.collector.export_process DB FORMAT FILTER``) opens the store itself, runs the same
+(``python -m gatewatch.collector.export_process``, given the store URL, format and filter as one JSON
+document on its stdin: a PostgreSQL URL may hold a password, and a command line is readable by every local
+user in ``ps``) opens the store itself, runs the same
 :func:`.export_stream.stream_export` and writes the bytes to its stdout; the serving process only relays
 them. Its memory is bounded as in the thread (a slow client fills the pipe and the child waits). The child
 runs at a lower priority (``nice`` 10), so that on a busy machine the export waits rather than ingest.
@@ -29,7 +31,7 @@ from .exports import CHUNK_SIZE
 from .store import open_store
 from .store.base import MeasurementFilter, StoreError
 
-__all__ = ["filter_from_json", "filter_to_json", "process_export"]
+__all__ = ["filter_from_json", "filter_to_json", "job_to_json", "process_export"]
 
 _NICENESS: Final = 10  # the child's scheduling priority, below the collector's
 _STORE_FAILED: Final = 3  # the child's exit status when its store failed (the others: a bug)
@@ -56,14 +58,13 @@ async def process_export(
         sys.executable,
         "-m",
         __name__,
-        db,
-        fmt,
-        filter_to_json(f),
-        stdin=asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    assert child.stdout is not None and child.stderr is not None
+    assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+    child.stdin.write(job_to_json(db, fmt, f).encode())
+    child.stdin.close()  # a few hundred bytes: within the pipe's buffer, no wait needed
     errors = asyncio.ensure_future(child.stderr.read())  # read as it comes: a full pipe would block it
     try:
         while chunk := await child.stdout.read(chunk_size):
@@ -106,8 +107,14 @@ async def _export_to_stdout(db: str, fmt: str, f: MeasurementFilter) -> None:
         await store.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    db, fmt, filter_json = sys.argv[1:] if argv is None else argv
+def job_to_json(db: str, fmt: str, f: MeasurementFilter) -> str:
+    """What the child is asked (on its stdin, never its command line)."""
+    return json.dumps({"db": db, "format": fmt, "filter": filter_to_json(f)})
+
+
+def main(job: str | None = None) -> int:
+    values = json.loads(sys.stdin.read() if job is None else job)
+    db, fmt, filter_json = values["db"], values["format"], values["filter"]
     # Behind the serving process on a busy machine: an export may take longer, ingest should not.
     os.nice(_NICENESS)
     try:

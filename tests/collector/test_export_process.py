@@ -4,6 +4,7 @@ dies mid-way fails the download, and a child whose client went away is ended."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from datetime import UTC, datetime, timedelta
@@ -100,3 +101,24 @@ async def test_an_abandoned_export_ends_its_child(tmp_path: Path) -> None:
     assert len(export_children()) == 1
     await stream.aclose()
     assert export_children() == []
+
+
+async def test_the_store_url_is_not_on_the_childs_command_line() -> None:
+    # A PostgreSQL URL may carry a password; every local user can read a command line (ps, /proc/*/cmdline).
+    # Nothing listens on loopback port 1: the child starts, is looked at, then fails to connect.
+    url = "postgresql://gatewatch:s3cret-password@127.0.0.1:1/gatewatch"
+    stream = process_export(url, "jsonl", MeasurementFilter(), chunk_size=1024)
+    task = asyncio.ensure_future(anext(stream, None))
+    try:
+        for _ in range(2000):  # 10 s at most
+            if children := export_children():
+                break
+            await asyncio.sleep(0.005)
+        cmdline = (Path("/proc") / str(children[0]) / "cmdline").read_bytes()
+        assert b"gatewatch.collector.export_process" in cmdline
+        assert b"s3cret" not in cmdline and b"postgresql" not in cmdline and b"jsonl" not in cmdline
+        with pytest.raises(StoreError):  # and the job did reach it: it tried that store
+            await task
+    finally:
+        task.cancel()
+        await stream.aclose()
