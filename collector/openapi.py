@@ -48,7 +48,17 @@ from gatewatch.core.wire import (
 
 from .exports import EXPORT_FORMATS, MEDIA_TYPES
 from .openapi_agent_paths import control_paths
-from .openapi_pieces import BAD_QUERY, REF, RETRY_AFTER, STORE_DOWN, error, json_answer, query_parameters, ref
+from .openapi_pieces import (
+    BAD_QUERY,
+    CC_PARAMETER,
+    REF,
+    RETRY_AFTER,
+    STORE_DOWN,
+    error,
+    json_answer,
+    query_parameters,
+    ref,
+)
 from .research import EXPORT_PARAMETERS, LIST_PARAMETERS
 
 __all__ = ["OPENAPI_PATH", "add_openapi_routes", "build_openapi", "main", "render"]
@@ -204,15 +214,7 @@ def _test_list_and_interference() -> dict[str, Any]:
             "get": {
                 "operationId": "testList",
                 "summary": "The operator's test list for a country (Citizen Lab CSV)",
-                "parameters": [
-                    {
-                        "name": "cc",
-                        "in": "query",
-                        "required": True,
-                        "description": "Country code.",
-                        "schema": {"type": "string", "pattern": "^[A-Za-z]{2}$"},
-                    }
-                ],
+                "parameters": [CC_PARAMETER],
                 "responses": {
                     "200": {
                         "description": "Citizen Lab test-list CSV (the country's list, then the global one).",

@@ -19,7 +19,7 @@ from gatewatch.core.wire import (
     SightingAnswer,
 )
 
-from .openapi_pieces import RETRY_AFTER, error, json_answer, ref
+from .openapi_pieces import CC_PARAMETER, RETRY_AFTER, error, json_answer, ref
 
 __all__ = ["control_paths"]
 
@@ -77,15 +77,7 @@ def control_paths() -> dict[str, Any]:
                 "and measure the listed URLs at once, so that a block seen in one network is confirmed "
                 "(or not) by the others within minutes. Only URLs on the operator's test list, at most "
                 "20, and nothing about who reported them.",
-                "parameters": [
-                    {
-                        "name": "cc",
-                        "in": "query",
-                        "required": True,
-                        "description": "Country code.",
-                        "schema": {"type": "string", "pattern": "^[A-Za-z]{2}$"},
-                    }
-                ],
+                "parameters": [CC_PARAMETER],
                 "responses": {
                     "200": json_answer(ref(ConfirmationList), "The URLs to measure now (often none)."),
                     "400": error("No or bad cc."),

@@ -13,6 +13,7 @@ from .research import QueryParameter
 
 __all__ = [
     "BAD_QUERY",
+    "CC_PARAMETER",
     "REF",
     "RETRY_AFTER",
     "STORE_DOWN",
@@ -58,3 +59,13 @@ def query_parameters(parameters: tuple[QueryParameter, ...]) -> list[dict[str, A
         {"name": p.name, "in": "query", "required": False, "description": p.description, "schema": p.schema}
         for p in parameters
     ]
+
+
+# The country a per-country endpoint answers for (test list, confirmation list).
+CC_PARAMETER: dict[str, Any] = {
+    "name": "cc",
+    "in": "query",
+    "required": True,
+    "description": "Country code.",
+    "schema": {"type": "string", "pattern": "^[A-Za-z]{2}$"},
+}
