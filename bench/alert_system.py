@@ -52,6 +52,20 @@ def get_json(url: str) -> Any:
         return json.load(answer)
 
 
+def wait_ready(url: str, seconds: float) -> None:
+    """Until ``url`` answers 200 (a process started), at most ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready within {seconds:g} s")
+
+
 # --- one lab system --------------------------------------------------------------------------------------
 
 
@@ -145,7 +159,7 @@ class Run:
             "--control-allow-net", "127.0.0.0/8", "--test-list", f"global={self.workdir / 'list.csv'}",
             "--log-level", "WARNING",
         ], "collector", env)  # fmt: skip
-        self.wait(f"{self.collector}/readyz", STARTUP_TIMEOUT)
+        wait_ready(f"{self.collector}/readyz", STARTUP_TIMEOUT)
         (self.workdir / "alerts.yml").write_text(RULES.read_text())
         (self.workdir / "prometheus.yml").write_text(
             f"global: {{scrape_interval: {SCRAPE}, evaluation_interval: {SCRAPE}}}\n"
@@ -157,7 +171,7 @@ class Run:
             f"--storage.tsdb.path={self.workdir / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{self.prometheus_port}",
         ], "prometheus")  # fmt: skip
-        self.wait(f"{self.prometheus}/-/ready", STARTUP_TIMEOUT)
+        wait_ready(f"{self.prometheus}/-/ready", STARTUP_TIMEOUT)
 
     def start_daemon(self, network: str, n: int) -> None:
         data = self.workdir / f"agent-{network}-{n}"
@@ -217,18 +231,6 @@ class Run:
             "--data-dir", str(data), "--resolver", lab.resolver, "--ca-file", lab.ca_file,
             "--routable", "127.0.0.0/8", "--source-address", lab.networks[network].source_address,
         ]  # fmt: skip
-
-    def wait(self, url: str, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(url, timeout=2) as answer:
-                    if answer.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"{url} not ready within {seconds:g} s")
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         url = f"{self.prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr})

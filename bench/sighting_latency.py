@@ -29,16 +29,16 @@ import asyncio
 import json
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
+
+from alert_system import free_port, get_json, wait_ready
 
 from gatewatch.lab import Lab
 from gatewatch.lab.networks import CENSORED_NETWORKS
@@ -46,17 +46,6 @@ from gatewatch.lab.scripts import AGENT, COLLECTOR, console_script
 
 TARGET = "target.lab"
 DEFAULTS = {"interval": 6 * 3600.0, "jitter": 1800.0, "delay": (300.0, 3600.0), "poll": 60.0}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as answer:
-        return json.load(answer)
 
 
 def write_scenario(path: Path, urls: int) -> None:
@@ -166,19 +155,6 @@ def one_run(lab: Lab, workdir: Path, args: argparse.Namespace, sightings: bool) 
                 process.wait(5)
         for log in logs:
             log.close()
-
-
-def wait_ready(url: str, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} not ready within {seconds:g} s")
 
 
 def describe(values: list[float], scale: float) -> str:
