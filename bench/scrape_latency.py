@@ -6,9 +6,15 @@ batches one at a time at a steady pace and records each answer's latency; a thir
 /metrics the way Prometheus does (its default Accept header, gzip) in one of these phases:
 
 - ``none``: no scrape (the baseline);
-- ``back-to-back``: the next scrape as soon as the last one was read (the served page, gzip);
+- ``back-to-back``: the next scrape as soon as the last one was read (the app's /metrics as configured by
+  default: the cached page, gzip, answers at least ``metrics_min_interval_seconds`` apart,
+  collector/scrape_pacer.py);
 - ``back-to-back plain``: the same without gzip;
 - ``paced 1s``: one scrape a second (a tight Prometheus scrape interval);
+- ``unpaced back-to-back``: the cached page, gzip, with no minimum interval between answers (the app with
+  ``metrics_min_interval_seconds = 0``);
+- ``constant back-to-back``: a constant body of the gzip page's size answered from memory on the event
+  loop, with no minimum interval: what any unpaced answer costs at least (the HTTP request and response);
 - ``uncached back-to-back``: ``generate_latest`` over the app's registry in a worker thread at every
   scrape, the path before collector/exposition.py (the issue's ×4.1).
 
@@ -39,17 +45,21 @@ import metrics_render
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ingest import CONTROL_SECRET, page_load_keys
-from prometheus_client import generate_latest
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from gatewatch.collector.app import create_app
 from gatewatch.collector.appkeys import REGISTRY_KEY
+from gatewatch.collector.exposition import metrics_page
 from gatewatch.collector.interference_api import AGGREGATE_KEY
+from gatewatch.collector.metrics import metrics_response
 from gatewatch.collector.settings import Settings
 from gatewatch.collector.vouched_control import ControlSigner
 from gatewatch.core import envelope
 from gatewatch.core.measurement import Measurement, utc_now
 
 UNCACHED_PATH = "/bench/metrics-uncached"
+UNPACED_PATH = "/bench/metrics-unpaced"
+CONSTANT_PATH = "/bench/metrics-constant"
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,"
     "text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
@@ -60,6 +70,8 @@ PHASES: dict[str, tuple[str, bool, float] | None] = {
     "back-to-back": ("/metrics", True, 0.0),
     "back-to-back plain": ("/metrics", False, 0.0),
     "paced 1s": ("/metrics", True, 1.0),
+    "unpaced back-to-back": (UNPACED_PATH, True, 0.0),
+    "constant back-to-back": (CONSTANT_PATH, True, 0.0),
     "uncached back-to-back": (UNCACHED_PATH, False, 0.0),
 }
 MAX_SCRAPE_SECONDS = 600.0  # every scrape loop stops by then whatever happens
@@ -78,7 +90,18 @@ async def serve(db: Path) -> None:
         body = await asyncio.to_thread(generate_latest, registry)
         return web.Response(body=body, content_type="text/plain")
 
+    async def unpaced(request: web.Request) -> web.Response:
+        return await metrics_response(registry, request, min_interval=0.0)
+
+    constant: list[bytes] = []
+
+    async def constant_page(request: web.Request) -> web.Response:
+        headers = {"Content-Type": CONTENT_TYPE_PLAIN_0_0_4, "Content-Encoding": "gzip"}
+        return web.Response(body=constant[0], headers=headers)
+
     app.router.add_get(UNCACHED_PATH, uncached)
+    app.router.add_get(UNPACED_PATH, unpaced)
+    app.router.add_get(CONSTANT_PATH, constant_page)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -88,6 +111,7 @@ async def serve(db: Path) -> None:
     aggregate.add_rows(metrics_render.rows())
     aggregate.refresh(key_budget=10**9)
     generate_latest(registry)  # the first snapshot
+    constant.append(metrics_page(registry).body(compressed=True))
     print(runner.addresses[0][1], flush=True)
     try:
         await asyncio.to_thread(sys.stdin.read)  # until the bench closes our stdin

@@ -180,7 +180,8 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    return await metrics_response(request.app[REGISTRY_KEY], request)
+    min_interval = request.app[SETTINGS_KEY].metrics_min_interval_seconds
+    return await metrics_response(request.app[REGISTRY_KEY], request, min_interval=min_interval)
 
 
 def add_health_routes(app: web.Application) -> None:

@@ -46,6 +46,8 @@ from prometheus_client.openmetrics.exposition import escape_label_name, escape_m
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from .scrape_pacer import ScrapePacer
+
 __all__ = [
     "MetricsPage",
     "SeriesFamily",
@@ -216,6 +218,7 @@ class MetricsPage:
         self._segments: list[tuple[bytes, _Part | None]] = []  # the last page, piece by piece
         self._body = b""
         self._gzipped: bytes | None = None
+        self.pacer = ScrapePacer()  # used on the event loop only (serve_metrics)
 
     def cacheable(self) -> bool:
         """False when the page must come from prometheus_client's own rendering: multiprocess collection
@@ -339,11 +342,15 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
     return any(kind == "gzip" and _q(options) > 0 for kind, options in _media_ranges(accept_encoding or ""))
 
 
-async def serve_metrics(registry: CollectorRegistry, request: web.Request | None = None) -> web.Response:
-    """The /metrics answer for ``request`` (none: the plain text format, uncompressed)."""
+async def serve_metrics(
+    registry: CollectorRegistry, request: web.Request | None = None, *, min_interval: float = 0.0
+) -> web.Response:
+    """The /metrics answer for ``request`` (none: the plain text format, uncompressed), at most one wave of
+    answers every ``min_interval`` seconds (collector/scrape_pacer.py)."""
     headers = request.headers if request is not None else {}
     accept = headers.get("Accept")
     page = metrics_page(registry)
+    await page.pacer.wait(min_interval)
     if not accepts_cached_text(accept) or not page.cacheable():
         encoder, content_type = choose_encoder(accept or "")
         body = await asyncio.to_thread(encoder, registry)

@@ -261,7 +261,10 @@ class SightingMetrics:
 SIGHTING_METRICS_KEY: web.AppKey[SightingMetrics] = web.AppKey("gatewatch_sighting_metrics", SightingMetrics)
 
 
-async def metrics_response(registry: CollectorRegistry, request: web.Request | None = None) -> web.Response:
+async def metrics_response(
+    registry: CollectorRegistry, request: web.Request | None = None, *, min_interval: float = 0.0
+) -> web.Response:
     """The registry as ``request`` asks for it (collector/exposition.py: a cached text page, gzip if
-    accepted, OpenMetrics through prometheus_client). Rendering runs off the loop."""
-    return await serve_metrics(registry, request)
+    accepted, OpenMetrics through prometheus_client), answers at least ``min_interval`` seconds apart
+    (collector/scrape_pacer.py). Rendering runs off the loop."""
+    return await serve_metrics(registry, request, min_interval=min_interval)

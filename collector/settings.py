@@ -95,6 +95,7 @@ def parse_test_lists(entries: tuple[str, ...]) -> dict[str, Path]:
 
 
 _MAX_TIME_WINDOW = 100 * 366 * 24 * 3600.0
+_MAX_METRICS_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,9 @@ class Settings:
     # Sanity of measurement_start_time: clocks drift a little; agents queue results while offline.
     max_future_seconds: float = 3600.0
     max_age_seconds: float = 30 * 24 * 3600.0
+    # /metrics answers at least this many seconds apart (collector/scrape_pacer.py): a client scraping back
+    # to back cannot slow ingest; Prometheus scrapes every few seconds at most. 0: no pacing.
+    metrics_min_interval_seconds: float = 0.1
     # How long a stopping collector lets in-flight requests finish.
     shutdown_timeout: float = 30.0
     log_level: str = "INFO"
@@ -208,6 +212,9 @@ class Settings:
             raise SettingsError("log_level: one of DEBUG, INFO, WARNING, ERROR")
         if not self.control_cache_seconds >= 0:
             raise SettingsError("control_cache_seconds: must not be negative")
+        if not 0 <= self.metrics_min_interval_seconds <= _MAX_METRICS_INTERVAL:
+            # a scrape may wait this long: it must stay well inside Prometheus' scrape timeout (10 s)
+            raise SettingsError(f"metrics_min_interval_seconds: from 0 to {_MAX_METRICS_INTERVAL:g}")
         if self.control_resolver:
             parse_resolver(self.control_resolver)
         if self.control_signing_secret and len(self.control_signing_secret) < 32:

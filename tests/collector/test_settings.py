@@ -71,6 +71,8 @@ def test_lists_from_the_environment_and_flags() -> None:
         ({"control_burst": 0}, {}, "control_burst"),
         ({"control_concurrency": 0}, {}, "control_concurrency"),
         ({"control_cache_seconds": -1}, {}, "control_cache_seconds"),
+        ({"metrics_min_interval_seconds": -0.1}, {}, "metrics_min_interval_seconds"),
+        ({}, {"GATEWATCH_METRICS_MIN_INTERVAL_SECONDS": "30"}, "metrics_min_interval_seconds"),
         ({"attribution_window_seconds": 0}, {}, "attribution_window_seconds"),
         ({"attribution_min_networks": 1}, {}, "attribution_min_networks"),
         ({"attribution_gateway_share": 1.5}, {}, "attribution_gateway_share"),
