@@ -99,7 +99,12 @@ values = st.one_of(
     st.sampled_from([0.0, -0.0, 1e6, 1234567.0, 1e-7, 0.1]),
 )
 operations = st.lists(
-    st.tuples(st.sampled_from(["inc", "set", "observe", "custom"]), label_values, label_values, values),
+    st.tuples(
+        st.sampled_from(["inc", "set", "observe", "custom", "remove", "clear"]),
+        label_values,
+        label_values,
+        values,
+    ),
     max_size=25,
 )
 
@@ -107,7 +112,8 @@ operations = st.lists(
 @settings(max_examples=150, deadline=None)
 @given(st.lists(operations, min_size=1, max_size=4))
 def test_the_page_is_generate_latest_byte_for_byte_after_any_updates(batches) -> None:
-    # plain metrics (rendered at every scrape), tracked ones (rendered after a change) and a keyed collector
+    # plain metrics (rendered at every scrape), tracked ones (each rendered again after its own change) and
+    # a keyed collector: the page kept piece by piece equals a full render after every batch of changes
     registry = CollectorRegistry()
     counters = [
         Counter("demo_events", "Events by kind", ["kind"], registry=registry),
@@ -141,6 +147,16 @@ def test_the_page_is_generate_latest_byte_for_byte_after_any_updates(batches) ->
                 child(gauges[step % 2], first, second).set(value)
             elif operation == "observe":
                 child(histograms[step % 2], first).observe(finite)
+            elif operation == "remove":  # a series goes: the next labels() makes a new child
+                metric = histograms[step % 2]
+                if (metric._name, first) in children:
+                    metric.remove(first)
+                    del children[(metric._name, first)]
+            elif operation == "clear":
+                metric = gauges[step % 2]
+                metric.clear()
+                for key in [key for key in children if key[0] == metric._name]:
+                    del children[key]
             else:
                 custom.values[(first, second)] = float(value)
                 custom.version += 1

@@ -14,42 +14,48 @@ def registry() -> CollectorRegistry:
     return CollectorRegistry()
 
 
-def test_every_change_moves_the_key(registry: CollectorRegistry) -> None:
+def test_every_change_moves_the_key_of_its_metric_alone(registry: CollectorRegistry) -> None:
     counter = TrackedCounter("c", "C", ["k"], registry=registry)
     gauge = TrackedGauge("g", "G", registry=registry)
-    histogram = TrackedHistogram("h", "H", registry=registry)
+    histogram = TrackedHistogram("h", "H", ["op"], registry=registry)
     child = counter.labels(k="a")  # a child held, as handlers hold them: its own calls count
+    timer = histogram.labels(op="x")
     changes = [
-        lambda: counter.labels(k="b"),  # a new series
-        lambda: child.inc(2),
-        child.reset,
-        lambda: counter.remove("a"),
-        lambda: counter.clear(),
-        gauge.inc,
-        gauge.dec,
-        lambda: gauge.set(7),
-        gauge.set_to_current_time,
-        lambda: histogram.observe(0.3),
+        (counter, lambda: counter.labels(k="b")),  # a new series
+        (counter, lambda: child.inc(2)),
+        (counter, child.reset),
+        (counter, lambda: counter.remove("a")),
+        (counter, lambda: child.inc()),  # a removed child still moves its old parent's key: harmless
+        (counter, lambda: counter.clear()),
+        (gauge, gauge.inc),
+        (gauge, gauge.dec),
+        (gauge, lambda: gauge.set(7)),
+        (gauge, gauge.set_to_current_time),
+        (histogram, lambda: timer.observe(0.3)),
+        (histogram, lambda: histogram.labels(op="y").observe(1.5)),
     ]
-    for change in changes:
-        before = counter.cache_key()
+    metrics = (counter, gauge, histogram)
+    for changed, change in changes:
+        before = [metric.cache_key() for metric in metrics]
         change()
-        assert counter.cache_key() != before
-        assert gauge.cache_key() == histogram.cache_key() == counter.cache_key()  # one count for all
-    key = counter.cache_key()
+        for metric, key in zip(metrics, before, strict=True):
+            assert (metric.cache_key() != key) is (metric is changed)
+    keys = [metric.cache_key() for metric in metrics]
     generate_latest(registry)
-    assert counter.cache_key() == key  # reading is no change
+    assert [metric.cache_key() for metric in metrics] == keys  # reading is no change
 
 
 def test_the_page_renders_tracked_metrics_again_only_after_a_change(registry: CollectorRegistry) -> None:
     counter = TrackedCounter("c", "C", ["k"], registry=registry)
+    other = TrackedHistogram("h", "H", registry=registry)
     page = MetricsPage(registry)
     first = page.render()
-    rendered = page._parts[counter]
+    rendered, other_rendered = page._parts[counter], page._parts[other]
     assert page.render() == first and page._parts[counter] is rendered  # nothing changed: not rendered
     counter.labels(k="a").inc()
     second = page.render()
     assert page._parts[counter] is not rendered
+    assert page._parts[other] is other_rendered  # another metric's change renders this one no more
     assert second == generate_latest(registry) != first
     assert b'c_total{k="a"} 1.0' in second
 
