@@ -8,8 +8,8 @@ ingest metrics) rendered by ``generate_latest``. Measured: the served page (coll
 nothing new since the last scrape, after an upload moved the ingest metrics only (what most scrapes see:
 the interference snapshot refreshes at most every 5 s in the app), and after an ingest when every scrape
 sees a new snapshot (the aggregate's refresh interval is 0 here; the app's is 5 s, so at most one scrape
-per 5 s pays this), plain and gzip; ``generate_latest`` over the app's registry (the path before the cache); and the cost of adding
-rows and of the incremental verdict refresh that the next scrape pays.
+per 5 s pays this), plain and gzip; ``generate_latest`` over the app's registry (the path before the
+cache); and the cost of adding rows and of the incremental verdict refresh that the next scrape pays.
 
     python bench/metrics_render.py [--repeat 20]
 """

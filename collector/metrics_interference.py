@@ -51,14 +51,18 @@ gatewatch_interference_rows_unexported                      1
 Never an IP address, an agent key, a full URL or free text.
 
 Scrape cost: ``collect()`` reads the aggregate's snapshot (refreshed at most every few seconds, within a
-key budget) and rebuilds the families only when the snapshot changed. The /metrics page
-(collector/exposition.py) asks ``cache_key()`` whether its text must be rendered again and renders it from
-``series()`` (label-value tuples: no Metric, no dictionary per sample); ``collect()`` gives the same
-families as prometheus_client Metrics, for ``generate_latest``, OpenMetrics and ``get_sample_value``.
+key budget) and rebuilds the families only when the snapshot changed, and then not from scratch: the
+merged totals follow the keys whose counts changed, and a country's networks are ranked again only when
+they changed (an upload touches one or two countries; tests check the result equals a fresh build). The
+/metrics page (collector/exposition.py) asks ``cache_key()`` whether its text must be rendered again and
+renders it from ``series()`` (label-value tuples: no Metric, no dictionary per sample); ``collect()`` gives
+the same families as prometheus_client Metrics, for ``generate_latest``, OpenMetrics and
+``get_sample_value``.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections import defaultdict
@@ -150,10 +154,12 @@ def _technique(value: str | None) -> str:
     return value if value in _TECHNIQUES else OTHER
 
 
+@functools.lru_cache(maxsize=8192)  # every network of every snapshot: a lookup, not a regex, per scrape
 def _asn(value: str) -> str:
     return value if _ASN.match(value) else OTHER
 
 
+@functools.lru_cache(maxsize=8192)
 def _is_hostname(value: str) -> bool:
     """A plain lower-case host name. Its last label must hold a letter, so no IPv4 literal passes (and an
     IPv6 literal has colons)."""
@@ -174,6 +180,8 @@ class InterferenceCollector(Collector):
         self._built_for: int | None = None
         self._series: list[SeriesFamily] = []
         self._families: list[Metric] | None = None  # the Metric form of _series, made when asked
+        self._networks: _NetworkMemo = {}  # each country's capped networks, until its networks change
+        self._totals = _MergedTotals()
         # /metrics renders in a worker thread; two scrapes at once must not interleave the label bookkeeping.
         self._lock = threading.Lock()
 
@@ -228,28 +236,11 @@ class InterferenceCollector(Collector):
             unexported,
             packet_evidence,
         ) = families = _series_families()
-        # Countries are labelled in order of first appearance; among those that first appear in the same
-        # snapshot, the busiest go first (so a cap, if reached, leaves the smallest ones as "other").
-        seen: dict[str, int] = defaultdict(int)
-        for (cc, _test, _blocking), (count, _a) in snapshot.totals.items():
-            seen[cc] += count
-        for cc in sorted(seen, key=lambda c: (-seen[c], c)):
-            self._country(cc)
-
-        totals: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
-        for (cc, test, blocking), (count, anomalous) in snapshot.totals.items():
-            key = (
-                self._country(cc),
-                test if test in _TESTS else OTHER,
-                blocking if blocking in _BLOCKINGS else OTHER,
-            )
-            totals[key][0] += count
-            totals[key][1] += anomalous
-        for labels, (count, anomalous) in sorted(totals.items()):
+        for labels, (count, anomalous) in self._totals.update(snapshot.totals, self._country):
             measurements.samples.append((labels, count))
             anomalies.samples.append((labels, anomalous))
 
-        for (cc, asn), (judged, anomalous) in _capped_networks(snapshot, self._country):
+        for (cc, asn), (judged, anomalous) in _capped_networks(snapshot, self._country, self._networks):
             ratio.samples.append(((cc, asn), anomalous / judged))
             network_measurements.samples.append(((cc, asn), judged))
 
@@ -271,6 +262,55 @@ class InterferenceCollector(Collector):
         gateway.samples.append(((), len({r.cc for r in snapshot.rows if r.scope == "gateway"})))
         unexported.samples.append(((), left_out))
         return families
+
+
+_Totals = dict[tuple[str, str, str], tuple[int, int]]
+
+
+class _MergedTotals:
+    """The snapshot's (country, test, blocking) counts under their labels, kept up to date from the keys whose
+    counts changed since the last snapshot (an upload changes a few of thousands): the same sums, in the
+    same order, as merging every key again."""
+
+    def __init__(self) -> None:
+        self._source: _Totals = {}  # the last snapshot's totals (read-only: a snapshot is never mutated)
+        self._merged: dict[tuple[str, str, str], list[int]] = {}
+        self._order: list[tuple[str, str, str]] = []  # sorted(self._merged)
+
+    def update(self, totals: _Totals, country: _CountryLabel) -> list[tuple[tuple[str, str, str], list[int]]]:
+        source = self._source
+        changed = [(key, value) for key, value in totals.items() if source.get(key) != value]
+        if len(totals) - len(source) != sum(key not in source for key, _value in changed):
+            # a key left (the counts only grow in the aggregate, but be exact): merge everything again
+            self._source, self._merged, self._order = {}, {}, []
+            return self.update(totals, country)
+        # Countries are labelled in order of first appearance; among those that first appear in the same
+        # snapshot, the busiest go first (so a cap, if reached, leaves the smallest ones as "other"). A
+        # country new in this snapshot has all its keys among the changed ones.
+        seen: dict[str, int] = defaultdict(int)
+        for (cc, _test, _blocking), (count, _anomalous) in changed:
+            seen[cc] += count
+        for cc in sorted(seen, key=lambda c: (-seen[c], c)):
+            country(cc)
+        added = False
+        for key, (count, anomalous) in changed:
+            cc, test, blocking = key
+            labels = (
+                country(cc),
+                test if test in _TESTS else OTHER,
+                blocking if blocking in _BLOCKINGS else OTHER,
+            )
+            merged = self._merged.get(labels)
+            if merged is None:
+                merged = self._merged[labels] = [0, 0]
+                added = True
+            old_count, old_anomalous = source.get(key, (0, 0))
+            merged[0] += count - old_count
+            merged[1] += anomalous - old_anomalous
+        self._source = totals
+        if added:
+            self._order = sorted(self._merged)
+        return [(labels, self._merged[labels]) for labels in self._order]
 
 
 _CC_TEST_BLOCKING = ("cc", "test", "blocking")
@@ -299,28 +339,47 @@ def _series_families() -> list[SeriesFamily]:
     return [SeriesFamily(name, kind, help_text, labels) for kind, name, help_text, labels in _FAMILY_TABLE]
 
 
+_CappedNetworks = list[tuple[tuple[str, str], tuple[int, int]]]
+# country label -> (its networks as the snapshot gave them, what they came to): a country whose networks did
+# not change since the last snapshot is not ranked again (an upload touches one or two countries)
+_NetworkMemo = dict[str, tuple[list[tuple[str, int, int]], _CappedNetworks]]
+
+
 def _capped_networks(
-    snapshot: AggregateSnapshot, country: _CountryLabel
-) -> list[tuple[tuple[str, str], tuple[int, int]]]:
+    snapshot: AggregateSnapshot, country: _CountryLabel, memo: _NetworkMemo | None = None
+) -> _CappedNetworks:
     """Per country label, the busiest networks by name and the rest summed as ``other``."""
     per_country: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
     for (cc, asn), (judged, anomalous) in snapshot.networks.items():
         per_country[country(cc)].append((_asn(asn), judged, anomalous))
-    out: list[tuple[tuple[str, str], tuple[int, int]]] = []
+    memo = {} if memo is None else memo
+    for gone in memo.keys() - per_country.keys():
+        del memo[gone]
+    out: _CappedNetworks = []
     for cc in sorted(per_country):
-        merged: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        for asn, judged, anomalous in per_country[cc]:
-            merged[asn][0] += judged
-            merged[asn][1] += anomalous
-        rest = merged.pop(OTHER, [0, 0])
-        ranked = sorted(merged.items(), key=lambda item: (-item[1][0], item[0]))
-        for asn, (judged, anomalous) in ranked[:MAX_NETWORKS_PER_COUNTRY]:
-            out.append(((cc, asn), (judged, anomalous)))
-        for _asn_name, (judged, anomalous) in ranked[MAX_NETWORKS_PER_COUNTRY:]:
-            rest[0] += judged
-            rest[1] += anomalous
-        if rest[0]:
-            out.append(((cc, OTHER), (rest[0], rest[1])))
+        networks = per_country[cc]
+        known = memo.get(cc)
+        if known is None or known[0] != networks:
+            known = memo[cc] = (networks, _capped_country(cc, networks))
+        out += known[1]
+    return out
+
+
+def _capped_country(cc: str, networks: list[tuple[str, int, int]]) -> _CappedNetworks:
+    merged: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for asn, judged, anomalous in networks:
+        merged[asn][0] += judged
+        merged[asn][1] += anomalous
+    rest = merged.pop(OTHER, [0, 0])
+    ranked = sorted(merged.items(), key=lambda item: (-item[1][0], item[0]))
+    out: _CappedNetworks = []
+    for asn, (judged, anomalous) in ranked[:MAX_NETWORKS_PER_COUNTRY]:
+        out.append(((cc, asn), (judged, anomalous)))
+    for _asn_name, (judged, anomalous) in ranked[MAX_NETWORKS_PER_COUNTRY:]:
+        rest[0] += judged
+        rest[1] += anomalous
+    if rest[0]:
+        out.append(((cc, OTHER), (rest[0], rest[1])))
     return out
 
 

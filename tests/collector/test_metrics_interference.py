@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
 from gatewatch.collector.aggregate import InterferenceAggregate
@@ -303,3 +305,37 @@ def test_a_domain_blocked_on_one_scheme_only() -> None:
     assert registry.get_sample_value("gatewatch_interference_scheme_urls", {**scheme, "scheme": "http"}) == 1
     series = [s for s in samples(registry) if s[0] == "gatewatch_interference_scheme_urls"]
     assert [labels["scheme"] for _, labels, _ in series] == ["http"]
+
+
+# (country, network, domain, blocked, test, blocking): invalid countries and networks, tests and verdicts
+# outside the label lists, so that several keys merge under "other"
+_ROW_FIELDS = st.tuples(
+    st.sampled_from(["XA", "XB", "XC", "x1", "XD"]),
+    st.sampled_from(["AS1", "AS2", "AS3", "bogus", "AS4"]),
+    st.sampled_from(["a.example", "b.example", "10.0.0.1"]),
+    st.booleans(),
+    st.sampled_from(["web", "web_connectivity", "dash", "urlgetter"]),
+    st.sampled_from(["dns", "tcp_ip", "false", "weird", None]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(_ROW_FIELDS, min_size=1, max_size=8), min_size=1, max_size=6))
+def test_families_kept_up_to_date_equal_families_built_afresh(batches) -> None:
+    # the collector merges each snapshot's changed totals and re-ranks only the countries whose networks
+    # changed; a collector that never saw an earlier snapshot builds everything from scratch
+    registry, aggregate = setup([])
+    [collector] = [c for c in registry._collector_to_names]
+    uid = 0
+    for batch in batches:
+        rows = []
+        for cc, asn, domain, blocked, test, blocking in batch:
+            uid += 1
+            rows.append(
+                row(cc, asn, domain, blocked, minutes_ago=uid % 50, measurement_uid=f"u{uid}", test_name=test,
+                    blocking=blocking or ("dns" if blocked else "false"))
+            )  # fmt: skip
+        aggregate.add_rows(rows)
+        kept = [(f.name, f.samples) for f in collector.series()]
+        afresh = [(f.name, f.samples) for f in type(collector)(aggregate).series()]
+        assert kept == afresh
