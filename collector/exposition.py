@@ -79,6 +79,8 @@ def _help(text: str) -> str:
 _Lines = dict[tuple[str, tuple[tuple[str, str], ...]], tuple[float, object, str]]
 # (sample name, label values) -> (value, its line), for SeriesFamily samples
 _SeriesLines = dict[tuple[str, tuple[str, ...]], tuple[float, str]]
+# family name -> (the SeriesFamily rendered last, its text)
+_FamilyTexts = dict[str, tuple["SeriesFamily", str]]
 
 
 def _same(old: float, new: float) -> bool:
@@ -147,29 +149,45 @@ class SeriesFamily:
         return metric
 
 
-def render_series(families: Iterable[SeriesFamily], lines: _SeriesLines) -> str:
-    """Series families in the text format, exactly as ``generate_latest`` writes their ``to_metric()``."""
+def render_series(
+    families: Iterable[SeriesFamily], lines: _SeriesLines, texts: _FamilyTexts | None = None
+) -> str:
+    """Series families in the text format, exactly as ``generate_latest`` writes their ``to_metric()``.
+    ``lines`` keeps each sample's line with its value; ``texts`` each family's text with the family: a
+    collector that hands the very same ``SeriesFamily`` object again (its samples unchanged, as the
+    interference collector does) gets that text back without a walk over its samples."""
     out: list[str] = []
+    texts = {} if texts is None else texts
     for family in families:
-        name = family.name + _NAME_SUFFIX.get(family.type, "")
-        escaped = escape_metric_name(name)
-        out.append(f"# HELP {escaped} {_help(family.documentation)}\n# TYPE {escaped} {family.type}\n")
-        labels = [escape_label_name(label) for label in family.labelnames]
-        order = sorted(range(len(labels)), key=lambda i: family.labelnames[i])
-        for values, value in family.samples:
-            key = (name, values)
-            known = lines.get(key)
-            if known is not None and _same(known[0], value):
-                out.append(known[1])
-                continue
-            pairs = ",".join(f'{labels[i]}="{_label_value(values[i])}"' for i in order)
-            line = f"{escaped}{{{pairs}}} " if pairs else escaped + " "
-            line += floatToGoString(value) + "\n"
-            lines[key] = (value, line)
-            out.append(line)
+        known = texts.get(family.name)
+        if known is not None and known[0] is family:
+            out.append(known[1])
+            continue
+        start = len(out)
+        _render_series_family(family, lines, out)
+        texts[family.name] = (family, "".join(out[start:]))
     if len(lines) > _LINE_CACHE_LIMIT:
         lines.clear()
     return "".join(out)
+
+
+def _render_series_family(family: SeriesFamily, lines: _SeriesLines, out: list[str]) -> None:
+    name = family.name + _NAME_SUFFIX.get(family.type, "")
+    escaped = escape_metric_name(name)
+    out.append(f"# HELP {escaped} {_help(family.documentation)}\n# TYPE {escaped} {family.type}\n")
+    labels = [escape_label_name(label) for label in family.labelnames]
+    order = sorted(range(len(labels)), key=lambda i: family.labelnames[i])
+    for values, value in family.samples:
+        key = (name, values)
+        known = lines.get(key)
+        if known is not None and _same(known[0], value):
+            out.append(known[1])
+            continue
+        pairs = ",".join(f'{labels[i]}="{_label_value(values[i])}"' for i in order)
+        line = f"{escaped}{{{pairs}}} " if pairs else escaped + " "
+        line += floatToGoString(value) + "\n"
+        lines[key] = (value, line)
+        out.append(line)
 
 
 def render_families(families: Iterable[Metric], lines: _Lines | None = None) -> str:
@@ -189,6 +207,7 @@ class _Part:
     key: Hashable
     data: bytes  # the collector's text, encoded
     lines: dict  # _Lines, or _SeriesLines for a collector with series()
+    texts: _FamilyTexts  # for a collector with series()
     deflated: bytes | None = None  # data as raw deflate blocks, made on the first gzip scrape
 
 
@@ -239,14 +258,15 @@ class MetricsPage:
         if part is not None and part.key == key:
             return part
         lines = part.lines if part is not None else {}
+        texts = part.texts if part is not None else {}
         series = getattr(collector, "series", None)
         if series is not None:
-            text = render_series(series(), lines)
+            text = render_series(series(), lines, texts)
         else:
             text = render_families(collector.collect(), lines)
         # Stored under the key read before collecting: if the collector moved on meanwhile, the next scrape
         # renders once more (never a stale text under a newer key).
-        part = self._parts[collector] = _Part(key, text.encode("utf-8"), lines)
+        part = self._parts[collector] = _Part(key, text.encode("utf-8"), lines, texts)
         return part
 
     def render(self) -> bytes:

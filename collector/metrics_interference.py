@@ -261,7 +261,13 @@ class InterferenceCollector(Collector):
             scheme_urls.samples.append((labels, count))
         gateway.samples.append(((), len({r.cc for r in snapshot.rows if r.scope == "gateway"})))
         unexported.samples.append(((), left_out))
-        return families
+        # A family equal to the last one is handed out as that very object: the page keeps its text
+        # (collector/exposition.py render_series). Values are counts and ratios of counts: never -0.0 or
+        # NaN, so equal samples print alike.
+        previous = {family.name: family for family in self._series}
+        return [
+            family if previous.get(family.name) != family else previous[family.name] for family in families
+        ]
 
 
 _Totals = dict[tuple[str, str, str], tuple[int, int]]

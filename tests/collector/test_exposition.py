@@ -184,6 +184,18 @@ def test_series_families_render_as_their_metrics_do(updates) -> None:
         assert render_series(families, lines) == text_latest(metrics).decode()
 
 
+def test_a_family_handed_again_is_not_walked_again() -> None:
+    family = SeriesFamily("kept", "gauge", "Kept", ("k",), [(("a",), 1.0), (("b",), 2.0)])
+    lines: dict = {}
+    texts: dict = {}
+    first = render_series([family], lines, texts)
+    lines.clear()  # a walk over the samples would fill it again
+    assert render_series([family], lines, texts) == first and not lines
+    changed = SeriesFamily("kept", "gauge", "Kept", ("k",), [(("a",), 1.0), (("b",), 3.0)])
+    assert render_series([changed], lines, texts) == first.replace("2.0", "3.0")
+    assert lines  # another object: walked
+
+
 def test_the_interference_page_is_generate_latest_after_ingest() -> None:
     registry = CollectorRegistry()
     IngestMetrics.register(registry)
