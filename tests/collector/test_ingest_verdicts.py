@@ -7,6 +7,7 @@ it, against ``analyse`` run afresh with every cache emptied before each case."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,9 @@ from gatewatch.collector.ingest_checks import Judging, check_batch
 from gatewatch.collector.judging import rederive_dns_answers
 from gatewatch.collector.settings import Settings
 from gatewatch.collector.vouched_control import ControlJudge, ControlSigner
-from gatewatch.core.measurement import Measurement
+from gatewatch.core.bogons import is_bogon
+from gatewatch.core.measurement import Measurement, WebTestKeys
+from gatewatch.core.observations import DNSAnswer
 
 from .conftest import CONTROL_SECRET, vouched
 
@@ -38,6 +41,29 @@ def _golden_cases() -> ModuleType:
     return sys.modules[name]
 
 
+def _reference_keys(keys: WebTestKeys, routable: tuple[str, ...]) -> WebTestKeys:
+    """Each DNS answer's ``bogon`` from the core check itself (no cache), ``asn`` empty (no databases)."""
+
+    def answers(given: list[DNSAnswer]) -> list[DNSAnswer]:
+        return [
+            a.model_copy(
+                update={"bogon": a.address is not None and is_bogon(a.address, routable), "asn": None}
+            )
+            for a in given
+        ]
+
+    queries = [
+        q.model_copy(
+            update={
+                "answers": answers(q.answers),
+                "replies": [r.model_copy(update={"answers": answers(r.answers)}) for r in q.replies],
+            }
+        )
+        for q in keys.queries
+    ]
+    return keys.model_copy(update={"queries": queries})
+
+
 def _clear_caches() -> None:
     target._parse.cache_clear()
     rules._plain_verdict.cache_clear()
@@ -52,7 +78,12 @@ def test_ingest_verdicts_equal_the_reference_analysis(
     assert len(web.CASES) >= 20 and {c.technique for c in web.CASES} >= {
         "dns.injection", "dns.bogon", "tls.reset", "http.blockpage", "tcp.timeout",
     }  # fmt: skip
-    settings = Settings(db="sqlite:///:memory:", control_signing_secret=CONTROL_SECRET)
+    # The golden cases' sites and censors live in documentation ranges that they treat as public; only
+    # their censor's private answer (10.10.34.35) is a bogon.
+    routable = ("198.51.100.0/24", "203.0.113.0/24")
+    settings = Settings(
+        db="sqlite:///:memory:", control_signing_secret=CONTROL_SECRET, control_allow_net=routable
+    )
     signer = ControlSigner(CONTROL_SECRET.encode())  # a fresh check cache of its own
     judging = Judging(
         settings,
@@ -77,7 +108,12 @@ def test_ingest_verdicts_equal_the_reference_analysis(
 
     for n, (case, m) in enumerate(zip(web.CASES, measurements, strict=True)):
         _clear_caches()
-        keys = rederive_dns_answers(m.test_keys, settings.control_allow_net, None)
+        keys = _reference_keys(m.test_keys, settings.control_allow_net)
+        assert keys == rederive_dns_answers(m.test_keys, settings.control_allow_net, None), case.name
         reference = analyse(m.input, keys, case.control, web.FINGERPRINTS).model_dump_json()
         assert judged[n] == reference, case.name
+        verdict = json.loads(reference)
+        if not any(a.asn for q in case.keys.queries for a in q.answers):  # the collector drops given ASNs
+            rules_applied = [lv["rule_id"] for lv in verdict["layers"]]
+            assert (verdict["blocking"], rules_applied) == (case.blocking, case.rules), case.name
         assert judged[n + len(web.CASES)] == reference, case.name
