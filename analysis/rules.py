@@ -17,6 +17,7 @@ Researchers, dashboards and alerts key on ``rule_id``: never rename or reuse one
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Final, Literal
 
 from gatewatch.core.verdicts import Fingerprint, Layer, LayerVerdict, Outcome
@@ -295,6 +296,20 @@ def layer_verdict(
 
     ``layer`` is needed only for the "control" rules, which apply to whichever layer they are reported on.
     """
+    if reason is None and fingerprint is None:
+        return _plain_verdict(rule_id, layer)
+    return _decided(rule_id, layer, reason, fingerprint)
+
+
+@cache  # at most one per (rule, layer): a few dozen, all from the code
+def _plain_verdict(rule_id: str, layer: Layer | None) -> LayerVerdict:
+    """A rule's verdict with its own reason and no fingerprint: immutable, so made once and shared."""
+    return _decided(rule_id, layer, None, None)
+
+
+def _decided(
+    rule_id: str, layer: Layer | None, reason: str | None, fingerprint: Fingerprint | None
+) -> LayerVerdict:
     decided = rule(rule_id)
     if layer is None:
         if decided.layer == "control":

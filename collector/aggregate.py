@@ -51,7 +51,9 @@ from gatewatch.analysis.attribution import (
 from gatewatch.analysis.url_rollup import roll_up
 from gatewatch.core.vocabulary import Scope
 
-__all__ = ["AggregateSnapshot", "InterferenceAggregate"]
+from .store.base import StoredMeasurement
+
+__all__ = ["AggregateSnapshot", "InterferenceAggregate", "observation_of"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -86,6 +88,12 @@ class AggregateSnapshot:
     rows: tuple[InterferenceRow, ...]
     pending: int  # (country, domain, URL) keys whose verdict still waits to be recomputed
     url_rows: tuple[InterferenceRow, ...] = ()
+
+
+def observation_of(row: StoredRow) -> Observation:
+    """The row's observation: a stored row's own (made once for every ingest hook that reads it), else
+    made here."""
+    return row.observation if isinstance(row, StoredMeasurement) else Observation.from_row(row)
 
 
 def _locked(method: Callable[P, R]) -> Callable[P, R]:
@@ -143,7 +151,7 @@ class InterferenceAggregate:
         now = self._clock()
         oldest = now - self.settings.window
         newest = now + self.settings.max_clock_skew
-        observations = [Observation.from_row(row) for row in rows]
+        observations = [observation_of(row) for row in rows]
         with self._lock:
             for obs in observations:
                 self._add(obs, oldest, newest, counted=counted)

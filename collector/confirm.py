@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from pydantic import ValidationError
 
-from gatewatch.analysis.networks import Observation, StoredRow
+from gatewatch.analysis.networks import StoredRow
 from gatewatch.core.vocabulary import (
     BODY_TOO_LARGE,
     INVALID_CC,
@@ -62,6 +62,7 @@ from gatewatch.core.wire import (
     SightingRejection,
 )
 
+from .aggregate import observation_of
 from .appkeys import INGEST_HOOKS_KEY
 from .metrics import SIGHTING_METRICS_KEY, SightingMetrics
 from .ratelimit import TokenBuckets, retry_after_seconds
@@ -112,7 +113,7 @@ class ConfirmationBoard:
     def add_rows(self, rows: Iterable[StoredRow]) -> None:
         now = self._clock()
         for row in rows:
-            obs = Observation.from_row(row)
+            obs = observation_of(row)
             if not (obs.anomaly and obs.judged and obs.speaks_for_network):
                 continue
             key = (obs.probe_cc, obs.input)

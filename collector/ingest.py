@@ -22,6 +22,7 @@ import inspect
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -228,9 +229,13 @@ async def _run_hooks(request: web.Request, rows: Sequence[StoredMeasurement]) ->
 
 
 def _count(metrics: IngestMetrics, items: Sequence[Item]) -> None:
-    for item in items:
-        reason = item_reason_label(item.reason or "") if item.status == "rejected" else ""
-        metrics.items.labels(result=item.status, reason=reason).inc()
+    # One labels() and inc() per outcome of the batch, not per item.
+    outcomes = Counter(
+        (item.status, item_reason_label(item.reason or "") if item.status == "rejected" else "")
+        for item in items
+    )
+    for (result, reason), count in outcomes.items():
+        metrics.items.labels(result=result, reason=reason).inc(count)
     if any(item.status == "accepted" for item in items):
         metrics.last_accepted.set_to_current_time()
 

@@ -5,6 +5,7 @@ the signed bytes. Used by ingest (``ingest.py``) and by the OONI import (``impor
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from gatewatch.core.bogons import is_bogon
@@ -20,11 +21,28 @@ from .store.base import StoredMeasurement
 __all__ = ["NO_VERDICT", "domain_of", "mismatch_flags", "rederive_dns_answers", "stored_row"]
 
 
+# Distinct URLs and DNS answers whose domain and bogon-ness are remembered: ingest meets the same test-list
+# URLs and the same sites' addresses again and again, and both are pure functions of their text. (A URL is
+# at most a measurement's input; an answer longer than any address is judged without the cache.)
+REMEMBERED = 4096
+LONGEST_ADDRESS = 64
+
+
+@lru_cache(maxsize=REMEMBERED)
 def domain_of(url: str) -> str:
     try:
         return (urlsplit(url).hostname or "").lower()
     except ValueError:  # e.g. an unbalanced "[" in the host part
         return ""
+
+
+_remembered_bogon = lru_cache(maxsize=REMEMBERED)(is_bogon)  # ``routable`` is a tuple: hashable
+
+
+def _is_bogon(address: str, routable: tuple[str, ...]) -> bool:
+    if len(address) > LONGEST_ADDRESS:
+        return is_bogon(address, routable)
+    return _remembered_bogon(address, routable)
 
 
 def _rederive_answer(answer: DNSAnswer, routable: tuple[str, ...], geo: GeoLookup | None) -> DNSAnswer:
@@ -33,7 +51,7 @@ def _rederive_answer(answer: DNSAnswer, routable: tuple[str, ...], geo: GeoLooku
         bogon, asn = False, None
     else:
         info = geo.lookup(address) if geo is not None else None
-        bogon, asn = is_bogon(address, routable), info.asn if info is not None else None
+        bogon, asn = _is_bogon(address, routable), info.asn if info is not None else None
     if answer.bogon == bogon and answer.asn == asn:
         return answer  # what the agent said: the (frozen) answer as it is, no copy
     return answer.model_copy(update={"bogon": bogon, "asn": asn})

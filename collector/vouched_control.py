@@ -86,17 +86,6 @@ def _period_key(secret: bytes, period: int) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(derived)
 
 
-def _fields_digest(vouch: VouchedControl) -> bytes:
-    """SHA-256 over what the signature covers (key id, URL, time, control text), each length-prefixed: equal
-    digests mean equal signed bytes, without building the canonical JSON (the cache's key)."""
-    digest = hashlib.sha256()
-    for field_value in (vouch.key_id, vouch.input, vouch.measured_at.isoformat(), vouch.control):
-        encoded = field_value.encode("utf-8", "surrogatepass")  # never fails: a lone surrogate too
-        digest.update(len(encoded).to_bytes(8, "big"))
-        digest.update(encoded)
-    return digest.digest()
-
-
 def _raw(public: Ed25519PublicKey) -> bytes:
     return public.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
@@ -110,9 +99,10 @@ class ControlSigner:
     # Periods back from the current one whose keys are still accepted (and published).
     accepted_periods: int = 31
     _keys: dict[int, tuple[str, Ed25519PrivateKey]] = field(default_factory=dict, repr=False)
-    # (key id, _fields_digest) -> our own signature of them and the control they hold: many
-    # measurements carry one vouched control, so most checks are one lookup (see :meth:`check`).
-    _checked: dict[tuple[str, bytes], tuple[bytes, ControlObservations | None]] = field(
+    # (key id, signature) -> the fields that signature was found to be ours over (URL, time, control text)
+    # and the control they hold: many measurements carry one vouched control, so most checks are one
+    # lookup and a comparison of the texts (see :meth:`check`).
+    _checked: dict[tuple[str, bytes], tuple[tuple[str, str, str], ControlObservations | None]] = field(
         default_factory=dict, repr=False
     )
 
@@ -159,26 +149,32 @@ class ControlSigner:
 
         Ed25519 signatures are deterministic (RFC 8032): the one valid signature of these bytes that our
         key ever makes is the one we make again now. Re-signing and comparing in constant time is about
-        three times cheaper than a verification, and the answer (with the parsed control) is cached per
-        (key, signed bytes), which every collector holding the secret computes alike."""
+        three times cheaper than a verification. A signature found to be ours is remembered with the fields
+        it covers (and the parsed control): the same signature over the same key id, URL, time and text is
+        the same signed bytes, so it is ours again without signing; anything else is signed and compared
+        afresh (every collector holding the secret decides alike)."""
         try:
             given = base64.b64decode(vouch.signature, validate=True)
         except (binascii.Error, ValueError):
             return False, None
-        cache_key = (vouch.key_id, _fields_digest(vouch))
+        fields = (vouch.input, vouch.measured_at.isoformat(), vouch.control)
+        cache_key = (vouch.key_id, given)
         known = self._checked.get(cache_key)
-        if known is None:
-            signed = vouch.signed_bytes()
+        if known is not None and known[0] == fields:
+            return True, known[1]
+        if not hmac.compare_digest(private.sign(vouch.signed_bytes()), given):
+            return False, None
+        try:
+            control: ControlObservations | None = vouch.observations()
+        except ValidationError:
+            control = None  # signed by us, so not expected: a control text of an older model
+        if len(self._checked) >= CHECKED_CACHE_SIZE:
             try:
-                control: ControlObservations | None = vouch.observations()
-            except ValidationError:
-                control = None  # signed by us, so not expected: a control text of an older model
-            known = (private.sign(signed), control)
-            if len(self._checked) >= CHECKED_CACHE_SIZE:
-                self._checked.pop(next(iter(self._checked)))  # the oldest entry
-            self._checked[cache_key] = known
-        expected, parsed = known
-        return (True, parsed) if hmac.compare_digest(expected, given) else (False, None)
+                self._checked.pop(next(iter(self._checked)), None)  # the oldest entry
+            except (RuntimeError, StopIteration):  # another judging thread changed it meanwhile
+                pass
+        self._checked[cache_key] = (fields, control)
+        return True, control
 
     def known_periods(self, now: datetime) -> range:
         current = self.period(now)

@@ -13,8 +13,10 @@ import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Protocol, runtime_checkable
 
+from gatewatch.analysis.networks import Observation
 from gatewatch.core.measurement import as_utc
 from gatewatch.core.vocabulary import SCHEME_LONGTERM
 
@@ -69,6 +71,12 @@ class StoredMeasurement:
     token: bytes | None = None
     token_epoch: int | None = None
     token_key_id: str | None = None
+
+    @cached_property
+    def observation(self) -> Observation:
+        """What attribution reads of this row, made once however many consumers read the row (the
+        interference aggregate, the confirmation board). Not a field: never stored, compared or exported."""
+        return Observation.from_row(self)
 
 
 @dataclass(frozen=True)

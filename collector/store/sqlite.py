@@ -110,7 +110,7 @@ def _row_values(row: StoredMeasurement, token_ref: int | None = None) -> tuple[A
         row.fingerprint_key,
         encode_verdict(row.verdict_json),
         row.payload,
-        json.dumps(list(row.flags)),
+        json.dumps(list(row.flags)) if row.flags else _NO_FLAGS,
         row.signature_scheme,
         row.signature,
         row.ephemeral_key if inline else None,
