@@ -24,7 +24,7 @@ import io
 import json
 import shutil
 import tempfile
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -51,9 +51,11 @@ __all__ = [
     "export_jsonl",
     "export_ooni",
     "export_parquet",
+    "json_text",
     "jsonl_line",
     "ooni_line",
     "judgement",
+    "judgement_fields",
     "measurement_row",
     "ooni_document",
     "public_received_at",
@@ -117,14 +119,36 @@ def judgement(row: StoredMeasurement) -> dict[str, Any]:
     """What the server concluded about a stored row, as JSON values: the last fields of the API's rows and
     the JSON Lines export's ``analysis``. ``blocking`` is OONI's JSON value again (false and null are not
     strings there). Not validated: an export publishes what is stored, whatever it is."""
+    return judgement_fields(
+        row.blocking,
+        row.anomaly,
+        row.technique,
+        row.fingerprint_key,
+        row.verdict_json,
+        public_received_at(row.received_at),
+        row.flags,
+    )
+
+
+def judgement_fields(
+    blocking: str,
+    anomaly: bool,
+    technique: str | None,
+    fingerprint_key: str | None,
+    verdict_json: str,
+    received_at: str,
+    flags: Iterable[str],
+) -> dict[str, Any]:
+    """:func:`judgement` from the stored values (``received_at`` already public), for the exports that
+    read columns rather than :class:`StoredMeasurement` rows (export_documents.py)."""
     return {
-        "blocking": _blocking_json(row.blocking),
-        "anomaly": row.anomaly,
-        "technique": row.technique,
-        "fingerprint_key": row.fingerprint_key,
-        "verdict": json.loads(row.verdict_json),
-        "received_at": public_received_at(row.received_at),
-        "flags": list(row.flags),
+        "blocking": _blocking_json(blocking),
+        "anomaly": anomaly,
+        "technique": technique,
+        "fingerprint_key": fingerprint_key,
+        "verdict": json.loads(verdict_json),
+        "received_at": received_at,
+        "flags": list(flags),
     }
 
 
@@ -208,6 +232,17 @@ def _json_line(obj: Any) -> bytes:
     except UnicodeEncodeError:
         # A lone surrogate (a JSON "\\ud800" escape in a payload) has no UTF-8 form: escape it instead.
         return (_JSON_ASCII.encode(obj) + "\n").encode()
+
+
+def json_text(obj: Any) -> str:
+    """``obj`` as the JSON Lines exports write it (compact, UTF-8 unescaped), always encodable: with a lone
+    surrogate it is ASCII-escaped, the same value."""
+    text = _JSON.encode(obj)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return _JSON_ASCII.encode(obj)
+    return text
 
 
 def jsonl_line(row: StoredMeasurement) -> bytes:
