@@ -131,7 +131,9 @@ def row_partition(row: StoredMeasurement) -> tuple[str, str]:
     return row.measurement_start_time.astimezone(UTC).strftime("%Y-%m-%d"), row.probe_cc
 
 
-def _pages(bridge: _Bridge, store: Store, fmt: str, f: MeasurementFilter, partitioned: bool) -> Iterator[Page]:
+def _pages(
+    bridge: _Bridge, store: Store, fmt: str, f: MeasurementFilter, partitioned: bool
+) -> Iterator[Page]:
     if isinstance(store, SQLiteStore):
         from_sql = _sqlite_pages(bridge, store, fmt, f, partitioned)
         if from_sql is not None:
