@@ -9,8 +9,10 @@ and ``cc`` as columns)::
     OUT/date=YYYY-MM-DD/cc=XX/measurements.parquet         --format parquet
     OUT/_manifest.json                                      every file: format, rows, bytes, sha256
 
-The day is the measurement's start time in UTC. Rows arrive in the store's order (by start time), so the
-files being written are mostly one day's; at most ``max_open`` are open at once and the least recently used
+The day is the measurement's start time in UTC. Records arrive a page at a time in the store's order (by
+start time; :func:`export_selection` reads them as the API export does, SQL-written on SQLite, on a worker
+thread while this one compresses), each page's records written once per file, so the files being written
+are mostly one day's; at most ``max_open`` are open at once and the least recently used
 is closed when another is needed. Reopening one appends a new gzip member, which every gzip reader
 concatenates. Parquet cannot be appended to: its rows are staged as CSV per partition and each
 staging file is converted by duckdb (one thread, a memory limit) once every row is read.
