@@ -48,7 +48,7 @@ from .export_rows import Page, page_bytes
 from .export_stream import row_partition, stream_pages
 from .exports import (
     COLUMN_TYPES,
-    convert_to_parquet,
+    convert_all_to_parquet,
     csv_header,
     csv_line,
     jsonl_line,
@@ -292,9 +292,9 @@ async def _export_pages(
     try:
         await _write_pages(pages, out_dir, fmt, spec, max_open, compresslevel, written)
         if spec.staged:
-            for final in written:
-                staging, partial = _work_path(final, spec), final.with_name(final.name + _PARTIAL)
-                await asyncio.to_thread(convert_to_parquet, staging, partial)
+            pairs = [(_work_path(final, spec), final.with_name(final.name + _PARTIAL)) for final in written]
+            await asyncio.to_thread(convert_all_to_parquet, pairs)
+            for staging, _ in pairs:
                 staging.unlink()
     except BaseException:
         _remove_work(written, spec)

@@ -43,6 +43,7 @@ __all__ = [
     "CSV_COLUMNS",
     "EXPORT_FORMATS",
     "MEDIA_TYPES",
+    "convert_all_to_parquet",
     "convert_to_parquet",
     "csv_header",
     "csv_line",
@@ -368,16 +369,32 @@ def duckdb_config(memory_limit: str = "256MB", threads: int = 1, temp_directory:
 
 def convert_to_parquet(staging: Path, target: Path, memory_limit: str = "256MB", threads: int = 1) -> None:
     """A staging file of CSV records (:func:`csv_header` first) to a Parquet file with the summary's types."""
+    convert_all_to_parquet([(staging, target)], memory_limit, threads)
+
+
+def convert_all_to_parquet(
+    pairs: Iterable[tuple[Path, Path]], memory_limit: str = "256MB", threads: int = 1
+) -> None:
+    """:func:`convert_to_parquet` of each (staging, target) in one DuckDB connection (a partitioned export
+    has hundreds of small files: opening DuckDB for each cost more than converting it)."""
     columns = "{" + ", ".join(f"{_sql_text(k)}: {_sql_text(v)}" for k, v in _COLUMN_TYPES.items()) + "}"
-    config = duckdb_config(memory_limit, threads, str(staging.parent))
-    with duckdb.connect(":memory:", config=config) as con:
-        con.execute(
-            f"COPY (SELECT * FROM read_csv({_sql_text(str(staging))}, header = true, auto_detect = false,"
-            f" hive_partitioning = false, quote = '\"', escape = '\"', columns = {columns},"
-            f" force_not_null = [{', '.join(map(_sql_text, _NOT_NULL))}]))"
-            f" TO {_sql_text(str(target))}"
-            f" (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {_ROW_GROUP_ROWS})"
-        )
+    con: duckdb.DuckDBPyConnection | None = None
+    try:
+        for staging, target in pairs:
+            if con is None:
+                con = duckdb.connect(
+                    ":memory:", config=duckdb_config(memory_limit, threads, str(staging.parent))
+                )
+            con.execute(
+                f"COPY (SELECT * FROM read_csv({_sql_text(str(staging))}, header = true, auto_detect = false,"
+                f" hive_partitioning = false, quote = '\"', escape = '\"', columns = {columns},"
+                f" force_not_null = [{', '.join(map(_sql_text, _NOT_NULL))}]))"
+                f" TO {_sql_text(str(target))}"
+                f" (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {_ROW_GROUP_ROWS})"
+            )
+    finally:
+        if con is not None:
+            con.close()
 
 
 async def export_parquet(
