@@ -44,7 +44,7 @@ from gatewatch.core.measurement import Measurement, WebTestKeys
 from gatewatch.core.verdicts import Fingerprint, Verdict
 from gatewatch.core.vocabulary import DNS_INJECTION, SCHEME_BLIND_TOKEN
 
-FORMATS = ("csv", "parquet", "jsonl", "ooni", "partitioned-csv", "partitioned-jsonl")
+FORMATS = ("csv", "parquet", "jsonl", "ooni", "partitioned-csv", "partitioned-jsonl", "partitioned-parquet")
 BASELINES = ("duckdb COPY csv", "duckdb COPY parquet", "bare json")
 START = datetime(2026, 11, 1, tzinfo=UTC)
 INSERT_BATCH = 5000
@@ -218,6 +218,7 @@ def main() -> None:
             base = {
                 "partitioned-csv": "duckdb COPY csv",
                 "partitioned-jsonl": "bare json",
+                "partitioned-parquet": "duckdb COPY parquet",
                 "csv": "duckdb COPY csv",
                 "parquet": "duckdb COPY parquet",
                 "jsonl": "bare json",
