@@ -14,7 +14,7 @@ Baselines, same run and same rows: ``duckdb COPY csv|parquet`` is DuckDB writing
 table it already holds (loaded untimed; one thread, as the export's conversion); ``bare json`` reads the
 stored payloads with sqlite3 and round-trips each through ``json.loads``/``json.dumps``, the least a JSON
 Lines export that re-encodes every measurement must do. ``partitioned-*`` is ``gatewatch-collector export``
-(daily gzip files per country, rows encoded one by one on the event loop).
+(daily gzip files per country: ``export_cmd.export_selection``, pages encoded as for the API).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import duckdb
 
-from gatewatch.collector.export_cmd import export_partitioned
+from gatewatch.collector.export_cmd import export_selection
 from gatewatch.collector.export_stream import stream_export
 from gatewatch.collector.exports import COLUMN_TYPES, duckdb_config
 from gatewatch.collector.store.base import MeasurementFilter, StoredMeasurement
@@ -44,7 +44,7 @@ from gatewatch.core.measurement import Measurement, WebTestKeys
 from gatewatch.core.verdicts import Fingerprint, Verdict
 from gatewatch.core.vocabulary import DNS_INJECTION, SCHEME_BLIND_TOKEN
 
-FORMATS = ("csv", "parquet", "jsonl", "ooni", "partitioned-csv", "partitioned-jsonl")
+FORMATS = ("csv", "parquet", "jsonl", "ooni", "partitioned-csv", "partitioned-jsonl", "partitioned-parquet")
 BASELINES = ("duckdb COPY csv", "duckdb COPY parquet", "bare json")
 START = datetime(2026, 11, 1, tzinfo=UTC)
 INSERT_BATCH = 5000
@@ -123,9 +123,9 @@ async def run_export(path: Path, fmt: str) -> int:
     store = await SQLiteStore.open(str(path))
     size = 0
     try:
-        if fmt.startswith("partitioned-"):  # gatewatch-collector export: daily files, row by row
+        if fmt.startswith("partitioned-"):  # gatewatch-collector export: daily gzip files per country
             out = path.parent / f"tree-{fmt}"
-            files = await export_partitioned(store.iterate(MeasurementFilter()), out, fmt.split("-")[1])
+            files = await export_selection(store, MeasurementFilter(), out, fmt.split("-")[1])
             size = sum(file.stat().st_size for file in files)
             shutil.rmtree(out)
         else:
@@ -218,6 +218,7 @@ def main() -> None:
             base = {
                 "partitioned-csv": "duckdb COPY csv",
                 "partitioned-jsonl": "bare json",
+                "partitioned-parquet": "duckdb COPY parquet",
                 "csv": "duckdb COPY csv",
                 "parquet": "duckdb COPY parquet",
                 "jsonl": "bare json",

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .export_cmd import PARTITION_FORMATS, export_partitioned
+from .export_cmd import PARTITION_FORMATS, export_selection
 from .logging import configure_logging
 from .research import BadQuery, parse_filter
 from .serve import serve_app
@@ -242,7 +242,7 @@ def export(
     async def run() -> list[Path]:
         store = await open_store(settings.db)
         try:
-            return await export_partitioned(store.iterate(selection), out, fmt)
+            return await export_selection(store, selection, out, fmt)
         finally:
             await store.close()
 

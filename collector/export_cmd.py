@@ -9,8 +9,10 @@ and ``cc`` as columns)::
     OUT/date=YYYY-MM-DD/cc=XX/measurements.parquet         --format parquet
     OUT/_manifest.json                                      every file: format, rows, bytes, sha256
 
-The day is the measurement's start time in UTC. Rows arrive in the store's order (by start time), so the
-files being written are mostly one day's; at most ``max_open`` are open at once and the least recently used
+The day is the measurement's start time in UTC. Records arrive a page at a time in the store's order (by
+start time; :func:`export_selection` reads them as the API export does, SQL-written on SQLite, on a worker
+thread while this one compresses), each page's records written once per file, so the files being written
+are mostly one day's; at most ``max_open`` are open at once and the least recently used
 is closed when another is needed. Reopening one appends a new gzip member, which every gzip reader
 concatenates. Parquet cannot be appended to: its rows are staged as CSV per partition and each
 staging file is converted by duckdb (one thread, a memory limit) once every row is read.
@@ -33,7 +35,7 @@ import json
 import os
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,17 +44,26 @@ from typing import IO, Any
 from gatewatch.core.measurement import format_utc
 from gatewatch.core.vocabulary import WITHHELD_CC
 
+from .export_rows import Page, page_bytes
+from .export_stream import row_partition, stream_pages
 from .exports import (
     COLUMN_TYPES,
-    convert_to_parquet,
+    convert_all_to_parquet,
     csv_header,
     csv_line,
     jsonl_line,
     ooni_line,
 )
-from .store.base import StoredMeasurement
+from .store.base import MeasurementFilter, Store, StoredMeasurement
 
-__all__ = ["MANIFEST_NAME", "PARTITION_FORMATS", "PartitionFormat", "export_partitioned", "partition_path"]
+__all__ = [
+    "MANIFEST_NAME",
+    "PARTITION_FORMATS",
+    "PartitionFormat",
+    "export_partitioned",
+    "export_selection",
+    "partition_path",
+]
 
 MANIFEST_NAME = "_manifest.json"
 MANIFEST_VERSION = 1
@@ -75,14 +86,12 @@ PARTITION_FORMATS: dict[str, PartitionFormat] = {
 _CC = re.compile(r"[A-Z]{2}")
 _PARTIAL = ".partial"
 _STAGING = ".staging.csv"
+_ROWS_PER_PAGE = 500  # rows encoded one by one, written a page at a time
 
 
 def partition_path(row: StoredMeasurement, fmt: str = "jsonl") -> Path:
     """Where ``row`` goes, relative to the output folder."""
-    day = row.measurement_start_time.astimezone(UTC).strftime("%Y-%m-%d")
-    # Stored country codes are validated at ingest; anything else must still not become a path.
-    cc = row.probe_cc if _CC.fullmatch(row.probe_cc) else WITHHELD_CC
-    return Path(f"date={day}", f"cc={cc}", PARTITION_FORMATS[fmt].file_name)
+    return _partition_file(*row_partition(row), fmt)
 
 
 def _sha256(path: Path) -> str:
@@ -163,8 +172,15 @@ def _remove_work(written: dict[Path, int], spec: PartitionFormat) -> None:
         final.with_name(final.name + _PARTIAL).unlink(missing_ok=True)
 
 
-async def _write_rows(
-    rows: AsyncIterable[StoredMeasurement],
+def _partition_file(day: str, cc: str, fmt: str) -> Path:
+    # Stored country codes are validated at ingest; anything else must still not become a path.
+    return Path(
+        f"date={day}", f"cc={cc if _CC.fullmatch(cc) else WITHHELD_CC}", PARTITION_FORMATS[fmt].file_name
+    )
+
+
+async def _write_pages(
+    pages: AsyncIterable[Page],
     out_dir: Path,
     fmt: str,
     spec: PartitionFormat,
@@ -172,33 +188,55 @@ async def _write_rows(
     compresslevel: int,
     written: dict[Path, int],
 ) -> None:
-    """Every row into its file's work path; ``written`` gets each final path begun and its row count."""
-    open_files: OrderedDict[Path, IO[bytes] | _GzipWriter] = (
-        OrderedDict()
-    )  # final path → writer, least recent first
+    """Every page's records into their files' work paths, one write per file and page; ``written`` gets
+    each final path begun and its row count."""
+    open_files: OrderedDict[Path, IO[bytes] | _GzipWriter] = OrderedDict()  # least recently used first
+    finals: dict[tuple[str, str], Path] = {}
     try:
-        async for row in rows:
-            final = out_dir / partition_path(row, fmt)
-            writer = open_files.get(final)
-            if writer is not None:
-                open_files.move_to_end(final)
-            else:
-                if len(open_files) >= max_open:
-                    open_files.popitem(last=False)[1].close()
-                work = _work_path(final, spec)
-                if final in written:
-                    writer = _open(work, spec, True, compresslevel)
+        async for page in pages:
+            assert page.partitions is not None
+            groups: dict[tuple[str, str], list[Any]] = {}
+            for line, partition in zip(page.lines, page.partitions, strict=True):
+                group = groups.get(partition)
+                if group is None:
+                    groups[partition] = group = []
+                group.append(line)
+            for partition, lines in groups.items():
+                final = finals.get(partition)
+                if final is None:
+                    final = finals[partition] = out_dir / _partition_file(*partition, fmt)
+                writer = open_files.get(final)
+                if writer is not None:
+                    open_files.move_to_end(final)
                 else:
-                    work.parent.mkdir(parents=True, exist_ok=True)
-                    writer = _open(work, spec, False, compresslevel)
-                    writer.write(spec.header)
-                    written[final] = 0
-                open_files[final] = writer
-            writer.write(spec.encode(row))
-            written[final] += 1
+                    if len(open_files) >= max_open:
+                        open_files.popitem(last=False)[1].close()
+                    work = _work_path(final, spec)
+                    if final in written:
+                        writer = _open(work, spec, True, compresslevel)
+                    else:
+                        work.parent.mkdir(parents=True, exist_ok=True)
+                        writer = _open(work, spec, False, compresslevel)
+                        writer.write(spec.header)
+                        written[final] = 0
+                    open_files[final] = writer
+                writer.write(page_bytes(lines))
+                written[final] += len(lines)
     finally:
         for writer in open_files.values():
             writer.close()
+
+
+async def _row_pages(rows: AsyncIterable[StoredMeasurement], fmt: str) -> AsyncIterator[Page]:
+    encode, page = PARTITION_FORMATS[fmt].encode, Page([], [])
+    async for row in rows:
+        page.lines.append(encode(row))  # type: ignore[arg-type]
+        page.partitions.append(row_partition(row))  # type: ignore[union-attr]
+        if len(page.lines) >= _ROWS_PER_PAGE:
+            yield page
+            page = Page([], [])
+    if page.lines:
+        yield page
 
 
 async def export_partitioned(
@@ -210,23 +248,53 @@ async def export_partitioned(
     compresslevel: int = 6,
 ) -> list[Path]:
     """Write every row to its day's and country's file and update ``OUT/_manifest.json``; returns the data
-    files written, sorted.
+    files written, sorted. Rows are encoded one by one (:mod:`.exports`): :func:`export_selection` reads
+    a store the fast way.
 
     The file writes are blocking: this is meant for the command line, not the serving event loop.
     """
+    _check(fmt, max_open)
+    return await _export_pages(_row_pages(rows, fmt), Path(out_dir), fmt, max_open, compresslevel)
+
+
+async def export_selection(
+    store: Store,
+    f: MeasurementFilter,
+    out_dir: Path,
+    fmt: str = "jsonl",
+    *,
+    max_open: int = 32,
+    compresslevel: int = 6,
+) -> list[Path]:
+    """:func:`export_partitioned` of the store's selection ``f``, read and encoded a page at a time on a
+    worker thread (:func:`.export_stream.stream_pages`: for SQLite, records written by SQL) while this
+    thread compresses and writes; the same files, row for row."""
+    _check(fmt, max_open)
+    pages = stream_pages(store, fmt, f, partitioned=True)
+    try:
+        return await _export_pages(pages, Path(out_dir), fmt, max_open, compresslevel)
+    finally:
+        await pages.aclose()
+
+
+def _check(fmt: str, max_open: int) -> None:
     if fmt not in PARTITION_FORMATS:
         raise ValueError(f"unknown partition format {fmt!r} (expected one of {', '.join(PARTITION_FORMATS)})")
     if max_open < 1:
         raise ValueError("max_open must be at least 1")
+
+
+async def _export_pages(
+    pages: AsyncIterable[Page], out_dir: Path, fmt: str, max_open: int, compresslevel: int
+) -> list[Path]:
     spec = PARTITION_FORMATS[fmt]
-    out_dir = Path(out_dir)
     written: dict[Path, int] = {}
     try:
-        await _write_rows(rows, out_dir, fmt, spec, max_open, compresslevel, written)
+        await _write_pages(pages, out_dir, fmt, spec, max_open, compresslevel, written)
         if spec.staged:
-            for final in written:
-                staging, partial = _work_path(final, spec), final.with_name(final.name + _PARTIAL)
-                await asyncio.to_thread(convert_to_parquet, staging, partial)
+            pairs = [(_work_path(final, spec), final.with_name(final.name + _PARTIAL)) for final in written]
+            await asyncio.to_thread(convert_all_to_parquet, pairs)
+            for staging, _ in pairs:
                 staging.unlink()
     except BaseException:
         _remove_work(written, spec)

@@ -20,14 +20,14 @@ import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from gatewatch.core.vocabulary import SCHEME_BLIND_TOKEN
 
 from .store.base import MeasurementFilter, filter_sql, from_micros, to_micros
 from .store.sqlite import ROWS, TOKEN_COLUMNS
 
-__all__ = ["PAGE_ROWS", "csv_rows", "summary_pages", "summary_sql_applies"]
+__all__ = ["PAGE_ROWS", "Page", "keyset_pages", "page_bytes", "summary_pages", "summary_sql_applies"]
 
 PAGE_ROWS: Final = 2000  # rows read per query: no read transaction stays open while a client is slow
 
@@ -102,8 +102,7 @@ _PLAIN_ROW = (
     f"CASE WHEN {_TOKEN_SIGNED} THEN signature END, "
     f"CASE WHEN {_TOKEN_SIGNED} THEN {TOKEN_COLUMNS['ephemeral_key']} END, "
     f"CASE WHEN {_TOKEN_SIGNED} THEN {TOKEN_COLUMNS['token']} END, "
-    f"CASE WHEN {_TOKEN_SIGNED} THEN {_TAIL} END, "
-    "measurement_uid"
+    f"CASE WHEN {_TOKEN_SIGNED} THEN {_TAIL} END"
 )
 _NEEDS_QUOTES = re.compile('[,"\r\n]')
 
@@ -116,26 +115,50 @@ def summary_sql_applies(conn: sqlite3.Connection) -> bool:
     return low is None or (low >= _LOWEST and high < _HIGHEST)
 
 
-def summary_pages(
-    conn: sqlite3.Connection, f: MeasurementFilter, page_rows: int = PAGE_ROWS
-) -> Iterator[list[str]]:
-    """The selection's CSV lines in the store's order (start time, uid), a keyset page at a time."""
+class Page(NamedTuple):
+    """A page of an export's records in the store's order: text (the SQL paths) or bytes (rows encoded by
+    :mod:`.exports`), and with ``partitioned`` each row's (UTC day ``YYYY-MM-DD``, country)."""
+
+    lines: list[str] | list[bytes]
+    partitions: list[tuple[str, str]] | None = None
+
+
+_PARTITION = "strftime('%Y-%m-%d', measurement_start_time / 1000000, 'unixepoch'), probe_cc, "
+
+
+def keyset_pages(
+    conn: sqlite3.Connection,
+    columns: str,
+    column_params: Sequence[object],
+    f: MeasurementFilter,
+    page_rows: int,
+    partitioned: bool,
+) -> Iterator[tuple[list[Any], list[tuple[str, str]] | None]]:
+    """``SELECT columns`` over the selection a keyset page at a time, each row followed by its partition
+    (with ``partitioned``: day, country), start time and uid; ``column_params`` are the columns' own."""
     after: tuple[datetime, str] | None = None
+    extra = (_PARTITION if partitioned else "") + "measurement_start_time, measurement_uid"
     while True:
         where, params = filter_sql(f, lambda _n: "?", to_micros, after)
         sql = (
-            f"SELECT {_PLAIN_ROW} FROM {ROWS}{where} ORDER BY measurement_start_time, measurement_uid LIMIT ?"
+            f"SELECT {columns}, {extra} FROM {ROWS}{where} ORDER BY measurement_start_time, measurement_uid"
+            " LIMIT ?"
         )
-        rows = conn.execute(sql, (*params, page_rows)).fetchall()
+        rows = conn.execute(sql, (*column_params, *params, page_rows)).fetchall()
         if rows:
-            yield [_plain_line(row) or _quoted_line(conn, row[7]) for row in rows]
+            yield rows, [(row[-4], row[-3]) for row in rows] if partitioned else None
         if len(rows) < page_rows:
             return
-        uid = rows[-1][7]
-        (start,) = conn.execute(
-            "SELECT measurement_start_time FROM measurements WHERE measurement_uid = ?", (uid,)
-        ).fetchone()
-        after = (from_micros(start), uid)
+        after = (from_micros(rows[-1][-2]), rows[-1][-1])
+
+
+def summary_pages(
+    conn: sqlite3.Connection, f: MeasurementFilter, page_rows: int = PAGE_ROWS, *, partitioned: bool = False
+) -> Iterator[Page]:
+    """The selection's CSV lines in the store's order (start time, uid), a keyset page at a time; with
+    ``partitioned``, each row's (UTC day, country) too."""
+    for rows, partitions in keyset_pages(conn, _PLAIN_ROW, (), f, page_rows, partitioned):
+        yield Page([_plain_line(row) or _quoted_line(conn, row[-1]) for row in rows], partitions)
 
 
 def _b64(value: bytes | None) -> str:
@@ -163,10 +186,12 @@ def _quoted_line(conn: sqlite3.Connection, uid: str) -> str:
     return _signed_line(row[0], row[1:6]) if row[5] is not None else row[0]
 
 
-def csv_rows(lines: Sequence[str]) -> bytes:
-    """A page of :func:`summary_pages` as CSV bytes, exactly as ``csv.writer`` writes
-    :func:`.exports.summary_values` (tests/collector/test_export_rows.py)."""
-    text = "".join(lines)
+def page_bytes(lines: Sequence[str] | Sequence[bytes]) -> bytes:
+    """Records of a :class:`Page` as bytes: the text of :func:`summary_pages` exactly as ``csv.writer``
+    writes :func:`.exports.summary_values` (tests/collector/test_export_rows.py), or encoded records."""
+    if lines and isinstance(lines[0], bytes):
+        return b"".join(lines)  # type: ignore[arg-type]
+    text = "".join(lines)  # type: ignore[arg-type]
     try:
         return text.encode()
     except UnicodeEncodeError:  # a lone surrogate has no UTF-8 form: "?" as csv_line writes it

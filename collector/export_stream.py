@@ -20,15 +20,17 @@ import sqlite3
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from datetime import UTC
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from .export_rows import PAGE_ROWS, csv_rows, summary_pages, summary_sql_applies
+from .export_documents import jsonl_pages
+from .export_rows import PAGE_ROWS, Page, page_bytes, summary_pages, summary_sql_applies
 from .exports import CHUNK_SIZE, convert_to_parquet, csv_header, csv_line, jsonl_line, ooni_line
 from .store.base import MeasurementFilter, Store, StoredMeasurement
 from .store.sqlite import SQLiteStore
 
-__all__ = ["QUEUE_CHUNKS", "stream_export"]
+__all__ = ["QUEUE_CHUNKS", "row_partition", "stream_export", "stream_pages"]
 
 QUEUE_CHUNKS: Final = 4  # chunks the worker may be ahead of the client
 _LINE_ROWS: Final = 500  # StoredMeasurement rows per page (JSON Lines pages are a few MB)
@@ -92,38 +94,59 @@ def _stored_pages(bridge: _Bridge, store: Store, f: MeasurementFilter) -> Iterat
             return
 
 
-def _sqlite_summary_pages(
-    bridge: _Bridge, store: SQLiteStore, f: MeasurementFilter
-) -> Iterator[bytes] | None:
-    """The summary's CSV records page by page from SQL, or None where SQLite's time formatting would
-    differ from Python's (export_rows.py). The next page is read (sqlite3 releases the GIL while SQLite
-    works) while this one is encoded."""
-    if not bridge.wait(store.read(summary_sql_applies)):
-        return None
-    pages: Iterator[list[str]] | None = None
+_SQL_PAGES: dict[str, Callable[..., Iterator[Page]]] = {
+    "csv": summary_pages,
+    "parquet": summary_pages,  # staged as CSV
+    "jsonl": jsonl_pages,
+}
 
-    def next_page(conn: sqlite3.Connection) -> list[str] | None:
+
+def _sqlite_pages(
+    bridge: _Bridge, store: SQLiteStore, fmt: str, f: MeasurementFilter, partitioned: bool
+) -> Iterator[Page] | None:
+    """The records page by page from SQL (export_rows.py, export_documents.py), or None where SQLite's
+    time formatting would differ from Python's. The next page is read (sqlite3 releases the GIL while
+    SQLite works) while this one is encoded."""
+    if fmt not in _SQL_PAGES or not bridge.wait(store.read(summary_sql_applies)):
+        return None
+    pages: Iterator[Page] | None = None
+
+    def next_page(conn: sqlite3.Connection) -> Page | None:
         nonlocal pages
         if pages is None:
-            pages = summary_pages(conn, f, PAGE_ROWS)
+            pages = _SQL_PAGES[fmt](conn, f, PAGE_ROWS, partitioned=partitioned)
         return next(pages, None)
 
-    def generate() -> Iterator[bytes]:
+    def generate() -> Iterator[Page]:
         reading = bridge.submit(store.read(next_page))
-        while (lines := reading.result()) is not None:
+        while (page := reading.result()) is not None:
             reading = bridge.submit(store.read(next_page))
-            yield csv_rows(lines)
+            yield page
 
     return generate()
 
 
-def _encoded_pages(bridge: _Bridge, store: Store, fmt: str, f: MeasurementFilter) -> Iterator[bytes]:
-    if fmt in ("csv", "parquet") and isinstance(store, SQLiteStore):
-        summary = _sqlite_summary_pages(bridge, store, f)
-        if summary is not None:
-            return summary
+def row_partition(row: StoredMeasurement) -> tuple[str, str]:
+    """The row's (UTC day ``YYYY-MM-DD``, country), as the SQL pages give it."""
+    return row.measurement_start_time.astimezone(UTC).strftime("%Y-%m-%d"), row.probe_cc
+
+
+def _pages(
+    bridge: _Bridge, store: Store, fmt: str, f: MeasurementFilter, partitioned: bool
+) -> Iterator[Page]:
+    if isinstance(store, SQLiteStore):
+        from_sql = _sqlite_pages(bridge, store, fmt, f, partitioned)
+        if from_sql is not None:
+            return from_sql
     encode = _LINE_ENCODERS[fmt]
-    return (b"".join(map(encode, rows)) for rows in _stored_pages(bridge, store, f))
+    return (
+        Page(list(map(encode, rows)), list(map(row_partition, rows)) if partitioned else None)
+        for rows in _stored_pages(bridge, store, f)
+    )
+
+
+def _encoded_pages(bridge: _Bridge, store: Store, fmt: str, f: MeasurementFilter) -> Iterator[bytes]:
+    return (page_bytes(page.lines) for page in _pages(bridge, store, fmt, f, False))
 
 
 def _produce(
@@ -164,24 +187,12 @@ def _run(bridge: _Bridge, produce: Callable[[], None]) -> None:
             return
 
 
-async def stream_export(
-    store: Store,
-    fmt: str,
-    f: MeasurementFilter,
-    *,
-    chunk_size: int = CHUNK_SIZE,
-    tmp_dir: Path | None = None,
-) -> AsyncIterator[bytes]:
-    """The selection in ``fmt`` (one of ``exports.EXPORT_FORMATS``), produced on a worker thread."""
-    if fmt not in _LINE_ENCODERS:
-        raise ValueError(f"unknown export format {fmt!r}")
+async def _relay(produce: Callable[[_Bridge], None]) -> AsyncIterator[Any]:
+    """What ``produce`` puts on its bridge, from a worker thread, until it returns."""
     loop = asyncio.get_running_loop()
     bridge = _Bridge(loop, asyncio.Queue())
     worker = threading.Thread(
-        target=_run,
-        args=(bridge, lambda: _produce(bridge, store, fmt, f, chunk_size, tmp_dir)),
-        name="gatewatch-export",
-        daemon=True,
+        target=_run, args=(bridge, lambda: produce(bridge)), name="gatewatch-export", daemon=True
     )
     worker.start()
     try:
@@ -197,3 +208,42 @@ async def stream_export(
         bridge.stopped.set()
         # The worker notices within 0.1 s (or after its current page); then its staging files are gone.
         await asyncio.to_thread(worker.join, 30)
+
+
+async def stream_export(
+    store: Store,
+    fmt: str,
+    f: MeasurementFilter,
+    *,
+    chunk_size: int = CHUNK_SIZE,
+    tmp_dir: Path | None = None,
+) -> AsyncIterator[bytes]:
+    """The selection in ``fmt`` (one of ``exports.EXPORT_FORMATS``), produced on a worker thread."""
+    if fmt not in _LINE_ENCODERS:
+        raise ValueError(f"unknown export format {fmt!r}")
+    relay = _relay(lambda bridge: _produce(bridge, store, fmt, f, chunk_size, tmp_dir))
+    try:
+        async for chunk in relay:
+            yield chunk
+    finally:
+        await relay.aclose()
+
+
+async def stream_pages(
+    store: Store, fmt: str, f: MeasurementFilter, *, partitioned: bool = True
+) -> AsyncIterator[Page]:
+    """The selection's records in ``fmt`` a page at a time (Parquet: its CSV staging records), read and
+    encoded on a worker thread, the fast way where the store has one: for ``gatewatch-collector export``."""
+    if fmt not in _LINE_ENCODERS:
+        raise ValueError(f"unknown export format {fmt!r}")
+
+    def produce(bridge: _Bridge) -> None:
+        for page in _pages(bridge, store, fmt, f, partitioned):
+            bridge.put(page)
+
+    relay = _relay(produce)
+    try:
+        async for page in relay:
+            yield page
+    finally:
+        await relay.aclose()

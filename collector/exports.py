@@ -24,7 +24,7 @@ import io
 import json
 import shutil
 import tempfile
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -43,6 +43,7 @@ __all__ = [
     "CSV_COLUMNS",
     "EXPORT_FORMATS",
     "MEDIA_TYPES",
+    "convert_all_to_parquet",
     "convert_to_parquet",
     "csv_header",
     "csv_line",
@@ -51,9 +52,11 @@ __all__ = [
     "export_jsonl",
     "export_ooni",
     "export_parquet",
+    "json_text",
     "jsonl_line",
     "ooni_line",
     "judgement",
+    "judgement_fields",
     "measurement_row",
     "ooni_document",
     "public_received_at",
@@ -117,14 +120,36 @@ def judgement(row: StoredMeasurement) -> dict[str, Any]:
     """What the server concluded about a stored row, as JSON values: the last fields of the API's rows and
     the JSON Lines export's ``analysis``. ``blocking`` is OONI's JSON value again (false and null are not
     strings there). Not validated: an export publishes what is stored, whatever it is."""
+    return judgement_fields(
+        row.blocking,
+        row.anomaly,
+        row.technique,
+        row.fingerprint_key,
+        row.verdict_json,
+        public_received_at(row.received_at),
+        row.flags,
+    )
+
+
+def judgement_fields(
+    blocking: str,
+    anomaly: bool,
+    technique: str | None,
+    fingerprint_key: str | None,
+    verdict_json: str,
+    received_at: str,
+    flags: Iterable[str],
+) -> dict[str, Any]:
+    """:func:`judgement` from the stored values (``received_at`` already public), for the exports that
+    read columns rather than :class:`StoredMeasurement` rows (export_documents.py)."""
     return {
-        "blocking": _blocking_json(row.blocking),
-        "anomaly": row.anomaly,
-        "technique": row.technique,
-        "fingerprint_key": row.fingerprint_key,
-        "verdict": json.loads(row.verdict_json),
-        "received_at": public_received_at(row.received_at),
-        "flags": list(row.flags),
+        "blocking": _blocking_json(blocking),
+        "anomaly": anomaly,
+        "technique": technique,
+        "fingerprint_key": fingerprint_key,
+        "verdict": json.loads(verdict_json),
+        "received_at": received_at,
+        "flags": list(flags),
     }
 
 
@@ -208,6 +233,17 @@ def _json_line(obj: Any) -> bytes:
     except UnicodeEncodeError:
         # A lone surrogate (a JSON "\\ud800" escape in a payload) has no UTF-8 form: escape it instead.
         return (_JSON_ASCII.encode(obj) + "\n").encode()
+
+
+def json_text(obj: Any) -> str:
+    """``obj`` as the JSON Lines exports write it (compact, UTF-8 unescaped), always encodable: with a lone
+    surrogate it is ASCII-escaped, the same value."""
+    text = _JSON.encode(obj)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return _JSON_ASCII.encode(obj)
+    return text
 
 
 def jsonl_line(row: StoredMeasurement) -> bytes:
@@ -333,16 +369,32 @@ def duckdb_config(memory_limit: str = "256MB", threads: int = 1, temp_directory:
 
 def convert_to_parquet(staging: Path, target: Path, memory_limit: str = "256MB", threads: int = 1) -> None:
     """A staging file of CSV records (:func:`csv_header` first) to a Parquet file with the summary's types."""
+    convert_all_to_parquet([(staging, target)], memory_limit, threads)
+
+
+def convert_all_to_parquet(
+    pairs: Iterable[tuple[Path, Path]], memory_limit: str = "256MB", threads: int = 1
+) -> None:
+    """:func:`convert_to_parquet` of each (staging, target) in one DuckDB connection (a partitioned export
+    has hundreds of small files: opening DuckDB for each cost more than converting it)."""
     columns = "{" + ", ".join(f"{_sql_text(k)}: {_sql_text(v)}" for k, v in _COLUMN_TYPES.items()) + "}"
-    config = duckdb_config(memory_limit, threads, str(staging.parent))
-    with duckdb.connect(":memory:", config=config) as con:
-        con.execute(
-            f"COPY (SELECT * FROM read_csv({_sql_text(str(staging))}, header = true, auto_detect = false,"
-            f" hive_partitioning = false, quote = '\"', escape = '\"', columns = {columns},"
-            f" force_not_null = [{', '.join(map(_sql_text, _NOT_NULL))}]))"
-            f" TO {_sql_text(str(target))}"
-            f" (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {_ROW_GROUP_ROWS})"
-        )
+    con: duckdb.DuckDBPyConnection | None = None
+    try:
+        for staging, target in pairs:
+            if con is None:
+                con = duckdb.connect(
+                    ":memory:", config=duckdb_config(memory_limit, threads, str(staging.parent))
+                )
+            con.execute(
+                f"COPY (SELECT * FROM read_csv({_sql_text(str(staging))}, header = true, auto_detect = false,"
+                f" hive_partitioning = false, quote = '\"', escape = '\"', columns = {columns},"
+                f" force_not_null = [{', '.join(map(_sql_text, _NOT_NULL))}]))"
+                f" TO {_sql_text(str(target))}"
+                f" (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {_ROW_GROUP_ROWS})"
+            )
+    finally:
+        if con is not None:
+            con.close()
 
 
 async def export_parquet(

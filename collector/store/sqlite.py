@@ -39,7 +39,7 @@ from .migrations import SQLITE
 from .sqlite_group_commit import GroupCommit
 from .verdict_codec import decode_verdict, encode_verdict
 
-__all__ = ["SQLiteStore", "page_sql"]
+__all__ = ["SQLiteStore", "page_sql", "stored_row"]
 
 _T = TypeVar("_T")
 
@@ -152,6 +152,15 @@ def _from_row(values: tuple[Any, ...]) -> StoredMeasurement:
         token_epoch=values[19],
         token_key_id=values[20],
     )
+
+
+def stored_row(conn: sqlite3.Connection, uid: str) -> StoredMeasurement:
+    """The stored row ``uid`` read on ``conn``: for the exports that write most rows from SQL
+    (collector/export_rows.py, export_documents.py) and the odd one the exact way."""
+    values = conn.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE measurement_uid = ?", (uid,)).fetchone()
+    if values is None:
+        raise LookupError(f"no stored measurement {uid!r}")
+    return _from_row(values)
 
 
 class _Worker:

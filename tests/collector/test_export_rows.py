@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gatewatch.collector.export_rows import csv_rows, summary_pages, summary_sql_applies
+from gatewatch.collector.export_rows import page_bytes, summary_pages, summary_sql_applies
 from gatewatch.collector.exports import csv_header, csv_line
 from gatewatch.collector.store.base import MeasurementFilter, StoredMeasurement
 from gatewatch.collector.store.sqlite import SQLiteStore
@@ -55,7 +55,7 @@ async def stored(tmp_path: Path, rows: list[StoredMeasurement]) -> SQLiteStore:
 
 def sql_csv(path: Path, f: MeasurementFilter, page_rows: int) -> bytes:
     with sqlite3.connect(path) as conn:
-        return csv_header() + b"".join(csv_rows(page) for page in summary_pages(conn, f, page_rows))
+        return csv_header() + b"".join(page_bytes(page.lines) for page in summary_pages(conn, f, page_rows))
 
 
 @pytest.mark.parametrize("page_rows", [1, 4, 1000])

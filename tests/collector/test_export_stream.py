@@ -58,18 +58,16 @@ async def test_parquet_holds_the_rows_values(store_url: str, tmp_path: Path) -> 
 
 async def test_rows_are_encoded_off_the_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: set[str] = set()
-    for name in ("csv_rows", "jsonl_line"):
-        real = getattr(export_stream, name)
+    real = export_stream.page_bytes
 
-        def spy(*args: object, _real=real) -> bytes:  # type: ignore[no-untyped-def]
-            seen.add(threading.current_thread().name)
-            return _real(*args)
+    def spy(*args: object) -> bytes:  # type: ignore[no-untyped-def]
+        seen.add(threading.current_thread().name)
+        return real(*args)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(export_stream, name, spy)
-    monkeypatch.setitem(export_stream._LINE_ENCODERS, "jsonl", export_stream.jsonl_line)
+    monkeypatch.setattr(export_stream, "page_bytes", spy)
     store = await filled(f"sqlite:///{tmp_path / 'gatewatch.db'}")
     try:
-        for fmt in ("csv", "jsonl"):
+        for fmt in ("csv", "jsonl", "ooni"):
             assert await collect(stream_export(store, fmt, ALL))
     finally:
         await store.close()

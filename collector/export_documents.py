@@ -1,0 +1,156 @@
+"""The JSON Lines export's records assembled by SQLite from the stored bytes (the SQLite store's fast path).
+
+A record is the signed payload with its times in OONI's form, then ``analysis`` and ``signed``
+(:func:`.exports.jsonl_line`). Decoding each payload with ``json.loads`` and encoding it again costs more
+than everything else a row needs, so here SQLite's JSON functions (C) write the payload part: ``json_set``
+replaces ``measurement_start_time`` (from the column, formatted as the CSV path does) and marks
+``test_start_time``, whose OONI form Python writes (``_ooni_time_text``, cached), and the rest of the
+payload is copied as stored, minus insignificant whitespace. ``analysis`` is written once per distinct
+judgement (most rows share a few) and ``signed`` is base64 of the stored blobs.
+
+The same value as the exact path, and the same bytes for every payload an agent writes (compact JSON as
+pydantic writes it: tested); for a payload spelt otherwise (a ``\\u00e9`` escape, ``1E5``, spaces), the
+spelling of the stored bytes is kept where ``json`` would re-spell it, the values are equal. A row whose
+payload is not a JSON object with distinct keys the measurement format defines (those are dropped, as
+:func:`.exports.ooni_document` drops them) is written the exact way (``stored_row`` + ``jsonl_line``).
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterator, Sequence
+from functools import lru_cache
+from typing import Any, Final
+
+from gatewatch.core.measurement import Measurement
+from gatewatch.core.vocabulary import SCHEME_BLIND_TOKEN
+
+from .export_rows import PAGE_ROWS, Page, keyset_pages
+from .exports import _ooni_time_text, json_text, jsonl_line, judgement_fields
+from .store.base import MeasurementFilter
+from .store.sqlite import TOKEN_COLUMNS, stored_row
+from .store.verdict_codec import decode_verdict
+
+__all__ = ["jsonl_pages"]
+
+_TOKEN_SIGNED = f"signature_scheme = '{SCHEME_BLIND_TOKEN}'"
+_MARK = "\x1e"  # after the payload part when test_start_time is text: its stored value follows
+_PAYLOAD = "CAST(payload AS TEXT)"
+# Each known key removed once leaves "{}" only from an object of distinct known keys (a duplicate, an
+# unknown key or anything but an object leaves more): anything else is NULL, the exact path. Each JSON
+# function parses the text again, and json_each's aggregates cost three times as much as this.
+_ONLY_KNOWN_KEYS = (
+    f"json_remove({_PAYLOAD}, "
+    + ", ".join("'$." + key.replace("'", "''") + "'" for key in Measurement.model_fields)
+    + ") = '{}'"
+)
+_START = "strftime('%Y-%m-%d %H:%M:%S', measurement_start_time / 1000000, 'unixepoch')"
+_PAYLOAD_PART = (
+    f"CASE WHEN NOT json_valid({_PAYLOAD}) THEN NULL WHEN {_ONLY_KNOWN_KEYS} THEN"
+    f" CASE json_type({_PAYLOAD}, '$.test_start_time') WHEN 'text' THEN"
+    f" json_set({_PAYLOAD}, '$.measurement_start_time', {_START}, '$.test_start_time', ?) || char(30)"
+    f" || json_extract({_PAYLOAD}, '$.test_start_time')"
+    f" ELSE json_set({_PAYLOAD}, '$.measurement_start_time', {_START}) END END"
+)
+_COLUMNS = ", ".join(
+    [
+        _PAYLOAD_PART,
+        "blocking",
+        "anomaly",
+        "technique",
+        "fingerprint_key",
+        "verdict_json",
+        "strftime('%Y-%m-%dT%H:00:00Z', received_at / 1000000, 'unixepoch')",
+        "flags",
+        "signature_scheme",
+        *(
+            f"CASE WHEN {_TOKEN_SIGNED} THEN {column} END"
+            for column in (
+                "payload",
+                "signature",
+                TOKEN_COLUMNS["ephemeral_key"],
+                TOKEN_COLUMNS["token"],
+                TOKEN_COLUMNS["token_epoch"],
+                TOKEN_COLUMNS["token_key_id"],
+            )
+        ),
+    ]
+)
+_NO_FLAGS: Final = "[]"
+_CACHED: Final = 4096
+
+
+@lru_cache(maxsize=_CACHED)
+def _analysis(
+    blocking: str,
+    anomaly: int,
+    technique: str | None,
+    fingerprint_key: str | None,
+    verdict: bytes | str,
+    received_at: str,
+    flags: str,
+) -> str:
+    listed = () if flags == _NO_FLAGS else json.loads(flags)
+    return json_text(
+        judgement_fields(
+            blocking, bool(anomaly), technique, fingerprint_key, decode_verdict(verdict), received_at, listed
+        )
+    )
+
+
+@lru_cache(maxsize=16)
+def _scheme_only(scheme: str) -> str:
+    return json_text({"signature_scheme": scheme})
+
+
+def _b64(value: bytes | None) -> str:
+    return '"' + binascii.b2a_base64(value, newline=False).decode() + '"' if value is not None else "null"
+
+
+def _signed(values: Sequence[Any]) -> str:
+    """``signed_fields`` of the row (values: scheme, payload, signature, ephemeral key, token, epoch, key
+    id; the last six only for token-signed rows)."""
+    scheme = values[0]
+    if scheme != SCHEME_BLIND_TOKEN:
+        return _scheme_only(scheme)
+    epoch = "null" if values[5] is None else str(int(values[5]))
+    return (
+        f'{{"signature_scheme":{json_text(scheme)},"payload":{_b64(values[1])},"signature":{_b64(values[2])},'
+        f'"ephemeral_public_key":{_b64(values[3])},"token":{_b64(values[4])},"token_epoch":{epoch},'
+        f'"token_key_id":{json_text(values[6])}}}'
+    )
+
+
+@lru_cache(maxsize=_CACHED)
+def _test_start_time(stored: str) -> str:
+    return json_text(_ooni_time_text(stored))
+
+
+def _line(row: Sequence[Any], marker: str) -> str | None:
+    part = row[0]
+    if part is None:
+        return None
+    if _MARK in part:
+        part, _, stored = part.partition(_MARK)
+        part = part.replace(marker, _test_start_time(stored), 1)
+    analysis = _analysis(row[1], row[2], row[3], row[4], row[5], row[6], row[7])
+    return f'{part[:-1]},"analysis":{analysis},"signed":{_signed(row[8:15])}}}\n'
+
+
+def jsonl_pages(
+    conn: sqlite3.Connection, f: MeasurementFilter, page_rows: int = PAGE_ROWS, *, partitioned: bool = False
+) -> Iterator[Page]:
+    """The selection's JSON Lines records (text, each ending in a newline) in the store's order, a keyset
+    page at a time; with ``partitioned``, each row's (UTC day, country) too. Only where
+    ``export_rows.summary_sql_applies`` (SQLite formats the start times as Python does)."""
+    marker = "gatewatch-" + uuid.uuid4().hex  # where test_start_time goes: no payload can guess it
+    quoted = json_text(marker)
+    for rows, partitions in keyset_pages(conn, _COLUMNS, (marker,), f, page_rows, partitioned):
+        lines = []
+        for row in rows:
+            line = _line(row, quoted)
+            lines.append(line if line is not None else jsonl_line(stored_row(conn, row[-1])).decode())
+        yield Page(lines, partitions)
