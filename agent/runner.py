@@ -59,6 +59,17 @@ __all__ = ["run_pass", "token_batches"]
 
 log = logging.getLogger(__name__)
 
+# Measurements in memory at once, per unit of ``concurrency``: ``concurrency`` of them use the network, the
+# others have closed their connections and wait for late DNS replies (the probe's linger), their control,
+# or their turn to be judged and queued.
+IN_FLIGHT_PER_SLOT = 4
+# How often the pass looks at the machine's routes (a change of network stops it). Less often than every
+# URL, as a route lookup costs more than the rest of starting one; far less than a measurement lasts.
+NETWORK_CHECK_INTERVAL = 0.25  # seconds
+# Controls asked within this long go to the collector in one request. A measurement waits for its DNS
+# linger after its last connection anyway, so a window shorter than the linger delays no URL.
+CONTROL_WINDOW = 0.05  # seconds
+
 
 class MeasureFn(Protocol):
     def __call__(
@@ -68,6 +79,7 @@ class MeasureFn(Protocol):
         *,
         trace: Trace | None = None,
         on_resolved: Callable[[list[str]], None] | None = None,
+        on_network_done: Callable[[], None] | None = None,
     ) -> Awaitable[WebTestKeys]: ...
 
 
@@ -148,8 +160,14 @@ class _Pass:
         self._storage: tuple[StoragePolicy, FingerprintDB] | None = None
         self.network: NetworkView | None = None
         self.collector_ip: str | None = None
+        self.network_checked = 0.0  # time.monotonic() of the last look at the routes
         # Controls of measurements running together go to the collector in batches.
-        self.controls = PassControls(session, options.control_address)
+        self.controls = PassControls(
+            session, options.control_address, window=min(CONTROL_WINDOW, self.config.dns.linger / 2)
+        )
+        # Measurements started and not yet queued (see IN_FLIGHT_PER_SLOT).
+        self.in_flight = asyncio.Semaphore(IN_FLIGHT_PER_SLOT * max(1, options.concurrency))
+        self.measuring: set[asyncio.Task[None]] = set()
 
     def stop(self, reason: StopReason, detail: str | None = None) -> None:
         if self.summary.stop_reason is None:
@@ -162,10 +180,17 @@ class _Pass:
         self.on_event(RunEvent(kind, s.total, s.measured, s.blocked, result, message))
 
     async def worker(self) -> None:
+        """Start measurements one after the other, each once the previous one's network part is done
+        (its connections closed): ``concurrency`` workers keep that many measurements on the network."""
         while self.summary.stop_reason is None and self.next_index < len(self.entries):
+            await self.in_flight.acquire()
+            if self.summary.stop_reason is not None or self.next_index >= len(self.entries):
+                self.in_flight.release()
+                return
             entry = self.entries[self.next_index]
             self.next_index += 1
-            if self.network is not None and self._network_changed():
+            if self._network_changed(throttled=True):
+                self.in_flight.release()
                 self.stop("network_changed", "the network changed during the pass")
                 return
             slot = self.host_slots.get(entry.host)
@@ -173,16 +198,38 @@ class _Pass:
                 slot = self.host_slots[entry.host] = _HostSlot(self.options.per_host)
             slot.users += 1
             try:
-                async with slot.semaphore:
-                    try:
-                        await self.measure_one(entry)
-                    except Exception:  # a bug (network failures are data and never reach here): go on
-                        log.exception("measuring %s failed", entry.url)
-                        self.summary.errors += 1
+                async with slot.semaphore:  # per host: held while the measurement uses the network
+                    await self._start(entry)
             finally:
                 slot.users -= 1
                 if not slot.users:
                     del self.host_slots[entry.host]
+
+    async def _start(self, entry: TestListEntry) -> None:
+        """Start measuring ``entry`` in a task of its own; return when its network part is done (or the
+        whole measurement is, for a measure function that does not say)."""
+        network_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def release() -> None:
+            if not network_done.done():
+                network_done.set_result(None)
+
+        task = asyncio.ensure_future(self._measure_logged(entry, release))
+        self.measuring.add(task)
+        task.add_done_callback(self._measured)
+        task.add_done_callback(lambda _: release())
+        await network_done
+
+    def _measured(self, task: asyncio.Task[None]) -> None:
+        self.measuring.discard(task)
+        self.in_flight.release()
+
+    async def _measure_logged(self, entry: TestListEntry, network_done: Callable[[], None]) -> None:
+        try:
+            await self.measure_one(entry, network_done)
+        except Exception:  # a bug (network failures are data and never reach here): go on
+            log.exception("measuring %s failed", entry.url)
+            self.summary.errors += 1
 
     def storage_policy(self) -> tuple[StoragePolicy, FingerprintDB]:
         """What measurements keep, and the fingerprints whose evidence they keep whole: those the pass
@@ -199,11 +246,19 @@ class _Pass:
             )
         return self._storage
 
-    def _network_changed(self) -> bool:
+    def _network_changed(self, *, throttled: bool = False) -> bool:
+        """Whether the machine's routes differ from the pass's start; ``throttled``: False without
+        looking when they were looked at less than NETWORK_CHECK_INTERVAL ago."""
+        if self.network is None:
+            return False
+        clock = time.monotonic()
+        if throttled and clock - self.network_checked < NETWORK_CHECK_INTERVAL:
+            return False
+        self.network_checked = clock
         now = observe_network(self.collector_ip, self.options.source_address)
-        return self.network is not None and now.signature != self.network.signature
+        return now.signature != self.network.signature
 
-    async def measure_one(self, entry: TestListEntry) -> None:
+    async def measure_one(self, entry: TestListEntry, network_done: Callable[[], None] | None = None) -> None:
         started = utc_now()
         clock = time.monotonic()
         trace = Trace()
@@ -216,7 +271,9 @@ class _Pass:
                 asked.append(asyncio.ensure_future(self.controls.ask(entry.url, addresses, self.identity)))
 
         try:
-            keys = await self.measure(entry.url, self.config, trace=trace, on_resolved=ask_control)
+            keys = await self.measure(
+                entry.url, self.config, trace=trace, on_resolved=ask_control, on_network_done=network_done
+            )
             if not asked:  # no DNS step reported (a measure function without one): ask now
                 ask_control(_answered_addresses(keys))
             control, control_failure, vouch = await asked[0]
@@ -429,8 +486,9 @@ async def token_batches(
 
 async def _measure_all(state: _Pass) -> None:
     workers = [asyncio.create_task(state.worker()) for _ in range(max(1, state.options.concurrency))]
+    everything = asyncio.ensure_future(_every_measurement(state, workers))
     try:
-        _, unfinished = await asyncio.wait(workers, timeout=state.options.max_runtime)
+        _, unfinished = await asyncio.wait({everything}, timeout=state.options.max_runtime)
         if unfinished:
             state.stop("time_budget", f"{state.options.max_runtime:g} s elapsed")
     except asyncio.CancelledError:
@@ -438,7 +496,15 @@ async def _measure_all(state: _Pass) -> None:
         raise
     finally:
         # In-flight measurements are abandoned: none has been queued, so none is half-written.
-        for task in workers:
+        tasks = [everything, *workers, *state.measuring]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await state.controls.close()
+
+
+async def _every_measurement(state: _Pass, workers: list[asyncio.Task[None]]) -> None:
+    """Until every worker has started its last measurement and every measurement has been queued."""
+    await asyncio.gather(*workers)
+    while state.measuring:  # each round waits for at least one to end: bounded by the number started
+        await asyncio.wait(set(state.measuring))

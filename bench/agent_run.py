@@ -97,7 +97,7 @@ async def main(args: argparse.Namespace) -> None:
         entries += read_test_list(args.lists / name, seen=seen).entries
 
     async def measure(
-        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None
+        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None, on_network_done=None
     ) -> WebTestKeys:
         await asyncio.sleep(args.probe_delay)
         return recorded_keys(url)

@@ -61,7 +61,7 @@ def entries(n: int, hosts: int | None = None) -> list[TestListEntry]:
 
 
 async def recorded(
-    url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None
+    url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None, on_network_done=None
 ) -> WebTestKeys:
     return echoing_keys().model_copy(update={"control": None, "verdict": None})
 
@@ -106,7 +106,7 @@ async def test_the_control_is_asked_while_the_probe_is_still_measuring(collector
     asked_before_done: list[bool] = []
 
     async def resolving(
-        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None
+        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None, on_network_done=None
     ) -> WebTestKeys:
         assert on_resolved is not None
         on_resolved(["198.51.100.10", OWN_V4, "not an address"])  # DNS done; connecting comes next
@@ -156,7 +156,7 @@ async def test_a_verdict_is_given_only_with_a_control(collector, queue, signing_
 
 async def test_the_time_budget_stops_the_pass_cleanly(collector, queue, signing_key) -> None:
     async def slow(
-        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None
+        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None, on_network_done=None
     ) -> WebTestKeys:
         await asyncio.sleep(0.1)
         return WebTestKeys()
@@ -183,7 +183,7 @@ async def test_concurrency_is_bounded_overall_and_per_host(collector, queue, sig
     peak = 0
 
     async def watched(
-        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None
+        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None, on_network_done=None
     ) -> WebTestKeys:
         nonlocal peak
         host = url.split("/")[2]
@@ -228,7 +228,7 @@ async def test_a_full_queue_stops_measuring(collector, tmp_path, signing_key) ->
 
 async def test_a_bug_in_one_measurement_does_not_end_the_pass(collector, queue, signing_key) -> None:
     async def flaky(
-        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None
+        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None, on_network_done=None
     ) -> WebTestKeys:
         if url.endswith("/1"):
             raise RuntimeError("bug")
@@ -270,7 +270,7 @@ async def test_an_echoed_ipv6_address_is_scrubbed_by_its_64(collector, queue, si
     rotated = "2a00:5555:1:2:9c1:2b3:4d5:6e7f"  # a later privacy address of the same /64
 
     async def echo_v6(
-        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None
+        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None, on_network_done=None
     ) -> WebTestKeys:
         return echoing_keys(v6=rotated).model_copy(update={"control": None, "verdict": None})
 
@@ -328,7 +328,7 @@ async def test_the_reverse_dns_name_of_our_address_is_scrubbed_too(collector, qu
     port = transport.get_extra_info("sockname")[1]
 
     async def echo_name(
-        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None
+        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None, on_network_done=None
     ) -> WebTestKeys:
         keys = recorded_keys()
         response = keys.requests[0].response
