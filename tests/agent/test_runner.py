@@ -24,7 +24,7 @@ from gatewatch.agent.minimise import BODY_POLICY_ANNOTATION, CANDIDATE_BODIES, D
 from gatewatch.agent.pseudonym import PSEUDONYM_ANNOTATION
 from gatewatch.agent.queue import MeasurementQueue
 from gatewatch.agent.run_records import LAST_RUN_KEY, RunEvent, RunOptions
-from gatewatch.agent.runner import run_pass
+from gatewatch.agent.runner import IN_FLIGHT_PER_SLOT, run_pass
 from gatewatch.agent.settings import QueueSettings
 from gatewatch.agent.testlists import TestListEntry
 from gatewatch.agent.upload import RetryPolicy
@@ -198,6 +198,62 @@ async def test_concurrency_is_bounded_overall_and_per_host(collector, queue, sig
     summary = await run_pass(entries(30, hosts=3), options, queue, signing_key, measure=watched)
     assert summary.measured == 30
     assert max(peak_host.values()) == 2 and peak <= 6
+
+
+async def test_the_next_url_starts_once_the_network_is_done_and_memory_stays_bounded(
+    collector, queue, signing_key
+) -> None:
+    """A measurement that has closed its connections waits for late DNS replies beside the next URLs; the
+    network is used by at most ``concurrency`` at once, and at most IN_FLIGHT_PER_SLOT x concurrency are
+    held in memory."""
+    on_network = lingering = peak_network = peak_held = 0
+    gate = asyncio.Event()
+
+    async def lingers(
+        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None, on_network_done=None
+    ) -> WebTestKeys:
+        nonlocal on_network, lingering, peak_network, peak_held
+        on_network += 1
+        peak_network = max(peak_network, on_network)
+        peak_held = max(peak_held, on_network + lingering)
+        await asyncio.sleep(0.005)  # connecting, fetching
+        on_network -= 1
+        lingering += 1
+        on_network_done()
+        await gate.wait()  # the linger: it ends only when the test says so
+        lingering -= 1
+        return recorded_keys()
+
+    options = _options(collector, concurrency=2, upload=False)
+    run = asyncio.ensure_future(run_pass(entries(20), options, queue, signing_key, measure=lingers))
+    for _ in range(200):  # bounded: 2 s for the pass to fill its memory bound
+        if lingering == IN_FLIGHT_PER_SLOT * 2:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    assert lingering == IN_FLIGHT_PER_SLOT * 2 and queue.counts()["local"] == 0  # none ended, none queued
+    gate.set()
+    summary = await asyncio.wait_for(run, 10)
+    assert summary.completed and summary.measured == 20 and queue.counts()["local"] == 20
+    assert peak_network <= 2 and peak_held <= IN_FLIGHT_PER_SLOT * 2
+
+
+async def test_the_time_budget_abandons_lingering_measurements_unqueued(
+    collector, queue, signing_key
+) -> None:
+    async def never_ends(
+        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None, on_network_done=None
+    ) -> WebTestKeys:
+        on_network_done()
+        await asyncio.sleep(60)
+        return recorded_keys()
+
+    options = _options(collector, concurrency=2, max_runtime=0.2, upload=False)
+    summary = await asyncio.wait_for(
+        run_pass(entries(40), options, queue, signing_key, measure=never_ends), 10
+    )
+    assert summary.stop_reason == "time_budget" and summary.measured == 0
+    assert queue.counts()["local"] == 0 and queue.integrity_ok()
 
 
 async def test_without_the_own_address_nothing_is_measured_for_upload(queue, signing_key) -> None:
