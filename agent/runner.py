@@ -15,12 +15,10 @@ it is and what it scrubs in :mod:`.locate`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import ipaddress
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -50,6 +48,7 @@ from .locate import (
 )
 from .minimise import StoragePolicy, minimise
 from .netinfo import NetworkView, observe_network
+from .pacing import Pacer, fewer_collections
 from .pseudonym import with_pseudonym
 from .queue import MeasurementQueue, QueueFull
 from .run_records import LAST_RUN_KEY, RunEvent, RunOptions, RunSummary, StopReason, UrlResult
@@ -61,20 +60,12 @@ __all__ = ["run_pass", "token_batches"]
 
 log = logging.getLogger(__name__)
 
-# Measurements in memory at once, per unit of ``concurrency``: ``concurrency`` of them use the network, the
-# others have closed their connections and wait for late DNS replies (the probe's linger), their control,
-# or their turn to be judged and queued.
-IN_FLIGHT_PER_SLOT = 4
 # How often the pass looks at the machine's routes (a change of network stops it). Less often than every
 # URL, as a route lookup costs more than the rest of starting one; far less than a measurement lasts.
 NETWORK_CHECK_INTERVAL = 0.25  # seconds
 # Controls asked within this long go to the collector in one request. A measurement waits for its DNS
 # linger after its last connection anyway, so a window shorter than the linger delays no URL.
 CONTROL_WINDOW = 0.05  # seconds
-# The cyclic garbage collector's first threshold while a pass measures (Python's default: 700 allocations).
-# Each measurement allocates thousands of short-lived objects (records, dicts, strings) that reference
-# counting frees; at the default the collector ran every few URLs, re-walking every young object.
-PASS_GC_THRESHOLD = 20_000
 
 
 class MeasureFn(Protocol):
@@ -122,14 +113,6 @@ def _default_analyse() -> tuple[AnalyseFn, Any]:
     return analyse, load_default_fingerprints()
 
 
-class _HostSlot:
-    """The ``per_host`` limit of one host, and how many workers hold or wait for it."""
-
-    def __init__(self, per_host: int) -> None:
-        self.semaphore = asyncio.Semaphore(per_host)
-        self.users = 0
-
-
 class _Pass:
     """The state of one pass, shared by its workers (one event loop: no locks needed)."""
 
@@ -158,9 +141,6 @@ class _Pass:
         self.summary = RunSummary(started_at=format_utc(utc_now()), total=len(entries))
         self.pass_started = utc_now()
         self.next_index = 0
-        # Per host: its semaphore and how many workers hold or wait for it. Dropped when that count is 0,
-        # so that a pass over thousands of hosts does not keep a semaphore for each (the memory goal).
-        self.host_slots: dict[str, _HostSlot] = {}
         self.geolocation: Geolocation = WITHHELD
         self.identity = Identity()
         self._storage: tuple[StoragePolicy, FingerprintDB] | None = None
@@ -171,9 +151,6 @@ class _Pass:
         self.controls = PassControls(
             session, options.control_address, window=min(CONTROL_WINDOW, self.config.dns.linger / 2)
         )
-        # Measurements started and not yet queued (see IN_FLIGHT_PER_SLOT).
-        self.in_flight = asyncio.Semaphore(IN_FLIGHT_PER_SLOT * max(1, options.concurrency))
-        self.measuring: set[asyncio.Task[None]] = set()
 
     def stop(self, reason: StopReason, detail: str | None = None) -> None:
         if self.summary.stop_reason is None:
@@ -185,52 +162,17 @@ class _Pass:
         s = self.summary
         self.on_event(RunEvent(kind, s.total, s.measured, s.blocked, result, message))
 
-    async def worker(self) -> None:
-        """Start measurements one after the other, each once the previous one's network part is done
-        (its connections closed): ``concurrency`` workers keep that many measurements on the network."""
-        while self.summary.stop_reason is None and self.next_index < len(self.entries):
-            await self.in_flight.acquire()
-            if self.summary.stop_reason is not None or self.next_index >= len(self.entries):
-                self.in_flight.release()
-                return
-            entry = self.entries[self.next_index]
-            self.next_index += 1
-            if self._network_changed(throttled=True):
-                self.in_flight.release()
-                self.stop("network_changed", "the network changed during the pass")
-                return
-            slot = self.host_slots.get(entry.host)
-            if slot is None:
-                slot = self.host_slots[entry.host] = _HostSlot(self.options.per_host)
-            slot.users += 1
-            try:
-                async with slot.semaphore:  # per host: held while the measurement uses the network
-                    await self._start(entry)
-            finally:
-                slot.users -= 1
-                if not slot.users:
-                    del self.host_slots[entry.host]
+    def next_entry(self) -> TestListEntry | None:
+        """The next URL to measure; None when there is none or the pass stops (the network changed)."""
+        if self.summary.stop_reason is not None or self.next_index >= len(self.entries):
+            return None
+        if self._network_changed(throttled=True):
+            self.stop("network_changed", "the network changed during the pass")
+            return None
+        self.next_index += 1
+        return self.entries[self.next_index - 1]
 
-    async def _start(self, entry: TestListEntry) -> None:
-        """Start measuring ``entry`` in a task of its own; return when its network part is done (or the
-        whole measurement is, for a measure function that does not say)."""
-        network_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def release() -> None:
-            if not network_done.done():
-                network_done.set_result(None)
-
-        task = asyncio.ensure_future(self._measure_logged(entry, release))
-        self.measuring.add(task)
-        task.add_done_callback(self._measured)
-        task.add_done_callback(lambda _: release())
-        await network_done
-
-    def _measured(self, task: asyncio.Task[None]) -> None:
-        self.measuring.discard(task)
-        self.in_flight.release()
-
-    async def _measure_logged(self, entry: TestListEntry, network_done: Callable[[], None]) -> None:
+    async def measure_logged(self, entry: TestListEntry, network_done: Callable[[], None]) -> None:
         try:
             await self.measure_one(entry, network_done)
         except Exception:  # a bug (network failures are data and never reach here): go on
@@ -439,7 +381,7 @@ async def run_pass(
         if options.identified:  # rows queued unsigned before a switch to identified mode
             queue.sign_unsigned(lambda payload: sign(payload, key))
         if await state.locate():
-            with queue.one_sync(), _fewer_collections():  # one fsync for the pass's measurements
+            with queue.one_sync(), fewer_collections():  # one fsync for the pass's measurements
                 await _measure_all(state)
             if options.upload and state.summary.measurement_uids:
                 await state.confirm_address()
@@ -464,17 +406,6 @@ async def run_pass(
     finally:
         if own_session:
             await session.close()
-
-
-@contextlib.contextmanager
-def _fewer_collections() -> Iterator[None]:
-    """Collect cycles less often while the pass measures (see PASS_GC_THRESHOLD), as before after it."""
-    before = gc.get_threshold()
-    gc.set_threshold(max(before[0], PASS_GC_THRESHOLD), *before[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
 
 
 async def token_batches(
@@ -502,26 +433,18 @@ async def token_batches(
 
 
 async def _measure_all(state: _Pass) -> None:
-    workers = [asyncio.create_task(state.worker()) for _ in range(max(1, state.options.concurrency))]
-    everything = asyncio.ensure_future(_every_measurement(state, workers))
+    options = state.options
+    pacer = Pacer(
+        state.next_entry,
+        state.measure_logged,
+        concurrency=options.concurrency,
+        per_host=options.per_host,
+    )
     try:
-        _, unfinished = await asyncio.wait({everything}, timeout=state.options.max_runtime)
-        if unfinished:
-            state.stop("time_budget", f"{state.options.max_runtime:g} s elapsed")
+        if not await pacer.run(options.max_runtime):
+            state.stop("time_budget", f"{options.max_runtime:g} s elapsed")
     except asyncio.CancelledError:
         state.stop("interrupted")
         raise
     finally:
-        # In-flight measurements are abandoned: none has been queued, so none is half-written.
-        tasks = [everything, *workers, *state.measuring]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         await state.controls.close()
-
-
-async def _every_measurement(state: _Pass, workers: list[asyncio.Task[None]]) -> None:
-    """Until every worker has started its last measurement and every measurement has been queued."""
-    await asyncio.gather(*workers)
-    while state.measuring:  # each round waits for at least one to end: bounded by the number started
-        await asyncio.wait(set(state.measuring))

@@ -67,7 +67,7 @@ from urllib.parse import urlsplit
 from agent_imports import EXIT_RECORD, PROFILE_ENV
 from probe_floor import floor_pass, spread, start_lab, stop_lab
 
-from gatewatch.agent.runner import IN_FLIGHT_PER_SLOT
+from gatewatch.agent.pacing import IN_FLIGHT_PER_SLOT
 from gatewatch.lab.scripts import COLLECTOR, console_script
 
 REPO = Path(__file__).resolve().parent.parent

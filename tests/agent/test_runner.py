@@ -21,10 +21,11 @@ from gatewatch.agent.anonymise import SCRUBBED
 from gatewatch.agent.build import bytes_received
 from gatewatch.agent.collector_api import geolocate, make_session
 from gatewatch.agent.minimise import BODY_POLICY_ANNOTATION, CANDIDATE_BODIES, DROPPED, FULL_BODIES
+from gatewatch.agent.pacing import IN_FLIGHT_PER_SLOT
 from gatewatch.agent.pseudonym import PSEUDONYM_ANNOTATION
 from gatewatch.agent.queue import MeasurementQueue
 from gatewatch.agent.run_records import LAST_RUN_KEY, RunEvent, RunOptions
-from gatewatch.agent.runner import IN_FLIGHT_PER_SLOT, run_pass
+from gatewatch.agent.runner import run_pass
 from gatewatch.agent.settings import QueueSettings
 from gatewatch.agent.testlists import TestListEntry
 from gatewatch.agent.upload import RetryPolicy
