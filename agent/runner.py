@@ -1,7 +1,8 @@
 """One pass over a test list: geolocate, measure, ask the control, judge, anonymise, sign, queue, upload.
 
-The pass is polite and bounded: at most ``concurrency`` measurements at once and ``per_host`` per
-destination host; a time budget and an optional byte budget are checked while it runs, and a pass that
+The pass is polite and bounded: at most ``concurrency`` measurements on the network at once and
+``per_host`` per destination host, and a bounded number more waiting for late DNS replies and their
+control (:mod:`.pacing`); a time budget and an optional byte budget are checked while it runs, and a pass that
 hits one stops cleanly (measurements already taken are queued, none is half-written) and says which.
 
 Order of the steps for each URL matters for privacy and durability: the measurement is anonymised and
