@@ -56,7 +56,8 @@ _SHARED_ADDRESS_SPACE = ipaddress.IPv4Network("100.64.0.0/10")  # carrier-grade 
 # Hashes that cover content this module may rewrite. A hash of bytes that contained the volunteer's
 # address would let anyone recover it by trying every address (2^32 for IPv4), so when the covered
 # sibling changes the hash is recomputed over the scrubbed text (bodies) or dropped (DNS wire bytes).
-_COVERED_BY = {"body_sha256": "body", "wire_sha256": "answers"}
+_WIRE_HASH = "wire_sha256"
+_COVERED_BY = {"body_sha256": "body", _WIRE_HASH: "answers"}
 
 
 class AnonymisationError(ValueError):
@@ -201,6 +202,9 @@ class _Scrubber:
             if new_key is not key and new_key != key:
                 self.changed = True
             if type(item) is str:
+                if new_key == _WIRE_HASH:
+                    out[new_key] = item  # dropped below whatever it says: not worth scanning
+                    continue
                 new_item = seen.get(item) or text(item)
                 if new_item is not item and new_item != item:
                     self.changed = True
@@ -211,8 +215,8 @@ class _Scrubber:
                 out[new_key] = walk(item)
         # The reply's bytes may hold our address in records that are not parsed (TXT, say), and a
         # hash of them could be reversed by trying every IPv4 address: never keep it.
-        if out.get("wire_sha256") is not None:
-            out["wire_sha256"] = None
+        if out.get(_WIRE_HASH) is not None:
+            out[_WIRE_HASH] = None
             self.hashes_cleared += 1
         for hash_key, covered in _COVERED_BY.items():
             if hash_key in out and isinstance(out[hash_key], str) and out.get(covered) != value.get(covered):

@@ -2,10 +2,11 @@
 
 A pass measures many URLs at once and each asks for its control as soon as its DNS answered. Those that
 ask in the same turn of the event loop (replies that arrived together), or within ``window`` seconds when
-one is set, go in one request of up to ``MAX_CONTROL_BATCH``. Nothing waits for a batch to fill by
-default: a batch is answered when its slowest control is, so holding requests back to build bigger ones
-costs the measurements more time than the fewer requests save (measured with bench/agent_lab.py). A
-collector without the batch endpoint (404/405) is asked one URL at a time from then on.
+one is set, go in one request of up to ``MAX_CONTROL_BATCH``. A batch is answered when its slowest control
+is, so a window only pays where the measurements wait anyway: a pass sets one shorter than the probe's DNS
+linger (agent/runner.py), which every measurement waits out after its last connection, and so sends
+several times fewer requests (each costs both ends CPU) without delaying a URL. A collector without the
+batch endpoint (404/405) is asked one URL at a time from then on.
 
 :class:`PassControls` is what a pass asks through: the control of a URL, given the addresses the probe
 resolved (never the agent's own), as observations or the failure that stands for them.
@@ -134,8 +135,8 @@ def control_addresses(addresses: Iterable[str], identity: Identity) -> list[str]
 class PassControls:
     """The controls of one pass, asked of ``base`` (none configured: every URL's control failure says so)."""
 
-    def __init__(self, session: HttpClient, base: Address | Fallbacks | None) -> None:
-        self.batcher = ControlBatcher(session, base) if base is not None else None
+    def __init__(self, session: HttpClient, base: Address | Fallbacks | None, *, window: float = 0.0) -> None:
+        self.batcher = ControlBatcher(session, base, window=window) if base is not None else None
 
     async def ask(
         self, url: str, addresses: list[str], identity: Identity

@@ -1,7 +1,8 @@
 """One pass over a test list: geolocate, measure, ask the control, judge, anonymise, sign, queue, upload.
 
-The pass is polite and bounded: at most ``concurrency`` measurements at once and ``per_host`` per
-destination host; a time budget and an optional byte budget are checked while it runs, and a pass that
+The pass is polite and bounded: at most ``concurrency`` measurements on the network at once and
+``per_host`` per destination host, and a bounded number more waiting for late DNS replies and their
+control (:mod:`.pacing`); a time budget and an optional byte budget are checked while it runs, and a pass that
 hits one stops cleanly (measurements already taken are queued, none is half-written) and says which.
 
 Order of the steps for each URL matters for privacy and durability: the measurement is anonymised and
@@ -48,6 +49,7 @@ from .locate import (
 )
 from .minimise import StoragePolicy, minimise
 from .netinfo import NetworkView, observe_network
+from .pacing import Pacer, fewer_collections
 from .pseudonym import with_pseudonym
 from .queue import MeasurementQueue, QueueFull
 from .run_records import LAST_RUN_KEY, RunEvent, RunOptions, RunSummary, StopReason, UrlResult
@@ -59,6 +61,13 @@ __all__ = ["run_pass", "token_batches"]
 
 log = logging.getLogger(__name__)
 
+# How often the pass looks at the machine's routes (a change of network stops it). Less often than every
+# URL, as a route lookup costs more than the rest of starting one; far less than a measurement lasts.
+NETWORK_CHECK_INTERVAL = 0.25  # seconds
+# Controls asked within this long go to the collector in one request. A measurement waits for its DNS
+# linger after its last connection anyway, so a window shorter than the linger delays no URL.
+CONTROL_WINDOW = 0.05  # seconds
+
 
 class MeasureFn(Protocol):
     def __call__(
@@ -68,6 +77,7 @@ class MeasureFn(Protocol):
         *,
         trace: Trace | None = None,
         on_resolved: Callable[[list[str]], None] | None = None,
+        on_network_done: Callable[[], None] | None = None,
     ) -> Awaitable[WebTestKeys]: ...
 
 
@@ -104,14 +114,6 @@ def _default_analyse() -> tuple[AnalyseFn, Any]:
     return analyse, load_default_fingerprints()
 
 
-class _HostSlot:
-    """The ``per_host`` limit of one host, and how many workers hold or wait for it."""
-
-    def __init__(self, per_host: int) -> None:
-        self.semaphore = asyncio.Semaphore(per_host)
-        self.users = 0
-
-
 class _Pass:
     """The state of one pass, shared by its workers (one event loop: no locks needed)."""
 
@@ -140,16 +142,16 @@ class _Pass:
         self.summary = RunSummary(started_at=format_utc(utc_now()), total=len(entries))
         self.pass_started = utc_now()
         self.next_index = 0
-        # Per host: its semaphore and how many workers hold or wait for it. Dropped when that count is 0,
-        # so that a pass over thousands of hosts does not keep a semaphore for each (the memory goal).
-        self.host_slots: dict[str, _HostSlot] = {}
         self.geolocation: Geolocation = WITHHELD
         self.identity = Identity()
         self._storage: tuple[StoragePolicy, FingerprintDB] | None = None
         self.network: NetworkView | None = None
         self.collector_ip: str | None = None
+        self.network_checked = 0.0  # time.monotonic() of the last look at the routes
         # Controls of measurements running together go to the collector in batches.
-        self.controls = PassControls(session, options.control_address)
+        self.controls = PassControls(
+            session, options.control_address, window=min(CONTROL_WINDOW, self.config.dns.linger / 2)
+        )
 
     def stop(self, reason: StopReason, detail: str | None = None) -> None:
         if self.summary.stop_reason is None:
@@ -161,28 +163,22 @@ class _Pass:
         s = self.summary
         self.on_event(RunEvent(kind, s.total, s.measured, s.blocked, result, message))
 
-    async def worker(self) -> None:
-        while self.summary.stop_reason is None and self.next_index < len(self.entries):
-            entry = self.entries[self.next_index]
-            self.next_index += 1
-            if self.network is not None and self._network_changed():
-                self.stop("network_changed", "the network changed during the pass")
-                return
-            slot = self.host_slots.get(entry.host)
-            if slot is None:
-                slot = self.host_slots[entry.host] = _HostSlot(self.options.per_host)
-            slot.users += 1
-            try:
-                async with slot.semaphore:
-                    try:
-                        await self.measure_one(entry)
-                    except Exception:  # a bug (network failures are data and never reach here): go on
-                        log.exception("measuring %s failed", entry.url)
-                        self.summary.errors += 1
-            finally:
-                slot.users -= 1
-                if not slot.users:
-                    del self.host_slots[entry.host]
+    def next_entry(self) -> TestListEntry | None:
+        """The next URL to measure; None when there is none or the pass stops (the network changed)."""
+        if self.summary.stop_reason is not None or self.next_index >= len(self.entries):
+            return None
+        if self._network_changed(throttled=True):
+            self.stop("network_changed", "the network changed during the pass")
+            return None
+        self.next_index += 1
+        return self.entries[self.next_index - 1]
+
+    async def measure_logged(self, entry: TestListEntry, network_done: Callable[[], None]) -> None:
+        try:
+            await self.measure_one(entry, network_done)
+        except Exception:  # a bug (network failures are data and never reach here): go on
+            log.exception("measuring %s failed", entry.url)
+            self.summary.errors += 1
 
     def storage_policy(self) -> tuple[StoragePolicy, FingerprintDB]:
         """What measurements keep, and the fingerprints whose evidence they keep whole: those the pass
@@ -199,11 +195,19 @@ class _Pass:
             )
         return self._storage
 
-    def _network_changed(self) -> bool:
+    def _network_changed(self, *, throttled: bool = False) -> bool:
+        """Whether the machine's routes differ from the pass's start; ``throttled``: False without
+        looking when they were looked at less than NETWORK_CHECK_INTERVAL ago."""
+        if self.network is None:
+            return False
+        clock = time.monotonic()
+        if throttled and clock - self.network_checked < NETWORK_CHECK_INTERVAL:
+            return False
+        self.network_checked = clock
         now = observe_network(self.collector_ip, self.options.source_address)
-        return self.network is not None and now.signature != self.network.signature
+        return now.signature != self.network.signature
 
-    async def measure_one(self, entry: TestListEntry) -> None:
+    async def measure_one(self, entry: TestListEntry, network_done: Callable[[], None] | None = None) -> None:
         started = utc_now()
         clock = time.monotonic()
         trace = Trace()
@@ -216,7 +220,9 @@ class _Pass:
                 asked.append(asyncio.ensure_future(self.controls.ask(entry.url, addresses, self.identity)))
 
         try:
-            keys = await self.measure(entry.url, self.config, trace=trace, on_resolved=ask_control)
+            keys = await self.measure(
+                entry.url, self.config, trace=trace, on_resolved=ask_control, on_network_done=network_done
+            )
             if not asked:  # no DNS step reported (a measure function without one): ask now
                 ask_control(_answered_addresses(keys))
             control, control_failure, vouch = await asked[0]
@@ -376,7 +382,7 @@ async def run_pass(
         if options.identified:  # rows queued unsigned before a switch to identified mode
             queue.sign_unsigned(lambda payload: sign(payload, key))
         if await state.locate():
-            with queue.one_sync():  # one fsync for the pass's measurements, before any upload
+            with queue.one_sync(), fewer_collections():  # one fsync for the pass's measurements
                 await _measure_all(state)
             if options.upload and state.summary.measurement_uids:
                 await state.confirm_address()
@@ -428,17 +434,18 @@ async def token_batches(
 
 
 async def _measure_all(state: _Pass) -> None:
-    workers = [asyncio.create_task(state.worker()) for _ in range(max(1, state.options.concurrency))]
+    options = state.options
+    pacer = Pacer(
+        state.next_entry,
+        state.measure_logged,
+        concurrency=options.concurrency,
+        per_host=options.per_host,
+    )
     try:
-        _, unfinished = await asyncio.wait(workers, timeout=state.options.max_runtime)
-        if unfinished:
-            state.stop("time_budget", f"{state.options.max_runtime:g} s elapsed")
+        if not await pacer.run(options.max_runtime):
+            state.stop("time_budget", f"{options.max_runtime:g} s elapsed")
     except asyncio.CancelledError:
         state.stop("interrupted")
         raise
     finally:
-        # In-flight measurements are abandoned: none has been queued, so none is half-written.
-        for task in workers:
-            task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
         await state.controls.close()

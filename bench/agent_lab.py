@@ -20,11 +20,15 @@ wildcard site's address, so no packet can go to the real one.
 Three lower bounds for the pass, each over every URL and divided by the agent's concurrency:
   round_trip_bound_s     the probe's own round trips (DNS 1 unless the host is an IP literal, TCP 1, TLS 1
                          for https, HTTP 1, each ``latency_ms``): no pass at that concurrency can be faster.
-  critical_path_bound_s  what this design must wait for a URL: its control is asked once the probe's DNS
-                         answered (the control is given the probe's addresses) and measured by the collector
-                         meanwhile (no listening for late replies there), and the probe's DNS keeps
-                         listening 0.25 s after its first reply for an injector's second answer; so a URL
-                         takes at least max(probe trips, DNS + control trips, DNS + linger).
+  critical_path_bound_s  what this design must wait for: a URL holds one of the ``concurrency`` network slots
+                         for its probe trips, and stays in memory (at most IN_FLIGHT_PER_SLOT x concurrency
+                         URLs, agent/runner.py) until its control is in and its DNS has lingered: the control
+                         is asked once the probe's DNS answered (it is given the probe's addresses) and
+                         measured by the collector meanwhile (no listening for late replies there), and the
+                         probe's DNS keeps listening 0.25 s after its first reply for an injector's second
+                         answer; so the pass takes at least the larger of the round-trip bound and the sum
+                         over URLs of max(probe trips, DNS + control trips, DNS + linger) divided by the
+                         in-flight bound.
   cpu_floor_s            the CPU seconds the agent, the lab and the collector spent, divided by the cores:
                          on a small machine all three share, no pass can be faster than that either (a
                          slight over-estimate: it includes the agent's and collector's start-up and the
@@ -63,6 +67,7 @@ from urllib.parse import urlsplit
 from agent_imports import EXIT_RECORD, PROFILE_ENV
 from probe_floor import floor_pass, spread, start_lab, stop_lab
 
+from gatewatch.agent.pacing import IN_FLIGHT_PER_SLOT
 from gatewatch.lab.scripts import COLLECTOR, console_script
 
 REPO = Path(__file__).resolve().parent.parent
@@ -385,7 +390,7 @@ def print_figures(
         probe_total += probe
         path_total += path
     bound = probe_total / args.concurrency
-    critical = path_total / args.concurrency
+    critical = max(bound, path_total / (IN_FLIGHT_PER_SLOT * args.concurrency))
     log: AgentLog = result["log"]
     times = log.times
     measuring = times["stopped"] - times["started"] if {"started", "stopped"} <= times.keys() else None

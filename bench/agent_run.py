@@ -97,9 +97,15 @@ async def main(args: argparse.Namespace) -> None:
         entries += read_test_list(args.lists / name, seen=seen).entries
 
     async def measure(
-        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None
+        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None, on_network_done=None
     ) -> WebTestKeys:
+        # As the probe does: the addresses once its DNS answered (the control is asked then), the network
+        # done once its connections are closed (the pass starts its next URL then).
+        if on_resolved is not None:
+            on_resolved(["198.51.100.10"])
         await asyncio.sleep(args.probe_delay)
+        if on_network_done is not None:
+            on_network_done()
         return recorded_keys(url)
 
     def no_analysis(url, keys, control, fingerprints):  # the analysis has its own benchmark

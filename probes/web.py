@@ -110,21 +110,22 @@ async def _hop(
     config: WebConfig,
     trace: Trace,
     on_resolved: Callable[[list[str]], None] | None = None,
-) -> None:
-    """One URL: its own DNS/TCP/TLS/HTTP, appended to ``keys``.
+) -> dns.Resolution:
+    """One URL: its own DNS/TCP/TLS/HTTP, appended to ``keys`` (but its DNS queries).
 
     Connecting starts as soon as the resolver's first reply is in; the DNS queries keep listening for late
-    replies meanwhile and are recorded when the hop ends (in order, before any later hop's)."""
+    replies meanwhile: the resolution is returned still listening, for the caller to record its queries
+    (in hop order) once every hop is done, so that the lingers of a redirect chain overlap instead of
+    adding up."""
     resolution = await dns.resolve_early(target.host, config.dns, trace)
     if on_resolved is not None:
         on_resolved(list(resolution.addresses))
-    at = len(keys.queries)
     try:
         await _connect_and_fetch(target, resolution, extra_addrs, keys, config, trace)
     except BaseException:
         resolution.cancel()
         raise
-    keys.queries[at:at] = await resolution.queries()
+    return resolution
 
 
 async def _connect_and_fetch(
@@ -206,13 +207,17 @@ async def measure(
     trace: Trace | None = None,
     extra_addrs: Sequence[str] = (),
     on_resolved: Callable[[list[str]], None] | None = None,
+    on_network_done: Callable[[], None] | None = None,
 ) -> WebTestKeys:
     """Measure ``url``; network failures are recorded, never raised.
 
     ``extra_addrs`` are more addresses for the URL's own host (e.g. from a control); redirect hops to
     other hosts use only their own DNS. ``on_resolved`` is called once, with the addresses of the URL's
     own host as soon as its resolver's first reply is in (before connecting): the agent asks for its
-    control then, so that the control is measured while this measurement goes on.
+    control then, so that the control is measured while this measurement goes on. ``on_network_done`` is
+    called once, when the last connection is closed and only the DNS queries' linger for late replies
+    remains (a quarter of a second, most of a measurement on a fast network): the agent starts its next
+    URL then. It is not called when the measurement fails or is cancelled.
 
     When a hop gets no usable connection, its request entry carries the failure of the step that stopped
     it (DNS, TCP or TLS), as OONI's web_connectivity does.
@@ -220,18 +225,41 @@ async def measure(
     """
     trace = trace if trace is not None else Trace()
     target = _parse(url)
-    first_host = target.host
     keys = WebTestKeys()
+    resolutions: list[dns.Resolution] = []
+    try:
+        await _follow(target, extra_addrs, keys, config, trace, on_resolved, resolutions)
+        if on_network_done is not None:
+            on_network_done()
+        for resolution in resolutions:  # in hop order, as a stub resolver asked them
+            keys.queries.extend(await resolution.queries())
+    except BaseException:
+        for resolution in resolutions:
+            resolution.cancel()
+        raise
+    return keys
+
+
+async def _follow(
+    target: _Target,
+    extra_addrs: Sequence[str],
+    keys: WebTestKeys,
+    config: WebConfig,
+    trace: Trace,
+    on_resolved: Callable[[list[str]], None] | None,
+    resolutions: list[dns.Resolution],
+) -> None:
+    """Every hop of the redirect chain, each hop's resolution appended to ``resolutions``."""
+    first_host = target.host
     for _ in range(config.http.max_redirects + 1):
         extra = extra_addrs if target.host == first_host else ()
-        await _hop(target, extra, keys, config, trace, on_resolved)
+        resolutions.append(await _hop(target, extra, keys, config, trace, on_resolved))
         on_resolved = None  # the first hop's addresses only: redirects go to other URLs
         location = _redirect(keys.requests[-1])
         if location is None:
-            return keys
+            return
         try:
             target = _parse(urljoin(target.url, location))
         except ValueError:
-            return keys  # a Location the probe cannot follow (another scheme, a bad host) ends the chain
+            return  # a Location the probe cannot follow (another scheme, a bad host) ends the chain
     keys.requests[-1] = keys.requests[-1].model_copy(update={"failure": failures.HTTP_TOO_MANY_REDIRECTS})
-    return keys

@@ -187,6 +187,24 @@ def test_dns_wire_hashes_are_never_kept() -> None:
     assert all(r.wire_sha256 is None for q in scrubbed.test_keys.queries for r in q.replies)
 
 
+def test_a_wire_hash_that_happens_to_spell_our_address_is_dropped_and_changes_nothing_else() -> None:
+    """Wire hashes are dropped unscanned: one holding a spelling of our address (here its hex form) gives
+    what a measurement with an ordinary hash gives, on the fast path, with nothing scrubbed."""
+    identity = Identity.of(own_addresses=["192.0.2.77"])  # not in the page
+    raw = make_measurement(echoing_keys(resolver="9.9.9.9:53"))
+    reply = raw.test_keys.queries[0].replies[0]
+    spelled = "c000024d"  # 192.0.2.77 as one hex number: the scrubber would rewrite it
+    replies = [reply.model_copy(update={"wire_sha256": spelled}), *raw.test_keys.queries[0].replies[1:]]
+    query = raw.test_keys.queries[0].model_copy(update={"replies": replies})
+    queries = [query, *raw.test_keys.queries[1:]]
+    odd = raw.model_copy(update={"test_keys": raw.test_keys.model_copy(update={"queries": queries})})
+    assert "c000024d" in _text(odd)
+    assert anonymise(odd, identity).to_json_bytes() == anonymise(raw, identity).to_json_bytes()
+    assert "c000024d" not in _text(anonymise(odd, identity)) and SCRUBBED not in _text(
+        anonymise(odd, identity)
+    )
+
+
 @pytest.mark.parametrize("spelling", ["64:ff9b::cb00:7107", "::ffff:cb00:7107", "::FFFF:CB00:7107"])
 def test_hex_spellings_of_our_ipv4_address_are_scrubbed_in_long_texts_too(spelling: str) -> None:
     identity = Identity.of(own_addresses=["203.0.113.7"])

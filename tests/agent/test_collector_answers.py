@@ -107,7 +107,9 @@ async def test_a_bad_geolocation_answer_is_a_bad_answer_and_the_next_collector_i
         assert await geolocate(session, [bad, good]) == Geolocation(**GEOLOCATION)
 
 
-async def _measured(url: str, config: Any, *, trace: Any = None, on_resolved: Any = None) -> WebTestKeys:
+async def _measured(
+    url: str, config: Any, *, trace: Any = None, on_resolved: Any = None, on_network_done: Any = None
+) -> WebTestKeys:
     return WebTestKeys()
 
 

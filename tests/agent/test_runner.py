@@ -21,6 +21,7 @@ from gatewatch.agent.anonymise import SCRUBBED
 from gatewatch.agent.build import bytes_received
 from gatewatch.agent.collector_api import geolocate, make_session
 from gatewatch.agent.minimise import BODY_POLICY_ANNOTATION, CANDIDATE_BODIES, DROPPED, FULL_BODIES
+from gatewatch.agent.pacing import IN_FLIGHT_PER_SLOT
 from gatewatch.agent.pseudonym import PSEUDONYM_ANNOTATION
 from gatewatch.agent.queue import MeasurementQueue
 from gatewatch.agent.run_records import LAST_RUN_KEY, RunEvent, RunOptions
@@ -61,7 +62,7 @@ def entries(n: int, hosts: int | None = None) -> list[TestListEntry]:
 
 
 async def recorded(
-    url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None
+    url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None, on_network_done=None
 ) -> WebTestKeys:
     return echoing_keys().model_copy(update={"control": None, "verdict": None})
 
@@ -106,7 +107,7 @@ async def test_the_control_is_asked_while_the_probe_is_still_measuring(collector
     asked_before_done: list[bool] = []
 
     async def resolving(
-        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None
+        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None, on_network_done=None
     ) -> WebTestKeys:
         assert on_resolved is not None
         on_resolved(["198.51.100.10", OWN_V4, "not an address"])  # DNS done; connecting comes next
@@ -156,7 +157,7 @@ async def test_a_verdict_is_given_only_with_a_control(collector, queue, signing_
 
 async def test_the_time_budget_stops_the_pass_cleanly(collector, queue, signing_key) -> None:
     async def slow(
-        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None
+        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None, on_network_done=None
     ) -> WebTestKeys:
         await asyncio.sleep(0.1)
         return WebTestKeys()
@@ -183,7 +184,7 @@ async def test_concurrency_is_bounded_overall_and_per_host(collector, queue, sig
     peak = 0
 
     async def watched(
-        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None
+        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None, on_network_done=None
     ) -> WebTestKeys:
         nonlocal peak
         host = url.split("/")[2]
@@ -198,6 +199,62 @@ async def test_concurrency_is_bounded_overall_and_per_host(collector, queue, sig
     summary = await run_pass(entries(30, hosts=3), options, queue, signing_key, measure=watched)
     assert summary.measured == 30
     assert max(peak_host.values()) == 2 and peak <= 6
+
+
+async def test_the_next_url_starts_once_the_network_is_done_and_memory_stays_bounded(
+    collector, queue, signing_key
+) -> None:
+    """A measurement that has closed its connections waits for late DNS replies beside the next URLs; the
+    network is used by at most ``concurrency`` at once, and at most IN_FLIGHT_PER_SLOT x concurrency are
+    held in memory."""
+    on_network = lingering = peak_network = peak_held = 0
+    gate = asyncio.Event()
+
+    async def lingers(
+        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None, on_network_done=None
+    ) -> WebTestKeys:
+        nonlocal on_network, lingering, peak_network, peak_held
+        on_network += 1
+        peak_network = max(peak_network, on_network)
+        peak_held = max(peak_held, on_network + lingering)
+        await asyncio.sleep(0.005)  # connecting, fetching
+        on_network -= 1
+        lingering += 1
+        on_network_done()
+        await gate.wait()  # the linger: it ends only when the test says so
+        lingering -= 1
+        return recorded_keys()
+
+    options = _options(collector, concurrency=2, upload=False)
+    run = asyncio.ensure_future(run_pass(entries(20), options, queue, signing_key, measure=lingers))
+    for _ in range(200):  # bounded: 2 s for the pass to fill its memory bound
+        if lingering == IN_FLIGHT_PER_SLOT * 2:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    assert lingering == IN_FLIGHT_PER_SLOT * 2 and queue.counts()["local"] == 0  # none ended, none queued
+    gate.set()
+    summary = await asyncio.wait_for(run, 10)
+    assert summary.completed and summary.measured == 20 and queue.counts()["local"] == 20
+    assert peak_network <= 2 and peak_held <= IN_FLIGHT_PER_SLOT * 2
+
+
+async def test_the_time_budget_abandons_lingering_measurements_unqueued(
+    collector, queue, signing_key
+) -> None:
+    async def never_ends(
+        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None, on_network_done=None
+    ) -> WebTestKeys:
+        on_network_done()
+        await asyncio.sleep(60)
+        return recorded_keys()
+
+    options = _options(collector, concurrency=2, max_runtime=0.2, upload=False)
+    summary = await asyncio.wait_for(
+        run_pass(entries(40), options, queue, signing_key, measure=never_ends), 10
+    )
+    assert summary.stop_reason == "time_budget" and summary.measured == 0
+    assert queue.counts()["local"] == 0 and queue.integrity_ok()
 
 
 async def test_without_the_own_address_nothing_is_measured_for_upload(queue, signing_key) -> None:
@@ -228,7 +285,7 @@ async def test_a_full_queue_stops_measuring(collector, tmp_path, signing_key) ->
 
 async def test_a_bug_in_one_measurement_does_not_end_the_pass(collector, queue, signing_key) -> None:
     async def flaky(
-        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None
+        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None, on_network_done=None
     ) -> WebTestKeys:
         if url.endswith("/1"):
             raise RuntimeError("bug")
@@ -270,7 +327,7 @@ async def test_an_echoed_ipv6_address_is_scrubbed_by_its_64(collector, queue, si
     rotated = "2a00:5555:1:2:9c1:2b3:4d5:6e7f"  # a later privacy address of the same /64
 
     async def echo_v6(
-        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None
+        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None, on_network_done=None
     ) -> WebTestKeys:
         return echoing_keys(v6=rotated).model_copy(update={"control": None, "verdict": None})
 
@@ -328,7 +385,7 @@ async def test_the_reverse_dns_name_of_our_address_is_scrubbed_too(collector, qu
     port = transport.get_extra_info("sockname")[1]
 
     async def echo_name(
-        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None
+        url: str, config: WebConfig, *, trace: Trace | None = None, on_resolved=None, on_network_done=None
     ) -> WebTestKeys:
         keys = recorded_keys()
         response = keys.requests[0].response

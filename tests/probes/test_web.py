@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -265,3 +266,51 @@ async def test_sockets_are_closed(resolver: FakeResolver, http_server: LoopbackH
 async def test_invalid_url_is_a_caller_error(url: str) -> None:
     with pytest.raises(ValueError):
         await web.measure(url)
+
+
+async def test_the_network_is_done_before_the_linger_ends_and_the_record_still_has_it(
+    resolver: FakeResolver, http_server: LoopbackHTTPServer
+) -> None:
+    """The agent starts its next URL when the connections are closed; the late replies are still recorded."""
+    resolver.zone["site.test"] = [LOOPBACK]
+    linger = 0.4
+    config = replace(lab_config(resolver), dns=replace(lab_config(resolver).dns, linger=linger))
+    trace = Trace()
+    done_at: list[tuple[float, int]] = []
+
+    def on_network_done() -> None:
+        done_at.append((trace.now(), len(http_server.requests)))
+
+    keys = await web.measure(
+        f"http://site.test:{http_server.port}/", config, trace=trace, on_network_done=on_network_done
+    )
+    [(at, requests)] = done_at
+    assert requests == 1  # after the request was answered
+    first_reply = min(reply.t for query in keys.queries for reply in query.replies)
+    assert at < first_reply + linger - 0.1  # well before the linger ended
+    assert [q.query_type for q in keys.queries] == ["A", "AAAA"]
+    assert all(q.t - q.replies[0].t >= linger - 0.05 for q in keys.queries)  # each lingered in full
+
+
+async def test_the_lingers_of_a_redirect_chain_overlap(
+    resolver: FakeResolver, http_server: LoopbackHTTPServer
+) -> None:
+    resolver.zone["site.test"] = [LOOPBACK]
+    linger = 0.3
+    config = replace(lab_config(resolver), dns=replace(lab_config(resolver).dns, linger=linger))
+    trace = Trace()
+    keys = await web.measure(f"http://site.test:{http_server.port}/redirect/2", config, trace=trace)
+    # Three hops, each with its own queries, recorded in hop order; the chain took about one linger.
+    assert [q.hostname for q in keys.queries] == ["site.test"] * 6
+    assert [q.t0 for q in keys.queries] == sorted(q.t0 for q in keys.queries)
+    assert [tx.response.code for tx in keys.requests if tx.response] == [302, 302, 200]
+    assert trace.now() < 2 * linger
+
+
+async def test_a_failed_measurement_never_says_its_network_is_done(resolver: FakeResolver) -> None:
+    calls: list[None] = []
+    with pytest.raises(ValueError):
+        await web.measure(
+            "ftp://site.test/", lab_config(resolver), on_network_done=lambda: calls.append(None)
+        )
+    assert calls == []
