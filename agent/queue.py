@@ -32,7 +32,7 @@ from gatewatch.core.measurement import format_utc, utc_now
 
 from .settings import QueueSettings
 
-__all__ = ["MeasurementQueue", "QueueFull", "QueuedMeasurement", "State"]
+__all__ = ["MeasurementQueue", "QueueFull", "QueuedMeasurement", "QueuedWrite", "State"]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,9 @@ class QueuedMeasurement:
     def measurement(self) -> dict[str, Any]:
         return json.loads(self.payload)
 
+
+# One measurement to store: (measurement_uid, payload, envelope or None, local_only), as enqueue() takes it.
+QueuedWrite = tuple[str, bytes, Envelope | None, bool]
 
 _COLUMNS = (
     "id, measurement_uid, created_at, updated_at, state, reason, attempts, last_error,"
@@ -212,6 +215,51 @@ class MeasurementQueue:
                 ),
             )
             return cursor.rowcount == 1
+
+    def pending_count(self) -> int:
+        """How many measurements wait for upload now."""
+        (waiting,) = self._db.execute("SELECT count(*) FROM measurements WHERE state = 'pending'").fetchone()
+        return int(waiting)
+
+    def enqueue_many(self, items: Iterable[QueuedWrite]) -> int:
+        """:meth:`enqueue` for several measurements in one transaction (one commit for them all): each is
+        stored unless already queued; how many were added. Past ``max_unsent`` the ones that fit are
+        committed and :class:`QueueFull` is raised for the rest, as :meth:`enqueue` would for each."""
+        items = list(items)
+        for uid, payload, envelope, _ in items:
+            if envelope is not None and base64.b64decode(envelope.payload) != payload:
+                raise ValueError(f"the envelope of {uid} does not carry its payload bytes")
+        added, full = 0, None
+        with self._transaction() as db:
+            (waiting,) = db.execute("SELECT count(*) FROM measurements WHERE state = 'pending'").fetchone()
+            now = _now()
+            for uid, payload, envelope, local_only in items:
+                if not local_only and waiting >= self.limits.max_unsent:
+                    full = QueueFull(
+                        f"{waiting} measurements wait for upload (max_unsent={self.limits.max_unsent})"
+                    )
+                    break
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO measurements"
+                    " (measurement_uid, created_at, updated_at, state, size, payload, signature, public_key)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        uid,
+                        now,
+                        now,
+                        "local" if local_only else "pending",
+                        len(payload),
+                        payload,
+                        envelope.signature if envelope is not None else "",
+                        envelope.public_key if envelope is not None else "",
+                    ),
+                )
+                added += cursor.rowcount
+                waiting += cursor.rowcount and not local_only
+        if full is not None:
+            log.warning("queue full: %s; not measuring more", full)
+            raise full
+        return added
 
     def sign_unsigned(self, sign: Callable[[bytes], Envelope]) -> int:
         """Sign the pending rows queued unsigned (by the unlinkable mode) with ``sign``: for an agent

@@ -52,6 +52,7 @@ from .netinfo import NetworkView, observe_network
 from .pacing import Pacer, fewer_collections
 from .pseudonym import with_pseudonym
 from .queue import MeasurementQueue, QueueFull
+from .queue_writes import QueueWrites
 from .run_records import LAST_RUN_KEY, RunEvent, RunOptions, RunSummary, StopReason, UrlResult
 from .testlists import TestListEntry
 from .tokens import TokenWallet, WalletError
@@ -148,6 +149,7 @@ class _Pass:
         self.network: NetworkView | None = None
         self.collector_ip: str | None = None
         self.network_checked = 0.0  # time.monotonic() of the last look at the routes
+        self.writes = QueueWrites(queue)  # measurements committed together (agent/queue_writes.py)
         # Controls of measurements running together go to the collector in batches.
         self.controls = PassControls(
             session, options.control_address, window=min(CONTROL_WINDOW, self.config.dns.linger / 2)
@@ -270,7 +272,7 @@ class _Pass:
         try:
             # Identified mode signs now with the long-term key; otherwise the batch signs (agent/batches.py).
             envelope = sign(payload, self.key) if self.options.identified else None
-            self.queue.enqueue(
+            self.writes.add(
                 measurement.measurement_uid, payload, envelope, local_only=not self.options.upload
             )
         except QueueFull as exc:
@@ -448,4 +450,5 @@ async def _measure_all(state: _Pass) -> None:
         state.stop("interrupted")
         raise
     finally:
+        state.writes.flush()  # before anything reads the queue: the pass's measurements are all in it
         await state.controls.close()
