@@ -103,6 +103,11 @@ class _Scrubber:
         self.base64 = dict(identity._base64_replacement)
         # Every inet_aton form starts with the first octet: most numbers found are not ours from it.
         self.first_octets = frozenset(value >> 24 for value, _ in identity._v4_targets)
+        # A plain dotted quad ("127.80.0.23", the usual spelling) is one number: looked up, not compared
+        # with each target in every inet_aton reading. The first target of a value wins, as in the loop.
+        self.plain_v4: dict[int, str] = {}
+        for value, mark in identity._v4_targets:
+            self.plain_v4.setdefault(value, mark)
         # Of the walk in progress (see value): whether a string was rewritten, how many hashes dropped.
         self.changed = False
         self.hashes_cleared = 0
@@ -153,6 +158,12 @@ class _Scrubber:
         return self.numbers.get(digits.lower(), token)
 
     def _v4(self, match: re.Match[str]) -> str:
+        value = spellings.plain_quad(match)
+        if value is not None:
+            mark = self.plain_v4.get(value)
+            if mark is None or spellings.inside_longer_run(match):
+                return match.group(0)
+            return mark
         if self.first_octets.isdisjoint(spellings.part_values(match.group("a"))):
             return match.group(0)
         if spellings.inside_longer_run(match):

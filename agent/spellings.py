@@ -33,6 +33,7 @@ __all__ = [
     "matches_v4",
     "number_pattern",
     "part_values",
+    "plain_quad",
     "text_forms",
     "v4_pattern",
     "v4_tells",
@@ -122,6 +123,22 @@ def matches_v4(match: re.Match[str], value: int) -> bool:
     if len(parts) < 4 and not _DOT_LIKE.match(match.group("s")):
         return False
     return all(want in part_values(p) for want, p in zip(_split(value, len(parts)), parts, strict=True))
+
+
+def plain_quad(match: re.Match[str]) -> int | None:
+    """The address a match of :data:`V4_ANY` spells when it is four decimal octets joined by dots, with no
+    leading zero (the one reading :func:`matches_v4` gives it then); None for any other spelling."""
+    if match.group("s") != ".":
+        return None
+    value = 0
+    for part in match.group("a", "b", "c", "d"):
+        if part is None or not part.isdecimal() or len(part) > 3 or (part[0] == "0" and len(part) > 1):
+            return None
+        octet = int(part)
+        if octet > 255:
+            return None
+        value = value << 8 | octet
+    return value
 
 
 def inside_longer_run(match: re.Match[str]) -> bool:
