@@ -81,6 +81,8 @@ def describe_blocking(blocking: object) -> str:
 
 
 def log_event(event: RunEvent) -> None:
+    if not log.isEnabledFor(logging.INFO):
+        return  # nothing is built for a line nobody writes (a pass at --log-level warning)
     fields: dict[str, Any] = {
         "event": event.kind,
         "done": event.done,

@@ -49,6 +49,7 @@ __all__ = ["handshake", "validate_chain"]
 _MAX_ROUNDS = 4096
 _MAX_CHAIN = 10  # certificates recorded and used for validation
 _MAX_NAME_PROBES = 4  # leaf names tried when telling a wrong hostname from a bad chain
+_DESCRIBED = 128  # certificates remembered with their record (a few hundred kB at most)
 
 STAGE_BEFORE_CLIENT_HELLO = "before_client_hello"
 STAGE_AFTER_CLIENT_HELLO = "after_client_hello"
@@ -117,8 +118,11 @@ def _trust_of(roots: tuple[x509.Certificate, ...]) -> _Trust:
 
 def _trust(ca_file: str | None) -> _Trust:
     """The trust anchors: ``ca_file`` (a missing one is a config error and raises) or the system's."""
-    paths = ssl.get_default_verify_paths()
-    path = ca_file or paths.cafile or paths.openssl_cafile
+    if not ca_file:
+        paths = ssl.get_default_verify_paths()  # not per handshake when a CA file is given: it reads the env
+        path = paths.cafile or paths.openssl_cafile
+    else:
+        path = ca_file
     try:
         stat = Path(path).stat()
         return _load_trust(path, stat.st_mtime_ns, stat.st_size)
@@ -189,7 +193,10 @@ def _iso(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@lru_cache(maxsize=_DESCRIBED)
 def _describe(der: bytes) -> tuple[Certificate, x509.Certificate | None]:
+    """The record of one certificate, and the certificate parsed (None when it does not parse). Both are
+    immutable, so a certificate met again (a site's other URLs, a shared intermediate) is described once."""
     from cryptography import x509
 
     sha256 = hashlib.sha256(der).hexdigest()

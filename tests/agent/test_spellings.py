@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gatewatch.agent.anonymise import PRIVATE, SCRUBBED, Identity, scrub_text
-from gatewatch.agent.spellings import base64_cores, part_values
+from gatewatch.agent.spellings import V4_ANY, base64_cores, matches_v4, part_values, plain_quad
 
 V4 = "127.65.0.10"
 V6 = "2001:db8:1:2::7"
@@ -214,3 +214,31 @@ def test_no_spelling_of_a_random_own_address_survives_in_random_text(echo: tuple
 def test_a_hex_spelling_without_any_digit_is_scrubbed() -> None:
     identity = Identity.of(own_addresses=["255.255.255.250"])
     assert scrub_text("\nFFFFFFFA\n", identity) == f"\n{SCRUBBED}\n"
+
+
+_OCTET_SPELLINGS = st.one_of(
+    st.integers(0, 999).map(str),  # plain (and too large)
+    st.integers(0, 255).map(lambda n: f"0{n:o}"),  # octal
+    st.integers(0, 255).map(lambda n: f"0x{n:x}"),  # hex
+    st.integers(0, 255).map(lambda n: f"{n:03d}"),  # zero-padded
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(_OCTET_SPELLINGS, min_size=2, max_size=4),
+    st.sampled_from([".", "%2e", "-", " ", "&#46;"]),
+    st.integers(0, 2**32 - 1),
+)
+def test_a_plain_dotted_quad_reads_as_the_one_address_matches_v4_finds(parts, sep, other) -> None:
+    """The scrubber's shortcut (agent/anonymise.py): when ``plain_quad`` gives a value, ``matches_v4``
+    matches that address and no other; for any other spelling it gives none and the full reading runs."""
+    for match in V4_ANY.finditer("x " + sep.join(parts) + " y"):
+        value = plain_quad(match)
+        if value is None:
+            plain = sep == "." and len(parts) == 4
+            plain = plain and all(p.isdecimal() and int(p) < 256 and (p == "0" or p[0] != "0") for p in parts)
+            assert not plain or match.group(0) != ".".join(parts)
+            continue
+        assert matches_v4(match, value)
+        assert matches_v4(match, other) == (other == value)

@@ -226,3 +226,24 @@ def test_missing_ca_file_is_a_config_error(pki: PKI) -> None:
     valid = _load(pki.valid[0])
     with pytest.raises(OSError):
         tls.validate_chain([valid], "site.test", str(pki.ca_file) + ".absent")
+
+
+def test_certificates_described_again_come_from_a_bounded_cache_identical_to_parsing_anew(pki: PKI) -> None:
+    ders = [
+        cert.public_bytes(Encoding.DER)
+        for paths in (pki.valid, pki.expired, pki.self_signed, pki.via_intermediate)
+        for cert in x509.load_pem_x509_certificates(paths[0].read_bytes())
+    ]
+    ders.append(b"\x30\x03not a certificate")  # recorded by hash and bytes, never parsed
+    tls._describe.cache_clear()
+    for der in ders * 2:
+        record, parsed = tls._describe(der)
+        fresh_record, fresh_parsed = tls._describe.__wrapped__(der)
+        assert record == fresh_record and parsed == fresh_parsed
+        assert record.sha256 == hashlib.sha256(der).hexdigest()
+    assert tls._describe.cache_info().hits == len(ders)
+    limit = tls._describe.cache_info().maxsize
+    for i in range(limit + 10):  # more distinct certificates than it keeps: it stays at its bound
+        tls._describe(b"\x30\x03bad%d" % i)
+    assert tls._describe.cache_info().currsize == limit
+    tls._describe.cache_clear()
