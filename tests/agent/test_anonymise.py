@@ -8,6 +8,8 @@ import socket
 import uuid
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gatewatch.agent.anonymise import PRIVATE, SCRUBBED, Identity, anonymise, is_lan_address, scrub_text
 from gatewatch.agent.build import build_measurement
@@ -234,3 +236,44 @@ def test_a_measurement_holding_nothing_of_ours_comes_back_as_the_generic_walk_wo
     assert raw.test_keys.queries[0].replies[0].wire_sha256 is not None  # the input is left as it was
     # One string of ours anywhere takes the generic path (scrubbed and validated again).
     assert _text(anonymise(raw, Identity.of(own_addresses=[OWN_V4]))).count(OWN_V4) == 0
+
+
+_SCREENED_IDENTITY = Identity.of(
+    own_addresses=[OWN_V4, OWN_V6, "198.51.100.7"],
+    own_names=["customer-4711.isp.example"],
+    lan_addresses=[LAN_RESOLVER, "10.1.2.3"],
+)
+_TELL_PIECES = sorted(
+    {alternative for tell in _SCREENED_IDENTITY._tells for group in tell for alternative in group}
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(_TELL_PIECES), st.text(max_size=6)), max_size=12))
+def test_a_long_text_the_screen_clears_holds_no_tell(pieces) -> None:
+    """The screen (anonymise._screen) only spares work: whatever holds a tell passes it."""
+    from gatewatch.agent.anonymise import _screen, _screened, _told
+
+    screen = _screen(_SCREENED_IDENTITY._tells)
+    assert screen  # a handful of substrings, not the tells' every alternative
+    lowered = "".join(pieces).lower()
+    assert _screened(lowered, screen) or not _told(lowered, _SCREENED_IDENTITY._tells)
+
+
+def test_long_texts_are_scrubbed_the_same_with_the_screen() -> None:
+    """Long texts holding our address in several spellings, and ones that do not: same result as the
+    tells alone (the screen off)."""
+    from gatewatch.agent import anonymise as module
+
+    texts = [
+        "x" * 2000 + f" {OWN_V4} " + "y" * 10,
+        "a" * 3000,
+        "0" * 1500 + " 0x7f.65.0.10 ",
+        f"{LAN_RESOLVER} " * 300,
+        "ÿ" * 1100 + OWN_V6.upper(),
+    ]
+    screened = [scrub_text(text, _SCREENED_IDENTITY) for text in texts]
+    scrubber = module._Scrubber(_SCREENED_IDENTITY)
+    scrubber.screen = None  # every long text goes to the tells
+    assert [scrubber.text(text) for text in texts] == screened
+    assert screened[0] != texts[0] and screened[1] == texts[1]
