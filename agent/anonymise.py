@@ -177,7 +177,10 @@ class _Scrubber:
 
     def _v6(self, match: re.Match[str]) -> str:
         token = match.group(0)
-        ip = parse_address(spellings.v6_normalised(token))
+        normalised = spellings.v6_normalised(token)
+        if "::" not in normalised and normalised.count(":") != 7:
+            return token  # eight groups or a "::", else no IPv6 address (dates, UUIDs): no parse to fail
+        ip = parse_address(normalised)
         return (self.identity.replacement(ip) if ip else None) or token
 
     def value(self, value: Any) -> Any:

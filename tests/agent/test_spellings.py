@@ -242,3 +242,20 @@ def test_a_plain_dotted_quad_reads_as_the_one_address_matches_v4_finds(parts, se
             continue
         assert matches_v4(match, value)
         assert matches_v4(match, other) == (other == value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.text(alphabet="0123456789abcdefABCDEF", max_size=5), min_size=3, max_size=9),
+    st.sampled_from([":", "-", "%3A", "&#58;"]),
+)
+def test_a_v6_shaped_token_without_eight_groups_or_a_double_colon_is_no_address(groups, sep) -> None:
+    """The scrubber's shortcut (agent/anonymise.py _v6): such a token is left without parsing it, and
+    parsing it would indeed fail."""
+    from gatewatch.agent.identity import parse_address
+    from gatewatch.agent.spellings import V6_ANY, v6_normalised
+
+    for match in V6_ANY.finditer("x " + sep.join(groups) + " y"):
+        normalised = v6_normalised(match.group(0))
+        if "::" not in normalised and normalised.count(":") != 7:
+            assert parse_address(normalised) is None
