@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from .export_documents import jsonl_pages
+from .export_parquet import parquet_pipe, pipes_supported
 from .export_rows import PAGE_ROWS, Page, page_bytes, summary_pages, summary_sql_applies
 from .exports import CHUNK_SIZE, convert_to_parquet, csv_header, csv_line, jsonl_line, ooni_line
 from .store.base import MeasurementFilter, Store, StoredMeasurement
@@ -160,13 +161,20 @@ def _produce(
         return
     workdir = Path(tempfile.mkdtemp(prefix="gatewatch-export-", dir=tmp_dir))
     try:
-        staging, target = workdir / "rows.csv", workdir / "measurements.parquet"
-        with staging.open("wb") as out:
-            out.write(csv_header())
-            for data in _encoded_pages(bridge, store, fmt, f):
-                out.write(data)
-        convert_to_parquet(staging, target)
-        staging.unlink()
+        target = workdir / "measurements.parquet"
+        if pipes_supported():  # DuckDB converts while the records are written (export_parquet.py)
+            with parquet_pipe(workdir, target) as out:
+                out.write(csv_header())
+                for data in _encoded_pages(bridge, store, fmt, f):
+                    out.write(data)
+        else:
+            staging = workdir / "rows.csv"
+            with staging.open("wb") as out:
+                out.write(csv_header())
+                for data in _encoded_pages(bridge, store, fmt, f):
+                    out.write(data)
+            convert_to_parquet(staging, target)
+            staging.unlink()
         with target.open("rb") as source:
             while chunk := source.read(chunk_size):
                 bridge.put(chunk)
