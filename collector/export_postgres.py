@@ -44,7 +44,7 @@ def _quoted(expression: str) -> str:
 
 
 def _b64(column: str) -> str:
-    return f"coalesce(translate(encode({column}, 'base64'), chr(10), ''), '')"
+    return f"coalesce(replace(encode({column}, 'base64'), chr(10), ''), '')"
 
 
 _SECOND = '\'YYYY-MM-DD"T"HH24:MI:SS"Z"\''
