@@ -26,6 +26,7 @@ from typing import Final
 from gatewatch.core.measurement import as_utc
 from gatewatch.core.vocabulary import SCHEME_BLIND_TOKEN
 
+from .export_rows import Page
 from .store.base import MeasurementFilter, filter_sql
 from .store.postgres import PostgresStore
 
@@ -79,6 +80,7 @@ _LINE = " || ',' || ".join(
         + " ELSE ',,,,,' END",
     ]
 )
+_DAY = "to_char(measurement_start_time AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
 _ORDER = " ORDER BY measurement_start_time, measurement_uid"
 _LOWEST, _HIGHEST = 1000, 9999
 # COPY's text format escapes a backslash, and BS, FF, LF, CR, TAB and VT, with a backslash.
@@ -113,14 +115,33 @@ def _year(value: datetime) -> int:
     return as_utc(value).year
 
 
+def _unescaped(data: bytes) -> bytes:
+    return _ESCAPE.sub(lambda match: _UNESCAPED[match.group(1)], data) if b"\\" in data else data
+
+
+def _partitioned_page(data: bytes) -> Page:
+    """Lines of COPY's text format ``day TAB country TAB line`` (a TAB in a value is escaped, so the first
+    two raw TABs split the fields) as a partitioned :class:`Page` of CSV records."""
+    lines: list[bytes] = []
+    partitions: list[tuple[str, str]] = []
+    for raw in data.split(b"\n")[:-1]:
+        day, cc, line = raw.split(b"\t", 2)
+        partitions.append((day.decode(), _unescaped(cc).decode()))
+        lines.append(_unescaped(line) + b"\r\n")
+    return Page(lines, partitions)
+
+
 async def copy_summary_page(
     store: PostgresStore,
     f: MeasurementFilter,
     after: tuple[datetime, str] | None,
     page_rows: int = COPY_PAGE_ROWS,
-) -> tuple[bytes, tuple[datetime, str] | None]:
-    """The CSV records of the next ``page_rows`` rows after ``after`` (in the store's order), and where
-    the next page starts (None after the last)."""
+    *,
+    partitioned: bool = False,
+) -> tuple[Page, tuple[datetime, str] | None]:
+    """The CSV records of the next ``page_rows`` rows after ``after`` (in the store's order; with
+    ``partitioned``, each row's UTC day and country too, as ``export_stream.row_partition`` gives them),
+    and where the next page starts (None after the last)."""
     where, params = filter_sql(f, lambda n: f"${n}", as_utc, after)
     last = await store.export_fetch(
         f"SELECT measurement_start_time, measurement_uid FROM measurements{where}{_ORDER}"
@@ -136,5 +157,8 @@ async def copy_summary_page(
     async def output(piece: bytes) -> None:
         pieces.append(piece)
 
-    await store.export_copy(f"SELECT {_LINE} FROM measurements{where}{_ORDER}", params, output)
-    return from_copy_text(b"".join(pieces)), ((last[0][0], last[0][1]) if last else None)
+    columns = f"{_DAY}, probe_cc, {_LINE}" if partitioned else _LINE
+    await store.export_copy(f"SELECT {columns} FROM measurements{where}{_ORDER}", params, output)
+    data = b"".join(pieces)
+    page = _partitioned_page(data) if partitioned else Page([from_copy_text(data)] if data else [])
+    return page, ((last[0][0], last[0][1]) if last else None)

@@ -129,20 +129,22 @@ def _sqlite_pages(
     return generate()
 
 
-def _postgres_pages(bridge: _Bridge, store: PostgresStore, f: MeasurementFilter) -> Iterator[Page] | None:
+def _postgres_pages(
+    bridge: _Bridge, store: PostgresStore, f: MeasurementFilter, partitioned: bool
+) -> Iterator[Page] | None:
     """The CSV records a COPY page at a time (export_postgres.py), or None where COPY's text would differ
     from the row path's. The next page is copied while this one is written."""
     if not bridge.wait(summary_copy_applies(store, f)):
         return None
 
     def generate() -> Iterator[Page]:
-        reading = bridge.submit(copy_summary_page(store, f, None))
+        reading = bridge.submit(copy_summary_page(store, f, None, partitioned=partitioned))
         while True:
-            data, after = reading.result()
+            page, after = reading.result()
             if after is not None:
-                reading = bridge.submit(copy_summary_page(store, f, after))
-            if data:
-                yield Page([data])
+                reading = bridge.submit(copy_summary_page(store, f, after, partitioned=partitioned))
+            if page.lines:
+                yield page
             if after is None:
                 return
 
@@ -161,8 +163,8 @@ def _pages(
         from_sql = _sqlite_pages(bridge, store, fmt, f, partitioned)
         if from_sql is not None:
             return from_sql
-    if isinstance(store, PostgresStore) and fmt in ("csv", "parquet") and not partitioned:
-        from_copy = _postgres_pages(bridge, store, f)
+    if isinstance(store, PostgresStore) and fmt in ("csv", "parquet"):
+        from_copy = _postgres_pages(bridge, store, f, partitioned)
         if from_copy is not None:
             return from_copy
     encode = _LINE_ENCODERS[fmt]
