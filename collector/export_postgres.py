@@ -32,7 +32,7 @@ from .store.postgres import PostgresStore
 
 __all__ = ["COPY_PAGE_ROWS", "copy_summary_page", "from_copy_text", "summary_copy_applies"]
 
-COPY_PAGE_ROWS: Final = 5000  # rows per COPY: a few MB of CSV held at once
+COPY_PAGE_ROWS: Final = 20_000  # rows per COPY (~20 MB of CSV held at once; 5,000 a page: 20% slower)
 
 
 def _quoted(expression: str) -> str:
