@@ -25,9 +25,12 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from .export_documents import jsonl_pages
+from .export_parquet import parquet_pipe, pipes_supported
+from .export_postgres import copy_summary_page, summary_copy_applies
 from .export_rows import PAGE_ROWS, Page, page_bytes, summary_pages, summary_sql_applies
 from .exports import CHUNK_SIZE, convert_to_parquet, csv_header, csv_line, jsonl_line, ooni_line
 from .store.base import MeasurementFilter, Store, StoredMeasurement
+from .store.postgres import PostgresStore
 from .store.sqlite import SQLiteStore
 
 __all__ = ["QUEUE_CHUNKS", "row_partition", "stream_export", "stream_pages"]
@@ -126,6 +129,28 @@ def _sqlite_pages(
     return generate()
 
 
+def _postgres_pages(
+    bridge: _Bridge, store: PostgresStore, f: MeasurementFilter, partitioned: bool
+) -> Iterator[Page] | None:
+    """The CSV records a COPY page at a time (export_postgres.py), or None where COPY's text would differ
+    from the row path's. The next page is copied while this one is written."""
+    if not bridge.wait(summary_copy_applies(store, f)):
+        return None
+
+    def generate() -> Iterator[Page]:
+        reading = bridge.submit(copy_summary_page(store, f, None, partitioned=partitioned))
+        while True:
+            page, after = reading.result()
+            if after is not None:
+                reading = bridge.submit(copy_summary_page(store, f, after, partitioned=partitioned))
+            if page.lines:
+                yield page
+            if after is None:
+                return
+
+    return generate()
+
+
 def row_partition(row: StoredMeasurement) -> tuple[str, str]:
     """The row's (UTC day ``YYYY-MM-DD``, country), as the SQL pages give it."""
     return row.measurement_start_time.astimezone(UTC).strftime("%Y-%m-%d"), row.probe_cc
@@ -138,6 +163,10 @@ def _pages(
         from_sql = _sqlite_pages(bridge, store, fmt, f, partitioned)
         if from_sql is not None:
             return from_sql
+    if isinstance(store, PostgresStore) and fmt in ("csv", "parquet"):
+        from_copy = _postgres_pages(bridge, store, f, partitioned)
+        if from_copy is not None:
+            return from_copy
     encode = _LINE_ENCODERS[fmt]
     return (
         Page(list(map(encode, rows)), list(map(row_partition, rows)) if partitioned else None)
@@ -160,13 +189,20 @@ def _produce(
         return
     workdir = Path(tempfile.mkdtemp(prefix="gatewatch-export-", dir=tmp_dir))
     try:
-        staging, target = workdir / "rows.csv", workdir / "measurements.parquet"
-        with staging.open("wb") as out:
-            out.write(csv_header())
-            for data in _encoded_pages(bridge, store, fmt, f):
-                out.write(data)
-        convert_to_parquet(staging, target)
-        staging.unlink()
+        target = workdir / "measurements.parquet"
+        if pipes_supported():  # DuckDB converts while the records are written (export_parquet.py)
+            with parquet_pipe(workdir, target) as out:
+                out.write(csv_header())
+                for data in _encoded_pages(bridge, store, fmt, f):
+                    out.write(data)
+        else:
+            staging = workdir / "rows.csv"
+            with staging.open("wb") as out:
+                out.write(csv_header())
+                for data in _encoded_pages(bridge, store, fmt, f):
+                    out.write(data)
+            convert_to_parquet(staging, target)
+            staging.unlink()
         with target.open("rb") as source:
             while chunk := source.read(chunk_size):
                 bridge.put(chunk)

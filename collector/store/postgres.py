@@ -11,7 +11,7 @@ would still land in the default partition).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -341,6 +341,25 @@ class PostgresStore:
 
     def iterate(self, f: MeasurementFilter, batch: int = 1000) -> AsyncIterator[StoredMeasurement]:
         return iterate_pages(self, f, batch)
+
+    async def export_fetch(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
+        """The rows of a read-only export query (collector/export_postgres.py)."""
+        try:
+            async with self._pool.acquire() as conn:
+                return [tuple(record) for record in await conn.fetch(sql, *args)]
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreError(f"postgresql: {exc}") from exc
+
+    async def export_copy(
+        self, query: str, args: Sequence[object], output: Callable[[bytes], Awaitable[None]]
+    ) -> None:
+        """``COPY (query) TO STDOUT`` (text format), each piece of output handed to ``output`` as it
+        arrives (collector/export_postgres.py)."""
+        try:
+            async with self._pool.acquire() as conn:
+                await conn.copy_from_query(query, *args, output=output)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreError(f"postgresql: {exc}") from exc
 
     async def ping(self) -> None:
         try:
