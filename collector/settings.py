@@ -118,8 +118,9 @@ class Settings:
     # process, the rest 503 + Retry-After (a researcher's script retries; nobody can fork the host to death).
     max_concurrent_exports: int = 2
     # Worker processes that verify and judge uploads beside the collector process (ingest_processes.py):
-    # -1 one per core (at most 4; none on a one-core machine), 0 none (threads of this process), N exactly N.
-    check_processes: int = -1
+    # 0 none (threads of this process; measured faster on a shared 2-core machine), -1 one per core (at
+    # most 4; none on a one-core machine), N exactly N.
+    check_processes: int = 0
     # Per-public-key token bucket: sustained requests per second, burst, and how many keys are remembered.
     key_rate: float = 1.0
     key_burst: int = 30
