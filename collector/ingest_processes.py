@@ -137,6 +137,14 @@ def _check_chunk(
 # ---- in the collector ---------------------------------------------------------------------------------
 
 
+def _crossable(value: Any) -> dict[str, str] | None:
+    """What of an item crosses to a worker: an object of strings as it is; anything else, which no
+    envelope can be, as None (rejected ``invalid_envelope`` alike, without pickling, e.g., deep nesting)."""
+    if type(value) is dict and all(type(v) is str for v in value.values()):
+        return value
+    return None
+
+
 class CheckPool:
     """The collector's worker processes for ingest's checks (one pool per application)."""
 
@@ -174,6 +182,7 @@ class CheckPool:
         """Every item verified, and judged where the workers can (see :func:`_check_chunk`). Raises
         :class:`RequestRefused` 503 when a worker died meanwhile (the pool is replaced)."""
         size = max(MIN_CHUNK, math.ceil(len(raw) / self.processes))
+        raw = [_crossable(value) for value in raw]
         loop = asyncio.get_running_loop()
         executor = self._executor
         try:

@@ -57,6 +57,10 @@ def _mixed_batch(
     ]
     batch = [sign(m) for m in cases] + [envelope.sign(m.to_json_bytes(), _AGENT).model_dump() for m in odd]
     batch.append({"payload": "not an envelope"})
+    deep: Any = "x"
+    for _ in range(900):  # JSON reads it; no envelope is it (nor is it pickled for a worker)
+        deep = [deep]
+    batch.append({"payload": deep, "signature": "", "public_key": ""})
     wrong_signature = sign(make_measurement(input="http://badsig.lab/"))
     wrong_signature["signature"] = sign()["signature"]
     batch.append(wrong_signature)
@@ -118,7 +122,7 @@ async def test_workers_answer_and_store_what_the_collector_does(
     assert stored[0] == stored[1]
     assert controls[0] == controls[1]
     statuses = [r["status"] for r in answers[0]["results"]]
-    assert statuses.count("accepted") == len(_golden_cases().CASES) + 3 and statuses.count("rejected") == 4
+    assert statuses.count("accepted") == len(_golden_cases().CASES) + 3 and statuses.count("rejected") == 5
     refusals = {refusal for _, refusal in controls[0]}
     # the workers' decisions (vouched: "") and the collector's (the others)
     assert {"", "unknown_key", "other_url", "absent"} <= refusals
