@@ -27,6 +27,7 @@ import asyncio
 import base64
 import json
 import logging
+import os
 import sqlite3
 import statistics
 import tempfile
@@ -39,6 +40,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gatewatch.collector.app import create_app
+from gatewatch.collector.ingest_processes import CHECK_POOL_KEY
 from gatewatch.collector.issuer import ISSUER_KEY
 from gatewatch.collector.logging import AccessLogger
 from gatewatch.collector.settings import Settings
@@ -142,15 +144,27 @@ async def _tokens(app: web.Application, keys: list[Ed25519PrivateKey]) -> list[d
     return tokens
 
 
+def _processes_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes ``pids`` have used so far (Linux /proc)."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of the whole line)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 async def upload(
     batches: list[list[dict[str, Any]]],
     concurrency: int,
     db: Path,
     keys: list[Ed25519PrivateKey] | None = None,
+    check_processes: int = 0,
 ) -> tuple[float, float]:
-    """Seconds to ingest ``batches`` (wall, and CPU of this process: the collector's threads and the
-    client's): identified (``keys`` None), else each with a token for its key."""
+    """Seconds to ingest ``batches`` (wall, and CPU of this process and of the collector's check worker
+    processes: the collector's threads and the client's): identified (``keys`` None), else each with a
+    token for its key."""
     settings = Settings(
+        check_processes=check_processes,
         db=f"sqlite:///{db}",
         key_burst=1_000_000,
         key_rate=1_000.0,
@@ -184,9 +198,14 @@ async def upload(
                     if response.status != 200 or any(r["status"] != "accepted" for r in results):
                         raise SystemExit(f"unexpected answer {response.status}: {results[:1]}")
 
-            started, cpu = time.perf_counter(), time.process_time()
+            pool = app.get(CHECK_POOL_KEY)
+            pids = pool.worker_pids() if pool is not None else []
+            started, cpu = time.perf_counter(), time.process_time() + _processes_cpu(pids)
             await asyncio.gather(*(worker() for _ in range(concurrency)))
-            return time.perf_counter() - started, time.process_time() - cpu
+            seconds = time.perf_counter() - started
+            if pool is not None and sorted(pool.worker_pids()) != sorted(pids):
+                raise SystemExit("a check worker process was replaced during the run: CPU not comparable")
+            return seconds, time.process_time() + _processes_cpu(pids) - cpu
     finally:
         await runner.cleanup()
 
@@ -232,7 +251,9 @@ def stored_bytes(db: Path) -> int:
     return db.stat().st_size
 
 
-def _one_run(count: int, size: int, mode: str, concurrency: int) -> tuple[float, float, float, float]:
+def _one_run(
+    count: int, size: int, mode: str, concurrency: int, check_processes: int
+) -> tuple[float, float, float, float]:
     """Ingest rate, bare verify rate of the same envelopes (right after), bare verify CPU / ingest CPU per
     measurement, stored bytes / payload."""
     keyed = keyed_batches(count, size)
@@ -241,8 +262,8 @@ def _one_run(count: int, size: int, mode: str, concurrency: int) -> tuple[float,
         db = Path(tmp) / "bench.db"
         keys = [key for key, _ in keyed] if mode == "token" else None
         empty = Path(tmp) / "empty.db"
-        asyncio.run(upload([], concurrency, empty, [] if keys is not None else None))
-        seconds, cpu = asyncio.run(upload(batches, concurrency, db, keys))
+        asyncio.run(upload([], concurrency, empty, [] if keys is not None else None, check_processes))
+        seconds, cpu = asyncio.run(upload(batches, concurrency, db, keys, check_processes))
         payload_bytes = sum(len(base64.b64decode(i["payload"])) for b in batches for i in b)
         stored = stored_bytes(db) - stored_bytes(empty)  # the measurements' bytes, not the empty schema's
     bare, _ = verify_rates(batches)
@@ -262,6 +283,12 @@ def main() -> None:
     parser.add_argument("--modes", default="identified,token", help="identified and/or token")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=1, help="uploads in flight at once")
+    parser.add_argument(
+        "--check-processes",
+        type=int,
+        default=0,
+        help="the collector's check_processes setting (0: none, the default; -1: one per core)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     sizes = [int(size) for size in args.batches.split(",")]
@@ -271,15 +298,17 @@ def main() -> None:
 
     payload_bytes = len(base64.b64decode(signed_batches(1)[0][0]["payload"]))
     print(f"measurements: {args.count} per run ({args.count // 5} in batches of 1), {payload_bytes} B "
-          f"payload each, concurrency {args.concurrency}, SQLite (WAL, synchronous=FULL), "
-          f"{args.repeats} repeats")  # fmt: skip
+          f"payload each, concurrency {args.concurrency}, check_processes {args.check_processes}, "
+          f"SQLite (WAL, synchronous=FULL), {args.repeats} repeats")  # fmt: skip
     print("median (min-max) over the repeats; each ratio is to the bare verify rate of the same run")
     for mode in modes:
         for size in sizes:
             count = max(size, args.count // 5) if size == 1 else args.count
             rates, bares, ratios, cpu_ratios, stored = [], [], [], [], []
             for _ in range(args.repeats):
-                rate, bare, cpu_ratio, bytes_ratio = _one_run(count, size, mode, args.concurrency)
+                rate, bare, cpu_ratio, bytes_ratio = _one_run(
+                    count, size, mode, args.concurrency, args.check_processes
+                )
                 cpu_ratios.append(cpu_ratio)
                 rates.append(rate)
                 bares.append(bare)

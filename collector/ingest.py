@@ -59,7 +59,8 @@ from .appkeys import (
 from .batch_auth import BATCH_AUTH_KEY, REPLAYED_KEY, count_batch
 from .client_address import client_address
 from .geoip import GeoInfo
-from .ingest_checks import Item, Judging, check_batch
+from .ingest_checks import Item, Judging, check_batch, judge_items
+from .ingest_processes import CHECK_POOL_KEY, check_pool_ctx
 from .metrics import IngestMetrics, item_reason_label
 from .ratelimit import retry_after_seconds
 from .request_body import UPLOAD_SLOTS_KEY, RequestRefused, UploadSlots, read_body
@@ -262,13 +263,18 @@ async def _ingest(request: web.Request, metrics: IngestMetrics) -> web.Response:
     ephemeral = auth.token.ephemeral_public_key if auth.token is not None else None
     if ephemeral is None:
         _rate_limit_early(request, raw)
-    items, failures = await asyncio.to_thread(
-        check_batch,
-        raw,
-        judging,
-        request.app[VERIFIERS_KEY],
-        (lambda key: key == ephemeral) if ephemeral is not None else (lambda key: True),
-    )
+    pool = request.app.get(CHECK_POOL_KEY)
+    if pool is not None:  # verified and judged in worker processes; what they left, here
+        items = await pool.check(raw, judging.geo, judging.now, ephemeral)
+        failures = await _judge_left(items, judging, ephemeral)
+    else:
+        items, failures = await asyncio.to_thread(
+            check_batch,
+            raw,
+            judging,
+            request.app[VERIFIERS_KEY],
+            (lambda key: key == ephemeral) if ephemeral is not None else (lambda key: True),
+        )
     _check_keys(request, auth, items)
     _rate_limit(request, items)
     if failures:
@@ -280,6 +286,23 @@ async def _ingest(request: web.Request, metrics: IngestMetrics) -> web.Response:
     if new_rows:
         await _run_hooks(request, new_rows)
     return model_response(IngestResponse(results=[item.as_result() for item in items]))
+
+
+async def _judge_left(items: Sequence[Item], judging: Judging, ephemeral: bytes | None) -> int:
+    """Judge what the worker processes left (see ingest_processes.py); count the controls they accepted."""
+    left = [
+        item
+        for item in items
+        if item.status == "verified"
+        and item.row is None
+        and (ephemeral is None or item.public_key == ephemeral)
+    ]
+    control = judging.judge_control
+    if control is not None and control.metrics is not None:
+        vouched = sum(1 for item in items if item.status == "verified" and item.row is not None)
+        if vouched:
+            control.metrics.count("vouched", None, vouched)
+    return await asyncio.to_thread(judge_items, left, judging) if left else 0
 
 
 def _refused(request: web.Request, refused: batch_auth.BatchRefused) -> RequestRefused:
@@ -360,4 +383,5 @@ async def _verifiers_ctx(app: web.Application) -> AsyncIterator[None]:
 def add_ingest_routes(app: web.Application) -> None:
     app[UPLOAD_SLOTS_KEY] = UploadSlots(app[SETTINGS_KEY].max_concurrent_uploads)
     app.cleanup_ctx.append(_verifiers_ctx)
+    app.cleanup_ctx.append(check_pool_ctx)
     app.router.add_post(INGEST_PATH, handle_measurements)

@@ -224,12 +224,12 @@ class ControlMetrics:
                     metrics.controls.labels(source=source, refusal=refusal)
         return metrics
 
-    def count(self, source: VouchSource, refusal: VouchRefusal | None) -> None:
+    def count(self, source: VouchSource, refusal: VouchRefusal | None, times: int = 1) -> None:
         key = (source, refusal or "")
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = self.controls.labels(source=source, refusal=key[1])
-        child.inc()
+        child.inc(times)
 
 
 # How a sighting (POST /api/v1/confirm) was answered: accepted (some URL listed), rejected (none could

@@ -96,6 +96,7 @@ def parse_test_lists(entries: tuple[str, ...]) -> dict[str, Path]:
 
 _MAX_TIME_WINDOW = 100 * 366 * 24 * 3600.0
 _MAX_METRICS_INTERVAL = 1.0
+_MAX_CHECK_PROCESSES = 64
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,10 @@ class Settings:
     # Each API export is a child process (export_process.py): at most this many at once per collector
     # process, the rest 503 + Retry-After (a researcher's script retries; nobody can fork the host to death).
     max_concurrent_exports: int = 2
+    # Worker processes that verify and judge uploads beside the collector process (ingest_processes.py):
+    # 0 none (threads of this process; measured faster on a shared 2-core machine), -1 one per core (at
+    # most 4; none on a one-core machine), N exactly N.
+    check_processes: int = 0
     # Per-public-key token bucket: sustained requests per second, burst, and how many keys are remembered.
     key_rate: float = 1.0
     key_burst: int = 30
@@ -210,6 +215,8 @@ class Settings:
                 raise SettingsError(f"{name}: at most {_MAX_TIME_WINDOW:.0f} (100 years)")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise SettingsError("log_level: one of DEBUG, INFO, WARNING, ERROR")
+        if not -1 <= self.check_processes <= _MAX_CHECK_PROCESSES:
+            raise SettingsError(f"check_processes: -1 (per core), 0 (none) or up to {_MAX_CHECK_PROCESSES}")
         if not self.control_cache_seconds >= 0:
             raise SettingsError("control_cache_seconds: must not be negative")
         if not 0 <= self.metrics_min_interval_seconds <= _MAX_METRICS_INTERVAL:
