@@ -99,6 +99,20 @@ _COLUMNS = (
 
 
 _PAGE_CACHE_KIB = 256
+_INSERT = (
+    "INSERT OR IGNORE INTO measurements"
+    " (measurement_uid, created_at, updated_at, state, size, payload, signature, public_key)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _insert_row(
+    uid: str, payload: bytes, envelope: Envelope | None, local_only: bool, now: str
+) -> tuple[object, ...]:
+    """The values of :data:`_INSERT` for one measurement."""
+    signature, public_key = (envelope.signature, envelope.public_key) if envelope is not None else ("", "")
+    state = "local" if local_only else "pending"
+    return (uid, now, now, state, len(payload), payload, signature, public_key)
 
 
 def _now() -> str:
@@ -198,22 +212,7 @@ class MeasurementQueue:
                 raise QueueFull(
                     f"{waiting} measurements wait for upload (max_unsent={self.limits.max_unsent})"
                 )
-            now = _now()
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO measurements"
-                " (measurement_uid, created_at, updated_at, state, size, payload, signature, public_key)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    measurement_uid,
-                    now,
-                    now,
-                    "local" if local_only else "pending",
-                    len(payload),
-                    payload,
-                    envelope.signature if envelope is not None else "",
-                    envelope.public_key if envelope is not None else "",
-                ),
-            )
+            cursor = db.execute(_INSERT, _insert_row(measurement_uid, payload, envelope, local_only, _now()))
             return cursor.rowcount == 1
 
     def pending_count(self) -> int:
@@ -239,21 +238,7 @@ class MeasurementQueue:
                         f"{waiting} measurements wait for upload (max_unsent={self.limits.max_unsent})"
                     )
                     break
-                cursor = db.execute(
-                    "INSERT OR IGNORE INTO measurements"
-                    " (measurement_uid, created_at, updated_at, state, size, payload, signature, public_key)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        uid,
-                        now,
-                        now,
-                        "local" if local_only else "pending",
-                        len(payload),
-                        payload,
-                        envelope.signature if envelope is not None else "",
-                        envelope.public_key if envelope is not None else "",
-                    ),
-                )
+                cursor = db.execute(_INSERT, _insert_row(uid, payload, envelope, local_only, now))
                 added += cursor.rowcount
                 waiting += cursor.rowcount and not local_only
         if full is not None:
