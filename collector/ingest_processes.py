@@ -20,10 +20,10 @@ Setting ``check_processes`` (``settings.py``): 0 (default) off; -1 one worker pe
 :data:`MAX_AUTO_PROCESSES`, and none on a one-core machine (a Raspberry Pi Zero: the checks stay in the
 collector's own threads); N exactly N. Off by default because it did not pay where it was measured
 (``bench/ingest.py --check-processes``, 2 shared cores, medians: batch 100 ~0.20-0.26x bare verification
-with two workers against ~0.29-0.30x in threads; batch 10 ~0.13x against ~0.18x): the workers' and the collector's CPU
-together exceed two cores' worth (a chunk costs ~1.5x the CPU in a worker that it costs alone, and the
-collector still parses, stores and answers), and each hand-over adds latency a batch of 10 feels. It
-is for machines with cores to spare.
+with two workers against ~0.29-0.30x in threads; batch 10 ~0.13x against ~0.18x): the workers' and the
+collector's CPU together exceed two cores' worth (a chunk costs ~1.5x the CPU in a worker that it costs
+alone, and the collector still parses, stores and answers), and each hand-over adds latency a batch of 10
+feels. It is for machines with cores to spare.
 """
 
 from __future__ import annotations
