@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import importlib.util
 import json
+import os
 import resource
 import shutil
 import sqlite3
@@ -119,7 +120,9 @@ def _url(db: str) -> str:
     return db if db.startswith("postgresql://") else f"sqlite:///{db}"
 
 
-async def fill(db: str, rows: int, token_share: float) -> None:
+async def fill(db: str | os.PathLike[str], rows: int, token_share: float) -> None:
+    """Store ``rows`` synthetic measurements in ``db`` (a SQLite file's path or a PostgreSQL URL)."""
+    db = os.fspath(db)
     store = await open_store(_url(db))
     template = _template()
     token_every = round(1 / token_share) if token_share > 0 else 0
