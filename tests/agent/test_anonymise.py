@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import ipaddress
 import json
 import os
 import socket
@@ -277,3 +278,21 @@ def test_long_texts_are_scrubbed_the_same_with_the_screen() -> None:
     scrubber.screen = None  # every long text goes to the tells
     assert [scrubber.text(text) for text in texts] == screened
     assert screened[0] != texts[0] and screened[1] == texts[1]
+
+
+@pytest.mark.parametrize("long", [False, True])
+def test_our_address_backwards_is_scrubbed_in_every_inet_aton_form_in_long_texts_too(long: bool) -> None:
+    """203.0.113.7 backwards is 7.113.0.203: as "7.113.203", "7.7405771" or one number it shares no
+    tell with the address forwards, and a long text is scanned only on a tell."""
+    identity = Identity.of(own_addresses=["203.0.113.7"])
+    backwards = int(ipaddress.IPv4Address("7.113.0.203"))
+    for spelling in (
+        "7.113.0.203",
+        "7.113.203",
+        f"7.{backwards & 0xFFFFFF}",
+        str(backwards),
+        f"{backwards:x}",
+    ):
+        text = ("x" * 1100 if long else "") + f" seen as {spelling} "
+        scrubbed = scrub_text(text, identity)
+        assert spelling not in scrubbed and SCRUBBED in scrubbed, spelling
