@@ -296,3 +296,41 @@ def test_our_address_backwards_is_scrubbed_in_every_inet_aton_form_in_long_texts
         text = ("x" * 1100 if long else "") + f" seen as {spelling} "
         scrubbed = scrub_text(text, identity)
         assert spelling not in scrubbed and SCRUBBED in scrubbed, spelling
+
+
+def test_the_screen_takes_of_each_tell_its_least_likely_group() -> None:
+    """127.65.0.10 backwards starts with 10, "a" in hex: a screen of first groups would hold "a", which
+    nearly every page holds, and clear no long text."""
+    from gatewatch.agent.anonymise import _screen
+
+    screen = _screen(Identity.of(own_addresses=["127.65.0.10"], lan_addresses=[LAN_RESOLVER])._tells)
+    assert screen and all(len(alternative) > 1 for alternative in screen)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1 << 24, (1 << 32) - 1), st.lists(st.text(max_size=8), max_size=10))
+def test_a_text_the_screen_clears_holds_no_tell_whatever_the_address(value: int, pieces: list[str]) -> None:
+    """Whichever group of each tell the screen takes, whatever holds a tell passes it."""
+    from gatewatch.agent.anonymise import _screen, _screened, _told
+
+    identity = Identity.of(own_addresses=[str(ipaddress.IPv4Address(value))], lan_addresses=[LAN_RESOLVER])
+    screen = _screen(identity._tells)
+    alternatives = sorted({a for tell in identity._tells for group in tell for a in group})
+    lowered = "".join(p + alternatives[len(p) % len(alternatives)] for p in pieces).lower()
+    assert _screened(lowered, screen) or not _told(lowered, identity._tells)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1 << 24, (1 << 32) - 1), st.integers(1 << 24, (1 << 32) - 1), st.booleans())
+def test_the_check_without_a_copy_agrees_with_the_walk(echoed: int, own: int, same: bool) -> None:
+    """anonymise asks first, without building the walk's copy, whether the walk would rewrite anything:
+    the answer (None, or the wire hashes it would drop) is what the walk itself finds."""
+    from gatewatch.agent.anonymise import _Scrubber
+
+    data = make_measurement(echoing_keys(v4=str(ipaddress.IPv4Address(echoed)))).model_dump(mode="json")
+    identity = Identity.of(own_addresses=[str(ipaddress.IPv4Address(echoed if same else own))])
+    check, walk = _Scrubber(identity), _Scrubber(identity)
+    walk.value(data)
+    assert check.hashes_if_unchanged(data) == (None if walk.changed else walk.hashes_cleared)
+    if same:
+        assert walk.changed
