@@ -109,6 +109,7 @@ class _Scrubber:
         for value, mark in identity._v4_targets:
             self.plain_v4.setdefault(value, mark)
         self.screen = _screen(identity._tells)
+        self.v6_groups = _v6_groups(identity)
         # Of the walk in progress (see value): whether a string was rewritten, how many hashes dropped.
         self.changed = False
         self.hashes_cleared = 0
@@ -143,7 +144,9 @@ class _Scrubber:
         if _DIGIT.search(text):
             if identity._v4_any is not None:
                 text = identity._v4_any.sub(self._v4, text)
-        if _V6_HINT.search(text):
+        if _V6_HINT.search(text) and (
+            self.v6_groups is None or any(all(g in lowered for g in groups) for groups in self.v6_groups)
+        ):
             text = V6_ANY.sub(self._v6, text)
         if len(original) <= _ALWAYS_SCAN:
             if len(self.seen) >= _REMEMBERED:
@@ -275,6 +278,24 @@ class _Scrubber:
 
 
 _SCALARS = frozenset({int, float, bool})
+
+
+def _v6_groups(identity: Identity) -> tuple[tuple[str, ...], ...] | None:
+    """Without an IPv6 address of ours, an IPv6 token is ours only as the v4-mapped or NAT64 form of one of
+    our IPv4 addresses (Identity.replacement): its last two groups then spell that address, and their hex
+    digits (zeros in front aside, any case) are in the text. These groups, lower case, of each IPv4
+    address; None (always scan) with an IPv6 address of ours, or an IPv4 one with no non-zero group."""
+    if any(ip.version == 6 for ip in (*identity.own_addresses, *identity.lan_addresses)):
+        return None
+    if identity._own_v6_prefixes:
+        return None
+    found = []
+    for value, _ in identity._v4_targets:
+        groups = tuple(g for g in (f"{value >> 16:x}", f"{value & 0xFFFF:x}") if g != "0")
+        if not groups:
+            return None
+        found.append(groups)
+    return tuple(found)
 
 
 def _screen(tells: tuple[Tell, ...]) -> tuple[str, ...] | None:

@@ -334,3 +334,55 @@ def test_the_check_without_a_copy_agrees_with_the_walk(echoed: int, own: int, sa
     assert check.hashes_if_unchanged(data) == (None if walk.changed else walk.hashes_cleared)
     if same:
         assert walk.changed
+
+
+_V6_SEPARATORS = [":", "%3A", "%3a", "&#58;", "&colon;", "\\u003a", "-"]
+
+
+@st.composite
+def _mapped_echo(draw: st.DrawFn) -> tuple[Identity, str]:
+    """An IPv4-only identity, and a text holding IPv6 tokens: v4-mapped and NAT64 forms of its addresses
+    (forwards, backwards, the LAN's) or of others, in any case, padding, compression and separator."""
+    own = ipaddress.IPv4Address(draw(st.integers(1 << 24, (1 << 32) - 1)))
+    lan = ipaddress.IPv4Address(draw(st.integers(1 << 24, (1 << 32) - 1)))
+    identity = Identity.of(own_addresses=[str(own)], lan_addresses=[str(lan)])
+    backwards = ipaddress.IPv4Address(bytes(reversed(own.packed)))
+    other = ipaddress.IPv4Address(draw(st.integers(0, (1 << 32) - 1)))
+    parts = []
+    for _ in range(draw(st.integers(1, 3))):
+        v4 = draw(st.sampled_from([own, lan, backwards, other]))
+        prefix = draw(st.sampled_from(["::ffff:", "0:0:0:0:0:ffff:", "64:ff9b::", "64:ff9b:0:0:0:0:"]))
+        high, low = int(v4) >> 16, int(v4) & 0xFFFF
+        pad = draw(st.integers(0, 4))
+        token = prefix + f"{high:0{pad}x}:{low:0{pad}x}"
+        if low == 0 and draw(st.booleans()) and not prefix.endswith("::"):
+            token = prefix + f"{high:x}::"
+        token = token if draw(st.booleans()) else token.upper()
+        token = token.replace(":", draw(st.sampled_from(_V6_SEPARATORS)))
+        parts.append(draw(st.text(max_size=12)) + draw(st.sampled_from([" ", "[", "=", "\n"])) + token)
+    return identity, "".join(parts) + draw(st.text(max_size=12))
+
+
+@settings(max_examples=400, deadline=None)
+@given(_mapped_echo())
+def test_the_ipv6_scan_skipped_on_no_group_of_ours_changes_nothing(echo: tuple[Identity, str]) -> None:
+    """With no IPv6 address of ours, the IPv6 scan runs only when the text holds the hex groups of one of
+    our IPv4 addresses (anonymise._v6_groups): the same text comes out as with the scan always run."""
+    from gatewatch.agent.anonymise import _Scrubber
+
+    identity, text = echo
+    gated, always = _Scrubber(identity), _Scrubber(identity)
+    always.v6_groups = None
+    assert gated.v6_groups is not None
+    assert gated.text(text) == always.text(text)
+    for long in (text * (1 + 1100 // max(1, len(text))),):
+        assert gated.text(long) == always.text(long)
+
+
+def test_the_ipv6_scan_always_runs_with_an_ipv6_address_of_ours() -> None:
+    from gatewatch.agent.anonymise import _Scrubber
+
+    assert _Scrubber(Identity.of(own_addresses=[OWN_V4, OWN_V6])).v6_groups is None
+    assert _Scrubber(Identity.of(own_addresses=[OWN_V4], lan_addresses=["fd00::1"])).v6_groups is None
+    text = "mapped ::ffff:cb00:7107 and 64-ff9b--CB00-7107"
+    assert scrub_text(text, Identity.of([OWN_V4])).count(SCRUBBED) == 2
