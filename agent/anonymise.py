@@ -109,6 +109,7 @@ class _Scrubber:
         for value, mark in identity._v4_targets:
             self.plain_v4.setdefault(value, mark)
         self.screen = _screen(identity._tells)
+        self.v6_groups = _v6_groups(identity)
         # Of the walk in progress (see value): whether a string was rewritten, how many hashes dropped.
         self.changed = False
         self.hashes_cleared = 0
@@ -143,7 +144,9 @@ class _Scrubber:
         if _DIGIT.search(text):
             if identity._v4_any is not None:
                 text = identity._v4_any.sub(self._v4, text)
-        if _V6_HINT.search(text):
+        if _V6_HINT.search(text) and (
+            self.v6_groups is None or any(all(g in lowered for g in groups) for groups in self.v6_groups)
+        ):
             text = V6_ANY.sub(self._v6, text)
         if len(original) <= _ALWAYS_SCAN:
             if len(self.seen) >= _REMEMBERED:
@@ -201,6 +204,39 @@ class _Scrubber:
             return self._object(value)
         return value
 
+    def hashes_if_unchanged(self, value: dict[str, Any]) -> int | None:
+        """How many wire hashes the walk (:meth:`value`) would drop from ``value``, or None if it would
+        rewrite a string (or meets a value it does not know). The same strings as the walk are scanned
+        (and remembered), but no copy is built: most measurements hold nothing of ours, and then the walk's
+        copy is thrown away."""
+        seen, text = self.seen, self.text
+        hashes = 0
+        pending: list[Any] = [value]
+        while pending:  # bounded: each node of the (finite, acyclic) JSON value is visited once
+            node = pending.pop()
+            if type(node) is dict:
+                pairs = node.items()
+            else:
+                pairs = ((None, item) for item in node)  # a list: its items, under no key
+            for key, item in pairs:
+                if key is not None:
+                    new_key = seen.get(key) or text(key)
+                    if new_key is not key and new_key != key:
+                        return None
+                kind = type(item)
+                if kind is str:
+                    if key == _WIRE_HASH:
+                        hashes += 1  # dropped by the walk, whatever it says
+                        continue
+                    new = seen.get(item) or text(item)
+                    if new is not item and new != item:
+                        return None
+                elif kind is dict or kind is list:
+                    pending.append(item)
+                elif item is not None and kind not in _SCALARS:
+                    return None  # not what a JSON dump gives: the walk decides
+        return hashes
+
     def _string(self, value: str) -> str:
         new = self.seen.get(value) or self.text(value)  # only short texts are remembered
         if new is not value and new != value:
@@ -244,14 +280,38 @@ class _Scrubber:
 _SCALARS = frozenset({int, float, bool})
 
 
+def _v6_groups(identity: Identity) -> tuple[tuple[str, ...], ...] | None:
+    """Without an IPv6 address of ours, an IPv6 token is ours only as the v4-mapped or NAT64 form of one of
+    our IPv4 addresses (Identity.replacement): its last two groups then spell that address, and their hex
+    digits (zeros in front aside, any case) are in the text. These groups, lower case, of each IPv4
+    address; None (always scan) with an IPv6 address of ours, or an IPv4 one with no non-zero group."""
+    if any(ip.version == 6 for ip in (*identity.own_addresses, *identity.lan_addresses)):
+        return None
+    if identity._own_v6_prefixes:
+        return None
+    found = []
+    for value, _ in identity._v4_targets:
+        groups = tuple(g for g in (f"{value >> 16:x}", f"{value & 0xFFFF:x}") if g != "0")
+        if not groups:
+            return None
+        found.append(groups)
+    return tuple(found)
+
+
 def _screen(tells: tuple[Tell, ...]) -> tuple[str, ...] | None:
-    """The alternatives of each tell's first group that hold no shorter one: a text in which none occurs
-    holds no tell (each tell needs one alternative of its first group, and each of those contains one of
-    these), so most long texts are cleared with these few tests instead of every tell's. None when a tell
-    has no group (it is in every text)."""
+    """The alternatives of one group of each tell that hold no shorter one: a text in which none occurs
+    holds no tell (each tell needs one alternative of every group, and each of those contains one of
+    these), so most long texts are cleared with these few tests instead of every tell's. Of each tell, the
+    group least likely to be in a text (about 10^-n for n characters): a one-character alternative ("a",
+    the hex of 10) is in almost every text and would clear none. None when a tell has no group (it is in
+    every text)."""
     if any(not tell for tell in tells):
         return None
-    firsts = {alternative for tell in tells for alternative in tell[0]}
+    firsts = {
+        alternative
+        for tell in tells
+        for alternative in min(tell, key=lambda group: sum(10.0 ** -len(a) for a in group))
+    }
     return tuple(sorted(a for a in firsts if not any(b != a and b in a for b in firsts)))
 
 
@@ -302,19 +362,21 @@ def _host_of(address: str) -> str:
 def anonymise(measurement: Measurement, identity: Identity) -> Measurement:
     """A copy of ``measurement`` with the volunteer scrubbed out; still a valid :class:`Measurement`.
 
-    Most measurements hold nothing of the volunteer's: when the walk rewrote no string, the result is the
-    measurement as built (already valid) without its DNS wire hashes, and is not validated again."""
+    Most measurements hold nothing of the volunteer's: when the walk would rewrite no string (checked
+    without building its copy), the result is the measurement as built (already valid) without its DNS
+    wire hashes, and is not validated again."""
     data = measurement.model_dump(mode="json")
     identity = identity.with_lan(_lan_resolvers(data))
     if identity.empty:
         return measurement
     scrubber = _scrubber(identity)
+    hashes = scrubber.hashes_if_unchanged(data)
+    if hashes is not None:
+        unchanged, cleared = _without_wire_hashes(measurement)
+        if cleared == hashes:
+            return unchanged
     scrubber.changed, scrubber.hashes_cleared = False, 0
     scrubbed = scrubber.value(data)
-    if not scrubber.changed:
-        unchanged, cleared = _without_wire_hashes(measurement)
-        if cleared == scrubber.hashes_cleared:
-            return unchanged
     try:
         return Measurement.model_validate(scrubbed)
     except ValueError as exc:

@@ -118,7 +118,7 @@ class Identity:
             for pattern in (spellings.v6_colon_free(net), spellings.v6_reversed_nibbles(net))
         ]
         v6_forms = re.compile("|".join(v6_patterns), re.IGNORECASE) if v6_patterns else None
-        tells = _tells(names, own, lan, prefixes, base64_pairs)
+        tells = _tells(names, own, lan, prefixes, base64_pairs, reversed_own)
         return cls(
             own_addresses=own,
             own_names=frozenset(names),
@@ -191,8 +191,14 @@ def _tells(
     lan: frozenset[IPAddress],
     prefixes: frozenset[ipaddress.IPv6Network],
     base64_pairs: tuple[tuple[str, str], ...],
+    reversed_own: frozenset[IPAddress] = frozenset(),
 ) -> tuple[Tell, ...]:
     found: set[Tell] = {(frozenset({name}),) for name in names}
+    # Our IPv4 address backwards is scrubbed in every inet_aton form too ("7.7405771" is 7.113.0.203
+    # in two parts): its 3- and 2-part forms and its number share no tell with the address forwards.
+    for ip in reversed_own:
+        if isinstance(ip, ipaddress.IPv4Address):
+            found.update(spellings.v4_tells(ip))
     for ip in own | lan:
         found.add(tuple(frozenset({part}) for part in _tell(ip)))
         if isinstance(ip, ipaddress.IPv4Address):

@@ -52,6 +52,7 @@ __all__ = [
     "StoragePolicy",
     "is_blockpage_candidate",
     "minimise",
+    "without_validated_der",
 ]
 
 DROPPED: Final = "[dropped]"
@@ -173,6 +174,8 @@ def _minimised_handshake(handshake: TLSHandshake, policy: StoragePolicy) -> TLSH
     the scrubber reads only as text) are kept where they are evidence: a chain that did not validate."""
     if policy.keep_full_bodies or not handshake.validated:
         return handshake
+    if all(c.der_b64 is None for c in handshake.peer_certificates):
+        return handshake  # already dropped (without_validated_der)
     certificates = [c.model_copy(update={"der_b64": None}) for c in handshake.peer_certificates]
     return handshake.model_copy(update={"peer_certificates": certificates})
 
@@ -225,3 +228,16 @@ def minimise(
     )
     annotations = {**measurement.annotations, BODY_POLICY_ANNOTATION: policy.annotation}
     return measurement.model_copy(update={"test_keys": new_keys, "annotations": annotations})
+
+
+def without_validated_der(measurement: Measurement, policy: StoragePolicy = StoragePolicy()) -> Measurement:
+    """``measurement`` without the DER bytes :func:`minimise` drops whatever they say (a validated chain's,
+    unless the volunteer keeps everything): dropped before scrubbing, they are not scanned for an address
+    only to be thrown away. Whether they are dropped depends on ``validated`` alone, never on the scrubbed
+    text, so ``minimise(anonymise(without_validated_der(m)))`` is ``minimise(anonymise(m))``."""
+    keys = measurement.test_keys
+    handshakes = [_minimised_handshake(h, policy) for h in keys.tls_handshakes]
+    if all(new is old for new, old in zip(handshakes, keys.tls_handshakes, strict=True)):
+        return measurement
+    new_keys = keys.model_copy(update={"tls_handshakes": handshakes})
+    return measurement.model_copy(update={"test_keys": new_keys})

@@ -47,7 +47,7 @@ from .locate import (
     own_identity,
     usable_probe_ip,
 )
-from .minimise import StoragePolicy, minimise
+from .minimise import StoragePolicy, minimise, without_validated_der
 from .netinfo import NetworkView, observe_network
 from .pacing import Pacer, fewer_collections
 from .pseudonym import with_pseudonym
@@ -264,8 +264,10 @@ class _Pass:
             geolocation=self.geolocation,
             run_type=self.options.run_type,
         )
-        measurement = anonymise(measurement, self.identity)
-        measurement = minimise(measurement, *self.storage_policy())
+        policy, fingerprint_db = self.storage_policy()
+        # DER bytes that minimising drops whatever scrubbing makes of them go first: never scanned.
+        measurement = anonymise(without_validated_der(measurement, policy), self.identity)
+        measurement = minimise(measurement, policy, fingerprint_db)
         if self.options.pseudonym_secret is not None:  # the volunteer's opt-in (agent/pseudonym.py)
             measurement = with_pseudonym(measurement, self.options.pseudonym_secret)
         payload = measurement.to_json_bytes()

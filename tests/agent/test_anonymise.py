@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import ipaddress
 import json
 import os
 import socket
@@ -277,3 +278,111 @@ def test_long_texts_are_scrubbed_the_same_with_the_screen() -> None:
     scrubber.screen = None  # every long text goes to the tells
     assert [scrubber.text(text) for text in texts] == screened
     assert screened[0] != texts[0] and screened[1] == texts[1]
+
+
+@pytest.mark.parametrize("long", [False, True])
+def test_our_address_backwards_is_scrubbed_in_every_inet_aton_form_in_long_texts_too(long: bool) -> None:
+    """203.0.113.7 backwards is 7.113.0.203: as "7.113.203", "7.7405771" or one number it shares no
+    tell with the address forwards, and a long text is scanned only on a tell."""
+    identity = Identity.of(own_addresses=["203.0.113.7"])
+    backwards = int(ipaddress.IPv4Address("7.113.0.203"))
+    for spelling in (
+        "7.113.0.203",
+        "7.113.203",
+        f"7.{backwards & 0xFFFFFF}",
+        str(backwards),
+        f"{backwards:x}",
+    ):
+        text = ("x" * 1100 if long else "") + f" seen as {spelling} "
+        scrubbed = scrub_text(text, identity)
+        assert spelling not in scrubbed and SCRUBBED in scrubbed, spelling
+
+
+def test_the_screen_takes_of_each_tell_its_least_likely_group() -> None:
+    """127.65.0.10 backwards starts with 10, "a" in hex: a screen of first groups would hold "a", which
+    nearly every page holds, and clear no long text."""
+    from gatewatch.agent.anonymise import _screen
+
+    screen = _screen(Identity.of(own_addresses=["127.65.0.10"], lan_addresses=[LAN_RESOLVER])._tells)
+    assert screen and all(len(alternative) > 1 for alternative in screen)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1 << 24, (1 << 32) - 1), st.lists(st.text(max_size=8), max_size=10))
+def test_a_text_the_screen_clears_holds_no_tell_whatever_the_address(value: int, pieces: list[str]) -> None:
+    """Whichever group of each tell the screen takes, whatever holds a tell passes it."""
+    from gatewatch.agent.anonymise import _screen, _screened, _told
+
+    identity = Identity.of(own_addresses=[str(ipaddress.IPv4Address(value))], lan_addresses=[LAN_RESOLVER])
+    screen = _screen(identity._tells)
+    alternatives = sorted({a for tell in identity._tells for group in tell for a in group})
+    lowered = "".join(p + alternatives[len(p) % len(alternatives)] for p in pieces).lower()
+    assert _screened(lowered, screen) or not _told(lowered, identity._tells)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1 << 24, (1 << 32) - 1), st.integers(1 << 24, (1 << 32) - 1), st.booleans())
+def test_the_check_without_a_copy_agrees_with_the_walk(echoed: int, own: int, same: bool) -> None:
+    """anonymise asks first, without building the walk's copy, whether the walk would rewrite anything:
+    the answer (None, or the wire hashes it would drop) is what the walk itself finds."""
+    from gatewatch.agent.anonymise import _Scrubber
+
+    data = make_measurement(echoing_keys(v4=str(ipaddress.IPv4Address(echoed)))).model_dump(mode="json")
+    identity = Identity.of(own_addresses=[str(ipaddress.IPv4Address(echoed if same else own))])
+    check, walk = _Scrubber(identity), _Scrubber(identity)
+    walk.value(data)
+    assert check.hashes_if_unchanged(data) == (None if walk.changed else walk.hashes_cleared)
+    if same:
+        assert walk.changed
+
+
+_V6_SEPARATORS = [":", "%3A", "%3a", "&#58;", "&colon;", "\\u003a", "-"]
+
+
+@st.composite
+def _mapped_echo(draw: st.DrawFn) -> tuple[Identity, str]:
+    """An IPv4-only identity, and a text holding IPv6 tokens: v4-mapped and NAT64 forms of its addresses
+    (forwards, backwards, the LAN's) or of others, in any case, padding, compression and separator."""
+    own = ipaddress.IPv4Address(draw(st.integers(1 << 24, (1 << 32) - 1)))
+    lan = ipaddress.IPv4Address(draw(st.integers(1 << 24, (1 << 32) - 1)))
+    identity = Identity.of(own_addresses=[str(own)], lan_addresses=[str(lan)])
+    backwards = ipaddress.IPv4Address(bytes(reversed(own.packed)))
+    other = ipaddress.IPv4Address(draw(st.integers(0, (1 << 32) - 1)))
+    parts = []
+    for _ in range(draw(st.integers(1, 3))):
+        v4 = draw(st.sampled_from([own, lan, backwards, other]))
+        prefix = draw(st.sampled_from(["::ffff:", "0:0:0:0:0:ffff:", "64:ff9b::", "64:ff9b:0:0:0:0:"]))
+        high, low = int(v4) >> 16, int(v4) & 0xFFFF
+        pad = draw(st.integers(0, 4))
+        token = prefix + f"{high:0{pad}x}:{low:0{pad}x}"
+        if low == 0 and draw(st.booleans()) and not prefix.endswith("::"):
+            token = prefix + f"{high:x}::"
+        token = token if draw(st.booleans()) else token.upper()
+        token = token.replace(":", draw(st.sampled_from(_V6_SEPARATORS)))
+        parts.append(draw(st.text(max_size=12)) + draw(st.sampled_from([" ", "[", "=", "\n"])) + token)
+    return identity, "".join(parts) + draw(st.text(max_size=12))
+
+
+@settings(max_examples=400, deadline=None)
+@given(_mapped_echo())
+def test_the_ipv6_scan_skipped_on_no_group_of_ours_changes_nothing(echo: tuple[Identity, str]) -> None:
+    """With no IPv6 address of ours, the IPv6 scan runs only when the text holds the hex groups of one of
+    our IPv4 addresses (anonymise._v6_groups): the same text comes out as with the scan always run."""
+    from gatewatch.agent.anonymise import _Scrubber
+
+    identity, text = echo
+    gated, always = _Scrubber(identity), _Scrubber(identity)
+    always.v6_groups = None
+    assert gated.v6_groups is not None
+    assert gated.text(text) == always.text(text)
+    for long in (text * (1 + 1100 // max(1, len(text))),):
+        assert gated.text(long) == always.text(long)
+
+
+def test_the_ipv6_scan_always_runs_with_an_ipv6_address_of_ours() -> None:
+    from gatewatch.agent.anonymise import _Scrubber
+
+    assert _Scrubber(Identity.of(own_addresses=[OWN_V4, OWN_V6])).v6_groups is None
+    assert _Scrubber(Identity.of(own_addresses=[OWN_V4], lan_addresses=["fd00::1"])).v6_groups is None
+    text = "mapped ::ffff:cb00:7107 and 64-ff9b--CB00-7107"
+    assert scrub_text(text, Identity.of([OWN_V4])).count(SCRUBBED) == 2

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import hashlib
 
 import pytest
@@ -17,6 +18,7 @@ from gatewatch.agent.minimise import (
     StoragePolicy,
     fingerprint_headers,
     minimise,
+    without_validated_der,
 )
 from gatewatch.analysis import analyse, load_default_fingerprints
 from gatewatch.analysis.fingerprints import FingerprintDB, parse_csv
@@ -24,7 +26,7 @@ from gatewatch.core.control import ControlDNS, ControlHTTP, ControlObservations,
 from gatewatch.core.measurement import Measurement, WebTestKeys
 from gatewatch.core.observations import HTTPRequest, HTTPResponse, HTTPTransaction, TCPConnect
 
-from .conftest import echoing_keys, make_measurement
+from .conftest import OWN_V4, echoing_keys, make_measurement
 
 BLOCKPAGE_TEXT = "Access to this site has been restricted by the Lab Telecommunications Authority"
 HEADERS_CSV = (
@@ -281,3 +283,34 @@ def test_the_probes_own_request_headers_keep_their_values() -> None:
     assert kept.request.headers == [
         ("Host", "site.example"), ("Accept-Encoding", "identity"), ("Cookie", DROPPED), ("X-Other", DROPPED),
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("keep_full_bodies", [False, True])
+@pytest.mark.parametrize("validated", [False, True])
+@pytest.mark.parametrize("echoed", [False, True])
+def test_dropping_validated_der_before_scrubbing_stores_the_same_bytes(
+    keep_full_bodies: bool, validated: bool, echoed: bool
+) -> None:
+    """The runner drops what minimising would drop before scrubbing (agent/runner.py): the stored
+    measurement is the same, byte for byte, whether or not the DER text held the volunteer's address."""
+    from gatewatch.agent.anonymise import Identity, anonymise
+
+    keys = echoing_keys()
+    handshake = keys.tls_handshakes[0]
+    text = f"subject CN={OWN_V4} " if echoed else "subject CN=site.example "
+    der_b64 = base64.b64encode(text.encode() * 20).decode()
+    certificate = handshake.peer_certificates[0].model_copy(update={"der_b64": der_b64})
+    changed = handshake.model_copy(update={"validated": validated, "peer_certificates": [certificate]})
+    m = make_measurement(keys.model_copy(update={"tls_handshakes": [changed]}))
+    identity = Identity.of(own_addresses=[OWN_V4])
+    policy = StoragePolicy(keep_full_bodies=keep_full_bodies)
+    early = without_validated_der(m, policy)
+    assert (early.test_keys.tls_handshakes[0].peer_certificates[0].der_b64 is None) is (
+        validated and not keep_full_bodies
+    )
+    assert (early is m) is (not validated or keep_full_bodies)
+    stored = minimise(anonymise(early, identity), policy).to_json_bytes()
+    assert stored == minimise(anonymise(m, identity), policy).to_json_bytes()
+    assert OWN_V4.encode() not in stored
+    kept = minimise(anonymise(early, identity), policy).test_keys.tls_handshakes[0].peer_certificates[0]
+    assert (kept.der_b64 is not None and kept.der_b64 != der_b64) is (echoed and kept.der_b64 is not None)
