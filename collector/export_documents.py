@@ -1,4 +1,5 @@
-"""The JSON Lines export's records assembled by SQLite from the stored bytes (the SQLite store's fast path).
+"""The JSON Lines export's records assembled by SQLite from the stored bytes (the SQLite store's fast path),
+and the rows of columns the OONI export's records are written from (:func:`document_rows`, export_lines.py).
 
 A record is the signed payload with its times in OONI's form, then ``analysis`` and ``signed``
 (:func:`.exports.jsonl_line`). Decoding each payload with ``json.loads`` and encoding it again costs more
@@ -27,14 +28,14 @@ from typing import Any, Final
 from gatewatch.core.measurement import Measurement
 from gatewatch.core.vocabulary import SCHEME_BLIND_TOKEN
 
-from .export_lines import DOCUMENT_COLUMNS, ooni_record, signed_text
+from .export_lines import DOCUMENT_COLUMNS, signed_text
 from .export_rows import PAGE_ROWS, Page, keyset_pages
-from .exports import _ooni_time_text, json_text, jsonl_line, judgement_fields, ooni_line
+from .exports import _ooni_time_text, json_text, jsonl_line, judgement_fields
 from .store.base import MeasurementFilter
 from .store.sqlite import TOKEN_COLUMNS, stored_row
 from .store.verdict_codec import decode_verdict
 
-__all__ = ["jsonl_pages", "ooni_pages"]
+__all__ = ["document_rows", "jsonl_pages"]
 
 _TOKEN_SIGNED = f"signature_scheme = '{SCHEME_BLIND_TOKEN}'"
 _MARK = "\x1e"  # after the payload part when test_start_time is text: its stored value follows
@@ -145,15 +146,10 @@ _DOCUMENT_SQL = {
 _DOCUMENT_COLUMNS = ", ".join(_DOCUMENT_SQL.get(name, name) for name in DOCUMENT_COLUMNS)
 
 
-def ooni_pages(
+def document_rows(
     conn: sqlite3.Connection, f: MeasurementFilter, page_rows: int = PAGE_ROWS, *, partitioned: bool = False
-) -> Iterator[Page]:
-    """The selection's OONI records (bytes) in the store's order, a keyset page at a time, written from
-    the rows' columns (export_lines.py); only where ``export_rows.summary_sql_applies``."""
-    marker = "gatewatch-" + uuid.uuid4().hex  # stands for analysis: no payload can guess it
-    for rows, partitions in keyset_pages(conn, _DOCUMENT_COLUMNS, (), f, page_rows, partitioned):
-        lines = []
-        for row in rows:
-            line = ooni_record(row, marker)
-            lines.append(line if line is not None else ooni_line(stored_row(conn, row[-1])))
-        yield Page(lines, partitions)
+) -> Iterator[tuple[list[Any], list[tuple[str, str]] | None]]:
+    """The selection's rows as export_lines.DOCUMENT_COLUMNS (then, with ``partitioned``, day and country,
+    then start time and uid) in the store's order, a keyset page at a time, and their partitions; only
+    where ``export_rows.summary_sql_applies``."""
+    return keyset_pages(conn, _DOCUMENT_COLUMNS, (), f, page_rows, partitioned)

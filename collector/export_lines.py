@@ -169,8 +169,8 @@ def jsonl_record(row: Sequence[Any]) -> bytes | None:
 
 def ooni_record(row: Sequence[Any], marker: str) -> bytes | None:
     """The OONI record of a row of :data:`DOCUMENT_COLUMNS`, as :func:`.exports.ooni_line` writes it, or
-    None (write it that way). ``marker`` is a string no payload holds (a random one per export): it
-    stands for ``analysis`` until the encoded document is made."""
+    None (write it that way). ``marker`` (plain ASCII, a random one per export, so that no payload holds
+    it) stands for ``analysis`` until the encoded document is made."""
     payload = _payload(row)
     judged = _judgement(row[7], row[8], row[9], row[10], row[11], row[12], row[13])
     if payload is None or judged.text is None:
@@ -181,7 +181,9 @@ def ooni_record(row: Sequence[Any], marker: str) -> bytes | None:
     except (AttributeError, TypeError, ValueError):  # an odd payload: the exact path raises it again
         return None
     text = _text(doc)
-    quoted = _JSON.encode(marker)
-    if text.count(quoted) != 1:
+    quoted = f'"{marker}"'  # as json writes it: the marker is plain ASCII
+    at = text.find(quoted)
+    end = at + len(quoted)
+    if at < 0 or text.find(quoted, end) >= 0:  # a payload holding the marker: the exact way
         return None
-    return _encoded(text.replace(quoted, judged.text, 1) + "\n")
+    return _encoded(f"{text[:at]}{judged.text}{text[end:]}\n")
