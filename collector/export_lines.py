@@ -32,7 +32,7 @@ __all__ = ["DOCUMENT_COLUMNS", "jsonl_record", "ooni_record", "signed_text"]
 
 # What each store's SQL selects, in this order (the names say what each holds).
 DOCUMENT_COLUMNS: Final = (
-    "payload",  # the stored bytes (or text)
+    "payload",  # the stored bytes
     "measurement_uid",
     "input",
     "probe_cc",
@@ -57,7 +57,11 @@ _MEASUREMENT_KEYS = frozenset(Measurement.model_fields)
 _DECODER = json.JSONDecoder()  # json.loads' own (no options)
 # _JSON's C encoder built once (JSONEncoder.encode builds one per call), without the circular-reference
 # check (decoded JSON has no cycles): the same text.
-_C_ENCODER = c_make_encoder(None, _JSON.default, encode_basestring, None, ":", ",", False, False, True)
+_C_ENCODER = (
+    c_make_encoder(None, _JSON.default, encode_basestring, None, ":", ",", False, False, True)
+    if c_make_encoder is not None
+    else None
+)
 _CACHED: Final = 4096
 _NO_FLAGS: Final = "[]"
 
@@ -100,6 +104,9 @@ def _scheme_only(scheme: str) -> str:
     return json_text({"signature_scheme": scheme})
 
 
+_text_of = lru_cache(maxsize=_CACHED)(json_text)  # a scheme, an issuer key id: a few per export
+
+
 def _b64(value: bytes | None) -> str:
     return '"' + binascii.b2a_base64(value, newline=False).decode() + '"' if value is not None else "null"
 
@@ -112,9 +119,9 @@ def signed_text(values: Sequence[Any]) -> str:
         return _scheme_only(scheme)
     epoch = "null" if values[5] is None else str(int(values[5]))
     return (
-        f'{{"signature_scheme":{json_text(scheme)},"payload":{_b64(values[1])},"signature":{_b64(values[2])},'
+        f'{{"signature_scheme":{_text_of(scheme)},"payload":{_b64(values[1])},"signature":{_b64(values[2])},'
         f'"ephemeral_public_key":{_b64(values[3])},"token":{_b64(values[4])},"token_epoch":{epoch},'
-        f'"token_key_id":{json_text(values[6])}}}'
+        f'"token_key_id":{_text_of(values[6])}}}'
     )
 
 
