@@ -19,7 +19,8 @@ Lines export that re-encodes every measurement must do. ``partitioned-*`` is ``g
 
 With ``--store postgres`` the store is a PostgreSQL database in a cluster of the bench's own (unix socket
 only; bench/ingest_scale.py's ``Cluster``); ``bare json`` then reads the payloads with asyncpg, and ``row
-csv`` is the row path the COPY path (export_postgres.py) replaced: ``exports.export("csv", store.iterate())``.
+csv``, ``row jsonl`` and ``row ooni`` are the row paths the COPY path and the column pages replaced
+(export_postgres.py, export_lines.py): ``exports.export(fmt, store.iterate())``, on either store.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from gatewatch.core.verdicts import Fingerprint, Verdict
 from gatewatch.core.vocabulary import DNS_INJECTION, SCHEME_BLIND_TOKEN
 
 FORMATS = ("csv", "parquet", "jsonl", "ooni", "partitioned-csv", "partitioned-jsonl", "partitioned-parquet")
+ROW_PATHS = ("row csv", "row jsonl", "row ooni")  # the exact path, StoredMeasurement rows: exports.export
 BASELINES = ("duckdb COPY csv", "duckdb COPY parquet", "bare json")
 START = datetime(2026, 11, 1, tzinfo=UTC)
 INSERT_BATCH = 5000
@@ -142,8 +144,8 @@ async def run_export(db: str, work: Path, fmt: str) -> int:
     store = await open_store(_url(db))
     size = 0
     try:
-        if fmt == "row csv":  # the row path (PostgreSQL's before COPY)
-            async for chunk in export("csv", store.iterate(MeasurementFilter())):
+        if fmt.startswith("row "):  # the row path (PostgreSQL's before COPY and before column pages)
+            async for chunk in export(fmt.split(" ")[1], store.iterate(MeasurementFilter())):
                 size += len(chunk)
             return size
         if fmt.startswith("partitioned-"):  # gatewatch-collector export: daily gzip files per country
@@ -264,6 +266,8 @@ def measure(tmp: Path, rows: int, token_share: float, db: str, formats: tuple[st
         "partitioned-parquet": "duckdb COPY parquet",
         "csv": "duckdb COPY csv",
         "row csv": "duckdb COPY csv",
+        "row jsonl": "bare json",
+        "row ooni": "bare json",
         "parquet": "duckdb COPY parquet",
         "jsonl": "bare json",
         "ooni": "bare json",
@@ -285,7 +289,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[200_000, 400_000])
     parser.add_argument("--token-share", type=float, default=0.5, help="share of token-signed rows")
     parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument("--formats", nargs="+", choices=(*FORMATS, "row csv"), help="default: all")
+    parser.add_argument("--formats", nargs="+", choices=(*FORMATS, *ROW_PATHS), help="default: all")
     parser.add_argument("--child", nargs=4, metavar=("DB", "WORK", "WHAT", "ROWS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -303,7 +307,7 @@ def main() -> None:
         with _cluster_class()() as cluster:
             for rows in args.rows:
                 db = asyncio.run(_new_database(cluster))
-                formats = tuple(args.formats or ("row csv", *FORMATS))
+                formats = tuple(args.formats or (*ROW_PATHS, *FORMATS))
                 measure(Path(tmp), rows, args.token_share, db, formats)
 
 

@@ -1,4 +1,5 @@
-"""The JSON Lines export's records assembled by SQLite from the stored bytes (the SQLite store's fast path).
+"""The JSON Lines export's records assembled by SQLite from the stored bytes (the SQLite store's fast path),
+and the rows of columns the OONI export's records are written from (:func:`document_rows`, export_lines.py).
 
 A record is the signed payload with its times in OONI's form, then ``analysis`` and ``signed``
 (:func:`.exports.jsonl_line`). Decoding each payload with ``json.loads`` and encoding it again costs more
@@ -17,7 +18,6 @@ payload is not a JSON object with distinct keys the measurement format defines (
 
 from __future__ import annotations
 
-import binascii
 import json
 import sqlite3
 import uuid
@@ -28,13 +28,14 @@ from typing import Any, Final
 from gatewatch.core.measurement import Measurement
 from gatewatch.core.vocabulary import SCHEME_BLIND_TOKEN
 
+from .export_lines import DOCUMENT_COLUMNS, signed_text
 from .export_rows import PAGE_ROWS, Page, keyset_pages
 from .exports import _ooni_time_text, json_text, jsonl_line, judgement_fields
 from .store.base import MeasurementFilter
 from .store.sqlite import TOKEN_COLUMNS, stored_row
 from .store.verdict_codec import decode_verdict
 
-__all__ = ["jsonl_pages"]
+__all__ = ["document_rows", "jsonl_pages"]
 
 _TOKEN_SIGNED = f"signature_scheme = '{SCHEME_BLIND_TOKEN}'"
 _MARK = "\x1e"  # after the payload part when test_start_time is text: its stored value follows
@@ -101,29 +102,6 @@ def _analysis(
     )
 
 
-@lru_cache(maxsize=16)
-def _scheme_only(scheme: str) -> str:
-    return json_text({"signature_scheme": scheme})
-
-
-def _b64(value: bytes | None) -> str:
-    return '"' + binascii.b2a_base64(value, newline=False).decode() + '"' if value is not None else "null"
-
-
-def _signed(values: Sequence[Any]) -> str:
-    """``signed_fields`` of the row (values: scheme, payload, signature, ephemeral key, token, epoch, key
-    id; the last six only for token-signed rows)."""
-    scheme = values[0]
-    if scheme != SCHEME_BLIND_TOKEN:
-        return _scheme_only(scheme)
-    epoch = "null" if values[5] is None else str(int(values[5]))
-    return (
-        f'{{"signature_scheme":{json_text(scheme)},"payload":{_b64(values[1])},"signature":{_b64(values[2])},'
-        f'"ephemeral_public_key":{_b64(values[3])},"token":{_b64(values[4])},"token_epoch":{epoch},'
-        f'"token_key_id":{json_text(values[6])}}}'
-    )
-
-
 @lru_cache(maxsize=_CACHED)
 def _test_start_time(stored: str) -> str:
     return json_text(_ooni_time_text(stored))
@@ -137,7 +115,7 @@ def _line(row: Sequence[Any], marker: str) -> str | None:
         part, _, stored = part.partition(_MARK)
         part = part.replace(marker, _test_start_time(stored), 1)
     analysis = _analysis(row[1], row[2], row[3], row[4], row[5], row[6], row[7])
-    return f'{part[:-1]},"analysis":{analysis},"signed":{_signed(row[8:15])}}}\n'
+    return f'{part[:-1]},"analysis":{analysis},"signed":{signed_text(row[8:15])}}}\n'
 
 
 def jsonl_pages(
@@ -154,3 +132,24 @@ def jsonl_pages(
             line = _line(row, quoted)
             lines.append(line if line is not None else jsonl_line(stored_row(conn, row[-1])).decode())
         yield Page(lines, partitions)
+
+
+_SECOND_OF = "strftime('{}', measurement_start_time / 1000000, 'unixepoch')"
+# export_lines.DOCUMENT_COLUMNS, as SQLite writes them (times as Python formats them, for the years
+# summary_sql_applies admits).
+_DOCUMENT_SQL = {
+    "start": _SECOND_OF.format("%Y-%m-%d %H:%M:%S"),
+    "started": _SECOND_OF.format("%Y%m%dT%H%M%SZ"),
+    "received_at": "strftime('%Y-%m-%dT%H:00:00Z', received_at / 1000000, 'unixepoch')",
+    **TOKEN_COLUMNS,
+}
+_DOCUMENT_COLUMNS = ", ".join(_DOCUMENT_SQL.get(name, name) for name in DOCUMENT_COLUMNS)
+
+
+def document_rows(
+    conn: sqlite3.Connection, f: MeasurementFilter, page_rows: int = PAGE_ROWS, *, partitioned: bool = False
+) -> Iterator[tuple[list[Any], list[tuple[str, str]] | None]]:
+    """The selection's rows as export_lines.DOCUMENT_COLUMNS (then, with ``partitioned``, day and country,
+    then start time and uid) in the store's order, a keyset page at a time, and their partitions; only
+    where ``export_rows.summary_sql_applies``."""
+    return keyset_pages(conn, _DOCUMENT_COLUMNS, (), f, page_rows, partitioned)

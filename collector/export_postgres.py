@@ -21,18 +21,28 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 from gatewatch.core.measurement import as_utc
 from gatewatch.core.vocabulary import SCHEME_BLIND_TOKEN
 
+from .export_lines import DOCUMENT_COLUMNS
 from .export_rows import Page
 from .store.base import MeasurementFilter, filter_sql
 from .store.postgres import PostgresStore
 
-__all__ = ["COPY_PAGE_ROWS", "copy_summary_page", "from_copy_text", "summary_copy_applies"]
+__all__ = [
+    "COPY_PAGE_ROWS",
+    "DOCUMENT_PAGE_ROWS",
+    "copy_summary_page",
+    "document_page",
+    "documents_apply",
+    "from_copy_text",
+    "summary_copy_applies",
+]
 
 COPY_PAGE_ROWS: Final = 20_000  # rows per COPY (~20 MB of CSV held at once; 5,000 a page: 20% slower)
+DOCUMENT_PAGE_ROWS: Final = 2000  # rows per page of columns for JSON Lines and OONI (a few MB)
 
 
 def _quoted(expression: str) -> str:
@@ -98,6 +108,19 @@ def from_copy_text(data: bytes) -> bytes:
 
 async def summary_copy_applies(store: PostgresStore, f: MeasurementFilter) -> bool:
     """Whether COPY writes the selection's summary exactly as the row path does (one scan of it)."""
+    years, odd_flags = await _formats_as_python(store, f)
+    return years and not odd_flags
+
+
+async def documents_apply(store: PostgresStore, f: MeasurementFilter) -> bool:
+    """Whether :func:`document_page` formats the selection's times as Python does (one scan of it; the
+    flags are decoded by Python there)."""
+    years, _ = await _formats_as_python(store, f)
+    return years
+
+
+async def _formats_as_python(store: PostgresStore, f: MeasurementFilter) -> tuple[bool, bool]:
+    """(every start and receive time in years 1000-9999, some flag not printable ASCII) in the selection."""
     where, params = filter_sql(f, lambda n: f"${n}", as_utc)
     (low, high, received_low, received_high, odd_flags), *_ = await store.export_fetch(
         "SELECT min(measurement_start_time), max(measurement_start_time), min(received_at),"
@@ -106,9 +129,9 @@ async def summary_copy_applies(store: PostgresStore, f: MeasurementFilter) -> bo
         *params,
     )
     if low is None:
-        return True
+        return True, False
     years = (_year(low), _year(high), _year(received_low), _year(received_high))
-    return not odd_flags and all(_LOWEST <= year <= _HIGHEST for year in years)
+    return all(_LOWEST <= year <= _HIGHEST for year in years), bool(odd_flags)
 
 
 def _year(value: datetime) -> int:
@@ -162,3 +185,37 @@ async def copy_summary_page(
     data = b"".join(pieces)
     page = _partitioned_page(data) if partitioned else Page([from_copy_text(data)] if data else [])
     return page, ((last[0][0], last[0][1]) if last else None)
+
+
+# export_lines.DOCUMENT_COLUMNS, as PostgreSQL writes them (times as Python formats them, for the years
+# documents_apply admits).
+_DOCUMENT_SQL = {
+    "start": "to_char(measurement_start_time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')",
+    "started": "to_char(measurement_start_time AT TIME ZONE 'UTC', 'YYYYMMDD\"T\"HH24MISS\"Z\"')",
+    "received_at": f"to_char(received_at AT TIME ZONE 'UTC', {_HOUR})",
+    "flags": "array_to_json(flags)::text",
+}
+_DOCUMENTS = ", ".join(_DOCUMENT_SQL.get(name, name) for name in DOCUMENT_COLUMNS)
+
+
+async def document_page(
+    store: PostgresStore,
+    f: MeasurementFilter,
+    after: tuple[datetime, str] | None,
+    page_rows: int = DOCUMENT_PAGE_ROWS,
+    *,
+    partitioned: bool = False,
+) -> tuple[list[tuple[Any, ...]], tuple[datetime, str] | None]:
+    """The next ``page_rows`` rows after ``after`` (in the store's order) as :data:`DOCUMENT_COLUMNS`
+    (export_lines.py), each followed by its UTC day and country with ``partitioned``, then its start time
+    and uid; and where the next page starts (None after the last)."""
+    where, params = filter_sql(f, lambda n: f"${n}", as_utc, after)
+    extra = f"{_DAY}, probe_cc, " if partitioned else ""
+    rows = await store.export_fetch(
+        f"SELECT {_DOCUMENTS}, {extra}measurement_start_time, measurement_uid"
+        f" FROM measurements{where}{_ORDER} LIMIT {int(page_rows) + 1}",
+        *params,
+    )
+    if len(rows) > page_rows:
+        return rows[:page_rows], (rows[page_rows - 1][-2], rows[page_rows - 1][-1])
+    return rows, None

@@ -3,9 +3,12 @@
 The API runs this in a child process of its own (export_process.py: the GIL stays with ingest). Wherever
 it runs, the event loop only relays chunks: reading, encoding and (for Parquet) the DuckDB conversion all
 happen off it. Pages are read through the store (its reader thread for SQLite, its pool for PostgreSQL),
-so a store that closes or fails mid-way fails the export. For SQLite the CSV/Parquet summary is read as
-ready-made text (:mod:`.export_rows`); every other case encodes :class:`StoredMeasurement` pages with the
-same functions as :mod:`.exports`, so the bytes are the same either way.
+so a store that closes or fails mid-way fails the export. For SQLite the CSV/Parquet summary and JSON
+Lines are read as ready-made text (:mod:`.export_rows`, :mod:`.export_documents`), for PostgreSQL the
+summary by COPY (:mod:`.export_postgres`); OONI records (both stores) and PostgreSQL's JSON Lines are
+written from pages of columns (:mod:`.export_lines`); every other case (times the store formats
+otherwise) encodes :class:`StoredMeasurement` pages with the functions of :mod:`.exports`, whose bytes
+the fast paths reproduce (tested).
 
 Memory is bounded by one page being encoded plus ``QUEUE_CHUNKS`` chunks waiting for a slow client;
 when the client goes away the thread stops at its next chunk and the staging files are removed.
@@ -19,19 +22,21 @@ import shutil
 import sqlite3
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from datetime import UTC
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from .export_documents import jsonl_pages
+from .export_documents import document_rows, jsonl_pages
+from .export_lines import jsonl_record, ooni_record
 from .export_parquet import parquet_pipe, pipes_supported
-from .export_postgres import copy_summary_page, summary_copy_applies
+from .export_postgres import copy_summary_page, document_page, documents_apply, summary_copy_applies
 from .export_rows import PAGE_ROWS, Page, page_bytes, summary_pages, summary_sql_applies
 from .exports import CHUNK_SIZE, convert_to_parquet, csv_header, csv_line, jsonl_line, ooni_line
 from .store.base import MeasurementFilter, Store, StoredMeasurement
 from .store.postgres import PostgresStore
-from .store.sqlite import SQLiteStore
+from .store.sqlite import SQLiteStore, stored_row
 
 __all__ = ["QUEUE_CHUNKS", "row_partition", "stream_export", "stream_pages"]
 
@@ -104,29 +109,35 @@ _SQL_PAGES: dict[str, Callable[..., Iterator[Page]]] = {
 }
 
 
+def _sqlite_read(
+    bridge: _Bridge, store: SQLiteStore, make: Callable[[sqlite3.Connection], Iterator[_T]]
+) -> Iterator[_T]:
+    """What ``make``'s iterator gives, each item made on the store's reader thread; the next is read
+    (sqlite3 releases the GIL while SQLite works) while the caller uses this one."""
+    items: Iterator[_T] | None = None
+
+    def next_item(conn: sqlite3.Connection) -> _T | None:
+        nonlocal items
+        if items is None:
+            items = make(conn)
+        return next(items, None)
+
+    reading = bridge.submit(store.read(next_item))
+    while (item := reading.result()) is not None:
+        reading = bridge.submit(store.read(next_item))
+        yield item
+
+
 def _sqlite_pages(
     bridge: _Bridge, store: SQLiteStore, fmt: str, f: MeasurementFilter, partitioned: bool
 ) -> Iterator[Page] | None:
     """The records page by page from SQL (export_rows.py, export_documents.py), or None where SQLite's
-    time formatting would differ from Python's. The next page is read (sqlite3 releases the GIL while
-    SQLite works) while this one is encoded."""
+    time formatting would differ from Python's."""
     if fmt not in _SQL_PAGES or not bridge.wait(store.read(summary_sql_applies)):
         return None
-    pages: Iterator[Page] | None = None
-
-    def next_page(conn: sqlite3.Connection) -> Page | None:
-        nonlocal pages
-        if pages is None:
-            pages = _SQL_PAGES[fmt](conn, f, PAGE_ROWS, partitioned=partitioned)
-        return next(pages, None)
-
-    def generate() -> Iterator[Page]:
-        reading = bridge.submit(store.read(next_page))
-        while (page := reading.result()) is not None:
-            reading = bridge.submit(store.read(next_page))
-            yield page
-
-    return generate()
+    return _sqlite_read(
+        bridge, store, lambda conn: _SQL_PAGES[fmt](conn, f, PAGE_ROWS, partitioned=partitioned)
+    )
 
 
 def _postgres_pages(
@@ -151,6 +162,72 @@ def _postgres_pages(
     return generate()
 
 
+_RowPage = tuple[list[Any], list[tuple[str, str]] | None]  # rows of columns, and their partitions
+
+
+def _postgres_rows(
+    bridge: _Bridge, store: PostgresStore, f: MeasurementFilter, partitioned: bool
+) -> Iterator[_RowPage]:
+    """Pages of export_lines.DOCUMENT_COLUMNS (export_postgres.py); the next is read while this one is
+    encoded."""
+    reading = bridge.submit(document_page(store, f, None, partitioned=partitioned))
+    while True:
+        rows, after = reading.result()
+        if after is not None:
+            reading = bridge.submit(document_page(store, f, after, partitioned=partitioned))
+        if rows:
+            yield rows, [(row[-4], row[-3]) for row in rows] if partitioned else None
+        if after is None:
+            return
+
+
+_DOCUMENT_RECORDS: dict[str, Callable[[Sequence[Any], str], bytes | None]] = {
+    "jsonl": lambda row, _marker: jsonl_record(row),
+    "ooni": ooni_record,
+}
+
+
+def _document_pages(
+    bridge: _Bridge, store: Store, fmt: str, f: MeasurementFilter, partitioned: bool
+) -> Iterator[Page] | None:
+    """JSON Lines or OONI records written from pages of columns (export_lines.py), or None where the
+    store's time formatting would differ from Python's. The odd row export_lines leaves is read again
+    and written the exact way. (Encoding pages in worker processes did not pay on two shared cores:
+    bench/export.py, 200,000 rows, OONI 32-45k rows/s with a pool of two against 41-45k without.)"""
+    raw: Iterator[_RowPage]
+    exact_rows: Callable[[list[str]], dict[str, StoredMeasurement]]
+    if isinstance(store, SQLiteStore):
+        if not bridge.wait(store.read(summary_sql_applies)):
+            return None
+        raw = _sqlite_read(
+            bridge, store, lambda conn: document_rows(conn, f, PAGE_ROWS, partitioned=partitioned)
+        )
+        exact_rows = lambda uids: bridge.wait(  # noqa: E731
+            store.read(lambda conn: {uid: stored_row(conn, uid) for uid in uids})
+        )
+    elif isinstance(store, PostgresStore):
+        if not bridge.wait(documents_apply(store, f)):
+            return None
+        raw = _postgres_rows(bridge, store, f, partitioned)
+        exact_rows = lambda uids: bridge.wait(store.export_rows(uids))  # noqa: E731
+    else:
+        return None
+    record, exact = _DOCUMENT_RECORDS[fmt], _LINE_ENCODERS[fmt]
+    marker = "gatewatch-" + uuid.uuid4().hex  # stands for analysis in an OONI record: no payload guesses it
+
+    def generate() -> Iterator[Page]:
+        for rows, partitions in raw:
+            lines = [record(row, marker) for row in rows]
+            missing = [row[-1] for row, line in zip(rows, lines, strict=True) if line is None]
+            if missing:
+                stored = exact_rows(missing)
+                pairs = zip(rows, lines, strict=True)
+                lines = [exact(stored[row[-1]]) if line is None else line for row, line in pairs]
+            yield Page(lines, partitions)  # type: ignore[arg-type]
+
+    return generate()
+
+
 def row_partition(row: StoredMeasurement) -> tuple[str, str]:
     """The row's (UTC day ``YYYY-MM-DD``, country), as the SQL pages give it."""
     return row.measurement_start_time.astimezone(UTC).strftime("%Y-%m-%d"), row.probe_cc
@@ -167,6 +244,10 @@ def _pages(
         from_copy = _postgres_pages(bridge, store, f, partitioned)
         if from_copy is not None:
             return from_copy
+    if fmt == "ooni" or (fmt == "jsonl" and isinstance(store, PostgresStore)):
+        from_columns = _document_pages(bridge, store, fmt, f, partitioned)
+        if from_columns is not None:
+            return from_columns
     encode = _LINE_ENCODERS[fmt]
     return (
         Page(list(map(encode, rows)), list(map(row_partition, rows)) if partitioned else None)

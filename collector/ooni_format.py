@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Final
+from functools import lru_cache
+from typing import Any, Final, NamedTuple
 
 from gatewatch.core.measurement import ooni_time
 from gatewatch.core.vocabulary import blocking_value
@@ -37,7 +38,10 @@ __all__ = [
     "DNS_RCODES",
     "GATEWATCH_KEY",
     "OONI_TEST_NAME",
+    "RowFacts",
     "endpoint",
+    "judgement_keys",
+    "ooni_document_of",
     "ooni_measurement",
     "report_id",
 ]
@@ -70,9 +74,12 @@ def report_id(row: StoredMeasurement, payload: dict[str, Any]) -> str:
     """An OONI-shaped report id (``YYYYMMDDThhmmssZ_webconnectivity_CC_ASN_n1_<16 hex>``), stable for a
     measurement: its tail is the uid's random part, so it identifies nothing the uid does not."""
     started = row.measurement_start_time.strftime("%Y%m%dT%H%M%SZ")
-    asn = row.probe_asn[2:] if row.probe_asn.startswith("AS") else "0"
-    tail = row.measurement_uid.replace("-", "")[-16:]
-    return f"{started}_webconnectivity_{row.probe_cc}_{asn}_n1_{tail}"
+    return _report_id(started, row.probe_cc, row.probe_asn, row.measurement_uid)
+
+
+def _report_id(started: str, probe_cc: str, probe_asn: str, uid: str) -> str:
+    asn = probe_asn[2:] if probe_asn.startswith("AS") else "0"
+    return f"{started}_webconnectivity_{probe_cc}_{asn}_n1_{uid.replace('-', '')[-16:]}"
 
 
 def _rcode(text: Any) -> int | None:
@@ -199,10 +206,10 @@ def _request(transaction: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     return doc, extra
 
 
-def _judgement_keys(row: StoredMeasurement, verdict: Any) -> dict[str, Any]:
+def judgement_keys(stored_blocking: str, verdict: Any) -> dict[str, Any]:
     """ts-017's verdict keys, from the server's verdict (blocking from the stored column, the truth)."""
     try:
-        blocking = blocking_value(row.blocking)
+        blocking = blocking_value(stored_blocking)
     except ValueError:  # written by another version of the collector: no verdict OONI could read
         blocking = None
     accessible = None if blocking is None else blocking is False
@@ -226,10 +233,39 @@ def _experiment_failures(queries: list[Any], requests: list[Any]) -> dict[str, A
     return {"dns_experiment_failure": dns_failure, "http_experiment_failure": http_failure}
 
 
+class RowFacts(NamedTuple):
+    """What the OONI document takes from a stored row's columns besides its payload (times as text:
+    ``start`` in OONI's form, ``started`` as :func:`report_id` writes it)."""
+
+    measurement_uid: str
+    input: str
+    probe_cc: str
+    probe_asn: str
+    start: str
+    started: str
+
+
 def ooni_measurement(row: StoredMeasurement, analysis: dict[str, Any]) -> dict[str, Any]:
     """One stored row as an OONI Web Connectivity measurement. ``analysis`` is the server's judgement as the
     other exports publish it (:func:`gatewatch.collector.exports.judgement`), kept under the extra key."""
-    payload = json.loads(row.payload)
+    facts = RowFacts(
+        row.measurement_uid,
+        row.input,
+        row.probe_cc,
+        row.probe_asn,
+        ooni_time(row.measurement_start_time),
+        row.measurement_start_time.strftime("%Y%m%dT%H%M%SZ"),
+    )
+    return ooni_document_of(
+        json.loads(row.payload), facts, analysis, judgement_keys(row.blocking, analysis.get("verdict"))
+    )
+
+
+def ooni_document_of(
+    payload: dict[str, Any], facts: RowFacts, analysis: Any, judged: dict[str, Any]
+) -> dict[str, Any]:
+    """:func:`ooni_measurement` from the decoded payload, the row's other columns, ``analysis`` (or what
+    stands for it until it is spliced in: export_lines.py) and :func:`judgement_keys` of the row."""
     keys = payload.get("test_keys") or {}
     control = keys.get("control") if isinstance(keys.get("control"), dict) else None
     queries = [q for q in keys.get("queries") or [] if isinstance(q, dict)]
@@ -240,7 +276,7 @@ def ooni_measurement(row: StoredMeasurement, analysis: dict[str, Any]) -> dict[s
     ooni_tls, tls_extras = zip(*map(_tls_handshake, handshakes), strict=True) if handshakes else ((), ())
     ooni_requests, request_extras = zip(*map(_request, requests), strict=True) if requests else ((), ())
     test_keys: dict[str, Any] = {
-        **_judgement_keys(row, analysis.get("verdict")),
+        **judged,
         **_experiment_failures(queries, requests),
         "control_failure": keys.get("control_failure"),
         "control": control,
@@ -261,29 +297,34 @@ def ooni_measurement(row: StoredMeasurement, analysis: dict[str, Any]) -> dict[s
     return {
         "annotations": payload.get("annotations") or {},
         "data_format_version": DATA_FORMAT_VERSION,
-        "input": row.input,
-        "measurement_start_time": ooni_time(row.measurement_start_time),
-        "measurement_uid": row.measurement_uid,
-        "probe_asn": row.probe_asn,
-        "probe_cc": row.probe_cc,
+        "input": facts.input,
+        "measurement_start_time": facts.start,
+        "measurement_uid": facts.measurement_uid,
+        "probe_asn": facts.probe_asn,
+        "probe_cc": facts.probe_cc,
         "probe_network_name": payload.get("probe_network_name") or "",
-        "report_id": report_id(row, payload),
+        "report_id": _report_id(facts.started, facts.probe_cc, facts.probe_asn, facts.measurement_uid),
         "resolver_asn": payload.get("resolver_asn"),
         "software_name": payload.get("software_name"),
         "software_version": payload.get("software_version"),
         "test_keys": test_keys,
         "test_name": OONI_TEST_NAME,
         "test_runtime": payload.get("test_runtime"),
-        "test_start_time": _test_start_time(payload, row),
+        "test_start_time": _test_start_time(payload.get("test_start_time"), facts.start),
         "test_version": payload.get("test_version"),
     }
 
 
-def _test_start_time(payload: dict[str, Any], row: StoredMeasurement) -> str:
-    text = payload.get("test_start_time")
+def _test_start_time(text: Any, start: str) -> str:
+    if isinstance(text, str):
+        return _ooni_start(text) or start
+    return start
+
+
+@lru_cache(maxsize=4096)
+def _ooni_start(text: str) -> str | None:
+    """A payload's test start time in OONI's form, or None where it is not a time."""
     try:
-        if isinstance(text, str):
-            return ooni_time(datetime.fromisoformat(text))
+        return ooni_time(datetime.fromisoformat(text))
     except ValueError:  # also TimeOutOfRange
-        pass
-    return ooni_time(row.measurement_start_time)
+        return None

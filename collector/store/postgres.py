@@ -350,6 +350,17 @@ class PostgresStore:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"postgresql: {exc}") from exc
 
+    async def export_rows(self, uids: Sequence[str]) -> dict[str, StoredMeasurement]:
+        """The stored rows of ``uids`` by uid: the few rows an export writes the exact way
+        (collector/export_stream.py)."""
+        sql = f"SELECT {_COLUMNS} FROM measurements WHERE measurement_uid = ANY($1::text[])"
+        try:
+            async with self._pool.acquire() as conn:
+                records = await conn.fetch(sql, list(uids))
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreError(f"postgresql: {exc}") from exc
+        return {record["measurement_uid"]: _from_record(record) for record in records}
+
     async def export_copy(
         self, query: str, args: Sequence[object], output: Callable[[bytes], Awaitable[None]]
     ) -> None:
