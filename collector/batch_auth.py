@@ -30,7 +30,6 @@ from gatewatch.core.batch_token import BatchTokenError, TokenParts, verify_token
 from gatewatch.core.vocabulary import (
     DOUBLE_SPEND,
     FORGED_TOKEN,
-    SCHEME_BLIND_TOKEN,
     TOKEN_REQUIRED,
     UNKNOWN_IDENTIFIED_KEY,
     UNKNOWN_KEY,
@@ -40,6 +39,7 @@ from gatewatch.core.wire import BatchToken
 
 from .appkeys import SETTINGS_KEY
 from .issuer import ISSUER_KEY
+from .judging import token_fields
 from .metrics import TOKEN_METRICS_KEY
 from .store.base import StoredMeasurement, TokenSpend
 
@@ -176,13 +176,6 @@ def _b64decode(value: str) -> bytes:
 
 
 def token_row(row: StoredMeasurement, signature: bytes, token: TokenParts) -> StoredMeasurement:
-    """The stored row of a token-signed item: its signature, the ephemeral key and the token beside it."""
-    return replace(
-        row,
-        signature_scheme=SCHEME_BLIND_TOKEN,
-        signature=signature,
-        ephemeral_key=token.ephemeral_public_key,
-        token=token.token,
-        token_epoch=token.epoch,
-        token_key_id=token.key_id,
-    )
+    """The stored row of a token-signed item: its signature, the ephemeral key and the token beside it
+    (ingest's checks write them into the row as they build it; this is for a row built without)."""
+    return replace(row, **token_fields(signature, token))
