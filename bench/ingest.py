@@ -243,8 +243,9 @@ async def upload(
         if client == "process":
             context = multiprocessing.get_context("spawn")
             conn, child_conn = context.Pipe()
-            process = context.Process(target=_client_process, args=(child_conn, url, bodies, concurrency))
-            process.start()
+            started = context.Process(target=_client_process, args=(child_conn, url, bodies, concurrency))
+            started.start()
+            process = started
             if await _from_client(conn) != "ready":
                 raise SystemExit("the client process did not start")
             cpu = time.process_time() + _processes_cpu(pids)
