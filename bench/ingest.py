@@ -246,6 +246,7 @@ async def upload(
             started = context.Process(target=_client_process, args=(child_conn, url, bodies, concurrency))
             started.start()
             process = started
+            child_conn.close()  # the child's end is the child's alone: if it dies, recv sees the end
             if await _from_client(conn) != "ready":
                 raise SystemExit("the client process did not start")
             cpu = time.process_time() + _processes_cpu(pids)
