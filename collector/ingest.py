@@ -259,6 +259,7 @@ async def _ingest(request: web.Request, metrics: IngestMetrics) -> web.Response:
         datetime.now(UTC),
         request.app[GEO_KEY],
         request.app.get(CONTROL_JUDGE_KEY),
+        auth.token,
     )
     ephemeral = auth.token.ephemeral_public_key if auth.token is not None else None
     if ephemeral is None:
@@ -334,9 +335,10 @@ def _check_keys(request: web.Request, auth: batch_auth.BatchAuth, items: Sequenc
 
 
 def _token_rows(request: web.Request, items: Sequence[Item]) -> None:
+    """The token's fields in the rows the checks built without (the check worker processes')."""
     token = request[BATCH_AUTH_KEY].token
     for item in items:
-        if token is not None and item.row is not None:
+        if token is not None and item.row is not None and item.row.token is None:
             item.row = batch_auth.token_row(item.row, item.signature, token)
 
 

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from gatewatch.analysis import analyse
 from gatewatch.analysis.fingerprints import FingerprintDB
+from gatewatch.core.batch_token import TokenParts
 from gatewatch.core.envelope import Envelope, EnvelopeError, verify
 from gatewatch.core.measurement import Measurement
 from gatewatch.core.vocabulary import (
@@ -37,7 +38,7 @@ from gatewatch.core.wire import IngestItemResult, ItemStatus
 
 from .appkeys import GeoLookup
 from .geoip import GeoInfo
-from .judging import NO_VERDICT, mismatch_flags, rederive_dns_answers, stored_row
+from .judging import NO_VERDICT, mismatch_flags, rederive_dns_answers, stored_row, token_fields
 from .settings import Settings
 from .store.base import StoredMeasurement
 from .vouched_control import ControlJudge
@@ -97,7 +98,8 @@ def verify_items(raw: Sequence[Any], first_index: int = 0) -> list[Item]:
 @dataclass(frozen=True)
 class Judging:
     """What judging a batch needs: ``geo`` is the submitting connection's network, ``geodb`` the databases
-    for DNS answers, ``judge_control`` the vouched-control check (None: the agent's control as given)."""
+    for DNS answers, ``judge_control`` the vouched-control check (None: the agent's control as given),
+    ``token`` the batch's token (its fields go into the rows of the items its ephemeral key signed)."""
 
     settings: Settings
     fingerprints: FingerprintDB
@@ -105,6 +107,7 @@ class Judging:
     now: datetime
     geodb: GeoLookup | None = None
     judge_control: ControlJudge | None = None
+    token: TokenParts | None = None
 
 
 def judge_items(items: Sequence[Item], judging: Judging) -> int:
@@ -148,7 +151,11 @@ def judge_items(items: Sequence[Item], judging: Judging) -> int:
             verdict = NO_VERDICT
             flags = (*flags, ANALYSIS_ERROR)
             failures += 1
-        item.row = stored_row(m, verdict, flags, item.payload, now)
+        token = judging.token
+        signed = None
+        if token is not None and item.public_key == token.ephemeral_public_key:
+            signed = token_fields(item.signature, token)
+        item.row = stored_row(m, verdict, flags, item.payload, now, signed)
     return failures
 
 

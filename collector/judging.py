@@ -6,19 +6,35 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import lru_cache
+from typing import Any
 from urllib.parse import urlsplit
 
+from gatewatch.core.batch_token import TokenParts
 from gatewatch.core.bogons import is_bogon
 from gatewatch.core.measurement import Measurement, WebTestKeys
 from gatewatch.core.observations import DNSAnswer, DNSQuery
 from gatewatch.core.verdicts import Verdict
-from gatewatch.core.vocabulary import ASN_MISMATCH, CC_MISMATCH, WITHHELD_ASN, WITHHELD_CC, blocking_label
+from gatewatch.core.vocabulary import (
+    ASN_MISMATCH,
+    CC_MISMATCH,
+    SCHEME_BLIND_TOKEN,
+    WITHHELD_ASN,
+    WITHHELD_CC,
+    blocking_label,
+)
 
 from .appkeys import GeoLookup
 from .geoip import GeoInfo
 from .store.base import StoredMeasurement
 
-__all__ = ["NO_VERDICT", "domain_of", "mismatch_flags", "rederive_dns_answers", "stored_row"]
+__all__ = [
+    "NO_VERDICT",
+    "domain_of",
+    "mismatch_flags",
+    "rederive_dns_answers",
+    "stored_row",
+    "token_fields",
+]
 
 
 # Distinct URLs and DNS answers whose domain and bogon-ness are remembered: ingest meets the same test-list
@@ -95,10 +111,28 @@ def rederive_dns_answers(keys: WebTestKeys, routable: tuple[str, ...], geo: GeoL
 NO_VERDICT = Verdict(blocking=None, accessible=None)
 
 
+def token_fields(signature: bytes, token: TokenParts) -> dict[str, Any]:
+    """The stored row's fields of a token-signed item: its signature, the ephemeral key and the token."""
+    return {
+        "signature_scheme": SCHEME_BLIND_TOKEN,
+        "signature": signature,
+        "ephemeral_key": token.ephemeral_public_key,
+        "token": token.token,
+        "token_epoch": token.epoch,
+        "token_key_id": token.key_id,
+    }
+
+
 def stored_row(
-    m: Measurement, verdict: Verdict, flags: tuple[str, ...], payload: bytes, now: datetime
+    m: Measurement,
+    verdict: Verdict,
+    flags: tuple[str, ...],
+    payload: bytes,
+    now: datetime,
+    signed: dict[str, Any] | None = None,
 ) -> StoredMeasurement:
-    """What the store keeps: the signed bytes as they came, and the server's own verdict beside them."""
+    """What the store keeps: the signed bytes as they came, and the server's own verdict beside them;
+    ``signed``: how they are signed when not by a long-term key (:func:`token_fields`)."""
     fingerprint = verdict.fingerprint
     return StoredMeasurement(
         measurement_uid=m.measurement_uid,
@@ -116,6 +150,7 @@ def stored_row(
         verdict_json=verdict.model_dump_json(),
         payload=payload,
         flags=flags,
+        **(signed or {}),
     )
 
 

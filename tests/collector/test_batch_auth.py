@@ -273,3 +273,12 @@ def test_batch_digest_of_real_envelopes(sign: Any) -> None:
     items = [sign() for _ in range(3)]
     assert batch_digest(items) == _reference_digest(items)
     assert batch_digest(items) != batch_digest(items[::-1])
+
+
+@pytest.mark.parametrize("odd", ['"', "\\", "\x7f", "\x1f", "\x00", "é", "\ud800", "~ !"])
+@pytest.mark.parametrize("key", ["format", "payload", "public_key", "signature"])
+def test_batch_digest_escapes_what_json_escapes_in_any_envelope_value(odd: str, key: str) -> None:
+    item = {"format": "ed25519-v1", "payload": "QUJD" * 300, "public_key": "a+/=", "signature": "c2ln"}
+    item[key] = item[key][:8] + odd + item[key][8:]
+    assert batch_digest([item]) == _reference_digest([item])
+    assert batch_digest([item]) != batch_digest([item | {key: item[key].replace(odd, "")}])

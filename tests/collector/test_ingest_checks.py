@@ -12,12 +12,20 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gatewatch.analysis.fingerprints import load_default_fingerprints
+from gatewatch.collector.batch_auth import token_row
 from gatewatch.collector.ingest_checks import VERIFY_CHUNK, Judging, check_batch
 from gatewatch.collector.settings import Settings
 from gatewatch.collector.vouched_control import ControlJudge
 from gatewatch.core import envelope
+from gatewatch.core.batch_token import TokenParts
 from gatewatch.core.measurement import Measurement
-from gatewatch.core.vocabulary import BAD_SIGNATURE, INVALID_ENVELOPE, INVALID_MEASUREMENT, TOO_OLD
+from gatewatch.core.vocabulary import (
+    BAD_SIGNATURE,
+    INVALID_ENVELOPE,
+    INVALID_MEASUREMENT,
+    SCHEME_BLIND_TOKEN,
+    TOO_OLD,
+)
 
 from .conftest import CONTROL_SECRET, TEST_SIGNER
 
@@ -76,3 +84,28 @@ def test_overlapped_and_one_after_the_other_agree(
     # the measurement that is not one is rejected once its key may sign
     (bad,), _ = check_batch([raw[4]], judging, None)
     assert (bad.status, bad.reason) == ("rejected", INVALID_MEASUREMENT)
+
+
+def test_a_token_batch_rows_carry_the_token_as_token_row_would_write_it(
+    sign: Callable[..., dict[str, Any]], make_measurement: Callable[..., Measurement], agent_key: Any
+) -> None:
+    """Judged with the batch's token, the items its ephemeral key signed get rows equal to the rows judged
+    without it and then given the token by ``batch_auth.token_row``; other keys' rows stay long-term."""
+    raw = _batch(sign, make_measurement)
+    ephemeral = envelope.public_key_bytes(agent_key)
+    token = TokenParts(epoch=7, key_id="k1", ephemeral_public_key=ephemeral, token=b"t" * 300)
+    plain = _judging()
+    with_token = dataclasses.replace(plain, token=token)
+    (without, _), (signed, _) = (check_batch(raw, j, None) for j in (plain, with_token))
+    rows = 0
+    for before, after in zip(without, signed, strict=True):
+        assert (before.status, before.reason) == (after.status, after.reason)
+        if before.row is None:
+            assert after.row is None
+        elif before.public_key == ephemeral:
+            assert after.row == token_row(before.row, before.signature, token)
+            assert after.row.signature_scheme == SCHEME_BLIND_TOKEN and after.row.signature == after.signature
+            rows += 1
+        else:
+            assert after.row == before.row and after.row.token is None
+    assert rows >= 3
