@@ -33,7 +33,7 @@ from typing import Any
 from gatewatch.core.measurement import Measurement
 
 from . import spellings
-from .identity import PRIVATE, SCRUBBED, Identity, parse_address
+from .identity import PRIVATE, SCRUBBED, Identity, parse_address, teredo_obfuscated
 from .spellings import V6_ANY, Tell
 
 __all__ = [
@@ -281,20 +281,22 @@ _SCALARS = frozenset({int, float, bool})
 
 
 def _v6_groups(identity: Identity) -> tuple[tuple[str, ...], ...] | None:
-    """Without an IPv6 address of ours, an IPv6 token is ours only as the v4-mapped or NAT64 form of one of
-    our IPv4 addresses (Identity.replacement): its last two groups then spell that address, and their hex
-    digits (zeros in front aside, any case) are in the text. These groups, lower case, of each IPv4
-    address; None (always scan) with an IPv6 address of ours, or an IPv4 one with no non-zero group."""
+    """Without an IPv6 address of ours, an IPv6 token is ours only as a form carrying one of our IPv4
+    addresses (Identity.replacement: v4-mapped, NAT64, IPv4-compatible, 6to4, Teredo): two of its groups then
+    spell that address (Teredo's with every bit flipped), and their hex digits (zeros in front aside, any
+    case) are in the text. These groups, lower case, of each IPv4 address and of its Teredo form; None
+    (always scan) with an IPv6 address of ours, or an IPv4 one with no non-zero group."""
     if any(ip.version == 6 for ip in (*identity.own_addresses, *identity.lan_addresses)):
         return None
     if identity._own_v6_prefixes:
         return None
     found = []
     for value, _ in identity._v4_targets:
-        groups = tuple(g for g in (f"{value >> 16:x}", f"{value & 0xFFFF:x}") if g != "0")
-        if not groups:
-            return None
-        found.append(groups)
+        for carried in (value, int(teredo_obfuscated(ipaddress.IPv4Address(value)))):  # Teredo flips bits
+            groups = tuple(g for g in (f"{carried >> 16:x}", f"{carried & 0xFFFF:x}") if g != "0")
+            if not groups:
+                return None
+            found.append(groups)
     return tuple(found)
 
 

@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from gatewatch.core.bogons import embedded_v4
+
 from . import spellings
 from .spellings import Tell
 
@@ -23,7 +25,6 @@ PRIVATE = "private"
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _NAME_PATTERN = r"(?<![A-Za-z0-9-])(?:%s)\.?(?![A-Za-z0-9-])"  # a whole host name, maybe with its root dot
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 def parse_address(text: str) -> IPAddress | None:
@@ -157,11 +158,8 @@ class Identity:
 
     def replacement(self, ip: IPAddress) -> str | None:
         candidates = [ip]
-        if isinstance(ip, ipaddress.IPv6Address):
-            if ip.ipv4_mapped is not None:
-                candidates.append(ip.ipv4_mapped)
-            if ip in _NAT64:
-                candidates.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        if isinstance(ip, ipaddress.IPv6Address) and (inner := embedded_v4(ip)) is not None:
+            candidates.append(inner)  # v4-mapped, 6to4, Teredo, NAT64, IPv4-compatible: our IPv4 inside
         if any(c in self.own_addresses or c in self._own_reversed for c in candidates):
             return SCRUBBED
         if isinstance(ip, ipaddress.IPv6Address) and any(ip in net for net in self._own_v6_prefixes):
@@ -199,12 +197,16 @@ def _tells(
     for ip in reversed_own:
         if isinstance(ip, ipaddress.IPv4Address):
             found.update(spellings.v4_tells(ip))
+            found.add(tuple(frozenset({part}) for part in _hex_tell(ip)))
+            found.add(tuple(frozenset({part}) for part in _hex_tell(teredo_obfuscated(ip))))
     for ip in own | lan:
         found.add(tuple(frozenset({part}) for part in _tell(ip)))
         if isinstance(ip, ipaddress.IPv4Address):
             found.update(spellings.v4_tells(ip))
             # Also spelled as two hex groups (NAT64 "64:ff9b::cb00:7107", v4-mapped "::ffff:cb00:7107").
             found.add(tuple(frozenset({part}) for part in _hex_tell(ip)))
+            # Teredo's client address: the same two groups, every bit flipped (RFC 4380 §4).
+            found.add(tuple(frozenset({part}) for part in _hex_tell(teredo_obfuscated(ip))))
     for net in prefixes:
         head = net.network_address.exploded.replace(":", "")[:16]
         found.add((frozenset({".".join(reversed(head))}),))  # reversed nibbles
@@ -221,6 +223,11 @@ def _tell(ip: IPAddress) -> tuple[str, ...]:
         return tuple(str(octet) for octet in ip.packed)
     groups = [f"{int(g, 16):x}" for g in ip.exploded.split(":")[:4]]
     return tuple(g for g in groups if g != "0") or ("::",)
+
+
+def teredo_obfuscated(ip: ipaddress.IPv4Address) -> ipaddress.IPv4Address:
+    """``ip`` as a Teredo address's last two groups carry it: every bit flipped (RFC 4380 §4)."""
+    return ipaddress.IPv4Address(int(ip) ^ 0xFFFFFFFF)
 
 
 def _hex_tell(ip: ipaddress.IPv4Address) -> tuple[str, ...]:

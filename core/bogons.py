@@ -21,7 +21,7 @@ import ipaddress
 from collections.abc import Iterable
 from functools import lru_cache
 
-__all__ = ["is_bogon", "routable_networks"]
+__all__ = ["embedded_v4", "is_bogon", "routable_networks"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -53,8 +53,9 @@ def routable_networks(cidrs: tuple[str, ...]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
 
 
-def _embedded_v4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 form carries, if it is one of the forms that route to IPv4."""
+def embedded_v4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 form carries, if it is one of the forms that route to IPv4 (v4-mapped, 6to4,
+    Teredo's client, NAT64, IPv4-compatible)."""
     if ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     if ip.sixtofour is not None:
@@ -69,7 +70,7 @@ def _embedded_v4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
 def _is_bogon(ip: Address) -> bool:
     if isinstance(ip, ipaddress.IPv4Address):
         return any(ip in net for net in _V4_BOGONS)
-    inner = _embedded_v4(ip)
+    inner = embedded_v4(ip)
     if inner is not None and any(inner in net for net in _V4_BOGONS):
         return True
     if ip in _SIX_TO_FOUR or any(ip in net for net in _NAT64):

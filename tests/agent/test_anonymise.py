@@ -102,6 +102,13 @@ def test_a_public_or_loopback_resolver_is_kept() -> None:
         ("::ffff:203.0.113.7", f"::ffff:{SCRUBBED}"),
         ("::ffff:cb00:7107", SCRUBBED),  # v4-mapped, hex form
         ("64:ff9b::cb00:7107", SCRUBBED),  # NAT64
+        ("2002:cb00:7107::1", SCRUBBED),  # 6to4
+        ("2001:0:c633:6401:0:ffff:34ff:8ef8", SCRUBBED),  # Teredo: the client's address with its bits flipped
+        ("::cb00:7107", SCRUBBED),  # IPv4-compatible
+        (
+            "2002:cb00:7108::1 and 2001:0:c633:6401:0:ffff:34ff:8ef7",
+            "2002:cb00:7108::1 and 2001:0:c633:6401:0:ffff:34ff:8ef7",
+        ),
         ("2001%3Adb8%3A1%3A%3A7", SCRUBBED),  # percent-encoded in a URL
         ("7.113.0.203.in-addr.arpa.", SCRUBBED),
         # Another network's /64 is left alone; an address in our own /64 is ours (privacy addresses rotate).
@@ -208,7 +215,17 @@ def test_a_wire_hash_that_happens_to_spell_our_address_is_dropped_and_changes_no
     )
 
 
-@pytest.mark.parametrize("spelling", ["64:ff9b::cb00:7107", "::ffff:cb00:7107", "::FFFF:CB00:7107"])
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "64:ff9b::cb00:7107",
+        "::ffff:cb00:7107",
+        "::FFFF:CB00:7107",
+        "2002:cb00:7107::1",
+        "2001:0:c633:6401:0:ffff:34ff:8ef8",
+        "2001:0:C633:6401::FFFF:34FF:8EF8",
+    ],
+)
 def test_hex_spellings_of_our_ipv4_address_are_scrubbed_in_long_texts_too(spelling: str) -> None:
     identity = Identity.of(own_addresses=["203.0.113.7"])
     body = "x" * 5000 + f" client={spelling} " + "y" * 5000  # long: only scanned when the tells are there
@@ -336,26 +353,34 @@ def test_the_check_without_a_copy_agrees_with_the_walk(echoed: int, own: int, sa
         assert walk.changed
 
 
+_TEREDO = "2001:0:c633:6401:0:ffff:"  # a Teredo server (198.51.100.1) and flags: the client follows
 _V6_SEPARATORS = [":", "%3A", "%3a", "&#58;", "&colon;", "\\u003a", "-"]
 
 
 @st.composite
 def _mapped_echo(draw: st.DrawFn) -> tuple[Identity, str]:
-    """An IPv4-only identity, and a text holding IPv6 tokens: v4-mapped and NAT64 forms of its addresses
+    """An IPv4-only identity, and a text holding IPv6 tokens: v4-mapped, NAT64, IPv4-compatible, 6to4 and
+    Teredo forms of its addresses
     (forwards, backwards, the LAN's) or of others, in any case, padding, compression and separator."""
-    own = ipaddress.IPv4Address(draw(st.integers(1 << 24, (1 << 32) - 1)))
-    lan = ipaddress.IPv4Address(draw(st.integers(1 << 24, (1 << 32) - 1)))
+    # Not 255.255.255.255: its Teredo form has no non-zero group, so the scan always runs (v6_groups None).
+    own = ipaddress.IPv4Address(draw(st.integers(1 << 24, (1 << 32) - 2)))
+    lan = ipaddress.IPv4Address(draw(st.integers(1 << 24, (1 << 32) - 2)))
     identity = Identity.of(own_addresses=[str(own)], lan_addresses=[str(lan)])
     backwards = ipaddress.IPv4Address(bytes(reversed(own.packed)))
     other = ipaddress.IPv4Address(draw(st.integers(0, (1 << 32) - 1)))
     parts = []
     for _ in range(draw(st.integers(1, 3))):
         v4 = draw(st.sampled_from([own, lan, backwards, other]))
-        prefix = draw(st.sampled_from(["::ffff:", "0:0:0:0:0:ffff:", "64:ff9b::", "64:ff9b:0:0:0:0:"]))
-        high, low = int(v4) >> 16, int(v4) & 0xFFFF
+        prefix = draw(
+            st.sampled_from(
+                ["::ffff:", "0:0:0:0:0:ffff:", "64:ff9b::", "64:ff9b:0:0:0:0:", "::", "2002:", _TEREDO]
+            )
+        )
+        carried = int(v4) ^ 0xFFFFFFFF if prefix == _TEREDO else int(v4)  # Teredo flips the client's bits
+        high, low = carried >> 16, carried & 0xFFFF
         pad = draw(st.integers(0, 4))
-        token = prefix + f"{high:0{pad}x}:{low:0{pad}x}"
-        if low == 0 and draw(st.booleans()) and not prefix.endswith("::"):
+        token = prefix + f"{high:0{pad}x}:{low:0{pad}x}" + ("::1" if prefix == "2002:" else "")
+        if low == 0 and draw(st.booleans()) and prefix not in ("::", "64:ff9b::", "2002:"):
             token = prefix + f"{high:x}::"
         token = token if draw(st.booleans()) else token.upper()
         token = token.replace(":", draw(st.sampled_from(_V6_SEPARATORS)))
