@@ -174,12 +174,13 @@ class Identity:
 
 
 def _with_embedded(addresses: Iterable[IPAddress]) -> frozenset[IPAddress]:
-    """The addresses, plus the IPv4 address inside any v4-mapped one (both spellings are ours)."""
+    """The addresses, plus the IPv4 address inside any IPv6 form that carries one (v4-mapped, 6to4, Teredo,
+    NAT64: the IPv4 address is ours too)."""
     found: set[IPAddress] = set()
     for ip in addresses:
         found.add(ip)
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            found.add(ip.ipv4_mapped)
+        if isinstance(ip, ipaddress.IPv6Address) and (inner := embedded_v4(ip)) is not None:
+            found.add(inner)
     return frozenset(found)
 
 

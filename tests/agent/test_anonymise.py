@@ -411,3 +411,13 @@ def test_the_ipv6_scan_always_runs_with_an_ipv6_address_of_ours() -> None:
     assert _Scrubber(Identity.of(own_addresses=[OWN_V4], lan_addresses=["fd00::1"])).v6_groups is None
     text = "mapped ::ffff:cb00:7107 and 64-ff9b--CB00-7107"
     assert scrub_text(text, Identity.of([OWN_V4])).count(SCRUBBED) == 2
+
+
+@pytest.mark.parametrize(
+    "own", ["::ffff:203.0.113.7", "2002:cb00:7107::1", "2001:0:c633:6401:0:ffff:34ff:8ef8"]
+)
+def test_the_ipv4_address_inside_an_ipv6_address_of_ours_is_ours_too(own: str) -> None:
+    identity = Identity.of(own_addresses=[own])
+    assert scrub_text("seen from 203.0.113.7 and 7.113.0.203.in-addr.arpa", identity) == (
+        f"seen from {SCRUBBED} and {SCRUBBED}"
+    )
