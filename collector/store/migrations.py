@@ -212,6 +212,31 @@ SQLITE: tuple[Migration, ...] = (
             "ALTER TABLE measurements ADD COLUMN token_ref INTEGER REFERENCES batch_tokens (token_ref)",
         ),
     ),
+    (
+        5,
+        (
+            # Issue 16, stored bytes of token batches. The unique index of migration 4 held a second copy of
+            # each batch's whole token (~400 bytes a batch, as much as the row): it is found now by 16 bytes
+            # of its RSA signature (sqlite_tokens._token_ref compares the whole token on the rows found).
+            # The signature's bytes, unlike the agent-chosen prefix before them, no agent can pick, so no
+            # agent can crowd one index key. Without UNIQUE, one writer at a time (BEGIN IMMEDIATE) and the
+            # look-up before the insert keep one row per token.
+            "DROP INDEX batch_tokens_by_token",
+            "CREATE INDEX batch_tokens_by_signature ON batch_tokens (substr(batch_token, 33, 16))",
+            # Spent tokens are found only by their id: WITHOUT ROWID keeps each id once, in the primary
+            # key's B-tree, instead of a table and an index holding it.
+            """CREATE TABLE spent_tokens_v5 (
+                spent_id BLOB PRIMARY KEY,
+                batch_digest BLOB NOT NULL,
+                epoch INTEGER NOT NULL,
+                key_id TEXT NOT NULL
+            ) WITHOUT ROWID""",
+            "INSERT INTO spent_tokens_v5 (spent_id, batch_digest, epoch, key_id)"
+            " SELECT spent_id, batch_digest, epoch, key_id FROM spent_tokens",
+            "DROP TABLE spent_tokens",
+            "ALTER TABLE spent_tokens_v5 RENAME TO spent_tokens",
+        ),
+    ),
 )
 
 POSTGRES: tuple[Migration, ...] = (

@@ -135,8 +135,8 @@ def batch_token_ref(
 
 def _token_ref(conn: sqlite3.Connection, parts: tuple[object, ...]) -> int:
     found = conn.execute(
-        "SELECT token_ref FROM batch_tokens WHERE batch_token = ? AND batch_ephemeral_key = ?"
-        " AND batch_epoch = ? AND batch_key_id = ?",
+        "SELECT token_ref FROM batch_tokens WHERE substr(batch_token, 33, 16) = substr(?1, 33, 16)"
+        " AND batch_token = ?1 AND batch_ephemeral_key = ?2 AND batch_epoch = ?3 AND batch_key_id = ?4",
         parts,
     ).fetchone()
     if found is not None:

@@ -1,12 +1,15 @@
-"""Upgrading a SQLite store that holds data from the schema before (version 3) to the current one: every
-row and envelope survives as it was, old verdicts (JSON text) are read beside new ones (deflated)."""
+"""Upgrading a SQLite store that holds data from an older schema to the current one: every row, envelope
+and spent token survives as it was, old verdicts (JSON text) are read beside new ones (deflated)."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from gatewatch.collector.store import MeasurementFilter
+from gatewatch.collector.store.base import DoubleSpend, TokenSpend
 from gatewatch.collector.store.migrations import SQLITE
 from gatewatch.collector.store.sqlite import SQLiteStore, _row_values
 from gatewatch.core.vocabulary import SCHEME_BLIND_TOKEN
@@ -71,6 +74,54 @@ async def test_upgrade_keeps_every_row_and_envelope(tmp_path: Path) -> None:
         (sql,) = conn.execute("SELECT sql FROM sqlite_schema WHERE name = 'envelopes'").fetchone()
         assert "WITHOUT ROWID" in sql
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        conn.close()
+
+
+async def test_upgrade_from_version_4_keeps_spent_and_batch_tokens(tmp_path: Path) -> None:
+    """Migration 5 rebuilds ``spent_tokens`` and re-indexes ``batch_tokens``: a token spent before still
+    refuses another batch and still lets its own batch be resent; a batch's token is still found again."""
+    path = tmp_path / "v4.db"
+    spent = TokenSpend(b"t" * 32, b"d" * 32, 2901, "ik-1")
+    token = {**token_of(1), "token": b"p" * 32 + bytes(range(256))}  # the prefix, then the RSA signature
+    old = row(1, **token)
+    conn = _database_at(path, 4)
+    conn.execute(
+        "INSERT INTO spent_tokens VALUES (?, ?, ?, ?)", (spent.spent_id, spent.batch_digest, 2901, "ik-1")
+    )
+    cursor = conn.execute(
+        "INSERT INTO batch_tokens (batch_token, batch_ephemeral_key, batch_epoch, batch_key_id)"
+        " VALUES (?, ?, ?, ?)",
+        (old.token, old.ephemeral_key, old.token_epoch, old.token_key_id),
+    )
+    conn.execute(
+        f"INSERT INTO measurements VALUES ({', '.join('?' * 22)})",
+        _row_values(old, int(cursor.lastrowid or 0)),
+    )
+    conn.close()
+
+    store = await SQLiteStore.open(str(path))
+    try:
+        with pytest.raises(DoubleSpend):
+            await store.insert_batch(
+                [row(2)], [envelope_of(row(2))], TokenSpend(b"t" * 32, b"e" * 32, 2901, "ik-1")
+            )
+        resent = await store.insert_batch([old], [envelope_of(old)], spent)
+        assert resent.replayed and resent.inserted == [False]
+        same_token = row(3, **token)
+        assert await store.insert_many([same_token], [envelope_of(same_token)]) == [True]
+        stored, _ = await store.page(MeasurementFilter(), None, 100)
+        assert stored == [old, same_token]
+    finally:
+        await store.close()
+
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT count(*) FROM batch_tokens").fetchone() == (1,)  # found, not made again
+        assert conn.execute("SELECT count(*) FROM spent_tokens").fetchone() == (1,)
+        (sql,) = conn.execute("SELECT sql FROM sqlite_schema WHERE name = 'spent_tokens'").fetchone()
+        assert "WITHOUT ROWID" in sql
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     finally:
         conn.close()
