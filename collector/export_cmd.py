@@ -15,7 +15,8 @@ thread while this one compresses), each page's records written once per file, so
 are mostly one day's; at most ``max_open`` are open at once and the least recently used
 is closed when another is needed. Reopening one appends a new gzip member, which every gzip reader
 concatenates. Parquet cannot be appended to: its rows are staged as CSV per partition and each
-staging file is converted by duckdb (one thread, a memory limit) once every row is read.
+staging file is converted by duckdb (one thread, a memory limit) once the rows have passed its day, while
+the next days' files are written (export_parquet.ConversionQueue).
 
 Each file is written under a ``.partial`` name and renamed when the whole export has succeeded, so a
 failed run leaves the previous complete files (and manifest) in place and no half-written one under the
@@ -44,11 +45,11 @@ from typing import IO, Any
 from gatewatch.core.measurement import format_utc
 from gatewatch.core.vocabulary import WITHHELD_CC
 
+from .export_parquet import ConversionQueue
 from .export_rows import Page, page_bytes
 from .export_stream import row_partition, stream_pages
 from .exports import (
     COLUMN_TYPES,
-    convert_all_to_parquet,
     csv_header,
     csv_line,
     jsonl_line,
@@ -187,11 +188,14 @@ async def _write_pages(
     max_open: int,
     compresslevel: int,
     written: dict[Path, int],
+    converter: ConversionQueue | None = None,
 ) -> None:
     """Every page's records into their files' work paths, one write per file and page; ``written`` gets
-    each final path begun and its row count."""
+    each final path begun and its row count. With ``converter`` (staged formats), each day's files are
+    converted once the rows have passed that day, while the next days' are written."""
     open_files: OrderedDict[Path, IO[bytes] | _GzipWriter] = OrderedDict()  # least recently used first
     finals: dict[tuple[str, str], Path] = {}
+    unconverted: dict[Path, str] = {}  # staged files not submitted to ``converter`` yet: their day
     try:
         async for page in pages:
             assert page.partitions is not None
@@ -201,10 +205,16 @@ async def _write_pages(
                 if group is None:
                     groups[partition] = group = []
                 group.append(line)
+            if converter is not None and groups:
+                _convert_days_before(min(day for day, _ in groups), unconverted, open_files, converter, spec)
             for partition, lines in groups.items():
                 final = finals.get(partition)
                 if final is None:
                     final = finals[partition] = out_dir / _partition_file(*partition, fmt)
+                if converter is not None and final not in unconverted:
+                    if final in written:  # submitted already: a row out of day order, written after it
+                        converter.wait()
+                    unconverted[final] = partition[0]
                 writer = open_files.get(final)
                 if writer is not None:
                     open_files.move_to_end(final)
@@ -222,9 +232,29 @@ async def _write_pages(
                     open_files[final] = writer
                 writer.write(page_bytes(lines))
                 written[final] += len(lines)
+        if converter is not None:
+            _convert_days_before(None, unconverted, open_files, converter, spec)
     finally:
         for writer in open_files.values():
             writer.close()
+
+
+def _convert_days_before(
+    day: str | None,
+    unconverted: dict[Path, str],
+    open_files: OrderedDict[Path, IO[bytes] | _GzipWriter],
+    converter: ConversionQueue,
+    spec: PartitionFormat,
+) -> None:
+    """Close and submit every staged file of a day before ``day`` (None: all): rows come in start-time
+    order, so those files are complete."""
+    for final, its_day in list(unconverted.items()):
+        if day is None or its_day < day:
+            del unconverted[final]
+            writer = open_files.pop(final, None)
+            if writer is not None:
+                writer.close()
+            converter.submit(_work_path(final, spec), final.with_name(final.name + _PARTIAL))
 
 
 async def _row_pages(rows: AsyncIterable[StoredMeasurement], fmt: str) -> AsyncIterator[Page]:
@@ -289,14 +319,16 @@ async def _export_pages(
 ) -> list[Path]:
     spec = PARTITION_FORMATS[fmt]
     written: dict[Path, int] = {}
+    converter = ConversionQueue() if spec.staged else None
     try:
-        await _write_pages(pages, out_dir, fmt, spec, max_open, compresslevel, written)
-        if spec.staged:
-            pairs = [(_work_path(final, spec), final.with_name(final.name + _PARTIAL)) for final in written]
-            await asyncio.to_thread(convert_all_to_parquet, pairs)
-            for staging, _ in pairs:
-                staging.unlink()
+        await _write_pages(pages, out_dir, fmt, spec, max_open, compresslevel, written, converter)
+        if converter is not None:
+            await asyncio.to_thread(converter.close)
+            for final in written:
+                _work_path(final, spec).unlink()
     except BaseException:
+        if converter is not None:  # no file of this export is written to once this returns
+            await asyncio.to_thread(converter.close, True)
         _remove_work(written, spec)
         raise
     for final in written:

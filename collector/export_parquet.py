@@ -10,12 +10,17 @@ Parquet file is byte for byte the one the staged conversion writes (tests/collec
 Failures on either side end the other: the writer gets ``BrokenPipeError`` when DuckDB stops reading, and
 DuckDB sees the end of its input when the writer closes (a half-written export is deleted by the caller).
 Waiting for DuckDB to open the pipe is bounded: a conversion that fails before it reads raises its error.
+
+A partitioned export (export_cmd.py) stages many small CSV files, one per day and country, and converts
+each once it is complete: :class:`ConversionQueue` converts them on one DuckDB thread, in one connection,
+while the caller goes on writing the next days' files, instead of all of them one after the other at the end.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -23,9 +28,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from .exports import convert_to_parquet
+from .exports import convert_all_to_parquet, convert_to_parquet
 
-__all__ = ["parquet_pipe", "pipes_supported"]
+__all__ = ["ConversionQueue", "parquet_pipe", "pipes_supported"]
 
 _OPEN_TIMEOUT: Final = 30.0  # seconds DuckDB may take to open its input (it takes milliseconds)
 _JOIN_TIMEOUT: Final = 600.0  # seconds DuckDB may take to finish after its input ends
@@ -98,3 +103,78 @@ def parquet_pipe(
         if converter.is_alive():  # the writer failed after DuckDB opened the pipe: it sees the end
             converter.join(_JOIN_TIMEOUT)
         fifo.unlink(missing_ok=True)
+
+
+class ConversionQueue:
+    """Staging CSV files converted to Parquet (:func:`.exports.convert_all_to_parquet`, one connection)
+    on a thread of their own, in the order they are submitted, while the caller writes others.
+
+    A file must not be written to while it waits or converts: to write to one again, :meth:`wait` first
+    (every file submitted so far converted), then submit it again (its target is written anew). A failed
+    conversion ends the thread: :meth:`submit`, :meth:`wait` and :meth:`close` raise its error.
+    """
+
+    def __init__(self, memory_limit: str = "256MB", threads: int = 1) -> None:
+        self._pending: queue.Queue[tuple[Path, Path] | None] = queue.Queue()
+        self._changed = threading.Condition()
+        self._submitted = self._converted = 0
+        self._stopped = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(memory_limit, threads), name="gatewatch-parquet-convert", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, memory_limit: str, threads: int) -> None:
+        try:
+            convert_all_to_parquet(self._pairs(), memory_limit, threads)
+        except BaseException as exc:  # handed to the caller's thread
+            self._error = exc
+        finally:
+            with self._changed:
+                self._stopped = True
+                self._changed.notify_all()
+
+    def _pairs(self) -> Iterator[tuple[Path, Path]]:
+        while (pair := self._pending.get()) is not None:
+            yield pair  # resumed once its COPY has finished
+            with self._changed:
+                self._converted += 1
+                self._changed.notify_all()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def submit(self, staging: Path, target: Path) -> None:
+        self._raise_error()
+        with self._changed:
+            self._submitted += 1
+        self._pending.put((staging, target))
+
+    def wait(self) -> None:
+        """Until every file submitted so far is converted."""
+        with self._changed:
+            done = self._changed.wait_for(
+                lambda: self._stopped or self._converted >= self._submitted, _JOIN_TIMEOUT
+            )
+        self._raise_error()
+        if not done:
+            raise TimeoutError("DuckDB did not finish converting the export's files")
+
+    def close(self, cancel: bool = False) -> None:
+        """No more files: until the last is converted, then raises a conversion's error. With ``cancel``
+        (the caller is failing with an error of its own), the files not begun are left unconverted and
+        nothing is raised; this still returns only once DuckDB writes no more."""
+        while cancel:
+            try:
+                self._pending.get_nowait()
+            except queue.Empty:
+                break
+        self._pending.put(None)
+        self._thread.join(_JOIN_TIMEOUT)
+        if cancel:
+            return
+        self._raise_error()
+        if self._thread.is_alive():
+            raise TimeoutError("DuckDB did not finish converting the export's files")
