@@ -44,6 +44,7 @@ from aiohttp import web
 
 from gatewatch.analysis import load_default_fingerprints
 from gatewatch.analysis.fingerprints import FingerprintDB
+from gatewatch.core.batch_token import TokenParts
 from gatewatch.core.measurement import Measurement
 from gatewatch.core.vocabulary import ANALYSIS_ERROR, STORE_UNAVAILABLE
 
@@ -119,14 +120,17 @@ def _start_worker(settings: Settings, signer: SignerParts | None) -> None:
 
 
 def _check_chunk(
-    raw: Sequence[Any], first_index: int, geo: GeoInfo | None, now: datetime, ephemeral: bytes | None
+    raw: Sequence[Any], first_index: int, geo: GeoInfo | None, now: datetime, token: TokenParts | None
 ) -> list[Item]:
-    """``check_batch`` of one chunk; an item left ``verified`` without a row is for the parent to judge."""
+    """``check_batch`` of one chunk; an item left ``verified`` without a row is for the parent to judge.
+    With the batch's ``token``, only its ephemeral key's items are judged, and their rows carry the token
+    as in the collector's own threads (not added by the parent afterwards: a copy of each row there)."""
     state = _state
     if state is None:
         raise RuntimeError("worker not started")
     items = verify_items(raw, first_index)
-    judging = Judging(state.settings, state.fingerprints, geo, now, state.geodb, state.judge_control)
+    judging = Judging(state.settings, state.fingerprints, geo, now, state.geodb, state.judge_control, token)
+    ephemeral = token.ephemeral_public_key if token is not None else None
     judge_items([i for i in items if ephemeral is None or i.public_key == ephemeral], judging)
     for item in items:
         if item.row is not None and ANALYSIS_ERROR in item.row.flags:
@@ -177,7 +181,7 @@ class CheckPool:
         return [p.pid for p in list(getattr(self._executor, "_processes", {}).values()) if p.pid is not None]
 
     async def check(
-        self, raw: Sequence[Any], geo: GeoInfo | None, now: datetime, ephemeral: bytes | None
+        self, raw: Sequence[Any], geo: GeoInfo | None, now: datetime, token: TokenParts | None
     ) -> list[Item]:
         """Every item verified, and judged where the workers can (see :func:`_check_chunk`). Raises
         :class:`RequestRefused` 503 when a worker died meanwhile (the pool is replaced)."""
@@ -187,7 +191,7 @@ class CheckPool:
         executor = self._executor
         try:
             chunks = await asyncio.gather(*(
-                loop.run_in_executor(executor, _check_chunk, raw[s : s + size], s, geo, now, ephemeral)
+                loop.run_in_executor(executor, _check_chunk, raw[s : s + size], s, geo, now, token)
                 for s in range(0, len(raw), size)
             ))  # fmt: skip
         except BrokenProcessPool:
