@@ -410,27 +410,17 @@ def main() -> None:
     if larger and (more_concurrency or more_processes):
         print("more rows: the setting that differs from the rows above is named at the end of each")
     more_modes = ["token"] if "token" in modes else modes  # the goal's scheme: keeps the run short
-    for concurrency in more_concurrency:
+    more = [(n, args.check_processes, f"concurrency {n}") for n in more_concurrency]
+    more += [
+        (args.concurrency, n, f"check_processes {n} ({process_count(n)} workers)") for n in more_processes
+    ]
+    for concurrency, processes, differs in more:
         for mode in more_modes:
             for size in larger:
-                _row(
-                    args,
-                    mode,
-                    size,
-                    "process",
-                    concurrency,
-                    args.check_processes,
-                    f"concurrency {concurrency}",
-                )
-    for processes in more_processes:
-        workers = process_count(processes)
-        for mode in more_modes:
-            for size in larger:
-                label = f"check_processes {processes} ({workers} workers)"
-                _row(args, mode, size, "process", args.concurrency, processes, label)
+                _row(args, mode, size, "process", concurrency, processes, differs)
 
 
-def _row(
+def _row(  # fmt: skip
     args: argparse.Namespace,
     mode: str,
     size: int,
