@@ -3,7 +3,8 @@ envelopes measured in the same run; and the stored bytes per measurement, as a r
 
     python bench/ingest.py                             # 3,000 measurements, batches of 1, 10 and 100,
                                                        # identified and with a token, 3 repeats, both clients
-    python bench/ingest.py --count 20000 --concurrency 4 --batches 100 --modes token --clients process
+    python bench/ingest.py --count 20000 --concurrency 4 --batches 100 --modes token --clients process \
+        --more-concurrency "" --more-check-processes ""
 
 The collector runs in this process behind a real TCP listener on 127.0.0.1 (routing, middlewares,
 verification, validation, re-analysis against the vouched control, durable SQLite commit, metrics), and
@@ -19,6 +20,10 @@ bare (one Ed25519 check each): ingest / bare is the figure (issue 16: >= 0.6 at 
 at 10). "by CPU": the same ratio from CPU time (this process's and the check workers', the inline
 client's included, over the bare loop's), steadier than wall time when other work shares the cores, but
 blind to what threads overlap and to waiting on the disk. Batches of 1 upload a fifth of the count.
+Then more rows, each differing from those in one setting it names: ``--more-concurrency`` uploads in
+flight at once (many volunteers: batches that arrive during a commit share the next one), and
+``--more-check-processes`` (the checks in worker processes), batches of 10 and more, own-process client,
+with a token only (the goal's scheme) unless only identified batches are asked for.
 Bytes: what the SQLite file (WAL checkpointed) grew by over an empty store's, per measurement, over the
 signed payload's size (goal <= 1.2). Medians and the spread (min-max) over the repeats. The
 measurements look like a real page load: DNS, TCP, one HTTP exchange, a vouched control.
@@ -46,7 +51,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gatewatch.collector.app import create_app
-from gatewatch.collector.ingest_processes import CHECK_POOL_KEY
+from gatewatch.collector.ingest_processes import CHECK_POOL_KEY, process_count
 from gatewatch.collector.issuer import ISSUER_KEY
 from gatewatch.collector.logging import AccessLogger
 from gatewatch.collector.settings import Settings
@@ -366,6 +371,18 @@ def main() -> None:
         help="where the uploading client runs: inline (in the collector's process, as before), process "
         "(its own process), or both, comma-separated",
     )
+    parser.add_argument(
+        "--more-concurrency",
+        default="4",
+        help="after the rows above, rows with this many uploads in flight (comma-separated; empty: none), "
+        "as many volunteers uploading at once: batches of 10 and more, own-process client, token",
+    )
+    parser.add_argument(
+        "--more-check-processes",
+        default="-1",
+        help="after those, rows with this check_processes setting (comma-separated; empty: none): "
+        "batches of 10 and more, own-process client, token, --concurrency uploads in flight",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     sizes = [int(size) for size in args.batches.split(",")]
@@ -375,6 +392,8 @@ def main() -> None:
         raise SystemExit(f"batch sizes 1..{BATCH}; modes identified, token")
     if not clients or set(clients) - set(CLIENTS):
         raise SystemExit("clients: inline and/or process")
+    more_concurrency = [int(n) for n in args.more_concurrency.split(",") if n.strip()]
+    more_processes = [int(n) for n in args.more_check_processes.split(",") if n.strip()]
 
     payload_bytes = len(base64.b64decode(signed_batches(1)[0][0]["payload"]))
     print(f"measurements: {args.count} per run ({args.count // 5} in batches of 1), {payload_bytes} B "
@@ -386,16 +405,34 @@ def main() -> None:
     for mode in modes:
         for size in sizes:
             for client in clients:
-                _row(args, mode, size, client)
+                _row(args, mode, size, client, args.concurrency, args.check_processes)
+    larger = [size for size in sizes if size > 1]
+    if larger and (more_concurrency or more_processes):
+        print("more rows: the setting that differs from the rows above is named at the end of each")
+    more_modes = ["token"] if "token" in modes else modes  # the goal's scheme: keeps the run short
+    more = [(n, args.check_processes, f"concurrency {n}") for n in more_concurrency]
+    more += [
+        (args.concurrency, n, f"check_processes {n} ({process_count(n)} workers)") for n in more_processes
+    ]
+    for concurrency, processes, differs in more:
+        for mode in more_modes:
+            for size in larger:
+                _row(args, mode, size, "process", concurrency, processes, differs)
 
 
-def _row(args: argparse.Namespace, mode: str, size: int, client: str) -> None:
+def _row(  # fmt: skip
+    args: argparse.Namespace,
+    mode: str,
+    size: int,
+    client: str,
+    concurrency: int,
+    check_processes: int,
+    differs: str = "",
+) -> None:
     count = max(size, args.count // 5) if size == 1 else args.count
     rates, bares, ratios, cpu_ratios, stored = [], [], [], [], []
     for _ in range(args.repeats):
-        rate, bare, cpu_ratio, bytes_ratio = _one_run(
-            count, size, mode, args.concurrency, args.check_processes, client
-        )
+        rate, bare, cpu_ratio, bytes_ratio = _one_run(count, size, mode, concurrency, check_processes, client)
         cpu_ratios.append(cpu_ratio)
         rates.append(rate)
         bares.append(bare)
@@ -404,7 +441,7 @@ def _row(args: argparse.Namespace, mode: str, size: int, client: str) -> None:
     label = f"{mode:10s} batch {size:>3} client {client:7s}"
     print(f"{label}: ingest {_show(rates, 0)}/s, bare verify {_show(bares, 0)}/s, ingest / bare "
           f"verify {_show(ratios)}, by CPU {_show(cpu_ratios)}, stored bytes / payload "
-          f"{_show(stored)}")  # fmt: skip
+          f"{_show(stored)}{', ' + differs if differs else ''}")  # fmt: skip
 
 
 if __name__ == "__main__":

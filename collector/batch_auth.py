@@ -177,5 +177,6 @@ def _b64decode(value: str) -> bytes:
 
 def token_row(row: StoredMeasurement, signature: bytes, token: TokenParts) -> StoredMeasurement:
     """The stored row of a token-signed item: its signature, the ephemeral key and the token beside it
-    (ingest's checks write them into the row as they build it; this is for a row built without)."""
+    (ingest's checks write them into the row as they build it, in its threads and in the check worker
+    processes alike; this is the same as a copy, what the tests compare those rows with)."""
     return replace(row, **token_fields(signature, token))

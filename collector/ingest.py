@@ -266,7 +266,7 @@ async def _ingest(request: web.Request, metrics: IngestMetrics) -> web.Response:
         _rate_limit_early(request, raw)
     pool = request.app.get(CHECK_POOL_KEY)
     if pool is not None:  # verified and judged in worker processes; what they left, here
-        items = await pool.check(raw, judging.geo, judging.now, ephemeral)
+        items = await pool.check(raw, judging.geo, judging.now, auth.token)
         failures = await _judge_left(items, judging, ephemeral)
     else:
         items, failures = await asyncio.to_thread(
@@ -280,7 +280,6 @@ async def _ingest(request: web.Request, metrics: IngestMetrics) -> web.Response:
     _rate_limit(request, items)
     if failures:
         metrics.analysis_errors.inc(failures)
-    _token_rows(request, items)
     new_rows = await _store(request, items, metrics)
     count_batch(request, REPLAYED_BATCH if request[REPLAYED_KEY] else None)
     _count(metrics, items)
@@ -332,14 +331,6 @@ def _check_keys(request: web.Request, auth: batch_auth.BatchAuth, items: Sequenc
     for item, allowed in zip(items, allowed_items, strict=True):
         if item.status == "verified" and not allowed:
             item.reject(BAD_SIGNATURE)
-
-
-def _token_rows(request: web.Request, items: Sequence[Item]) -> None:
-    """The token's fields in the rows the checks built without (the check worker processes')."""
-    token = request[BATCH_AUTH_KEY].token
-    for item in items:
-        if token is not None and item.row is not None and item.row.token is None:
-            item.row = batch_auth.token_row(item.row, item.signature, token)
 
 
 async def handle_measurements(request: web.Request) -> web.Response:

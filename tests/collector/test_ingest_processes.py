@@ -5,6 +5,7 @@ replaced and the same batch is stored once."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
 import signal
@@ -20,11 +21,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gatewatch.collector.ingest_processes import CHECK_POOL_KEY, process_count
 from gatewatch.collector.settings import Settings, SettingsError
+from gatewatch.collector.store.sqlite import stored_row
 from gatewatch.collector.vouched_control import ControlSigner
 from gatewatch.core import envelope
 from gatewatch.core.measurement import Measurement
+from gatewatch.core.vocabulary import SCHEME_BLIND_TOKEN
 
-from .conftest import ServedCollector, vouched
+from .conftest import ServedCollector, fetch_tokens, vouched
 from .test_ingest_verdicts import _golden_cases
 
 ROUTABLE = ("198.51.100.0/24", "203.0.113.0/24")  # the golden cases' sites (see test_ingest_verdicts.py)
@@ -158,3 +161,51 @@ def test_process_count() -> None:
     with pytest.raises(SettingsError, match="check_processes"):
         Settings(check_processes=-2)
     assert dataclasses.replace(Settings(), check_processes=2).check_processes == 2
+
+
+async def test_a_token_batch_is_stored_by_the_workers_as_by_the_collector(
+    serve_collector: Callable[..., Awaitable[ServedCollector]],
+    make_measurement: Callable[..., Measurement],
+    agent_key: Ed25519PrivateKey,
+    tmp_path: Path,
+) -> None:
+    """With a token, the workers write the token into the rows they build (the collector used to copy each
+    row to add it): every row is the in-process one, its signature, ephemeral key and token the batch's."""
+    measurements = [  # each with a vouched control: judged in the workers, not left to the collector
+        vouched(
+            make_measurement(input=case.url, test_keys=case.keys.model_copy(update={"control": case.control}))
+        )
+        for case in _golden_cases().CASES
+    ]
+    stored: list[list[Any]] = []
+    for processes in (0, 2):
+        db = tmp_path / f"token{processes}.db"
+        collector = await serve_collector(
+            db=f"sqlite:///{db}", check_processes=processes, control_allow_net=ROUTABLE
+        )
+        base = f"http://127.0.0.1:{collector.port}"
+        async with aiohttp.ClientSession(base_url=base) as client:
+            (held,) = await fetch_tokens(client, agent_key)
+            body = held.batch(measurements)
+            body["measurements"].append(envelope.sign(measurements[0].to_json_bytes(), _AGENT).model_dump())
+            async with client.post("/api/v1/measurements", json=body) as answer:
+                assert answer.status == 200
+                statuses = [r["status"] for r in (await answer.json())["results"]]
+        assert statuses == ["accepted"] * len(measurements) + ["rejected"]
+        ephemeral = envelope.public_key_bytes(held.ephemeral)
+        token = base64.b64decode(held.token.token)
+        rows = []
+        with sqlite3.connect(db) as conn:
+            for m, item in zip(measurements, body["measurements"], strict=False):
+                row = stored_row(conn, m.measurement_uid)
+                assert row.signature_scheme == SCHEME_BLIND_TOKEN
+                assert (row.signature, row.ephemeral_key, row.token, row.token_key_id) == (
+                    base64.b64decode(item["signature"]),
+                    ephemeral,
+                    token,
+                    held.token.key_id,
+                )
+                rows.append(dataclasses.replace(row, signature=None, ephemeral_key=None, token=None,
+                                                token_key_id=None, received_at=None))  # fmt: skip
+        stored.append(rows)
+    assert stored[0] == stored[1]
