@@ -12,7 +12,14 @@ import socket
 import ssl
 from typing import Literal
 
-__all__ = ["Connection", "PlainConnection", "TLSConnection", "format_address", "open_socket"]
+__all__ = [
+    "Connection",
+    "PlainConnection",
+    "TLSConnection",
+    "format_address",
+    "may_be_ip_literal",
+    "open_socket",
+]
 
 _READ_SIZE = 65536
 _MAX_ROUNDS = 4096  # socket reads per recv(): only a peer trickling TLS records byte by byte gets near it
@@ -35,6 +42,13 @@ def open_socket(kind: socket.SocketKind, destination_ip: str, source_address: st
         sock.close()
         raise
     return sock
+
+
+def may_be_ip_literal(text: str) -> bool:
+    """False when ``ipaddress.ip_address(text)`` would certainly raise: an IPv6 address has a colon, an IPv4
+    one only ASCII digits and dots. Host names are most of what the probes see, and a parse that raises
+    costs several times this test."""
+    return ":" in text or (text.isascii() and text.replace(".", "").isdigit())
 
 
 def format_address(ip: str, port: int) -> str:

@@ -22,7 +22,7 @@ from gatewatch.core.observations import DNSQuery, HTTPRequest, HTTPTransaction, 
 
 from . import dns, http, tcp, tls
 from .config import WebConfig
-from .connection import Connection, PlainConnection, format_address
+from .connection import Connection, PlainConnection, format_address, may_be_ip_literal
 from .trace import Trace
 
 __all__ = ["measure"]
@@ -41,10 +41,11 @@ class _Target:
 
 
 def _ascii_host(host: str) -> str:
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        pass
+    if may_be_ip_literal(host):
+        try:
+            return str(ipaddress.ip_address(host))
+        except ValueError:
+            pass
     try:
         name = host.rstrip(".").encode("idna").decode("ascii").lower()
     except UnicodeError as exc:

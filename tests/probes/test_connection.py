@@ -1,0 +1,35 @@
+"""probes/connection.py: the cheap test that spares parsing host names as IP addresses."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gatewatch.probes.connection import may_be_ip_literal
+
+_ADDRESSES = st.one_of(
+    st.ip_addresses().map(str),
+    st.ip_addresses(v=6).map(lambda ip: ip.exploded.upper()),
+    st.ip_addresses(v=6).map(lambda ip: f"{ip}%eth0"),  # a scope id: letters after the colons
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(_ADDRESSES, st.text(max_size=40), st.text("0123456789.:abcdefABCDEF%x", max_size=45)))
+def test_what_it_rules_out_is_no_ip_address(text: str) -> None:
+    """Whatever ipaddress.ip_address takes, may_be_ip_literal lets through."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return
+    assert may_be_ip_literal(text)
+
+
+@pytest.mark.parametrize(
+    "name", ["example.com", "www.gatewatch.lab", "1.2.3.4.example", "0x7f.1", "١٢٧.0.0.1"]
+)
+def test_host_names_are_ruled_out(name: str) -> None:
+    assert not may_be_ip_literal(name)
