@@ -36,6 +36,13 @@ Three lower bounds for the pass, each over every URL and divided by the agent's 
 The ratios are of the measuring time (first to last measurement, from the agent's own log) to each.
 Certificates of the lab's wildcard sites are issued before the pass, as real sites have theirs.
 
+Bytecode: pip writes a wheel's ``.pyc`` files when it installs the agent, so a volunteer's agent never
+compiles its sources at start. This machine may set PYTHONDONTWRITEBYTECODE (every start of the agent
+would then compile every gatewatch module again, ~0.1 s of CPU, counted in its CPU per URL): the agent
+runs without it, its modules compiled before the first pass into the usual ``__pycache__`` folders (a
+cache folder elsewhere, PYTHONPYCACHEPREFIX, would hold none of the standard library's and dependencies'
+bytecode, which pip and the interpreter keep beside their sources, and the first pass would compile those).
+
 The agent's peak RSS comes from wait4() on its process alone (the lab and collector are not counted).
 Whether scapy or aiohttp was imported is read inside the agent process at exit. Prints figures; asserts
 nothing.
@@ -220,11 +227,34 @@ class AgentLog:
         self._thread.join(timeout=10)
 
 
+AGENT_PACKAGES = ("agent", "core", "probes", "analysis")  # what the agent's process imports of gatewatch
+
+
+def bytecode_env() -> dict[str, str]:
+    """The agent's environment: bytecode written and read beside its modules (``__pycache__``, where pip
+    puts a wheel's and the interpreter's own are), compiled now, so that no pass compiles them (see the
+    module docstring)."""
+    import gatewatch.agent
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
+    root = Path(gatewatch.agent.__file__).parent.parent  # where this process's agent comes from
+    folders = [str(root / name) for name in AGENT_PACKAGES]
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *folders], env=env, check=True)
+    return env
+
+
 def run_agent(
-    args: argparse.Namespace, tmp: Path, lab: dict[str, Any], collector: str | None, name: str = "agent"
+    args: argparse.Namespace,
+    tmp: Path,
+    lab: dict[str, Any],
+    collector: str | None,
+    name: str,
+    env: dict[str, str],
 ) -> dict[str, Any]:
     data_dir = tmp / name
-    subprocess.run([*AGENT, "init", "--yes", "--data-dir", str(data_dir)], check=True, capture_output=True)
+    subprocess.run(
+        [*AGENT, "init", "--yes", "--data-dir", str(data_dir)], check=True, capture_output=True, env=env
+    )
     command = [
         *AGENT, "run",
         "--data-dir", str(data_dir),
@@ -238,7 +268,7 @@ def run_agent(
     ]  # fmt: skip
     command += ["--collector", collector] if collector else ["--no-upload"]
     # cProfile (CPU time) around the whole agent process: its figures then include the profiler's cost.
-    env = {**os.environ, PROFILE_ENV: str(args.profile)} if args.profile is not None else None
+    env = {**env, PROFILE_ENV: str(args.profile)} if args.profile is not None else env
     started = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     log = AgentLog(proc.stderr, proc.pid)
@@ -319,11 +349,12 @@ def main(args: argparse.Namespace) -> int:
                 collector = f"http://127.0.0.1:{port}/"
                 collector_proc = start_collector(args, tmp, lab, port)
                 wait_ready(f"{collector}readyz", collector_proc)
+            env = bytecode_env()
             for run in range(args.repeat):  # the floor and the agent alternate, so both see the same load
                 if args.repeat > 1:
                     lab_urls = [lab_url for _, lab_url in pairs]
                     floors.append(floor_pass(lab_urls, args.concurrency, lab["ca_file"], lab["resolver"]))
-                results.append(run_agent(args, tmp, lab, collector, f"agent-{run}"))
+                results.append(run_agent(args, tmp, lab, collector, f"agent-{run}", env))
         finally:
             if collector_proc is not None:
                 others["collector_cpu_s"] = stop_collector(collector_proc)
