@@ -25,7 +25,7 @@ from gatewatch.core import failures
 from gatewatch.core.observations import DNSAnswer, DNSQuery, DNSReply
 
 from .config import DNSConfig
-from .connection import format_address, is_bogon_address, may_be_ip_literal, open_socket
+from .connection import DatagramInbox, format_address, is_bogon_address, may_be_ip_literal, open_socket
 from .dns_wire import PlainReply, Reply, WireQuery, is_plain_name, make_query, parse_reply
 from .trace import Trace
 
@@ -178,27 +178,28 @@ async def _udp_exchange(
         except OSError as exc:
             return received, failures.classify(exc)
         deadline = loop.time() + config.timeout
-        for _ in range(_MAX_DATAGRAMS):
-            remaining = deadline - loop.time()
-            if remaining <= 0 or len(received) >= _MAX_REPLIES:
-                break
-            try:
-                async with asyncio.timeout(remaining):
-                    wire = await loop.sock_recv(sock, 65535)
-            except TimeoutError:
-                break
-            except OSError as exc:
-                if not received:
-                    return received, failures.classify(exc)
-                break
-            msg = parse_reply(query, wire)
-            if msg is None:
-                continue
-            received.append((_reply(msg, wire, trace.now(), config), msg))
-            if len(received) == 1:
-                deadline = loop.time() + config.linger
-                if first is not None and not first.done():
-                    first.set_result(None if msg.flags & dns.flags.TC else received[0][0].answers)
+        inbox = DatagramInbox(sock, _MAX_DATAGRAMS)
+        try:
+            for _ in range(_MAX_DATAGRAMS):
+                if deadline - loop.time() <= 0 or len(received) >= _MAX_REPLIES:
+                    break
+                wire = await inbox.next(deadline)
+                if wire is None:
+                    break  # the timeout (nothing yet) or the linger ended
+                if isinstance(wire, OSError):
+                    if not received:
+                        return received, failures.classify(wire)
+                    break
+                msg = parse_reply(query, wire)
+                if msg is None:
+                    continue
+                received.append((_reply(msg, wire, trace.now(), config), msg))
+                if len(received) == 1:
+                    deadline = loop.time() + config.linger
+                    if first is not None and not first.done():
+                        first.set_result(None if msg.flags & dns.flags.TC else received[0][0].answers)
+        finally:
+            inbox.close()
     if not received:
         return received, failures.GENERIC_TIMEOUT_ERROR
     return received, None

@@ -47,3 +47,45 @@ def test_the_remembered_bogon_test_is_core_s(address: str, routable: tuple[str, 
 
     assert is_bogon_address(address, routable) == is_bogon(address, routable)
     assert is_bogon_address(address, routable) == is_bogon(address, routable)
+
+
+async def test_the_inbox_reads_at_most_its_limit_and_gives_up_at_the_deadline() -> None:
+    """A flood of datagrams: only ``limit`` are read (the rest stay in the kernel); then nothing more
+    comes and ``next`` returns None at the deadline; an ICMP unreachable comes as the error in its place."""
+    import asyncio
+    import socket
+
+    from gatewatch.probes.connection import DatagramInbox
+
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.setblocking(False)
+            client.connect(server.getsockname())
+            client.send(b"?")
+            _, address = server.recvfrom(16)
+            for index in range(10):  # bounded
+                server.sendto(bytes([index]), address)
+            inbox = DatagramInbox(client, 3)
+            try:
+                got = [await inbox.next(loop.time() + 2) for _ in range(3)]
+                assert got == [b"\x00", b"\x01", b"\x02"]
+                started = loop.time()
+                assert await inbox.next(loop.time() + 0.05) is None
+                assert loop.time() - started >= 0.04
+            finally:
+                inbox.close()
+            assert client.recv(16) == b"\x03"  # left unread by the inbox
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as gone:
+            gone.bind(("127.0.0.1", 0))
+            port = gone.getsockname()[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.setblocking(False)
+            client.connect(("127.0.0.1", port))
+            client.send(b"?")  # nobody listens: the kernel answers with an ICMP port unreachable
+            inbox = DatagramInbox(client, 4)
+            try:
+                assert isinstance(await inbox.next(loop.time() + 2), ConnectionRefusedError)
+            finally:
+                inbox.close()
