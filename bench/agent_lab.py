@@ -36,12 +36,7 @@ Three lower bounds for the pass, each over every URL and divided by the agent's 
 The ratios are of the measuring time (first to last measurement, from the agent's own log) to each.
 Certificates of the lab's wildcard sites are issued before the pass, as real sites have theirs.
 
-Bytecode: pip writes a wheel's ``.pyc`` files when it installs the agent, so a volunteer's agent never
-compiles its sources at start. This machine may set PYTHONDONTWRITEBYTECODE (every start of the agent
-would then compile every gatewatch module again, ~0.1 s of CPU, counted in its CPU per URL): the agent
-runs without it, its modules compiled before the first pass into the usual ``__pycache__`` folders (a
-cache folder elsewhere, PYTHONPYCACHEPREFIX, would hold none of the standard library's and dependencies'
-bytecode, which pip and the interpreter keep beside their sources, and the first pass would compile those).
+The agent's modules are compiled before the first pass, as a wheel install has them (bytecode_env).
 
 The agent's peak RSS comes from wait4() on its process alone (the lab and collector are not counted).
 Whether scapy or aiohttp was imported is read inside the agent process at exit. Prints figures; asserts
@@ -71,7 +66,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from agent_imports import EXIT_RECORD, PROFILE_ENV
+from agent_imports import EXIT_RECORD, PROFILE_ENV, bytecode_env
 from probe_floor import floor_pass, spread, start_lab, stop_lab
 
 from gatewatch.agent.pacing import IN_FLIGHT_PER_SLOT
@@ -225,22 +220,6 @@ class AgentLog:
 
     def join(self) -> None:
         self._thread.join(timeout=10)
-
-
-AGENT_PACKAGES = ("agent", "core", "probes", "analysis")  # what the agent's process imports of gatewatch
-
-
-def bytecode_env() -> dict[str, str]:
-    """The agent's environment: bytecode written and read beside its modules (``__pycache__``, where pip
-    puts a wheel's and the interpreter's own are), compiled now, so that no pass compiles them (see the
-    module docstring)."""
-    import gatewatch.agent
-
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
-    root = Path(gatewatch.agent.__file__).parent.parent  # where this process's agent comes from
-    folders = [str(root / name) for name in AGENT_PACKAGES]
-    subprocess.run([sys.executable, "-m", "compileall", "-q", *folders], env=env, check=True)
-    return env
 
 
 def run_agent(

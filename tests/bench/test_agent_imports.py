@@ -1,5 +1,6 @@
-"""bench/agent_lab.py: the agent it runs loads its modules' bytecode (as a wheel install has it) instead of
-compiling them at each start, even where PYTHONDONTWRITEBYTECODE is set."""
+"""bench/agent_imports.py's bytecode_env, with which bench/agent_lab.py starts the agent: the agent loads its
+modules' bytecode (as a wheel install has it) instead of compiling them at each start, even where
+PYTHONDONTWRITEBYTECODE is set."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ MODULES = ("gatewatch.agent.runner", "gatewatch.probes.web", "gatewatch.core.wir
 
 def test_the_agent_runs_with_its_bytecode_compiled_beforehand() -> None:
     script = (
-        "import sys, json; sys.path.insert(0, 'bench'); import agent_lab;"
-        "print(json.dumps(agent_lab.bytecode_env()))"
+        "import sys, json; sys.path.insert(0, 'bench'); import agent_imports;"
+        "print(json.dumps(agent_imports.bytecode_env()))"
     )
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     done = subprocess.run(
