@@ -193,7 +193,13 @@ def validate_chain(chain: list[x509.Certificate], server_name: str, ca_file: str
 
 
 def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """``value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")`` without strftime's cost (twice per
+    certificate) for four-digit years; before year 1000, what the platform's %Y writes differs (padded or
+    not): strftime's own."""
+    v = value.astimezone(UTC)
+    if v.year < 1000:
+        return v.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{v.year}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}Z"
 
 
 @lru_cache(maxsize=_DESCRIBED)
