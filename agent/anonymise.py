@@ -64,10 +64,12 @@ class AnonymisationError(ValueError):
     """Scrubbing produced an invalid measurement (a bug: the measurement must not be kept)."""
 
 
+@functools.lru_cache(maxsize=256)
 def is_lan_address(address: str) -> bool:
     """True for addresses of a local network (private, link-local, CGNAT, ULA), not loopback.
 
-    Loopback is not identifying (every machine has 127.0.0.1), and labs live there.
+    Loopback is not identifying (every machine has 127.0.0.1), and labs live there. Remembered: every
+    measurement of a pass asks it of the same resolver address, and the answer is a function of the text.
     """
     try:
         ip = ipaddress.ip_address(address.split("%")[0])

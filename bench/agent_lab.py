@@ -36,6 +36,8 @@ Three lower bounds for the pass, each over every URL and divided by the agent's 
 The ratios are of the measuring time (first to last measurement, from the agent's own log) to each.
 Certificates of the lab's wildcard sites are issued before the pass, as real sites have theirs.
 
+The agent's modules are compiled before the first pass, as a wheel install has them (bytecode_env).
+
 The agent's peak RSS comes from wait4() on its process alone (the lab and collector are not counted).
 Whether scapy or aiohttp was imported is read inside the agent process at exit. Prints figures; asserts
 nothing.
@@ -64,7 +66,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from agent_imports import EXIT_RECORD, PROFILE_ENV
+from agent_imports import EXIT_RECORD, PROFILE_ENV, bytecode_env
 from probe_floor import floor_pass, spread, start_lab, stop_lab
 
 from gatewatch.agent.pacing import IN_FLIGHT_PER_SLOT
@@ -221,10 +223,17 @@ class AgentLog:
 
 
 def run_agent(
-    args: argparse.Namespace, tmp: Path, lab: dict[str, Any], collector: str | None, name: str = "agent"
+    args: argparse.Namespace,
+    tmp: Path,
+    lab: dict[str, Any],
+    collector: str | None,
+    name: str,
+    env: dict[str, str],
 ) -> dict[str, Any]:
     data_dir = tmp / name
-    subprocess.run([*AGENT, "init", "--yes", "--data-dir", str(data_dir)], check=True, capture_output=True)
+    subprocess.run(
+        [*AGENT, "init", "--yes", "--data-dir", str(data_dir)], check=True, capture_output=True, env=env
+    )
     command = [
         *AGENT, "run",
         "--data-dir", str(data_dir),
@@ -238,7 +247,7 @@ def run_agent(
     ]  # fmt: skip
     command += ["--collector", collector] if collector else ["--no-upload"]
     # cProfile (CPU time) around the whole agent process: its figures then include the profiler's cost.
-    env = {**os.environ, PROFILE_ENV: str(args.profile)} if args.profile is not None else None
+    env = {**env, PROFILE_ENV: str(args.profile)} if args.profile is not None else env
     started = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     log = AgentLog(proc.stderr, proc.pid)
@@ -319,11 +328,12 @@ def main(args: argparse.Namespace) -> int:
                 collector = f"http://127.0.0.1:{port}/"
                 collector_proc = start_collector(args, tmp, lab, port)
                 wait_ready(f"{collector}readyz", collector_proc)
+            env = bytecode_env()
             for run in range(args.repeat):  # the floor and the agent alternate, so both see the same load
                 if args.repeat > 1:
                     lab_urls = [lab_url for _, lab_url in pairs]
                     floors.append(floor_pass(lab_urls, args.concurrency, lab["ca_file"], lab["resolver"]))
-                results.append(run_agent(args, tmp, lab, collector, f"agent-{run}"))
+                results.append(run_agent(args, tmp, lab, collector, f"agent-{run}", env))
         finally:
             if collector_proc is not None:
                 others["collector_cpu_s"] = stop_collector(collector_proc)

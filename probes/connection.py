@@ -8,11 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import ssl
+from collections import deque
 from typing import Literal
 
-__all__ = ["Connection", "PlainConnection", "TLSConnection", "format_address", "open_socket"]
+from gatewatch.core.bogons import is_bogon
+
+__all__ = [
+    "Connection",
+    "DatagramInbox",
+    "PlainConnection",
+    "TLSConnection",
+    "format_address",
+    "is_bogon_address",
+    "may_be_ip_literal",
+    "open_socket",
+]
 
 _READ_SIZE = 65536
 _MAX_ROUNDS = 4096  # socket reads per recv(): only a peer trickling TLS records byte by byte gets near it
@@ -35,6 +48,20 @@ def open_socket(kind: socket.SocketKind, destination_ip: str, source_address: st
         sock.close()
         raise
     return sock
+
+
+def may_be_ip_literal(text: str) -> bool:
+    """False when ``ipaddress.ip_address(text)`` would certainly raise: an IPv6 address has a colon, an IPv4
+    one only ASCII digits and dots. Host names are most of what the probes see, and a parse that raises
+    costs several times this test."""
+    return ":" in text or (text.isascii() and text.replace(".", "").isdigit())
+
+
+@functools.lru_cache(maxsize=4096)
+def is_bogon_address(address: str, routable: tuple[str, ...]) -> bool:
+    """``core.bogons.is_bogon``, remembered: a pass meets the same answers again and again (a CDN's
+    addresses, a lab's few), and the answer is a function of the two arguments."""
+    return is_bogon(address, routable)
 
 
 def format_address(ip: str, port: int) -> str:
@@ -138,3 +165,58 @@ class TLSConnection(Connection):
             if pending:
                 self.sock.send(pending)
         self.sock.close()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class DatagramInbox:
+    """The datagrams of a connected UDP socket as they arrive, at most ``limit`` of them, with the error
+    reading one in its place (an ICMP unreachable, say). The socket stays registered with the event loop
+    from first to last datagram, instead of once per read (each registration costs the loop a selector
+    change both ways, and a DNS query that lingers for late replies reads at least twice). ``close()``
+    before the socket is closed."""
+
+    def __init__(self, sock: socket.socket, limit: int) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._sock = sock
+        self._items: deque[bytes | OSError] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._left = limit
+        self._loop.add_reader(sock.fileno(), self._readable)
+        self._reading = True
+
+    def _readable(self) -> None:
+        try:
+            item: bytes | OSError = self._sock.recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            item = exc
+        self._items.append(item)
+        self._left -= 1
+        if self._left <= 0:
+            self.close()  # the limit: nothing more is read (a flood stays in the kernel's buffer)
+        if self._waiter is not None:
+            _wake(self._waiter)
+
+    async def next(self, deadline: float) -> bytes | OSError | None:
+        """The next datagram (or the error reading it), or None when the loop's clock reaches ``deadline``
+        first."""
+        if not self._items:
+            waiter = self._loop.create_future()
+            self._waiter = waiter
+            timer = self._loop.call_at(deadline, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        return self._items.popleft() if self._items else None
+
+    def close(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._sock.fileno())

@@ -22,11 +22,11 @@ import dns.rcode
 import dns.rdatatype
 
 from gatewatch.core import failures
-from gatewatch.core.bogons import is_bogon
 from gatewatch.core.observations import DNSAnswer, DNSQuery, DNSReply
 
 from .config import DNSConfig
-from .connection import format_address, open_socket
+from .connection import DatagramInbox, format_address, is_bogon_address, may_be_ip_literal, open_socket
+from .dns_wire import PlainReply, Reply, WireQuery, is_plain_name, make_query, parse_reply
 from .trace import Trace
 
 __all__ = [
@@ -84,7 +84,26 @@ def system_resolver(path: Path = RESOLV_CONF) -> str:
     return "127.0.0.1"
 
 
-def _answers(msg: dns.message.Message, config: DNSConfig) -> list[DNSAnswer]:
+def _plain_answers(msg: PlainReply, config: DNSConfig) -> list[DNSAnswer]:
+    """The answers of a reply read by the fast path (dns_wire): A and AAAA rrsets only, read as
+    :func:`_answers` reads dnspython's."""
+    answers: list[DNSAnswer] = []
+    for rdtype, ttl, addresses in msg.rrsets:
+        answer_type = "A" if rdtype == dns.rdatatype.A else "AAAA"
+        for ip in addresses:
+            if len(answers) >= _MAX_ANSWERS:
+                return answers
+            bogon = is_bogon_address(ip, tuple(config.routable))
+            if answer_type == "A":
+                answers.append(DNSAnswer(answer_type="A", ipv4=ip, ttl=ttl, bogon=bogon))
+            else:
+                answers.append(DNSAnswer(answer_type="AAAA", ipv6=ip, ttl=ttl, bogon=bogon))
+    return answers
+
+
+def _answers(msg: Reply, config: DNSConfig) -> list[DNSAnswer]:
+    if isinstance(msg, PlainReply):
+        return _plain_answers(msg, config)
     answers: list[DNSAnswer] = []
     for rrset in msg.answer:
         for rdata in rrset:
@@ -93,12 +112,22 @@ def _answers(msg: dns.message.Message, config: DNSConfig) -> list[DNSAnswer]:
             if rrset.rdtype == dns.rdatatype.A:
                 ip = rdata.address
                 answers.append(
-                    DNSAnswer(answer_type="A", ipv4=ip, ttl=rrset.ttl, bogon=is_bogon(ip, config.routable))
+                    DNSAnswer(
+                        answer_type="A",
+                        ipv4=ip,
+                        ttl=rrset.ttl,
+                        bogon=is_bogon_address(ip, tuple(config.routable)),
+                    )
                 )
             elif rrset.rdtype == dns.rdatatype.AAAA:
                 ip = rdata.address
                 answers.append(
-                    DNSAnswer(answer_type="AAAA", ipv6=ip, ttl=rrset.ttl, bogon=is_bogon(ip, config.routable))
+                    DNSAnswer(
+                        answer_type="AAAA",
+                        ipv6=ip,
+                        ttl=rrset.ttl,
+                        bogon=is_bogon_address(ip, tuple(config.routable)),
+                    )
                 )
             elif rrset.rdtype == dns.rdatatype.CNAME:
                 target = rdata.target.to_text(omit_final_dot=True)
@@ -106,7 +135,7 @@ def _answers(msg: dns.message.Message, config: DNSConfig) -> list[DNSAnswer]:
     return answers
 
 
-def _reply(msg: dns.message.Message, wire: bytes, t: float, config: DNSConfig) -> DNSReply:
+def _reply(msg: Reply, wire: bytes, t: float, config: DNSConfig) -> DNSReply:
     return DNSReply(
         t=t,
         rcode=dns.rcode.to_text(msg.rcode()),
@@ -124,28 +153,19 @@ def _failure(reply: DNSReply, query_type: str) -> str | None:
     return _RCODE_FAILURES.get(rcode, failures.UNKNOWN_FAILURE)
 
 
-def _parse_reply(query: dns.message.Message, wire: bytes) -> dns.message.Message | None:
-    """The reply if ``wire`` answers ``query`` (same id and question), else None."""
-    try:
-        msg = dns.message.from_wire(wire)
-    except (dns.exception.DNSException, ValueError):
-        return None
-    return msg if query.is_response(msg) else None
-
-
 async def _udp_exchange(
-    query: dns.message.Message,
+    query: WireQuery,
     server: tuple[str, int],
     config: DNSConfig,
     trace: Trace,
     first: asyncio.Future[list[DNSAnswer] | None] | None = None,
-) -> tuple[list[tuple[DNSReply, dns.message.Message]], str | None]:
+) -> tuple[list[tuple[DNSReply, Reply]], str | None]:
     """Send ``query`` once; collect matching replies until the timeout (none yet) or linger ends.
 
     ``first``, when given, gets the first reply's answers as soon as it arrives (None when it is truncated:
     the stub then waits for TCP), so that a caller can go on while the linger runs."""
     loop = asyncio.get_running_loop()
-    received: list[tuple[DNSReply, dns.message.Message]] = []
+    received: list[tuple[DNSReply, Reply]] = []
     try:
         sock = open_socket(socket.SOCK_DGRAM, server[0], config.source_address)
     except OSError as exc:
@@ -154,31 +174,32 @@ async def _udp_exchange(
         try:
             # connect() makes the kernel drop datagrams from other sources and report ICMP errors.
             await loop.sock_connect(sock, server)
-            await loop.sock_sendall(sock, query.to_wire())
+            await loop.sock_sendall(sock, query.wire)
         except OSError as exc:
             return received, failures.classify(exc)
         deadline = loop.time() + config.timeout
-        for _ in range(_MAX_DATAGRAMS):
-            remaining = deadline - loop.time()
-            if remaining <= 0 or len(received) >= _MAX_REPLIES:
-                break
-            try:
-                async with asyncio.timeout(remaining):
-                    wire = await loop.sock_recv(sock, 65535)
-            except TimeoutError:
-                break
-            except OSError as exc:
-                if not received:
-                    return received, failures.classify(exc)
-                break
-            msg = _parse_reply(query, wire)
-            if msg is None:
-                continue
-            received.append((_reply(msg, wire, trace.now(), config), msg))
-            if len(received) == 1:
-                deadline = loop.time() + config.linger
-                if first is not None and not first.done():
-                    first.set_result(None if msg.flags & dns.flags.TC else received[0][0].answers)
+        inbox = DatagramInbox(sock, _MAX_DATAGRAMS)
+        try:
+            for _ in range(_MAX_DATAGRAMS):
+                if deadline - loop.time() <= 0 or len(received) >= _MAX_REPLIES:
+                    break
+                wire = await inbox.next(deadline)
+                if wire is None:
+                    break  # the timeout (nothing yet) or the linger ended
+                if isinstance(wire, OSError):
+                    if not received:
+                        return received, failures.classify(wire)
+                    break
+                msg = parse_reply(query, wire)
+                if msg is None:
+                    continue
+                received.append((_reply(msg, wire, trace.now(), config), msg))
+                if len(received) == 1:
+                    deadline = loop.time() + config.linger
+                    if first is not None and not first.done():
+                        first.set_result(None if msg.flags & dns.flags.TC else received[0][0].answers)
+        finally:
+            inbox.close()
     if not received:
         return received, failures.GENERIC_TIMEOUT_ERROR
     return received, None
@@ -196,11 +217,11 @@ async def _recv_exactly(sock: socket.socket, size: int) -> bytes:
 
 
 async def _tcp_exchange(
-    query: dns.message.Message, server: tuple[str, int], config: DNSConfig, trace: Trace
+    query: WireQuery, server: tuple[str, int], config: DNSConfig, trace: Trace
 ) -> tuple[DNSReply | None, str | None]:
     """One query over TCP (RFC 7766 length-prefixed); a reply that does not match is invalid."""
     loop = asyncio.get_running_loop()
-    wire = query.to_wire()
+    wire = query.wire
     try:
         sock = open_socket(socket.SOCK_STREAM, server[0], config.source_address)
     except OSError as exc:
@@ -214,7 +235,7 @@ async def _tcp_exchange(
                 reply_wire = await _recv_exactly(sock, size)
         except (OSError, EOFError, TimeoutError) as exc:
             return None, failures.classify(exc)
-    msg = _parse_reply(query, reply_wire)
+    msg = parse_reply(query, reply_wire)
     if msg is None:
         return None, failures.UNKNOWN_FAILURE
     return _reply(msg, reply_wire, trace.now(), config), None
@@ -228,7 +249,7 @@ async def _query(
     trace: Trace,
     first: asyncio.Future[list[DNSAnswer] | None] | None = None,
 ) -> DNSQuery:
-    query = dns.message.make_query(hostname, query_type)
+    query = make_query(hostname, query_type)
     t0 = trace.now()
     received, failure = await _udp_exchange(query, server, config, trace, first)
     replies = [reply for reply, _ in received]
@@ -263,6 +284,8 @@ async def _query(
 
 
 def _check_hostname(hostname: str) -> None:
+    if is_plain_name(hostname):
+        return  # letters, digits, "-" and "_" in labels of 1 to 63, under 255 bytes: a DNS name
     try:
         dns.name.from_text(hostname)
     except dns.exception.DNSException as exc:
@@ -283,8 +306,11 @@ async def measure(hostname: str, config: DNSConfig, trace: Trace) -> list[DNSQue
 
 
 def _literal(hostname: str) -> str | None:
+    text = hostname.strip("[]")
+    if not may_be_ip_literal(text):
+        return None
     try:
-        return str(ipaddress.ip_address(hostname.strip("[]")))
+        return str(ipaddress.ip_address(text))
     except ValueError:
         return None
 
@@ -368,12 +394,12 @@ async def reverse_names(address: str, config: DNSConfig, wait: float = 2.0) -> l
         server = parse_resolver(config.resolver if config.resolver is not None else system_resolver())
     except (ValueError, OSError):
         return []
-    query = dns.message.make_query(pointer, dns.rdatatype.PTR)
+    query = make_query(pointer, "PTR")  # never the fast path (dns_wire): its replies are dnspython's
     quick = replace(config, timeout=min(config.timeout, wait), linger=0.0)
     received, _ = await _udp_exchange(query, server, quick, Trace())
     names: list[str] = []
     for _, msg in received[:1]:
-        for rrset in msg.answer:
+        for rrset in msg.answer if isinstance(msg, dns.message.Message) else ():
             if rrset.rdtype != dns.rdatatype.PTR:
                 continue
             for rdata in rrset:

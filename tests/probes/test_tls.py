@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gatewatch.core import failures
 from gatewatch.core.observations import TLSHandshake
@@ -247,3 +249,14 @@ def test_certificates_described_again_come_from_a_bounded_cache_identical_to_par
         tls._describe(b"\x30\x03bad%d" % i)
     assert tls._describe.cache_info().currsize == limit
     tls._describe.cache_clear()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(timezones=st.timezones()))
+def test_certificate_times_are_written_as_strftime_writes_them(value) -> None:
+    """tls._iso spares strftime for four-digit years: the same text as strftime, whatever the time zone."""
+    from datetime import UTC
+
+    from gatewatch.probes.tls import _iso
+
+    assert _iso(value) == value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
