@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gatewatch.core.batch_token import TokenParts
-from gatewatch.core.bogons import is_bogon
+from gatewatch.core.bogons import is_bogon_remembered
 from gatewatch.core.measurement import Measurement, WebTestKeys
 from gatewatch.core.observations import DNSAnswer, DNSQuery
 from gatewatch.core.verdicts import Verdict
@@ -37,11 +37,10 @@ __all__ = [
 ]
 
 
-# Distinct URLs and DNS answers whose domain and bogon-ness are remembered: ingest meets the same test-list
-# URLs and the same sites' addresses again and again, and both are pure functions of their text. (A URL is
-# at most a measurement's input; an answer longer than any address is judged without the cache.)
+# Distinct URLs whose domain is remembered: ingest meets the same test-list URLs again and again, and the
+# domain is a pure function of the text (a URL is at most a measurement's input). Answers' bogon-ness is
+# remembered in core (bogons.is_bogon_remembered).
 REMEMBERED = 4096
-LONGEST_ADDRESS = 64
 
 
 @lru_cache(maxsize=REMEMBERED)
@@ -52,22 +51,13 @@ def domain_of(url: str) -> str:
         return ""
 
 
-_remembered_bogon = lru_cache(maxsize=REMEMBERED)(is_bogon)  # ``routable`` is a tuple: hashable
-
-
-def _is_bogon(address: str, routable: tuple[str, ...]) -> bool:
-    if len(address) > LONGEST_ADDRESS:
-        return is_bogon(address, routable)
-    return _remembered_bogon(address, routable)
-
-
 def _rederive_answer(answer: DNSAnswer, routable: tuple[str, ...], geo: GeoLookup | None) -> DNSAnswer:
     address = answer.address
     if address is None:  # a CNAME: no address, so neither a bogon nor in a network
         bogon, asn = False, None
     else:
         info = geo.lookup(address) if geo is not None else None
-        bogon, asn = _is_bogon(address, routable), info.asn if info is not None else None
+        bogon, asn = is_bogon_remembered(address, routable), info.asn if info is not None else None
     if answer.bogon == bogon and answer.asn == asn:
         return answer  # what the agent said: the (frozen) answer as it is, no copy
     return answer.model_copy(update={"bogon": bogon, "asn": asn})

@@ -21,7 +21,7 @@ import ipaddress
 from collections.abc import Iterable
 from functools import lru_cache
 
-__all__ = ["embedded_v4", "is_bogon", "routable_networks"]
+__all__ = ["embedded_v4", "is_bogon", "is_bogon_remembered", "routable_networks"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -95,3 +95,18 @@ def is_bogon(address: str, routable: Iterable[str] = ()) -> bool:
         if any(c in net for c in candidates for net in nets if c.version == net.version):
             return False
     return _is_bogon(ip)
+
+
+# Distinct (address, routable) pairs remembered: probes and ingest meet the same sites' addresses again and
+# again, and the answer is a pure function of the two. Text longer than any address is tested uncached, so
+# that junk in an answer cannot crowd the cache.
+_REMEMBERED = 4096
+_LONGEST_ADDRESS = 64
+_remembered = lru_cache(maxsize=_REMEMBERED)(is_bogon)
+
+
+def is_bogon_remembered(address: str, routable: tuple[str, ...] = ()) -> bool:
+    """:func:`is_bogon`, remembered (``routable`` a tuple: hashable)."""
+    if len(address) > _LONGEST_ADDRESS:
+        return is_bogon(address, routable)
+    return _remembered(address, routable)

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import socket
 import ssl
 from collections import deque
 from typing import Literal
-
-from gatewatch.core.bogons import is_bogon
 
 __all__ = [
     "Connection",
@@ -22,7 +19,6 @@ __all__ = [
     "PlainConnection",
     "TLSConnection",
     "format_address",
-    "is_bogon_address",
     "may_be_ip_literal",
     "open_socket",
 ]
@@ -55,13 +51,6 @@ def may_be_ip_literal(text: str) -> bool:
     one only ASCII digits and dots. Host names are most of what the probes see, and a parse that raises
     costs several times this test."""
     return ":" in text or (text.isascii() and text.replace(".", "").isdigit())
-
-
-@functools.lru_cache(maxsize=4096)
-def is_bogon_address(address: str, routable: tuple[str, ...]) -> bool:
-    """``core.bogons.is_bogon``, remembered: a pass meets the same answers again and again (a CDN's
-    addresses, a lab's few), and the answer is a function of the two arguments."""
-    return is_bogon(address, routable)
 
 
 def format_address(ip: str, port: int) -> str:

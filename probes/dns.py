@@ -22,10 +22,11 @@ import dns.rcode
 import dns.rdatatype
 
 from gatewatch.core import failures
+from gatewatch.core.bogons import is_bogon_remembered
 from gatewatch.core.observations import DNSAnswer, DNSQuery, DNSReply
 
 from .config import DNSConfig
-from .connection import DatagramInbox, format_address, is_bogon_address, may_be_ip_literal, open_socket
+from .connection import DatagramInbox, format_address, may_be_ip_literal, open_socket
 from .dns_wire import PlainReply, Reply, WireQuery, is_plain_name, make_query, parse_reply
 from .trace import Trace
 
@@ -93,7 +94,7 @@ def _plain_answers(msg: PlainReply, config: DNSConfig) -> list[DNSAnswer]:
         for ip in addresses:
             if len(answers) >= _MAX_ANSWERS:
                 return answers
-            bogon = is_bogon_address(ip, tuple(config.routable))
+            bogon = is_bogon_remembered(ip, tuple(config.routable))
             if answer_type == "A":
                 answers.append(DNSAnswer(answer_type="A", ipv4=ip, ttl=ttl, bogon=bogon))
             else:
@@ -116,7 +117,7 @@ def _answers(msg: Reply, config: DNSConfig) -> list[DNSAnswer]:
                         answer_type="A",
                         ipv4=ip,
                         ttl=rrset.ttl,
-                        bogon=is_bogon_address(ip, tuple(config.routable)),
+                        bogon=is_bogon_remembered(ip, tuple(config.routable)),
                     )
                 )
             elif rrset.rdtype == dns.rdatatype.AAAA:
@@ -126,7 +127,7 @@ def _answers(msg: Reply, config: DNSConfig) -> list[DNSAnswer]:
                         answer_type="AAAA",
                         ipv6=ip,
                         ttl=rrset.ttl,
-                        bogon=is_bogon_address(ip, tuple(config.routable)),
+                        bogon=is_bogon_remembered(ip, tuple(config.routable)),
                     )
                 )
             elif rrset.rdtype == dns.rdatatype.CNAME:

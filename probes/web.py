@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 from gatewatch.core import failures
+from gatewatch.core.bogons import is_bogon_remembered
 from gatewatch.core.measurement import WebTestKeys
 from gatewatch.core.observations import DNSQuery, HTTPRequest, HTTPTransaction, TCPConnect, TLSHandshake
 
 from . import dns, http, tcp, tls
 from .config import WebConfig
-from .connection import Connection, PlainConnection, format_address, is_bogon_address, may_be_ip_literal
+from .connection import Connection, PlainConnection, format_address, may_be_ip_literal
 from .trace import Trace
 
 __all__ = ["measure"]
@@ -79,7 +80,7 @@ def _candidates(addresses: Sequence[str], routable: tuple[str, ...], limit: int)
             address = str(ipaddress.ip_address(address))
         except ValueError:
             continue
-        if is_bogon_address(address, tuple(routable)) or address in chosen:
+        if is_bogon_remembered(address, tuple(routable)) or address in chosen:
             continue  # a bogon is recorded (in the DNS answers) and judged, never visited
         chosen.append(address)
     return chosen[:limit]

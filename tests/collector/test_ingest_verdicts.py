@@ -21,6 +21,7 @@ from gatewatch.collector.ingest_checks import Judging, check_batch
 from gatewatch.collector.judging import rederive_dns_answers
 from gatewatch.collector.settings import Settings
 from gatewatch.collector.vouched_control import ControlJudge, ControlSigner
+from gatewatch.core import bogons
 from gatewatch.core.bogons import is_bogon
 from gatewatch.core.measurement import Measurement, WebTestKeys
 from gatewatch.core.observations import DNSAnswer
@@ -68,7 +69,7 @@ def _clear_caches() -> None:
     target._parse.cache_clear()
     rules._plain_verdict.cache_clear()
     judging_module.domain_of.cache_clear()
-    judging_module._remembered_bogon.cache_clear()
+    bogons._remembered.cache_clear()
 
 
 def test_ingest_verdicts_equal_the_reference_analysis(

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gatewatch.core.bogons import is_bogon
+from gatewatch.core.bogons import is_bogon, is_bogon_remembered
 
 
 @pytest.mark.parametrize(
@@ -83,3 +83,20 @@ def test_an_ipv6_range_allows_only_ipv6_addresses() -> None:
     assert is_bogon("127.0.0.1", routable=("::1/128",))
     assert not is_bogon("::1", routable=("::1/128",))
     assert is_bogon("::1", routable=("127.0.0.0/8",))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.ip_addresses().map(str),
+        st.ip_addresses(v=6).map(lambda ip: ip.exploded.upper()),
+        st.ip_addresses(v=6).map(lambda ip: f"{ip}%eth0"),
+        st.text(max_size=20),
+        st.text("0123456789abcdef:.", min_size=65, max_size=80),  # longer than any address: not remembered
+    ),
+    st.sampled_from([(), ("127.0.0.0/8",), ("10.0.0.0/8", "2001:db8::/32")]),
+)
+def test_the_remembered_bogon_test_is_is_bogon(address: str, routable: tuple[str, ...]) -> None:
+    """Asked twice (the second answer remembered), the same answer as is_bogon."""
+    assert is_bogon_remembered(address, routable) == is_bogon(address, routable)
+    assert is_bogon_remembered(address, routable) == is_bogon(address, routable)

@@ -1,4 +1,5 @@
-"""probes/connection.py: the cheap test that spares parsing host names as IP addresses."""
+"""probes/connection.py: the cheap test that spares parsing host names as IP addresses, and the datagram
+inbox."""
 
 from __future__ import annotations
 
@@ -33,20 +34,6 @@ def test_what_it_rules_out_is_no_ip_address(text: str) -> None:
 )
 def test_host_names_are_ruled_out(name: str) -> None:
     assert not may_be_ip_literal(name)
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    st.one_of(_ADDRESSES, st.text(max_size=20)),
-    st.sampled_from([(), ("127.0.0.0/8",), ("10.0.0.0/8", "2001:db8::/32")]),
-)
-def test_the_remembered_bogon_test_is_core_s(address: str, routable: tuple[str, ...]) -> None:
-    """Asked twice (the second answer remembered), the same answer as core.bogons.is_bogon."""
-    from gatewatch.core.bogons import is_bogon
-    from gatewatch.probes.connection import is_bogon_address
-
-    assert is_bogon_address(address, routable) == is_bogon(address, routable)
-    assert is_bogon_address(address, routable) == is_bogon(address, routable)
 
 
 async def test_the_inbox_reads_at_most_its_limit_and_gives_up_at_the_deadline() -> None:
