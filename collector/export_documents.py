@@ -29,13 +29,13 @@ from gatewatch.core.measurement import Measurement
 from gatewatch.core.vocabulary import SCHEME_BLIND_TOKEN
 
 from .export_lines import DOCUMENT_COLUMNS, signed_text
-from .export_rows import PAGE_ROWS, Page, keyset_pages
-from .exports import _ooni_time_text, json_text, jsonl_line, judgement_fields
+from .export_rows import PAGE_ROWS, RECEIVED_HOUR, Exact, Page, RawPages, SqlPages, keyset_pages, sql_pages
+from .exports import _ooni_time_text, json_text, jsonl_line, judgement_fields, received_hour_text
 from .store.base import MeasurementFilter
 from .store.sqlite import TOKEN_COLUMNS, stored_row
 from .store.verdict_codec import decode_verdict
 
-__all__ = ["document_rows", "jsonl_pages"]
+__all__ = ["document_rows", "jsonl_pages", "jsonl_sql"]
 
 _TOKEN_SIGNED = f"signature_scheme = '{SCHEME_BLIND_TOKEN}'"
 _MARK = "\x1e"  # after the payload part when test_start_time is text: its stored value follows
@@ -64,7 +64,7 @@ _COLUMNS = ", ".join(
         "technique",
         "fingerprint_key",
         "verdict_json",
-        "strftime('%Y-%m-%dT%H:00:00Z', received_at / 1000000, 'unixepoch')",
+        RECEIVED_HOUR,
         "flags",
         "signature_scheme",
         *(
@@ -91,10 +91,11 @@ def _analysis(
     technique: str | None,
     fingerprint_key: str | None,
     verdict: bytes | str,
-    received_at: str,
+    received_hour: int,
     flags: str,
 ) -> str:
     listed = () if flags == _NO_FLAGS else json.loads(flags)
+    received_at = received_hour_text(received_hour)
     return json_text(
         judgement_fields(
             blocking, bool(anomaly), technique, fingerprint_key, decode_verdict(verdict), received_at, listed
@@ -118,20 +119,37 @@ def _line(row: Sequence[Any], marker: str) -> str | None:
     return f'{part[:-1]},"analysis":{analysis},"signed":{signed_text(row[8:15])}}}\n'
 
 
+def jsonl_sql() -> SqlPages:
+    """The JSON Lines records of one export, read and written in two steps (``export_rows.SqlPages``); only
+    where ``export_rows.summary_sql_applies`` (SQLite formats the start times as Python does)."""
+    marker = "gatewatch-" + uuid.uuid4().hex  # where test_start_time goes: no payload can guess it
+    quoted = json_text(marker)
+
+    def read(conn: sqlite3.Connection, f: MeasurementFilter, page_rows: int, partitioned: bool) -> RawPages:
+        return keyset_pages(conn, _COLUMNS, (marker,), f, page_rows, partitioned)
+
+    def write(rows: list[Any], exact: Exact) -> list[str]:
+        lines = [_line(row, quoted) for row in rows]
+        missing = [row[-1] for row, line in zip(rows, lines, strict=True) if line is None]
+        if not missing:
+            return lines  # type: ignore[return-value]
+        written = exact(missing)
+        return [written[row[-1]] if line is None else line for row, line in zip(rows, lines, strict=True)]
+
+    return SqlPages(read, write, _exact_lines)
+
+
+def _exact_lines(conn: sqlite3.Connection, uids: list[str]) -> dict[str, str]:
+    return {uid: jsonl_line(stored_row(conn, uid)).decode() for uid in uids}
+
+
 def jsonl_pages(
     conn: sqlite3.Connection, f: MeasurementFilter, page_rows: int = PAGE_ROWS, *, partitioned: bool = False
 ) -> Iterator[Page]:
     """The selection's JSON Lines records (text, each ending in a newline) in the store's order, a keyset
-    page at a time; with ``partitioned``, each row's (UTC day, country) too. Only where
-    ``export_rows.summary_sql_applies`` (SQLite formats the start times as Python does)."""
-    marker = "gatewatch-" + uuid.uuid4().hex  # where test_start_time goes: no payload can guess it
-    quoted = json_text(marker)
-    for rows, partitions in keyset_pages(conn, _COLUMNS, (marker,), f, page_rows, partitioned):
-        lines = []
-        for row in rows:
-            line = _line(row, quoted)
-            lines.append(line if line is not None else jsonl_line(stored_row(conn, row[-1])).decode())
-        yield Page(lines, partitions)
+    page at a time; with ``partitioned``, each row's (UTC day, country) too (:func:`jsonl_sql` on one
+    thread)."""
+    return sql_pages(jsonl_sql(), conn, f, page_rows, partitioned)
 
 
 _SECOND_OF = "strftime('{}', measurement_start_time / 1000000, 'unixepoch')"
@@ -140,7 +158,7 @@ _SECOND_OF = "strftime('{}', measurement_start_time / 1000000, 'unixepoch')"
 _DOCUMENT_SQL = {
     "start": _SECOND_OF.format("%Y-%m-%d %H:%M:%S"),
     "started": _SECOND_OF.format("%Y%m%dT%H%M%SZ"),
-    "received_at": "strftime('%Y-%m-%dT%H:00:00Z', received_at / 1000000, 'unixepoch')",
+    "received_at": RECEIVED_HOUR,
     **TOKEN_COLUMNS,
 }
 _DOCUMENT_COLUMNS = ", ".join(_DOCUMENT_SQL.get(name, name) for name in DOCUMENT_COLUMNS)

@@ -24,7 +24,7 @@ from typing import Any, Final
 from gatewatch.core.measurement import Measurement
 from gatewatch.core.vocabulary import SCHEME_BLIND_TOKEN
 
-from .exports import _JSON, _ooni_time_text, json_text, judgement_fields
+from .exports import _JSON, _ooni_time_text, json_text, judgement_fields, received_hour_text
 from .ooni_format import RowFacts, judgement_keys, ooni_document_of
 from .store.verdict_codec import decode_verdict
 
@@ -44,7 +44,7 @@ DOCUMENT_COLUMNS: Final = (
     "technique",
     "fingerprint_key",
     "verdict_json",  # as stored (verdict_codec)
-    "received_at",  # public_received_at's text
+    "received_at",  # public_received_at's text, or its hour since the epoch (exports.received_hour_text)
     "flags",  # a JSON array of strings
     "signature_scheme",
     "signature",
@@ -89,10 +89,12 @@ def _judgement(
     technique: str | None,
     fingerprint_key: str | None,
     verdict: bytes | str,
-    received_at: str,
+    received_at: str | int,
     flags: str,
 ) -> _Judged:
     listed = () if flags == _NO_FLAGS else json.loads(flags)
+    if isinstance(received_at, int):  # its hour (SQLite: export_documents.py)
+        received_at = received_hour_text(received_at)
     analysis = judgement_fields(
         blocking, bool(anomaly), technique, fingerprint_key, decode_verdict(verdict), received_at, listed
     )

@@ -10,24 +10,40 @@ that both ways give the same CSV.
 
 SQLite's ``strftime`` agrees with Python's only for years 1970-9999 (Python does not zero-pad years
 below 1000, and integer division rounds negative times the other way): :func:`summary_sql_applies` says
-whether every stored start time is in that range (``received_at`` is the collector's own clock).
+whether every stored start time is in that range. ``received_at`` is read as its hour, which Python
+writes (:data:`RECEIVED_HOUR`): the same for any time, without a scan for its range.
+
+Reading and writing are two steps (:class:`SqlPages`): the export reads a page on the store's reader
+thread while its own thread writes the previous one into records.
 """
 
 from __future__ import annotations
 
-import base64
+import binascii
 import re
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Final, NamedTuple
 
-from gatewatch.core.vocabulary import SCHEME_BLIND_TOKEN
+from gatewatch.core.vocabulary import SCHEME_BLIND_TOKEN, SIGNATURE_SCHEMES
 
+from .exports import received_hour_text
 from .store.base import MeasurementFilter, filter_sql, from_micros, to_micros
 from .store.sqlite import ROWS, TOKEN_COLUMNS
 
-__all__ = ["PAGE_ROWS", "Page", "keyset_pages", "page_bytes", "summary_pages", "summary_sql_applies"]
+__all__ = [
+    "PAGE_ROWS",
+    "SUMMARY_SQL",
+    "Page",
+    "SqlPages",
+    "keyset_pages",
+    "page_bytes",
+    "sql_pages",
+    "summary_pages",
+    "summary_sql_applies",
+]
 
 PAGE_ROWS: Final = 2000  # rows read per query: no read transaction stays open while a client is slow
 
@@ -45,8 +61,9 @@ def _quoted(expression: str) -> str:
 
 
 _TOKEN_SIGNED = f"signature_scheme = '{SCHEME_BLIND_TOKEN}'"
-# Everything up to the signed blobs, in CSV_COLUMNS' order (exports.py), as one text per row.
-_HEAD = " || ',' || ".join(
+# The fields before and after ``received_at`` (RECEIVED_HOUR), in CSV_COLUMNS' order (exports.py), as
+# text.
+_BEFORE_RECEIVED = " || ',' || ".join(
     [
         _quoted("measurement_uid"),
         "strftime('%Y-%m-%dT%H:%M:%SZ', measurement_start_time / 1000000, 'unixepoch')",
@@ -57,28 +74,32 @@ _HEAD = " || ',' || ".join(
         "CASE WHEN anomaly THEN 'true' ELSE 'false' END",
         _quoted("technique"),
         _quoted("fingerprint_key"),
-        "strftime('%Y-%m-%dT%H:00:00Z', received_at / 1000000, 'unixepoch')",
-        _quoted("json(flags)"),
-        _quoted("signature_scheme"),
     ]
 )
+_AFTER_RECEIVED = f"{_quoted('json(flags)')} || ',' || {_quoted('signature_scheme')}"
 _CRLF = "char(13, 10)"
+# The hour of ``received_at`` since the epoch, rounded down (SQLite's division rounds towards zero), which
+# exports.received_hour_text writes: SQLite's strftime differs from Python's before 1970 and year 1000,
+# and costs a tenth of a summary row's time.
+RECEIVED_HOUR: Final = "(received_at - (received_at < 0) * 3599999999) / 3600000000"
 _EPOCH, _KEY_ID = TOKEN_COLUMNS["token_epoch"], TOKEN_COLUMNS["token_key_id"]
 _TAIL = f"coalesce(CAST({_EPOCH} AS TEXT), '') || ',' || {_quoted(_KEY_ID)} || {_CRLF}"
-# Exact, for any stored text: a row not signed by a token is its whole line; a token-signed one is its
-# head, the four blobs (base64 in Python: SQLite has no base64) and its tail (epoch and issuer key id).
-_QUOTED_ROW = (
-    f"CASE WHEN {_TOKEN_SIGNED} THEN {_HEAD} || ',' ELSE {_HEAD} || ',,,,,,' || {_CRLF} END, "
+_BLOBS_AND_TAIL = (
     f"CASE WHEN {_TOKEN_SIGNED} THEN payload END, "
     f"CASE WHEN {_TOKEN_SIGNED} THEN signature END, "
     f"CASE WHEN {_TOKEN_SIGNED} THEN {TOKEN_COLUMNS['ephemeral_key']} END, "
     f"CASE WHEN {_TOKEN_SIGNED} THEN {TOKEN_COLUMNS['token']} END, "
     f"CASE WHEN {_TOKEN_SIGNED} THEN {_TAIL} END"
 )
-# Fast, for the usual row: the head's plain fields joined by a unit separator (U+001F), which Python
-# turns into commas when no field needs quoting (no comma, quote, CR or LF, and no U+001F of its own);
-# quoting every field in SQL costs four instr() calls a field. ``flags`` is quoted here (a non-empty JSON
-# array of strings always holds quotes). Any other row is read again through _QUOTED_ROW.
+# Exact, for any stored text: the head around ``received_at``, then the four blobs (base64 in Python:
+# SQLite has no base64) and the tail (epoch and issuer key id) of a token-signed row.
+_QUOTED_ROW = f"{_BEFORE_RECEIVED}, {RECEIVED_HOUR}, {_AFTER_RECEIVED}, {_BLOBS_AND_TAIL}"
+# Fast, for the usual row: the head's plain fields up to the fingerprint joined by a unit separator
+# (U+001F), which Python turns into commas when no field needs quoting (no comma, quote, CR or LF, and no
+# U+001F of its own); quoting every field in SQL costs four instr() calls a field. ``received_at`` comes
+# as its hour (RECEIVED_HOUR), ``flags`` quoted here ("[]" as it is: what most rows hold; a non-empty
+# JSON array of strings always holds quotes) and the scheme apart (one of the vocabulary's, or the row is
+# not plain). Any other row is read again through _QUOTED_ROW.
 _SEPARATOR = "\x1f"
 _PLAIN_FIELDS = [
     "measurement_uid",
@@ -92,19 +113,13 @@ _PLAIN_FIELDS = [
     "CASE WHEN anomaly THEN 'true' ELSE 'false' END",
     "coalesce(technique, '')",
     "coalesce(fingerprint_key, '')",
-    "strftime('%Y-%m-%dT%H:00:00Z', received_at / 1000000, 'unixepoch')",
-    "signature_scheme",
 ]
-_PLAIN_ROW = (
-    " || char(31) || ".join(_PLAIN_FIELDS)
-    + f", {_quoted('json(flags)')}, "
-    + f"CASE WHEN {_TOKEN_SIGNED} THEN payload END, "
-    f"CASE WHEN {_TOKEN_SIGNED} THEN signature END, "
-    f"CASE WHEN {_TOKEN_SIGNED} THEN {TOKEN_COLUMNS['ephemeral_key']} END, "
-    f"CASE WHEN {_TOKEN_SIGNED} THEN {TOKEN_COLUMNS['token']} END, "
-    f"CASE WHEN {_TOKEN_SIGNED} THEN {_TAIL} END"
-)
+_FLAGS = f"CASE WHEN flags = '[]' THEN '[]' ELSE {_quoted('json(flags)')} END"
+_PLAIN_HEAD = " || char(31) || ".join(_PLAIN_FIELDS)
+_PLAIN_ROW = f"{_PLAIN_HEAD}, {RECEIVED_HOUR}, {_FLAGS}, signature_scheme, {_BLOBS_AND_TAIL}"
 _NEEDS_QUOTES = re.compile('[,"\r\n]')
+_PLAIN_SEPARATORS: Final = len(_PLAIN_FIELDS) - 1
+_PLAIN_SCHEMES: Final = frozenset(scheme for scheme in SIGNATURE_SCHEMES if not _NEEDS_QUOTES.search(scheme))
 
 
 def summary_sql_applies(conn: sqlite3.Connection) -> bool:
@@ -113,6 +128,9 @@ def summary_sql_applies(conn: sqlite3.Connection) -> bool:
         "SELECT min(measurement_start_time), max(measurement_start_time) FROM measurements"
     ).fetchone()
     return low is None or (low >= _LOWEST and high < _HIGHEST)
+
+
+RawPages = Iterator[tuple[list[Any], list[tuple[str, str]] | None]]  # keyset pages and their partitions
 
 
 class Page(NamedTuple):
@@ -133,8 +151,8 @@ def keyset_pages(
     f: MeasurementFilter,
     page_rows: int,
     partitioned: bool,
-) -> Iterator[tuple[list[Any], list[tuple[str, str]] | None]]:
-    """``SELECT columns`` over the selection a keyset page at a time, each row followed by its partition
+) -> RawPages:
+    """``SELECT columns over the selection a keyset page at a time, each row followed by its partition
     (with ``partitioned``: day, country), start time and uid; ``column_params`` are the columns' own."""
     after: tuple[datetime, str] | None = None
     extra = (_PARTITION if partitioned else "") + "measurement_start_time, measurement_uid"
@@ -152,17 +170,62 @@ def keyset_pages(
         after = (from_micros(rows[-1][-2]), rows[-1][-1])
 
 
+Exact = Callable[[list[str]], dict[str, str]]  # records of the given uids, written the exact way
+
+
+class SqlPages(NamedTuple):
+    """An export's records from SQLite in two steps, so that the two can run at once on two threads:
+    ``read`` gives keyset pages of rows (on the store's reader thread: sqlite3 lets the GIL go while SQLite
+    writes each row's text), ``write`` turns a page into records (on the export's thread, while the next
+    page is read) and asks ``exact`` (a reader-thread call, given the uids) for the rare row it cannot
+    write from its text."""
+
+    read: Callable[[sqlite3.Connection, MeasurementFilter, int, bool], RawPages]
+    write: Callable[[list[Any], Exact], list[str]]
+    exact: Callable[[sqlite3.Connection, list[str]], dict[str, str]]
+
+
+def sql_pages(
+    sql: SqlPages, conn: sqlite3.Connection, f: MeasurementFilter, page_rows: int, partitioned: bool
+) -> Iterator[Page]:
+    """``sql``'s pages read and written on one thread (the connection's)."""
+    exact = partial(sql.exact, conn)
+    for rows, partitions in sql.read(conn, f, page_rows, partitioned):
+        yield Page(sql.write(rows, exact), partitions)
+
+
+def _summary_rows(
+    conn: sqlite3.Connection, f: MeasurementFilter, page_rows: int, partitioned: bool
+) -> RawPages:
+    return keyset_pages(conn, _PLAIN_ROW, (), f, page_rows, partitioned)
+
+
+def _summary_lines(rows: list[Any], exact: Exact) -> list[str]:
+    lines = [_plain_line(row) for row in rows]
+    missing = [row[-1] for row, line in zip(rows, lines, strict=True) if line is None]
+    if not missing:
+        return lines  # type: ignore[return-value]
+    quoted = exact(missing)
+    return [quoted[row[-1]] if line is None else line for row, line in zip(rows, lines, strict=True)]
+
+
+def _quoted_lines(conn: sqlite3.Connection, uids: list[str]) -> dict[str, str]:
+    return {uid: _quoted_line(conn, uid) for uid in uids}
+
+
+SUMMARY_SQL: Final = SqlPages(_summary_rows, _summary_lines, _quoted_lines)
+
+
 def summary_pages(
     conn: sqlite3.Connection, f: MeasurementFilter, page_rows: int = PAGE_ROWS, *, partitioned: bool = False
 ) -> Iterator[Page]:
     """The selection's CSV lines in the store's order (start time, uid), a keyset page at a time; with
-    ``partitioned``, each row's (UTC day, country) too."""
-    for rows, partitions in keyset_pages(conn, _PLAIN_ROW, (), f, page_rows, partitioned):
-        yield Page([_plain_line(row) or _quoted_line(conn, row[-1]) for row in rows], partitions)
+    ``partitioned``, each row's (UTC day, country) too (:data:`SUMMARY_SQL` on one thread)."""
+    return sql_pages(SUMMARY_SQL, conn, f, page_rows, partitioned)
 
 
 def _b64(value: bytes | None) -> str:
-    return base64.b64encode(value).decode() if value is not None else ""
+    return binascii.b2a_base64(value, newline=False).decode() if value is not None else ""
 
 
 def _signed_line(head: str, row: Sequence[Any]) -> str:
@@ -172,18 +235,18 @@ def _signed_line(head: str, row: Sequence[Any]) -> str:
 
 
 def _plain_line(row: Sequence[Any]) -> str | None:
-    plain = row[0]
-    if _NEEDS_QUOTES.search(plain) or plain.count(_SEPARATOR) != len(_PLAIN_FIELDS) - 1:
+    plain, scheme = row[0], row[3]
+    if scheme not in _PLAIN_SCHEMES or _NEEDS_QUOTES.search(plain):
         return None
-    fields = plain.replace(_SEPARATOR, ",")
-    # ``fields`` ends with the scheme, which comes after ``flags`` in CSV_COLUMNS.
-    before_scheme, scheme = fields.rsplit(",", 1)
-    return _signed_line(f"{before_scheme},{row[1]},{scheme},", row[2:7])
+    if plain.count(_SEPARATOR) != _PLAIN_SEPARATORS:
+        return None
+    head = f"{plain.replace(_SEPARATOR, ',')},{received_hour_text(row[1])},{row[2]},{scheme},"
+    return _signed_line(head, row[4:9])
 
 
 def _quoted_line(conn: sqlite3.Connection, uid: str) -> str:
     row = conn.execute(f"SELECT {_QUOTED_ROW} FROM {ROWS} WHERE measurement_uid = ?", (uid,)).fetchone()
-    return _signed_line(row[0], row[1:6]) if row[5] is not None else row[0]
+    return _signed_line(f"{row[0]},{received_hour_text(row[1])},{row[2]},", row[3:8])
 
 
 def page_bytes(lines: Sequence[str] | Sequence[bytes]) -> bytes:

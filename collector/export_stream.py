@@ -28,11 +28,11 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from .export_documents import document_rows, jsonl_pages
+from .export_documents import document_rows, jsonl_sql
 from .export_lines import jsonl_record, ooni_record
 from .export_parquet import parquet_pipe, pipes_supported
 from .export_postgres import copy_summary_page, document_page, documents_apply, summary_copy_applies
-from .export_rows import PAGE_ROWS, Page, page_bytes, summary_pages, summary_sql_applies
+from .export_rows import PAGE_ROWS, SUMMARY_SQL, Page, SqlPages, page_bytes, summary_sql_applies
 from .exports import CHUNK_SIZE, convert_to_parquet, csv_header, csv_line, jsonl_line, ooni_line
 from .store.base import MeasurementFilter, Store, StoredMeasurement
 from .store.postgres import PostgresStore
@@ -102,10 +102,10 @@ def _stored_pages(bridge: _Bridge, store: Store, f: MeasurementFilter) -> Iterat
             return
 
 
-_SQL_PAGES: dict[str, Callable[..., Iterator[Page]]] = {
-    "csv": summary_pages,
-    "parquet": summary_pages,  # staged as CSV
-    "jsonl": jsonl_pages,
+_SQL_PAGES: dict[str, Callable[[], SqlPages]] = {
+    "csv": lambda: SUMMARY_SQL,
+    "parquet": lambda: SUMMARY_SQL,  # staged as CSV
+    "jsonl": jsonl_sql,
 }
 
 
@@ -132,12 +132,17 @@ def _sqlite_pages(
     bridge: _Bridge, store: SQLiteStore, fmt: str, f: MeasurementFilter, partitioned: bool
 ) -> Iterator[Page] | None:
     """The records page by page from SQL (export_rows.py, export_documents.py), or None where SQLite's
-    time formatting would differ from Python's."""
+    time formatting would differ from Python's. Rows are read on the store's reader thread and written
+    into records here, on the export's thread, while the next page is read."""
     if fmt not in _SQL_PAGES or not bridge.wait(store.read(summary_sql_applies)):
         return None
-    return _sqlite_read(
-        bridge, store, lambda conn: _SQL_PAGES[fmt](conn, f, PAGE_ROWS, partitioned=partitioned)
-    )
+    sql = _SQL_PAGES[fmt]()
+    raw = _sqlite_read(bridge, store, lambda conn: sql.read(conn, f, PAGE_ROWS, partitioned))
+
+    def exact(uids: list[str]) -> dict[str, str]:
+        return bridge.wait(store.read(lambda conn: sql.exact(conn, uids)))
+
+    return (Page(sql.write(rows, exact), partitions) for rows, partitions in raw)
 
 
 def _postgres_pages(

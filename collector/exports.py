@@ -25,7 +25,8 @@ import json
 import shutil
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final
 
@@ -107,6 +108,7 @@ CSV_COLUMNS = tuple(_COLUMN_TYPES)
 # "false" would read as BOOLEAN): read_csv(..., types=COLUMN_TYPES). Published in the export manifest.
 COLUMN_TYPES: Final[dict[str, str]] = dict(_COLUMN_TYPES)
 
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 # Only what the measurement format defines is published (an allowlist, not a denylist of known leaks).
 _MEASUREMENT_KEYS = frozenset(Measurement.model_fields)
 
@@ -114,6 +116,13 @@ _MEASUREMENT_KEYS = frozenset(Measurement.model_fields)
 def public_received_at(received_at: datetime) -> str:
     """``received_at`` as it may leave the collector: truncated to the hour (``2026-11-23T10:00:00Z``)."""
     return format_utc(received_at.replace(minute=0, second=0, microsecond=0))
+
+
+@lru_cache(maxsize=1024)
+def received_hour_text(hour: int) -> str:
+    """:func:`public_received_at` of a time in the ``hour``-th hour since the epoch (negative before 1970):
+    the SQLite export paths read that hour (``export_rows.RECEIVED_HOUR``) and write its text once."""
+    return public_received_at(_EPOCH + timedelta(hours=hour))
 
 
 def judgement(row: StoredMeasurement) -> dict[str, Any]:

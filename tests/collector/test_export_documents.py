@@ -19,7 +19,7 @@ from gatewatch.collector.exports import jsonl_line
 from gatewatch.collector.store.base import MeasurementFilter, StoredMeasurement
 from gatewatch.collector.store.sqlite import SQLiteStore
 
-from .test_export_rows import token_signed, varied_rows
+from .test_export_rows import odd_receipts, token_signed, varied_rows
 from .test_exports import START, make_row
 
 BIG_BODY = ('<p>ünï "quoted" \\ back\nslash\t😀</p>' * 4000)[:150_000]
@@ -65,8 +65,9 @@ async def test_the_records_are_the_exact_paths_bytes(
     tmp_path: Path, f: MeasurementFilter, page_rows: int
 ) -> None:
     """Odd inputs (quotes, CR/LF, unicode, U+2028, an empty one), every blocking, flags, token-signed rows,
-    ties in start time, and a big body with quotes, backslashes and tabs in the payload."""
-    rows = varied_rows()
+    ties in start time, receipts before 1970 and year 1000, and a big body with quotes, backslashes and
+    tabs in the payload."""
+    rows = odd_receipts(varied_rows())
     body = make_row(99, input=BIG_BODY)
     payload = json.loads(body.payload)
     payload["test_keys"]["requests"] = [{"response": {"body": BIG_BODY, "code": 200}, "failure": None}]

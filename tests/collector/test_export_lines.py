@@ -26,7 +26,7 @@ from gatewatch.collector.store.sqlite import SQLiteStore
 
 from .conftest import PostgresCluster, create_database
 from .test_export_documents import EXACT_PAYLOADS, PAYLOADS
-from .test_export_rows import token_signed, varied_rows
+from .test_export_rows import odd_receipts, token_signed, varied_rows
 from .test_exports import START, collect, make_row
 from .test_ooni_format import stored as ooni_row
 
@@ -103,9 +103,10 @@ async def sqlite_store(path: Path, rows: list[StoredMeasurement]) -> list[Stored
 
 @pytest.mark.parametrize("page_rows", [1, 4, 2000])
 async def test_sqlite_ooni_pages_are_the_exact_paths_bytes(tmp_path: Path, page_rows: int) -> None:
-    """Pages of columns (partitions as the row's), odd rows left to the exact way."""
+    """Pages of columns (partitions as the row's), odd rows left to the exact way, odd receipt times
+    written as Python writes them."""
     path = tmp_path / "gatewatch.db"
-    rows = await sqlite_store(path, usable(every_row(), ooni_line))
+    rows = await sqlite_store(path, usable(odd_receipts(every_row()), ooni_line))
     expected = [(ooni_line(row), row_partition(row)) for row in rows]
     assert len(expected) > 40
     with sqlite3.connect(path) as conn:

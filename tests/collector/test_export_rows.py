@@ -32,7 +32,8 @@ def token_signed(row: StoredMeasurement, index: int) -> StoredMeasurement:
 
 def varied_rows() -> list[StoredMeasurement]:
     """Every kind of value the summary treats apart: odd inputs, each blocking, flags (two of them: the
-    stored JSON has spaces the CSV's has not), no fingerprint, token-signed rows, equal start times."""
+    stored JSON has spaces the CSV's has not), no fingerprint, token-signed rows, equal start times, a
+    scheme outside the vocabulary."""
     rows: list[StoredMeasurement] = []
     # U+001F is the fast path's own separator (export_rows.py): a field holding one takes the exact path.
     for i, text in enumerate([*ODD_INPUTS, "https://example.org/\x1fsep", "https://example.org/plain"] * 3):
@@ -43,8 +44,17 @@ def varied_rows() -> list[StoredMeasurement]:
         if i % 5 == 1:  # every text column is quoted alike, whatever a store holds
             odd = ODD_INPUTS[i % len(ODD_INPUTS)]
             row = replace(row, technique=odd, fingerprint_key=odd, domain=odd, probe_asn=odd, test_name=odd)
+        if i % 7 == 3:  # a scheme of no vocabulary, needing quotes
+            row = replace(row, signature_scheme='odd,"scheme')
         rows.append(token_signed(row, i) if i % 4 == 0 else row)
     return rows
+
+
+def odd_receipts(rows: list[StoredMeasurement]) -> list[StoredMeasurement]:
+    """``rows`` received before 1970 and before year 1000 (where SQLite's strftime and Python's differ;
+    PostgreSQL's paths refuse such years), every other row: the SQLite paths write that hour in Python."""
+    odd = (datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC), datetime(999, 3, 1, 12, 30, tzinfo=UTC))
+    return [replace(row, received_at=odd[i % 4 // 2]) if i % 2 else row for i, row in enumerate(rows)]
 
 
 async def stored(tmp_path: Path, rows: list[StoredMeasurement]) -> SQLiteStore:
@@ -69,7 +79,7 @@ def sql_csv(path: Path, f: MeasurementFilter, page_rows: int) -> bytes:
     ],
 )
 async def test_sql_summary_is_the_rows_csv(tmp_path: Path, f: MeasurementFilter, page_rows: int) -> None:
-    store = await stored(tmp_path, varied_rows())
+    store = await stored(tmp_path, odd_receipts(varied_rows()))
     try:
         expected = csv_header() + b"".join([csv_line(row) async for row in store.iterate(f, batch=7)])
     finally:
