@@ -29,7 +29,17 @@ from gatewatch.core.measurement import Measurement
 from gatewatch.core.vocabulary import SCHEME_BLIND_TOKEN
 
 from .export_lines import DOCUMENT_COLUMNS, signed_text
-from .export_rows import PAGE_ROWS, RECEIVED_HOUR, Exact, Page, RawPages, SqlPages, keyset_pages, sql_pages
+from .export_rows import (
+    PAGE_ROWS,
+    RECEIVED_HOUR,
+    Exact,
+    Page,
+    RawPages,
+    SqlPages,
+    keyset_pages,
+    sql_pages,
+    with_exact,
+)
 from .exports import _ooni_time_text, json_text, jsonl_line, judgement_fields, received_hour_text
 from .store.base import MeasurementFilter
 from .store.sqlite import TOKEN_COLUMNS, stored_row
@@ -129,12 +139,7 @@ def jsonl_sql() -> SqlPages:
         return keyset_pages(conn, _COLUMNS, (marker,), f, page_rows, partitioned)
 
     def write(rows: list[Any], exact: Exact) -> list[str]:
-        lines = [_line(row, quoted) for row in rows]
-        missing = [row[-1] for row, line in zip(rows, lines, strict=True) if line is None]
-        if not missing:
-            return lines  # type: ignore[return-value]
-        written = exact(missing)
-        return [written[row[-1]] if line is None else line for row, line in zip(rows, lines, strict=True)]
+        return with_exact(rows, [_line(row, quoted) for row in rows], exact)
 
     return SqlPages(read, write, _exact_lines)
 

@@ -43,6 +43,7 @@ __all__ = [
     "sql_pages",
     "summary_pages",
     "summary_sql_applies",
+    "with_exact",
 ]
 
 PAGE_ROWS: Final = 2000  # rows read per query: no read transaction stays open while a client is slow
@@ -200,13 +201,17 @@ def _summary_rows(
     return keyset_pages(conn, _PLAIN_ROW, (), f, page_rows, partitioned)
 
 
-def _summary_lines(rows: list[Any], exact: Exact) -> list[str]:
-    lines = [_plain_line(row) for row in rows]
+def with_exact(rows: list[Any], lines: list[str | None], exact: Exact) -> list[str]:
+    """``lines`` of ``rows`` (each ending in its uid), the missing ones (None) asked of ``exact`` at once."""
     missing = [row[-1] for row, line in zip(rows, lines, strict=True) if line is None]
     if not missing:
         return lines  # type: ignore[return-value]
-    quoted = exact(missing)
-    return [quoted[row[-1]] if line is None else line for row, line in zip(rows, lines, strict=True)]
+    written = exact(missing)
+    return [written[row[-1]] if line is None else line for row, line in zip(rows, lines, strict=True)]
+
+
+def _summary_lines(rows: list[Any], exact: Exact) -> list[str]:
+    return with_exact(rows, [_plain_line(row) for row in rows], exact)
 
 
 def _quoted_lines(conn: sqlite3.Connection, uids: list[str]) -> dict[str, str]:
