@@ -311,3 +311,22 @@ def test_the_daemon_fetches_the_list_at_most_once_an_hour(tmp_path: Path) -> Non
         assert _daemon_once(data, url).exit_code == 0
     assert _last_total(paths) == 3
     assert paths.test_list_copy.read_text() == three
+
+
+_MAIN_AND_REPORT_FROZEN = """
+import atexit, gc, sys
+atexit.register(lambda: print("frozen", gc.get_freeze_count() > 0))
+from gatewatch.agent.cli import main
+sys.argv[0] = "gatewatch-agent"
+main()
+"""
+
+
+def test_the_process_entry_freezes_what_it_made_and_keeps_the_exit_code() -> None:
+    # main() ends the process: what it made is frozen so that the interpreter's exit does not walk it
+    # (start-up CPU, issue 16); typer's exit codes pass through unchanged (0 for help, 2 for a bad option).
+    for args, code in ((["--help"], 0), (["run", "--concurrency", "0"], 2)):
+        command = [sys.executable, "-c", _MAIN_AND_REPORT_FROZEN, *args]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert result.returncode == code, result.stderr
+        assert result.stdout.strip().splitlines()[-1] == "frozen True"
