@@ -28,6 +28,7 @@ for command in (init, run, daemon, upload, status, results, ui):  # in the order
 
 def main() -> None:
     """The process's entry (the console script and ``python -m``): one command, then the process ends."""
+    gc.disable()  # until the command's modules are loaded: cli_common.start_collecting
     try:
         app()
     finally:

@@ -11,7 +11,16 @@ from typing import Annotated
 
 import typer
 
-from .cli_common import CaFile, DataDir, Resolver, Routable, SourceAddress, fail, setup_logging
+from .cli_common import (
+    CaFile,
+    DataDir,
+    Resolver,
+    Routable,
+    SourceAddress,
+    fail,
+    setup_logging,
+    start_collecting,
+)
 from .paths import DataPaths
 
 __all__ = ["ui"]
@@ -47,6 +56,7 @@ def ui(
     from .ui.security import NotLoopback, parse_listen
     from .ui.serve import serve
 
+    start_collecting()
     setup_logging(verbose)
     try:
         address = parse_listen(listen)
