@@ -1,7 +1,10 @@
 """What the agent's commands share: the console, how a command fails, logging, exit codes and the options
 several commands take."""
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` in the modules of the commands' options: typer reads each
+# option from its command's annotations, every time it builds the command line (once for all commands,
+# again for the one that runs), and annotations kept as text are evaluated again each time (~5 ms of
+# every start; issue 16).
 
 import functools
 import gc
@@ -84,7 +87,7 @@ Tor = Annotated[
 
 
 @functools.cache
-def console(stderr: bool = False) -> Console:
+def console(stderr: bool = False) -> "Console":
     """rich's console, made when first needed: a pass under systemd or cron never draws one until its
     summary, and importing rich costs a volunteer's machine about 2 MiB (issue 4)."""
     from rich.console import Console
@@ -122,7 +125,7 @@ def setup_logging(verbose: bool) -> None:
     logging.getLogger("gatewatch.agent").setLevel(logging.INFO)
 
 
-def load_settings_or_fail(paths: DataPaths, **overrides: object) -> AgentSettings:
+def load_settings_or_fail(paths: DataPaths, **overrides: object) -> "AgentSettings":
     """``agent.toml`` with the command line's ``overrides``; a mistake in either is the volunteer's to fix."""
     from .settings import SettingsError, load_settings
 

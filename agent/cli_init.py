@@ -1,7 +1,7 @@
 """``gatewatch-agent init``: the risks explained, the volunteer's consent recorded, the data directory and
 signing key made; and the check every measuring command makes that consent is there and current."""
 
-from __future__ import annotations
+# Annotations stay objects, not text (no __future__ import): see cli_common.
 
 import json
 from typing import Annotated

@@ -1,7 +1,7 @@
 """The commands that report: ``status`` (consent, last run, what waits and why, key) and ``results`` (the
 volunteer's own recent measurements)."""
 
-from __future__ import annotations
+# Annotations stay objects, not text (no __future__ import): see cli_common.
 
 import json
 import sys

@@ -4,7 +4,7 @@ The page's server (:mod:`.ui`) is imported only inside the command, so ``run`` a
 it (the agent's memory goal, issue 4; ``tests/agent/ui/test_cli_ui.py`` checks).
 """
 
-from __future__ import annotations
+# Annotations stay objects, not text (no __future__ import): see cli_common.
 
 from pathlib import Path
 from typing import Annotated
