@@ -1,14 +1,14 @@
 """``gatewatch-agent init``: the risks explained, the volunteer's consent recorded, the data directory and
 signing key made; and the check every measuring command makes that consent is there and current."""
 
-from __future__ import annotations
+# Annotations stay objects, not text (no __future__ import): see cli_common.
 
 import json
 from typing import Annotated
 
 import typer
 
-from .cli_common import DataDir, console, fail
+from .cli_common import DataDir, console, fail, start_collecting
 from .paths import DataPaths
 
 __all__ = ["init", "require_consent"]
@@ -46,6 +46,7 @@ def init(
     from .consent import RISK_TEXT, record_consent
     from .keys import fingerprint, load_or_create_key
 
+    start_collecting()
     paths = DataPaths.at(data_dir)
     out = console()
     out.print(Panel(RISK_TEXT, title="Before you start", expand=False))

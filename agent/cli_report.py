@@ -1,7 +1,7 @@
 """The commands that report: ``status`` (consent, last run, what waits and why, key) and ``results`` (the
 volunteer's own recent measurements)."""
 
-from __future__ import annotations
+# Annotations stay objects, not text (no __future__ import): see cli_common.
 
 import json
 import sys
@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .cli_common import DataDir, console
+from .cli_common import DataDir, console, start_collecting
 from .paths import DataPaths
 
 __all__ = ["results", "status"]
@@ -31,6 +31,7 @@ def status(
     from .tokens import TokenWallet
     from .upload import LAST_UPLOAD_ERROR_KEY, LAST_UPLOAD_KEY
 
+    start_collecting()
     paths = DataPaths.at(data_dir)
     record = load_consent(paths.consent)
     info: dict[str, Any] = {
@@ -139,6 +140,7 @@ def results(
     from .history import recent_results
     from .queue import MeasurementQueue
 
+    start_collecting()
     paths = DataPaths.at(data_dir)
     if not paths.queue.exists():
         rows: list[dict[str, Any]] = []

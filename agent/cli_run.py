@@ -2,7 +2,7 @@
 systemd) and ``upload`` (deliver what waits, without measuring). Each takes ``--proxy``/``--tor`` for how
 the collector is reached (the probes never use them)."""
 
-from __future__ import annotations
+# Annotations stay objects, not text (no __future__ import): see cli_common.
 
 from pathlib import Path
 from typing import Annotated

@@ -4,14 +4,23 @@ The page's server (:mod:`.ui`) is imported only inside the command, so ``run`` a
 it (the agent's memory goal, issue 4; ``tests/agent/ui/test_cli_ui.py`` checks).
 """
 
-from __future__ import annotations
+# Annotations stay objects, not text (no __future__ import): see cli_common.
 
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from .cli_common import CaFile, DataDir, Resolver, Routable, SourceAddress, fail, setup_logging
+from .cli_common import (
+    CaFile,
+    DataDir,
+    Resolver,
+    Routable,
+    SourceAddress,
+    fail,
+    setup_logging,
+    start_collecting,
+)
 from .paths import DataPaths
 
 __all__ = ["ui"]
@@ -47,6 +56,7 @@ def ui(
     from .ui.security import NotLoopback, parse_listen
     from .ui.serve import serve
 
+    start_collecting()
     setup_logging(verbose)
     try:
         address = parse_listen(listen)

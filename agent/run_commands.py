@@ -27,6 +27,7 @@ from .cli_common import (
     load_settings_or_fail,
     log,
     setup_logging,
+    start_collecting,
 )
 from .cli_init import require_consent
 from .cli_test_list import NoTestList, load_test_list, report_problems, scheduled_test_list
@@ -126,6 +127,7 @@ def run(
 ) -> None:
     """Measure the test list once, then upload at once (unless --no-upload; --delay-upload waits first,
     as the daemon does)."""
+    start_collecting()
     setup_logging(verbose)
     paths = DataPaths.at(data_dir)
     require_consent(paths)
@@ -181,6 +183,7 @@ def daemon(
 ) -> None:
     """Run passes on a schedule (interval plus jitter, from agent.toml); for systemd. Each pass's upload
     waits a random upload_delay (5 to 60 minutes by default) so that it does not follow the probes."""
+    start_collecting()
     setup_logging(True)
     paths = DataPaths.at(data_dir)
     require_consent(paths)
@@ -364,6 +367,7 @@ def upload(
 ) -> None:
     """Deliver what waits in the queue, at once, without measuring (e.g. once a blocked collector is
     reachable)."""
+    start_collecting()
     setup_logging(verbose)
     paths = DataPaths.at(data_dir)
     require_consent(paths)

@@ -38,7 +38,8 @@ Unknown keys are refused with a message naming them: a typo must not silently di
 choice such as ``skip_categories``.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: pydantic reads every field's annotation when a model class is
+# made, and one kept as text is compiled and evaluated first (issue 16: part of every agent's start).
 
 import tomllib
 from pathlib import Path
@@ -171,7 +172,7 @@ class AgentSettings(_Section):
         return value
 
     @model_validator(mode="after")
-    def _routes(self) -> AgentSettings:
+    def _routes(self) -> "AgentSettings":
         if self.tor and self.proxy:
             raise ValueError("set either tor = true or a proxy, not both")
         parse_proxy(f"socks5h://{self.tor_socks}")
@@ -218,7 +219,7 @@ class AgentSettings(_Section):
 
     def with_transport(
         self, proxy: str | None = None, tor: bool = False, upload_delay: str | None = None
-    ) -> AgentSettings:
+    ) -> "AgentSettings":
         """The command line's ``--proxy``/``--tor`` (each replaces the other's setting) and
         ``--upload-delay MIN[,MAX]`` (seconds)."""
         changes: dict[str, object] = {}
@@ -239,7 +240,7 @@ class AgentSettings(_Section):
         except ValidationError as exc:
             raise SettingsError(_explain(exc)) from None
 
-    def with_overrides(self, **changes: object) -> AgentSettings:
+    def with_overrides(self, **changes: object) -> "AgentSettings":
         """A copy with the given values (``None`` and empty lists mean "not given on the command line")."""
         given = {k: v for k, v in changes.items() if v is not None and v != [] and v != ()}
         try:

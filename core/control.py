@@ -13,7 +13,8 @@ its measurement (``test_keys.control_vouch``); ingest judges only against a cont
 so an agent cannot invent one.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: pydantic reads every field's annotation when a model class is
+# made, and one kept as text is compiled and evaluated first (issue 16: part of every agent's start).
 
 import json
 from datetime import datetime

@@ -5,7 +5,8 @@ OpenAPI document (``collector/openapi.py``) is generated from them. A change her
 regenerate ``docs/openapi.json`` (a test fails while it is stale).
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: pydantic reads every field's annotation when a model class is
+# made, and one kept as text is compiled and evaluated first (issue 16: part of every agent's start).
 
 from typing import Annotated, Any, Literal
 

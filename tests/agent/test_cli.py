@@ -311,3 +311,43 @@ def test_the_daemon_fetches_the_list_at_most_once_an_hour(tmp_path: Path) -> Non
         assert _daemon_once(data, url).exit_code == 0
     assert _last_total(paths) == 3
     assert paths.test_list_copy.read_text() == three
+
+
+_MAIN_AND_REPORT_GC = """
+import atexit, gc, sys
+atexit.register(lambda: print("\\ncollecting", gc.isenabled(), "frozen", gc.get_freeze_count() > 0))
+from gatewatch.agent.cli import main
+sys.argv[0] = "gatewatch-agent"
+main()
+"""
+
+
+def _main(args: list[str]) -> tuple[int, str]:
+    command = [sys.executable, "-c", _MAIN_AND_REPORT_GC, *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    return result.returncode, result.stdout.strip().splitlines()[-1]
+
+
+def test_the_process_entry_freezes_what_it_made_and_keeps_the_exit_code() -> None:
+    # main() ends the process: what it made is frozen so that the interpreter's exit does not walk it
+    # (start-up CPU, issue 16); typer's exit codes pass through unchanged (0 for help, 2 for a bad option).
+    assert _main(["--help"]) == (0, "collecting False frozen True")
+    assert _main(["run", "--concurrency", "0"]) == (2, "collecting False frozen True")
+
+
+def test_every_command_resumes_collecting_garbage_before_it_works(tmp_path: Path) -> None:
+    # main() pauses the collector while the modules load; each command resumes it before its work (the
+    # daemon and the page run for days). Each starts here and stops at its first check, collector on.
+    data = ["--data-dir", str(tmp_path / "d")]  # no consent there yet
+    first_stop = {
+        "init": (1, data),  # asks for consent: no answer on stdin
+        "run": (2, data),
+        "daemon": (2, data),
+        "upload": (2, data),
+        "status": (0, [*data, "--json"]),
+        "results": (0, [*data, "--json"]),
+        "ui": (2, ["--listen", "192.0.2.1:0"]),  # not loopback
+    }
+    assert set(first_stop) == {command.callback.__name__ for command in app.registered_commands}
+    for name, (code, args) in first_stop.items():
+        assert _main([name, *args]) == (code, "collecting True frozen True"), name
