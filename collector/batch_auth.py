@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -52,6 +52,8 @@ __all__ = [
     "batch_digest",
     "check_items",
     "count_batch",
+    "digest_of_items",
+    "item_digest",
     "token_row",
 ]
 
@@ -78,10 +80,20 @@ class BatchRefused(Exception):
 
 @dataclass(frozen=True)
 class BatchAuth:
-    """How a batch is signed: by a token's ephemeral key (``token`` set), or identified (None)."""
+    """How a batch is signed: by a token's ephemeral key (``token`` set), or identified (None). ``spend``,
+    what the store marks spent with the batch's rows, is set once the checks have hashed the batch
+    (:meth:`with_digest`): the hashing runs beside the signatures' verification, off the event loop."""
 
     token: TokenParts | None
-    spend: TokenSpend | None
+    spend: TokenSpend | None = None
+
+    def with_digest(self, digest: bytes) -> BatchAuth:
+        """With its token's spend, for a batch whose :func:`batch_digest` is ``digest`` (identified: as
+        is)."""
+        token = self.token
+        if token is None:
+            return self
+        return replace(self, spend=TokenSpend(token.spent_id, digest, token.epoch, token.key_id))
 
 
 BATCH_AUTH_KEY: web.RequestKey[BatchAuth] = web.RequestKey("gatewatch_batch_auth", BatchAuth)
@@ -91,13 +103,24 @@ REPLAYED_KEY: web.RequestKey[bool] = web.RequestKey("gatewatch_replayed_batch", 
 def batch_digest(raw_items: Sequence[Any]) -> bytes:
     """What identifies a batch's content: its envelopes, in order (a resend sends the same ones). Each is
     hashed as its canonical JSON (sorted keys, no spaces, ASCII): stored digests compare across versions."""
+    return digest_of_items(item_digest(item) for item in raw_items)
+
+
+def item_digest(item: Any) -> bytes:
+    """The SHA-256 of one item's canonical JSON: :func:`batch_digest` hashes these, in the batch's order
+    (ingest's checks compute them item by item, beside each signature's verification)."""
+    digest = _plain_envelope_digest(item)
+    if digest is None:
+        text = json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        digest = hashlib.sha256(text.encode()).digest()
+    return digest
+
+
+def digest_of_items(item_digests: Iterable[bytes]) -> bytes:
+    """:func:`batch_digest` from its items' :func:`item_digest`, in the batch's order."""
     digest = hashlib.sha256()
-    for item in raw_items:
-        item_digest = _plain_envelope_digest(item)
-        if item_digest is None:
-            text = json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-            item_digest = hashlib.sha256(text.encode()).digest()
-        digest.update(item_digest)
+    for one in item_digests:
+        digest.update(one)
     return digest.digest()
 
 
@@ -128,12 +151,13 @@ def _plain_envelope_digest(item: Any) -> bytes | None:
     return digest.digest()
 
 
-async def authorise(request: web.Request, token_value: Any, raw_items: Sequence[Any]) -> BatchAuth:
-    """Check the batch's token (or that identified batches are accepted); raise :class:`BatchRefused`."""
+async def authorise(request: web.Request, token_value: Any) -> BatchAuth:
+    """Check the batch's token (or that identified batches are accepted); raise :class:`BatchRefused`.
+    The spend is left to :meth:`BatchAuth.with_digest`."""
     settings = request.app[SETTINGS_KEY]
     if token_value is None:
         if settings.accept_identified or settings.identified_keys:
-            return BatchAuth(None, None)
+            return BatchAuth(None)
         raise BatchRefused(TOKEN_REQUIRED, "this collector takes batches with a token only")
     try:
         wire = BatchToken.model_validate(token_value)
@@ -152,8 +176,7 @@ async def authorise(request: web.Request, token_value: Any, raw_items: Sequence[
         verify_token(parts, key.public_key)
     except BatchTokenError as exc:
         raise BatchRefused(exc.reason, str(exc)) from None
-    spend = TokenSpend(parts.spent_id, batch_digest(raw_items), parts.epoch, parts.key_id)
-    return BatchAuth(parts, spend)
+    return BatchAuth(parts)
 
 
 def check_items(request: web.Request, auth: BatchAuth, public_keys: Sequence[bytes | None]) -> list[bool]:

@@ -251,7 +251,7 @@ async def _ingest(request: web.Request, metrics: IngestMetrics) -> web.Response:
     else:  # megabytes of JSON: off the loop
         raw, token = await asyncio.to_thread(_batch, body, settings.max_batch)
     # The token first: a batch it refuses costs no verification.
-    auth = await _authorise(request, token, raw)
+    auth = await _authorise(request, token)
     judging = Judging(
         settings,
         request.app[FINGERPRINTS_KEY],
@@ -268,6 +268,7 @@ async def _ingest(request: web.Request, metrics: IngestMetrics) -> web.Response:
     if pool is not None:  # verified and judged in worker processes; what they left, here
         items = await pool.check(raw, judging.geo, judging.now, auth.token)
         failures = await _judge_left(items, judging, ephemeral)
+        digest = batch_auth.batch_digest(raw) if auth.token is not None else b""
     else:
         items, failures = await asyncio.to_thread(
             check_batch,
@@ -275,7 +276,9 @@ async def _ingest(request: web.Request, metrics: IngestMetrics) -> web.Response:
             judging,
             request.app[VERIFIERS_KEY],
             (lambda key: key == ephemeral) if ephemeral is not None else (lambda key: True),
-        )
+        )  # with a token, each item hashed for the spend too
+        digest = batch_auth.digest_of_items(item.digest for item in items) if auth.token is not None else b""
+    auth = request[BATCH_AUTH_KEY] = auth.with_digest(digest)
     _check_keys(request, auth, items)
     _rate_limit(request, items)
     if failures:
@@ -310,11 +313,11 @@ def _refused(request: web.Request, refused: batch_auth.BatchRefused) -> RequestR
     return RequestRefused(refused.status, refused.reason, refused.detail, "token_refused")
 
 
-async def _authorise(request: web.Request, token: Any, raw: Sequence[Any]) -> batch_auth.BatchAuth:
+async def _authorise(request: web.Request, token: Any) -> batch_auth.BatchAuth:
     """The batch's token, or that identified batches are accepted (batch_auth.py)."""
     request[REPLAYED_KEY] = False
     try:
-        auth = request[BATCH_AUTH_KEY] = await batch_auth.authorise(request, token, raw)
+        auth = request[BATCH_AUTH_KEY] = await batch_auth.authorise(request, token)
     except batch_auth.BatchRefused as refused:
         raise _refused(request, refused) from None
     return auth

@@ -5,7 +5,9 @@ The two overlap. Ed25519 verification runs without Python's lock held (``cryptog
 batch's envelopes are verified in chunks on a small pool of verifier threads while the calling thread
 judges the chunks already verified: on two cores, verification is mostly hidden behind the analysis
 instead of being added to it. Judging is pure (no I/O, nothing kept): an item judged and then refused
-(a key the batch may not use, a rate limit) only costs the CPU.
+(a key the batch may not use, a rate limit) only costs the CPU. A token batch's items are hashed for its
+spend (``batch_auth.batch_digest``) beside their verification too, not on the event loop (the hash, like
+the verification, runs without the lock for a measurement's kilobytes).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from gatewatch.core.vocabulary import (
 from gatewatch.core.wire import IngestItemResult, ItemStatus
 
 from .appkeys import GeoLookup
+from .batch_auth import item_digest
 from .geoip import GeoInfo
 from .judging import NO_VERDICT, mismatch_flags, rederive_dns_answers, stored_row, token_fields
 from .settings import Settings
@@ -62,6 +65,7 @@ class Item:
     signature: bytes = b""
     public_key: bytes = b""
     row: StoredMeasurement | None = None
+    digest: bytes = b""  # batch_auth.item_digest of the item as sent, when the batch's spend needs it
 
     def reject(self, reason: str) -> None:
         self.status, self.reason, self.row = "rejected", reason, None
@@ -74,12 +78,15 @@ class Item:
         )
 
 
-def verify_items(raw: Sequence[Any], first_index: int = 0) -> list[Item]:
-    """Envelope shape and signature of each item (CPU-bound, mostly without the interpreter's lock)."""
+def verify_items(raw: Sequence[Any], first_index: int = 0, digests: bool = False) -> list[Item]:
+    """Envelope shape and signature of each item (CPU-bound, mostly without the interpreter's lock);
+    ``digests``: each item's ``digest`` too, whatever it holds."""
     items: list[Item] = []
     for index, value in enumerate(raw, first_index):
         item = Item(index)
         items.append(item)
+        if digests:
+            item.digest = item_digest(value)
         try:
             envelope = Envelope.model_validate(value)
             item.payload, item.public_key = verify(envelope)
@@ -167,17 +174,19 @@ def check_batch(
 ) -> tuple[list[Item], int]:
     """Verify every item (on ``verifiers``, in chunks; None: here, one after the other) and judge each
     verified one whose key ``may_sign`` in this batch, the judging of a chunk overlapping the verification
-    of the next (a batch of one chunk is verified here: nothing to overlap). Returns the items in order and
-    how many analyses failed. Runs on a worker thread."""
+    of the next (a batch of one chunk is verified here: nothing to overlap). With a token (``judging``'s),
+    each item's ``digest`` is computed with its verification. Returns the items in order and how many
+    analyses failed. Runs on a worker thread."""
+    digests = judging.token is not None
     starts = range(0, len(raw), VERIFY_CHUNK)
     if len(raw) <= VERIFY_CHUNK:
         verifiers = None  # one chunk: nothing to overlap
     if verifiers is None:
         chunks: list[Callable[[], list[Item]]] = [
-            lambda s=s: verify_items(raw[s : s + VERIFY_CHUNK], s) for s in starts
+            lambda s=s: verify_items(raw[s : s + VERIFY_CHUNK], s, digests) for s in starts
         ]
     else:
-        futures = [verifiers.submit(verify_items, raw[s : s + VERIFY_CHUNK], s) for s in starts]
+        futures = [verifiers.submit(verify_items, raw[s : s + VERIFY_CHUNK], s, digests) for s in starts]
         chunks = [future.result for future in futures]
     items: list[Item] = []
     failures = 0

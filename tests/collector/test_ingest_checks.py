@@ -12,7 +12,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gatewatch.analysis.fingerprints import load_default_fingerprints
-from gatewatch.collector.batch_auth import token_row
+from gatewatch.collector.batch_auth import batch_digest, digest_of_items, token_row
 from gatewatch.collector.ingest_checks import VERIFY_CHUNK, Judging, check_batch
 from gatewatch.collector.settings import Settings
 from gatewatch.collector.vouched_control import ControlJudge
@@ -109,3 +109,23 @@ def test_a_token_batch_rows_carry_the_token_as_token_row_would_write_it(
         else:
             assert after.row == before.row and after.row.token is None
     assert rows >= 3
+
+
+def test_a_token_batch_is_hashed_beside_its_verification_as_batch_digest_hashes_it(
+    sign: Callable[..., dict[str, Any]], make_measurement: Callable[..., Measurement], agent_key: Any
+) -> None:
+    """With a token, every item (a bad one too) carries its digest, in or out of the verifier threads, and
+    together they are the batch's digest; identified, nothing is hashed."""
+    raw = _batch(sign, make_measurement)
+    ephemeral = envelope.public_key_bytes(agent_key)
+    token = TokenParts(epoch=7, key_id="k1", ephemeral_public_key=ephemeral, token=b"t" * 300)
+    with_token = dataclasses.replace(_judging(), token=token)
+    serial, _ = check_batch(raw, with_token, None)
+    with ThreadPoolExecutor(max_workers=2) as verifiers:
+        overlapped, _ = check_batch(raw, with_token, verifiers)
+    for items in (serial, overlapped):
+        assert all(len(i.digest) == 32 for i in items)
+        assert digest_of_items(i.digest for i in items) == batch_digest(raw)
+    assert digest_of_items(i.digest for i in serial[::-1]) != batch_digest(raw)
+    identified, _ = check_batch(raw, _judging(), None)
+    assert {i.digest for i in identified} == {b""}
