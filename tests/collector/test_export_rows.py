@@ -104,3 +104,23 @@ async def test_times_sqlite_formats_otherwise_are_refused(tmp_path: Path, start:
         assert summary_sql_applies(conn) is True
         conn.execute("DELETE FROM measurements")
         assert summary_sql_applies(conn) is True  # nothing stored: nothing to format
+
+
+async def test_pages_leave_their_temporary_table_empty(tmp_path: Path) -> None:
+    """Each page goes through a temporary table (one SQLite step for the page's work): emptied after each
+    page, so an export given up half-way leaves nothing behind, and the next export on the connection
+    reads the same lines."""
+    await (await stored(tmp_path, varied_rows())).close()
+    f = MeasurementFilter()
+    expected = sql_csv(tmp_path / "gatewatch.db", f, 4)
+    with sqlite3.connect(tmp_path / "gatewatch.db", isolation_level=None) as conn:
+        abandoned = summary_pages(conn, f, 4)
+        assert next(abandoned).lines
+        abandoned.close()
+        listed = conn.execute("SELECT name FROM temp.sqlite_master WHERE type = 'table'").fetchall()
+        assert listed
+        assert [conn.execute(f"SELECT count(*) FROM temp.{name}").fetchone() for (name,) in listed] == [
+            (0,)
+        ] * len(listed)
+        again = b"".join(page_bytes(page.lines) for page in summary_pages(conn, f, 4))
+        assert csv_header() + again == expected
